@@ -1,0 +1,84 @@
+"""Combine receptive field, border and cost into one :class:`~convscope.results.Analysis`."""
+
+from __future__ import annotations
+
+from convscope.analyses.border import feasible_range, productivity
+from convscope.analyses.cost import DType, cost
+from convscope.analyses.receptive_field import receptive_field
+from convscope.ir.graph import Graph, Node
+from convscope.ir.ops import KERNEL_OPS, OpKind
+from convscope.results import Analysis, LayerRow, Totals
+
+__all__ = ["analyze_graph"]
+
+
+def _op_name(node: Node) -> str:
+    if node.op is OpKind.ACT:
+        return node.attrs.fn  # type: ignore[union-attr, no-any-return]
+    return node.op.value
+
+
+def analyze_graph(
+    graph: Graph,
+    *,
+    dtype: DType | str = DType.FP32,
+    batch: int = 1,
+    feasible: tuple[int | None, int | float | None] | None = None,
+) -> Analysis:
+    """Analyse one graph at its own input shape.  ``feasible`` reuses a range computed before."""
+    rf = receptive_field(graph)
+    prod = productivity(graph, rf)
+    c = cost(graph, dtype=dtype, batch=batch)
+    rfs = rf.as_dict()
+    reasons = dict(prod.unproductive)
+    rows = []
+    for node in graph.nodes:
+        if node.op is OpKind.INPUT:
+            continue
+        a = node.attrs
+        r = rfs[node.name]
+        nc = c.of(node.name)
+        kernel_op = node.op in KERNEL_OPS
+        rows.append(LayerRow(
+            name=node.name,
+            op=_op_name(node),
+            inputs=node.inputs,
+            out_shape=node.out.shape,
+            kernel=a.kernel if kernel_op else None,  # type: ignore[union-attr]
+            stride=a.stride if kernel_op else None,  # type: ignore[union-attr]
+            dilation=a.dilation if kernel_op else None,  # type: ignore[union-attr]
+            groups=a.groups if node.op in (OpKind.CONV, OpKind.CONV_T) else None,  # type: ignore[union-attr]
+            params=nc.cost.params,
+            macs=nc.cost.macs,
+            elementwise_ops=nc.cost.elementwise_ops,
+            activation_bytes=nc.activation_bytes,
+            bytes_read=nc.bytes_read,
+            bytes_written=nc.bytes_written,
+            rf_min=r.rf_min,
+            rf_max=r.rf_max,
+            jump=r.jump,
+            rf_paths=r.paths,
+            unproductive=node.name in reasons,
+            reason=reasons.get(node.name),
+            source=node.source,
+            target=a.target if node.op is OpKind.UNKNOWN else None,  # type: ignore[union-attr]
+        ))
+    total = c.total
+    un_params = sum(x.params for x in rows if x.unproductive)
+    un_macs = sum(x.macs for x in rows if x.unproductive)
+    share = (un_params / total.params if total.params else 0.0, un_macs / total.macs if total.macs else 0.0)
+    totals = Totals(total.params, total.macs, total.elementwise_ops, c.weight_bytes, c.activation_bytes,
+                    c.peak_activation_bytes, c.bytes_moved)
+    unknown = tuple((n.name, n.attrs.target) for n in graph.nodes if n.op is OpKind.UNKNOWN)  # type: ignore[union-attr]
+    return Analysis(
+        model=graph.name,
+        input=graph.input_shape,
+        layers=tuple(rows),
+        totals=totals,
+        border_layer=prod.border_layer,
+        unproductive_share=share,
+        feasible_resolution=feasible if feasible is not None else feasible_range(graph, rf),
+        unknown_ops=unknown,
+        dtype=c.dtype.value,
+        batch=batch,
+    )

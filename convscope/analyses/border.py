@@ -1,0 +1,149 @@
+"""Border layer, unproductive layers and the feasible input-resolution range (DESIGN.md).
+
+At input resolution R (per axis):
+
+* a convolution or spatial pool is *unproductive* when every one of its inputs already has
+  ``rf_min >= R`` on every axis (it cannot integrate new context), or when it has a spatial kernel
+  and its input map is no larger than the kernel on every axis (it acts as a fully connected layer);
+* layers after a global operation (every input path global: the classifier head, the 1x1 convs of
+  an SE gate) and layers whose receptive field is unknown are never flagged;
+* the *border layer* is the first such layer, in topological order, whose ``rf_min`` exceeds R on
+  every axis;
+* the *feasible range* is [lo, hi]: lo the smallest square resolution at which no weighted layer
+  (convolution) is unproductive, hi the largest finite ``rf_max`` of the last spatial layer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from convscope.analyses.receptive_field import INF, NodeRF, RFResult, receptive_field
+from convscope.errors import GraphError
+from convscope.ir.graph import Graph, Node
+from convscope.ir.ops import KERNEL_OPS, SPATIAL_LAYER_OPS, OpKind
+from convscope.ir.transform import with_input
+
+__all__ = ["Productivity", "productivity", "feasible_range", "flaggable"]
+
+_WEIGHTED_SPATIAL = frozenset({OpKind.CONV, OpKind.CONV_T})
+
+
+@dataclass(frozen=True, slots=True)
+class Productivity:
+    resolution: tuple[int, int]
+    border_layer: str | None
+    unproductive: tuple[tuple[str, str], ...]  # (layer, reason)
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(n for n, _ in self.unproductive)
+
+
+def flaggable(node: Node, ins: list[NodeRF]) -> bool:
+    """A convolution or spatial pool that is not part of the head and has a known receptive field."""
+    if node.op not in SPATIAL_LAYER_OPS or not node.out.is_image:
+        return False
+    if not ins or any(not x.known or x.constant or x.is_global for x in ins):
+        return False
+    return True
+
+
+def _fmt(x: object) -> str:
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return str(x)
+
+
+def _reason(graph: Graph, node: Node, ins: list[NodeRF], res: tuple[int, int]) -> str | None:
+    mins = [x.rf_min for x in ins]
+    if all(m is not None and m[0] is not None and m[1] is not None and m[0] >= res[0] and m[1] >= res[1]
+           for m in mins):
+        lo = min(min(m) for m in mins if m is not None)  # type: ignore[type-var]
+        return f"input rf_min {_fmt(lo)} >= input resolution {res[0]}x{res[1]}"
+    if node.op in KERNEL_OPS:
+        k = node.attrs.kernel  # type: ignore[union-attr]
+        if max(k) > 1:
+            x = graph.node(node.inputs[0]).out
+            h, w = x.shape[1], x.shape[2]
+            if h <= k[0] and w <= k[1]:
+                return f"input map {h}x{w} is no larger than its {k[0]}x{k[1]} kernel"
+    return None
+
+
+def productivity(graph: Graph, rf: RFResult | None = None) -> Productivity:
+    rf = rf or receptive_field(graph)
+    rfs = rf.as_dict()
+    shape = graph.input_shape
+    res = (shape[1], shape[2]) if len(shape) == 3 else (shape[-1], shape[-1])
+    border = None
+    flagged: list[tuple[str, str]] = []
+    for node in graph.nodes:
+        ins = [rfs[i] for i in node.inputs]
+        if not flaggable(node, ins):
+            continue
+        reason = _reason(graph, node, ins, res)
+        if reason:
+            flagged.append((node.name, reason))
+        mine = rfs[node.name].rf_min
+        if border is None and mine is not None and mine[0] is not None and mine[1] is not None \
+                and mine[0] > res[0] and mine[1] > res[1]:
+            border = node.name
+    return Productivity(res, border, tuple(flagged))
+
+
+def _last_spatial(graph: Graph, rfs: dict[str, NodeRF]) -> NodeRF | None:
+    last = None
+    for node in graph.nodes:
+        x = rfs[node.name]
+        if node.out.spatial_axes and x.known and not x.constant and not x.is_global and node.op is not OpKind.INPUT:
+            last = x
+    return last
+
+
+def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 8192) -> tuple[int | None, float | int | None]:
+    """[lo, hi] as defined above; lo is None when no resolution up to ``limit`` works (or the graph
+    has fixed-size reshapes that do not allow another resolution)."""
+    rf = rf or receptive_field(graph)
+    rfs = rf.as_dict()
+    last = _last_spatial(graph, rfs)
+    hi = None
+    if last is not None and last.rf_max_finite is not None:
+        vals = [v for v in last.rf_max_finite if v is not None]
+        if vals:
+            top = max(vals)
+            hi = int(top) if float(top).is_integer() else float(top)
+    # Rule 1 does not depend on the resolution (unless adaptive pools feed convolutions): the
+    # layer stays productive while R > min over inputs and axes of rf_min.
+    need = 1
+    for node in graph.nodes:
+        ins = [rfs[i] for i in node.inputs]
+        if node.op in _WEIGHTED_SPATIAL and flaggable(node, ins):
+            m = min(min(v for v in x.rf_min if v is not None) for x in ins)  # type: ignore[union-attr, type-var]
+            if m != INF:
+                need = max(need, math.floor(m) + 1)
+    adaptive = any(n.op in (OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL) for n in graph.nodes)
+    c = graph.input_shape[0]
+
+    def ok(r: int) -> bool:
+        try:
+            g = with_input(graph, (c, r, r))
+        except GraphError:
+            return False  # a layer does not fit at this size
+        p = productivity(g, receptive_field(g) if adaptive else rf)
+        return not any(g.node(n).op in _WEIGHTED_SPATIAL for n in p.names)
+
+    # Output sizes grow monotonically with the input, so ok() is False up to some r and True after:
+    # exponential search for a working r, then bisection for the smallest.
+    lo, r = need - 1, need
+    while r <= limit and not ok(r):
+        lo, r = r, r * 2
+    if r > limit:
+        return None, hi
+    while r - lo > 1:
+        mid = (lo + r) // 2
+        if ok(mid):
+            r = mid
+        else:
+            lo = mid
+    return r, hi

@@ -1,0 +1,330 @@
+"""Receptive fields (DESIGN.md, "Receptive field — exact semantics").
+
+Per node and per spatial axis we keep the set of distinct ``(r, j)`` pairs over all paths from the
+input: ``r`` the receptive-field size in input pixels, ``j`` the jump (input pixels between adjacent
+output positions).  The input starts at ``{(1, 1)}``.
+
+* conv / pool, kernel k, stride s, dilation d:  ``r' = r + d(k-1)·j``, ``j' = j·s``.
+* transposed conv, stride s:  ``j' = j/s``; an output position depends on input positions spanning
+  ``max_c (max T_c - min T_c)·d/s`` input steps, where ``T_c`` are the kernel taps that land on
+  output positions of residue ``c`` mod s (k=4, s=2: 1 step; k=2, s=2: none).  ``r' = r + span·j``.
+* upsampling by f: ``j' = j/f``; nearest adds nothing to r, bilinear one input step (two neighbours).
+* merges: union of the inputs' sets.  Global ops (global pools, flatten of a map, linear over a
+  spatial axis, attention, matmul of activations): ``(∞, ∞)``.  Ops whose output mixes a global
+  statistic into a per-position value (the multiplication of an SE gate, GroupNorm) keep the finite
+  pairs and add ``(∞, ∞)``, so ``rf_min`` stays finite while ``rf_max`` becomes ∞.
+* ``zero`` (x·0) does not depend on its input: empty set (the node is constant).
+* ``unknown`` ops: unknown, and so is everything downstream (reported, never guessed).
+
+Numbers are ints where exact and :class:`fractions.Fraction` after upsampling; ∞ is ``math.inf``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Union
+
+from convscope.ir import ops as O
+from convscope.ir.graph import Graph, Node, TensorInfo
+from convscope.ir.ops import OpKind
+
+__all__ = ["INF", "AxisRF", "NodeRF", "RFResult", "receptive_field", "convT_span"]
+
+INF = math.inf
+Num = Union[int, Fraction, float]
+PairSet = frozenset[tuple[Num, Num]]
+GLOBAL: PairSet = frozenset({(INF, INF)})
+
+
+def _norm(x: Num) -> Num:
+    """Fractions with denominator 1 become ints (keeps arithmetic fast and output tidy)."""
+    if isinstance(x, Fraction) and x.denominator == 1:
+        return int(x)
+    return x
+
+
+@dataclass(frozen=True, slots=True)
+class AxisRF:
+    """The (r, j) pairs of one axis.  An empty set means the value does not depend on the input."""
+
+    pairs: PairSet
+
+    @property
+    def rf_min(self) -> Num | None:
+        return min((r for r, _ in self.pairs), default=None)
+
+    @property
+    def rf_max(self) -> Num | None:
+        return max((r for r, _ in self.pairs), default=None)
+
+    @property
+    def rf_max_finite(self) -> Num | None:
+        return max((r for r, _ in self.pairs if r != INF), default=None)
+
+    @property
+    def jump(self) -> Num | None:
+        """The jump of the finite paths (the smallest, should they differ)."""
+        return min((j for r, j in self.pairs if r != INF), default=None)
+
+    @property
+    def is_global(self) -> bool:
+        return bool(self.pairs) and all(r == INF for r, _ in self.pairs)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRF:
+    """Receptive field of one node: per axis (H, W), or ``None`` when unknown."""
+
+    axes: tuple[AxisRF, AxisRF] | None
+    paths: int
+
+    @property
+    def known(self) -> bool:
+        return self.axes is not None
+
+    @property
+    def constant(self) -> bool:
+        return self.axes is not None and not self.axes[0].pairs
+
+    def _both(self, attr: str) -> tuple[Num | None, Num | None] | None:
+        if self.axes is None:
+            return None
+        return (getattr(self.axes[0], attr), getattr(self.axes[1], attr))
+
+    @property
+    def rf_min(self) -> tuple[Num | None, Num | None] | None:
+        return self._both("rf_min")
+
+    @property
+    def rf_max(self) -> tuple[Num | None, Num | None] | None:
+        return self._both("rf_max")
+
+    @property
+    def rf_max_finite(self) -> tuple[Num | None, Num | None] | None:
+        return self._both("rf_max_finite")
+
+    @property
+    def jump(self) -> tuple[Num | None, Num | None] | None:
+        return self._both("jump")
+
+    @property
+    def is_global(self) -> bool:
+        """Every path is global: the node sees the whole input (the classifier head)."""
+        return self.axes is not None and self.axes[0].is_global and self.axes[1].is_global
+
+
+UNKNOWN_RF = NodeRF(None, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class RFResult:
+    """Receptive field of every node; ``of(name)`` for one."""
+
+    nodes: tuple[tuple[str, NodeRF], ...]
+
+    def of(self, name: str) -> NodeRF:
+        return dict(self.nodes)[name]
+
+    def as_dict(self) -> dict[str, NodeRF]:
+        return dict(self.nodes)
+
+
+# -- per-op rules -----------------------------------------------------------------------------------
+Rule = Callable[[Node, list[NodeRF], list[TensorInfo]], "tuple[PairSet, PairSet] | None"]
+_RULES: dict[OpKind, Rule] = {}
+
+
+def _rule(*kinds: OpKind) -> Callable[[Rule], Rule]:
+    def deco(fn: Rule) -> Rule:
+        for k in kinds:
+            if k in _RULES:
+                raise RuntimeError(f"duplicate receptive-field rule for {k}")
+            _RULES[k] = fn
+        return fn
+
+    return deco
+
+
+def _grow(pairs: PairSet, add_steps: Num, factor: Num) -> PairSet:
+    """Each finite (r, j) -> (r + add_steps·j, j·factor); global pairs stay global."""
+    out = set()
+    for r, j in pairs:
+        if r == INF:
+            out.add((INF, INF))
+        else:
+            out.add((_norm(r + add_steps * j), _norm(j * factor)))
+    return frozenset(out)
+
+
+def _union(inputs: Iterable[NodeRF]) -> tuple[PairSet, PairSet]:
+    h: set[tuple[Num, Num]] = set()
+    w: set[tuple[Num, Num]] = set()
+    for x in inputs:
+        assert x.axes is not None
+        h |= x.axes[0].pairs
+        w |= x.axes[1].pairs
+    return frozenset(h), frozenset(w)
+
+
+@_rule(OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL)
+def _kernel(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    a = node.attrs
+    h, w = _union(ins)
+    return (
+        _grow(h, a.dilation[0] * (a.kernel[0] - 1), a.stride[0]),  # type: ignore[union-attr]
+        _grow(w, a.dilation[1] * (a.kernel[1] - 1), a.stride[1]),  # type: ignore[union-attr]
+    )
+
+
+def convT_span(k: int, s: int, d: int) -> Fraction:
+    """Largest distance, in input steps, between input positions feeding one output position."""
+    best = Fraction(0)
+    for c in range(s):
+        taps = [t for t in range(k) if (t * d) % s == c]
+        if taps:
+            best = max(best, Fraction((max(taps) - min(taps)) * d, s))
+    return best
+
+
+@_rule(OpKind.CONV_T)
+def _convT(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    a = node.attrs
+    h, w = _union(ins)
+    return (
+        _grow(h, _norm(convT_span(a.kernel[0], a.stride[0], a.dilation[0])), Fraction(1, a.stride[0])),  # type: ignore[union-attr]
+        _grow(w, _norm(convT_span(a.kernel[1], a.stride[1], a.dilation[1])), Fraction(1, a.stride[1])),  # type: ignore[union-attr]
+    )
+
+
+@_rule(OpKind.UPSAMPLE)
+def _upsample(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    a = node.attrs
+    h, w = _union(ins)
+    taps = 1 if a.mode == "bilinear" else 0  # type: ignore[union-attr]
+    out = []
+    for pairs, size_in, size_out in ((h, infos[0].shape[1], node.out.shape[1]), (w, infos[0].shape[2], node.out.shape[2])):
+        out.append(_grow(pairs, taps, Fraction(size_in, size_out)))
+    return out[0], out[1]
+
+
+@_rule(OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL)
+def _adaptive(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    h, w = _union(ins)
+    out = []
+    for pairs, n_in, n_out in ((h, infos[0].shape[1], node.out.shape[1]), (w, infos[0].shape[2], node.out.shape[2])):
+        if n_out == 1:
+            out.append(GLOBAL)
+            continue
+        # Bin i covers [floor(i·n/m), ceil((i+1)·n/m)): the widest bin is the kernel.
+        k = max(-(-(i + 1) * n_in // n_out) - (i * n_in // n_out) for i in range(n_out))
+        out.append(_grow(pairs, k - 1, Fraction(n_in, n_out)))
+    return out[0], out[1]
+
+
+@_rule(OpKind.GLOBAL_AVGPOOL, OpKind.GLOBAL_MAXPOOL, OpKind.MATMUL, OpKind.ATTENTION)
+def _global(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    return GLOBAL, GLOBAL
+
+
+@_rule(OpKind.BATCHNORM, OpKind.ACT, OpKind.DROPOUT, OpKind.IDENTITY, OpKind.SCALE, OpKind.ADD,
+       OpKind.CONCAT, OpKind.SLICE, OpKind.CHANNEL_SHUFFLE, OpKind.PAD)
+def _pointwise(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    return _union(ins)
+
+
+@_rule(OpKind.MUL)
+def _mul(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    # An SE gate (a global (C,1,1) tensor) times the feature map: the union keeps the map's finite
+    # pairs and adds the gate's global pair.
+    return _union(ins)
+
+
+@_rule(OpKind.GROUPNORM)
+def _groupnorm(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    h, w = _union(ins)  # per-position value plus statistics over all positions
+    return h | GLOBAL, w | GLOBAL
+
+
+@_rule(OpKind.LAYERNORM)
+def _layernorm(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    h, w = _union(ins)
+    axis = node.attrs.axis  # type: ignore[union-attr]
+    x = infos[0]
+    if axis is not None and axis % len(x.shape) in x.spatial_axes:
+        return h | GLOBAL, w | GLOBAL
+    return h, w
+
+
+@_rule(OpKind.ZERO)
+def _zero(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    return frozenset(), frozenset()
+
+
+@_rule(OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PERMUTE)
+def _relayout(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    if infos[0].spatial_axes and not node.out.spatial_axes:
+        return GLOBAL, GLOBAL  # positions merged into features: nothing spatial is left
+    return _union(ins)
+
+
+@_rule(OpKind.LINEAR)
+def _linear(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    x = infos[0]
+    last = len(x.shape) - 1
+    if last in x.spatial_axes or (x.channel_axis != last and x.spatial_axes):
+        return GLOBAL, GLOBAL  # mixes positions
+    return _union(ins)
+
+
+@_rule(OpKind.SOFTMAX)
+def _softmax(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    x = infos[0]
+    if node.attrs.axis % len(x.shape) in x.spatial_axes:  # type: ignore[union-attr]
+        return GLOBAL, GLOBAL
+    return _union(ins)
+
+
+@_rule(OpKind.MEAN)
+def _mean(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    x = infos[0]
+    axes = {a % len(x.shape) for a in node.attrs.axes}  # type: ignore[union-attr]
+    if axes & set(x.spatial_axes):
+        return GLOBAL, GLOBAL
+    return _union(ins)
+
+
+@_rule(OpKind.UNKNOWN)
+def _unknown(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> None:
+    return None
+
+
+@_rule(OpKind.INPUT)
+def _input(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    one: PairSet = frozenset({(1, 1)})
+    return one, one
+
+
+_missing = set(OpKind) - set(_RULES)
+if _missing:  # pragma: no cover
+    raise RuntimeError(f"no receptive-field rule for {sorted(k.value for k in _missing)}")
+
+
+def receptive_field(graph: Graph) -> RFResult:
+    """Propagate (r, j) sets through the graph in topological order."""
+    rf: dict[str, NodeRF] = {}
+    for node in graph.nodes:
+        ins = [rf[i] for i in node.inputs]
+        infos = [graph.node(i).out for i in node.inputs]
+        if any(not x.known for x in ins):
+            rf[node.name] = UNKNOWN_RF
+            continue
+        pairs = _RULES[node.op](node, ins, infos)
+        if pairs is None:
+            rf[node.name] = UNKNOWN_RF
+            continue
+        paths = 1 if node.op is OpKind.INPUT else (0 if node.op is OpKind.ZERO else sum(x.paths for x in ins))
+        rf[node.name] = NodeRF((AxisRF(pairs[0]), AxisRF(pairs[1])), paths)
+    return RFResult(tuple(rf.items()))

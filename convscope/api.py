@@ -1,0 +1,153 @@
+"""The Python API: ``load_graph`` (any model reference -> Graph) and ``analyze``.
+
+A model reference is a :class:`~convscope.ir.Graph`, a spec path (``.yaml``/``.yml``), ``zoo:NAME``,
+an ``.onnx`` path, ``module.path:factory`` / ``file.py:factory`` (a callable returning an
+``nn.Module``), or an ``nn.Module`` itself.  Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from convscope.analyses.analyze import analyze_graph
+from convscope.analyses.border import feasible_range
+from convscope.analyses.cost import DType
+from convscope.errors import GraphError, InputError
+from convscope.ir.graph import Graph
+from convscope.ir.transform import with_input
+from convscope.results import Analysis
+
+__all__ = ["load_graph", "analyze", "analyze_resolutions", "parse_shape", "describe_ref"]
+
+_FACTORY = re.compile(r"^(?P<mod>[^:]+):(?P<fn>[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def parse_shape(text: str | Sequence[int], what: str = "--input") -> tuple[int, ...]:
+    """'3,224,224' or (3, 224, 224) -> (3, 224, 224), with an error that quotes the value."""
+    if isinstance(text, str):
+        parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+        try:
+            shape = tuple(int(p) for p in parts)
+        except ValueError:
+            raise InputError(f"{what} must be C,H,W (integers), got '{text}'") from None
+    else:
+        shape = tuple(int(v) for v in text)
+    if len(shape) != 3 or any(s <= 0 for s in shape):
+        raise InputError(f"{what} must be three positive integers C,H,W, got '{text}'")
+    return shape
+
+
+def describe_ref(model: Any) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    if isinstance(model, Graph):
+        return model.name
+    return type(model).__name__
+
+
+def load_graph(model: Any, *, input: Sequence[int] | None = None) -> Graph:
+    """Turn any model reference into a validated Graph at ``input`` (C, H, W) if given."""
+    shape = parse_shape(input) if input is not None else None
+    if isinstance(model, Graph):
+        return with_input(model, shape) if shape else model
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    if isinstance(model, str):
+        return _load_ref(model, shape)
+    if _is_torch_module(model):
+        from convscope.frontends.from_torch import graph_from_module
+
+        if shape is None:
+            raise InputError("a PyTorch module needs an input shape: input=(C, H, W)")
+        return graph_from_module(model, shape)  # type: ignore[no-any-return]
+    raise InputError(f"cannot analyse a {type(model).__name__}: give a spec path, zoo:NAME, an .onnx path, "
+                     "module:factory, a Graph or an nn.Module")
+
+
+def _is_torch_module(obj: Any) -> bool:
+    return any(c.__module__.startswith("torch.nn") and c.__name__ == "Module" for c in type(obj).__mro__)
+
+
+def _load_ref(ref: str, shape: tuple[int, ...] | None) -> Graph:
+    if ref.startswith("zoo:"):
+        from convscope.zoo import load_zoo
+
+        return load_zoo(ref[4:], input_shape=shape)
+    lower = ref.lower()
+    if lower.endswith((".yaml", ".yml")):
+        from convscope.frontends.from_spec import load_spec
+
+        return load_spec(ref, input_shape=shape)
+    if lower.endswith(".onnx"):
+        if not Path(ref).exists():
+            raise InputError(f"{ref}: no such file")
+        try:
+            from convscope.frontends.from_onnx import load_onnx
+        except ImportError as exc:
+            raise InputError(f"{ref}: reading ONNX needs the onnx package ({exc}); "
+                             "install with: pip install 'convscope[onnx]'") from None
+        return load_onnx(ref, input_shape=shape)  # type: ignore[no-any-return]
+    m = _FACTORY.match(ref)
+    if m:
+        try:
+            from convscope.frontends.from_torch import graph_from_factory
+        except ImportError as exc:
+            raise InputError(f"{ref}: analysing a PyTorch factory needs torch ({exc})") from None
+        return graph_from_factory(m.group("mod"), m.group("fn"), shape)  # type: ignore[no-any-return]
+    if Path(ref).exists():
+        raise InputError(f"{ref}: unknown model file type (expected .yaml, .yml or .onnx)")
+    raise InputError(f"'{ref}' is not a model: give a spec path (.yaml), zoo:NAME, an .onnx path, or "
+                     "module.path:factory / file.py:factory")
+
+
+def analyze(
+    model: Any,
+    *,
+    input: Sequence[int] | None = None,
+    dtype: DType | str = "fp32",
+    batch: int = 1,
+) -> Analysis:
+    """Analyse a network: per-layer rows, totals, border layer, unproductive layers, feasible range.
+
+    >>> a = analyze("zoo:vgg16-cifar", input=(3, 32, 32))
+    >>> a.border_layer, a.unproductive_share
+    """
+    graph = load_graph(model, input=input)
+    try:
+        dt = DType.parse(dtype)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if batch < 1:
+        raise InputError(f"batch must be a positive integer, got {batch}")
+    return analyze_graph(graph, dtype=dt, batch=batch)
+
+
+def analyze_resolutions(
+    model: Any,
+    resolutions: Sequence[int],
+    *,
+    input: Sequence[int] | None = None,
+    dtype: DType | str = "fp32",
+    batch: int = 1,
+) -> list[Analysis]:
+    """The same network at square input resolutions (the channel count is kept)."""
+    graph = load_graph(model, input=input)
+    dt = DType.parse(dtype)
+    feasible = feasible_range(graph)
+    out = []
+    c = graph.input_shape[0]
+    for r in resolutions:
+        if r < 1:
+            raise InputError(f"--res values must be positive, got {r}")
+        try:
+            g = with_input(graph, (c, r, r))
+        except GraphError as exc:
+            raise InputError(f"{graph.name} at {r}x{r}: {exc}") from None
+        adaptive = any(n.op.value.startswith("adaptive") for n in graph.nodes)
+        out.append(analyze_graph(g, dtype=dt, batch=batch, feasible=None if adaptive else feasible))
+    return out
+

@@ -1,0 +1,329 @@
+"""Build a runnable ``torch.nn.Module`` (random weights) from a Graph.
+
+Submodules are registered under the node names split at dots (``layer1.0.conv1`` becomes
+``model.layer1[0].conv1``), so parameter names match the graph's layer names.  The forward pass
+interprets the graph in topological order and frees each value after its last reader.
+
+``oracle=True`` builds the network used as ground truth for receptive fields (DESIGN.md): all
+weights positive, activations linear, max-pooling replaced by average pooling, BatchNorm an
+identity in eval mode, softmax dropped from attention — so no gradient can cancel, and the support
+of the input gradient of one output position is exactly its receptive field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convscope.errors import ConvscopeError
+from convscope.ir import ops as O
+from convscope.ir.graph import Graph, Node
+from convscope.ir.ops import OpKind
+
+__all__ = ["build_module", "GraphModule"]
+
+Fn = Callable[..., torch.Tensor]
+
+
+class _Scope(nn.Module):
+    """A plain container for the modules below one name prefix."""
+
+    def forward(self, *args: Any) -> Any:  # pragma: no cover - containers are never called
+        raise RuntimeError("a scope container is not callable")
+
+
+class _Lambda(nn.Module):
+    """A parameter-free op as a module, so it shows up under its layer name."""
+
+    def __init__(self, fn: Fn, label: str):
+        super().__init__()
+        self.fn = fn
+        self.label = label
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self.fn(*xs)
+
+    def extra_repr(self) -> str:
+        return self.label
+
+
+def _pad_args(p: tuple[tuple[int, int], tuple[int, int]]) -> tuple[int, int] | None:
+    """Symmetric padding as (ph, pw), or None when asymmetric."""
+    (t, b), (l, r) = p
+    return (t, l) if t == b and l == r else None
+
+
+def _act(a: O.ActAttrs, oracle: bool) -> nn.Module:
+    if oracle:
+        return nn.Identity()
+    table: dict[str, Callable[[], nn.Module]] = {
+        "relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish, "hsigmoid": nn.Hardsigmoid,
+        "swish": nn.SiLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
+        "softplus": nn.Softplus, "mish": nn.Mish, "selu": nn.SELU,
+        "leaky_relu": lambda: nn.LeakyReLU(a.alpha if a.alpha is not None else 0.01),
+        "elu": lambda: nn.ELU(a.alpha if a.alpha is not None else 1.0),
+        "prelu": lambda: nn.PReLU(max(1, a.channels)),
+    }
+    return table[a.fn]()
+
+
+def _module_for(node: Node, graph: Graph, oracle: bool) -> nn.Module | None:
+    """The nn.Module of one node, or None for ops computed functionally."""
+    a = node.attrs
+    x = graph.node(node.inputs[0]).out if node.inputs else None
+    op = node.op
+    if op is OpKind.CONV:
+        assert isinstance(a, O.ConvAttrs) and x is not None
+        conv = nn.Conv2d(x.shape[0], a.out_channels, a.kernel, a.stride, 0, a.dilation, a.groups, a.bias)
+        pad = _pad_args(a.padding)
+        if pad is not None:
+            conv.padding = pad
+            return conv
+        (t, b), (l, r) = a.padding
+        return nn.Sequential(nn.ZeroPad2d((l, r, t, b)), conv)
+    if op is OpKind.CONV_T:
+        assert isinstance(a, O.ConvAttrs) and x is not None
+        pad = _pad_args(a.padding)
+        if pad is None:
+            raise ConvscopeError(f"layer '{node.name}': asymmetric padding on a transposed conv cannot be built")
+        return nn.ConvTranspose2d(x.shape[0], a.out_channels, a.kernel, a.stride, pad, a.output_padding,
+                                  a.groups, a.bias, a.dilation)
+    if op in (OpKind.MAXPOOL, OpKind.AVGPOOL):
+        assert isinstance(a, O.PoolAttrs)
+        pad = _pad_args(a.padding)
+        if pad is None:
+            raise ConvscopeError(f"layer '{node.name}': asymmetric pool padding cannot be built")
+        if op is OpKind.MAXPOOL and not oracle:
+            return nn.MaxPool2d(a.kernel, a.stride, pad, a.dilation, ceil_mode=a.ceil_mode)
+        if a.dilation != (1, 1):
+            raise ConvscopeError(f"layer '{node.name}': a dilated average pool cannot be built")
+        include = a.count_include_pad if op is OpKind.AVGPOOL else True
+        return nn.AvgPool2d(a.kernel, a.stride, pad, ceil_mode=a.ceil_mode, count_include_pad=include)
+    if op is OpKind.ADAPTIVE_AVGPOOL or (op is OpKind.ADAPTIVE_MAXPOOL and oracle):
+        return nn.AdaptiveAvgPool2d(a.size)  # type: ignore[union-attr]
+    if op is OpKind.ADAPTIVE_MAXPOOL:
+        return nn.AdaptiveMaxPool2d(a.size)  # type: ignore[union-attr]
+    if op is OpKind.BATCHNORM:
+        assert x is not None
+        c = x.channels or 0
+        return nn.BatchNorm2d(c, eps=a.eps) if len(x.shape) == 3 else nn.BatchNorm1d(c, eps=a.eps)  # type: ignore[union-attr]
+    if op is OpKind.LAYERNORM:
+        assert isinstance(a, O.NormAttrs) and x is not None
+        axis = a.axis if a.axis is not None else x.channel_axis
+        assert axis is not None
+        return _ChannelNorm(x.shape[axis], axis % len(x.shape), a.eps, a.affine, oracle)
+    if op is OpKind.GROUPNORM:
+        assert isinstance(a, O.NormAttrs) and x is not None
+        if oracle:
+            return _Lambda(lambda t: t + t.mean(dim=tuple(range(2, t.dim())), keepdim=True), "oracle groupnorm")
+        return nn.GroupNorm(a.groups, x.channels or 0, eps=a.eps, affine=a.affine)
+    if op is OpKind.ACT:
+        return _act(a, oracle)  # type: ignore[arg-type]
+    if op is OpKind.DROPOUT:
+        return nn.Dropout(a.p)  # type: ignore[union-attr]
+    if op is OpKind.LINEAR:
+        assert isinstance(a, O.LinearAttrs) and x is not None
+        return nn.Linear(x.shape[-1], a.out_features, a.bias)
+    if op is OpKind.UPSAMPLE:
+        assert isinstance(a, O.UpsampleAttrs)
+        align = a.align_corners if a.mode == "bilinear" else None
+        if a.size is not None:
+            return nn.Upsample(size=a.size, mode=a.mode, align_corners=align)
+        assert a.scale is not None
+        return nn.Upsample(scale_factor=a.scale, mode=a.mode, align_corners=align)
+    if op is OpKind.CHANNEL_SHUFFLE:
+        return nn.ChannelShuffle(a.groups)  # type: ignore[union-attr]
+    return None
+
+
+class _ChannelNorm(nn.Module):
+    """LayerNorm over one axis (channels-first or last); an identity in the oracle."""
+
+    def __init__(self, n: int, axis: int, eps: float, affine: bool, oracle: bool):
+        super().__init__()
+        self.axis = axis + 1  # batch
+        self.oracle = oracle
+        self.norm = nn.LayerNorm(n, eps=eps, elementwise_affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.oracle:
+            return x
+        if self.axis == x.dim() - 1:
+            return self.norm(x)
+        return self.norm(x.movedim(self.axis, -1)).movedim(-1, self.axis)
+
+
+def _functional(node: Node, oracle: bool) -> Fn:
+    a = node.attrs
+    op = node.op
+    if op is OpKind.GLOBAL_AVGPOOL or (op is OpKind.GLOBAL_MAXPOOL and oracle):
+        keep = a.keepdims  # type: ignore[union-attr]
+        return lambda t: t.mean(dim=(2, 3), keepdim=keep)
+    if op is OpKind.GLOBAL_MAXPOOL:
+        keep = a.keepdims  # type: ignore[union-attr]
+        return lambda t: t.amax(dim=(2, 3), keepdim=keep)
+    if op is OpKind.IDENTITY:
+        return lambda t: t
+    if op is OpKind.ZERO:
+        return lambda t: t.mul(0.0)
+    if op is OpKind.SCALE:
+        v = a.value  # type: ignore[union-attr]
+        return lambda t: t * v
+    if op is OpKind.ADD:
+        def add(*ts: torch.Tensor) -> torch.Tensor:
+            out = ts[0]
+            for t in ts[1:]:
+                out = out + t
+            return out
+        return add
+    if op is OpKind.MUL:
+        def mul(*ts: torch.Tensor) -> torch.Tensor:
+            out = ts[0]
+            for t in ts[1:]:
+                out = out * t
+            return out
+        return mul
+    if op is OpKind.CONCAT:
+        axis = a.axis + 1  # type: ignore[union-attr]
+        return lambda *ts: torch.cat(ts, dim=axis)
+    if op is OpKind.SLICE:
+        s: O.SliceAttrs = a  # type: ignore[assignment]
+        return lambda t: t.narrow(s.axis + 1, s.start, s.stop - s.start)
+    if op is OpKind.FLATTEN:
+        start = a.axis + 1  # type: ignore[union-attr]
+        return lambda t: t.flatten(start)
+    if op is OpKind.RESHAPE:
+        shape = tuple(node.out.shape)
+        return lambda t: t.reshape(t.shape[0], *shape)
+    if op is OpKind.PERMUTE:
+        perm = (0, *[p + 1 for p in a.perm])  # type: ignore[union-attr]
+        return lambda t: t.permute(*perm)
+    if op is OpKind.MATMUL:
+        return torch.matmul
+    if op is OpKind.ATTENTION:
+        if oracle:
+            return lambda q, k, v: (q @ k.transpose(-2, -1)) @ v / k.shape[-2]
+        return lambda q, k, v: F.scaled_dot_product_attention(q, k, v)
+    if op is OpKind.SOFTMAX:
+        axis = a.axis  # type: ignore[union-attr]
+        if oracle:
+            return lambda t: t
+        return lambda t: torch.softmax(t, dim=axis + 1 if axis >= 0 else axis)
+    if op is OpKind.MEAN:
+        r: O.ReduceAttrs = a  # type: ignore[assignment]
+        dims = tuple(d + 1 if d >= 0 else d for d in r.axes)
+        return lambda t: t.mean(dim=dims, keepdim=r.keepdims)
+    if op is OpKind.PAD:
+        p: O.PadAttrs = a  # type: ignore[assignment]
+        (t_, b_), (l_, r_) = p.padding
+        mode = p.mode
+        return lambda t: F.pad(t, (l_, r_, t_, b_), mode=mode)
+    if op is OpKind.UNKNOWN:
+        raise ConvscopeError(f"layer '{node.name}' is an op convscope does not know "
+                             f"({a.target}): the network cannot be built")  # type: ignore[union-attr]
+    raise ConvscopeError(f"layer '{node.name}': no builder for op '{op.value}'")
+
+
+class GraphModule(nn.Module):
+    """Runs a Graph.  ``forward(x)`` returns the output (a tuple if the graph has several)."""
+
+    def __init__(self, graph: Graph, oracle: bool = False):
+        super().__init__()
+        self.graph = graph
+        self.oracle = oracle
+        self._fns: dict[str, Fn] = {}
+        self._flat = False
+        steps = []
+        for node in graph.nodes:
+            if node.op is OpKind.INPUT:
+                continue
+            mod = _module_for(node, graph, oracle)
+            if mod is not None:
+                self._register(node.name, mod)
+                steps.append((node.name, node.inputs, mod))
+            else:
+                steps.append((node.name, node.inputs, _functional(node, oracle)))
+        self._steps = steps
+        keep = set(graph.outputs)
+        last: dict[str, int] = {}
+        for idx, (name, inputs, _) in enumerate(steps):
+            for i in inputs:
+                last[i] = idx
+        self._free_after = {idx: [n for n, li in last.items() if li == idx and n not in keep] for idx in range(len(steps))}
+        self._inputs = [n.name for n in graph.inputs]
+
+    def _register(self, name: str, mod: nn.Module) -> None:
+        parts = name.split(".")
+        if all(parts) and not self._flat:
+            parent: nn.Module = self
+            ok = True
+            for p in parts[:-1]:
+                child = parent._modules.get(p)
+                if child is None:
+                    child = _Scope()
+                    parent.add_module(p, child)
+                elif not isinstance(child, _Scope):
+                    ok = False
+                    break
+                parent = child
+            if ok and parts[-1] not in parent._modules and not hasattr(parent, parts[-1]):
+                parent.add_module(parts[-1], mod)
+                return
+        # A name that is both a layer and a prefix of others: keep it flat, dots as "__".
+        flat = name.replace(".", "__")
+        if flat in self._modules:
+            flat = f"_{flat}"
+        self.add_module(flat, mod)
+
+    def forward(self, *xs: torch.Tensor) -> Any:
+        return self.run(*xs)
+
+    def run(self, *xs: torch.Tensor, capture: Sequence[str] = ()) -> Any:
+        """Forward pass; with ``capture``, return ``(output, {name: tensor})`` for those layers."""
+        if len(xs) != len(self._inputs):
+            raise ValueError(f"{self.graph.name} takes {len(self._inputs)} input(s), got {len(xs)}")
+        values: dict[str, torch.Tensor] = dict(zip(self._inputs, xs))
+        wanted = set(capture)
+        captured: dict[str, torch.Tensor] = {}
+        for idx, (name, inputs, fn) in enumerate(self._steps):
+            values[name] = fn(*(values[i] for i in inputs))
+            if name in wanted:
+                captured[name] = values[name]
+            for n in self._free_after[idx]:
+                values.pop(n, None)
+        outs = tuple(values[o] for o in self.graph.outputs)
+        out = outs[0] if len(outs) == 1 else outs
+        return (out, captured) if capture else out
+
+
+def build_module(graph: Graph, *, oracle: bool = False, seed: int | None = 0,
+                 dtype: torch.dtype = torch.float32) -> GraphModule:
+    """A module with random weights (seeded), in eval mode.  See the module docstring for ``oracle``."""
+    if seed is not None:
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+    try:
+        m = GraphModule(graph, oracle=oracle)
+    finally:
+        if seed is not None:
+            torch.random.set_rng_state(gen_state)
+    m = m.to(dtype)
+    if oracle:
+        with torch.no_grad():
+            for mod in m.modules():
+                if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                    fan_in = mod.weight[0].numel()
+                    mod.weight.copy_(torch.full_like(mod.weight, 1.0 / fan_in))
+                    if mod.bias is not None:
+                        mod.bias.zero_()
+                elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                    mod.weight.fill_(1.0)
+                    mod.bias.zero_()
+                    mod.running_mean.zero_()  # type: ignore[union-attr]
+                    mod.running_var.fill_(1.0)  # type: ignore[union-attr]
+    m.eval()
+    return m

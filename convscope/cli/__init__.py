@@ -1,0 +1,86 @@
+"""Command line: ``convscope COMMAND ...``.  ``main(argv) -> int``; nothing parses at import.
+
+Exit status (FORMATS.md §3): 0 done, 1 the analysis found nothing usable, 2 bad input.
+Each command lives in its own module with ``register(subparsers)``; the modules listed in
+``COMMANDS`` that exist are loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+
+from convscope import __version__
+from convscope.errors import ConvscopeError
+
+__all__ = ["main", "run", "build_parser"]
+
+COMMANDS = ("analyze", "compare", "calibrate", "measure", "suggest", "probe", "zoo")
+
+DESCRIPTION = """\
+convscope tells you, before anything is trained, how a convolutional network design will behave:
+where its receptive field outgrows the input (the border layer and the unproductive layers after
+it), what it costs (parameters, MACs, memory, memory traffic), how fast it runs on a device, and
+which deployment plan is fastest.
+
+MODEL is a spec file (.yaml), zoo:NAME (see `convscope zoo list`), an .onnx file, or
+module.path:factory / file.py:factory (a Python callable returning an nn.Module).
+"""
+
+EPILOG = """\
+examples:
+  convscope zoo list
+  convscope analyze zoo:resnet18-imagenet --input 3,32,32
+  convscope analyze my_net.yaml --res 32,64,224 --json -
+exit status: 0 done, 1 the analysis found nothing usable, 2 bad input.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convscope", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"convscope {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        modname = f"convscope.cli.{name}_cmd"
+        if importlib.util.find_spec(modname) is None:
+            continue
+        importlib.import_module(modname).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args))
+    except ConvscopeError as exc:
+        print(f"convscope {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print(f"convscope {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `convscope ... | head`
+        return 0
+    except Exception as exc:  # a bug in convscope, not in the input
+        if os.environ.get("CONVSCOPE_DEBUG"):
+            raise
+        print(f"convscope {args.command}: internal error: {type(exc).__name__}: {exc}\n"
+              "  (set CONVSCOPE_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return 3
+
+
+def run() -> None:
+    sys.exit(main())

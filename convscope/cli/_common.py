@@ -1,0 +1,56 @@
+"""Helpers shared by the command modules: consoles, shapes, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from convscope.api import parse_shape
+from convscope.errors import InputError
+
+__all__ = ["console", "write_json", "shape_arg", "int_list_arg", "add_json_arg", "json_to_stdout"]
+
+
+def console(args: argparse.Namespace | None = None, *, stderr: bool = False) -> Console:
+    width = getattr(args, "width", None) if args is not None else None
+    return Console(width=width, stderr=stderr, highlight=False)
+
+
+def json_to_stdout(args: argparse.Namespace) -> bool:
+    return getattr(args, "json", None) == "-"
+
+
+def write_json(data: Any, target: str) -> None:
+    text = json.dumps(data, indent=2, allow_nan=False)
+    if target == "-":
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+        return
+    try:
+        Path(target).write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--json {target}: cannot write: {exc.strerror or exc}") from None
+
+
+def shape_arg(text: str) -> tuple[int, ...]:
+    return parse_shape(text, "--input")
+
+
+def int_list_arg(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what} must be a comma-separated list of integers, got '{text}'") from None
+    if not values or any(v <= 0 for v in values):
+        raise InputError(f"{what} must be positive integers, got '{text}'")
+    return values
+
+
+def add_json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", metavar="FILE|-", help="write the result as JSON to FILE, or to stdout with '-' "
+                                                    "(the table is then not printed)")

@@ -1,0 +1,75 @@
+"""`convscope analyze MODEL`: receptive fields, border layer, unproductive layers and cost."""
+
+from __future__ import annotations
+
+import argparse
+
+from convscope.api import analyze, analyze_resolutions
+from convscope.cli._common import add_json_arg, console, int_list_arg, json_to_stdout, shape_arg, write_json
+from convscope.errors import InputError, NothingUsable
+from convscope.reports.terminal import render_analysis
+from convscope.results import SCHEMA_VERSION, Analysis
+
+HELP = "receptive fields, border layer, unproductive layers and cost of a network"
+DESCRIPTION = """\
+Analyse a network without training it: per layer the receptive field (rf_min and rf_max over all
+paths, the jump), parameters and MACs; the border layer (the first layer whose rf_min exceeds the
+input resolution), the unproductive layers (they cannot see more of the image than their input
+already does, or their input map is no larger than their kernel), their share of parameters and
+MACs, and the feasible input-resolution range.
+"""
+EPILOG = """\
+examples:
+  convscope analyze zoo:resnet18-imagenet --input 3,32,32
+  convscope analyze my_net.yaml --res 32,64,224 --json -
+  convscope analyze net.yaml --all --dtype fp16
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("analyze", help=HELP, description=DESCRIPTION, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL", help="spec .yaml, zoo:NAME, .onnx, or module:factory / file.py:factory")
+    p.add_argument("--input", metavar="C,H,W", help="input shape (required for PyTorch factories; "
+                                                    "overrides a spec's input)")
+    p.add_argument("--res", metavar="R1,R2,...", help="analyse at these square resolutions (H = W = R)")
+    add_json_arg(p)
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16", "int8"),
+                   help="element type for weight and activation bytes (default fp32)")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size for MACs and bytes (default 1)")
+    p.add_argument("--all", action="store_true", help="show every layer (BatchNorm, activations…), not only "
+                                                      "the ones that shape the receptive field or hold weights")
+    p.add_argument("--width", type=int, metavar="COLS", help="terminal width for the table")
+    p.set_defaults(handler=run)
+
+
+def _results(args: argparse.Namespace) -> list[Analysis]:
+    shape = shape_arg(args.input) if args.input else None
+    if args.batch < 1:
+        raise InputError(f"--batch must be a positive integer, got {args.batch}")
+    if args.res:
+        res = int_list_arg(args.res, "--res")
+        return analyze_resolutions(args.model, res, input=shape, dtype=args.dtype, batch=args.batch)
+    return [analyze(args.model, input=shape, dtype=args.dtype, batch=args.batch)]
+
+
+def run(args: argparse.Namespace) -> int:
+    results = _results(args)
+    if all(r.layers and all(x.is_unknown for x in r.layers) for r in results):
+        raise NothingUsable(f"{args.model}: every layer is an op convscope does not know")
+    if args.json:
+        data = results[0].to_dict() if len(results) == 1 and not args.res else {
+            "schema_version": SCHEMA_VERSION, "results": [r.to_dict() for r in results]}
+        write_json(data, args.json)
+    if args.html:
+        from convscope.reports.html import write_analysis_html
+
+        write_analysis_html(results, args.html)
+    if not json_to_stdout(args):
+        con = console(args)
+        for r in results:
+            render_analysis(r, con, all_layers=args.all)
+        if args.html:
+            con.print(f"wrote {args.html}")
+    return 0

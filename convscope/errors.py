@@ -1,0 +1,51 @@
+"""Errors that carry where the problem is, so every front end can report file, line and layer.
+
+Exit statuses (FORMATS.md §3): 0 done, 1 the analysis found nothing usable, 2 bad input.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConvscopeError", "GraphError", "SpecError", "InputError", "NothingUsable"]
+
+
+class ConvscopeError(Exception):
+    """Base class: a problem with what the user gave us (exit status 2)."""
+
+    exit_status = 2
+
+
+class InputError(ConvscopeError):
+    """A bad argument, a missing file, a model that cannot be loaded."""
+
+
+class GraphError(ConvscopeError):
+    """An invalid graph: shape mismatch, unknown input name, cycle.  Names the layer."""
+
+    def __init__(self, message: str, *, layer: str | None = None, source: str | None = None):
+        self.layer = layer
+        self.source = source
+        self.detail = message
+        where = f"{source}: " if source else ""
+        who = f"layer '{layer}': " if layer else ""
+        super().__init__(f"{where}{who}{message}")
+
+
+class SpecError(ConvscopeError):
+    """A problem in a YAML file; the message starts with file:line:column."""
+
+    def __init__(self, message: str, *, file: str, line: int | None = None, column: int | None = None):
+        self.file = file
+        self.line = line
+        self.column = column
+        pos = file
+        if line is not None:
+            pos += f":{line}"
+            if column is not None:
+                pos += f":{column}"
+        super().__init__(f"{pos}: {message}")
+
+
+class NothingUsable(ConvscopeError):
+    """The analysis ran but found nothing usable (exit status 1)."""
+
+    exit_status = 1

@@ -1,0 +1,203 @@
+"""Typed access to one layer's arguments in a spec, with errors that point into the file.
+
+Also the ``$name`` / ``${expression}`` substitution used inside blocks: a tiny, safe arithmetic
+language (numbers, argument names, + - * / // % and parentheses) evaluated with :mod:`ast`.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from convscope.errors import SpecError
+from convscope.frontends._yaml import Mark, YList, YMap
+
+__all__ = ["Args", "substitute", "fail"]
+
+
+def fail(file: str, mark: Mark | None, message: str) -> NoReturn:
+    line, col = mark if mark else (None, None)
+    raise SpecError(message, file=file, line=line, column=col)
+
+
+_BINOPS: dict[type, Any] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Div: operator.truediv,
+}
+
+
+def _eval(node: ast.AST, env: Mapping[str, Any], text: str) -> Any:
+    if isinstance(node, ast.Expression):
+        return _eval(node.body, env, text)
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id not in env:
+            known = ", ".join(sorted(env)) or "none"
+            raise ValueError(f"'{text}' uses '{node.id}', which is not an argument here (arguments: {known})")
+        return env[node.id]
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        left, right = _eval(node.left, env, text), _eval(node.right, env, text)
+        value = _BINOPS[type(node.op)](left, right)
+        if isinstance(node.op, ast.Div) and float(value).is_integer():
+            value = int(value)
+        return value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_eval(node.operand, env, text)
+    raise ValueError(f"'{text}' is not a valid expression (use numbers, argument names and + - * / // %)")
+
+
+def _substitute_str(text: str, env: Mapping[str, Any]) -> Any:
+    body = text[1:]
+    if body.startswith("{") and body.endswith("}"):
+        body = body[1:-1]
+    try:
+        tree = ast.parse(body.strip(), mode="eval")
+    except SyntaxError:
+        raise ValueError(f"'{text}' is not a valid expression") from None
+    return _eval(tree, env, text)
+
+
+def substitute(value: Any, env: Mapping[str, Any], file: str, mark: Mark | None) -> Any:
+    """Replace ``$name`` and ``${expr}`` strings (deeply) by their values in ``env``."""
+    if isinstance(value, str) and value.startswith("$"):
+        try:
+            return _substitute_str(value, env)
+        except (ValueError, ZeroDivisionError, TypeError) as exc:
+            fail(file, mark, str(exc))
+    if isinstance(value, YMap):
+        out = YMap({k: substitute(v, env, file, value.vmark(k)) for k, v in value.items()})
+        out.mark, out.key_marks, out.value_marks = value.mark, value.key_marks, value.value_marks
+        return out
+    if isinstance(value, YList):
+        seq = YList([substitute(v, env, file, value.imark(i)) for i, v in enumerate(value)])
+        seq.mark, seq.marks = value.mark, value.marks
+        return seq
+    if isinstance(value, dict):
+        return {k: substitute(v, env, file, mark) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, env, file, mark) for v in value]
+    return value
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class Args:
+    """The arguments of one layer.  Each getter checks the type and records the key as used;
+    :meth:`done` rejects keys that no getter asked for, listing what would be accepted."""
+
+    def __init__(self, op: str, data: Any, file: str, mark: Mark | None):
+        if data is None:
+            data = YMap()
+        if not isinstance(data, dict):
+            fail(file, mark, f"{op}: arguments must be a mapping like {{k: 3}}, got {data!r}")
+        self.op = op
+        self.data: dict[str, Any] = data
+        self.file = file
+        self.mark = mark
+        self.used: set[str] = set()
+
+    def where(self, key: str | None = None) -> Mark | None:
+        if key is not None and isinstance(self.data, YMap) and key in self.data:
+            return self.data.vmark(key)
+        return self.mark
+
+    def error(self, key: str | None, message: str) -> NoReturn:
+        fail(self.file, self.where(key), message)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        self.used.add(key)
+        return self.data.get(key, default)
+
+    def int(self, key: str, default: Any = ..., *, minimum: int = 1) -> int:
+        self.used.add(key)
+        if key not in self.data:
+            if default is ...:
+                self.error(None, f"{self.op}: missing argument '{key}'")
+            return default  # type: ignore[no-any-return]
+        v = self.data[key]
+        if not _is_int(v) or v < minimum:
+            self.error(key, f"{self.op}: '{key}' must be an integer >= {minimum}, got {v!r}")
+        return v  # type: ignore[no-any-return]
+
+    def number(self, key: str, default: Any = ..., *, positive: bool = False, low: float | None = None,
+               high: float | None = None) -> float:
+        self.used.add(key)
+        if key not in self.data:
+            if default is ...:
+                self.error(None, f"{self.op}: missing argument '{key}'")
+            return default  # type: ignore[no-any-return]
+        v = self.data[key]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if ok and positive and v <= 0:
+            ok = False
+        if ok and low is not None and v < low:
+            ok = False
+        if ok and high is not None and v > high:
+            ok = False
+        if not ok:
+            rng = " > 0" if positive else ""
+            if low is not None or high is not None:
+                rng = f" in [{low}, {high}]"
+            self.error(key, f"{self.op}: '{key}' must be a number{rng}, got {v!r}")
+        return float(v)
+
+    def bool(self, key: str, default: bool) -> bool:
+        self.used.add(key)
+        v = self.data.get(key, default)
+        if not isinstance(v, bool):
+            self.error(key, f"{self.op}: '{key}' must be true or false, got {v!r}")
+        return v
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        self.used.add(key)
+        v = self.data.get(key, default)
+        if v not in choices:
+            self.error(key, f"{self.op}: '{key}' must be one of {', '.join(choices)}, got {v!r}")
+        return v  # type: ignore[no-any-return]
+
+    def pair(self, key: str, default: Any = ..., *, minimum: int = 1) -> tuple[int, int]:
+        """An int or an [h, w] list of ints."""
+        self.used.add(key)
+        if key not in self.data:
+            if default is ...:
+                self.error(None, f"{self.op}: missing argument '{key}'")
+            return default  # type: ignore[no-any-return]
+        v = self.data[key]
+        if _is_int(v) and v >= minimum:
+            return (v, v)
+        if isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x >= minimum for x in v):
+            return (v[0], v[1])
+        self.error(key, f"{self.op}: '{key}' must be an integer >= {minimum} or a list [h, w] of them, got {v!r}")
+
+    def padding(self, key: str, default: tuple[tuple[int, int], tuple[int, int]]) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``same`` (handled by the caller via ``default``), an int, [h, w] or [[top, bottom], [left, right]]."""
+        self.used.add(key)
+        if key not in self.data or self.data[key] == "same":
+            return default
+        v = self.data[key]
+        if _is_int(v) and v >= 0:
+            return ((v, v), (v, v))
+        if isinstance(v, list) and len(v) == 2:
+            if all(_is_int(x) and x >= 0 for x in v):
+                return ((v[0], v[0]), (v[1], v[1]))
+            if all(isinstance(x, list) and len(x) == 2 and all(_is_int(y) and y >= 0 for y in x) for x in v):
+                return ((v[0][0], v[0][1]), (v[1][0], v[1][1]))
+        self.error(key, f"{self.op}: '{key}' must be 'same', an integer >= 0, [h, w] or "
+                        f"[[top, bottom], [left, right]], got {v!r}")
+
+    def done(self, accepted_extra: tuple[str, ...] = ()) -> None:
+        extra = [k for k in self.data if k not in self.used and k not in accepted_extra]
+        if extra:
+            key = extra[0]
+            accepted = sorted(self.used | set(accepted_extra))
+            mark = self.data.kmark(key) if isinstance(self.data, YMap) else self.mark
+            fail(self.file, mark,
+                 f"{self.op}: unknown argument '{key}' (accepted: {', '.join(accepted) or 'none'})")

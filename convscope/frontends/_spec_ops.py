@@ -1,0 +1,307 @@
+"""The spec language's simple ops: one small function per op name that reads its arguments and adds
+nodes to the graph.  Structural items (repeat, residual, parallel, block calls) live in from_spec.
+
+Each handler gets ``(args, ctx)`` and returns the name of its output node.  ``ctx`` adds nodes
+(:meth:`_Ctx.add`), knows the current input (``ctx.x``) and its tensor info (``ctx.info``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from convscope.frontends._spec_args import Args
+from convscope.ir import ops as O
+from convscope.ir.graph import TensorInfo
+from convscope.ir.ops import OpKind
+
+__all__ = ["SIMPLE_OPS", "Ctx", "same_padding"]
+
+
+class Ctx(Protocol):
+    x: str  # the input of a single-input op
+    prev: str  # the previous layer's output
+    inputs: tuple[str, ...]  # the layers named in `from` ((prev,) when none)
+    from_given: bool
+
+    @property
+    def info(self) -> TensorInfo: ...
+
+    def add(self, op: OpKind, attrs: Any, inputs: tuple[str, ...] | None = None, suffix: str | None = None) -> str: ...
+
+
+Handler = Callable[[Args, Ctx], str]
+SIMPLE_OPS: dict[str, Handler] = {}
+# Ops whose arguments may be given as a single scalar: `dropout: 0.2`, `linear: 10`.
+SHORTHAND: dict[str, str] = {}
+
+
+def _op(name: str, shorthand: str | None = None) -> Callable[[Handler], Handler]:
+    def deco(fn: Handler) -> Handler:
+        if name in SIMPLE_OPS:
+            raise RuntimeError(f"duplicate spec op '{name}'")
+        SIMPLE_OPS[name] = fn
+        if shorthand:
+            SHORTHAND[name] = shorthand
+        return fn
+
+    return deco
+
+
+def same_padding(k: tuple[int, int], d: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Symmetric padding ``d*(k-1)//2``: output size = ceil(input / stride) for odd kernels."""
+    ph, pw = d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2
+    return ((ph, ph), (pw, pw))
+
+
+def _need_image(a: Args, ctx: Ctx) -> tuple[int, int, int]:
+    info = ctx.info
+    if not info.is_image or len(info.shape) != 3:
+        a.error(None, f"{a.op} needs a (C, H, W) feature map, but its input has shape {list(info.shape)}")
+    c, h, w = info.shape
+    return c, h, w
+
+
+def _conv_common(a: Args) -> dict[str, Any]:
+    k = a.pair("k")
+    s = a.pair("s", (1, 1))
+    d = a.pair("d", (1, 1))
+    p = a.padding("p", same_padding(k, d))
+    return {"kernel": k, "stride": s, "dilation": d, "padding": p, "bias": a.bool("bias", False)}
+
+
+@_op("conv")
+def _conv(a: Args, ctx: Ctx) -> str:
+    _need_image(a, ctx)
+    out = a.int("out")
+    g = a.int("g", 1)
+    common = _conv_common(a)
+    a.done()
+    return ctx.add(OpKind.CONV, O.ConvAttrs(out_channels=out, groups=g, **common))
+
+
+@_op("dwconv")
+def _dwconv(a: Args, ctx: Ctx) -> str:
+    c, _, _ = _need_image(a, ctx)
+    out = a.int("out", c)
+    if out % c:
+        a.error("out", f"dwconv: 'out' must be a multiple of the input channels ({c}), got {out}")
+    common = _conv_common(a)
+    a.done()
+    return ctx.add(OpKind.CONV, O.ConvAttrs(out_channels=out, groups=c, **common))
+
+
+@_op("convT")
+def _convT(a: Args, ctx: Ctx) -> str:
+    _need_image(a, ctx)
+    out = a.int("out")
+    g = a.int("g", 1)
+    common = _conv_common(a)
+    op_ = a.pair("op", (0, 0), minimum=0)
+    a.done()
+    return ctx.add(OpKind.CONV_T, O.ConvAttrs(out_channels=out, groups=g, output_padding=op_, **common))
+
+
+def _pool(kind: OpKind) -> Handler:
+    def handler(a: Args, ctx: Ctx) -> str:
+        _need_image(a, ctx)
+        k = a.pair("k")
+        s = a.pair("s", k)
+        # p defaults to 0 (FORMATS.md §1); a stride-1 pool defaults to "same" padding so that it keeps
+        # the size, as in the §1 example where a 3x3/1 max-pool branch is concatenated with convs.
+        p = a.padding("p", same_padding(k, (1, 1)) if s == (1, 1) else ((0, 0), (0, 0)))
+        ceil = a.bool("ceil", False)
+        extra: dict[str, Any] = {}
+        if kind is OpKind.AVGPOOL:
+            extra["count_include_pad"] = a.bool("count_include_pad", True)
+        a.done()
+        return ctx.add(kind, O.PoolAttrs(kernel=k, stride=s, padding=p, ceil_mode=ceil, **extra))
+
+    return handler
+
+
+_op("maxpool", "k")(_pool(OpKind.MAXPOOL))
+_op("avgpool", "k")(_pool(OpKind.AVGPOOL))
+
+
+def _adaptive(kind: OpKind) -> Handler:
+    def handler(a: Args, ctx: Ctx) -> str:
+        _need_image(a, ctx)
+        size = a.pair("size")
+        a.done()
+        return ctx.add(kind, O.AdaptivePoolAttrs(size))
+
+    return handler
+
+
+_op("adaptive_avgpool", "size")(_adaptive(OpKind.ADAPTIVE_AVGPOOL))
+_op("adaptive_maxpool", "size")(_adaptive(OpKind.ADAPTIVE_MAXPOOL))
+
+
+def _global(kind: OpKind) -> Handler:
+    def handler(a: Args, ctx: Ctx) -> str:
+        _need_image(a, ctx)
+        keep = a.bool("keepdims", False)
+        a.done()
+        return ctx.add(kind, O.GlobalPoolAttrs(keepdims=keep))
+
+    return handler
+
+
+_op("gap")(_global(OpKind.GLOBAL_AVGPOOL))
+_op("gmp")(_global(OpKind.GLOBAL_MAXPOOL))
+
+
+@_op("upsample", "scale")
+def _upsample(a: Args, ctx: Ctx) -> str:
+    _need_image(a, ctx)
+    mode = a.choice("mode", "nearest", ("nearest", "bilinear"))
+    if a.has("size") == a.has("scale"):
+        a.error(None, "upsample: give exactly one of 'scale' and 'size'")
+    if a.has("size"):
+        attrs = O.UpsampleAttrs(mode=mode, size=a.pair("size"))
+    else:
+        v = a.raw("scale")
+        if isinstance(v, list) and len(v) == 2:
+            scale = (v[0], v[1])
+        else:
+            scale = (v, v)
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in scale):
+            a.error("scale", f"upsample: 'scale' must be a positive number or [h, w], got {v!r}")
+        attrs = O.UpsampleAttrs(mode=mode, scale=(float(scale[0]), float(scale[1])))
+    a.done()
+    return ctx.add(OpKind.UPSAMPLE, attrs)
+
+
+@_op("bn")
+def _bn(a: Args, ctx: Ctx) -> str:
+    if ctx.info.channel_axis is None:
+        a.error(None, f"bn needs a channel axis, but its input has shape {list(ctx.info.shape)}")
+    eps = a.number("eps", 1e-5, positive=True)
+    a.done()
+    return ctx.add(OpKind.BATCHNORM, O.NormAttrs(eps=eps))
+
+
+@_op("ln")
+def _ln(a: Args, ctx: Ctx) -> str:
+    if ctx.info.channel_axis is None:
+        a.error(None, f"ln needs a channel axis, but its input has shape {list(ctx.info.shape)}")
+    eps = a.number("eps", 1e-5, positive=True)
+    a.done()
+    return ctx.add(OpKind.LAYERNORM, O.NormAttrs(axis=ctx.info.channel_axis, eps=eps))
+
+
+@_op("gn", "groups")
+def _gn(a: Args, ctx: Ctx) -> str:
+    groups = a.int("groups")
+    a.done()
+    return ctx.add(OpKind.GROUPNORM, O.NormAttrs(groups=groups))
+
+
+def _act(fn: str) -> Handler:
+    def handler(a: Args, ctx: Ctx) -> str:
+        alpha = None
+        if fn in ("leaky_relu", "elu"):
+            alpha = a.number("alpha", 0.01 if fn == "leaky_relu" else 1.0)
+        a.done()
+        return ctx.add(OpKind.ACT, O.ActAttrs(fn=fn, alpha=alpha))
+
+    return handler
+
+
+for _fn in ("relu", "relu6", "hswish", "hsigmoid", "swish", "gelu", "sigmoid", "tanh", "leaky_relu", "elu"):
+    _op(_fn)(_act(_fn))
+SIMPLE_OPS["silu"] = SIMPLE_OPS["swish"]
+
+
+@_op("se", "ratio")
+def _se(a: Args, ctx: Ctx) -> str:
+    """Squeeze-excitation: gap -> 1x1 conv (bias) -> act -> 1x1 conv (bias) -> gate -> x * gate."""
+    c, _, _ = _need_image(a, ctx)
+    if a.has("hidden"):
+        hidden = a.int("hidden")
+    else:
+        ratio = a.number("ratio", 0.25, positive=True, high=1.0)
+        hidden = max(1, int(c * ratio))
+    act = a.choice("act", "relu", ("relu", "swish", "silu", "hswish", "relu6"))
+    gate = a.choice("gate", "sigmoid", ("sigmoid", "hsigmoid"))
+    a.done()
+    x = ctx.x
+    pool = ctx.add(OpKind.GLOBAL_AVGPOOL, O.GlobalPoolAttrs(keepdims=True), (x,), "avgpool")
+    one = {"kernel": (1, 1), "bias": True}
+    fc1 = ctx.add(OpKind.CONV, O.ConvAttrs(out_channels=hidden, **one), (pool,), "fc1")  # type: ignore[arg-type]
+    h = ctx.add(OpKind.ACT, O.ActAttrs(fn="swish" if act == "silu" else act), (fc1,), "act")
+    fc2 = ctx.add(OpKind.CONV, O.ConvAttrs(out_channels=c, **one), (h,), "fc2")  # type: ignore[arg-type]
+    g = ctx.add(OpKind.ACT, O.ActAttrs(fn=gate), (fc2,), "gate")
+    return ctx.add(OpKind.MUL, O.NoAttrs(), (x, g), "scale")
+
+
+@_op("dropout", "p")
+def _dropout(a: Args, ctx: Ctx) -> str:
+    p = a.number("p", 0.5, low=0.0, high=1.0)
+    a.done()
+    return ctx.add(OpKind.DROPOUT, O.DropoutAttrs(p=p))
+
+
+def _nullary(kind: OpKind) -> Handler:
+    def handler(a: Args, ctx: Ctx) -> str:
+        a.done()
+        return ctx.add(kind, O.NoAttrs())
+
+    return handler
+
+
+_op("identity")(_nullary(OpKind.IDENTITY))
+_op("zero")(_nullary(OpKind.ZERO))
+
+
+@_op("scale", "value")
+def _scale(a: Args, ctx: Ctx) -> str:
+    v = a.number("value")
+    a.done()
+    return ctx.add(OpKind.SCALE, O.ScaleAttrs(value=v))
+
+
+@_op("flatten")
+def _flatten(a: Args, ctx: Ctx) -> str:
+    a.done()
+    return ctx.add(OpKind.FLATTEN, O.AxisAttrs(axis=0))
+
+
+@_op("linear", "out")
+def _linear(a: Args, ctx: Ctx) -> str:
+    info = ctx.info
+    if len(info.shape) != 1:
+        a.error(None, f"linear needs a vector, but its input has shape {list(info.shape)}: "
+                      "add gap or flatten before it")
+    out = a.int("out")
+    bias = a.bool("bias", True)
+    a.done()
+    return ctx.add(OpKind.LINEAR, O.LinearAttrs(out_features=out, bias=bias))
+
+
+@_op("channel_shuffle", "groups")
+def _shuffle(a: Args, ctx: Ctx) -> str:
+    groups = a.int("groups")
+    a.done()
+    return ctx.add(OpKind.CHANNEL_SHUFFLE, O.ShuffleAttrs(groups=groups))
+
+
+def _merge(kind: OpKind) -> Handler:
+    """add / mul / concat of the layers named in ``from`` (plus the previous output if one is named)."""
+
+    def handler(a: Args, ctx: Ctx) -> str:
+        a.done()
+        if not ctx.from_given:
+            a.error(None, f"{a.op} needs the layers to merge: name them with 'from' "
+                          "(one name merges it with the previous layer)")
+        inputs = ctx.inputs if len(ctx.inputs) >= 2 else (ctx.prev, *ctx.inputs)
+        attrs: Any = O.AxisAttrs(axis=0) if kind is OpKind.CONCAT else O.NoAttrs()
+        return ctx.add(kind, attrs, tuple(inputs))
+
+    return handler
+
+
+_op("add")(_merge(OpKind.ADD))
+_op("mul")(_merge(OpKind.MUL))
+_op("concat")(_merge(OpKind.CONCAT))

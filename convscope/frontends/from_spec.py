@@ -1,0 +1,428 @@
+"""The network spec (FORMATS.md §1): YAML -> :class:`~convscope.ir.Graph`.
+
+Structure: ``layers`` is a list of items; an item is an op (``relu`` or ``conv: {out: 16, k: 3}``),
+a block call (``basic: {c: 16}``), ``repeat``, ``residual`` or ``parallel``.  Extensions beyond §1:
+``from:`` (take other named layers as input; with ``add``/``mul``/``concat`` this writes any DAG),
+``outputs:`` (graph outputs by name), ``start:`` on ``repeat`` (first copy index), and
+``${expr}`` arithmetic on block arguments.
+
+Generated names follow PyTorch module paths: the unnamed op at index 3 of the top-level list is
+``layers.3.conv``; a composite item at index 4 is the scope ``layers.4`` (copies of a repeat are
+``layers.4.0``, ``layers.4.1``…).  A ``name`` replaces the index path: at the top level it is used
+as is (``stem``), inside a named scope it is prefixed by it (``layer3.0`` + ``conv2``).  Unnamed
+``residual`` and ``parallel`` items are transparent for the names of their named children, so a
+block ``[residual: {body: [conv: {name: conv1}, …]}, relu]`` called as ``layer1.0`` yields
+``layer1.0.conv1`` (and its shortcut ``layer1.0.downsample.0``/``.1`` and merge ``layer1.0.add``
+when those names are free); a repeat copy whose body is one unnamed composite item gives it its own
+scope.  Inside a block, ``$cin`` is the call's input channel count.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from convscope.errors import GraphError, SpecError
+from convscope.frontends._spec_args import Args, fail, substitute
+from convscope.frontends._spec_ops import SHORTHAND, SIMPLE_OPS
+from convscope.frontends._yaml import Mark, YList, YMap, load_yaml
+from convscope.ir import ops as O
+from convscope.ir.graph import Graph, GraphBuilder, TensorInfo
+from convscope.ir.ops import OpKind
+
+__all__ = ["load_spec", "graph_from_spec_text", "graph_from_spec_data", "SPEC_OPS"]
+
+STRUCTURAL = ("repeat", "residual", "parallel")
+SPEC_OPS = tuple(sorted(SIMPLE_OPS)) + STRUCTURAL
+_TOP_KEYS = ("name", "input", "classes", "blocks", "layers", "description", "outputs")
+
+
+def load_spec(path: str | os.PathLike[str], *, input_shape: Sequence[int] | None = None) -> Graph:
+    """Read a spec file.  ``input_shape`` (C, H, W) overrides the file's ``input``."""
+    p = Path(path)
+    if not p.exists():
+        raise SpecError("no such file", file=str(path))
+    if p.is_dir():
+        raise SpecError("is a directory, not a spec file", file=str(path))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read: {exc}", file=str(path)) from None
+    return graph_from_spec_text(text, file=str(path), input_shape=input_shape)
+
+
+def graph_from_spec_text(text: str, *, file: str = "<spec>", input_shape: Sequence[int] | None = None) -> Graph:
+    data = load_yaml(text, file)
+    return graph_from_spec_data(data, file=file, input_shape=input_shape)
+
+
+def graph_from_spec_data(data: Any, *, file: str = "<spec>", input_shape: Sequence[int] | None = None) -> Graph:
+    if not isinstance(data, dict):
+        fail(file, getattr(data, "mark", (1, 1)), "a network spec must be a mapping with 'name', 'input' and 'layers'")
+    top = data if isinstance(data, YMap) else _wrap(data)
+    for key in top:
+        if key not in _TOP_KEYS:
+            fail(file, top.kmark(key), f"unknown key '{key}'{_suggest(str(key), _TOP_KEYS)} "
+                                        f"(accepted: {', '.join(_TOP_KEYS)})")
+    name = top.get("name")
+    if not isinstance(name, str) or not name:
+        fail(file, top.vmark("name") if "name" in top else top.mark, "'name' is required and must be a string")
+    shape = _input_shape(top, file) if input_shape is None else tuple(int(v) for v in input_shape)
+    if "layers" not in top:
+        fail(file, top.mark, "'layers' is required: the list of layers")
+    layers = top["layers"]
+    if not isinstance(layers, list) or not layers:
+        fail(file, top.vmark("layers"), "the network is empty: 'layers' must be a non-empty list")
+    blocks = _blocks(top, file)
+    walker = _Walker(file, blocks, GraphBuilder(name))
+    try:
+        walker.builder.add_input("input", shape, source=f"{file}:{top.vmark('input')[0]}")
+    except GraphError as exc:
+        fail(file, top.vmark("input"), f"input: {exc.detail}")
+    last = walker.walk_list(_as_list(layers), "input", "", "layers", {}, ())
+    outputs = [last]
+    if "outputs" in top:
+        outs = top["outputs"]
+        if not isinstance(outs, list) or not outs or not all(isinstance(o, str) for o in outs):
+            fail(file, top.vmark("outputs"), "'outputs' must be a list of layer names")
+        outputs = [walker.resolve(o, "", top.vmark("outputs")) for o in outs]
+    meta: dict[str, Any] = {"source": file}
+    for key in ("classes", "description"):
+        if key in top:
+            meta[key] = top[key]
+    if "classes" in top and (not isinstance(top["classes"], int) or top["classes"] < 1):
+        fail(file, top.vmark("classes"), f"'classes' must be a positive integer, got {top['classes']!r}")
+    return walker.builder.build(outputs=outputs, meta=meta)
+
+
+def _wrap(data: Any) -> Any:
+    """Plain dicts/lists (from Python callers) behave like loaded YAML without positions."""
+    if isinstance(data, dict) and not isinstance(data, YMap):
+        m = YMap({k: _wrap(v) for k, v in data.items()})
+        m.mark = (1, 1)
+        return m
+    if isinstance(data, list) and not isinstance(data, YList):
+        seq = YList([_wrap(v) for v in data])
+        seq.mark = (1, 1)
+        return seq
+    return data
+
+
+def _suggest(word: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _input_shape(top: YMap, file: str) -> tuple[int, ...]:
+    if "input" not in top:
+        fail(file, top.mark, "'input' is required: [C, H, W]")
+    v = top["input"]
+    ok = isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+    if not ok:
+        fail(file, top.vmark("input"), f"'input' must be [C, H, W] (three integers), got {v!r}")
+    if any(x <= 0 for x in v):
+        fail(file, top.vmark("input"), f"'input' sizes must be positive, got {list(v)}")
+    return tuple(v)
+
+
+def _as_list(v: Any) -> YList:
+    if isinstance(v, YList):
+        return v
+    seq = YList([v])
+    seq.mark = getattr(v, "mark", (1, 1))
+    seq.marks = [seq.mark]
+    return seq
+
+
+def _blocks(top: YMap, file: str) -> dict[str, YMap]:
+    raw = top.get("blocks")
+    if raw is None:
+        return {}
+    if not isinstance(raw, YMap):
+        fail(file, top.vmark("blocks"), "'blocks' must be a mapping of block name -> {args, layers}")
+    for bname, body in raw.items():
+        if not isinstance(bname, str):
+            fail(file, raw.kmark(bname), f"block name must be a string, got {bname!r}")
+        if bname in SIMPLE_OPS or bname in STRUCTURAL:
+            fail(file, raw.kmark(bname), f"block name '{bname}' is already an op name")
+        if not isinstance(body, YMap):
+            fail(file, raw.vmark(bname), f"block '{bname}' must be a mapping with 'layers' (and optional 'args')")
+        for key in body:
+            if key not in ("args", "layers"):
+                fail(file, body.kmark(key), f"block '{bname}': unknown key '{key}' (accepted: args, layers)")
+        if not isinstance(body.get("layers"), list) or not body["layers"]:
+            fail(file, body.vmark("layers") if "layers" in body else body.mark,
+                 f"block '{bname}' needs a non-empty 'layers' list")
+        args = body.get("args", YMap())
+        if args is not None and not isinstance(args, YMap):
+            fail(file, body.vmark("args"), f"block '{bname}': 'args' must be a mapping name -> default (null = required)")
+    return dict(raw)
+
+
+def _without(args: dict[str, Any], keys: tuple[str, ...]) -> YMap:
+    out = YMap({k: v for k, v in args.items() if k not in keys})
+    if isinstance(args, YMap):
+        out.mark, out.key_marks, out.value_marks = args.mark, args.key_marks, args.value_marks
+    return out
+
+
+def _join(ns: str, name: str) -> str:
+    return f"{ns}.{name}" if ns else name
+
+
+class _Ctx:
+    """What a simple-op handler sees: its inputs and a way to add nodes under its name."""
+
+    def __init__(self, walker: "_Walker", base: str, prev: str, inputs: tuple[str, ...] | None, mark: Mark):
+        self.walker = walker
+        self.base = base
+        self.prev = prev
+        self.from_given = inputs is not None
+        self.inputs = inputs if inputs is not None else (prev,)
+        self.x = self.inputs[0]
+        self.mark = mark
+
+    @property
+    def info(self) -> TensorInfo:
+        return self.walker.builder.info(self.x)
+
+    def add(self, op: OpKind, attrs: Any, inputs: tuple[str, ...] | None = None, suffix: str | None = None) -> str:
+        name = self.base if suffix is None else f"{self.base}.{suffix}"
+        return self.walker.add(name, op, attrs, inputs if inputs is not None else (self.x,), self.mark)
+
+
+class _Walker:
+    def __init__(self, file: str, blocks: dict[str, YMap], builder: GraphBuilder):
+        self.file = file
+        self.blocks = blocks
+        self.builder = builder
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def add(self, name: str, op: OpKind, attrs: Any, inputs: tuple[str, ...], mark: Mark) -> str:
+        try:
+            return self.builder.add(name, op, attrs, inputs, source=f"{self.file}:{mark[0]}:{mark[1]}")
+        except GraphError as exc:
+            fail(self.file, mark, f"layer '{name}': {exc.detail}")
+
+    def resolve(self, ref: Any, ns: str, mark: Mark) -> str:
+        if not isinstance(ref, str):
+            fail(self.file, mark, f"'from' must name earlier layers, got {ref!r}")
+        for cand in (_join(ns, ref), ref):
+            if cand in self.builder:
+                return cand
+        fail(self.file, mark, f"'from': no earlier layer named '{ref}'"
+                              + (f" (looked for '{_join(ns, ref)}' and '{ref}')" if ns else ""))
+
+    # -- lists and items -------------------------------------------------------------------------
+    def walk_list(self, items: YList, x: str, ns: str, path: str, env: Mapping[str, Any],
+                  stack: tuple[str, ...], scope: str | None = None) -> str:
+        if scope is not None and len(items) == 1 and self._composite_unnamed(items[0], env):
+            return self.walk_item(items[0], 0, x, ns, path, env, stack, items.imark(0), scope=scope)
+        for j, item in enumerate(items):
+            x = self.walk_item(item, j, x, ns, path, env, stack, items.imark(j))
+        return x
+
+    def _composite_unnamed(self, item: Any, env: Mapping[str, Any]) -> bool:
+        if isinstance(item, str):
+            return item in self.blocks
+        if not isinstance(item, dict) or "name" in item:
+            return False
+        keys = [k for k in item if k not in ("name", "from", "layers", "start")]
+        if "repeat" in item:
+            return True
+        if len(keys) != 1:
+            return False
+        key = keys[0]
+        args = item[key]
+        if isinstance(args, dict) and "name" in args:
+            return False
+        return key in self.blocks or key in ("residual", "parallel")
+
+    def walk_item(self, item: Any, j: int, x: str, ns: str, path: str, env: Mapping[str, Any],
+                  stack: tuple[str, ...], mark: Mark, scope: str | None = None) -> str:
+        item = substitute(item, env, self.file, mark)
+        if isinstance(item, str):
+            key, args, item_name, from_ = item, None, None, None
+        elif isinstance(item, dict):
+            if "repeat" in item:
+                return self._repeat(item, j, x, ns, path, env, stack, mark, scope)
+            keys = [k for k in item if k not in ("name", "from")]
+            if len(keys) != 1:
+                fail(self.file, mark, "a layer is a mapping with exactly one op, like '- conv: {out: 16, k: 3}'"
+                                      f" (got keys: {', '.join(map(str, item)) or 'none'})")
+            key = keys[0]
+            args = item[key]
+            item_name = item.get("name")
+            from_ = item.get("from")
+        else:
+            fail(self.file, mark, f"a layer must be an op name or a mapping, got {item!r}")
+        if not isinstance(key, str):
+            fail(self.file, mark, f"op name must be a string, got {key!r}")
+        amark = item.vmark(key) if isinstance(item, YMap) else mark
+        if key in SHORTHAND and args is not None and not isinstance(args, dict):
+            args = YMap({SHORTHAND[key]: args})
+            args.mark = amark
+            args.value_marks = {SHORTHAND[key]: amark}
+        if isinstance(args, dict) and ("name" in args or "from" in args):
+            if "name" in args:
+                if item_name is not None:
+                    fail(self.file, amark, "'name' is given twice (on the item and in its arguments)")
+                item_name = args["name"]
+            if "from" in args:
+                if from_ is not None:
+                    fail(self.file, amark, "'from' is given twice (on the item and in its arguments)")
+                from_ = args["from"]
+            args = _without(args, ("name", "from"))
+        elif args is not None and not isinstance(args, dict) and (key in SIMPLE_OPS or key in self.blocks):
+            fail(self.file, amark, f"{key}: arguments must be a mapping like {{k: 3}}, got {args!r}")
+        if item_name is not None and (not isinstance(item_name, str) or not item_name):
+            fail(self.file, mark, f"'name' must be a non-empty string, got {item_name!r}")
+        inputs = None
+        if from_ is not None:
+            refs = from_ if isinstance(from_, list) else [from_]
+            if not refs:
+                fail(self.file, mark, "'from' must name at least one layer")
+            inputs = tuple(self.resolve(r, ns, mark) for r in refs)
+        if key == "residual":
+            return self._residual(args, j, inputs[0] if inputs else x, ns, path, env, stack, amark, item_name, scope)
+        if key == "parallel":
+            return self._parallel(args, j, inputs[0] if inputs else x, ns, path, env, stack, amark, item_name, scope)
+        if key in self.blocks:
+            return self._call(key, args, j, inputs[0] if inputs else x, ns, path, stack, amark, item_name, scope)
+        if key in SIMPLE_OPS:
+            if inputs is not None and len(inputs) > 1 and key not in ("add", "mul", "concat"):
+                fail(self.file, mark, f"{key} takes one input, but 'from' names {len(inputs)}")
+            base = _join(ns, item_name) if item_name else f"{path}.{j}.{key}"
+            ctx = _Ctx(self, base, x, inputs, mark)
+            return SIMPLE_OPS[key](Args(key, args, self.file, amark), ctx)
+        known = list(SIMPLE_OPS) + list(STRUCTURAL) + list(self.blocks)
+        fail(self.file, mark, f"unknown op or block '{key}'{_suggest(key, known)}; "
+                              f"ops: {', '.join(sorted(SIMPLE_OPS))}; structure: {', '.join(STRUCTURAL)}"
+                              + (f"; blocks: {', '.join(self.blocks)}" if self.blocks else ""))
+
+    # -- structure -------------------------------------------------------------------------------
+    def _scope(self, j: int, ns: str, path: str, name: str | None, scope: str | None) -> tuple[str, str]:
+        """(scope of the item, namespace for its named children)."""
+        if name:
+            s = _join(ns, name)
+            return s, s
+        if scope is not None:
+            return scope, scope
+        return f"{path}.{j}", ns
+
+    def _repeat(self, item: dict[str, Any], j: int, x: str, ns: str, path: str, env: Mapping[str, Any],
+                stack: tuple[str, ...], mark: Mark, scope: str | None) -> str:
+        a = Args("repeat", item, self.file, mark)
+        n = a.int("repeat")
+        start = a.int("start", 0, minimum=0)
+        name = a.raw("name")
+        layers = a.raw("layers")
+        a.done()
+        if name is not None and (not isinstance(name, str) or not name):
+            a.error("name", f"'name' must be a non-empty string, got {name!r}")
+        if not isinstance(layers, list) or not layers:
+            a.error("layers" if "layers" in item else None, "repeat needs a non-empty 'layers' list")
+        if name:
+            rscope = _join(ns, name)
+        else:
+            rscope = scope if scope is not None else f"{path}.{j}"
+        for k in range(n):
+            copy = f"{rscope}.{start + k}"
+            x = self.walk_list(_as_list(layers), x, copy, copy, env, stack, scope=copy)
+        return x
+
+    def _residual(self, args: Any, j: int, x: str, ns: str, path: str, env: Mapping[str, Any],
+                  stack: tuple[str, ...], mark: Mark, name: str | None, scope: str | None) -> str:
+        a = Args("residual", args, self.file, mark)
+        body = a.raw("body")
+        shortcut = a.raw("shortcut", "auto")
+        a.done()
+        if not isinstance(body, list) or not body:
+            a.error("body" if a.has("body") else None, "residual needs a non-empty 'body' list of layers")
+        s, child_ns = self._scope(j, ns, path, name, scope)
+        y = self.walk_list(_as_list(body), x, child_ns, s, env, stack)
+        b = self.builder
+        if shortcut == "identity":
+            sc = x
+        elif shortcut == "auto":
+            sc = self._auto_shortcut(x, y, child_ns, s, a)
+        elif isinstance(shortcut, list):
+            sc = self.walk_list(_as_list(shortcut), x, child_ns, f"{s}.shortcut", env, stack) if shortcut else x
+        else:
+            a.error("shortcut", f"residual: 'shortcut' must be auto, identity or a list of layers, got {shortcut!r}")
+        if b.info(sc).shape != b.info(y).shape:
+            a.error(None, f"residual: the body's output {list(b.info(y).shape)} and the shortcut's "
+                          f"{list(b.info(sc).shape)} cannot be added")
+        add = f"{child_ns}.add" if name is None and child_ns and f"{child_ns}.add" not in b else f"{s}.add"
+        return self.add(add, OpKind.ADD, O.NoAttrs(), (y, sc), mark)
+
+    def _auto_shortcut(self, x: str, y: str, ns: str, scope: str, a: Args) -> str:
+        xi, yi = self.builder.info(x), self.builder.info(y)
+        if xi.shape == yi.shape:
+            return x
+        if not (xi.is_image and yi.is_image and len(xi.shape) == len(yi.shape) == 3):
+            a.error(None, f"residual: auto shortcut needs feature maps, got {list(xi.shape)} -> {list(yi.shape)}")
+        strides = []
+        for size, out in zip(xi.shape[1:], yi.shape[1:]):
+            fit = [s for s in range(1, size + 1) if (size - 1) // s + 1 == out]
+            if not fit:
+                a.error(None, f"residual: auto shortcut cannot map {list(xi.shape)} to {list(yi.shape)} "
+                              "with a strided 1x1 convolution")
+            strides.append(min(fit, key=lambda s: abs(s - size / out)))
+        base = _join(ns, "downsample") if ns else f"{scope}.downsample"
+        if f"{base}.0" in self.builder:
+            base = f"{scope}.downsample"
+        conv = self.add(f"{base}.0", OpKind.CONV,
+                        O.ConvAttrs(out_channels=yi.shape[0], kernel=(1, 1), stride=(strides[0], strides[1])),
+                        (x,), a.mark or (0, 0))
+        return self.add(f"{base}.1", OpKind.BATCHNORM, O.NormAttrs(), (conv,), a.mark or (0, 0))
+
+    def _parallel(self, args: Any, j: int, x: str, ns: str, path: str, env: Mapping[str, Any],
+                  stack: tuple[str, ...], mark: Mark, name: str | None, scope: str | None) -> str:
+        a = Args("parallel", args, self.file, mark)
+        merge = a.choice("merge", "concat", ("concat", "add"))
+        branches = a.raw("branches")
+        a.done()
+        if not isinstance(branches, list) or not branches:
+            a.error("branches" if a.has("branches") else None, "parallel needs a non-empty 'branches' list")
+        s, child_ns = self._scope(j, ns, path, name, scope)
+        outs = []
+        for bi, br in enumerate(branches):
+            br_list = br if isinstance(br, list) else _as_list(br)
+            outs.append(self.walk_list(br_list, x, child_ns, f"{s}.{bi}", env, stack) if br_list else x)
+        kind = OpKind.CONCAT if merge == "concat" else OpKind.ADD
+        attrs: Any = O.AxisAttrs(axis=0) if kind is OpKind.CONCAT else O.NoAttrs()
+        if len(outs) == 1:
+            return outs[0]
+        return self.add(f"{s}.{merge}", kind, attrs, tuple(outs), mark)
+
+    def _call(self, block: str, args: Any, j: int, x: str, ns: str, path: str, stack: tuple[str, ...],
+              mark: Mark, name: str | None, scope: str | None) -> str:
+        if block in stack:
+            chain = " -> ".join((*stack[stack.index(block):], block))
+            fail(self.file, mark, f"block '{block}' calls itself ({chain})")
+        body = self.blocks[block]
+        params = body.get("args") or YMap()
+        given = args or {}
+        env: dict[str, Any] = {}
+        for key in given:
+            if key not in params:
+                kmark = given.kmark(key) if isinstance(given, YMap) else mark
+                accepted = ", ".join(map(str, params)) or "none"
+                fail(self.file, kmark, f"block '{block}': unknown argument '{key}'{_suggest(str(key), list(params))} "
+                                       f"(accepted: {accepted})")
+        for key, default in params.items():
+            if key in given:
+                env[key] = given[key]
+            elif default is None:
+                fail(self.file, mark, f"block '{block}': missing argument '{key}'")
+            else:
+                env[key] = default
+        info = self.builder.info(x)
+        if "cin" not in env and info.channels is not None:
+            env["cin"] = info.channels  # the call's input channels, for expressions like ${cin*6}
+        s, _ = self._scope(j, ns, path, name, scope)
+        return self.walk_list(_as_list(body["layers"]), x, s, s, env, (*stack, block))

@@ -1,0 +1,272 @@
+"""The layer graph: frozen nodes in topological order, built and validated by :class:`GraphBuilder`.
+
+Shapes exclude the batch dimension.  Each node's output carries a :class:`TensorInfo`: its shape and
+which axes are the channel and the spatial axes (needed to tell a pointwise op from one that mixes
+positions, e.g. a LayerNorm over channels after a permute versus a Linear over a spatial axis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from convscope.errors import GraphError
+from convscope.ir.ops import OpKind, Attrs, InputAttrs, attrs_from_dict, attrs_to_dict
+
+__all__ = ["TensorInfo", "Node", "Graph", "GraphBuilder"]
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """Shape without batch, plus layout: the channel axis and the spatial (position) axes."""
+
+    shape: tuple[int, ...]
+    channel_axis: int | None = 0
+    spatial_axes: tuple[int, ...] = (1, 2)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def channels(self) -> int | None:
+        return None if self.channel_axis is None else self.shape[self.channel_axis]
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        """Sizes of the spatial axes, in order (H, W) for images."""
+        return tuple(self.shape[a] for a in self.spatial_axes)
+
+    @property
+    def is_image(self) -> bool:
+        """A (C, H, W) map with two spatial axes."""
+        return len(self.spatial_axes) == 2 and self.channel_axis is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shape": list(self.shape),
+            "channel_axis": self.channel_axis,
+            "spatial_axes": list(self.spatial_axes),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TensorInfo":
+        return cls(tuple(d["shape"]), d.get("channel_axis"), tuple(d.get("spatial_axes", ())))
+
+
+def image(c: int, h: int, w: int) -> TensorInfo:
+    return TensorInfo((c, h, w), 0, (1, 2))
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One operation.  ``source`` says where it came from (``net.yaml:12:5``, a module path, …)."""
+
+    name: str
+    op: OpKind
+    inputs: tuple[str, ...]
+    attrs: Attrs
+    out: TensorInfo
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "op": self.op.value,
+            "inputs": list(self.inputs),
+            "attrs": attrs_to_dict(self.attrs),
+            "out": self.out.to_dict(),
+        }
+        if self.source:
+            d["source"] = self.source
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Graph:
+    """A validated DAG.  ``nodes`` is in topological order; ``outputs`` names the result nodes."""
+
+    name: str
+    nodes: tuple[Node, ...]
+    outputs: tuple[str, ...]
+    meta: tuple[tuple[str, Any], ...] = ()
+    _index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {n.name: i for i, n in enumerate(self.nodes)})
+
+    # -- queries ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def node(self, name: str) -> Node:
+        try:
+            return self.nodes[self._index[name]]
+        except KeyError:
+            raise GraphError(f"no layer named '{name}'", layer=name) from None
+
+    def position(self, name: str) -> int:
+        return self._index[name]
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.op is OpKind.INPUT)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.inputs[0].out.shape
+
+    def consumers(self) -> dict[str, list[str]]:
+        """For each node, the nodes that read its output (in topological order)."""
+        users: dict[str, list[str]] = {n.name: [] for n in self.nodes}
+        for n in self.nodes:
+            for i in n.inputs:
+                users[i].append(n.name)
+        return users
+
+    def meta_dict(self) -> dict[str, Any]:
+        return dict(self.meta)
+
+    # -- serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "nodes": [n.to_dict() for n in self.nodes],
+            "outputs": list(self.outputs),
+            "meta": dict(self.meta),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Graph":
+        """Rebuild (and re-validate: shapes are inferred again, not trusted) from :meth:`to_dict`."""
+        raw = list(d["nodes"])
+        by_name: dict[str, Mapping[str, Any]] = {}
+        for nd in raw:
+            if nd["name"] in by_name:
+                raise GraphError("duplicate layer name", layer=nd["name"])
+            by_name[nd["name"]] = nd
+        order = _topological([(nd["name"], list(nd["inputs"])) for nd in raw])
+        b = GraphBuilder(d["name"])
+        for name in order:
+            nd = by_name[name]
+            op = OpKind(nd["op"])
+            attrs = attrs_from_dict(op, nd.get("attrs", {}))
+            if op is OpKind.INPUT:
+                out = TensorInfo.from_dict(nd["out"]) if "out" in nd else None
+                b.add_input(name, attrs.shape, layout=out)  # type: ignore[union-attr]
+            else:
+                b.add(name, op, attrs, nd["inputs"], source=nd.get("source"))
+        return b.build(outputs=d.get("outputs") or None, meta=d.get("meta") or {})
+
+
+def _topological(items: list[tuple[str, list[str]]]) -> list[str]:
+    """Kahn's algorithm, stable with respect to the given order; names the nodes of a cycle."""
+    names = {n for n, _ in items}
+    for n, ins in items:
+        for i in ins:
+            if i not in names:
+                raise GraphError(f"input '{i}' does not name any layer", layer=n)
+    pending = {n: set(ins) for n, ins in items}
+    done: list[str] = []
+    placed: set[str] = set()
+    progress = True
+    while pending and progress:
+        progress = False
+        for n, _ in items:
+            if n in pending and pending[n] <= placed:
+                done.append(n)
+                placed.add(n)
+                del pending[n]
+                progress = True
+    if pending:
+        cyc = sorted(pending)
+        raise GraphError(f"the graph has a cycle through {', '.join(cyc[:6])}", layer=cyc[0])
+    return done
+
+
+class GraphBuilder:
+    """Adds nodes one at a time, inferring each output shape at once and raising
+    :class:`GraphError` (naming the layer and its source) on the first inconsistency."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._nodes: list[Node] = []
+        self._by_name: dict[str, Node] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    def info(self, name: str) -> TensorInfo:
+        return self._by_name[name].out
+
+    def get(self, name: str) -> Node:
+        return self._by_name[name]
+
+    @property
+    def last(self) -> str:
+        return self._nodes[-1].name
+
+    def _check_name(self, name: str, source: str | None) -> None:
+        if not name or not isinstance(name, str):
+            raise GraphError("a layer name must be a non-empty string", layer=str(name), source=source)
+        if name in self._by_name:
+            first = self._by_name[name].source
+            also = f" (first defined at {first})" if first else ""
+            raise GraphError(f"duplicate layer name{also}", layer=name, source=source)
+
+    def add_input(
+        self, name: str, shape: Iterable[int], *, layout: TensorInfo | None = None,
+        source: str | None = None,
+    ) -> str:
+        shape = tuple(int(s) for s in shape)
+        self._check_name(name, source)
+        if not shape or any(s <= 0 for s in shape):
+            raise GraphError(f"input shape must be positive sizes, got {list(shape)}", layer=name,
+                             source=source)
+        if layout is None:
+            layout = image(*shape) if len(shape) == 3 else TensorInfo(shape, 0, tuple(range(1, len(shape))))
+        node = Node(name, OpKind.INPUT, (), InputAttrs(shape), layout, source)
+        self._append(node)
+        return name
+
+    def add(
+        self, name: str, op: OpKind, attrs: Attrs, inputs: Iterable[str], *, source: str | None = None,
+    ) -> str:
+        from convscope.ir.shapes import infer  # local: shapes imports this module's types
+
+        inputs = tuple(inputs)
+        self._check_name(name, source)
+        for i in inputs:
+            if i not in self._by_name:
+                raise GraphError(f"input '{i}' does not name an earlier layer", layer=name, source=source)
+        try:
+            out = infer(op, attrs, [self._by_name[i].out for i in inputs])
+        except (ValueError, ZeroDivisionError) as exc:
+            raise GraphError(str(exc), layer=name, source=source) from None
+        self._append(Node(name, op, inputs, attrs, out, source))
+        return name
+
+    def _append(self, node: Node) -> None:
+        self._nodes.append(node)
+        self._by_name[node.name] = node
+
+    def build(self, outputs: Iterable[str] | None = None, meta: Mapping[str, Any] | None = None) -> Graph:
+        if not any(n.op is OpKind.INPUT for n in self._nodes):
+            raise GraphError("the network has no input", layer=self.name)
+        if len(self._nodes) < 2:
+            raise GraphError("the network is empty: it has no layers", layer=self.name)
+        outs = tuple(outputs) if outputs else (self._nodes[-1].name,)
+        for o in outs:
+            if o not in self._by_name:
+                raise GraphError("output does not name a layer", layer=o)
+        return Graph(self.name, tuple(self._nodes), outs, tuple(sorted((meta or {}).items())))

@@ -1,0 +1,126 @@
+"""Terminal tables (rich).  Renderers take a result and a Console; they only read the result."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from convscope.results import Analysis, LayerRow
+from convscope.units import fmt_bytes, fmt_count, fmt_ms, fmt_rf, fmt_share
+
+__all__ = ["render_analysis", "render_zoo_list", "MAIN_OPS"]
+
+# Ops shown without --all: the layers that shape the receptive field or hold weights, and merges.
+MAIN_OPS = frozenset({
+    "conv", "convT", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool", "gap", "gmp",
+    "upsample", "linear", "add", "concat", "matmul", "attention", "unknown",
+})
+
+
+def _pair(v: tuple[object, object] | None) -> str:
+    if v is None:
+        return "?"
+    a, b = v
+    return fmt_rf(a) if a == b else f"{fmt_rf(a)}×{fmt_rf(b)}"
+
+
+def _kernel(r: LayerRow) -> str:
+    if r.kernel is None:
+        return ""
+    k = f"{r.kernel[0]}" if r.kernel[0] == r.kernel[1] else f"{r.kernel[0]}×{r.kernel[1]}"
+    parts = [k]
+    if r.stride and r.stride != (1, 1):
+        parts.append(f"/{r.stride[0]}" if r.stride[0] == r.stride[1] else f"/{r.stride[0]}×{r.stride[1]}")
+    if r.dilation and r.dilation != (1, 1):
+        parts.append(f" d{r.dilation[0]}")
+    if r.groups and r.groups > 1:
+        parts.append(f" g{r.groups}")
+    return "".join(parts)
+
+
+def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) -> None:
+    has_ms = a.latency is not None
+    title = f"{a.model} — input {'×'.join(map(str, a.input))}, {a.dtype}, batch {a.batch}"
+    t = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
+    t.add_column("layer", overflow="fold")
+    t.add_column("op")
+    t.add_column("kernel")
+    t.add_column("out shape")
+    t.add_column("params", justify="right")
+    t.add_column("MACs", justify="right")
+    t.add_column("rf min", justify="right")
+    t.add_column("rf max", justify="right")
+    t.add_column("jump", justify="right")
+    if has_ms:
+        t.add_column("ms", justify="right")
+    t.add_column("")
+    for r in a.layers:
+        is_border = r.name == a.border_layer
+        if not (all_layers or r.op in MAIN_OPS or r.unproductive or is_border):
+            continue
+        mark = ""
+        style = None
+        if r.unproductive:
+            mark, style = "unproductive", "red"
+        if is_border:
+            mark = "◀ border" + (" · unproductive" if r.unproductive else "")
+            style = "bold yellow" if not r.unproductive else "bold red"
+        if r.is_unknown:
+            mark, style = f"unknown op: {r.target}", "magenta"
+        row = [
+            r.name, r.op, _kernel(r), "×".join(map(str, r.out_shape)),
+            fmt_count(r.params) if r.params else "", fmt_count(r.macs) if r.macs else "",
+            _pair(r.rf_min), _pair(r.rf_max), _pair(r.jump),
+        ]
+        if has_ms:
+            row.append(fmt_ms(r.ms) if r.ms else "")
+        row.append(mark)
+        t.add_row(*row, style=style)
+    console.print(t)
+    tot = a.totals
+    console.print(
+        f"[bold]total[/bold] params {fmt_count(tot.params)} ({fmt_bytes(tot.weight_bytes)} of weights) · "
+        f"MACs {fmt_count(tot.macs)} · elementwise {fmt_count(tot.elementwise_ops)} · "
+        f"peak activations {fmt_bytes(tot.peak_activation_bytes)} · memory traffic {fmt_bytes(tot.bytes_moved)}"
+    )
+    if a.latency is not None:
+        lat = a.latency
+        threads = f", {lat.threads} threads" if lat.threads else ""
+        console.print(
+            f"[bold]latency[/bold] {fmt_ms(lat.ms)} (band {fmt_ms(lat.low_ms)} – {fmt_ms(lat.high_ms)}) · "
+            f"tier {lat.tier} · {lat.device} · {lat.backend}{threads} · batch {lat.batch}"
+        )
+        for note in lat.notes:
+            console.print(f"  note: {note}")
+    lo, hi = a.feasible_resolution
+    n_un = len(a.unproductive_layers())
+    summary = Text()
+    summary.append("summary ", style="bold")
+    summary.append(f"at {a.resolution[0]}×{a.resolution[1]}: border layer ")
+    summary.append(a.border_layer or "none (every layer's rf_min stays within the input)",
+                   style="yellow" if a.border_layer else None)
+    summary.append(f"; {n_un} unproductive layer{'s' if n_un != 1 else ''}")
+    if n_un:
+        summary.append(f" holding {fmt_share(a.unproductive_share[0])} of params and "
+                       f"{fmt_share(a.unproductive_share[1])} of MACs", style="red")
+    summary.append(f"; feasible input resolution {lo if lo is not None else '?'}–{hi if hi is not None else '?'} px")
+    console.print(summary)
+    if lo is not None and hi is not None and lo > hi:
+        console.print("  (no resolution is both free of unproductive layers and fully seen by the last layer)")
+    if a.unknown_ops:
+        console.print(f"[magenta]{len(a.unknown_ops)} unknown op(s)[/magenta]: "
+                      + ", ".join(f"{n} ({t})" for n, t in a.unknown_ops)
+                      + " — their cost is not counted and receptive fields after them are unknown")
+
+
+def render_zoo_list(entries: list, console: Console) -> None:  # type: ignore[type-arg]
+    t = Table(title="convscope zoo", title_justify="left", header_style="bold")
+    t.add_column("name")
+    t.add_column("input")
+    t.add_column("classes", justify="right")
+    t.add_column("description", overflow="fold")
+    for e in entries:
+        name = f"zoo:{e.name}" + (":ARCH" if e.generated else "")
+        t.add_row(name, "×".join(map(str, e.input)), str(e.classes or ""), e.description)
+    console.print(t)

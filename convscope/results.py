@@ -1,0 +1,215 @@
+"""Result objects of ``analyze``: frozen, with query methods; reports only read them.
+
+``Analysis.to_dict()`` is the JSON of FORMATS.md §4 (schema_version 1).  Receptive-field numbers
+are ints (floats after fractional jumps); a global (infinite) receptive field is ``null``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from convscope.units import json_number
+
+__all__ = ["SCHEMA_VERSION", "LayerRow", "Totals", "LatencyPrediction", "Analysis"]
+
+SCHEMA_VERSION = 1
+RF = tuple[Any, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRow:
+    name: str
+    op: str  # the op kind, or the activation function for activations
+    inputs: tuple[str, ...]
+    out_shape: tuple[int, ...]
+    kernel: tuple[int, int] | None
+    stride: tuple[int, int] | None
+    dilation: tuple[int, int] | None
+    groups: int | None
+    params: int
+    macs: int
+    elementwise_ops: int
+    activation_bytes: int
+    bytes_read: int
+    bytes_written: int
+    rf_min: RF
+    rf_max: RF
+    jump: RF
+    rf_paths: int
+    unproductive: bool
+    reason: str | None = None
+    source: str | None = None
+    target: str | None = None  # what an unknown op was
+    ms: float | None = None  # predicted latency, when a prediction was asked for
+
+    @property
+    def is_unknown(self) -> bool:
+        return self.op == "unknown"
+
+    def to_dict(self) -> dict[str, Any]:
+        def pair(v: Any) -> list[Any] | None:
+            return None if v is None else [json_number(x) for x in v]
+
+        d: dict[str, Any] = {
+            "name": self.name,
+            "op": self.op,
+            "kernel": list(self.kernel) if self.kernel else None,
+            "stride": list(self.stride) if self.stride else None,
+            "dilation": list(self.dilation) if self.dilation else None,
+            "groups": self.groups,
+            "out_shape": list(self.out_shape),
+            "params": self.params,
+            "macs": self.macs,
+            "rf_min": pair(self.rf_min),
+            "rf_max": pair(self.rf_max),
+            "jump": pair(self.jump),
+            "unproductive": self.unproductive,
+            "inputs": list(self.inputs),
+            "elementwise_ops": self.elementwise_ops,
+            "activation_bytes": self.activation_bytes,
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+            "rf_paths": self.rf_paths,
+        }
+        if self.reason:
+            d["reason"] = self.reason
+        if self.target:
+            d["target"] = self.target
+        if self.source:
+            d["source"] = self.source
+        if self.ms is not None:
+            d["ms"] = self.ms
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    params: int
+    macs: int
+    elementwise_ops: int
+    weight_bytes: int
+    activation_bytes: int
+    peak_activation_bytes: int
+    bytes_moved: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "params": self.params,
+            "macs": self.macs,
+            "weight_bytes": self.weight_bytes,
+            "peak_activation_bytes": self.peak_activation_bytes,
+            "flops": self.flops,
+            "elementwise_ops": self.elementwise_ops,
+            "activation_bytes": self.activation_bytes,
+            "bytes_moved": self.bytes_moved,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyPrediction:
+    """A latency prediction: total, uncertainty band, and where it holds (FORMATS.md §4)."""
+
+    tier: str  # local | analytic | fitted
+    device: str
+    backend: str
+    batch: int
+    ms: float
+    low_ms: float
+    high_ms: float
+    per_layer: tuple[tuple[str, float], ...] = ()
+    dtype: str = "fp32"
+    threads: int | None = None
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "tier": self.tier, "device": self.device, "backend": self.backend, "batch": self.batch,
+            "ms": self.ms, "low_ms": self.low_ms, "high_ms": self.high_ms, "dtype": self.dtype,
+        }
+        if self.threads is not None:
+            d["threads"] = self.threads
+        if self.notes:
+            d["notes"] = list(self.notes)
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """Everything ``analyze`` knows about one network at one input shape."""
+
+    model: str
+    input: tuple[int, ...]
+    layers: tuple[LayerRow, ...]
+    totals: Totals
+    border_layer: str | None
+    unproductive_share: tuple[float, float]  # (params, macs)
+    feasible_resolution: tuple[int | None, int | float | None]
+    unknown_ops: tuple[tuple[str, str], ...]  # (layer, what it was)
+    dtype: str = "fp32"
+    batch: int = 1
+    latency: LatencyPrediction | None = None
+    _index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {r.name: i for i, r in enumerate(self.layers)})
+
+    # -- queries ---------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[LayerRow]:
+        return iter(self.layers)
+
+    def layer(self, name: str) -> LayerRow:
+        try:
+            return self.layers[self._index[name]]
+        except KeyError:
+            raise KeyError(f"no layer named '{name}' in {self.model}") from None
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return (self.input[1], self.input[2]) if len(self.input) == 3 else (self.input[-1], self.input[-1])
+
+    def unproductive_layers(self) -> list[LayerRow]:
+        return [r for r in self.layers if r.unproductive]
+
+    def weighted_layers(self) -> list[LayerRow]:
+        return [r for r in self.layers if r.params > 0 and r.op in ("conv", "convT", "linear")]
+
+    def with_latency(self, latency: LatencyPrediction) -> "Analysis":
+        per = dict(latency.per_layer)
+        rows = tuple(replace(r, ms=per.get(r.name)) for r in self.layers)
+        return replace(self, layers=rows, latency=latency)
+
+    def summary(self) -> str:
+        """One line: border layer, unproductive share, feasible range."""
+        r = self.resolution
+        border = self.border_layer or "none"
+        n = len(self.unproductive_layers())
+        lo, hi = self.feasible_resolution
+        rng = f"{lo if lo is not None else '?'}–{hi if hi is not None else '?'} px"
+        return (f"at {r[0]}x{r[1]}: border layer {border}; {n} unproductive layer(s) holding "
+                f"{100 * self.unproductive_share[0]:.1f}% of params and {100 * self.unproductive_share[1]:.1f}% "
+                f"of MACs; feasible input resolution {rng}")
+
+    def to_dict(self) -> dict[str, Any]:
+        lo, hi = self.feasible_resolution
+        d: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "model": self.model,
+            "input": list(self.input),
+            "totals": self.totals.to_dict(),
+            "border_layer": self.border_layer,
+            "unproductive_share": {"params": self.unproductive_share[0], "macs": self.unproductive_share[1]},
+            "feasible_resolution": [lo, json_number(hi)],
+            "layers": [r.to_dict() for r in self.layers],
+            "unknown_ops": [{"name": n, "target": t} for n, t in self.unknown_ops],
+            "dtype": self.dtype,
+            "batch": self.batch,
+        }
+        if self.latency is not None:
+            d["latency"] = self.latency.to_dict()
+        return d

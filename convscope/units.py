@@ -1,0 +1,68 @@
+"""Units, named once: ``macs`` (multiply-accumulates; ``flops = 2·macs``), ``*_bytes`` always bytes,
+``*_ms`` milliseconds.  One formatter per kind of number, used by every report."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+__all__ = ["fmt_count", "fmt_bytes", "fmt_ms", "fmt_rf", "fmt_share", "json_number"]
+
+
+def fmt_count(n: float) -> str:
+    """1234 -> '1.23K', 4.1e9 -> '4.10G'."""
+    n = float(n)
+    for limit, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= limit:
+            return f"{n / limit:.2f}{suffix}"
+    return f"{n:.0f}"
+
+
+def fmt_bytes(n: float) -> str:
+    n = float(n)
+    for limit, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(n) >= limit:
+            return f"{n / limit:.2f} {suffix}"
+    return f"{n:.0f} B"
+
+
+def fmt_ms(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    if ms >= 100:
+        return f"{ms:.0f} ms"
+    if ms >= 1:
+        return f"{ms:.2f} ms"
+    return f"{ms * 1000:.0f} µs"
+
+
+def fmt_rf(v: object) -> str:
+    """A receptive-field number: ints as is, fractions as 2.5, infinity as ∞, unknown as ?."""
+    if v is None:
+        return "?"
+    if isinstance(v, float) and math.isinf(v):
+        return "∞"
+    if isinstance(v, Fraction):
+        return f"{float(v):g}"
+    return str(v)
+
+
+def fmt_share(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def json_number(v: object) -> int | float | None:
+    """JSON has no infinity: ∞ (a global receptive field) is written as null; fractions as floats."""
+    if v is None:
+        return None
+    if isinstance(v, float) and math.isinf(v):
+        return None
+    if isinstance(v, Fraction):
+        return int(v) if v.denominator == 1 else float(v)
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float):
+        return int(v) if v.is_integer() else v
+    raise TypeError(f"not a number: {v!r}")
