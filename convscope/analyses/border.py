@@ -22,6 +22,7 @@ from convscope.analyses.receptive_field import INF, NodeRF, RFResult, receptive_
 from convscope.errors import GraphError
 from convscope.ir.graph import Graph, Node
 from convscope.ir.ops import KERNEL_OPS, SPATIAL_LAYER_OPS, OpKind
+from convscope.ir.shapes import conv_out_size, convT_out_size, pool_out_size
 from convscope.ir.transform import with_input
 
 __all__ = ["Productivity", "productivity", "feasible_range", "flaggable"]
@@ -124,8 +125,13 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
                 need = max(need, math.floor(m) + 1)
     adaptive = any(n.op in (OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL) for n in graph.nodes)
     c = graph.input_shape[0]
+    weighted = [n for n in graph.nodes if n.op in _WEIGHTED_SPATIAL and flaggable(n, [rfs[i] for i in n.inputs])]
+    fast = not adaptive and all(n.op in _FAST_OPS or not n.out.spatial_axes for n in graph.nodes)
 
     def ok(r: int) -> bool:
+        if fast:  # rule 1 holds for r >= need; only the map-size rule depends on r
+            sizes = _spatial_sizes(graph, r)
+            return sizes is not None and not any(_map_rule(n, sizes[n.inputs[0]]) for n in weighted)
         try:
             g = with_input(graph, (c, r, r))
         except GraphError:
@@ -133,8 +139,22 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
         p = productivity(g, receptive_field(g) if adaptive else rf)
         return not any(g.node(n).op in _WEIGHTED_SPATIAL for n in p.names)
 
-    # Output sizes grow monotonically with the input, so ok() is False up to some r and True after:
-    # exponential search for a working r, then bisection for the smallest.
+    # Output sizes grow monotonically with the input, so ok() is False up to some r and True after.
+    # First guess: each kernel needs an input map larger than itself, i.e. r > k·(r0 / map size).
+    r0 = graph.input_shape[1]
+    guess = need
+    for n in weighted:
+        k = n.attrs.kernel  # type: ignore[union-attr]
+        size = graph.node(n.inputs[0]).out.shape[1]
+        if max(k) > 1 and size:
+            guess = max(guess, math.floor(k[0] * r0 / size) + 1)
+    if guess > need:
+        if ok(guess):
+            if not ok(guess - 1):
+                return guess, hi
+        elif ok(guess + 1):
+            return guess + 1, hi
+    # Otherwise: exponential search for a working r, then bisection for the smallest.
     lo, r = need - 1, need
     while r <= limit and not ok(r):
         lo, r = r, r * 2
@@ -147,3 +167,67 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
         else:
             lo = mid
     return r, hi
+
+
+def _map_rule(node: Node, size: tuple[int, int]) -> bool:
+    k = node.attrs.kernel  # type: ignore[union-attr]
+    return max(k) > 1 and size[0] <= k[0] and size[1] <= k[1]
+
+
+_POINTWISE = frozenset({
+    OpKind.BATCHNORM, OpKind.LAYERNORM, OpKind.GROUPNORM, OpKind.ACT, OpKind.DROPOUT, OpKind.IDENTITY,
+    OpKind.ZERO, OpKind.SCALE, OpKind.CHANNEL_SHUFFLE, OpKind.SLICE,
+})
+_FAST_OPS = _POINTWISE | {OpKind.INPUT, OpKind.CONV, OpKind.CONV_T, OpKind.MAXPOOL, OpKind.AVGPOOL,
+                          OpKind.UPSAMPLE, OpKind.PAD, OpKind.ADD, OpKind.MUL, OpKind.CONCAT}
+
+
+def _spatial_sizes(graph: Graph, r: int) -> dict[str, tuple[int, int]] | None:
+    """(H, W) of every spatial node at input r×r, or None if some layer does not fit (the same
+    formulas as shape inference, without rebuilding the graph)."""
+    sizes: dict[str, tuple[int, int]] = {}
+    for n in graph.nodes:
+        if not n.out.spatial_axes:
+            continue
+        a = n.attrs
+        if n.op is OpKind.INPUT:
+            sizes[n.name] = (r, r)
+            continue
+        ins = [sizes[i] for i in n.inputs if i in sizes]
+        if not ins:
+            return None
+        h, w = ins[0]
+        if n.op in (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL):
+            out = []
+            for size, k, st, p, d in zip((h, w), a.kernel, a.stride, a.padding, a.dilation):  # type: ignore[union-attr]
+                if d * (k - 1) + 1 > size + p[0] + p[1]:
+                    return None
+                if n.op is OpKind.CONV:
+                    out.append(conv_out_size(size, k, st, p, d))
+                else:
+                    out.append(pool_out_size(size, k, st, p, d, a.ceil_mode))  # type: ignore[union-attr]
+            sizes[n.name] = (out[0], out[1])
+        elif n.op is OpKind.CONV_T:
+            hw = tuple(convT_out_size(sz, k, st, p, d, op) for sz, k, st, p, d, op in zip(
+                (h, w), a.kernel, a.stride, a.padding, a.dilation, a.output_padding))  # type: ignore[union-attr]
+            if min(hw) < 1:
+                return None
+            sizes[n.name] = (hw[0], hw[1])
+        elif n.op is OpKind.UPSAMPLE:
+            if a.size is not None:  # type: ignore[union-attr]
+                sizes[n.name] = a.size  # type: ignore[union-attr]
+            else:
+                sizes[n.name] = (math.floor(h * a.scale[0]), math.floor(w * a.scale[1]))  # type: ignore[union-attr]
+        elif n.op is OpKind.PAD:
+            (t, b), (le, ri) = a.padding  # type: ignore[union-attr]
+            sizes[n.name] = (h + t + b, w + le + ri)
+        elif n.op in (OpKind.ADD, OpKind.MUL, OpKind.CONCAT):
+            big = [x for x in ins if x != (1, 1)]
+            if len(set(big)) > 1:
+                return None
+            sizes[n.name] = big[0] if big else (1, 1)
+        else:
+            sizes[n.name] = (h, w)
+        if min(sizes[n.name]) < 1:
+            return None
+    return sizes

@@ -5,9 +5,13 @@ input: ``r`` the receptive-field size in input pixels, ``j`` the jump (input pix
 output positions).  The input starts at ``{(1, 1)}``.
 
 * conv / pool, kernel k, stride s, dilation d:  ``r' = r + d(k-1)·j``, ``j' = j·s``.
-* transposed conv, stride s:  ``j' = j/s``; an output position depends on input positions spanning
-  ``max_c (max T_c - min T_c)·d/s`` input steps, where ``T_c`` are the kernel taps that land on
-  output positions of residue ``c`` mod s (k=4, s=2: 1 step; k=2, s=2: none).  ``r' = r + span·j``.
+* transposed conv, stride s:  ``j' = j/s``; an output position of phase c (its index mod s) depends
+  on input positions spanning ``(max T_c - min T_c)·d/s`` input steps, where ``T_c`` are the kernel
+  taps that land on that phase (k=4, s=2: 1 step for every phase; k=2, s=2: none).  When all
+  phases span the same (k a multiple of s, or s = 1) the map stays uniform and ``r' = r + span·j``
+  is exact at that layer.  A "ragged" transposed conv (k=3, s=2: phases span 1 and 0) gives each
+  pair two successors, the narrowest and the widest phase, so rf_min and rf_max at that layer are
+  exact too.
 * upsampling by f: ``j' = j/f``; nearest adds nothing to r, bilinear one input step (two neighbours).
 * merges: union of the inputs' sets.  Global ops (global pools, flatten of a map, linear over a
   spatial axis, attention, matmul of activations): ``(∞, ∞)``.  Ops whose output mixes a global
@@ -16,6 +20,11 @@ output positions).  The input starts at ``{(1, 1)}``.
 * ``zero`` (x·0) does not depend on its input: empty set (the node is constant).
 * ``unknown`` ops: unknown, and so is everything downstream (reported, never guessed).
 
+After any upsampling the output grid is no longer uniform (neighbouring outputs share an input), so
+for the layers *after* it the model's ``j/f`` is the average over output phases: their r may differ
+from the true support by up to one coarse jump per upsampling layer on the path (fractions such as
+2.5 px show this).  Layers up to and including the upsampling are exact; the tests measure both.
+
 Numbers are ints where exact and :class:`fractions.Fraction` after upsampling; ∞ is ``math.inf``.
 """
 
@@ -23,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Union
 
@@ -48,30 +57,32 @@ def _norm(x: Num) -> Num:
 
 @dataclass(frozen=True, slots=True)
 class AxisRF:
-    """The (r, j) pairs of one axis.  An empty set means the value does not depend on the input."""
+    """The (r, j) pairs of one axis.  An empty set means the value does not depend on the input.
+    The summaries (rf_min, rf_max, …) are computed once, at construction."""
 
     pairs: PairSet
+    rf_min: Num | None = field(init=False)
+    rf_max: Num | None = field(init=False)
+    rf_max_finite: Num | None = field(init=False)
+    jump: Num | None = field(init=False)  # the jump of the finite paths (the smallest, should they differ)
+    is_global: bool = field(init=False)
 
-    @property
-    def rf_min(self) -> Num | None:
-        return min((r for r, _ in self.pairs), default=None)
-
-    @property
-    def rf_max(self) -> Num | None:
-        return max((r for r, _ in self.pairs), default=None)
-
-    @property
-    def rf_max_finite(self) -> Num | None:
-        return max((r for r, _ in self.pairs if r != INF), default=None)
-
-    @property
-    def jump(self) -> Num | None:
-        """The jump of the finite paths (the smallest, should they differ)."""
-        return min((j for r, j in self.pairs if r != INF), default=None)
-
-    @property
-    def is_global(self) -> bool:
-        return bool(self.pairs) and all(r == INF for r, _ in self.pairs)
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        pairs = self.pairs
+        if not pairs:
+            for name in ("rf_min", "rf_max", "rf_max_finite", "jump"):
+                set_(self, name, None)
+            set_(self, "is_global", False)
+            return
+        lo, hi = min(pairs), max(pairs)  # tuples order by r first; (∞, ∞) sorts last
+        finite: Iterable[tuple[Num, Num]] = pairs if hi[0] != INF else [p for p in pairs if p[0] != INF]
+        top = hi if hi[0] != INF else max(finite, default=None)  # type: ignore[type-var]
+        set_(self, "rf_min", lo[0])
+        set_(self, "rf_max", hi[0])
+        set_(self, "rf_max_finite", top[0] if top is not None else None)
+        set_(self, "jump", min((j for _, j in finite), default=None))
+        set_(self, "is_global", lo[0] == INF)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,16 +161,17 @@ def _rule(*kinds: OpKind) -> Callable[[Rule], Rule]:
 
 def _grow(pairs: PairSet, add_steps: Num, factor: Num) -> PairSet:
     """Each finite (r, j) -> (r + add_steps·j, j·factor); global pairs stay global."""
-    out = set()
-    for r, j in pairs:
-        if r == INF:
-            out.add((INF, INF))
-        else:
-            out.add((_norm(r + add_steps * j), _norm(j * factor)))
-    return frozenset(out)
+    if type(add_steps) is int and type(factor) is int:  # the common case: no fractions to tidy
+        return frozenset((r + add_steps * j, j * factor) if r != INF else (INF, INF) for r, j in pairs)
+    return frozenset((_norm(r + add_steps * j), _norm(j * factor)) if r != INF else (INF, INF)
+                     for r, j in pairs)
 
 
 def _union(inputs: Iterable[NodeRF]) -> tuple[PairSet, PairSet]:
+    inputs = list(inputs)
+    if len(inputs) == 1:
+        assert inputs[0].axes is not None
+        return inputs[0].axes[0].pairs, inputs[0].axes[1].pairs
     h: set[tuple[Num, Num]] = set()
     w: set[tuple[Num, Num]] = set()
     for x in inputs:
@@ -179,24 +191,34 @@ def _kernel(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[Pai
     )
 
 
-def convT_span(k: int, s: int, d: int) -> Fraction:
-    """Largest distance, in input steps, between input positions feeding one output position."""
-    best = Fraction(0)
+def convT_spans(k: int, s: int, d: int) -> tuple[Fraction, Fraction]:
+    """(narrowest, widest) distance, in input steps, between the input positions that feed one
+    output position, over the output phases that receive any tap."""
+    spans = []
     for c in range(s):
         taps = [t for t in range(k) if (t * d) % s == c]
         if taps:
-            best = max(best, Fraction((max(taps) - min(taps)) * d, s))
-    return best
+            spans.append(Fraction((max(taps) - min(taps)) * d, s))
+    return min(spans), max(spans)
+
+
+def convT_span(k: int, s: int, d: int) -> Fraction:
+    """The widest span (see :func:`convT_spans`)."""
+    return convT_spans(k, s, d)[1]
 
 
 @_rule(OpKind.CONV_T)
 def _convT(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
     a = node.attrs
-    h, w = _union(ins)
-    return (
-        _grow(h, _norm(convT_span(a.kernel[0], a.stride[0], a.dilation[0])), Fraction(1, a.stride[0])),  # type: ignore[union-attr]
-        _grow(w, _norm(convT_span(a.kernel[1], a.stride[1], a.dilation[1])), Fraction(1, a.stride[1])),  # type: ignore[union-attr]
-    )
+    out = []
+    for pairs, axis in zip(_union(ins), (0, 1)):
+        k, s, d = a.kernel[axis], a.stride[axis], a.dilation[axis]  # type: ignore[union-attr]
+        lo, hi = convT_spans(k, s, d)
+        grown = _grow(pairs, _norm(hi), Fraction(1, s))
+        if lo != hi:
+            grown = grown | _grow(pairs, _norm(lo), Fraction(1, s))
+        out.append(grown)
+    return out[0], out[1]
 
 
 @_rule(OpKind.UPSAMPLE)

@@ -282,8 +282,9 @@ class GraphModule(nn.Module):
     def forward(self, *xs: torch.Tensor) -> Any:
         return self.run(*xs)
 
-    def run(self, *xs: torch.Tensor, capture: Sequence[str] = ()) -> Any:
-        """Forward pass; with ``capture``, return ``(output, {name: tensor})`` for those layers."""
+    def run(self, *xs: torch.Tensor, capture: Sequence[str] = (), stop_early: bool = False) -> Any:
+        """Forward pass; with ``capture``, return ``(output, {name: tensor})`` for those layers.
+        ``stop_early`` stops once every captured layer has run (the output is then None)."""
         if len(xs) != len(self._inputs):
             raise ValueError(f"{self.graph.name} takes {len(self._inputs)} input(s), got {len(xs)}")
         values: dict[str, torch.Tensor] = dict(zip(self._inputs, xs))
@@ -293,6 +294,8 @@ class GraphModule(nn.Module):
             values[name] = fn(*(values[i] for i in inputs))
             if name in wanted:
                 captured[name] = values[name]
+                if stop_early and len(captured) == len(wanted):
+                    return None, captured
             for n in self._free_after[idx]:
                 values.pop(n, None)
         outs = tuple(values[o] for o in self.graph.outputs)

@@ -56,10 +56,11 @@ def load_spec(path: str | os.PathLike[str], *, input_shape: Sequence[int] | None
 
 def graph_from_spec_text(text: str, *, file: str = "<spec>", input_shape: Sequence[int] | None = None) -> Graph:
     data = load_yaml(text, file)
-    return graph_from_spec_data(data, file=file, input_shape=input_shape)
+    return graph_from_spec_data(data, file=file, input_shape=input_shape, text=text)
 
 
-def graph_from_spec_data(data: Any, *, file: str = "<spec>", input_shape: Sequence[int] | None = None) -> Graph:
+def graph_from_spec_data(data: Any, *, file: str = "<spec>", input_shape: Sequence[int] | None = None,
+                         text: str = "") -> Graph:
     if not isinstance(data, dict):
         fail(file, getattr(data, "mark", (1, 1)), "a network spec must be a mapping with 'name', 'input' and 'layers'")
     top = data if isinstance(data, YMap) else _wrap(data)
@@ -77,7 +78,7 @@ def graph_from_spec_data(data: Any, *, file: str = "<spec>", input_shape: Sequen
     if not isinstance(layers, list) or not layers:
         fail(file, top.vmark("layers"), "the network is empty: 'layers' must be a non-empty list")
     blocks = _blocks(top, file)
-    walker = _Walker(file, blocks, GraphBuilder(name))
+    walker = _Walker(file, blocks, GraphBuilder(name), text)
     try:
         walker.builder.add_input("input", shape, source=f"{file}:{top.vmark('input')[0]}")
     except GraphError as exc:
@@ -195,8 +196,9 @@ class _Ctx:
 
 
 class _Walker:
-    def __init__(self, file: str, blocks: dict[str, YMap], builder: GraphBuilder):
+    def __init__(self, file: str, blocks: dict[str, YMap], builder: GraphBuilder, text: str = ""):
         self.file = file
+        self.text = text
         self.blocks = blocks
         self.builder = builder
 
@@ -213,6 +215,10 @@ class _Walker:
         for cand in (_join(ns, ref), ref):
             if cand in self.builder:
                 return cand
+        later = f"name: {ref}" in self.text or f"name: '{ref}'" in self.text or f'name: "{ref}"' in self.text
+        if later:
+            fail(self.file, mark, f"'from': '{ref}' is defined later in the file; a layer can only take "
+                                  "earlier layers as input (this would make a cycle)")
         fail(self.file, mark, f"'from': no earlier layer named '{ref}'"
                               + (f" (looked for '{_join(ns, ref)}' and '{ref}')" if ns else ""))
 

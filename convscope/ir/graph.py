@@ -163,7 +163,7 @@ class Graph:
             attrs = attrs_from_dict(op, nd.get("attrs", {}))
             if op is OpKind.INPUT:
                 out = TensorInfo.from_dict(nd["out"]) if "out" in nd else None
-                b.add_input(name, attrs.shape, layout=out)  # type: ignore[union-attr]
+                b.add_input(name, attrs.shape, layout=out, source=nd.get("source"))  # type: ignore[union-attr]
             else:
                 b.add(name, op, attrs, nd["inputs"], source=nd.get("source"))
         return b.build(outputs=d.get("outputs") or None, meta=d.get("meta") or {})

@@ -1,0 +1,34 @@
+# Two commands for a fresh machine (see README):
+#   make demo   set up .venv, then run convscope on the main examples
+#   make test   set up .venv, then run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# torch is pinned: 2.13.0 is the CPU build on this machine's disk; an open range would pull a
+# multi-GB CUDA build (see DEVELOPERS.md).
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test setup bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e '.[all,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/convscope zoo list
+	$(BIN)/convscope analyze zoo:vgg16-cifar
+	$(BIN)/convscope analyze zoo:resnet18-imagenet --input 3,32,32
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/analysis_speed.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,3 @@
+from convscope.cli import run
+
+run()

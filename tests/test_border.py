@@ -1,0 +1,93 @@
+"""Border layer, unproductive layers, their share and the feasible range (DESIGN.md semantics)."""
+
+from __future__ import annotations
+
+import pytest
+
+from convscope.analyses.analyze import analyze_graph
+from convscope.api import analyze
+from convscope.frontends.from_spec import graph_from_spec_data
+
+
+def run(layers: list, res: int = 16):  # type: ignore[no-untyped-def, type-arg]
+    g = graph_from_spec_data({"name": "t", "input": [3, res, res], "layers": layers})
+    return analyze_graph(g)
+
+
+def test_plain_stack_border_and_unproductive() -> None:
+    # rf: 3, 5, 7, ..., 17 with eight 3x3 convs; at R = 10 the border is c4 (rf_min 11 > 10)
+    a = run([{"conv": {"out": 4, "k": 3, "name": f"c{i}"}} for i in range(8)] + [{"gap": {}}, {"linear": 2}], res=10)
+    assert a.border_layer == "c4"
+    # c5 reads rf_min 11 >= 10; c4 reads 9 < 10 so it still integrates context
+    assert [r.name for r in a.unproductive_layers()] == ["c5", "c6", "c7"]
+    assert not a.layer("layers.9.linear").unproductive  # the head is never flagged
+
+
+def test_equal_rf_min_is_already_unproductive() -> None:
+    # c1 output rf 5; at R = 5, c2 reads rf_min 5 >= 5: unproductive, though no layer exceeded R yet
+    a = run([{"conv": {"out": 4, "k": 3, "name": f"c{i}"}} for i in range(3)], res=5)
+    assert a.layer("c2").unproductive
+    assert a.border_layer == "c2"  # rf 7 > 5
+
+
+def test_kernel_on_a_map_no_larger_than_the_kernel() -> None:
+    layers = [{"conv": {"out": 4, "k": 3, "s": 2, "name": "a"}},    # 8 -> 4
+              {"conv": {"out": 4, "k": 3, "s": 2, "name": "b"}},    # 4 -> 2
+              {"conv": {"out": 4, "k": 3, "name": "c"}},            # reads 2x2 <= 3x3
+              {"conv": {"out": 4, "k": 1, "name": "d"}}]            # 1x1: never "larger than kernel"
+    a = run(layers, res=8)
+    # b reads a 4x4 map with rf_min 3: productive; c reads 2x2 (<= its 3x3 kernel) with rf_min 7 < 8
+    assert not a.layer("b").unproductive
+    assert a.layer("c").unproductive and "no larger than its 3x3 kernel" in (a.layer("c").reason or "")
+    # d (1x1) is flagged by the rf rule only: it reads rf_min 7 + 2*4 = 15 >= 8
+    assert a.layer("d").unproductive and "rf_min 15" in (a.layer("d").reason or "")
+
+
+def test_residual_shortcut_keeps_layers_productive() -> None:
+    body = [{"conv": {"out": 8, "k": 3}}, {"conv": {"out": 8, "k": 3}}]
+    layers = [{"conv": {"out": 8, "k": 3, "name": "stem"}}] + [{"residual": {"body": body}} for _ in range(4)]
+    a = run(layers, res=8)
+    # rf_max grows by 4 per block but rf_min stays 3 through the shortcuts: nothing after a merge
+    # is unproductive; the second conv of each body reads rf_min 5 (< 8)
+    assert a.unproductive_layers() == []
+    assert a.layer("layers.4.add").rf_min == (3, 3) and a.layer("layers.4.add").rf_max == (19, 19)
+
+
+def test_se_fc_layers_are_head_like_and_never_flagged() -> None:
+    layers = [{"conv": {"out": 8, "k": 9, "name": "big"}}, {"se": {"ratio": 0.5, "name": "se"}},
+              {"conv": {"out": 8, "k": 3, "name": "after"}}]
+    a = run(layers, res=8)
+    assert not a.layer("se.fc1").unproductive and not a.layer("se.fc2").unproductive
+    assert a.layer("after").unproductive  # its input's rf_min is 9 >= 8
+
+
+def test_shares_are_the_unproductive_part_of_the_totals() -> None:
+    a = analyze("zoo:vgg16-cifar")
+    un = a.unproductive_layers()
+    assert a.unproductive_share[0] == pytest.approx(sum(r.params for r in un) / a.totals.params)
+    assert a.unproductive_share[1] == pytest.approx(sum(r.macs for r in un) / a.totals.macs)
+
+
+def test_vgg16_cifar_border_is_the_third_conv_of_block3() -> None:
+    # rf of VGG16's convs: 3 5 | 10 14 | 24 32 40 | ... : the first exceeding 32 px is block3.2 (40)
+    a = analyze("zoo:vgg16-cifar")
+    assert a.border_layer == "block3.2.conv"
+    assert {r.name for r in a.unproductive_layers()} >= {"block4.0.conv", "block5.2.conv"}
+    assert not a.layer("block3.1.conv").unproductive
+
+
+def test_feasible_range_of_resnet50() -> None:
+    a = analyze("zoo:resnet50-imagenet")
+    lo, hi = a.feasible_resolution
+    assert hi == 427  # the well-known receptive field of ResNet-50 (torchvision v1.5)
+    # at lo nothing weighted is unproductive, one pixel below something is
+    assert not [r for r in analyze("zoo:resnet50-imagenet", input=(3, lo, lo)).unproductive_layers() if r.params]
+    assert [r for r in analyze("zoo:resnet50-imagenet", input=(3, lo - 1, lo - 1)).unproductive_layers() if r.params]
+
+
+def test_feasible_range_of_vgg16_matches_its_rf() -> None:
+    a = analyze("zoo:vgg16-cifar")
+    lo, hi = a.feasible_resolution
+    assert hi == 212
+    assert not [r for r in analyze("zoo:vgg16-cifar", input=(3, lo, lo)).unproductive_layers() if r.params]
+    assert [r for r in analyze("zoo:vgg16-cifar", input=(3, lo - 1, lo - 1)).unproductive_layers() if r.params]

@@ -1,0 +1,113 @@
+"""The command line as a user runs it: tables, JSON, --res, zoo, exit statuses."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import yaml
+from rich.console import Console
+
+from convscope.api import analyze
+from convscope.cli import main
+from convscope.reports.terminal import render_analysis
+
+
+def test_table_marks_border_and_unproductive_layers() -> None:
+    buf = io.StringIO()
+    render_analysis(analyze("zoo:vgg16-cifar"), Console(width=160, file=buf, color_system=None))
+    out = buf.getvalue()
+    lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
+    assert "◀ border" in lines["block3.2.conv"]
+    assert "unproductive" in lines["block5.0.conv"]
+    assert "unproductive" not in lines["block2.0.conv"]
+    assert "border layer block3.2.conv; 10 unproductive layers holding 92.1% of params" in " ".join(out.split())
+    assert "feasible input resolution 165–212 px" in " ".join(out.split())
+
+
+def test_analyze_json_to_stdout(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["analyze", "zoo:resnet18-imagenet", "--input", "3,32,32", "--json", "-"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["schema_version"] == 1 and d["input"] == [3, 32, 32]
+    assert d["border_layer"] == "layer2.0.conv2"
+
+
+def test_analyze_several_resolutions(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["analyze", "zoo:vgg11-cifar", "--res", "32,64,224", "--json", "-"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["schema_version"] == 1
+    assert [r["input"] for r in d["results"]] == [[3, 32, 32], [3, 64, 64], [3, 224, 224]]
+    shares = [r["unproductive_share"]["params"] for r in d["results"]]
+    assert shares[0] > shares[1] > shares[2] == 0.0
+
+
+def test_analyze_json_file_and_table(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "a.json"
+    assert main(["analyze", "zoo:allconv", "--json", str(out), "--width", "150"]) == 0
+    assert "allconv" in capsys.readouterr().out
+    assert json.loads(out.read_text())["model"] == "allconv"
+
+
+def test_spec_file_round_trip_through_the_cli(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    p = tmp_path / "net.yaml"
+    p.write_text("name: tiny\ninput: [1, 28, 28]\nlayers:\n  - conv: {out: 8, k: 5}\n  - maxpool: 2\n"
+                 "  - conv: {out: 16, k: 5}\n  - gap\n  - linear: 10\n")
+    assert main(["analyze", str(p), "--json", "-"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in d["layers"]] == ["layers.0.conv", "layers.1.maxpool", "layers.2.conv",
+                                                "layers.3.gap", "layers.4.linear"]
+    assert d["totals"]["params"] == 8 * 25 + 16 * 8 * 25 + 16 * 10 + 10
+
+
+def test_zoo_list_and_show(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["zoo", "list", "--width", "200"]) == 0
+    out = capsys.readouterr().out
+    for name in ("zoo:vgg16-cifar", "zoo:resnet152-imagenet", "zoo:resnext50-32x4d", "zoo:wrn28-10",
+                 "zoo:mobilenetv2", "zoo:allconv", "zoo:dilated-context", "zoo:nasbench201:ARCH"):
+        assert name in out
+    assert main(["zoo", "show", "resnet18-cifar"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["name"] == "resnet18-cifar"
+    assert main(["zoo", "show", "nasbench201:|none~0|+|skip_connect~0|none~1|+|nor_conv_3x3~0|none~1|avg_pool_3x3~2|"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["input"] == [3, 32, 32]
+
+
+def test_bad_flags_exit_2(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["analyze", "zoo:allconv", "--input", "3,32"]) == 2
+    assert "--input must be three positive integers" in capsys.readouterr().err
+    assert main(["analyze", "zoo:allconv", "--res", "32,x"]) == 2
+    assert main(["analyze"]) == 2
+    assert main(["frobnicate"]) == 2
+
+
+def test_help_reads_like_a_manual(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["--help"]) == 0
+    assert "border layer" in capsys.readouterr().out
+    assert main(["analyze", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--res" in out
+
+
+def test_console_script_runs() -> None:
+    r = subprocess.run([sys.executable, "-m", "convscope", "analyze", "zoo:allconv", "--json", "-"],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["model"] == "allconv"
+
+
+def test_api_returns_objects_and_prints_nothing(capsys) -> None:  # type: ignore[no-untyped-def]
+    a = analyze("zoo:vgg16-cifar", input=(3, 32, 32))
+    assert capsys.readouterr().out == ""
+    assert a.border_layer == "block3.2.conv"
+    assert a.layer("block5.2.conv").unproductive
+    assert a.feasible_resolution == (165, 212)
+
+
+def test_analyze_html_is_one_self_contained_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "a.html"
+    assert main(["analyze", "zoo:vgg16-cifar", "--res", "32,64", "--html", str(out), "--json", str(tmp_path / "a.json")]) == 0
+    text = out.read_text()
+    assert text.startswith("<!doctype html>") and text.count('data-plot="rf-growth"') == 2
+    assert "border: block3.2.conv" in text
+    assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in text

@@ -1,0 +1,117 @@
+"""Every zoo network against independent oracles computed by PyTorch on the built module:
+params = sum(p.numel()), MACs = FlopCounterMode / 2, rf_max = width of the input-gradient support."""
+
+from __future__ import annotations
+
+import pytest
+
+from convscope.analyses.cost import cost
+from convscope.analyses.receptive_field import receptive_field
+from convscope.api import load_graph
+from convscope.frontends.from_spec import graph_from_spec_data
+from convscope.ir.ops import OpKind
+from convscope.zoo import zoo_entries
+from oracles import gradient_support, torch_macs, torch_params
+
+ZOO = [e.name for e in zoo_entries()]
+SPATIAL = (OpKind.CONV, OpKind.CONV_T, OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.ADAPTIVE_AVGPOOL,
+           OpKind.ADAPTIVE_MAXPOOL, OpKind.ADD, OpKind.CONCAT, OpKind.MUL, OpKind.UPSAMPLE)
+# Generated families: a few arch strings that exercise every edge op, and none/skip corner cases.
+EXTRA = [
+    "zoo:nasbench201:|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|",
+    "zoo:nasbench201:|none~0|+|skip_connect~0|none~1|+|nor_conv_3x3~0|none~1|avg_pool_3x3~2|",
+    "zoo:fbnet:7-8-1-8-4-8-8-8-7-4-1-4-7-3-2-7-3-2-4-2-4-5",
+]
+
+
+def _spatial_layers(graph) -> list[str]:  # type: ignore[no-untyped-def]
+    rf = receptive_field(graph).as_dict()
+    return [n.name for n in graph.nodes
+            if n.op in SPATIAL and n.out.is_image and rf[n.name].known and not rf[n.name].constant]
+
+
+@pytest.mark.parametrize("ref", [f"zoo:{n}" for n in ZOO] + EXTRA)
+def test_params_and_macs_match_pytorch(ref: str) -> None:
+    g = load_graph(ref)
+    c = cost(g)
+    assert c.total.params == torch_params(g)
+    assert c.total.macs == torch_macs(g)
+
+
+@pytest.mark.parametrize("ref", [f"zoo:{n}" for n in ZOO] + EXTRA)
+def test_rf_max_equals_gradient_support(ref: str) -> None:
+    g = load_graph(ref)
+    layers = _spatial_layers(g)
+    assert layers
+    checks = gradient_support(g, layers)
+    bad = [c for c in checks if c.reachable and not c.ok]
+    assert not bad, f"{len(bad)} of {len(checks)} layers differ, e.g. {bad[:3]}"
+    # The oracle reaches every layer except those whose receptive field is larger than the input
+    # the network must be measured at (after an adaptive pool, whose bins depend on the size).
+    missed = [c for c in checks if not c.reachable]
+    assert all(max(c.expected) >= c.size for c in missed), missed[:3]
+    assert len(missed) <= len(checks) // 4
+
+
+def test_macs_match_pytorch_at_batch_4() -> None:
+    g = load_graph("zoo:resnet18-cifar")
+    assert cost(g, batch=4).total.macs == torch_macs(g, batch=4)
+
+
+HAND = {
+    "transposed": [{"conv": {"out": 4, "k": 3, "s": 2}}, {"convT": {"out": 4, "k": 4, "s": 2}},
+                   {"conv": {"out": 4, "k": 3}}, {"convT": {"out": 4, "k": 2, "s": 2}},
+                   {"conv": {"out": 4, "k": 3}}, {"convT": {"out": 4, "k": 6, "s": 3}},
+                   {"conv": {"out": 4, "k": 3, "d": 2}}],
+    "bilinear": [{"conv": {"out": 4, "k": 3, "s": 4}}, {"upsample": {"scale": 2, "mode": "bilinear"}},
+                 {"conv": {"out": 4, "k": 3}}, {"upsample": {"scale": 2}}, {"conv": {"out": 4, "k": 5, "d": 2}}],
+    "se_and_groupnorm": [{"conv": {"out": 8, "k": 3}}, {"se": {"ratio": 0.5}}, {"conv": {"out": 8, "k": 3}},
+                         {"gn": {"groups": 2}}, {"conv": {"out": 8, "k": 3}}],
+    "non_square": [{"conv": {"out": 4, "k": [1, 7], "s": [2, 1]}}, {"conv": {"out": 4, "k": [5, 1], "d": [1, 3]}},
+                   {"avgpool": {"k": [3, 2], "s": [1, 2], "p": [1, 0]}}],
+    "ceil_pool": [{"conv": {"out": 4, "k": 3}}, {"maxpool": {"k": 3, "s": 2, "ceil": True}}, {"conv": {"out": 4, "k": 3}}],
+}
+
+
+def _upsampling_tolerance(graph) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Per layer: the sum of the input jumps of the upsampling layers strictly before it (the most the
+    (r, j) model may be off by after an upsampling; 0 = it must be exact)."""
+    rf = receptive_field(graph).as_dict()
+    tol: dict[str, float] = {}
+    for n in graph.nodes:
+        t = max((tol[i] for i in n.inputs), default=0.0)
+        for i in n.inputs:
+            src = graph.node(i)
+            if src.op is OpKind.UPSAMPLE or (src.op is OpKind.CONV_T and max(src.attrs.stride) > 1):
+                t = max(t, tol[i] + max(float(j) for j in rf[src.inputs[0]].jump))
+        tol[n.name] = t
+    return tol
+
+
+@pytest.mark.parametrize("case", sorted(HAND))
+def test_hand_made_networks_against_the_oracles(case: str) -> None:
+    g = graph_from_spec_data({"name": case, "input": [3, 61, 61], "layers": HAND[case]})
+    assert cost(g).total.params == torch_params(g)
+    assert cost(g).total.macs == torch_macs(g)
+    tol = _upsampling_tolerance(g)
+    checks = gradient_support(g, _spatial_layers(g))
+    exact = [c for c in checks if tol[c.layer] == 0]
+    after = [c for c in checks if tol[c.layer] > 0]
+    assert exact and all(c.ok for c in exact), [c for c in exact if not c.ok]
+    for c in after:  # after an upsampling the model averages over output phases
+        assert c.measured is not None
+        assert all(abs(e - m) <= tol[c.layer] for e, m in zip(c.expected, c.measured)), c
+
+
+def test_ragged_transposed_conv_is_exact_there_and_an_upper_bound_after() -> None:
+    layers = [{"conv": {"out": 4, "k": 3, "s": 2, "name": "down"}},
+              {"convT": {"out": 4, "k": 3, "s": 2, "op": 1, "name": "up"}},   # phases span 1 and 0
+              {"conv": {"out": 4, "k": 3, "name": "c1"}},
+              {"convT": {"out": 4, "k": 5, "s": 3, "d": 2, "name": "up2"}},   # phases span 2, 2, 0
+              {"conv": {"out": 4, "k": 3, "name": "c2"}}]
+    g = graph_from_spec_data({"name": "ragged", "input": [3, 61, 61], "layers": layers})
+    rf = receptive_field(g)
+    assert rf.of("up").rf_min == (3, 3) and rf.of("up").rf_max == (5, 5)
+    checks = {c.layer: c for c in gradient_support(g, ["down", "up", "c1", "up2", "c2"])}
+    assert checks["down"].ok and checks["up"].ok and checks["c1"].ok
+    assert checks["up2"].bound and checks["c2"].bound

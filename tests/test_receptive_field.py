@@ -1,0 +1,138 @@
+"""Closed forms for the receptive-field rules (DESIGN.md), one per rule, plus gradient checks."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+
+from convscope.analyses.receptive_field import convT_span, receptive_field
+from convscope.frontends.from_spec import graph_from_spec_data
+
+
+def net(layers: list, input=(3, 64, 64)) -> object:  # type: ignore[type-arg]
+    return graph_from_spec_data({"name": "t", "input": list(input), "layers": layers})
+
+
+def rf_of(layers: list, name: str, input=(3, 64, 64)):  # type: ignore[no-untyped-def, type-arg]
+    g = net(layers, input)
+    return receptive_field(g).of(name)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 10])
+def test_stacked_3x3_convs_give_2n_plus_1(n: int) -> None:
+    layers = [{"conv": {"out": 4, "k": 3, "name": f"c{i}"}} for i in range(n)]
+    r = rf_of(layers, f"c{n - 1}", input=(3, 128, 128))
+    assert r.rf_min == r.rf_max == (2 * n + 1, 2 * n + 1)
+    assert r.jump == (1, 1)
+
+
+@pytest.mark.parametrize("d", [1, 2, 4, 8])
+def test_dilation_adds_k_minus_1_times_d(d: int) -> None:
+    layers = [{"conv": {"out": 4, "k": 3, "name": "a"}}, {"conv": {"out": 4, "k": 3, "d": d, "name": "b"}}]
+    assert rf_of(layers, "b", input=(3, 128, 128)).rf_max == (3 + 2 * d, 3 + 2 * d)
+
+
+def test_stride_products_multiply_the_jump() -> None:
+    layers = [
+        {"conv": {"out": 4, "k": 3, "s": 2, "name": "a"}},   # r 3, j 2
+        {"maxpool": {"k": 2, "name": "p"}},                  # r 3+1*2=5, j 4
+        {"conv": {"out": 4, "k": 5, "s": 3, "name": "b"}},   # r 5+4*4=21, j 12
+        {"conv": {"out": 4, "k": 3, "name": "c"}},           # r 21+2*12=45, j 12
+    ]
+    g = net(layers, (3, 256, 256))
+    rf = receptive_field(g)
+    assert rf.of("p").rf_max == (5, 5) and rf.of("p").jump == (4, 4)
+    assert rf.of("b").rf_max == (21, 21) and rf.of("b").jump == (12, 12)
+    assert rf.of("c").rf_max == (45, 45)
+
+
+def test_non_square_kernel_and_stride_per_axis() -> None:
+    layers = [{"conv": {"out": 4, "k": [1, 7], "s": [1, 2], "name": "a"}},
+              {"conv": {"out": 4, "k": [5, 3], "name": "b"}}]
+    r = rf_of(layers, "b")
+    assert r.rf_max == (5, 7 + 2 * 2)
+    assert r.jump == (1, 2)
+
+
+@pytest.mark.parametrize("k,s,span", [(2, 2, 0), (4, 2, 1), (3, 2, 1), (3, 1, 2), (6, 3, 1), (5, 2, 2)])
+def test_transposed_conv_span(k: int, s: int, span: int) -> None:
+    assert convT_span(k, s, 1) == span
+
+
+def test_transposed_conv_shrinks_the_jump() -> None:
+    layers = [
+        {"conv": {"out": 4, "k": 3, "s": 2, "name": "down"}},         # r 3, j 2
+        {"convT": {"out": 4, "k": 4, "s": 2, "name": "up"}},          # r 3 + 1*2 = 5, j 1
+        {"conv": {"out": 4, "k": 3, "name": "after"}},               # r 5 + 2*1 = 7
+        {"convT": {"out": 4, "k": 2, "s": 2, "name": "up2"}},         # r 7, j 1/2
+        {"conv": {"out": 4, "k": 3, "name": "half"}},                # r 7 + 2*(1/2) = 8
+    ]
+    rf = receptive_field(net(layers))
+    assert rf.of("up").rf_max == (5, 5) and rf.of("up").jump == (1, 1)
+    assert rf.of("after").rf_max == (7, 7)
+    assert rf.of("up2").jump == (Fraction(1, 2), Fraction(1, 2))
+    assert rf.of("half").rf_max == (8, 8)
+
+
+def test_upsampling_nearest_and_bilinear() -> None:
+    base = [{"conv": {"out": 4, "k": 3, "s": 4, "name": "a"}}]  # r 3, j 4
+    near = receptive_field(net(base + [{"upsample": {"scale": 2, "name": "u"}}])).of("u")
+    assert near.rf_max == (3, 3) and near.jump == (2, 2)
+    bil = receptive_field(net(base + [{"upsample": {"scale": 2, "mode": "bilinear", "name": "u"}}])).of("u")
+    assert bil.rf_max == (3 + 4, 3 + 4) and bil.jump == (2, 2)
+
+
+def test_residual_net_has_different_rf_min_and_rf_max() -> None:
+    layers = [
+        {"conv": {"out": 8, "k": 3, "name": "stem"}},
+        {"residual": {"name": "res", "body": [{"conv": {"out": 8, "k": 3}}, {"conv": {"out": 8, "k": 3}}]}},
+    ]
+    r = rf_of(layers, "res.add")
+    assert r.rf_min == (3, 3)        # the identity shortcut
+    assert r.rf_max == (7, 7)        # through both convs
+    assert r.paths == 2
+
+
+def test_concat_is_the_union_of_branches() -> None:
+    layers = [{"parallel": {"name": "p", "branches": [[{"conv": {"out": 4, "k": 1}}],
+                                                       [{"conv": {"out": 4, "k": 5}}],
+                                                       [{"conv": {"out": 4, "k": 3, "d": 3}}]]}}]
+    r = receptive_field(net(layers)).of("p.concat")
+    assert {x for x, _ in r.axes[0].pairs} == {1, 5, 7}
+    assert r.rf_min == (1, 1) and r.rf_max == (7, 7)
+
+
+def test_global_pool_is_infinite_and_the_head_too() -> None:
+    layers = [{"conv": {"out": 4, "k": 3}}, {"gap": {"name": "g"}}, {"linear": {"out": 2, "name": "fc"}}]
+    rf = receptive_field(net(layers))
+    assert rf.of("g").rf_min == (math.inf, math.inf)
+    assert rf.of("fc").is_global
+
+
+def test_se_gate_keeps_rf_min_finite_and_makes_rf_max_infinite() -> None:
+    layers = [{"conv": {"out": 8, "k": 3, "name": "c"}}, {"se": {"ratio": 0.5, "name": "se"}},
+              {"conv": {"out": 8, "k": 3, "name": "after"}}]
+    rf = receptive_field(net(layers))
+    se = rf.of("se.scale")
+    assert se.rf_min == (3, 3)
+    assert se.rf_max == (math.inf, math.inf)
+    assert rf.of("after").rf_min == (5, 5)
+    assert rf.of("se.fc1").is_global
+
+
+def test_zero_op_contributes_no_path() -> None:
+    layers = [{"conv": {"out": 4, "k": 3, "name": "a"}}, {"zero": {"name": "z"}},
+              {"conv": {"out": 4, "k": 5, "name": "b", "from": "a"}},
+              {"add": {"from": ["z", "b"], "name": "sum"}}]
+    rf = receptive_field(net(layers))
+    assert rf.of("z").constant
+    assert rf.of("sum").rf_min == rf.of("sum").rf_max == (7, 7)
+
+
+def test_fractional_rf_after_upsampling_beyond_the_input() -> None:
+    layers = [{"upsample": {"scale": 2, "name": "u"}}, {"conv": {"out": 4, "k": 3, "name": "c"}}]
+    r = rf_of(layers, "c", input=(3, 16, 16))
+    assert r.rf_max == (2, 2)  # 1 + 2 * 1/2
+    assert r.jump == (Fraction(1, 2), Fraction(1, 2))

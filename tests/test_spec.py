@@ -1,0 +1,224 @@
+"""The spec language (FORMATS.md §1): features, generated names, and errors that point into the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from convscope.cli import main
+from convscope.frontends.from_spec import graph_from_spec_text, load_spec
+
+FORMATS_EXAMPLE = """\
+name: resnet-mini            # required
+input: [3, 32, 32]           # required: C, H, W (H, W may differ)
+classes: 10                  # optional, documentation only
+blocks:                      # optional: named, parameterised sub-networks
+  basic:
+    args: {c: null, s: 1}    # null = required argument; $name substitutes
+    layers:
+      - residual:
+          body:
+            - conv: {out: $c, k: 3, s: $s}
+            - bn
+            - relu
+            - conv: {out: $c, k: 3}
+            - bn
+          shortcut: auto     # auto: identity, or 1x1 conv (+bn) with stride when shape changes
+      - relu
+layers:
+  - conv: {out: 16, k: 3, name: stem}    # padding defaults to "same" for odd k: d*(k-1)/2
+  - bn
+  - relu
+  - repeat: 2
+    layers:
+      - basic: {c: 16}
+  - basic: {c: 32, s: 2}
+  - parallel:                           # branches from the same input
+      merge: concat                     # or add
+      branches:
+        - [conv: {out: 16, k: 1}]
+        - [conv: {out: 16, k: 3}]
+        - [maxpool: {k: 3, s: 1}]
+  - gap
+  - linear: {out: 10, name: head}
+"""
+
+
+def test_the_formats_example_builds() -> None:
+    g = graph_from_spec_text(FORMATS_EXAMPLE)
+    assert g.name == "resnet-mini"
+    assert g.node("stem").out.shape == (16, 32, 32)
+    assert g.node("layers.1.bn").inputs == ("stem",)
+    # repeat copies of a block: layers.3.0, layers.3.1; the residual's merge and the block's relu
+    assert g.node("layers.3.1.add").out.shape == (16, 32, 32)
+    # the strided block gets an auto shortcut: 1x1 conv stride 2 + bn
+    ds = g.node("layers.4.downsample.0")
+    assert ds.attrs.kernel == (1, 1) and ds.attrs.stride == (2, 2) and ds.out.shape == (32, 16, 16)
+    assert g.node("layers.5.concat").out.shape == (64, 16, 16)
+    assert g.node("head").out.shape == (10,)
+
+
+def test_generated_names_are_stable() -> None:
+    a = [n.name for n in graph_from_spec_text(FORMATS_EXAMPLE)]
+    b = [n.name for n in graph_from_spec_text(FORMATS_EXAMPLE)]
+    assert a == b
+    assert "layers.1.bn" in a and "layers.2.relu" in a and "layers.6.gap" in a
+
+
+def test_names_inside_named_blocks_are_module_paths() -> None:
+    text = """
+name: t
+input: [3, 32, 32]
+blocks:
+  basic:
+    args: {c: null, s: 1}
+    layers:
+      - residual:
+          body:
+            - conv: {out: $c, k: 3, s: $s, name: conv1}
+            - bn: {name: bn1}
+          shortcut: auto
+      - relu: {name: relu}
+layers:
+  - conv: {out: 8, k: 3, name: conv1}
+  - repeat: 2
+    name: layer1
+    layers: [basic: {c: 8}]
+  - basic: {c: 16, s: 2, name: layer2.0}
+"""
+    names = [n.name for n in graph_from_spec_text(text)]
+    assert "layer1.0.conv1" in names and "layer1.1.bn1" in names and "layer1.1.relu" in names
+    assert "layer2.0.downsample.0" in names and "layer2.0.downsample.1" in names and "layer2.0.add" in names
+
+
+def test_non_square_kernels_strides_and_inputs() -> None:
+    text = """
+name: t
+input: [1, 40, 24]
+layers:
+  - conv: {out: 4, k: [3, 5], s: [2, 1], name: a}
+  - maxpool: {k: [2, 1], name: p}
+  - avgpool: {k: 2, s: [2, 1], p: [0, 1], name: q}
+"""
+    g = graph_from_spec_text(text)
+    assert g.node("a").out.shape == (4, 20, 24)
+    assert g.node("p").out.shape == (4, 10, 24)
+    assert g.node("q").out.shape == (4, 5, 25)
+
+
+def test_expressions_cin_and_from() -> None:
+    text = """
+name: t
+input: [8, 16, 16]
+blocks:
+  expand:
+    args: {t: 4}
+    layers:
+      - conv: {out: "${cin * t}", k: 1, name: up}
+      - conv: {out: "${cin}", k: 1, name: down}
+layers:
+  - conv: {out: 8, k: 3, name: a}
+  - expand: {t: 6, name: e}
+  - conv: {out: 8, k: 1, name: side, from: a}
+  - add: {from: [e.down, side], name: sum}
+  - concat: {from: [sum, a], name: cat}
+"""
+    g = graph_from_spec_text(text)
+    assert g.node("e.up").out.shape == (48, 16, 16)
+    assert g.node("e.down").out.shape == (8, 16, 16)
+    assert g.node("sum").inputs == ("e.down", "side")
+    assert g.node("cat").out.shape == (16, 16, 16)
+
+
+def test_se_dwconv_upsample_convT() -> None:
+    text = """
+name: t
+input: [3, 32, 32]
+layers:
+  - conv: {out: 16, k: 3, s: 2, name: a}
+  - dwconv: {k: 3, name: dw}
+  - se: {ratio: 0.25, name: se}
+  - convT: {out: 8, k: 2, s: 2, name: up}
+  - upsample: {scale: 2, mode: bilinear, name: u}
+"""
+    g = graph_from_spec_text(text)
+    assert g.node("dw").attrs.groups == 16
+    assert g.node("se.fc1").out.shape == (4, 1, 1)
+    assert g.node("se.scale").out.shape == (16, 16, 16)
+    assert g.node("up").out.shape == (8, 32, 32)
+    assert g.node("u").out.shape == (8, 64, 64)
+
+
+def test_input_override() -> None:
+    g = load_spec_text_with_input(FORMATS_EXAMPLE, (3, 64, 48))
+    assert g.node("stem").out.shape == (16, 64, 48)
+
+
+def load_spec_text_with_input(text: str, shape: tuple[int, int, int]):  # type: ignore[no-untyped-def]
+    return graph_from_spec_text(text, input_shape=shape)
+
+
+# --- bad input: a clear message naming file:line:column and the key or value, exit status 2 -------
+
+BAD = {
+    "bad_yaml": ("name: t\ninput: [3, 32, 32\nlayers: [relu]\n", r"invalid YAML"),
+    "unknown_op": ("name: t\ninput: [3, 32, 32]\nlayers:\n  - conv: {out: 8, k: 3}\n  - rleu\n",
+                   r":5:5: unknown op or block 'rleu' \(did you mean 'relu'\?\)"),
+    "missing_argument": ("name: t\ninput: [3, 32, 32]\nlayers:\n  - conv: {k: 3}\n", r":4:11: conv: missing argument 'out'"),
+    "wrong_type": ("name: t\ninput: [3, 32, 32]\nlayers:\n  - conv: {out: sixteen, k: 3}\n",
+                   r":4:17: conv: 'out' must be an integer >= 1, got 'sixteen'"),
+    "kernel_too_large": ("name: t\ninput: [3, 4, 4]\nlayers:\n  - conv: {out: 8, k: 7, p: 0}\n",
+                         r":4:5: layer 'layers.0.conv': conv kernel 7x7 .* larger than the padded input"),
+    "channel_mismatch": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 8, k: 3, name: a}\n"
+                         "  - conv: {out: 4, k: 3, name: b}\n  - add: {from: [a, b]}\n",
+                         r":6:5: layer 'layers.2.add': channel mismatch at add: \[8, 8, 8\] vs \[4, 8, 8\]"),
+    "duplicate_names": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 8, k: 3, name: a}\n  - relu: {name: a}\n",
+                        r":5:5: layer 'a': duplicate layer name \(first defined at .*:4:5\)"),
+    "cycle": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 8, k: 3, name: a, from: b}\n  - relu: {name: b}\n",
+              r":4:5: 'from': 'b' is defined later .*cycle"),
+    "block_cycle": ("name: t\ninput: [3, 8, 8]\nblocks:\n  a:\n    layers: [b]\n  b:\n    layers: [a]\nlayers:\n  - a\n",
+                    r"block 'a' calls itself \(a -> b -> a\)"),
+    "unknown_block": ("name: t\ninput: [3, 8, 8]\nblocks:\n  basic:\n    layers: [relu]\nlayers:\n  - basci\n",
+                      r":7:5: unknown op or block 'basci' \(did you mean 'basic'\?\)"),
+    "negative_size": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: -4, k: 3}\n", r":4:17: conv: 'out' must be an integer >= 1, got -4"),
+    "negative_input": ("name: t\ninput: [3, -8, 8]\nlayers: [relu]\n", r":2:8: 'input' sizes must be positive"),
+    "empty_network": ("name: t\ninput: [3, 8, 8]\nlayers: []\n", r":3:9: the network is empty"),
+    "unknown_key": ("name: t\ninput: [3, 8, 8]\nlayer:\n  - relu\n", r":3:1: unknown key 'layer' \(did you mean 'layers'\?\)"),
+    "unknown_argument": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 8, k: 3, stride: 2}\n",
+                         r":4:26: conv: unknown argument 'stride' \(accepted: .*\bs\b"),
+    "block_missing_arg": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {c: null}\n    layers: [conv: {out: $c, k: 1}]\n"
+                          "layers:\n  - b: {}\n", r":8:8: block 'b': missing argument 'c'"),
+    "duplicate_key": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 8, k: 3, out: 4}\n", r":4:26: duplicate key 'out'"),
+    "linear_on_map": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - linear: 10\n", r"linear needs a vector.*add gap or flatten"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_gives_a_clear_message_and_exit_status_2(case: str, spec, capsys) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    text, pattern = BAD[case]
+    path = spec(text)
+    status = main(["analyze", str(path)])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "Traceback" not in err
+    assert str(path) in err
+    assert re.search(pattern, err), err
+
+
+def test_missing_file(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    status = main(["analyze", str(tmp_path / "nope.yaml")])
+    err = capsys.readouterr().err
+    assert status == 2 and "nope.yaml: no such file" in err
+
+
+def test_not_a_model(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["analyze", "something"]) == 2
+    assert "is not a model" in capsys.readouterr().err
+
+
+def test_unknown_zoo_name_suggests(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["analyze", "zoo:resnet18"]) == 2
+    assert "did you mean" in capsys.readouterr().err
