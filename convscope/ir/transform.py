@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from convscope.errors import GraphError
 from convscope.ir.graph import Graph, GraphBuilder, Node
 from convscope.ir.ops import OpKind
 
-__all__ = ["with_input", "rebuild"]
+__all__ = ["with_input", "rebuild", "subgraph_until"]
 
 
 def rebuild(
@@ -36,3 +37,25 @@ def with_input(graph: Graph, shape: Sequence[int]) -> Graph:
     if tuple(shape) == graph.input_shape:
         return graph
     return rebuild(graph, input_shape=shape)
+
+
+def subgraph_until(graph: Graph, layer: str, *, name: str | None = None) -> Graph:
+    """The part of the network needed to compute ``layer`` (it and its ancestors), with ``layer`` as
+    the output: a trunk cut at that layer.  Raises GraphError if no layer has that name."""
+    if layer not in graph:
+        close = [n.name for n in graph.nodes if layer in n.name][:5]
+        hint = f" (layers containing it: {', '.join(close)})" if close else ""
+        raise GraphError(f"no layer named '{layer}' to cut at{hint}", layer=layer)
+    keep = {layer}
+    for node in reversed(graph.nodes):
+        if node.name in keep:
+            keep.update(node.inputs)
+    b = GraphBuilder(name or f"{graph.name}[:{layer}]")
+    for node in graph.nodes:
+        if node.name not in keep:
+            continue
+        if node.op is OpKind.INPUT:
+            b.add_input(node.name, node.out.shape, source=node.source)
+        else:
+            b.add(node.name, node.op, node.attrs, node.inputs, source=node.source)
+    return b.build(outputs=[layer], meta=graph.meta_dict())
