@@ -41,7 +41,13 @@ def with_input(graph: Graph, shape: Sequence[int]) -> Graph:
 
 def subgraph_until(graph: Graph, layer: str, *, name: str | None = None) -> Graph:
     """The part of the network needed to compute ``layer`` (it and its ancestors), with ``layer`` as
-    the output: a trunk cut at that layer.  Raises GraphError if no layer has that name."""
+    the output: a trunk cut at that layer.  ``layer`` may also name a scope (``layer3`` for the nodes
+    ``layer3.*``, like a PyTorch container module): the cut is then at the scope's last node.
+    Raises GraphError if nothing has that name."""
+    if layer not in graph:
+        inside = [n.name for n in graph.nodes if n.name.startswith(layer + ".")]
+        if inside:
+            layer = inside[-1]
     if layer not in graph:
         close = [n.name for n in graph.nodes if layer in n.name][:5]
         hint = f" (layers containing it: {', '.join(close)})" if close else ""
