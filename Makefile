@@ -8,8 +8,9 @@ STAMP  := $(VENV)/.installed
 # torch is pinned: 2.13.0 is the CPU build on this machine's disk; an open range would pull a
 # multi-GB CUDA build (see DEVELOPERS.md).
 TORCH  ?= torch==2.13.0
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test setup bench clean browser
 
 setup: $(STAMP)
 
@@ -24,8 +25,13 @@ demo: $(STAMP)
 	$(BIN)/convscope analyze zoo:vgg16-cifar
 	$(BIN)/convscope analyze zoo:resnet18-imagenet --input 3,32,32
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# The HTML report is checked in a real browser: Debian's chromium and chromedriver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; }
 
 bench: $(STAMP)
 	$(BIN)/python bench/analysis_speed.py

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 __all__ = ["line_chart", "bar_chart", "PALETTE"]
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-_W, _H = 760, 300
-_L, _R, _T, _B = 64, 16, 24, 56
+_W, _H = 760, 320
+_L, _R, _T, _B = 64, 16, 28, 70
 
 
 def _esc(s: object) -> str:
@@ -105,8 +105,9 @@ def line_chart(
             pts.append(f"{px(i):.1f},{py(min(v, hi)):.1f}")
         if pts:
             parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{" ".join(pts)}"/>')
-        parts.append(f'<rect x="{_L + 8 + 150 * k}" y="{_H - 14}" width="10" height="10" fill="{color}"/>'
-                     f'<text x="{_L + 22 + 150 * k}" y="{_H - 5}" font-size="11">{_esc(label)}</text>')
+        lx = _W - _R - 90 * (len(series) - k)
+        parts.append(f'<rect x="{lx}" y="6" width="10" height="10" fill="{color}"/>'
+                     f'<text x="{lx + 14}" y="15" font-size="11">{_esc(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

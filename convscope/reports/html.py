@@ -49,7 +49,9 @@ def _num(v: object) -> float | None:
 
 
 def rf_growth_chart(a: Analysis, name: str = "rf-growth") -> str:
-    rows = [r for r in a.layers if r.op in _SPATIAL_OPS and r.rf_min is not None]
+    # The layers that grow the receptive field (1x1 convs, e.g. shortcuts, only repeat their input's).
+    rows = [r for r in a.layers if r.op in _SPATIAL_OPS and r.rf_min is not None
+            and not (r.kernel == (1, 1) and r.op in ("conv", "convT"))]
     if not rows:
         return ""
     labels = [r.name for r in rows]

@@ -1,0 +1,287 @@
+"""Reading deployment plans (FORMATS.md §2) into frozen records, with file:line:column errors."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convscope.errors import SpecError
+from convscope.frontends._spec_args import fail
+from convscope.frontends._yaml import Mark, YList, YMap, load_yaml
+
+__all__ = ["KINDS", "NetRef", "Constraints", "Candidate", "Plan", "load_plan", "parse_plan"]
+
+KINDS = ("single", "switch", "parallel", "trunk", "cascade")
+_TOP = ("name", "input", "constraints", "device", "candidates", "description")
+_CONSTRAINTS = ("fps", "weights_mb", "activation_mb", "worst_ms")
+_FACTORY = re.compile(r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class NetRef:
+    """A network reference as written in the plan, resolved against the plan's folder."""
+
+    ref: str  # as written
+    resolved: str  # what load_graph gets
+    role: str  # 'network', 'day', 'gate', 'head 1' …
+    mark: Mark = (0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Constraints:
+    fps: float | None = None
+    weights_mb: float | None = None  # MB = 10^6 bytes
+    activation_mb: float | None = None
+    worst_ms: float | None = None
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in _CONSTRAINTS if getattr(self, k) is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    name: str
+    kind: str
+    networks: tuple[NetRef, ...]
+    shares: tuple[float, ...] = ()  # switch: schedule per network; trunk run one: head shares
+    rate: float = 1.0  # cascade: share of frames the expert runs on
+    cut: str | None = None  # trunk: run up to and including this layer
+    run: str = "all"  # trunk: all | one
+    resident: str = "all"  # switch: all specialists in memory, or one (+ swap_ms on a change)
+    swap_ms: float | None = None  # switch with resident one: the cost of loading another specialist
+    mark: Mark = (0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    name: str
+    input: tuple[int, int, int]
+    candidates: tuple[Candidate, ...]
+    constraints: Constraints = field(default_factory=Constraints)
+    device: str = "local"
+    file: str = "<plan>"
+
+
+def load_plan(path: str | Path) -> Plan:
+    p = Path(path)
+    if not p.exists():
+        raise SpecError("no such plan file", file=str(path))
+    if p.is_dir():
+        raise SpecError("is a directory, not a plan file", file=str(path))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read: {exc}", file=str(path)) from None
+    return parse_plan(load_yaml(text, str(path)), file=str(path), base=p.parent)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class _Reader:
+    def __init__(self, file: str, base: Path):
+        self.file = file
+        self.base = base
+
+    def ref(self, v: Any, mark: Mark, cand: str, role: str) -> NetRef:
+        """A network reference; ``role`` names it within its candidate (network, day, gate, head 1…)."""
+        where = f"candidate '{cand}', {role}"
+        if not isinstance(v, str) or not v.strip():
+            fail(self.file, mark, f"{where}: a network reference must be a spec path, an .onnx path, zoo:NAME or "
+                                  f"module.path:factory, got {v!r}")
+        v = v.strip()
+        if v.startswith("zoo:"):
+            return NetRef(v, v, role, mark)
+        low = v.lower()
+        if low.endswith((".yaml", ".yml", ".onnx")) or "/" in v:
+            target = (self.base / v) if not Path(v).is_absolute() else Path(v)
+            if not target.exists():
+                fail(self.file, mark, f"{where}: network file '{v}' not found (looked for {target})")
+            return NetRef(v, str(target), role, mark)
+        if _FACTORY.match(v):
+            mod, _, fn = v.partition(":")
+            if mod.endswith(".py"):
+                target = self.base / mod if not Path(mod).is_absolute() else Path(mod)
+                if not target.exists():
+                    fail(self.file, mark, f"{where}: python file '{mod}' not found (looked for {target})")
+                return NetRef(v, f"{target}:{fn}", role, mark)
+            return NetRef(v, v, role, mark)
+        fail(self.file, mark, f"{where}: '{v}' is not a network reference (a spec .yaml, an .onnx, zoo:NAME or "
+                              "module.path:factory)")
+
+    def shares(self, raw: Any, names: list[str], mark: Mark, what: str) -> tuple[float, ...]:
+        if not isinstance(raw, dict):
+            fail(self.file, mark, f"{what} must map each network to its share of frames, e.g. {{day: 0.5, night: 0.5}}")
+        for k in raw:
+            if k not in names:
+                fail(self.file, raw.kmark(k) if isinstance(raw, YMap) else mark,
+                     f"{what}: '{k}' is not one of the networks ({', '.join(names)})")
+        out = []
+        for n in names:
+            v = raw.get(n, 0.0)
+            vm = raw.vmark(n) if isinstance(raw, YMap) and n in raw else mark
+            if not _number(v) or v < 0:
+                fail(self.file, vm, f"{what}: the share of '{n}' must be a number >= 0, got {v!r}")
+            out.append(float(v))
+        total = sum(out)
+        if abs(total - 1.0) > 1e-6:
+            fail(self.file, mark, f"{what}: shares must sum to 1, they sum to {total:g}")
+        return tuple(out)
+
+
+def parse_plan(data: Any, *, file: str = "<plan>", base: Path | None = None) -> Plan:
+    r = _Reader(file, base or Path("."))
+    if not isinstance(data, YMap):
+        fail(file, getattr(data, "mark", (1, 1)), "a plan must be a mapping with 'name', 'input' and 'candidates'")
+    for k in data:
+        if k not in _TOP:
+            close = difflib.get_close_matches(str(k), _TOP, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            fail(file, data.kmark(k), f"unknown key '{k}'{hint} (accepted: {', '.join(_TOP)})")
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        fail(file, data.vmark("name") if "name" in data else data.mark, "'name' is required and must be a string")
+    shape = data.get("input")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                                                                  for x in shape)):
+        fail(file, data.vmark("input") if "input" in data else data.mark,
+             f"'input' must be [C, H, W] (three positive integers), got {shape!r}")
+    device = data.get("device", "local")
+    if not isinstance(device, str) or not device:
+        fail(file, data.vmark("device"), f"'device' must be local, a profile name or a profile file, got {device!r}")
+    if device.lower().endswith((".yaml", ".yml")) and not Path(device).is_absolute():
+        device = str((base or Path(".")) / device)
+    constraints = _constraints(data, r)
+    cands = data.get("candidates")
+    if not isinstance(cands, YMap) or not cands:
+        fail(file, data.vmark("candidates") if "candidates" in data else data.mark,
+             "'candidates' must be a non-empty mapping of candidate name -> plan")
+    out = [_candidate(str(cname), body, cands.vmark(cname), r) for cname, body in cands.items()]
+    return Plan(name, (shape[0], shape[1], shape[2]), tuple(out), constraints, device, file)
+
+
+def _constraints(data: YMap, r: _Reader) -> Constraints:
+    raw = data.get("constraints")
+    if raw is None:
+        return Constraints()
+    if not isinstance(raw, YMap):
+        fail(r.file, data.vmark("constraints"), "'constraints' must be a mapping like {fps: 30, weights_mb: 50}")
+    values: dict[str, float] = {}
+    for k, v in raw.items():
+        if k not in _CONSTRAINTS:
+            fail(r.file, raw.kmark(k), f"unknown constraint '{k}' (accepted: {', '.join(_CONSTRAINTS)})")
+        if not _number(v) or v <= 0:
+            fail(r.file, raw.vmark(k), f"constraint '{k}' must be a positive number, got {v!r}")
+        values[k] = float(v)
+    return Constraints(**values)
+
+
+def _candidate(name: str, body: Any, mark: Mark, r: _Reader) -> Candidate:
+    if not isinstance(body, YMap):
+        fail(r.file, mark, f"candidate '{name}' must be a mapping with one of: {', '.join(KINDS)}")
+    kinds = [k for k in body if k in KINDS]
+    if len(kinds) != 1:
+        fail(r.file, mark, f"candidate '{name}' needs exactly one of {', '.join(KINDS)} (got: {', '.join(map(str, body)) or 'none'})")
+    kind = kinds[0]
+    allowed = {"single": (), "switch": (), "parallel": (), "cascade": (), "trunk": ("heads", "run", "schedule")}[kind]
+    for k in body:
+        if k != kind and k not in allowed:
+            fail(r.file, body.kmark(k), f"candidate '{name}': unknown key '{k}' for a {kind} plan"
+                                        + (f" (accepted: {', '.join(allowed)})" if allowed else ""))
+    v, vm = body[kind], body.vmark(kind)
+    return _KIND_READERS[kind](name, v, vm, body, r)
+
+
+def _single(name: str, v: Any, vm: Mark, body: YMap, r: _Reader) -> Candidate:
+    return Candidate(name, "single", (r.ref(v, vm, name, "network"),), mark=vm)
+
+
+def _switch(name: str, v: Any, vm: Mark, body: YMap, r: _Reader) -> Candidate:
+    if not isinstance(v, YMap) or "networks" not in v:
+        fail(r.file, vm, f"candidate '{name}': switch needs 'networks' (a mapping name -> network) and an optional 'schedule'")
+    for k in v:
+        if k not in ("networks", "schedule", "resident", "swap_ms"):
+            fail(r.file, v.kmark(k), f"candidate '{name}': unknown switch key '{k}' (accepted: networks, schedule, resident, swap_ms)")
+    nets = v["networks"]
+    if not isinstance(nets, YMap) or not nets:
+        fail(r.file, v.vmark("networks"), f"candidate '{name}': 'networks' must map a name (day, night…) to a network")
+    names = [str(k) for k in nets]
+    refs = tuple(r.ref(nets[k], nets.vmark(k), name, str(k)) for k in nets)
+    if "schedule" in v:
+        shares = r.shares(v["schedule"], names, v.vmark("schedule"), f"candidate '{name}': schedule")
+    else:
+        shares = tuple(1.0 / len(names) for _ in names)
+    resident = v.get("resident", "all")
+    if resident not in ("all", "one"):
+        fail(r.file, v.vmark("resident"), f"candidate '{name}': 'resident' must be all or one, got {resident!r}")
+    swap = v.get("swap_ms")
+    if swap is not None and (not _number(swap) or swap < 0):
+        fail(r.file, v.vmark("swap_ms"), f"candidate '{name}': 'swap_ms' must be a number >= 0, got {swap!r}")
+    return Candidate(name, "switch", refs, shares=shares, resident=resident,
+                     swap_ms=float(swap) if swap is not None else None, mark=vm)
+
+
+def _parallel(name: str, v: Any, vm: Mark, body: YMap, r: _Reader) -> Candidate:
+    if isinstance(v, YMap):
+        refs = tuple(r.ref(v[k], v.vmark(k), name, str(k)) for k in v)
+    elif isinstance(v, YList) and v:
+        refs = tuple(r.ref(x, v.imark(i), name, f"network {i + 1}") for i, x in enumerate(v))
+    else:
+        fail(r.file, vm, f"candidate '{name}': parallel needs a non-empty list of networks")
+    return Candidate(name, "parallel", refs, mark=vm)
+
+
+def _trunk(name: str, v: Any, vm: Mark, body: YMap, r: _Reader) -> Candidate:
+    if not isinstance(v, YMap) or "network" not in v or "cut" not in v:
+        fail(r.file, vm, f"candidate '{name}': trunk needs {{network: ..., cut: LAYER}}")
+    for k in v:
+        if k not in ("network", "cut"):
+            fail(r.file, v.kmark(k), f"candidate '{name}': unknown trunk key '{k}' (accepted: network, cut)")
+    cut = v["cut"]
+    if not isinstance(cut, str) or not cut:
+        fail(r.file, v.vmark("cut"), f"candidate '{name}': 'cut' must name a layer, got {cut!r}")
+    trunk = r.ref(v["network"], v.vmark("network"), name, "trunk")
+    heads = body.get("heads")
+    if not isinstance(heads, YList) or not heads:
+        fail(r.file, body.vmark("heads") if "heads" in body else vm, f"candidate '{name}': trunk needs a non-empty 'heads' list")
+    refs = tuple(r.ref(h, heads.imark(i), name, f"head {i + 1}") for i, h in enumerate(heads))
+    run = body.get("run", "all")
+    if run not in ("all", "one"):
+        fail(r.file, body.vmark("run"), f"candidate '{name}': 'run' must be all or one, got {run!r}")
+    shares: tuple[float, ...] = ()
+    if run == "one":  # one head per frame: an optional list of shares, in the order of 'heads'
+        sched = body.get("schedule")
+        if sched is None:
+            shares = tuple(1.0 / len(refs) for _ in refs)
+        else:
+            if not isinstance(sched, YList) or len(sched) != len(refs) or not all(_number(x) and x >= 0 for x in sched):
+                fail(r.file, body.vmark("schedule"), f"candidate '{name}': schedule must list one share >= 0 per head "
+                                                     f"({len(refs)} heads), got {sched!r}")
+            if abs(sum(sched) - 1.0) > 1e-6:
+                fail(r.file, body.vmark("schedule"), f"candidate '{name}': schedule: shares must sum to 1, they sum to {sum(sched):g}")
+            shares = tuple(float(x) for x in sched)
+    elif "schedule" in body:
+        fail(r.file, body.kmark("schedule"), f"candidate '{name}': a schedule needs run: one")
+    return Candidate(name, "trunk", (trunk, *refs), shares=shares, cut=cut, run=run, mark=vm)
+
+
+def _cascade(name: str, v: Any, vm: Mark, body: YMap, r: _Reader) -> Candidate:
+    if not isinstance(v, YMap) or "gate" not in v or "expert" not in v:
+        fail(r.file, vm, f"candidate '{name}': cascade needs {{gate: ..., expert: ..., rate: 0.1}}")
+    for k in v:
+        if k not in ("gate", "expert", "rate"):
+            fail(r.file, v.kmark(k), f"candidate '{name}': unknown cascade key '{k}' (accepted: gate, expert, rate)")
+    rate = v.get("rate", 1.0)
+    if not _number(rate) or not 0 <= rate <= 1:
+        fail(r.file, v.vmark("rate") if "rate" in v else vm,
+             f"candidate '{name}': 'rate' (the share of frames the expert runs on) must be in [0, 1], got {rate!r}")
+    gate = r.ref(v["gate"], v.vmark("gate"), name, "gate")
+    expert = r.ref(v["expert"], v.vmark("expert"), name, "expert")
+    return Candidate(name, "cascade", (gate, expert), rate=float(rate), mark=vm)
+
+
+_KIND_READERS = {"single": _single, "switch": _switch, "parallel": _parallel, "trunk": _trunk, "cascade": _cascade}

@@ -1,0 +1,121 @@
+"""Reasons for a deployment verdict, each derived from the numbers of the comparison."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from convscope.units import fmt_count, fmt_ms
+
+if TYPE_CHECKING:
+    from convscope.analyses.deployment import CandidateResult, Comparison
+
+__all__ = ["reasons"]
+
+SAME_COST = 0.9  # a specialist costing >= 90% of the big network's MACs per frame saves nothing worth having
+UNPRODUCTIVE_NOTE = 0.05  # mention networks with at least 5% of their MACs in unproductive layers
+
+
+def _band(c: "CandidateResult") -> str:
+    return f"{fmt_ms(c.low_ms)}–{fmt_ms(c.high_ms)}"
+
+
+def _lead(cmp: "Comparison") -> list[str]:
+    v = cmp.verdict
+    best = cmp.candidate(v.best)
+    ranked = [c for c in cmp.ranked() if c.name != best.name]
+    out = []
+    where = "that meets the constraints" if cmp.constraints.to_dict() and v.meets_constraints else ""
+    line = f"'{best.name}' is the fastest{(' ' + where) if where else ''}: {fmt_ms(best.latency_ms)} per frame " \
+           f"({best.fps:.1f} fps) on {cmp.device}"
+    if ranked and v.margin:
+        nxt = min((c for c in ranked if c.name not in dict(v.failing)), key=lambda c: c.latency_ms, default=ranked[0])
+        line += f", {best.latency_ms and nxt.latency_ms / best.latency_ms:.2f}× faster than '{nxt.name}' ({fmt_ms(nxt.latency_ms)})"
+    out.append(line)
+    if v.tied_with:
+        others = ", ".join(f"'{n}' ({_band(cmp.candidate(n))})" for n in v.tied_with)
+        out.append(f"but it is a tie: its predicted band {_band(best)} overlaps {others}; the prediction cannot "
+                   "tell them apart — measure them (compare --measure)")
+    if not v.meets_constraints:
+        out.append(f"no candidate meets the constraints ({', '.join(f'{k} {x:g}' for k, x in cmp.constraints.to_dict().items())}); "
+                   f"'{best.name}' fails: {dict(v.failing)[best.name]}")
+    for name, why in v.failing:
+        if name != best.name:
+            out.append(f"'{name}' does not meet the constraints: {why}")
+    return out
+
+
+def _biggest_single(cmp: "Comparison") -> "CandidateResult | None":
+    singles = [c for c in cmp.candidates if c.kind == "single"]
+    return max(singles, key=lambda c: c.macs_per_frame, default=None)
+
+
+def _kind_notes(cmp: "Comparison") -> list[str]:
+    out = []
+    big = _biggest_single(cmp)
+    for c in cmp.candidates:
+        nets = c.networks
+        if c.kind == "switch":
+            cheapest = min(n.analysis.totals.macs for n in nets)
+            if big is not None and cheapest >= SAME_COST * big.macs_per_frame:
+                out.append(f"the specialists of '{c.name}' save nothing per frame: each is as costly as the big network "
+                           f"'{big.name}' ({fmt_count(cheapest)} vs {fmt_count(big.macs_per_frame)} MACs), and "
+                           f"{len(nets)} of them keep {c.weight_bytes / 1e6:.1f} MB of weights resident")
+            elif big is not None:
+                lo = 100 * cheapest / big.macs_per_frame
+                hi = 100 * max(n.analysis.totals.macs for n in nets) / big.macs_per_frame
+                share = f"{lo:.0f}%" if round(lo) == round(hi) else f"{lo:.0f}%–{hi:.0f}%"
+                out.append(f"each specialist of '{c.name}' costs {share} of '{big.name}' per frame; only one runs per "
+                           f"frame, but {c.weight_bytes / 1e6:.1f} MB of weights stay resident")
+        elif c.kind == "parallel":
+            parts = " + ".join(fmt_ms(n.ms) for n in nets)
+            line = f"'{c.name}' runs all {len(nets)} specialists on every frame: {parts} = {fmt_ms(c.latency_ms)}"
+            if big is not None and c.latency_ms > big.latency_ms:
+                line += f", slower than the one network '{big.name}' ({fmt_ms(big.latency_ms)})"
+            out.append(line)
+        elif c.kind == "trunk":
+            trunk, heads = nets[0], nets[1:]
+            line = (f"'{c.name}' runs its {trunk.role} ({fmt_ms(trunk.ms)}) once per frame and {len(heads)} "
+                    f"head(s) ({' + '.join(fmt_ms(h.ms) for h in heads)})")
+            out.append(line)
+            a = trunk.analysis
+            if a.unproductive_share[1] >= UNPRODUCTIVE_NOTE:
+                un = a.unproductive_layers()
+                out.append(f"the trunk of '{c.name}' is partly unproductive at {a.resolution[0]} px: "
+                           f"{len(un)} layer(s) after its border layer {a.border_layer} hold "
+                           f"{100 * a.unproductive_share[1]:.0f}% of its MACs")
+        elif c.kind == "cascade":
+            gate, expert = nets
+            rate = (c.latency_ms - gate.ms) / expert.ms if expert.ms else 0.0
+            out.append(f"'{c.name}': the gate ({fmt_ms(gate.ms)}) runs on every frame and the expert ({fmt_ms(expert.ms)}) "
+                       f"on {100 * rate:.0f}% of them: {fmt_ms(c.latency_ms)} expected, but {fmt_ms(c.worst_ms)} on a "
+                       "frame the gate passes — size the frame budget on the worst case if every frame must be on time")
+    return out
+
+
+def _unproductive_notes(cmp: "Comparison") -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for c in cmp.candidates:
+        for n in c.networks:
+            a = n.analysis
+            key = f"{n.ref}@{a.input}"
+            if key in seen or c.kind == "trunk" and n is c.networks[0]:
+                continue
+            seen.add(key)
+            if a.unproductive_share[1] >= UNPRODUCTIVE_NOTE:
+                out.append(f"at {a.resolution[0]} px, {n.ref} has {100 * a.unproductive_share[1]:.0f}% of its MACs in "
+                           f"unproductive layers after its border layer {a.border_layer}; `convscope suggest` shows "
+                           "what cutting them buys")
+    return out
+
+
+def reasons(cmp: "Comparison", swaps: list[tuple[str, str]] | None) -> list[str]:
+    out = _lead(cmp) + _kind_notes(cmp) + _unproductive_notes(cmp)
+    if swaps is not None:
+        if not swaps:
+            out.append("measured here: the predicted ranking held (pairs whose bands or measured spreads overlap "
+                       "count as ties)")
+        else:
+            pairs = ", ".join(f"'{a}' vs '{b}'" for a, b in swaps)
+            out.append(f"measured here: the prediction ordered {pairs} the other way round")
+    return out

@@ -1,0 +1,411 @@
+"""Deployment plans (DESIGN.md, "Deployment plans — semantics"): which design runs fastest here?
+
+Every network of a plan is analysed at the plan's input (a trunk is cut at its layer; heads take the
+trunk's output shape) and its latency predicted on the plan's device.  Per candidate, per frame:
+
+* ``single``:   the network.
+* ``switch``:   one specialist per frame, chosen by schedule (shares p_i, uniform when not given):
+  expected = Σ p_i·t_i, worst = max t_i (+ the swap cost when only one is resident); weights: all of
+  them resident (``resident: all``) or the largest one (``resident: one``).
+* ``parallel``: every specialist on every frame, one after the other on one device: Σ t_i.
+* ``trunk``:    the trunk once, then all heads (``run: all``: t_trunk + Σ t_head) or one head per
+  frame (``run: one``: t_trunk + Σ p_i·t_head_i, worst t_trunk + max t_head).
+* ``cascade``:  the gate on every frame, the expert on a share ``rate`` of frames: expected
+  t_gate + rate·t_expert, worst t_gate + t_expert.
+
+MACs per frame follow the same weights; peak activation bytes are the largest of the networks'
+(they run one after the other); weight bytes add up over what is resident.  Uncertainty bands add up
+the networks' bands with the same weights (errors of one predictor on one device are correlated,
+so the bands are not shrunk as independent errors would be).  ``fps = 1000 / expected_ms``.
+
+The verdict: among the candidates that meet the constraints (fps on the expected latency, weights
+and activation budgets, ``worst_ms`` on the worst case) the fastest by expected latency; candidates
+whose bands overlap its band are a tie.  Reasons are derived from the numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from convscope.analyses._plan_parse import KINDS, Candidate, Constraints, NetRef, Plan, load_plan, parse_plan
+from convscope.analyses.analyze import analyze_graph
+from convscope.errors import ConvscopeError, GraphError, InputError
+from convscope.ir.graph import Graph
+from convscope.ir.transform import subgraph_until
+from convscope.results import SCHEMA_VERSION, Analysis, LatencyPrediction
+
+__all__ = [
+    "KINDS", "Plan", "Candidate", "Constraints", "NetRef", "load_plan", "parse_plan", "NetworkResult",
+    "CandidateResult", "Verdict", "Comparison", "compare", "combine", "decide", "DEFAULT_SWAP_MBPS",
+]
+
+DEFAULT_SWAP_MBPS = 200.0  # MB/s to load a specialist's weights from storage (eMMC/SD class), when swap_ms is not given
+
+Predictor = Callable[..., "LatencyPrediction | None"]
+Measurer = Callable[[Graph], Any]  # returns an object with median_ms, p10_ms, p90_ms
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkResult:
+    """One network of a candidate, analysed where it runs (with its prediction, and measurement)."""
+
+    ref: str
+    role: str
+    analysis: Analysis
+    measured_ms: float | None = None
+    measured_low_ms: float | None = None
+    measured_high_ms: float | None = None
+
+    @property
+    def ms(self) -> float:
+        return self.analysis.latency.ms if self.analysis.latency else float("nan")
+
+    @property
+    def low_ms(self) -> float:
+        return self.analysis.latency.low_ms if self.analysis.latency else float("nan")
+
+    @property
+    def high_ms(self) -> float:
+        return self.analysis.latency.high_ms if self.analysis.latency else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        a = self.analysis
+        lo, hi = a.feasible_resolution
+        return {
+            "ref": self.ref, "role": self.role, "model": a.model, "input": list(a.input),
+            "border_layer": a.border_layer,
+            "unproductive_share": {"params": a.unproductive_share[0], "macs": a.unproductive_share[1]},
+            "feasible_resolution": [lo, hi],
+            "params": a.totals.params, "macs": a.totals.macs, "weight_bytes": a.totals.weight_bytes,
+            "peak_activation_bytes": a.totals.peak_activation_bytes,
+            "latency_ms": a.latency.ms if a.latency else None,
+            "low_ms": a.latency.low_ms if a.latency else None,
+            "high_ms": a.latency.high_ms if a.latency else None,
+            "measured_ms": self.measured_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateResult:
+    name: str
+    kind: str
+    latency_ms: float  # expected per frame
+    low_ms: float
+    high_ms: float
+    worst_ms: float
+    macs_per_frame: float
+    weight_bytes: int
+    peak_activation_bytes: int
+    networks: tuple[NetworkResult, ...]
+    measured_ms: float | None = None
+    measured_low_ms: float | None = None
+    measured_high_ms: float | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def fps(self) -> float:
+        return 1000.0 / self.latency_ms if self.latency_ms > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind, "macs_per_frame": round(self.macs_per_frame),
+            "latency_ms": self.latency_ms, "low_ms": self.low_ms, "high_ms": self.high_ms, "worst_ms": self.worst_ms,
+            "fps": self.fps, "weight_bytes": self.weight_bytes, "peak_activation_bytes": self.peak_activation_bytes,
+            "measured_ms": self.measured_ms, "measured_low_ms": self.measured_low_ms,
+            "measured_high_ms": self.measured_high_ms, "notes": list(self.notes),
+            "networks": [n.to_dict() for n in self.networks],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    best: str
+    tied_with: tuple[str, ...]
+    meets_constraints: bool
+    reasons: tuple[str, ...]
+    margin: float | None = None  # runner-up expected latency / best's
+    failing: tuple[tuple[str, str], ...] = ()  # (candidate, why it fails the constraints)
+    ranking_held: bool | None = None  # with measurements: did the predicted order hold (ties excepted)?
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"best": self.best, "tied_with": list(self.tied_with),
+                             "meets_constraints": self.meets_constraints, "reasons": list(self.reasons),
+                             "margin": self.margin,
+                             "failing_constraints": {c: why for c, why in self.failing}}
+        if self.ranking_held is not None:
+            d["ranking_held"] = self.ranking_held
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    plan: str
+    input: tuple[int, int, int]
+    device: str
+    tier: str
+    candidates: tuple[CandidateResult, ...]
+    verdict: Verdict
+    constraints: Constraints = field(default_factory=Constraints)
+    file: str = ""
+
+    def candidate(self, name: str) -> CandidateResult:
+        for c in self.candidates:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def ranked(self) -> list[CandidateResult]:
+        return sorted(self.candidates, key=lambda c: c.latency_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION, "plan": self.plan, "input": list(self.input), "device": self.device,
+            "tier": self.tier, "constraints": self.constraints.to_dict(),
+            "candidates": [c.to_dict() for c in self.candidates], "verdict": self.verdict.to_dict(),
+        }
+
+
+# -- arithmetic: one small function per plan kind ---------------------------------------------------
+def _weighted(nets: Sequence[NetworkResult], w: Sequence[float], attr: str) -> float:
+    return sum(wi * getattr(n, attr) for wi, n in zip(w, nets))
+
+
+def _measured(nets: Sequence[NetworkResult], w: Sequence[float]) -> tuple[float | None, float | None, float | None]:
+    if any(n.measured_ms is None for n in nets):
+        return None, None, None
+    return (sum(wi * n.measured_ms for wi, n in zip(w, nets)),  # type: ignore[operator]
+            sum(wi * (n.measured_low_ms if n.measured_low_ms is not None else n.measured_ms) for wi, n in zip(w, nets)),  # type: ignore[operator]
+            sum(wi * (n.measured_high_ms if n.measured_high_ms is not None else n.measured_ms) for wi, n in zip(w, nets)))  # type: ignore[operator]
+
+
+def _result(c: Candidate, nets: Sequence[NetworkResult], w: Sequence[float], worst: float,
+            weight_bytes: int, notes: tuple[str, ...] = ()) -> CandidateResult:
+    m, ml, mh = _measured(nets, w)
+    return CandidateResult(
+        c.name, c.kind, _weighted(nets, w, "ms"), _weighted(nets, w, "low_ms"), _weighted(nets, w, "high_ms"),
+        worst, sum(wi * n.analysis.totals.macs for wi, n in zip(w, nets)), weight_bytes,
+        max(n.analysis.totals.peak_activation_bytes for n in nets), tuple(nets), m, ml, mh, notes)
+
+
+def _single(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
+    return _result(c, nets, [1.0], nets[0].ms, nets[0].analysis.totals.weight_bytes)
+
+
+def _switch(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
+    weights = [n.analysis.totals.weight_bytes for n in nets]
+    worst = max(n.ms for n in nets)
+    notes: tuple[str, ...] = ()
+    if c.resident == "one":
+        swap = c.swap_ms if c.swap_ms is not None else max(weights) / (DEFAULT_SWAP_MBPS * 1e6) * 1000
+        worst += swap
+        if c.swap_ms is None:
+            notes = (f"a swap of specialists is assumed to take {swap:.1f} ms (weights read at "
+                     f"{DEFAULT_SWAP_MBPS:g} MB/s); set swap_ms to your measured value",)
+        return _result(c, nets, c.shares, worst, max(weights), notes)
+    return _result(c, nets, c.shares, worst, sum(weights))
+
+
+def _parallel(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
+    return _result(c, nets, [1.0] * len(nets), sum(n.ms for n in nets),
+                   sum(n.analysis.totals.weight_bytes for n in nets))
+
+
+def _trunk(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
+    trunk, heads = nets[0], nets[1:]
+    w = [1.0, *([1.0] * len(heads) if c.run == "all" else c.shares)]
+    worst = trunk.ms + (sum(h.ms for h in heads) if c.run == "all" else max(h.ms for h in heads))
+    return _result(c, nets, w, worst, sum(n.analysis.totals.weight_bytes for n in nets))
+
+
+def _cascade(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
+    gate, expert = nets
+    return _result(c, nets, [1.0, c.rate], gate.ms + expert.ms,
+                   gate.analysis.totals.weight_bytes + expert.analysis.totals.weight_bytes)
+
+
+_COMBINE: dict[str, Callable[[Candidate, Sequence[NetworkResult]], CandidateResult]] = {
+    "single": _single, "switch": _switch, "parallel": _parallel, "trunk": _trunk, "cascade": _cascade,
+}
+assert set(_COMBINE) == set(KINDS)
+
+
+def combine(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
+    """The per-frame numbers of a candidate from its networks' (see the module docstring)."""
+    return _COMBINE[c.kind](c, nets)
+
+
+# -- verdict ----------------------------------------------------------------------------------------
+def _failures(c: CandidateResult, k: Constraints) -> list[str]:
+    out = []
+    if k.fps is not None and c.fps < k.fps:
+        out.append(f"{c.fps:.1f} fps < {k.fps:g} fps")
+    if k.weights_mb is not None and c.weight_bytes / 1e6 > k.weights_mb:
+        out.append(f"weights {c.weight_bytes / 1e6:.1f} MB > {k.weights_mb:g} MB")
+    if k.activation_mb is not None and c.peak_activation_bytes / 1e6 > k.activation_mb:
+        out.append(f"activations {c.peak_activation_bytes / 1e6:.1f} MB > {k.activation_mb:g} MB")
+    if k.worst_ms is not None and c.worst_ms > k.worst_ms:
+        out.append(f"worst case {c.worst_ms:.1f} ms > {k.worst_ms:g} ms")
+    return out
+
+
+def _overlap(a: CandidateResult, b: CandidateResult) -> bool:
+    return a.low_ms <= b.high_ms and b.low_ms <= a.high_ms
+
+
+def decide(cands: Sequence[CandidateResult], k: Constraints) -> Verdict:
+    """The fastest candidate meeting the constraints; overlapping bands are a tie (no reasons yet)."""
+    failing = tuple((c.name, "; ".join(f)) for c in cands if (f := _failures(c, k)))
+    bad = {n for n, _ in failing}
+    pool = [c for c in cands if c.name not in bad] or list(cands)
+    ranked = sorted(pool, key=lambda c: c.latency_ms)
+    best = ranked[0]
+    tied = tuple(c.name for c in ranked[1:] if _overlap(best, c))
+    margin = ranked[1].latency_ms / best.latency_ms if len(ranked) > 1 and best.latency_ms > 0 else None
+    return Verdict(best.name, tied, best.name not in bad, (), margin, failing)
+
+
+def ranking_held(cands: Sequence[CandidateResult]) -> tuple[bool | None, list[tuple[str, str]]]:
+    """Did measurement order every pair the way the prediction did?  Pairs whose predicted bands
+    overlap, or whose measured spreads overlap, are ties and are not counted.  Returns (held, swaps)."""
+    measured = [c for c in cands if c.measured_ms is not None]
+    if len(measured) < 2:
+        return None, []
+    swaps = []
+    for i, a in enumerate(measured):
+        for b in measured[i + 1:]:
+            if _overlap(a, b):
+                continue
+            lo_a, hi_a = a.measured_low_ms or a.measured_ms, a.measured_high_ms or a.measured_ms
+            lo_b, hi_b = b.measured_low_ms or b.measured_ms, b.measured_high_ms or b.measured_ms
+            if lo_a <= hi_b and lo_b <= hi_a:  # type: ignore[operator]
+                continue
+            if (a.latency_ms < b.latency_ms) != (a.measured_ms < b.measured_ms):  # type: ignore[operator]
+                swaps.append((a.name, b.name))
+    return not swaps, swaps
+
+
+# -- running a plan ---------------------------------------------------------------------------------
+def _default_predictor() -> Predictor:
+    from convscope.analyses.latency import predict
+
+    return predict
+
+
+class _Runner:
+    """Analyses, predicts (and measures) each distinct network of a plan once."""
+
+    def __init__(self, plan: Plan, device: str, predictor: Predictor, measurer: Measurer | None,
+                 progress: Callable[[str], None] | None, predict_kw: dict[str, Any]):
+        self.plan, self.device, self.predictor, self.measurer = plan, device, predictor, measurer
+        self.progress = progress or (lambda _msg: None)
+        self.kw = predict_kw
+        self.cache: dict[tuple[str, tuple[int, ...], str | None], NetworkResult] = {}
+
+    def _fail(self, ref: NetRef, message: str) -> ConvscopeError:
+        from convscope.errors import SpecError
+
+        return SpecError(message, file=self.plan.file, line=ref.mark[0] or None, column=ref.mark[1] or None)
+
+    def _load(self, ref: NetRef, shape: tuple[int, ...], what: str) -> Graph:
+        from convscope.api import load_graph
+
+        try:
+            return load_graph(ref.resolved, input=shape)
+        except ConvscopeError as exc:
+            raise self._fail(ref, f"{what} '{ref.ref}': {exc}") from None
+
+    def _declared(self, ref: NetRef) -> tuple[int, ...] | None:
+        """The input a head declares itself (None: it has none, e.g. a PyTorch factory)."""
+        from convscope.api import load_graph
+
+        try:
+            return load_graph(ref.resolved).input_shape
+        except ConvscopeError:
+            return None
+
+    def network(self, ref: NetRef, graph: Graph, key: tuple[str, tuple[int, ...], str | None]) -> NetworkResult:
+        if key in self.cache:
+            return replace(self.cache[key], role=ref.role, ref=ref.ref)
+        self.progress(f"analysing {ref.ref}" + (f" up to {key[2]}" if key[2] else ""))
+        analysis = analyze_graph(graph)
+        try:
+            pred = self.predictor(graph, device=self.device, **self.kw)
+        except ConvscopeError as exc:
+            raise InputError(f"{self.plan.file}: device '{self.device}': {exc}") from None
+        if pred is None:
+            raise InputError(f"{self.plan.file}: no latency prediction for device '{self.device}': run "
+                             "`convscope calibrate` for this machine, or choose a device profile with --device")
+        result = NetworkResult(ref.ref, ref.role, analysis.with_latency(pred))
+        if self.measurer is not None:
+            self.progress(f"measuring {ref.ref}" + (f" up to {key[2]}" if key[2] else ""))
+            m = self.measurer(graph)
+            result = replace(result, measured_ms=m.median_ms, measured_low_ms=m.p10_ms, measured_high_ms=m.p90_ms)
+        self.cache[key] = result
+        return result
+
+    def candidate(self, c: Candidate) -> CandidateResult:
+        shape = self.plan.input
+        if c.kind != "trunk":
+            nets = [self.network(r, self._load(r, shape, r.role), (r.resolved, shape, None)) for r in c.networks]
+            return combine(c, nets)
+        trunk_ref, heads = c.networks[0], c.networks[1:]
+        full = self._load(trunk_ref, shape, "trunk")
+        try:
+            trunk = subgraph_until(full, c.cut or "")
+        except GraphError as exc:
+            raise self._fail(trunk_ref, f"candidate '{c.name}': cannot cut '{trunk_ref.ref}' at '{c.cut}': {exc.detail}") from None
+        out = trunk.node(trunk.outputs[0]).out
+        if len(out.shape) != 3 or not out.is_image:
+            raise self._fail(trunk_ref, f"candidate '{c.name}': the trunk's output {list(out.shape)} at '{c.cut}' is not a "
+                                        "feature map that heads can take")
+        trunk_role = replace(trunk_ref, role=f"trunk up to {trunk.outputs[0]}")
+        nets = [self.network(trunk_role, trunk, (trunk_ref.resolved, shape, trunk.outputs[0]))]
+        for h in heads:
+            declared = self._declared(h)
+            if declared is not None and declared[0] != out.shape[0]:
+                raise self._fail(h, f"candidate '{c.name}': {h.role} does not fit the trunk's output {list(out.shape)}: "
+                                    f"'{h.ref}' takes {declared[0]} input channels, the trunk gives {out.shape[0]}")
+            try:
+                head = self._load(h, out.shape, "head")
+            except ConvscopeError as exc:
+                raise self._fail(h, f"candidate '{c.name}': {h.role} does not fit the trunk's output "
+                                    f"{list(out.shape)}: {exc}") from None
+            nets.append(self.network(h, head, (h.resolved, out.shape, None)))
+        return combine(c, nets)
+
+
+def compare(
+    plan: Plan | str,
+    *,
+    device: str | None = None,
+    predictor: Predictor | None = None,
+    measure: bool = False,
+    measurer: Measurer | None = None,
+    progress: Callable[[str], None] | None = None,
+    **predict_kw: Any,
+) -> Comparison:
+    """Evaluate every candidate of a plan and decide.  ``predictor(graph, device=…, **predict_kw)``
+    defaults to :func:`convscope.analyses.latency.predict`; with ``measure`` every network is also
+    built and timed (``measurer(graph)``, default :func:`convscope.backends.measure.measure_graph`)."""
+    if isinstance(plan, str):
+        plan = load_plan(plan)
+    dev = device or plan.device
+    if measure and measurer is None:
+        from convscope.backends.measure import measure_graph
+
+        measurer = measure_graph
+    runner = _Runner(plan, dev, predictor or _default_predictor(), measurer if measure else None, progress, predict_kw)
+    results = tuple(runner.candidate(c) for c in plan.candidates)
+    verdict = decide(results, plan.constraints)
+    held = None
+    swaps: list[tuple[str, str]] = []
+    if measure:
+        held, swaps = ranking_held(results)
+    tier = next((n.analysis.latency.tier for c in results for n in c.networks if n.analysis.latency), "")
+    cmp = Comparison(plan.name, plan.input, dev, tier, results, verdict, plan.constraints, plan.file)
+    from convscope.analyses._plan_reasons import reasons
+
+    return replace(cmp, verdict=replace(verdict, reasons=tuple(reasons(cmp, swaps if measure else None)),
+                                        ranking_held=held))

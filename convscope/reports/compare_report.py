@@ -1,0 +1,119 @@
+"""Rendering a deployment comparison: a terminal table and a self-contained HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from convscope.analyses.deployment import Comparison
+from convscope.errors import InputError
+from convscope.reports._svg import bar_chart
+from convscope.reports.html import _Raw, analysis_section, esc, page, table
+from convscope.units import fmt_count, fmt_ms
+
+__all__ = ["render_comparison", "comparison_html", "write_comparison_html"]
+
+
+def _mb(b: float) -> str:
+    return f"{b / 1e6:.1f} MB"
+
+
+def render_comparison(cmp: Comparison, console: Console) -> None:
+    measured = any(c.measured_ms is not None for c in cmp.candidates)
+    t = Table(title=f"{cmp.plan} — input {'×'.join(map(str, cmp.input))}, device {cmp.device} ({cmp.tier} prediction)",
+              title_justify="left", header_style="bold")
+    for col, right in (("candidate", False), ("kind", False), ("MACs/frame", True), ("expected", True),
+                       ("band", True), ("worst", True), ("fps", True), ("weights", True), ("peak act.", True)):
+        t.add_column(col, justify="right" if right else "left")
+    if measured:
+        t.add_column("measured", justify="right")
+    v = cmp.verdict
+    for c in cmp.ranked():
+        mark = " ◀ best" if c.name == v.best else (" ≈ tie" if c.name in v.tied_with else "")
+        row = [c.name + mark, c.kind, fmt_count(c.macs_per_frame), fmt_ms(c.latency_ms),
+               f"{fmt_ms(c.low_ms)}–{fmt_ms(c.high_ms)}", fmt_ms(c.worst_ms), f"{c.fps:.1f}", _mb(c.weight_bytes),
+               _mb(c.peak_activation_bytes)]
+        if measured:
+            row.append(fmt_ms(c.measured_ms) if c.measured_ms is not None else "-")
+        style = "bold green" if c.name == v.best else ("yellow" if c.name in v.tied_with else None)
+        t.add_row(*row, style=style)
+    console.print(t)
+    n = Table(title="networks at the plan's input", title_justify="left", header_style="bold")
+    for col in ("candidate", "role", "network", "MACs", "predicted", "border layer", "unproductive (params / MACs)"):
+        n.add_column(col)
+    for c in cmp.candidates:
+        for net in c.networks:
+            a = net.analysis
+            n.add_row(c.name, net.role, net.ref, fmt_count(a.totals.macs), fmt_ms(net.ms), a.border_layer or "none",
+                      f"{100 * a.unproductive_share[0]:.0f}% / {100 * a.unproductive_share[1]:.0f}%")
+    console.print(n)
+    console.print("[bold]verdict[/bold]")
+    for r in v.reasons:
+        console.print(f"  • {r}")
+    for c in cmp.candidates:
+        for note in c.notes:
+            console.print(f"  note ({c.name}): {note}")
+
+
+def comparison_html(cmp: Comparison) -> str:
+    v = cmp.verdict
+    ranked = cmp.ranked()
+    measured = [c.measured_ms for c in ranked]
+    chart = bar_chart(
+        "candidate-latency", f"Latency per frame on {cmp.device} ({cmp.tier} prediction, band = uncertainty)",
+        [c.name for c in ranked], [c.latency_ms for c in ranked], low=[c.low_ms for c in ranked],
+        high=[c.high_ms for c in ranked], unit="ms", highlight=next(i for i, c in enumerate(ranked) if c.name == v.best),
+        marks=measured if any(m is not None for m in measured) else None, mark_label="measured here",
+    )
+    rows = []
+    classes = []
+    for c in ranked:
+        rows.append([c.name, c.kind, fmt_count(c.macs_per_frame), fmt_ms(c.latency_ms), f"{fmt_ms(c.low_ms)}–{fmt_ms(c.high_ms)}",
+                     fmt_ms(c.worst_ms), f"{c.fps:.1f}", _mb(c.weight_bytes), _mb(c.peak_activation_bytes),
+                     fmt_ms(c.measured_ms) if c.measured_ms is not None else "—"])
+        classes.append("best" if c.name == v.best else "")
+    cand_table = table(["candidate", "kind", "MACs/frame", "expected", "band", "worst", "fps", "weights", "peak act.",
+                        "measured"], rows, cls="candidates", row_classes=classes)
+    net_rows = []
+    for c in cmp.candidates:
+        for n in c.networks:
+            a = n.analysis
+            net_rows.append([c.name, n.role, n.ref, fmt_count(a.totals.macs), fmt_ms(n.ms), a.border_layer or "none",
+                             f"{100 * a.unproductive_share[0]:.0f}% / {100 * a.unproductive_share[1]:.0f}%",
+                             _Raw(f'<a href="#net-{esc(c.name)}-{esc(n.role)}">details</a>')])
+    net_table = table(["candidate", "role", "network", "MACs", "predicted", "border layer", "unproductive", ""],
+                      net_rows, cls="networks")
+    verdict = "".join(f"<li>{esc(r)}</li>" for r in v.reasons)
+    sections = []
+    seen: set[tuple[str, tuple[int, ...]]] = set()
+    for c in cmp.candidates:
+        for n in c.networks:
+            key = (n.ref + n.role if c.kind == "trunk" else n.ref, n.analysis.input)
+            anchor = f"net-{c.name}-{n.role}"
+            if key in seen:
+                sections.append(f'<p id="{esc(anchor)}" class="note">{esc(c.name)} / {esc(n.role)}: {esc(n.ref)} — '
+                                "the same network as above.</p>")
+                continue
+            seen.add(key)
+            sections.append(analysis_section(n.analysis, anchor=anchor))
+    constraints = ", ".join(f"{k} {x:g}" for k, x in cmp.constraints.to_dict().items()) or "none"
+    body = (
+        f"<h1>Which design is fastest? — {esc(cmp.plan)}</h1>"
+        f'<p class="note">input {"×".join(map(str, cmp.input))} · device {esc(cmp.device)} · {esc(cmp.tier)} prediction · '
+        f"constraints: {esc(constraints)} · plan {esc(cmp.file)}</p>"
+        f'<div class="verdict"><b>Verdict: {esc(v.best)}</b>'
+        + (f" (tied with {esc(', '.join(v.tied_with))})" if v.tied_with else "")
+        + f"<ul>{verdict}</ul></div>"
+        f"<figure>{chart}</figure><h2>Candidates</h2>{cand_table}<h2>Networks</h2>{net_table}"
+        + "".join(sections)
+    )
+    return page(f"convscope compare — {cmp.plan}", body)
+
+
+def write_comparison_html(cmp: Comparison, path: str) -> None:
+    try:
+        Path(path).write_text(comparison_html(cmp), encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--html {path}: cannot write: {exc.strerror or exc}") from None

@@ -1,0 +1,214 @@
+"""Deployment plans: parsing errors, the arithmetic of each plan kind on hand-made networks, the
+verdict's tie rule.  A fake predictor (t = MACs / 1e8 ms, band ±10%) makes the numbers exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from convscope.analyses.deployment import CandidateResult, Constraints, NetworkResult, compare, decide, load_plan
+from convscope.cli import main
+from convscope.errors import SpecError
+from convscope.results import LatencyPrediction
+
+NET = """name: {name}
+input: [3, 32, 32]
+layers:
+  - conv: {{out: {c}, k: 3, name: a}}
+  - relu
+  - conv: {{out: {c}, k: 3, s: 2, name: b}}
+  - relu
+  - conv: {{out: {c}, k: 3, name: c}}
+  - gap
+  - linear: {{out: 4, name: fc}}
+"""
+HEAD = """name: head
+input: [8, 16, 16]
+layers:
+  - conv: {out: 8, k: 3, name: h}
+  - gap
+  - linear: {out: 2, name: fc}
+"""
+
+
+def fake(graph, device, **kw):  # type: ignore[no-untyped-def]
+    from convscope.analyses.cost import cost
+
+    if device == "nowhere":
+        from convscope.errors import InputError
+
+        raise InputError("unknown device 'nowhere'")
+    ms = cost(graph).total.macs / 1e8
+    return LatencyPrediction("analytic", device, "test", 1, ms, 0.9 * ms, 1.1 * ms)
+
+
+@pytest.fixture
+def nets(tmp_path: Path) -> Path:
+    for name, c in (("big", 16), ("small", 8), ("tiny", 2)):
+        (tmp_path / f"{name}.yaml").write_text(NET.format(name=name, c=c))
+    (tmp_path / "head.yaml").write_text(HEAD)
+    return tmp_path
+
+
+def plan(tmp: Path, body: str, extra: str = "") -> Path:
+    p = tmp / "plan.yaml"
+    p.write_text(f"name: test\ninput: [3, 32, 32]\n{extra}device: profile-x\ncandidates:\n{body}")
+    return p
+
+
+def macs(tmp: Path, name: str, shape=(3, 32, 32)) -> int:  # type: ignore[no-untyped-def]
+    import convscope
+
+    return convscope.analyze(str(tmp / f"{name}.yaml"), input=shape).totals.macs
+
+
+def test_single(nets: Path) -> None:
+    cmp = compare(str(plan(nets, "  one:\n    single: big.yaml\n")), predictor=fake)
+    c = cmp.candidate("one")
+    assert c.macs_per_frame == macs(nets, "big")
+    assert c.latency_ms == pytest.approx(macs(nets, "big") / 1e8)
+    assert c.worst_ms == c.latency_ms and c.fps == pytest.approx(1000 / c.latency_ms)
+    assert c.weight_bytes == 4 * c.networks[0].analysis.totals.params
+
+
+def test_switch_weights_by_schedule_and_keeps_all_resident(nets: Path) -> None:
+    body = ("  sw:\n    switch:\n      networks: {day: big.yaml, night: small.yaml}\n"
+            "      schedule: {day: 0.75, night: 0.25}\n")
+    c = compare(str(plan(nets, body)), predictor=fake).candidate("sw")
+    big, small = macs(nets, "big"), macs(nets, "small")
+    assert c.macs_per_frame == pytest.approx(0.75 * big + 0.25 * small)
+    assert c.latency_ms == pytest.approx((0.75 * big + 0.25 * small) / 1e8)
+    assert c.worst_ms == pytest.approx(big / 1e8)
+    assert c.weight_bytes == sum(n.analysis.totals.weight_bytes for n in c.networks)
+
+
+def test_switch_with_one_resident_adds_the_swap_to_the_worst_case(nets: Path) -> None:
+    body = "  sw:\n    switch:\n      networks: {a: big.yaml, b: small.yaml}\n      resident: one\n      swap_ms: 7\n"
+    c = compare(str(plan(nets, body)), predictor=fake).candidate("sw")
+    assert c.latency_ms == pytest.approx((macs(nets, "big") + macs(nets, "small")) / 2 / 1e8)  # uniform schedule
+    assert c.worst_ms == pytest.approx(macs(nets, "big") / 1e8 + 7)
+    assert c.weight_bytes == max(n.analysis.totals.weight_bytes for n in c.networks)
+
+
+def test_parallel_is_the_sum(nets: Path) -> None:
+    c = compare(str(plan(nets, "  par:\n    parallel: [big.yaml, small.yaml, tiny.yaml]\n")), predictor=fake).candidate("par")
+    total = macs(nets, "big") + macs(nets, "small") + macs(nets, "tiny")
+    assert c.macs_per_frame == total and c.latency_ms == pytest.approx(total / 1e8) == pytest.approx(c.worst_ms)
+    assert c.peak_activation_bytes == max(n.analysis.totals.peak_activation_bytes for n in c.networks)
+
+
+def test_trunk_runs_the_cut_once_and_every_head(nets: Path) -> None:
+    body = "  tr:\n    trunk: {network: small.yaml, cut: b}\n    heads: [head.yaml, head.yaml]\n"
+    c = compare(str(plan(nets, body)), predictor=fake).candidate("tr")
+    trunk, h1, h2 = c.networks
+    assert trunk.analysis.layers[-1].name == "b" and trunk.analysis.totals.macs == 8 * 32 * 32 * 27 + 8 * 16 * 16 * 72
+    assert h1.analysis.input == (8, 16, 16)  # the heads take the trunk's output shape
+    assert c.macs_per_frame == trunk.analysis.totals.macs + 2 * macs(nets, "head", (8, 16, 16))
+    body_one = body + "    run: one\n    schedule: [0.25, 0.75]\n"
+    one = compare(str(plan(nets, body_one)), predictor=fake).candidate("tr")
+    assert one.macs_per_frame == trunk.analysis.totals.macs + macs(nets, "head", (8, 16, 16))
+
+
+def test_cascade_expected_and_worst(nets: Path) -> None:
+    c = compare(str(plan(nets, "  cas:\n    cascade: {gate: tiny.yaml, expert: big.yaml, rate: 0.2}\n")),
+                predictor=fake).candidate("cas")
+    tiny, big = macs(nets, "tiny"), macs(nets, "big")
+    assert c.macs_per_frame == pytest.approx(tiny + 0.2 * big)
+    assert c.latency_ms == pytest.approx((tiny + 0.2 * big) / 1e8)
+    assert c.worst_ms == pytest.approx((tiny + big) / 1e8)
+    assert c.low_ms == pytest.approx(0.9 * c.latency_ms) and c.high_ms == pytest.approx(1.1 * c.latency_ms)
+
+
+def test_the_same_network_is_analysed_once(nets: Path) -> None:
+    calls = []
+
+    def counting(graph, device, **kw):  # type: ignore[no-untyped-def]
+        calls.append(graph.name)
+        return fake(graph, device)
+
+    body = "  a:\n    single: big.yaml\n  b:\n    cascade: {gate: tiny.yaml, expert: big.yaml, rate: 0.5}\n"
+    compare(str(plan(nets, body)), predictor=counting)
+    assert sorted(calls) == ["big", "tiny"]
+
+
+def _cand(name: str, ms: float, band: float = 0.05, **kw) -> CandidateResult:  # type: ignore[no-untyped-def]
+    return CandidateResult(name, "single", ms, ms * (1 - band), ms * (1 + band), ms, 1e9, kw.get("w", 1000), 1000, ())
+
+
+def test_verdict_tie_rule() -> None:
+    v = decide([_cand("a", 10.0), _cand("b", 10.8), _cand("c", 20.0)], Constraints())
+    assert v.best == "a" and v.tied_with == ("b",)  # [9.5, 10.5] overlaps [10.26, 11.34]
+    v = decide([_cand("a", 10.0), _cand("b", 11.5)], Constraints())
+    assert v.best == "a" and v.tied_with == () and v.margin == pytest.approx(1.15)
+
+
+def test_verdict_respects_constraints() -> None:
+    k = Constraints(fps=50, weights_mb=0.002)
+    v = decide([_cand("fast_but_heavy", 10.0, w=5000), _cand("ok", 15.0), _cand("slow", 30.0)], k)
+    assert v.best == "ok" and v.meets_constraints
+    assert dict(v.failing)["slow"].startswith("33.3 fps < 50 fps")
+    assert "weights 0.0 MB > 0.002 MB" in dict(v.failing)["fast_but_heavy"]
+    none = decide([_cand("x", 30.0), _cand("y", 40.0)], k)
+    assert none.best == "x" and not none.meets_constraints
+
+
+def test_reasons_name_the_facts(nets: Path) -> None:
+    body = ("  one:\n    single: big.yaml\n  tod:\n    switch:\n      networks: {day: big.yaml, night: big.yaml}\n"
+            "  gate:\n    cascade: {gate: tiny.yaml, expert: big.yaml, rate: 0.1}\n")
+    cmp = compare(str(plan(nets, body)), predictor=fake)
+    text = " ".join(cmp.verdict.reasons)
+    assert cmp.verdict.best == "gate"
+    assert "the specialists of 'tod' save nothing per frame" in text
+    assert "the expert" in text and "on 10% of them" in text
+    d = cmp.to_dict()
+    assert d["schema_version"] == 1 and d["verdict"]["best"] == "gate"
+    assert {"name", "kind", "macs_per_frame", "latency_ms", "low_ms", "high_ms", "worst_ms", "fps", "weight_bytes",
+            "peak_activation_bytes", "measured_ms", "networks"} <= set(d["candidates"][0])
+    assert set(d["candidates"][0]["networks"][0]) >= {"ref", "border_layer", "unproductive_share"}
+
+
+# --- every plan error: a clear message naming the file and position, exit status 2 -------------------
+ERRORS = {
+    "missing_network": ("  one:\n    single: nope.yaml\n", r"plan.yaml:6:13: candidate 'one', network: network file 'nope.yaml' not found"),
+    "unknown_cut": ("  t:\n    trunk: {network: big.yaml, cut: layer9}\n    heads: [head.yaml]\n",
+                    r"cannot cut 'big.yaml' at 'layer9': no layer named 'layer9'"),
+    "head_does_not_fit": ("  t:\n    trunk: {network: big.yaml, cut: b}\n    heads: [big.yaml]\n",
+                          r"head 1 does not fit the trunk.s output \[16, 16, 16\]: .big.yaml. takes 3 input channels"),
+    "schedule_sum": ("  s:\n    switch:\n      networks: {a: big.yaml, b: small.yaml}\n      schedule: {a: 0.5, b: 0.4}\n",
+                     r"schedule: shares must sum to 1, they sum to 0.9"),
+    "negative_rate": ("  c:\n    cascade: {gate: tiny.yaml, expert: big.yaml, rate: -0.1}\n",
+                      r"'rate' \(the share of frames the expert runs on\) must be in \[0, 1\], got -0.1"),
+    "unknown_kind": ("  c:\n    ensemble: [big.yaml]\n", r"candidate 'c' needs exactly one of single, switch, parallel, trunk, cascade"),
+    "unknown_schedule_key": ("  s:\n    switch:\n      networks: {a: big.yaml}\n      schedule: {b: 1.0}\n",
+                             r"'b' is not one of the networks \(a\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERRORS))
+def test_plan_errors(case: str, nets: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    body, pattern = ERRORS[case]
+    p = plan(nets, body)
+    with pytest.raises(SpecError) as info:
+        compare(str(p), predictor=fake)
+    assert re.search(pattern, str(info.value)), str(info.value)
+    assert str(p) in str(info.value)
+
+
+def test_missing_plan_file_and_unknown_device_through_the_cli(nets: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["compare", str(nets / "absent.yaml")]) == 2
+    assert "absent.yaml: no such plan file" in capsys.readouterr().err
+    with pytest.raises(Exception, match="unknown device 'nowhere'"):
+        compare(str(plan(nets, "  one:\n    single: big.yaml\n")), predictor=fake, device="nowhere")
+
+
+def test_plan_file_is_checked_before_anything_runs(nets: Path) -> None:
+    p = plan(nets, "  one:\n    single: big.yaml\n", extra="constraints: {fps: -3}\n")
+    with pytest.raises(SpecError, match=r"constraint 'fps' must be a positive number, got -3"):
+        load_plan(p)
+
+
+def test_network_results_serialise() -> None:
+    assert NetworkResult.to_dict  # the JSON of a network is exercised in test_reasons_name_the_facts
