@@ -6,7 +6,7 @@ interprets the graph in topological order and frees each value after its last re
 
 ``oracle=True`` builds the network used as ground truth for receptive fields (DESIGN.md): all
 weights positive, activations linear, max-pooling replaced by average pooling, BatchNorm an
-identity in eval mode, softmax dropped from attention — so no gradient can cancel, and the support
+identity, softmax dropped from attention — so no gradient can cancel, and the support
 of the input gradient of one output position is exactly its receptive field.
 """
 
@@ -67,6 +67,13 @@ def _act(a: O.ActAttrs, oracle: bool) -> nn.Module:
         "leaky_relu": lambda: nn.LeakyReLU(a.alpha if a.alpha is not None else 0.01),
         "elu": lambda: nn.ELU(a.alpha if a.alpha is not None else 1.0),
         "prelu": lambda: nn.PReLU(max(1, a.channels)),
+        "pow": lambda: _Lambda(lambda t: t.pow(a.alpha if a.alpha is not None else 1.0), "pow"),
+        "sqrt": lambda: _Lambda(torch.sqrt, "sqrt"), "rsqrt": lambda: _Lambda(torch.rsqrt, "rsqrt"),
+        "exp": lambda: _Lambda(torch.exp, "exp"), "log": lambda: _Lambda(torch.log, "log"),
+        "abs": lambda: _Lambda(torch.abs, "abs"), "neg": lambda: _Lambda(torch.neg, "neg"),
+        "reciprocal": lambda: _Lambda(torch.reciprocal, "reciprocal"),
+        "erf": lambda: _Lambda(torch.erf, "erf"),
+        "clamp": lambda: _Lambda(lambda t: t.clamp(a.alpha, a.beta), f"clamp({a.alpha}, {a.beta})"),
     }
     return table[a.fn]()
 
@@ -109,6 +116,8 @@ def _module_for(node: Node, graph: Graph, oracle: bool) -> nn.Module | None:
         return nn.AdaptiveMaxPool2d(a.size)  # type: ignore[union-attr]
     if op is OpKind.BATCHNORM:
         assert x is not None
+        if oracle:
+            return nn.Identity()  # in eval mode a positive per-channel scale: it cannot change a support
         c = x.channels or 0
         return nn.BatchNorm2d(c, eps=a.eps) if len(x.shape) == 3 else nn.BatchNorm1d(c, eps=a.eps)  # type: ignore[union-attr]
     if op is OpKind.LAYERNORM:
@@ -137,7 +146,31 @@ def _module_for(node: Node, graph: Graph, oracle: bool) -> nn.Module | None:
         return nn.Upsample(scale_factor=a.scale, mode=a.mode, align_corners=align)
     if op is OpKind.CHANNEL_SHUFFLE:
         return nn.ChannelShuffle(a.groups)  # type: ignore[union-attr]
+    if op is OpKind.CONSTANT:
+        assert isinstance(a, O.ConstAttrs)
+        return _Const(a, oracle)
     return None
+
+
+class _Const(nn.Module):
+    """A held tensor (parameter when it counts parameters, else a buffer), with a batch axis of 1
+    that broadcasts.  In the oracle every value is positive, so a product with it cannot cancel."""
+
+    def __init__(self, a: O.ConstAttrs, oracle: bool):
+        super().__init__()
+        if oracle:
+            t = torch.full(a.shape, abs(a.value) if a.value else 1.0)
+        elif a.value is not None:
+            t = torch.full(a.shape, float(a.value))
+        else:
+            t = torch.randn(a.shape) * 0.02
+        if a.params:
+            self.weight = nn.Parameter(t)
+        else:
+            self.register_buffer("weight", t)
+
+    def forward(self) -> torch.Tensor:
+        return self.weight.unsqueeze(0)
 
 
 class _ChannelNorm(nn.Module):
@@ -189,7 +222,11 @@ def _functional(node: Node, oracle: bool) -> Fn:
         return mul
     if op is OpKind.CONCAT:
         axis = a.axis + 1  # type: ignore[union-attr]
-        return lambda *ts: torch.cat(ts, dim=axis)
+
+        def cat(*ts: torch.Tensor) -> torch.Tensor:
+            n = max(t.shape[0] for t in ts)  # a constant (batch 1) joins every sample
+            return torch.cat([t.expand(n, *t.shape[1:]) if t.shape[0] != n else t for t in ts], dim=axis)
+        return cat
     if op is OpKind.SLICE:
         s: O.SliceAttrs = a  # type: ignore[assignment]
         return lambda t: t.narrow(s.axis + 1, s.start, s.stop - s.start)
@@ -323,10 +360,5 @@ def build_module(graph: Graph, *, oracle: bool = False, seed: int | None = 0,
                     mod.weight.copy_(torch.full_like(mod.weight, 1.0 / fan_in))
                     if mod.bias is not None:
                         mod.bias.zero_()
-                elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                    mod.weight.fill_(1.0)
-                    mod.bias.zero_()
-                    mod.running_mean.zero_()  # type: ignore[union-attr]
-                    mod.running_var.fill_(1.0)  # type: ignore[union-attr]
     m.eval()
     return m
