@@ -17,7 +17,8 @@ output positions).  The input starts at ``{(1, 1)}``.
   spatial axis, attention, matmul of activations): ``(∞, ∞)``.  Ops whose output mixes a global
   statistic into a per-position value (the multiplication of an SE gate, GroupNorm) keep the finite
   pairs and add ``(∞, ∞)``, so ``rf_min`` stays finite while ``rf_max`` becomes ∞.
-* ``zero`` (x·0) does not depend on its input: empty set (the node is constant).
+* ``zero`` (x·0) does not depend on its input: empty set (the node is constant); so does a
+  ``constant`` (a parameter or literal the network holds), which merges add nothing to.
 * ``unknown`` ops: unknown, and so is everything downstream (reported, never guessed).
 
 After any upsampling the output grid is no longer uniform (neighbouring outputs share an input), so
@@ -30,22 +31,19 @@ Numbers are ints where exact and :class:`fractions.Fraction` after upsampling; �
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Union
 
+from convscope.analyses._pairs import INF, Num, Pairs
 from convscope.ir import ops as O
 from convscope.ir.graph import Graph, Node, TensorInfo
 from convscope.ir.ops import OpKind
 
 __all__ = ["INF", "AxisRF", "NodeRF", "RFResult", "receptive_field", "convT_span"]
 
-INF = math.inf
-Num = Union[int, Fraction, float]
-PairSet = frozenset[tuple[Num, Num]]
-GLOBAL: PairSet = frozenset({(INF, INF)})
+PairSet = Pairs
+GLOBAL: PairSet = Pairs(glob=True)
 
 
 def _norm(x: Num) -> Num:
@@ -69,20 +67,13 @@ class AxisRF:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        pairs = self.pairs
-        if not pairs:
-            for name in ("rf_min", "rf_max", "rf_max_finite", "jump"):
-                set_(self, name, None)
-            set_(self, "is_global", False)
-            return
-        lo, hi = min(pairs), max(pairs)  # tuples order by r first; (∞, ∞) sorts last
-        finite: Iterable[tuple[Num, Num]] = pairs if hi[0] != INF else [p for p in pairs if p[0] != INF]
-        top = hi if hi[0] != INF else max(finite, default=None)  # type: ignore[type-var]
-        set_(self, "rf_min", lo[0])
-        set_(self, "rf_max", hi[0])
-        set_(self, "rf_max_finite", top[0] if top is not None else None)
-        set_(self, "jump", min((j for _, j in finite), default=None))
-        set_(self, "is_global", lo[0] == INF)
+        p = self.pairs
+        top = p.max_finite_r
+        set_(self, "rf_min", p.min_r)
+        set_(self, "rf_max", INF if p.has_global else top)
+        set_(self, "rf_max_finite", top)
+        set_(self, "jump", p.min_finite_j)
+        set_(self, "is_global", p.has_global and top is None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,24 +152,15 @@ def _rule(*kinds: OpKind) -> Callable[[Rule], Rule]:
 
 def _grow(pairs: PairSet, add_steps: Num, factor: Num) -> PairSet:
     """Each finite (r, j) -> (r + add_steps·j, j·factor); global pairs stay global."""
-    if type(add_steps) is int and type(factor) is int:  # the common case: no fractions to tidy
-        return frozenset((r + add_steps * j, j * factor) if r != INF else (INF, INF) for r, j in pairs)
-    return frozenset((_norm(r + add_steps * j), _norm(j * factor)) if r != INF else (INF, INF)
-                     for r, j in pairs)
+    return pairs.grow(_norm(add_steps), _norm(factor))
 
 
 def _union(inputs: Iterable[NodeRF]) -> tuple[PairSet, PairSet]:
-    inputs = list(inputs)
-    if len(inputs) == 1:
-        assert inputs[0].axes is not None
-        return inputs[0].axes[0].pairs, inputs[0].axes[1].pairs
-    h: set[tuple[Num, Num]] = set()
-    w: set[tuple[Num, Num]] = set()
+    h, w = Pairs(), Pairs()
     for x in inputs:
         assert x.axes is not None
-        h |= x.axes[0].pairs
-        w |= x.axes[1].pairs
-    return frozenset(h), frozenset(w)
+        h, w = h | x.axes[0].pairs, w | x.axes[1].pairs
+    return h, w
 
 
 @_rule(OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL)
@@ -214,9 +196,9 @@ def _convT(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[Pair
     for pairs, axis in zip(_union(ins), (0, 1)):
         k, s, d = a.kernel[axis], a.stride[axis], a.dilation[axis]  # type: ignore[union-attr]
         lo, hi = convT_spans(k, s, d)
-        grown = _grow(pairs, _norm(hi), Fraction(1, s))
+        grown = _grow(pairs, hi, Fraction(1, s))
         if lo != hi:
-            grown = grown | _grow(pairs, _norm(lo), Fraction(1, s))
+            grown = grown | _grow(pairs, lo, Fraction(1, s))
         out.append(grown)
     return out[0], out[1]
 
@@ -280,9 +262,9 @@ def _layernorm(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[
     return h, w
 
 
-@_rule(OpKind.ZERO)
+@_rule(OpKind.ZERO, OpKind.CONSTANT)
 def _zero(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
-    return frozenset(), frozenset()
+    return Pairs(), Pairs()
 
 
 @_rule(OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PERMUTE)
@@ -325,7 +307,7 @@ def _unknown(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> None:
 
 @_rule(OpKind.INPUT)
 def _input(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
-    one: PairSet = frozenset({(1, 1)})
+    one = Pairs.of([(1, 1)])
     return one, one
 
 

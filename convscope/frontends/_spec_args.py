@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from convscope.errors import SpecError
 from convscope.frontends._yaml import Mark, YList, YMap
 
-__all__ = ["Args", "substitute", "fail"]
+__all__ = ["Args", "substitute", "has_dollar", "fail"]
 
 
 def fail(file: str, mark: Mark | None, message: str) -> NoReturn:
@@ -60,26 +60,47 @@ def _substitute_str(text: str, env: Mapping[str, Any]) -> Any:
     return _eval(tree, env, text)
 
 
-def substitute(value: Any, env: Mapping[str, Any], file: str, mark: Mark | None) -> Any:
-    """Replace ``$name`` and ``${expr}`` strings (deeply) by their values in ``env``."""
-    if isinstance(value, str) and value.startswith("$"):
+def has_dollar(value: Any, memo: dict[int, bool] | None = None) -> bool:
+    """Does ``value`` (deeply) contain a ``$`` substitution?  ``memo`` caches by object id."""
+    if memo is not None and id(value) in memo:
+        return memo[id(value)]
+    if isinstance(value, str):
+        found = value.startswith("$")
+    elif isinstance(value, dict):
+        found = any(has_dollar(v, memo) for v in value.values())
+    elif isinstance(value, list):
+        found = any(has_dollar(v, memo) for v in value)
+    else:
+        found = False
+    if memo is not None and isinstance(value, (dict, list)):
+        memo[id(value)] = found
+    return found
+
+
+def substitute(value: Any, env: Mapping[str, Any], file: str, mark: Mark | None,
+               memo: dict[int, bool] | None = None) -> Any:
+    """Replace ``$name`` and ``${expr}`` strings (deeply) by their values in ``env``.  Parts without
+    any ``$`` are returned as they are (no copy)."""
+    if isinstance(value, str):
+        if not value.startswith("$"):
+            return value
         try:
             return _substitute_str(value, env)
         except (ValueError, ZeroDivisionError, TypeError) as exc:
             fail(file, mark, str(exc))
+    if not isinstance(value, (dict, list)) or not has_dollar(value, memo):
+        return value
     if isinstance(value, YMap):
-        out = YMap({k: substitute(v, env, file, value.vmark(k)) for k, v in value.items()})
+        out = YMap({k: substitute(v, env, file, value.vmark(k), memo) for k, v in value.items()})
         out.mark, out.key_marks, out.value_marks = value.mark, value.key_marks, value.value_marks
         return out
     if isinstance(value, YList):
-        seq = YList([substitute(v, env, file, value.imark(i)) for i, v in enumerate(value)])
+        seq = YList([substitute(v, env, file, value.imark(i), memo) for i, v in enumerate(value)])
         seq.mark, seq.marks = value.mark, value.marks
         return seq
     if isinstance(value, dict):
-        return {k: substitute(v, env, file, mark) for k, v in value.items()}
-    if isinstance(value, list):
-        return [substitute(v, env, file, mark) for v in value]
-    return value
+        return {k: substitute(v, env, file, mark, memo) for k, v in value.items()}
+    return [substitute(v, env, file, mark, memo) for v in value]
 
 
 def _is_int(v: Any) -> bool:

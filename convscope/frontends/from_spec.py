@@ -199,6 +199,7 @@ class _Walker:
     def __init__(self, file: str, blocks: dict[str, YMap], builder: GraphBuilder, text: str = ""):
         self.file = file
         self.text = text
+        self._memo: dict[int, bool] = {}  # which YAML parts hold a $substitution (by id; the tree is fixed)
         self.blocks = blocks
         self.builder = builder
 
@@ -249,7 +250,7 @@ class _Walker:
 
     def walk_item(self, item: Any, j: int, x: str, ns: str, path: str, env: Mapping[str, Any],
                   stack: tuple[str, ...], mark: Mark, scope: str | None = None) -> str:
-        item = substitute(item, env, self.file, mark)
+        item = substitute(item, env, self.file, mark, self._memo)
         if isinstance(item, str):
             key, args, item_name, from_ = item, None, None, None
         elif isinstance(item, dict):
