@@ -1,0 +1,382 @@
+"""``probe``: train a network briefly, then measure per weighted layer saturation and probe accuracy.
+
+Steps (seeds/002's check of the border layer, on the user's data):
+
+1. load the network (any model reference) and the data set at the network's input; if the
+   classifier's output count differs from the number of classes, the last linear (or convolution)
+   layer is resized and a note says so;
+2. build it with random weights (:func:`convscope.backends.to_torch.build_module`, seeded) and
+   train it for a few epochs: Adam (or SGD with momentum), cross-entropy, seeded shuffles; CUDA
+   when available.  Every finished epoch is checkpointed (:mod:`convscope.backends.probe_run`), so
+   rerunning the same command resumes; the shuffle of epoch e depends only on (seed, e), so a
+   resumed run gives the result of an uninterrupted one;
+3. for each convolution and linear layer: the saturation of its outputs on the held-out split
+   and the held-out accuracy of a linear probe trained on its (pooled) outputs of the training
+   split (:mod:`convscope.backends.probe_stats`); layers are measured in groups whose stored
+   features fit ``FEATURE_BYTES``, each group in one pass over the probe samples;
+4. the verdict (:func:`convscope.probe.rules.verdict`).
+
+Ctrl-C raises :class:`ProbeInterrupted` carrying the partial result (finished epochs and layers);
+the checkpoint keeps them for the next run.  Nothing here prints; progress goes to ``progress``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from convscope.analyses.analyze import analyze_graph
+from convscope.api import load_graph
+from convscope.backends.data import DataSet, Split, load_data
+from convscope.backends.probe_run import RunDir, default_cache_dir, run_key
+from convscope.backends.probe_stats import (DEFAULT_PROBE_DIMS, OnlineCovariance, as_samples, fit_linear_probe,
+                                            pooled_dims, probe_features, projection_for)
+from convscope.backends.to_torch import GraphModule, build_module
+from convscope.errors import ConvscopeError, InputError, NothingUsable
+from convscope.ir.graph import Graph, GraphBuilder, Node
+from convscope.ir.ops import OpKind
+from convscope.ir.transform import rebuild
+from convscope.probe.results import DataInfo, EpochRecord, LayerProbe, ProbeResult, Verdict
+from convscope.probe.rules import DEFAULT_DELTA, saturation_from_covariance, verdict
+from convscope.results import Analysis, LayerRow
+
+__all__ = ["ProbeConfig", "Progress", "ProbeInterrupted", "probe", "fit_head", "FEATURE_BYTES"]
+
+FEATURE_BYTES = 512 << 20
+_PASS_THROUGH = frozenset({OpKind.ACT, OpKind.DROPOUT, OpKind.FLATTEN, OpKind.IDENTITY, OpKind.SOFTMAX,
+                           OpKind.GLOBAL_AVGPOOL, OpKind.GLOBAL_MAXPOOL, OpKind.BATCHNORM, OpKind.SCALE,
+                           OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL})
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float | None = None  # None: 1e-3 for Adam, 0.05 for SGD
+    optimizer: str = "adam"  # adam | sgd
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    probe_samples: int = 5000  # training images for the probes (and at most as many held-out ones)
+    probe_dims: int = DEFAULT_PROBE_DIMS
+    delta: float = DEFAULT_DELTA
+
+    def check(self) -> None:
+        if self.epochs < 0 or self.batch_size < 2 or self.probe_samples < 10 or self.probe_dims < 1:
+            raise InputError(f"probe settings out of range: epochs={self.epochs} (>= 0), batch size "
+                             f"{self.batch_size} (>= 2), probe samples {self.probe_samples} (>= 10)")
+        if self.optimizer not in ("adam", "sgd"):
+            raise InputError(f"--optimizer must be adam or sgd, got '{self.optimizer}'")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InputError(f"--lr must be a positive number, got {self.lr}")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (1e-3 if self.optimizer == "adam" else 0.05)
+
+    def training_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer, "lr": self.learning_rate, "batch_size": self.batch_size,
+                "weight_decay": 5e-4 if self.optimizer == "sgd" else 0.0}
+
+
+class Progress(Protocol):
+    """Where long work reports: one bar at a time (the CLI draws them with rich, on stderr)."""
+
+    def start(self, description: str, total: int) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+
+class _Silent:
+    def start(self, description: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+class ProbeInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a probe; ``partial`` holds what was finished (also kept in the checkpoint)."""
+
+    def __init__(self, partial: ProbeResult):
+        super().__init__("interrupted")
+        self.partial = partial
+
+
+# -- the network ------------------------------------------------------------------------------------
+def _head_node(graph: Graph) -> Node:
+    node = graph.node(graph.outputs[0])
+    while node.op in _PASS_THROUGH and node.inputs:
+        node = graph.node(node.inputs[0])
+    if node.op not in (OpKind.LINEAR, OpKind.CONV):
+        raise InputError(f"{graph.name}: cannot find the classifier layer: the output comes from layer "
+                         f"'{node.name}' ({node.op.value}), not from a linear or convolution layer")
+    return node
+
+
+def fit_head(graph: Graph, classes: int) -> tuple[Graph, str | None]:
+    """The graph with a classifier of ``classes`` outputs, and a note when its head was replaced."""
+    if len(graph.outputs) != 1:
+        raise InputError(f"{graph.name}: probe needs a classifier with one output, the network has "
+                         f"{len(graph.outputs)} ({', '.join(graph.outputs)})")
+    out = graph.node(graph.outputs[0]).out.shape
+    if not out or any(d != 1 for d in out[1:]):
+        raise InputError(f"{graph.name}: probe needs a classifier output (K,), the network gives {list(out)}")
+    if out[0] == classes:
+        return graph, None
+    head = _head_node(graph)
+    field = "out_features" if head.op is OpKind.LINEAR else "out_channels"
+    old = getattr(head.attrs, field)
+    new_attrs = replace(head.attrs, **{field: classes})  # type: ignore[type-var]
+
+    def edit(node: Node, b: GraphBuilder) -> Any:
+        return new_attrs if node.name == head.name else None
+
+    return rebuild(graph, edit), f"replaced the head: layer '{head.name}' now has {classes} outputs (was {old})"
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device must be auto, cpu or cuda[:N], got '{name}'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: no CUDA device is available here (use auto or cpu)")
+    return dev
+
+
+def _logits(module: GraphModule, x: torch.Tensor) -> torch.Tensor:
+    out = module(x)
+    return out.reshape(out.shape[0], -1)
+
+
+# -- training -------------------------------------------------------------------------------------
+def _optimizer(module: torch.nn.Module, cfg: ProbeConfig) -> torch.optim.Optimizer:
+    t = cfg.training_dict()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(module.parameters(), lr=t["lr"], momentum=0.9, weight_decay=t["weight_decay"])
+    return torch.optim.Adam(module.parameters(), lr=t["lr"])
+
+
+def _accuracy(module: GraphModule, ds: DataSet, split: Split, idx: torch.Tensor, device: torch.device,
+              batch: int) -> float:
+    module.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(idx), batch):
+            b = idx[i:i + batch]
+            pred = _logits(module, ds.batch(split, b).to(device)).argmax(1).cpu()
+            correct += int((pred == split.labels[b]).sum())
+    return correct / max(1, len(idx))
+
+
+def _epoch(module: GraphModule, opt: torch.optim.Optimizer, ds: DataSet, cfg: ProbeConfig, epoch: int,
+           device: torch.device, progress: Progress) -> tuple[float, float]:
+    n = len(ds.train)
+    torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout and friends
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+    module.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    progress.start(f"train epoch {epoch + 1}/{cfg.epochs}", math.ceil(n / cfg.batch_size))
+    for i in range(0, n, cfg.batch_size):
+        b = perm[i:i + cfg.batch_size]
+        if len(b) < 2:  # BatchNorm cannot train on a single image
+            continue
+        x, y = ds.batch(ds.train, b).to(device), ds.train.labels[b].to(device)
+        logits = _logits(module, x)
+        loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            raise ConvscopeError(f"training diverged in epoch {epoch + 1} (loss {float(loss)}): lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total_loss += float(loss.detach()) * len(b)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(b)
+        progress.advance()
+    return total_loss / max(1, seen), correct / max(1, seen)
+
+
+def _train(module: GraphModule, ds: DataSet, cfg: ProbeConfig, run: RunDir | None, device: torch.device,
+           progress: Progress, partial: Any) -> tuple[list[EpochRecord], int]:
+    """The epochs' records, and how many of them came from the checkpoint."""
+    opt = _optimizer(module, cfg)
+    start, history = run.load_training(module, opt) if run is not None else (0, [])
+    all_test = torch.arange(len(ds.test))
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        try:
+            loss, train_acc = _epoch(module, opt, ds, cfg, epoch, device, progress)
+            test_acc = _accuracy(module, ds, ds.test, all_test, device, 2 * cfg.batch_size)
+        except KeyboardInterrupt:
+            raise ProbeInterrupted(partial(history, ())) from None
+        history.append(EpochRecord(epoch + 1, loss, train_acc, test_acc, time.perf_counter() - t0))
+        if run is not None:
+            run.save_training(module, opt, epoch + 1, history)
+    return history, start
+
+
+# -- measuring ------------------------------------------------------------------------------------
+def _rf(row: LayerRow, res: tuple[int, int]) -> tuple[tuple[Any, Any] | None, float | None]:
+    rf = row.rf_min
+    if rf is None or any(v is None or math.isinf(float(v)) for v in rf):
+        return None, None
+    return (rf[0], rf[1]), min(float(rf[0]) / res[0], float(rf[1]) / res[1])
+
+
+def _subset(n: int, k: int, seed: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]
+
+
+def _groups(rows: Sequence[LayerRow], cfg: ProbeConfig, n_samples: int) -> list[list[LayerRow]]:
+    groups: list[list[LayerRow]] = [[]]
+    used = 0
+    for r in rows:
+        need = n_samples * min(pooled_dims(r.out_shape, cfg.probe_dims), cfg.probe_dims) * 4
+        if groups[-1] and used + need > FEATURE_BYTES:
+            groups.append([])
+            used = 0
+        groups[-1].append(r)
+        used += need
+    return [g for g in groups if g]
+
+
+def _collect(module: GraphModule, ds: DataSet, split: Split, idx: torch.Tensor, rows: Sequence[LayerRow],
+             cfg: ProbeConfig, device: torch.device, covs: dict[str, OnlineCovariance] | None,
+             proj: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
+    """Pooled probe features of ``rows`` on ``split[idx]``; updates ``covs`` when given."""
+    names = [r.name for r in rows]
+    feats: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    module.eval()
+    with torch.no_grad():
+        for i in range(0, len(idx), cfg.batch_size * 2):
+            _, cap = module.run(ds.batch(split, idx[i:i + cfg.batch_size * 2]).to(device), capture=names,
+                                stop_early=True)
+            for n in names:
+                if covs is not None:
+                    covs[n].update(as_samples(cap[n]))
+                feats[n].append(probe_features(cap[n], cfg.probe_dims, proj[n]))
+    return {n: torch.cat(v) for n, v in feats.items()}
+
+
+def _measure_group(module: GraphModule, ds: DataSet, rows: Sequence[LayerRow], res: tuple[int, int],
+                   cfg: ProbeConfig, device: torch.device, idx_tr: torch.Tensor, idx_te: torch.Tensor,
+                   progress: Progress) -> list[LayerProbe]:
+    width = {r.name: (r.out_shape[0] if len(r.out_shape) == 3 else math.prod(r.out_shape)) for r in rows}
+    covs = {r.name: OnlineCovariance(width[r.name], device) for r in rows}
+    proj = {r.name: projection_for(pooled_dims(r.out_shape, cfg.probe_dims), cfg.probe_dims, cfg.seed + i, device)
+            for i, r in enumerate(rows)}
+    ftr = _collect(module, ds, ds.train, idx_tr, rows, cfg, device, None, proj)
+    fte = _collect(module, ds, ds.test, idx_te, rows, cfg, device, covs, proj)
+    ytr, yte = ds.train.labels[idx_tr].to(device), ds.test.labels[idx_te].to(device)
+    out = []
+    for r in rows:
+        rf, ratio = _rf(r, res)
+        base = LayerProbe(r.name, r.op, rf, ratio, r.unproductive, width[r.name], None, None, None, None,
+                          int(ftr[r.name].shape[1]), covs[r.name].n)
+        try:
+            sat, k = saturation_from_covariance(covs[r.name].covariance())
+            acc, acc_tr = fit_linear_probe(ftr[r.name], ytr, fte[r.name], yte, len(ds.info.classes))
+            out.append(replace(base, saturation=sat, eigendirections=k, probe_accuracy=acc, probe_train_accuracy=acc_tr))
+        except (RuntimeError, ArithmeticError) as exc:  # e.g. out of memory on one wide layer
+            out.append(replace(base, error=f"{type(exc).__name__}: {exc}"))
+        progress.advance()
+    return out
+
+
+def _measure(module: GraphModule, ds: DataSet, analysis: Analysis, cfg: ProbeConfig, device: torch.device,
+             run: RunDir | None, probe_key: str, progress: Progress, partial: Any,
+             history: list[EpochRecord]) -> tuple[list[LayerProbe], int]:
+    rows = analysis.weighted_layers()
+    idx_tr = _subset(len(ds.train), cfg.probe_samples, cfg.seed + 1)
+    idx_te = _subset(len(ds.test), cfg.probe_samples, cfg.seed + 2)
+    done = run.load_layers(probe_key) if run is not None else {}
+    todo = [r for r in rows if r.name not in done]
+    progress.start("measure layers", len(rows))
+    progress.advance(len(rows) - len(todo))
+    for group in _groups(todo, cfg, len(idx_tr) + len(idx_te)):
+        try:
+            for m in _measure_group(module, ds, group, analysis.resolution, cfg, device, idx_tr, idx_te, progress):
+                done[m.name] = m
+        except KeyboardInterrupt:
+            raise ProbeInterrupted(partial(history, [done[r.name] for r in rows if r.name in done])) from None
+        if run is not None:
+            run.save_layers(probe_key, [done[r.name] for r in rows if r.name in done])
+    return [done[r.name] for r in rows], len(idx_te)
+
+
+# -- the whole run --------------------------------------------------------------------------------
+def _context_note(info: DataInfo, rows: Sequence[LayerProbe]) -> str | None:
+    if info.context_px is None:
+        return None
+    first = next((r for r in rows if r.rf_min is not None and min(float(v) for v in r.rf_min) >= info.context_px), None)
+    where = f"the first layer that sees it is {first.name} (rf_min {first.rf_min[0]})" if first and first.rf_min \
+        else "no layer before the head sees it"
+    return f"the data needs {info.context_px} px of context: {where}"
+
+
+def probe(
+    model: Any,
+    data: str | Path | DataSet,
+    *,
+    input: Sequence[int] | None = None,
+    config: ProbeConfig = ProbeConfig(),
+    checkpoint: str | Path | bool | None = None,
+    fresh: bool = False,
+    progress: Progress | None = None,
+) -> ProbeResult:
+    """Train ``model`` on ``data`` and measure its weighted layers (see the module docstring).
+
+    ``checkpoint``: a directory, None for the default run directory, or False for none.
+    """
+    config.check()
+    progress = progress or _Silent()
+    graph = load_graph(model, input=input)
+    if len(graph.inputs) != 1 or len(graph.input_shape) != 3:
+        raise InputError(f"{graph.name}: probe needs one image input (C, H, W), the network takes "
+                         f"{[list(n.out.shape) for n in graph.inputs]}")
+    ds = load_data(data, graph.input_shape, seed=config.seed)
+    graph, head_note = fit_head(graph, len(ds.info.classes))
+    analysis = analyze_graph(graph)
+    if not analysis.weighted_layers():
+        raise NothingUsable(f"{graph.name}: no convolution or linear layer to measure")
+    device = _device(config.device)
+    train_key = run_key({"graph": graph.to_dict(), "data": ds.fingerprint, "seed": config.seed,
+                         "epochs": config.epochs, "training": config.training_dict()})
+    probe_key = run_key({"train": train_key, "samples": config.probe_samples, "dims": config.probe_dims})
+    run = None
+    if checkpoint is not False:
+        where = Path(checkpoint) if isinstance(checkpoint, (str, Path)) else default_cache_dir() / "probe" / train_key[:16]
+        run = RunDir(where, train_key, {"model": graph.name, "data": ds.info.ref}, fresh=fresh)
+    notes = [n for n in (head_note, *ds.notes) if n]
+
+    def result(history: Sequence[EpochRecord], layers: Sequence[LayerProbe], *, complete: bool = False,
+               train_acc: float | None = None, n_probe: int = 1) -> ProbeResult:
+        test_acc = history[-1].test_accuracy if history and len(history) == config.epochs else None
+        v = Verdict("inconclusive", ("the run was interrupted",)) if not complete else verdict(
+            layers, test_accuracy=test_acc, chance=1 / len(ds.info.classes), n_test=len(ds.test),
+            n_probe_test=n_probe, delta=config.delta)
+        extra = [n for n in (_context_note(ds.info, layers),) if n]
+        return ProbeResult(graph.name, graph.input_shape, ds.info, config.epochs, config.seed, str(device),
+                           config.training_dict(), tuple(history), train_acc, test_acc, analysis.border_layer,
+                           tuple(layers), v, complete, str(run.path) if run else None, tuple(notes + extra))
+
+    module = build_module(graph, seed=config.seed).to(device)
+    history, resumed = _train(module, ds, config, run, device, progress, result)
+    if resumed:
+        notes.append(f"resumed from the checkpoint: {resumed} of {config.epochs} epoch(s) were done")
+    layers, n_probe = _measure(module, ds, analysis, config, device, run, probe_key, progress, result, history)
+    train_acc = _accuracy(module, ds, ds.train, _subset(len(ds.train), config.probe_samples, config.seed + 1),
+                          device, 2 * config.batch_size)
+    if config.epochs == 0:
+        test_acc = _accuracy(module, ds, ds.test, torch.arange(len(ds.test)), device, 2 * config.batch_size)
+        notes.append(f"not trained (--epochs 0): random weights, test accuracy {test_acc:.3f}")
+    return result(history, layers, complete=True, train_acc=train_acc, n_probe=n_probe)

@@ -1,0 +1,131 @@
+"""The run directory of ``convscope probe``: checkpoints so an interrupted run resumes.
+
+A run is identified by a key: the SHA-256 of the network (its graph after any head replacement),
+the data set's fingerprint, the seed and the training settings.  The directory holds
+
+* ``run.json`` — the key, what was run, the finished epochs' records;
+* ``model.pt`` — model and optimizer state after the last finished epoch (``torch.save``; read back
+  with ``torch.load(weights_only=True)``, which accepts tensors and plain containers only);
+* ``layers-<probe key>.json`` — the measured layers so far (probe settings are part of that key).
+
+Every file is written to a temporary name and renamed, so a crash never leaves half a checkpoint.
+The default directory is ``$CONVSCOPE_CACHE_DIR/probe/<key>`` (``~/.cache/convscope`` when unset).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from convscope.errors import InputError
+from convscope.probe.results import EpochRecord, LayerProbe
+
+__all__ = ["RunDir", "run_key", "default_cache_dir"]
+
+_FILES = ("run.json", "model.pt")
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("CONVSCOPE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "convscope"
+
+
+def run_key(parts: Mapping[str, Any]) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """Checkpoint files of one run.  ``fresh`` discards what an earlier run of the same key left."""
+
+    def __init__(self, path: Path, key: str, describe: Mapping[str, Any], *, fresh: bool = False):
+        self.path = path
+        self.key = key
+        self.describe = dict(describe)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"--checkpoint {path}: cannot create the directory ({exc.strerror or exc})") from None
+        meta = self._read_meta()
+        if meta is not None and meta.get("key") != key:
+            if not fresh:
+                raise InputError(f"--checkpoint {path}: holds the checkpoint of another run ({meta.get('model')} on "
+                                 f"{meta.get('data')}); use another directory, or --fresh to start over there")
+        if fresh or (meta is not None and meta.get("key") != key):
+            self._clear()
+
+    def _read_meta(self) -> dict[str, Any] | None:
+        p = self.path / "run.json"
+        if not p.is_file():
+            return None
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # a damaged checkpoint is ignored and rewritten
+        return data if isinstance(data, dict) else None
+
+    def _clear(self) -> None:
+        for name in _FILES:
+            (self.path / name).unlink(missing_ok=True)
+        for p in self.path.glob("layers-*.json"):
+            p.unlink(missing_ok=True)
+
+    # -- training -------------------------------------------------------------------------------
+    def load_training(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+                      ) -> tuple[int, list[EpochRecord]]:
+        """(finished epochs, their records) from the checkpoint, restoring the states; (0, []) if none."""
+        meta = self._read_meta()
+        ckpt = self.path / "model.pt"
+        if meta is None or meta.get("key") != self.key or not ckpt.is_file():
+            return 0, []
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except Exception:  # unreadable or from another torch: start over
+            return 0, []
+        epoch = int(state["epoch"])
+        history = [EpochRecord.from_dict(h) for h in meta.get("history", [])][:epoch]
+        return (epoch, history) if len(history) == epoch else (0, [])
+
+    def save_training(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+                      history: Sequence[EpochRecord]) -> None:
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}
+        _atomic_write(self.path / "model.pt", lambda p: torch.save(state, p))
+        meta = {**self.describe, "key": self.key, "epochs_done": epoch, "history": [h.to_dict() for h in history]}
+        _atomic_write(self.path / "run.json", lambda p: p.write_text(json.dumps(meta, indent=1), encoding="utf-8"))
+
+    # -- measured layers ------------------------------------------------------------------------
+    def _layers_file(self, probe_key: str) -> Path:
+        return self.path / f"layers-{probe_key[:16]}.json"
+
+    def load_layers(self, probe_key: str) -> dict[str, LayerProbe]:
+        p = self._layers_file(probe_key)
+        try:
+            rows = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else []
+            return {r["name"]: LayerProbe.from_dict(r) for r in rows}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
+    def save_layers(self, probe_key: str, layers: Sequence[LayerProbe]) -> None:
+        text = json.dumps([r.to_dict() for r in layers], indent=1)
+        _atomic_write(self._layers_file(probe_key), lambda p: p.write_text(text, encoding="utf-8"))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,122 @@
+"""The numbers behind ``convscope probe``: saturation from a covariance, and the verdict rule.
+
+Saturation (Richter et al., "Feature space saturation during training", used by seeds/002): the
+eigenvalues λ₁ ≥ λ₂ ≥ … of the covariance of a layer's outputs; ``k`` = the smallest number of
+them whose sum reaches 99% of the total variance; saturation = ``k / width``.  For a convolution
+every spatial position of every image is one sample of a C-dimensional vector (channel-wise), so
+``width`` is the channel count.  A layer whose outputs do not vary at all has saturation 0.
+
+Verdict (seeds/002: layers past the border show no probe gain and low saturation).  Only layers
+before any global operation take part (the head cannot be flagged); P = the measured layers that
+``analyze`` predicts productive, U = those it predicts unproductive.
+
+* ``inconclusive`` — the trained network is not better than chance (test accuracy ≤ chance +
+  max(0.05, 3σ) with σ the binomial standard error of chance on the test set): its layers have
+  learnt nothing to measure; or no productive layer was measured.
+* ``no_prediction`` — no layer is predicted unproductive at this resolution: nothing to confirm.
+* probe criterion: ``gain = max acc(U) − max acc(P)`` is at most ``max(δ, 2σ)``, where δ = 0.02 by
+  default and σ = sqrt(p(1−p)/n) is the standard error of the best productive probe accuracy ``p``
+  on the ``n`` held-out probe samples (a gain inside that band is noise, not new information);
+* saturation criterion: the median saturation of U is below the median saturation of P.
+
+``agrees`` when both criteria hold, ``partly`` when one does, ``disagrees`` when neither does.
+The *plateau layer* is the first measured layer whose probe accuracy is within the same band of
+the best one — where the probes stop improving; it is reported, not used by the rule.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+import numpy as np
+
+from convscope.probe.results import LayerProbe, Verdict
+
+__all__ = ["VARIANCE_SHARE", "DEFAULT_DELTA", "saturation_from_covariance", "verdict", "plateau_layer"]
+
+VARIANCE_SHARE = 0.99
+DEFAULT_DELTA = 0.02
+
+
+def saturation_from_covariance(cov: np.ndarray, share: float = VARIANCE_SHARE) -> tuple[float, int]:
+    """(saturation, k) of a width×width covariance matrix (symmetric, float64)."""
+    width = cov.shape[0]
+    ev = np.linalg.eigvalsh(np.asarray(cov, dtype=np.float64))[::-1]
+    ev = np.clip(ev, 0.0, None)  # round-off can make the smallest eigenvalues slightly negative
+    total = float(ev.sum())
+    if width == 0 or total <= 0.0:
+        return 0.0, 0
+    cum = np.cumsum(ev) / total
+    # The smallest k with cum[k-1] >= share; the tolerance keeps an exact 99% from rounding up.
+    k = int(np.searchsorted(cum, share - 1e-12) + 1)
+    k = min(k, width)
+    return k / width, k
+
+
+def _band(p: float, n: int, delta: float) -> float:
+    sigma = math.sqrt(max(p * (1.0 - p), 0.0) / max(n, 1))
+    return max(delta, 2.0 * sigma)
+
+
+def _measured(layers: Sequence[LayerProbe]) -> list[LayerProbe]:
+    return [r for r in layers if r.is_spatial and r.error is None
+            and r.probe_accuracy is not None and r.saturation is not None]
+
+
+def plateau_layer(layers: Sequence[LayerProbe], n_test: int, delta: float = DEFAULT_DELTA) -> str | None:
+    rows = _measured(layers)
+    if not rows:
+        return None
+    best = max(r.probe_accuracy for r in rows)  # type: ignore[type-var]
+    band = _band(best, n_test, delta)  # type: ignore[arg-type]
+    return next(r.name for r in rows if r.probe_accuracy >= best - band)  # type: ignore[operator]
+
+
+def verdict(
+    layers: Sequence[LayerProbe],
+    *,
+    test_accuracy: float | None,
+    chance: float,
+    n_test: int,
+    n_probe_test: int,
+    delta: float = DEFAULT_DELTA,
+) -> Verdict:
+    """Apply the rule of the module docstring.  ``n_test`` is the size of the test set the network's
+    accuracy was measured on, ``n_probe_test`` the number of held-out samples each probe was scored on."""
+    rows = _measured(layers)
+    plateau = plateau_layer(layers, n_probe_test, delta)
+    if test_accuracy is None:
+        return Verdict("inconclusive", ("the network was not trained",))
+    floor = chance + max(0.05, 3.0 * math.sqrt(chance * (1 - chance) / max(n_test, 1)))
+    if test_accuracy <= floor:
+        return Verdict("inconclusive", (
+            f"the trained network is no better than chance (test accuracy {test_accuracy:.3f}, chance "
+            f"{chance:.3f}): train longer or check the data before reading its layers",), plateau_layer=plateau)
+    before = [r for r in rows if not r.unproductive]
+    after = [r for r in rows if r.unproductive]
+    if not after:
+        return Verdict("no_prediction", ("no measured layer is predicted unproductive at this resolution: "
+                                         "nothing to confirm",), plateau_layer=plateau)
+    if not before:
+        return Verdict("inconclusive", ("every measured layer is predicted unproductive: no productive layer "
+                                        "to compare with",), plateau_layer=plateau)
+    best_p = max(r.probe_accuracy for r in before)  # type: ignore[type-var]
+    best_u = max(r.probe_accuracy for r in after)  # type: ignore[type-var]
+    band = _band(best_p, n_probe_test, delta)  # type: ignore[arg-type]
+    gain = best_u - best_p  # type: ignore[operator]
+    sat_p = statistics.median(r.saturation for r in before)  # type: ignore[type-var]
+    sat_u = statistics.median(r.saturation for r in after)  # type: ignore[type-var]
+    probe_ok = gain <= band
+    sat_ok = sat_u < sat_p
+    reasons = (
+        f"probe accuracy after the border gains {gain:+.3f} over the best productive layer "
+        f"({best_u:.3f} vs {best_p:.3f}; noise band {band:.3f}): "
+        + ("no gain, as predicted" if probe_ok else "the unproductive layers still add information"),
+        f"median saturation {sat_u:.3f} after the border vs {sat_p:.3f} before: "
+        + ("lower, as predicted" if sat_ok else "not lower"),
+    )
+    status = "agrees" if probe_ok and sat_ok else ("partly" if probe_ok or sat_ok else "disagrees")
+    return Verdict(status, reasons, probe_gain=gain, gain_threshold=band, saturation_before=sat_p,  # type: ignore[arg-type]
+                   saturation_after=sat_u, plateau_layer=plateau)

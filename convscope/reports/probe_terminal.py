@@ -1,0 +1,83 @@
+"""Terminal rendering of a :class:`~convscope.probe.results.ProbeResult` (rich); it only reads it."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from convscope.probe.results import LayerProbe, ProbeResult
+from convscope.units import fmt_rf
+
+__all__ = ["render_probe", "VERDICT_STYLE"]
+
+VERDICT_STYLE = {"agrees": "bold green", "partly": "bold yellow", "disagrees": "bold red",
+                 "inconclusive": "bold magenta", "no_prediction": "bold"}
+_BAR = 12
+
+
+def _num(v: float | None, fmt: str = "{:.3f}") -> str:
+    return "" if v is None else fmt.format(v)
+
+
+def _bar(v: float | None) -> str:
+    if v is None:
+        return ""
+    n = max(0, min(_BAR, round(v * _BAR)))
+    return "█" * n + "·" * (_BAR - n)
+
+
+def _mark(r: LayerProbe, border: str | None) -> tuple[str, str | None]:
+    if r.error:
+        return f"not measured: {r.error}", "magenta"
+    if r.name == border:
+        return "◀ border" + (" · unproductive" if r.unproductive else ""), "bold yellow" if not r.unproductive else "bold red"
+    if r.unproductive:
+        return "unproductive", "red"
+    if not r.is_spatial:
+        return "head", "dim"
+    return "", None
+
+
+def _rf(r: LayerProbe) -> str:
+    if r.rf_min is None:
+        return "∞"
+    a, b = r.rf_min
+    return fmt_rf(a) if a == b else f"{fmt_rf(a)}×{fmt_rf(b)}"
+
+
+def render_probe(r: ProbeResult, console: Console) -> None:
+    d = r.data
+    title = (f"{r.model} — input {'×'.join(map(str, r.input))}, trained {len(r.history)}/{r.epochs} epoch(s) on "
+             f"{d.ref} ({d.train} train / {d.test} test images, {len(d.classes)} classes)")
+    # User text (paths, synthetic:scales…) goes in as Text, so rich reads no markup or :emoji: codes in it.
+    t = Table(title=Text(title), title_justify="left", header_style="bold")
+    for col, just in (("layer", "left"), ("op", "left"), ("rf min", "right"), ("rf/R", "right"), ("width", "right"),
+                      ("saturation", "right"), ("probe acc", "right"), ("probe", "left"), ("", "left")):
+        t.add_column(col, justify=just, overflow="fold" if col == "layer" else "ellipsis")  # type: ignore[arg-type]
+    for row in r.layers:
+        mark, style = _mark(row, r.border_layer)
+        t.add_row(Text(row.name), row.op, _rf(row), _num(row.rf_ratio, "{:.2f}"), str(row.width),
+                  _num(row.saturation), _num(row.probe_accuracy), _bar(row.probe_accuracy), Text(mark), style=style)
+    console.print(t)
+    tr = r.training
+    console.print(f"[bold]accuracy[/bold] train {_num(r.train_accuracy) or '-'} · test {_num(r.test_accuracy) or '-'} "
+                  f"(chance {r.chance:.3f}) · {tr.get('optimizer')} lr {tr.get('lr'):g} · batch {tr.get('batch_size')} · "
+                  f"seed {r.seed} · {r.device}")
+    v = r.verdict
+    line = Text()
+    line.append("verdict ", style="bold")
+    line.append(v.status.replace("_", " "), style=VERDICT_STYLE.get(v.status))
+    line.append(f" — predicted border {r.border_layer or 'none'}")
+    if v.plateau_layer:
+        line.append(f"; probes stop improving at {v.plateau_layer}")
+    console.print(line)
+    for reason in v.reasons:
+        console.print(Text(f"  {reason}"))
+    for note in r.notes:
+        console.print(Text(f"note: {note}", style="dim"))
+    if not r.complete:
+        done = sum(1 for x in r.layers if x.error is None)
+        console.print(Text.assemble(("partial result", "bold yellow"), (
+            f": {len(r.history)}/{r.epochs} epoch(s) trained, {done} layer(s) measured; rerun the same command to "
+            "resume" + (f" (checkpoint {r.checkpoint})" if r.checkpoint else ""))))

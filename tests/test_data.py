@@ -1,0 +1,216 @@
+"""Data sets for `convscope probe`: synthetic sets, image folders, CIFAR batches, arrays, errors."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from convscope.backends.data import from_arrays, load_data
+from convscope.errors import InputError
+from convscope.probe.synthetic import make_synthetic
+
+PIL = pytest.importorskip("PIL.Image")
+
+
+# -- synthetic:scales ----------------------------------------------------------------------------------
+def test_scales_is_seeded_and_shaped() -> None:
+    a = make_synthetic("synthetic:scales:n=50,test=20", (3, 16, 16))
+    b = make_synthetic("synthetic:scales:n=50,test=20", (3, 16, 16))
+    c = make_synthetic("synthetic:scales:n=50,test=20,seed=1", (3, 16, 16))
+    assert a.x_train.shape == (50, 3, 16, 16) and a.x_test.shape == (20, 3, 16, 16)
+    assert np.array_equal(a.x_train, b.x_train) and not np.array_equal(a.x_train, c.x_train)
+    assert a.context_px == 5 and dict(a.params)["d"] == 4  # default d = a quarter of the side
+    assert np.array_equal(a.x_train[:, 0], a.x_train[:, 2])  # grey, repeated over channels
+
+
+@pytest.mark.parametrize("side,d", [(16, 4), (16, 8), (24, 3), (20, 5)])
+def test_scales_every_class_has_the_same_marks_at_offset_d(side: int, d: int) -> None:
+    s = make_synthetic(f"synthetic:scales:d={d},n=300,test=1,noise=0", (1, side, side))
+    per_cell = 2 * (side // (2 * d)) ** 2
+    for img, y in zip(s.x_train[:, 0], s.y_train):
+        marks = np.argwhere(img > 0)
+        assert len(marks) == per_cell  # the same count in every class: a count tells nothing
+        oy, ox = {0: (0, d), 1: (d, 0), 2: (d, d)}[int(y)]
+        pos = {tuple(m) for m in marks}
+        # every mark has its partner at the class's offset (up to the lattice period, on a torus)
+        for r, c in pos:
+            partner = any(((r + sy * oy) % side, (c + sx * ox) % side) in pos
+                          for sy in (-1, 1) for sx in (-1, 1))
+            assert partner, (y, r, c)
+
+
+def test_scales_marks_are_uniform_in_every_class() -> None:
+    """The design's guarantee: single-mark evidence has the same mean in every class, so a linear
+    probe on features that see one mark at a time is at chance."""
+    s = make_synthetic("synthetic:scales:d=4,n=6000,test=1,noise=0", (1, 16, 16))
+    mass = (s.x_train[:, 0] > 0).astype(np.float64)
+    means = [mass[s.y_train == k].mean(0) for k in range(3)]
+    expected = 2 * (16 // 8) ** 2 / 256  # marks per pixel
+    for m in means:
+        # each pixel's mark frequency is the same in every class (binomial noise only)
+        assert abs(m.mean() - expected) < 1e-9
+        assert np.abs(m - expected).max() < 0.06
+
+
+@pytest.mark.parametrize("ref,msg", [
+    ("synthetic:nope", "unknown synthetic data set 'nope'"),
+    ("synthetic:scales:k=3", "bad parameter 'k=3'"),
+    ("synthetic:scales:d=9", "d=9 must be between 1 and half the image side"),
+    ("synthetic:scales:n=abc", "parameter values must be numbers"),
+])
+def test_synthetic_errors(ref: str, msg: str) -> None:
+    with pytest.raises(InputError, match=msg):
+        make_synthetic(ref, (1, 16, 16))
+
+
+def test_synthetic_data_set_is_normalised() -> None:
+    ds = load_data("synthetic:scales:n=200,test=50", (1, 16, 16))
+    x = ds.batch(ds.train, torch.arange(200))
+    assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 1e-2
+    assert ds.info.classes == ("horizontal", "vertical", "diagonal") and ds.info.context_px == 5
+
+
+# -- image folders --------------------------------------------------------------------------------
+def _png(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (20, 12)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PIL.new("RGB", size, color).save(path)
+
+
+def _folder(root: Path, per_class: int = 10) -> Path:
+    for i in range(per_class):
+        _png(root / "cats" / f"{i}.png", (200, 10, 10))
+        _png(root / "dogs" / f"{i}.jpg", (10, 10, 200))
+    return root
+
+
+def test_image_folder_split_resize_and_labels(tmp_path: Path) -> None:
+    ds = load_data(_folder(tmp_path / "pets"), (3, 8, 8))
+    assert ds.info.kind == "folder" and ds.info.classes == ("cats", "dogs")
+    assert (ds.info.train, ds.info.test) == (16, 4)  # 80/20 per class
+    raw = ds.train.images(torch.arange(len(ds.train)))
+    assert raw.shape == (16, 3, 8, 8)  # 20x12 images resized to the network's input
+    for img, y in zip(raw, ds.train.labels):
+        red = float(img[0].mean()) > float(img[2].mean())
+        assert red == (int(y) == 0)  # cats are red: labels follow the folder names
+    assert any("split 80/20" in n for n in ds.notes)
+
+
+def test_image_folder_train_test_layout_and_grey(tmp_path: Path) -> None:
+    for part, n in (("train", 6), ("test", 3)):
+        for i in range(n):
+            _png(tmp_path / part / "a" / f"{i}.png", (255, 255, 255))
+            _png(tmp_path / part / "b" / f"{i}.png", (0, 0, 0))
+    ds = load_data(tmp_path, (1, 4, 4))
+    assert (ds.info.train, ds.info.test) == (12, 6)
+    x = ds.test.images(torch.arange(6))
+    assert x.shape == (6, 1, 4, 4)
+    assert sorted(float(v) for v in x.mean(dim=(1, 2, 3))) == pytest.approx([0, 0, 0, 1, 1, 1], abs=1e-6)
+
+
+def test_folder_errors_name_the_path(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"empty: found 0 class folder"):
+        load_data(tmp_path / "empty", (3, 8, 8))
+    with pytest.raises(InputError, match="nowhere: no such directory"):
+        load_data(tmp_path / "nowhere", (3, 8, 8))
+    _png(tmp_path / "one" / "only" / "a.png", (1, 2, 3))
+    with pytest.raises(InputError, match="found 1 class folder"):
+        load_data(tmp_path / "one", (3, 8, 8))
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(InputError, match="file.txt: not a directory"):
+        load_data(tmp_path / "file.txt", (3, 8, 8))
+    with pytest.raises(InputError, match="images have 3 channels, the network takes 2|grey or RGB"):
+        load_data(_folder(tmp_path / "pets"), (2, 8, 8))
+
+
+def test_unreadable_image_is_named(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "pets", per_class=3)
+    for p in (root / "cats").iterdir():
+        p.write_bytes(b"not a png")
+    with pytest.raises(InputError, match=r"cats/\d\.png: cannot read image"):
+        ds = load_data(root, (3, 8, 8))
+        ds.train.images(torch.arange(len(ds.train)))
+
+
+def test_missing_pillow_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _folder(tmp_path / "pets", per_class=2)
+    monkeypatch.setitem(__import__("sys").modules, "PIL", None)
+    with pytest.raises(InputError, match=r"needs Pillow: pip install 'convscope\[probe\]'"):
+        load_data(root, (3, 8, 8))
+
+
+# -- CIFAR batches --------------------------------------------------------------------------------
+def _cifar_batch(path: Path, n: int, seed: int, key: bytes = b"labels") -> tuple[np.ndarray, list[int]]:
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+    labels = [int(v) for v in rng.integers(0, 10, n)]
+    with open(path, "wb") as f:
+        pickle.dump({b"batch_label": b"x", key: labels, b"data": data, b"filenames": [b"f"] * n}, f, protocol=2)
+    return data, labels
+
+
+def test_cifar_batches(tmp_path: Path) -> None:
+    train = [_cifar_batch(tmp_path / f"data_batch_{i}", 20, i) for i in range(1, 3)]
+    test_data, test_labels = _cifar_batch(tmp_path / "test_batch", 10, 9)
+    with open(tmp_path / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f, protocol=2)
+    ds = load_data(tmp_path, (3, 32, 32))
+    assert ds.info.kind == "cifar" and (ds.info.train, ds.info.test) == (40, 10)
+    assert ds.info.classes[:2] == ("c0", "c1")
+    x = ds.test.images(torch.arange(10))
+    # rows are 1024 red, 1024 green, 1024 blue values in row-major order
+    expected = torch.from_numpy(test_data.reshape(10, 3, 32, 32).astype(np.float32) / 255.0)
+    assert torch.allclose(x, expected)
+    assert ds.test.labels.tolist() == test_labels
+    assert ds.train.labels.tolist() == train[0][1] + train[1][1]
+    small = load_data(tmp_path, (1, 16, 16))
+    assert small.train.images(torch.arange(2)).shape == (2, 1, 16, 16)
+    assert any("resized to 16x16" in n for n in small.notes) and any("grey" in n for n in small.notes)
+
+
+def test_cifar100_layout(tmp_path: Path) -> None:
+    _cifar_batch(tmp_path / "train", 12, 1, key=b"fine_labels")
+    _cifar_batch(tmp_path / "test", 6, 2, key=b"fine_labels")
+    ds = load_data(tmp_path, (3, 32, 32))
+    assert (ds.info.train, ds.info.test) == (12, 6)
+
+
+class _Evil:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        import os
+
+        return (os.system, ("touch /tmp/convscope-pwned-test",))
+
+
+def test_cifar_unpickler_refuses_code(tmp_path: Path) -> None:
+    Path("/tmp/convscope-pwned-test").unlink(missing_ok=True)
+    _cifar_batch(tmp_path / "data_batch_1", 4, 1)
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump({b"data": _Evil(), b"labels": [0]}, f, protocol=2)
+    with pytest.raises(InputError, match=r"test_batch: not a readable CIFAR batch \(refusing to load"):
+        load_data(tmp_path, (3, 32, 32))
+    assert not Path("/tmp/convscope-pwned-test").exists()
+
+
+def test_cifar_wrong_content(tmp_path: Path) -> None:
+    with open(tmp_path / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": np.zeros((3, 10), dtype=np.uint8), b"labels": [0, 1, 2]}, f, protocol=2)
+    (tmp_path / "test_batch").write_bytes(b"garbage")
+    with pytest.raises(InputError, match=r"data_batch_1: not a CIFAR batch \(data \(3, 10\)"):
+        load_data(tmp_path, (3, 32, 32))
+
+
+# -- arrays ---------------------------------------------------------------------------------------
+def test_from_arrays_resizes_and_repeats_grey() -> None:
+    x = np.zeros((5, 8, 8), dtype=np.float32)
+    x[:, :4] = 1.0  # top half bright
+    ds = from_arrays(x, [0, 1, 0, 1, 0], x[:2], [1, 0], (3, 16, 16), name="toy")
+    img = ds.train.images(torch.arange(5))
+    assert img.shape == (5, 3, 16, 16)
+    assert float(img[0, 1, :6].mean()) == pytest.approx(1.0) and float(img[0, 2, 10:].mean()) == pytest.approx(0.0)
+    with pytest.raises(InputError, match="5 images but 4 labels"):
+        from_arrays(x, [0, 1, 0, 1], x[:2], [1, 0], (3, 16, 16))
