@@ -15,3 +15,4 @@ from convscope.api import analyze, analyze_resolutions, load_graph  # noqa: E402
 from convscope.errors import ConvscopeError  # noqa: E402
 
 __all__ = ["analyze", "analyze_resolutions", "load_graph", "ConvscopeError", "__version__"]
+from convscope.advice_api import suggest  # noqa: E402,F401  (design advice, issue 6)

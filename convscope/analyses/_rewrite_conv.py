@@ -1,0 +1,245 @@
+"""Rewrites of the convolutions themselves (seeds/003 "More efficient CNN"): grouped convolutions
+(ResNet -> ResNeXt), depthwise-separable convolutions, 1x1 bottlenecks, and a width multiplier.
+
+They apply to every *full spatial convolution* of the trunk: kernel larger than 1x1, one group,
+not the stem (it reads the image, with few channels), not inside the head or an SE gate.  The
+receptive field does not change (same kernels, strides and dilations), only the cost.
+
+Closed forms (per rewritten layer, C_in -> C_out, kernel k_h x k_w, H x W output positions; the
+tests check them):
+
+* grouped, G groups:    params C_in·C_out·k_h·k_w / G;   MACs H·W · C_in·C_out·k_h·k_w / G
+* depthwise-separable:  params C_in·k_h·k_w + C_in·C_out;  MACs H·W · (C_in·k_h·k_w + C_in·C_out)
+* bottleneck, m = C/4:  1x1 C_in->m, BN, ReLU, k_h x k_w m->m (the stride), BN, ReLU, 1x1 m->C_out;
+  params C_in·m + m²·k_h·k_w + m·C_out + 4m (two BatchNorms)
+* width alpha:          every channel count c > d becomes max(d, round(alpha·c / d)·d), d = 8 (or a
+  multiple of the group counts); the layers that set the output (the classes) keep theirs.
+A bias stays on the layer that produces the original output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from convscope.analyses._rewrite_base import Base, NotApplicable, Rewrite, rewrite
+from convscope.analyses._rewrite_edit import Editor, NewNode
+from convscope.ir import ops as O
+from convscope.ir.graph import Graph, GraphBuilder, Node
+from convscope.ir.ops import WEIGHTED_OPS, OpKind
+from convscope.ir.transform import rebuild
+
+__all__ = ["full_convs", "cardinality_for", "bottleneck_width", "scaled_channels", "scale_width"]
+
+
+def full_convs(base: Base) -> list[Node]:
+    """Full spatial convolutions of the trunk, the stem excluded."""
+    out = []
+    for n in base.trunk():
+        if n.op is not OpKind.CONV:
+            continue
+        a = n.attrs
+        assert isinstance(a, O.ConvAttrs)
+        if a.groups == 1 and max(a.kernel) > 1 and base.graph.node(n.inputs[0]).op is not OpKind.INPUT:
+            out.append(n)
+    if not out:
+        raise NotApplicable("no full spatial convolution (k > 1, one group) outside the stem")
+    return out
+
+
+def _cin(base: Base, n: Node) -> int:
+    return base.graph.node(n.inputs[0]).out.channels or 0
+
+
+def _free_name(graph: Graph, name: str) -> str:
+    k, cand = 1, name
+    while cand in graph:
+        k += 1
+        cand = f"{name}{k}"
+    return cand
+
+
+# -- grouped ----------------------------------------------------------------------------------------
+def cardinality_for(cin: int, cout: int, cardinality: int, min_width: int) -> int:
+    """The largest group count <= ``cardinality`` dividing both channel counts with groups of at
+    least ``min_width`` channels (1 when there is none)."""
+    g = math.gcd(cin, cout)
+    for cand in range(min(cardinality, g), 1, -1):
+        if g % cand == 0 and cin // cand >= min_width and cout // cand >= min_width:
+            return cand
+    return 1
+
+
+@rewrite("grouped-conv", "3x3 conv -> grouped conv (ResNeXt)")
+def grouped(base: Base) -> list[Rewrite]:
+    opts = base.options
+    ed = Editor(base.graph)
+    groups: list[int] = []
+    for n in full_convs(base):
+        a = n.attrs
+        assert isinstance(a, O.ConvAttrs)
+        g = cardinality_for(_cin(base, n), a.out_channels, opts.cardinality, opts.min_group_width)
+        if g > 1:
+            ed.set_attrs(n.name, dataclasses.replace(a, groups=g))
+            groups.append(g)
+    if not groups:
+        raise NotApplicable(f"no convolution has channel counts that split into groups of at least "
+                            f"{opts.min_group_width} channels")
+    variant = ed.build(name=base.variant_name("grouped-conv"))
+    gs = sorted(set(groups))
+    explanation = (
+        f"Split {len(groups)} full convolution(s) into {'/'.join(map(str, gs))} groups (cardinality up to "
+        f"{opts.cardinality}, at least {opts.min_group_width} channels per group, as in ResNeXt-50 32x4d): each "
+        "output channel reads only its group's inputs, so those layers' weights and MACs fall by the group "
+        "count (seeds/003: ResNet -> ResNeXt). ResNeXt also widens the block to win back capacity; this only "
+        "groups. Grouped kernels are often slower per MAC than dense ones: check the predicted latency.")
+    return [Rewrite("grouped-conv", "3x3 conv -> grouped conv (ResNeXt)", explanation, variant, ed.changed)]
+
+
+# -- depthwise-separable -----------------------------------------------------------------------------
+@rewrite("depthwise-separable", "conv -> depthwise-separable")
+def depthwise_separable(base: Base) -> list[Rewrite]:
+    g = base.graph
+    ed = Editor(g)
+    for n in full_convs(base):
+        a = n.attrs
+        assert isinstance(a, O.ConvAttrs)
+        cin = _cin(base, n)
+        dw = O.ConvAttrs(out_channels=cin, kernel=a.kernel, stride=a.stride, padding=a.padding,
+                         dilation=a.dilation, groups=cin)
+        pw = O.ConvAttrs(out_channels=a.out_channels, kernel=(1, 1), bias=a.bias)
+        dw_name = _free_name(g, f"{n.name}_dw")
+        ed.replace(n.name, [NewNode(dw_name, OpKind.CONV, dw, n.inputs), NewNode(n.name, OpKind.CONV, pw, (dw_name,))])
+    variant = ed.build(name=base.variant_name("depthwise-separable"))
+    explanation = (
+        f"Replace {len(ed.changed)} full convolution(s) by a depthwise k x k convolution ('<name>_dw', one filter "
+        "per channel, carrying the stride and dilation) followed by a 1x1 convolution under the original name "
+        "(seeds/003; MobileNet, Xception): weights and MACs fall by about k·k times for wide layers. No "
+        "BatchNorm or activation between the two (as Xception's separable convolution).")
+    return [Rewrite("depthwise-separable", "conv -> depthwise-separable", explanation, variant, ed.changed)]
+
+
+# -- bottleneck --------------------------------------------------------------------------------------
+def bottleneck_width(cin: int, cout: int, reduction: int, divisor: int) -> int:
+    return max(divisor, (min(cin, cout) // reduction) // divisor * divisor)
+
+
+def _bottleneck_nodes(g: Graph, n: Node, cin: int, m: int) -> list[NewNode]:
+    a = n.attrs
+    assert isinstance(a, O.ConvAttrs)
+    names = [_free_name(g, f"{n.name}_{s}") for s in ("reduce", "reduce_bn", "reduce_relu", "spatial",
+                                                       "spatial_bn", "spatial_relu")]
+    one = (1, 1)
+    return [
+        NewNode(names[0], OpKind.CONV, O.ConvAttrs(out_channels=m, kernel=one), n.inputs),
+        NewNode(names[1], OpKind.BATCHNORM, O.NormAttrs(), (names[0],)),
+        NewNode(names[2], OpKind.ACT, O.ActAttrs(fn="relu"), (names[1],)),
+        NewNode(names[3], OpKind.CONV, O.ConvAttrs(out_channels=m, kernel=a.kernel, stride=a.stride,
+                                                    padding=a.padding, dilation=a.dilation), (names[2],)),
+        NewNode(names[4], OpKind.BATCHNORM, O.NormAttrs(), (names[3],)),
+        NewNode(names[5], OpKind.ACT, O.ActAttrs(fn="relu"), (names[4],)),
+        NewNode(n.name, OpKind.CONV, O.ConvAttrs(out_channels=a.out_channels, kernel=one, bias=a.bias), (names[5],)),
+    ]
+
+
+@rewrite("bottleneck", "insert 1x1 bottlenecks")
+def bottleneck(base: Base) -> list[Rewrite]:
+    opts = base.options
+    ed = Editor(base.graph)
+    for n in full_convs(base):
+        a = n.attrs
+        assert isinstance(a, O.ConvAttrs)
+        cin, cout, kk = _cin(base, n), a.out_channels, a.kernel[0] * a.kernel[1]
+        m = bottleneck_width(cin, cout, opts.bottleneck_reduction, opts.channel_divisor)
+        if min(cin, cout) < opts.bottleneck_reduction * opts.channel_divisor:
+            continue
+        if cin * m + m * m * kk + m * cout + 4 * m >= cin * cout * kk:
+            continue  # a bottleneck that does not save weights
+        ed.replace(n.name, _bottleneck_nodes(base.graph, n, cin, m))
+    if not ed.changed:
+        raise NotApplicable(f"no convolution is wide enough (at least {opts.bottleneck_reduction * opts.channel_divisor} "
+                            "channels) for a bottleneck to save weights")
+    variant = ed.build(name=base.variant_name("bottleneck"))
+    explanation = (
+        f"Wrap {len(ed.changed)} full convolution(s) in a ResNet bottleneck: 1x1 down to a quarter of the "
+        f"channels ('<name>_reduce', reduction {opts.bottleneck_reduction}), BatchNorm, ReLU, the k x k "
+        "convolution at that width ('<name>_spatial'), BatchNorm, ReLU, and 1x1 back up under the original name "
+        "(seeds/003: 1x1 convolutions reduce parameters). Adds depth (two nonlinearities) but not receptive field.")
+    return [Rewrite("bottleneck", "insert 1x1 bottlenecks", explanation, variant, ed.changed)]
+
+
+# -- width multiplier --------------------------------------------------------------------------------
+def scaled_channels(c: int, alpha: float, divisor: int) -> int:
+    """MobileNet's make_divisible without the 10% guard: channel counts up to ``divisor`` stay."""
+    if c <= divisor:
+        return c
+    return max(divisor, int(round(c * alpha / divisor)) * divisor)
+
+
+def _output_layers(g: Graph) -> set[str]:
+    """Weighted layers with no weighted layer after them: they set the output's width (the classes)."""
+    users = g.consumers()
+    after: dict[str, bool] = {}
+    for n in reversed(g.nodes):
+        after[n.name] = any(g.node(u).op in WEIGHTED_OPS or after[u] for u in users[n.name])
+    return {n.name for n in g.nodes if n.op in WEIGHTED_OPS and not after[n.name]}
+
+
+def _divisor(g: Graph, base_divisor: int) -> int:
+    d = base_divisor
+    for n in g.nodes:
+        a = n.attrs
+        if n.op in (OpKind.CONV, OpKind.CONV_T) and a.groups > 1:  # type: ignore[union-attr]
+            cin = g.node(n.inputs[0]).out.channels
+            if a.groups != cin:  # type: ignore[union-attr]
+                d = math.lcm(d, a.groups)  # type: ignore[union-attr]
+        elif n.op in (OpKind.CHANNEL_SHUFFLE, OpKind.GROUPNORM):
+            d = math.lcm(d, a.groups)  # type: ignore[union-attr]
+    return d
+
+
+def scale_width(graph: Graph, alpha: float, divisor: int = 8, *, name: str | None = None) -> tuple[Graph, tuple[str, ...]]:
+    """The network with every channel count scaled by ``alpha`` (see :func:`scaled_channels`; the
+    divisor is raised to a multiple of the group counts), and the layers whose width changed.  The
+    layers that set the output keep their width; depthwise convolutions follow their input."""
+    keep = _output_layers(graph)
+    div = _divisor(graph, divisor)
+    changed: list[str] = []
+
+    def edit(node: Node, b: GraphBuilder) -> object:
+        a = node.attrs
+        if node.name in keep or node.op not in WEIGHTED_OPS:
+            return None
+        if isinstance(a, O.LinearAttrs):
+            new: object = dataclasses.replace(a, out_features=scaled_channels(a.out_features, alpha, div))
+        else:
+            assert isinstance(a, O.ConvAttrs)
+            cin_old = graph.node(node.inputs[0]).out.channels or 0
+            if a.groups > 1 and a.groups == cin_old:  # depthwise: follows its input
+                cin = b.info(node.inputs[0]).channels or 0
+                new = dataclasses.replace(a, groups=cin, out_channels=cin * (a.out_channels // cin_old))
+            else:
+                new = dataclasses.replace(a, out_channels=scaled_channels(a.out_channels, alpha, div))
+        if new != a:
+            changed.append(node.name)
+        return new
+
+    return rebuild(graph, edit, name=name), tuple(changed)  # type: ignore[arg-type]
+
+
+@rewrite("width", "scale the width")
+def width(base: Base) -> list[Rewrite]:
+    g = base.graph
+    out = []
+    for alpha in base.options.widths:
+        variant, changed = scale_width(g, alpha, base.options.channel_divisor, name=base.variant_name(f"width-{alpha:g}"))
+        if not changed:
+            raise NotApplicable(f"no layer has more than {_divisor(g, base.options.channel_divisor)} channels to scale")
+        keep = sorted(_output_layers(g), key=g.position)
+        explanation = (
+            f"Scale the channels of {len(changed)} layer(s) by {alpha:g}, rounded to multiples of "
+            f"{_divisor(g, base.options.channel_divisor)} (the layer(s) that set the output keep theirs: "
+            f"{', '.join(keep) or 'none'}): weights and MACs fall by about the square of the factor; the receptive "
+            "field does not change (MobileNet's width multiplier; seeds/003: reduce the parameter count).")
+        out.append(Rewrite(f"width-{alpha:g}", f"scale the width by {alpha:g}", explanation, variant, changed))
+    return out

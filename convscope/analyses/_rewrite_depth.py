@@ -1,0 +1,140 @@
+"""Depth checks: is a network (or a rewritten one) too shallow for its input?
+
+Two rules, both with a threshold the caller may change:
+
+* **spatial layers** — the number of spatial convolutions (kernel larger than 1×1) on the deepest
+  input-to-output path, not counting the head or SE gates.  Rule (seeds/004, Urban et al. 2016, "Do
+  Deep Convolutional Nets Really Need to be Deep and Convolutional?"): shallow students cannot
+  match deep convolutional teachers on CIFAR-10 "unless the student models contain multiple layers
+  of convolution"; they "do not have to be as deep as the teacher".  "Multiple" is not a number in
+  that paper's abstract: we take 4 as the default floor and say so in every warning.
+* **receptive-field coverage** — ``rf_max`` of the last spatial layer divided by the input side
+  (the smaller ratio of the two axes).  Rule (seeds/002, "Should You Go Deeper?"): the features a
+  convolutional layer can process are strictly limited by its receptive field; a network whose last
+  layer sees less than half of the image cannot relate two parts of an object that lie farther apart
+  than that.  Default floor: 0.5.
+
+Pools are not counted as layers (they hold no weights); 1×1 convolutions neither (they see one
+position).  A global path (r = ∞) is the head, not coverage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from convscope.analyses.receptive_field import RFResult, receptive_field
+from convscope.ir.graph import Graph
+from convscope.ir.ops import OpKind
+
+__all__ = ["DepthRules", "DepthWarning", "DepthReport", "depth_report", "refusal"]
+
+SPATIAL_RULE = ("seeds/004 (Urban et al. 2016): shallow students do not match deep convolutional teachers "
+                "unless they contain multiple layers of convolution")
+COVERAGE_RULE = ("seeds/002 (\"Should You Go Deeper?\"): what a layer can process is strictly limited by its "
+                 "receptive field")
+
+
+@dataclass(frozen=True, slots=True)
+class DepthRules:
+    min_spatial_layers: int = 4
+    min_rf_coverage: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.min_spatial_layers < 1:
+            raise ValueError(f"min_spatial_layers must be >= 1, got {self.min_spatial_layers}")
+        if not 0 < self.min_rf_coverage <= 4:
+            raise ValueError(f"min_rf_coverage must be in (0, 4], got {self.min_rf_coverage}")
+
+
+@dataclass(frozen=True, slots=True)
+class DepthWarning:
+    kind: str  # spatial_layers | rf_coverage
+    value: float
+    threshold: float
+    message: str
+    rule: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value, "threshold": self.threshold,
+                "message": self.message, "rule": self.rule}
+
+
+@dataclass(frozen=True, slots=True)
+class DepthReport:
+    spatial_layers: int
+    rf_coverage: float | None  # None when no finite receptive field reaches the head
+    warnings: tuple[DepthWarning, ...]
+
+    def has(self, kind: str) -> bool:
+        return any(w.kind == kind for w in self.warnings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"spatial_layers": self.spatial_layers, "rf_coverage": self.rf_coverage,
+                "warnings": [w.to_dict() for w in self.warnings]}
+
+
+def _spatial_depth(graph: Graph, rf: RFResult) -> int:
+    rfs = rf.as_dict()
+    depth: dict[str, int] = {}
+    for n in graph.nodes:
+        d = max((depth[i] for i in n.inputs), default=0)
+        r = rfs[n.name]
+        spatial = (n.op in (OpKind.CONV, OpKind.CONV_T) and max(n.attrs.kernel) > 1  # type: ignore[union-attr]
+                   and not r.is_global)
+        depth[n.name] = d + (1 if spatial else 0)
+    return max((depth[o] for o in graph.outputs), default=0)
+
+
+def _coverage(graph: Graph, rf: RFResult) -> float | None:
+    """rf_max of the last spatial layer over the input side, the smaller of the two axes."""
+    rfs = rf.as_dict()
+    shape = graph.input_shape
+    if len(shape) != 3:
+        return None
+    last = None
+    for n in graph.nodes:
+        x = rfs[n.name]
+        if n.op is not OpKind.INPUT and n.out.is_image and x.known and not x.constant and not x.is_global:
+            last = x
+    if last is None or last.rf_max_finite is None:
+        return None
+    vals = last.rf_max_finite
+    if vals[0] is None or vals[1] is None:
+        return None
+    return float(min(vals[0] / shape[1], vals[1] / shape[2]))
+
+
+def refusal(base: DepthReport, variant: DepthReport) -> str | None:
+    """Why a rewrite is not recommended: it triggers a depth warning the network did not have, or
+    makes an existing one worse.  None when it is fine."""
+    for w in variant.warnings:
+        if not base.has(w.kind):
+            return f"{w.message} — {w.rule}"
+        if w.kind == "spatial_layers":
+            worse = variant.spatial_layers < base.spatial_layers
+        else:
+            worse = (variant.rf_coverage or 0.0) < (base.rf_coverage or 0.0)
+        if worse:
+            return f"the network is already too shallow and this makes it worse: {w.message} — {w.rule}"
+    return None
+
+
+def depth_report(graph: Graph, rules: DepthRules = DepthRules(), rf: RFResult | None = None) -> DepthReport:
+    rf = rf or receptive_field(graph)
+    n = _spatial_depth(graph, rf)
+    cov = _coverage(graph, rf)
+    warnings = []
+    if n < rules.min_spatial_layers:
+        warnings.append(DepthWarning(
+            "spatial_layers", n, rules.min_spatial_layers,
+            f"only {n} spatial convolution layer(s) on the deepest path (fewer than {rules.min_spatial_layers}): "
+            "too shallow to integrate context; do not cut further", SPATIAL_RULE))
+    if cov is not None and cov < rules.min_rf_coverage:
+        side = graph.input_shape[1:]
+        warnings.append(DepthWarning(
+            "rf_coverage", round(cov, 4), rules.min_rf_coverage,
+            f"the last spatial layer sees at most {100 * cov:.0f}% of the {side[0]}x{side[1]} input "
+            f"(less than {100 * rules.min_rf_coverage:.0f}%): features larger than its receptive field cannot be "
+            "recognised; do not cut further", COVERAGE_RULE))
+    return DepthReport(n, None if cov is None else round(cov, 4), tuple(warnings))

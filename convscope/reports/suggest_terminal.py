@@ -1,0 +1,107 @@
+"""Terminal output of ``convscope suggest`` (rich).  Reads an :class:`Advice`; prints nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from convscope.analyses.advice import Advice, Suggestion
+from convscope.results import Analysis
+from convscope.units import fmt_count, fmt_ms, fmt_share
+
+__all__ = ["render_advice"]
+
+
+def _delta(new: float, old: float) -> str:
+    if not old:
+        return ""
+    r = new / old - 1
+    return "±0%" if abs(r) < 5e-4 else f"{100 * r:+.1f}%"
+
+
+def _unprod(a: Analysis) -> str:
+    p, m = a.unproductive_share
+    return "none" if not p and not m and not a.unproductive_layers() else f"{fmt_share(p)} / {fmt_share(m)}"
+
+
+def _layers(s: Suggestion) -> str:
+    parts = []
+    if s.removed:
+        parts.append(f"−{len(s.removed)}")
+    if s.changed:
+        parts.append(f"~{len(s.changed)}")
+    if s.added:
+        parts.append(f"+{len(s.added)}")
+    first = (s.changed + s.removed + s.added)[:2]
+    more = " …" if len(s.layers_touched) > 2 else ""
+    return f"{' '.join(parts)}: {', '.join(first)}{more}" if parts else ""
+
+
+def _row(label: str, a: Analysis, base: Analysis, has_ms: bool) -> list[str]:
+    row = [label, fmt_count(a.totals.params), _delta(a.totals.params, base.totals.params),
+           fmt_count(a.totals.macs), _delta(a.totals.macs, base.totals.macs)]
+    if has_ms:
+        ms = a.latency.ms if a.latency else None
+        row += [fmt_ms(ms), _delta(ms, base.latency.ms) if ms is not None and base.latency else ""]
+    row += [a.border_layer or "none", _unprod(a)]
+    return row
+
+
+def _table(adv: Advice, has_ms: bool) -> Table:
+    shape = "×".join(map(str, adv.input))
+    by = "predicted ms" if adv.sorted_by == "ms" else "MACs"
+    t = Table(title=f"suggest: {adv.model} — input {shape}; sorted by {by} saved", title_justify="left",
+              header_style="bold")
+    t.add_column("#", justify="right")
+    t.add_column("rewrite", overflow="fold")
+    for col in ("params", "Δ", "MACs", "Δ"):
+        t.add_column(col, justify="right")
+    if has_ms:
+        t.add_column("ms", justify="right")
+        t.add_column("Δ", justify="right")
+    t.add_column("border layer", overflow="fold")
+    t.add_column("unprod. params / MACs", justify="right")
+    t.add_column("layers (− removed ~ changed + new)", overflow="fold")
+    t.add_row("", *_row("original", adv.base, adv.base, has_ms), "", style="bold")
+    for i, s in enumerate(adv.suggestions, start=1):
+        style = None if s.recommended else "red"
+        label = f"{s.title} [{s.key}]" + ("" if s.recommended else " — refused")
+        t.add_row(str(i), *_row(label, s.analysis, adv.base, has_ms), _layers(s), style=style)
+    return t
+
+
+def render_advice(adv: Advice, console: Console, *, written: dict[str, Path] | None = None,
+                  explain: bool = True) -> None:
+    has_ms = adv.base.latency is not None
+    console.print(_table(adv, has_ms))
+    if has_ms and adv.base.latency is not None:
+        lat = adv.base.latency
+        console.print(f"latency: tier {lat.tier} · {lat.device} · {lat.backend} · batch {lat.batch}")
+    if adv.latency_note:
+        console.print(f"[dim]{adv.latency_note}[/dim]")
+    for w in adv.depth.warnings:
+        console.print(Text(f"depth warning: {w.message} — {w.rule}", style="yellow"))
+    if explain:
+        for i, s in enumerate(adv.suggestions, start=1):
+            line = Text(f"{i}. ", style="bold")
+            line.append(f"{s.title}: ", style="bold")
+            line.append(s.explanation)
+            console.print(line)
+            for n in s.notes:
+                console.print(f"   note: {n}")
+            if s.refused:
+                console.print(Text(f"   refused: {s.refused}", style="red"))
+    if adv.not_applicable:
+        console.print("[bold]not applicable[/bold]")
+        for _key, title, reason in adv.not_applicable:
+            console.print(Text(f"  {title}: {reason}", style="dim"))
+    lo, hi = adv.base.feasible_resolution
+    console.print(f"feasible input resolution (no unproductive convolution, last layer sees the whole input): "
+                  f"{lo if lo is not None else '?'}–{hi if hi is not None else '?'} px")
+    if written:
+        d = next(iter(written.values())).parent
+        console.print(f"wrote {len(written)} spec file(s) to {d}/ (the original and "
+                      f"{len(written) - 1} recommended variant(s)); `convscope analyze FILE` reads each back")

@@ -1,0 +1,261 @@
+"""Each rewrite against its closed form (params and MACs by hand), the truncation of VGG-16 against
+what `analyze` flags, and the depth rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from convscope.analyses._rewrite_conv import bottleneck_width, cardinality_for, scaled_channels
+from convscope.analyses._rewrite_edit import Editor, NewNode
+from convscope.analyses.advice import Options, Suggestion, suggest_graph
+from convscope.api import analyze
+from convscope.errors import GraphError
+from convscope.frontends.from_spec import graph_from_spec_text
+from convscope.ir import ops as O
+from convscope.ir.graph import Graph
+from convscope.ir.ops import OpKind
+from convscope.zoo import load_zoo
+
+NET = """\
+name: small
+input: [3, 16, 16]
+layers:
+  - conv: {out: 32, k: 3, name: stem}
+  - relu
+  - conv: {out: 64, k: 3, name: c1}
+  - bn: {name: c1bn}
+  - relu
+  - conv: {out: 128, k: 3, s: 2, name: c2}
+  - relu
+  - gap
+  - linear: {out: 10, name: fc}
+"""
+P1, P2 = 16 * 16, 8 * 8  # output positions of c1 and c2
+K = 9  # 3x3
+
+
+def _net(text: str = NET) -> Graph:
+    return graph_from_spec_text(text, file="net.yaml")
+
+
+def _one(g: Graph, key: str, **opts: object) -> Suggestion:
+    adv = suggest_graph(g, only=[key.split("-0")[0] if key.startswith("width") else key],
+                        options=Options(**opts) if opts else None)  # type: ignore[arg-type]
+    return adv.suggestion(key)
+
+
+def test_grouped_conv_closed_form() -> None:
+    assert cardinality_for(32, 64, 32, 4) == 8 and cardinality_for(64, 128, 32, 4) == 16
+    assert cardinality_for(256, 256, 32, 4) == 32 and cardinality_for(3, 64, 32, 4) == 1
+    s = _one(_net(), "grouped-conv")
+    assert s.changed == ("c1", "c2")  # not the stem (3 input channels)
+    full1, full2 = 32 * 64 * K, 64 * 128 * K
+    assert s.params_saved == full1 - full1 // 8 + full2 - full2 // 16
+    assert s.macs_saved == P1 * (full1 - full1 // 8) + P2 * (full2 - full2 // 16)
+    assert s.graph.node("c2").attrs.groups == 16  # type: ignore[union-attr]
+
+
+def test_depthwise_separable_closed_form() -> None:
+    s = _one(_net(), "depthwise-separable")
+    assert s.changed == ("c1", "c2") and s.added == ("c1_dw", "c2_dw")
+    new1, new2 = 32 * K + 32 * 64, 64 * K + 64 * 128
+    assert s.params_saved == (32 * 64 * K - new1) + (64 * 128 * K - new2)
+    assert s.macs_saved == P1 * (32 * 64 * K - new1) + P2 * (64 * 128 * K - new2)
+    dw = s.graph.node("c2_dw").attrs
+    assert dw.groups == 64 and dw.stride == (2, 2) and s.graph.node("c2").attrs.kernel == (1, 1)  # type: ignore[union-attr]
+    assert s.analysis.layer("c2").rf_max == analyze(_net()).layer("c2").rf_max  # the receptive field is kept
+
+
+def test_bottleneck_closed_form() -> None:
+    m1, m2 = bottleneck_width(32, 64, 4, 8), bottleneck_width(64, 128, 4, 8)
+    assert (m1, m2) == (8, 16)
+    s = _one(_net(), "bottleneck")
+    assert s.changed == ("c1", "c2") and len(s.added) == 12
+    new1 = 32 * m1 + m1 * m1 * K + m1 * 64 + 4 * m1  # two BatchNorms of m channels (weight + bias)
+    new2 = 64 * m2 + m2 * m2 * K + m2 * 128 + 4 * m2
+    assert s.params_saved == (32 * 64 * K - new1) + (64 * 128 * K - new2)
+    # c2's 1x1 reduce runs at the input size (16x16); its 3x3 carries the stride, the expand runs at 8x8
+    macs1 = P1 * (32 * m1 + m1 * m1 * K + m1 * 64)
+    macs2 = 16 * 16 * 64 * m2 + P2 * (m2 * m2 * K + m2 * 128)
+    assert s.macs_saved == P1 * 32 * 64 * K + P2 * 64 * 128 * K - macs1 - macs2
+
+
+def test_width_closed_form() -> None:
+    assert [scaled_channels(c, 0.5, 8) for c in (3, 8, 12, 32, 100, 1280)] == [3, 8, 8, 16, 48, 640]
+    s = _one(_net(), "width-0.5")
+    assert s.changed == ("stem", "c1", "c2")  # fc sets the classes: kept
+    params = 3 * 16 * K + 16 * 32 * K + 2 * 32 + 32 * 64 * K + 64 * 10 + 10
+    macs = P1 * (3 * 16 * K + 16 * 32 * K) + P2 * 32 * 64 * K + 64 * 10
+    assert (s.analysis.totals.params, s.analysis.totals.macs) == (params, macs)
+    assert s.analysis.model == "small-width-0.5"
+
+
+def test_width_keeps_depthwise_and_grouped_consistent() -> None:
+    adv = suggest_graph(load_zoo("resnext50-32x4d"), only=["width"])
+    s = adv.suggestion("width-0.5")
+    conv2 = s.graph.node("layer1.0.conv2").attrs
+    assert conv2.groups == 32 and conv2.out_channels == 64  # type: ignore[union-attr]
+    mb = suggest_graph(load_zoo("mobilenetv2"), only=["width"]).suggestion("width-0.5").graph
+    dw = mb.node("features.2.conv.1.0")
+    assert dw.attrs.groups == mb.node(dw.inputs[0]).out.channels == dw.out.channels  # type: ignore[union-attr]
+
+
+POOLED = NET.replace("  - conv: {out: 128, k: 3, s: 2, name: c2}\n",
+                     "  - maxpool: {k: 2, name: pool}\n  - conv: {out: 128, k: 3, name: c2}\n")
+
+
+def test_maxpool_to_conv_closed_form() -> None:
+    s = _one(_net(POOLED), "maxpool-to-conv")
+    assert s.changed == ("pool",) and s.graph.node("pool").op is OpKind.CONV
+    assert s.params_saved == -(64 * 64 * 4)
+    assert s.macs_saved == -(8 * 8 * 64 * 64 * 4)
+
+
+def test_maxpool_into_stride_keeps_macs_and_strides_the_next_conv() -> None:
+    s = _one(_net(POOLED), "maxpool-into-stride")
+    assert s.removed == ("pool",) and s.changed == ("c2",)
+    assert s.graph.node("c2").attrs.stride == (2, 2)  # type: ignore[union-attr]
+    assert s.params_saved == 0 and s.macs_saved == 0  # the conv computes the same 8x8 positions
+    base = analyze(_net(POOLED))
+    assert s.analysis.layer("c2").out_shape == base.layer("c2").out_shape
+    assert s.analysis.layer("c2").rf_max < base.layer("c2").rf_max  # slower receptive-field growth
+
+
+def test_move_downsampling_closed_form() -> None:
+    g = load_zoo("vgg16-cifar")
+    s = _one(g, "move-downsampling")
+    base = analyze(g)
+    assert s.changed == ("pool1", "block2.0.conv")
+    moved = base.layer("block2.0.conv").macs
+    assert s.macs_saved == -3 * moved  # that conv now runs on 2x2 = 4 times the positions
+    order = [n.name for n in s.graph.nodes]
+    assert order.index("pool1") == order.index("block2.0.relu") + 1
+    assert len(s.analysis.unproductive_layers()) < len(base.unproductive_layers())
+
+
+def test_remove_downsampling_closed_form_vgg() -> None:
+    g = load_zoo("vgg16-cifar")
+    s = _one(g, "remove-downsampling")
+    base = analyze(g)
+    assert s.removed == ("pool2",)
+    convs = [r for r in base.layers if r.op == "conv"]
+    after = {r.name for r in convs if r.name.startswith(("block3", "block4", "block5"))}
+    expected = sum(r.macs * (4 if r.name in after else 1) for r in convs) + base.layer("classifier").macs
+    assert s.analysis.totals.macs == expected
+
+
+def test_remove_downsampling_adjusts_the_residual_shortcut() -> None:
+    g = load_zoo("resnet18-imagenet", input_shape=(3, 32, 32))
+    s = _one(g, "remove-downsampling")
+    stage = s.changed[0].split(".")[0]
+    assert set(s.changed) == {f"{stage}.0.conv1", f"{stage}.0.downsample.0"}
+    for name in s.changed:
+        assert s.graph.node(name).attrs.stride == (1, 1)  # type: ignore[union-attr]
+    old, new = g.node(f"{stage}.0.add").out.shape, s.graph.node(f"{stage}.0.add").out.shape
+    assert new == (old[0], 2 * old[1], 2 * old[2])
+    assert s.params_saved == 0
+
+
+def test_truncate_vgg16_cifar_removes_exactly_the_unproductive_convs() -> None:
+    g = load_zoo("vgg16-cifar")
+    a = analyze(g, input=(3, 32, 32))
+    s = _one(g, "truncate")
+    flagged = {r.name for r in a.unproductive_layers()}
+    flagged_convs = {r.name for r in a.layers if r.unproductive and r.op == "conv"}
+    removed = set(s.removed)
+    removed_convs = {n for n in removed if g.node(n).op is OpKind.CONV}
+    assert removed_convs == flagged_convs and len(flagged_convs) == 7
+    assert flagged <= removed  # the flagged pools go too
+    assert not any(r.op == "conv" and not r.unproductive and r.name in removed for r in a.layers)
+    # params saved = the unproductive params analyze reports, plus the BatchNorms of the removed
+    # convs (2 per channel), plus the classifier's narrower input (512 -> 256 features, 10 classes)
+    unproductive_params = round(a.unproductive_share[0] * a.totals.params)
+    assert unproductive_params == sum(r.params for r in a.layers if r.unproductive)
+    bn = sum(2 * g.node(n).out.channels for n in removed if g.node(n).op is OpKind.BATCHNORM)  # type: ignore[operator]
+    assert s.params_saved == unproductive_params + bn + (512 - 256) * 10
+    assert s.analysis.border_layer is None and s.analysis.unproductive_share == (0.0, 0.0)
+    assert s.changed == ("avgpool",) and s.graph.node("avgpool").inputs == ("block3.1.relu",)
+    assert s.recommended
+
+
+def test_resolution_moves_into_the_feasible_range() -> None:
+    g = load_zoo("vgg16-cifar")
+    lo, hi = analyze(g).feasible_resolution
+    up = _one(g, "resolution")
+    assert up.analysis.input == (3, lo, lo) and up.analysis.unproductive_share == (0.0, 0.0)
+    down = _one(load_zoo("vgg16-cifar", input_shape=(3, 224, 224)), "resolution")
+    assert down.analysis.input == (3, hi, hi) and down.macs_saved > 0
+
+
+TWO = """\
+name: two
+input: [3, 32, 32]
+layers:
+  - conv: {out: 16, k: 3}
+  - relu
+  - conv: {out: 16, k: 3}
+  - gap
+  - linear: 10
+"""
+
+
+def test_depth_warning_fires_on_two_layers_and_not_on_resnet18() -> None:
+    adv = suggest_graph(_net(TWO))
+    kinds = {w.kind for w in adv.depth.warnings}
+    assert kinds == {"spatial_layers", "rf_coverage"}
+    assert adv.depth.spatial_layers == 2 and adv.depth.rf_coverage == pytest.approx(5 / 32, abs=1e-4)
+    assert all("seeds/00" in w.rule for w in adv.depth.warnings)
+    for name, res in (("resnet18-cifar", 32), ("resnet18-imagenet", 224), ("resnet18-imagenet", 32)):
+        adv = suggest_graph(load_zoo(name, input_shape=(3, res, res)), only=["truncate"])
+        assert adv.depth.warnings == () and adv.depth.spatial_layers == 17
+
+
+def _stack(n: int, res: int) -> Graph:
+    layers = "".join(f"  - conv: {{out: 8, k: 3, name: c{i}}}\n  - relu\n" for i in range(1, n + 1))
+    return _net(f"name: stack\ninput: [3, {res}, {res}]\nlayers:\n{layers}  - gap\n  - linear: 10\n")
+
+
+def test_truncation_that_would_leave_too_few_layers_is_refused() -> None:
+    g = _stack(4, 4)  # rf 3, 5, 7, 9 at 4 px: c3 and c4 are unproductive
+    assert {r.name for r in analyze(g).unproductive_layers()} == {"c3", "c4"}
+    s = suggest_graph(g, only=["truncate"]).suggestion("truncate")
+    assert not s.recommended and "seeds/004" in (s.refused or "")
+    assert s.depth.spatial_layers == 2
+
+
+def test_truncation_stops_early_to_keep_the_minimum_depth() -> None:
+    g = _stack(6, 4)  # c3..c6 unproductive; cutting them all would leave 2 spatial layers
+    s = suggest_graph(g, only=["truncate"]).suggestion("truncate")
+    assert s.recommended and s.depth.spatial_layers == 4
+    assert set(s.removed) == {"c5", "layers.9.relu", "c6", "layers.11.relu"}
+    assert any("stopped at" in n for n in s.notes)
+
+
+def test_an_already_shallow_network_is_not_cut_further() -> None:
+    g = _stack(3, 4)  # 3 spatial layers: below the floor already
+    adv = suggest_graph(g)
+    assert adv.depth.has("spatial_layers")
+    s = adv.suggestion("truncate")
+    assert not s.recommended and "already too shallow" in (s.refused or "")
+    assert adv.recommended() and all(x.depth.spatial_layers >= 3 for x in adv.recommended())
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="widths"):
+        Options(widths=(1.5,))
+    s = _one(_net(), "grouped-conv", cardinality=4)
+    assert s.graph.node("c2").attrs.groups == 4  # type: ignore[union-attr]
+
+
+def test_editor_rewires_and_fails_loudly() -> None:
+    g = _net()
+    ed = Editor(g).drop("c1bn")
+    ed.insert_after("c2", [NewNode("extra", OpKind.ACT, O.ActAttrs(fn="relu"), ("c2",))])
+    v = ed.build(name="edited")
+    assert "c1bn" not in v and v.node("layers.4.relu").inputs == ("c1",)
+    assert v.node("extra").inputs == ("c2",) and v.node("layers.6.relu").inputs == ("extra",)
+    bad = Editor(g).set_attrs("c1", O.ConvAttrs(out_channels=64, kernel=(3, 3), groups=5))
+    with pytest.raises(GraphError, match="groups=5"):
+        bad.build()
+    with pytest.raises(GraphError, match="no layer named"):
+        Editor(g).drop("nope")
