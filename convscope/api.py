@@ -104,14 +104,30 @@ def _load_ref(ref: str, shape: tuple[int, ...] | None) -> Graph:
                      "module.path:factory / file.py:factory")
 
 
+def _with_latency(a: Analysis, graph: Graph, latency: dict[str, Any]) -> Analysis:
+    from convscope.analyses.latency import predict
+
+    pred = predict(graph, batch=a.batch, dtype=a.dtype, **latency)
+    return a.with_latency(pred) if pred is not None else a
+
+
 def analyze(
     model: Any,
     *,
     input: Sequence[int] | None = None,
     dtype: DType | str = "fp32",
     batch: int = 1,
+    device: Any = None,
+    backend: str = "torch",
+    threads: int | None = None,
+    fit: str | os.PathLike[str] | None = None,
+    on_missing: str = "measure",
+    progress: Any = None,
 ) -> Analysis:
-    """Analyse a network: per-layer rows, totals, border layer, unproductive layers, feasible range.
+    """Analyse a network: per-layer rows, totals, border layer, unproductive layers, feasible range,
+    and a latency prediction when one is available (see :func:`convscope.analyses.latency.predict`:
+    ``device=None`` predicts on this machine if ``convscope calibrate`` ran for it, ``"local"``
+    insists, a profile name or file gives the analytic tier, with ``fit=CSV`` the fitted one).
 
     >>> a = analyze("zoo:vgg16-cifar", input=(3, 32, 32))
     >>> a.border_layer, a.unproductive_share
@@ -123,7 +139,9 @@ def analyze(
         raise InputError(str(exc)) from None
     if batch < 1:
         raise InputError(f"batch must be a positive integer, got {batch}")
-    return analyze_graph(graph, dtype=dt, batch=batch)
+    a = analyze_graph(graph, dtype=dt, batch=batch)
+    return _with_latency(a, graph, dict(device=device, backend=backend, threads=threads, fit=fit,
+                                        on_missing=on_missing, progress=progress))
 
 
 def analyze_resolutions(
@@ -133,11 +151,20 @@ def analyze_resolutions(
     input: Sequence[int] | None = None,
     dtype: DType | str = "fp32",
     batch: int = 1,
+    device: Any = None,
+    backend: str = "torch",
+    threads: int | None = None,
+    fit: str | os.PathLike[str] | None = None,
+    on_missing: str = "measure",
+    progress: Any = None,
 ) -> list[Analysis]:
-    """The same network at square input resolutions (the channel count is kept)."""
+    """The same network at square input resolutions (the channel count is kept), each with its
+    latency prediction when one is available (the options of :func:`analyze`)."""
     graph = load_graph(model, input=input)
     dt = DType.parse(dtype)
     feasible = feasible_range(graph)
+    latency = dict(device=device, backend=backend, threads=threads, fit=fit, on_missing=on_missing,
+                   progress=progress)
     out = []
     c = graph.input_shape[0]
     for r in resolutions:
@@ -148,6 +175,6 @@ def analyze_resolutions(
         except GraphError as exc:
             raise InputError(f"{graph.name} at {r}x{r}: {exc}") from None
         adaptive = any(n.op.value.startswith("adaptive") for n in graph.nodes)
-        out.append(analyze_graph(g, dtype=dt, batch=batch, feasible=None if adaptive else feasible))
+        a = analyze_graph(g, dtype=dt, batch=batch, feasible=None if adaptive else feasible)
+        out.append(_with_latency(a, g, latency))
     return out
-

@@ -6,6 +6,7 @@ import argparse
 
 from convscope.api import analyze, analyze_resolutions
 from convscope.cli._common import add_json_arg, console, int_list_arg, json_to_stdout, shape_arg, write_json
+from convscope.cli.calibrate_cmd import progress_bar
 from convscope.errors import InputError, NothingUsable
 from convscope.reports.terminal import render_analysis
 from convscope.results import SCHEMA_VERSION, Analysis
@@ -16,13 +17,18 @@ Analyse a network without training it: per layer the receptive field (rf_min and
 paths, the jump), parameters and MACs; the border layer (the first layer whose rf_min exceeds the
 input resolution), the unproductive layers (they cannot see more of the image than their input
 already does, or their input map is no larger than their kernel), their share of parameters and
-MACs, and the feasible input-resolution range.
+MACs, and the feasible input-resolution range.  With a latency prediction (this machine after
+`convscope calibrate`, or --device), predicted milliseconds per layer and in total, with the tier,
+device, backend and an uncertainty band.
 """
 EPILOG = """\
 examples:
   convscope analyze zoo:resnet18-imagenet --input 3,32,32
   convscope analyze my_net.yaml --res 32,64,224 --json -
   convscope analyze net.yaml --all --dtype fp16
+  convscope analyze zoo:resnet50-imagenet --input 3,224,224      # + predicted ms, after `convscope calibrate`
+  convscope analyze net.yaml --device raspi4                       # a device not at hand (analytic profile)
+  convscope analyze net.yaml --device my_board.yaml --fit my_board_timings.csv
 """
 
 
@@ -41,6 +47,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--all", action="store_true", help="show every layer (BatchNorm, activations…), not only "
                                                       "the ones that shape the receptive field or hold weights")
     p.add_argument("--width", type=int, metavar="COLS", help="terminal width for the table")
+    lat = p.add_argument_group("latency", "predicted milliseconds per layer and in total (see `convscope calibrate`)")
+    lat.add_argument("--device", metavar="NAME|FILE", help="'local' (this machine, after `convscope calibrate`), a "
+                     "device profile (raspi4, jetson-nano, pixel-class, desktop-cpu, …) or a profile .yaml; default: "
+                     "this machine if it is calibrated")
+    lat.add_argument("--fit", metavar="CSV", help="fit the profile's coefficients to networks measured on the "
+                     "device (CSV with network,latency_ms)")
+    lat.add_argument("--backend", choices=("torch", "onnxruntime", "cuda", "tflite"),
+                     help="runtime whose fusion rules and overheads apply (default: the profile's own runtime, "
+                          "torch on this machine)")
+    lat.add_argument("--threads", type=int, metavar="N", help="threads of the local calibration (default: physical cores)")
     p.set_defaults(handler=run)
 
 
@@ -48,10 +64,25 @@ def _results(args: argparse.Namespace) -> list[Analysis]:
     shape = shape_arg(args.input) if args.input else None
     if args.batch < 1:
         raise InputError(f"--batch must be a positive integer, got {args.batch}")
-    if args.res:
-        res = int_list_arg(args.res, "--res")
-        return analyze_resolutions(args.model, res, input=shape, dtype=args.dtype, batch=args.batch)
-    return [analyze(args.model, input=shape, dtype=args.dtype, batch=args.batch)]
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be a positive integer, got {args.threads}")
+    with progress_bar() as prog:
+        lat = dict(device=args.device, backend=_backend(args), threads=args.threads, fit=args.fit, progress=prog)
+        if args.res:
+            res = int_list_arg(args.res, "--res")
+            return analyze_resolutions(args.model, res, input=shape, dtype=args.dtype, batch=args.batch, **lat)
+        return [analyze(args.model, input=shape, dtype=args.dtype, batch=args.batch, **lat)]
+
+
+def _backend(args: argparse.Namespace) -> str:
+    """--backend, else the device profile's own runtime, else PyTorch eager."""
+    if args.backend:
+        return str(args.backend)
+    if args.device and args.device != "local":
+        from convscope.analyses.latency import load_profile
+
+        return load_profile(args.device).backend
+    return "torch"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,267 @@
+"""The ``fitted`` tier: roofline coefficients fitted from networks measured on the target.
+
+The model is the analytic roofline with seven non-negative coefficients θ that rescale the profile:
+
+    t(net) = Σ_kernels max(Σ_class θ_class · flops_class/peak_class, θ_mem · bytes/bandwidth)
+             + θ_wover · weighted kernels · overhead + θ_over · other kernels · overhead + θ_fixed · 1 ms
+
+(classes: conv, grouped, matmul, elementwise; weighted kernels are convs and matmuls, whose launch
+costs more than an elementwise one's in most runtimes — weight layout checks, primitive lookup).
+θ = 1 (θ_fixed = 0) is the profile as written.  Eight coefficients; a CSV of 10 networks usually
+separates five or six of them.
+Which side of each roofline a kernel is on depends on θ, so the fit alternates: assign each kernel to
+its bound under the current θ, solve the now linear problem (non-negative least squares on
+*relative* residuals, with a weak pull towards the profile), repeat until the error stops falling.
+
+A coefficient whose feature the measured networks cannot separate from the others (a layer every
+network has, like the classifier) is held at the profile's value and named in the notes.  The
+uncertainty band is the range of leave-one-out measured/predicted ratios on the CSV's networks.
+
+CSV: a header with ``network`` and ``latency_ms`` (optional ``batch`` and ``input`` as ``3x224x224``);
+``#`` lines are comments; networks are any MODEL reference, paths relative to the CSV's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from convscope.analyses._latency_fit import band_from_ratios, fit_relative, select_columns
+from convscope.analyses._latency_kernels import Kernel, OpClass, kernels
+from convscope.analyses._latency_profiles import DeviceProfile
+from convscope.analyses.cost import DType
+from convscope.errors import ConvscopeError, InputError, SpecError
+from convscope.ir.graph import Graph
+from convscope.results import LatencyPrediction
+
+__all__ = ["FEATURES", "NetFeatures", "FittedModel", "net_features", "fit_model", "fit_csv", "fitted",
+           "MIN_ROWS", "read_csv"]
+
+FEATURES = ("conv", "grouped", "matmul", "elementwise", "memory", "weighted_overhead", "overhead", "fixed")
+_CLASSES = (OpClass.CONV, OpClass.GROUPED, OpClass.MATMUL, OpClass.ELEMENTWISE)
+PRIOR = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0)
+ORDER = (6, 5, 0, 4, 3, 1, 2, 7)  # which features to fit first when the networks cannot separate all
+MIN_ROWS = 5
+
+
+@dataclass(frozen=True)
+class NetFeatures:
+    """Per kernel: compute seconds per class at the profile's peaks, memory seconds; plus overhead."""
+
+    compute: np.ndarray  # (kernels, 4)
+    memory: np.ndarray  # (kernels,)
+    overhead_s: tuple[float, float]  # (weighted, other) kernels · per-kernel overhead
+
+    def row(self, theta: Sequence[float]) -> np.ndarray:
+        """Summed features (ms) with each kernel on its bound under ``theta``."""
+        t = np.asarray(theta)
+        comp = self.compute @ t[:4]
+        mem = self.memory * t[4]
+        on_compute = comp >= mem
+        r = np.zeros(8)
+        r[:4] = self.compute[on_compute].sum(axis=0)
+        r[4] = self.memory[~on_compute].sum()
+        r[5:7] = self.overhead_s
+        r[:7] *= 1e3
+        r[7] = 1.0
+        return r
+
+    def predict_ms(self, theta: Sequence[float]) -> float:
+        t = np.asarray(theta)
+        per = np.maximum(self.compute @ t[:4], self.memory * t[4])
+        return float(per.sum() * 1e3 + (t[5] * self.overhead_s[0] + t[6] * self.overhead_s[1]) * 1e3 + t[7])
+
+
+def net_features(ks: Sequence[Kernel], profile: DeviceProfile, backend: str, dtype: DType | str) -> NetFeatures:
+    comp = np.array([[k.flops_of(c) / profile.peak(c, dtype) for c in _CLASSES] for k in ks]).reshape(-1, 4)
+    mem = np.array([k.bytes / profile.bandwidth for k in ks])
+    over = profile.overhead(backend)
+    weighted = sum(1 for k in ks if _weighted(k))
+    return NetFeatures(comp, mem, (weighted * over, (len(ks) - weighted) * over))
+
+
+def _weighted(k: Kernel) -> bool:
+    return k.op_class in (OpClass.CONV, OpClass.GROUPED, OpClass.MATMUL)
+
+
+@dataclass(frozen=True, slots=True)
+class FittedModel:
+    theta: tuple[float, ...]
+    fitted: tuple[str, ...]  # features fitted; the others held at the profile's value
+    rows: tuple[tuple[str, float, float], ...]  # (network, measured ms, predicted ms)
+    band: tuple[float, float]
+    rms: float  # root-mean-square relative residual (in sample)
+
+
+def _objective(nets: Sequence[NetFeatures], y: np.ndarray, theta: Sequence[float]) -> float:
+    pred = np.array([n.predict_ms(theta) for n in nets])
+    return float(np.mean(((y - pred) / y) ** 2))
+
+
+def fit_model(nets: Sequence[NetFeatures], y: np.ndarray, *, iterations: int = 25) -> tuple[np.ndarray, list[int]]:
+    """θ by alternating bound assignment and relative NNLS (see the module docstring)."""
+    theta = np.asarray(PRIOR, dtype=float)
+    best, best_err, cols = theta, _objective(nets, y, theta), []
+    for _ in range(iterations):
+        x = np.array([n.row(theta) for n in nets])
+        cols = select_columns(x, y, ORDER)
+        if not cols:
+            break
+        held = [j for j in range(len(PRIOR)) if j not in cols]
+        target = y - x[:, held] @ theta[held]
+        f = fit_relative(x[:, cols], target, [PRIOR[j] for j in cols], weights=y)
+        new = theta.copy()
+        new[cols] = f.coef
+        err = _objective(nets, y, new)
+        if err >= best_err - 1e-12:
+            break
+        theta, best, best_err = new, new, err
+    return best, cols
+
+
+def _loo(nets: Sequence[NetFeatures], y: np.ndarray) -> np.ndarray:
+    out = np.empty(len(y))
+    for i in range(len(y)):
+        keep = [j for j in range(len(y)) if j != i]
+        th, _ = fit_model([nets[j] for j in keep], y[keep])
+        p = nets[i].predict_ms(th)
+        out[i] = y[i] / p if p > 0 else np.inf
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CsvRow:
+    line: int
+    ref: str
+    resolved: str
+    latency_ms: float
+    batch: int
+    input: tuple[int, ...] | None
+
+
+def _resolve(ref: str, base: Path) -> str:
+    if ref.startswith("zoo:"):
+        return ref
+    m = re.match(r"^(?P<file>[^:]+\.py):(?P<fn>\w+)$", ref)
+    if m:
+        p = Path(m["file"])
+        return f"{p if p.is_absolute() else base / p}:{m['fn']}"
+    if re.match(r"^[\w.]+:\w+$", ref) and not ref.lower().endswith((".yaml", ".yml", ".onnx")):
+        return ref  # module.path:factory
+    p = Path(ref)
+    return str(p if p.is_absolute() else base / p)
+
+
+def read_csv(path: str | os.PathLike[str]) -> list[CsvRow]:
+    """The measured networks; errors name file:line and the value."""
+    from convscope.api import parse_shape
+
+    file = os.fspath(path)
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--fit {file}: cannot read: {exc.strerror or exc}") from None
+    lines = [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise SpecError("empty: expected a header 'network,latency_ms' and one row per measured network", file=file)
+    reader = csv.reader([ln for _, ln in lines])
+    header = [h.strip().lower() for h in next(reader)]
+    for need in ("network", "latency_ms"):
+        if need not in header:
+            raise SpecError(f"the header needs a '{need}' column (got {', '.join(header)}); expected "
+                            "network,latency_ms[,batch][,input]", file=file, line=lines[0][0])
+    out = []
+    for (line, _), cells in zip(lines[1:], reader):
+        d = dict(zip(header, (c.strip() for c in cells)))
+        try:
+            ms = float(d.get("latency_ms", ""))
+        except ValueError:
+            ms = float("nan")
+        if not ms > 0 or ms == float("inf"):
+            raise SpecError(f"latency_ms must be a positive number of milliseconds, got {d.get('latency_ms')!r}",
+                            file=file, line=line)
+        batch = d.get("batch") or "1"
+        if not batch.isdigit() or int(batch) < 1:
+            raise SpecError(f"batch must be a positive integer, got {batch!r}", file=file, line=line)
+        try:
+            shape = parse_shape(d["input"], "input") if d.get("input") else None
+        except InputError as exc:
+            raise SpecError(str(exc), file=file, line=line) from None
+        if not d.get("network"):
+            raise SpecError("empty network reference", file=file, line=line)
+        out.append(CsvRow(line, d["network"], _resolve(d["network"], Path(file).parent), ms, int(batch), shape))
+    return out
+
+
+def _graph(row: CsvRow, file: str) -> Graph:
+    from convscope.api import load_graph
+
+    try:
+        return load_graph(row.resolved, input=row.input)
+    except ConvscopeError as exc:
+        raise SpecError(f"network '{row.ref}': {exc}", file=file, line=row.line) from None
+
+
+def fit_csv(path: str | os.PathLike[str], profile: DeviceProfile, backend: str, dtype: str) -> FittedModel:
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as exc:
+        raise InputError(f"--fit {path}: cannot read: {exc.strerror or exc}") from None
+    key = json.dumps(profile.to_dict(), sort_keys=True)
+    return _fit_cached(str(p.resolve()), st.st_mtime_ns, st.st_size, key, profile, backend, dtype)
+
+
+@lru_cache(maxsize=32)
+def _fit_cached(path: str, _mtime: int, _size: int, _key: str, profile: DeviceProfile, backend: str,
+                dtype: str) -> FittedModel:
+    rows = read_csv(path)
+    if len(rows) < MIN_ROWS:
+        raise SpecError(f"{len(rows)} measured network(s); the fitted tier needs at least {MIN_ROWS} "
+                        "(10-20 different networks measured on the target are recommended)", file=path)
+    nets = [net_features(kernels(_graph(r, path), backend, batch=r.batch, dtype=dtype), profile, backend, dtype)
+            for r in rows]
+    y = np.array([r.latency_ms for r in rows])
+    distinct = {tuple(np.round(n.row(PRIOR), 9)) for n in nets}
+    if len(distinct) < 2 or np.ptp(y) == 0:
+        raise SpecError("ill-conditioned: every network in the file has the same features (or the same latency), "
+                        "so no coefficient can be fitted; measure networks that differ in depth, width or kernel "
+                        "size", file=path)
+    theta, cols = fit_model(nets, y)
+    pred = [n.predict_ms(theta) for n in nets]
+    rel = (y - np.array(pred)) / y
+    return FittedModel(tuple(float(t) for t in theta), tuple(FEATURES[j] for j in sorted(cols)),
+                       tuple((r.ref, r.latency_ms, p) for r, p in zip(rows, pred)),
+                       band_from_ratios(_loo(nets, y)), float(np.sqrt(np.mean(rel**2))))
+
+
+def fitted(graph: Graph, profile: DeviceProfile, csv_path: str | os.PathLike[str], *, backend: str, batch: int,
+           dtype: str, threads: int | None) -> LatencyPrediction:
+    from convscope.analyses.latency import per_layer
+
+    model = fit_csv(csv_path, profile, backend, dtype)
+    ks = kernels(graph, backend, batch=batch, dtype=dtype)
+    f = net_features(ks, profile, backend, dtype)
+    th = np.asarray(model.theta)
+    over = np.array([th[5] if _weighted(k) else th[6] for k in ks]) * profile.overhead(backend)
+    per_k = (np.maximum(f.compute @ th[:4], f.memory * th[4]) + over) * 1e3
+    rows = per_layer(graph, ks, [float(t) for t in per_k], backend)
+    total = float(sum(t for _, t in rows) + th[7])
+    held = [n for n in FEATURES if n not in model.fitted and n != "fixed"]
+    notes = [f"profile '{profile.name}' refitted on {len(model.rows)} networks measured on the target "
+             f"({os.fspath(csv_path)}): in-sample error {100 * model.rms:.1f}% rms",
+             "coefficients: " + ", ".join(f"{n} ×{t:.3g}" for n, t in zip(FEATURES[:7], model.theta[:7]))
+             + f", fixed {model.theta[7]:.3g} ms",
+             f"band: leave-one-out extremes ×{model.band[0]:.2f}–×{model.band[1]:.2f}"]
+    if held:
+        notes.append(f"held at the profile's value (the measured networks do not separate them): {', '.join(held)}")
+    return LatencyPrediction("fitted", profile.name, backend, batch, total, total * model.band[0],
+                             total * model.band[1], rows, dtype, threads, tuple(notes))

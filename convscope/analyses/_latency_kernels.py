@@ -1,0 +1,233 @@
+"""Kernels: the units a runtime actually launches, after its fusion rules, with roofline features.
+
+A *kernel* is one node, or a group of nodes the runtime executes as one (a convolution with the
+BatchNorm folded into its weights and the activation applied in its epilogue).  Every latency tier
+works on kernels: the analytic tier puts each on a roofline, the fitted tier fits coefficients to
+their summed features, the local tier measures each unique kernel once (its ``signature``).
+
+What each backend fuses (``FUSION``):
+
+* ``torch``, ``cuda`` (PyTorch eager): nothing.  Every op is its own kernel launch with its own
+  dispatch overhead; BatchNorm runs as its own kernel at inference.  Views (identity, dropout in eval,
+  flatten, reshape) move no data and launch nothing.
+* ``onnxruntime`` (CPU, ``ORT_ENABLE_ALL``): BatchNorm after a convolution is folded into its
+  weights (by the exporter in eval mode, and by ORT's ``ConvBNFusion``); an activation directly
+  after the conv (Relu, Clip = relu6, Sigmoid, Tanh, LeakyRelu, HardSigmoid) is fused into
+  ``FusedConv``; on x86 its NCHWc transformer also takes a residual add after the conv as the conv's
+  ``Sum`` input, with the activation after the add (checked on the optimized model of a ResNet-18:
+  20 Conv nodes and nothing else but the pooling and the classifier).
+* ``tflite`` (the converter used for HW-NAS-Bench's Raspberry Pi 4 and Pixel 3 numbers): BatchNorm
+  folded, ReLU/ReLU6 fused into the conv *and* into an add, and constant folding: a value that does
+  not depend on the input (the output of ``zero``, and everything computed only from such values) is
+  computed at conversion time, and work whose result only reaches the output through such values is
+  dead and removed.
+
+What a kernel leaves out: cache reuse between kernels (every kernel reads its inputs and weights
+and writes its output once, from and to memory), overlap of independent kernels, and layout
+conversions a runtime inserts (NCHW <-> NCHWc).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from convscope.analyses.cost import ALIAS_OPS, CostResult, DType, cost
+from convscope.ir import ops as O
+from convscope.ir.graph import Graph, Node
+from convscope.ir.ops import OpKind
+
+__all__ = ["OpClass", "Kernel", "FusionRules", "FUSION", "BACKENDS", "kernels", "op_class", "check_backend"]
+
+
+class OpClass(str, Enum):
+    """Which peak throughput a kernel's arithmetic runs at."""
+
+    CONV = "conv"  # dense convolution (groups = 1), transposed or not
+    GROUPED = "grouped"  # depthwise and grouped convolutions
+    MATMUL = "matmul"  # linear, matmul, attention
+    ELEMENTWISE = "elementwise"  # activations, norms, adds, pools, upsampling, softmax
+    DATA = "data"  # pure data movement: concat, slice, pad, permute, channel shuffle
+
+
+@dataclass(frozen=True, slots=True)
+class Kernel:
+    """One launch.  ``flops`` per op class (for the whole batch), ``bytes`` read + written."""
+
+    name: str  # the head node: the one whose row carries the kernel's time
+    nodes: tuple[str, ...]  # every node executed by this kernel, head first
+    op_class: OpClass  # the class of the head (what bounds its arithmetic)
+    flops: tuple[tuple[OpClass, int], ...]  # FLOPs per class (2 per MAC, 1 per elementwise op)
+    bytes: int  # bytes read (external inputs + weights) + bytes written (the last node's output)
+    signature: str  # op + attrs + input layouts + batch + dtype, without names: the cache key
+
+    def flops_of(self, cls: OpClass) -> int:
+        return sum(f for c, f in self.flops if c is cls)
+
+    @property
+    def total_flops(self) -> int:
+        return sum(f for _, f in self.flops)
+
+
+@dataclass(frozen=True, slots=True)
+class FusionRules:
+    fold_bn: bool = False  # BatchNorm after a conv folded into its weights
+    conv_acts: frozenset[str] = frozenset()  # activations fused into a preceding conv
+    add_acts: frozenset[str] = frozenset()  # activations fused into a preceding add
+    conv_add: bool = False  # a residual add after a conv runs in the conv's epilogue
+    const_fold: bool = False  # input-independent values computed at conversion time
+
+
+_ORT_ACTS = frozenset({"relu", "relu6", "sigmoid", "tanh", "leaky_relu", "hsigmoid"})
+FUSION: dict[str, FusionRules] = {
+    "torch": FusionRules(),
+    "cuda": FusionRules(),
+    "onnxruntime": FusionRules(fold_bn=True, conv_acts=_ORT_ACTS, conv_add=True),
+    "tflite": FusionRules(fold_bn=True, conv_acts=frozenset({"relu", "relu6"}),
+                          add_acts=frozenset({"relu", "relu6"}), const_fold=True),
+}
+BACKENDS = tuple(FUSION)
+
+_CLASS_OF: dict[OpKind, OpClass] = {
+    OpKind.LINEAR: OpClass.MATMUL, OpKind.MATMUL: OpClass.MATMUL, OpKind.ATTENTION: OpClass.MATMUL,
+    OpKind.CONCAT: OpClass.DATA, OpKind.SLICE: OpClass.DATA, OpKind.PAD: OpClass.DATA,
+    OpKind.PERMUTE: OpClass.DATA, OpKind.CHANNEL_SHUFFLE: OpClass.DATA,
+}
+
+
+def check_backend(backend: str) -> str:
+    if backend not in FUSION:
+        raise ValueError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
+    return backend
+
+
+def op_class(node: Node) -> OpClass:
+    if node.op in (OpKind.CONV, OpKind.CONV_T):
+        return OpClass.CONV if node.attrs.groups == 1 else OpClass.GROUPED  # type: ignore[union-attr]
+    return _CLASS_OF.get(node.op, OpClass.ELEMENTWISE)
+
+
+def _constant_nodes(graph: Graph) -> set[str]:
+    """Nodes whose value does not depend on the input: ``zero``, held tensors (nodes without inputs
+    other than the graph's input) and what is computed only from constants (a merge with one live
+    input is live)."""
+    const: set[str] = set()
+    for n in graph.nodes:
+        if n.op is OpKind.ZERO or (n.op is not OpKind.INPUT and all(i in const for i in n.inputs)):
+            const.add(n.name)
+    return const
+
+
+def _live_nodes(graph: Graph, const: set[str]) -> set[str]:
+    """Non-constant nodes whose value reaches an output through non-constant nodes."""
+    live = {o for o in graph.outputs if o not in const}
+    for n in reversed(graph.nodes):
+        if n.name in live:
+            live.update(i for i in n.inputs if i not in const)
+    return live
+
+
+def _is_act(node: Node, fns: frozenset[str]) -> bool:
+    return node.op is OpKind.ACT and node.attrs.fn in fns  # type: ignore[union-attr]
+
+
+def _stages(n: Node, rules: FusionRules) -> list[Callable[[Node], bool]]:
+    """What may follow ``n`` inside its kernel, in order; each stage is optional."""
+    if n.op in (OpKind.CONV, OpKind.CONV_T):
+        stages: list[Callable[[Node], bool]] = []
+        if rules.fold_bn:
+            stages.append(lambda x: x.op is OpKind.BATCHNORM)
+        if rules.conv_add:
+            stages.append(lambda x: x.op is OpKind.ADD and len(x.inputs) == 2)
+        if rules.conv_acts:
+            stages.append(lambda x: _is_act(x, rules.conv_acts))
+        return stages
+    if n.op is OpKind.ADD and rules.add_acts:
+        return [lambda x: _is_act(x, rules.add_acts)]
+    return []
+
+
+def _groups(graph: Graph, rules: FusionRules, skip: set[str]) -> list[list[Node]]:
+    """Greedy chains head -> (bn) -> (add) -> (act): a follower joins when it is the only reader of
+    the chain so far."""
+    users = graph.consumers()
+    out: list[list[Node]] = []
+    taken: set[str] = set()
+    for n in graph.nodes:
+        if n.name in taken or n.name in skip or not n.inputs or n.op in ALIAS_OPS:
+            continue  # inputs and held tensors (no inputs) launch nothing; nor do views
+        group = [n]
+        for stage in _stages(n, rules):
+            last = group[-1].name
+            if len(users[last]) != 1 or last in graph.outputs:
+                break
+            nxt = graph.node(users[last][0])
+            if nxt.name not in taken and nxt.name not in skip and stage(nxt):
+                group.append(nxt)
+        taken.update(g.name for g in group)
+        out.append(group)
+    return out
+
+
+def _signature(graph: Graph, group: list[Node], batch: int, dtype: DType) -> str:
+    inside = {g.name: i for i, g in enumerate(group)}
+    ext: list[str] = []
+    ops = []
+    for g in group:
+        refs = []
+        for i in g.inputs:
+            if i in inside:
+                refs.append(f"n{inside[i]}")
+            else:
+                if i not in ext:
+                    ext.append(i)
+                refs.append(f"x{ext.index(i)}")
+        ops.append([g.op.value, O.attrs_to_dict(g.attrs), refs])
+    ins = [graph.node(i).out.to_dict() for i in ext]
+    return json.dumps({"ops": ops, "in": ins, "batch": batch, "dtype": dtype.value},
+                      sort_keys=True, separators=(",", ":"))
+
+
+def _kernel(graph: Graph, group: list[Node], c: CostResult, batch: int, dtype: DType,
+            rules: FusionRules) -> Kernel:
+    names = {g.name for g in group}
+    flops: dict[OpClass, int] = {}
+    for g in group:
+        nc = c.of(g.name).cost
+        if g.op is OpKind.BATCHNORM and len(group) > 1 and rules.fold_bn:
+            continue  # folded into the conv's weights and bias: no work left at run time
+        cls = op_class(g)
+        work = 2 * nc.macs if nc.macs else nc.elementwise_ops
+        if cls is OpClass.DATA:
+            work = 0
+        flops[cls] = flops.get(cls, 0) + work
+    read = sum(c.of(i).activation_bytes for g in group for i in g.inputs if i not in names)
+    weights = sum(c.of(g.name).weight_bytes for g in group
+                  if not (g.op is OpKind.BATCHNORM and len(group) > 1 and rules.fold_bn))
+    written = c.of(group[-1].name).bytes_written
+    return Kernel(group[0].name, tuple(g.name for g in group), op_class(group[0]),
+                  tuple(sorted(flops.items(), key=lambda kv: kv[0].value)), read + weights + written,
+                  _signature(graph, group, batch, dtype))
+
+
+def kernels(graph: Graph, backend: str = "torch", *, batch: int = 1, dtype: DType | str = DType.FP32,
+            costs: CostResult | None = None) -> tuple[Kernel, ...]:
+    """The kernels ``backend`` launches for ``graph`` (unknown ops excluded: see ``unknown``)."""
+    rules = FUSION[check_backend(backend)]
+    dt = DType.parse(dtype)
+    c = costs if costs is not None else cost(graph, dtype=dt, batch=batch)
+    skip = {n.name for n in graph.nodes if n.op is OpKind.UNKNOWN}
+    if rules.const_fold:
+        const = _constant_nodes(graph)
+        live = _live_nodes(graph, const)
+        skip |= {n.name for n in graph.nodes if n.name not in live}
+    return tuple(_kernel(graph, g, c, batch, dt, rules) for g in _groups(graph, rules, skip))
+
+
+def folded_nodes(graph: Graph, backend: str, ks: Sequence[Kernel]) -> set[str]:
+    """Nodes that launch nothing: views, folded constants, dead code (unknown ops excluded)."""
+    run = {n for k in ks for n in k.nodes}
+    return {n.name for n in graph.nodes
+            if n.name not in run and n.op not in (OpKind.INPUT, OpKind.UNKNOWN)}

@@ -1,0 +1,124 @@
+"""One forward pass of a Graph on a backend, ready to be timed: ``prepare(...) -> Runner``.
+
+* ``torch``: PyTorch eager on the CPU, ``inference_mode``, ``torch.set_num_threads(threads)``.
+* ``cuda``: PyTorch eager on the first GPU; every call ends with ``torch.cuda.synchronize()`` so the
+  time is the GPU's, not the launch queue's.
+* ``onnxruntime``: the network exported to ONNX (TorchScript exporter, opset 17, eval mode) and run
+  by ONNX Runtime's CPU provider with ``ORT_ENABLE_ALL`` graph optimisations,
+  ``intra_op_num_threads = threads`` and one inter-op thread.
+
+The thread count is set for the duration of the ``with`` block and restored afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from convscope.analyses._latency_kernels import check_backend
+from convscope.errors import InputError
+from convscope.ir.graph import Graph
+
+__all__ = ["Runner", "prepare", "torch_dtype", "threads_set", "ort_session", "MEASURABLE"]
+
+MEASURABLE = ("torch", "cuda", "onnxruntime")
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Runner:
+    call: Callable[[], Any]  # one forward pass, synchronised
+    device: str  # what it runs on, in words
+    threads: int
+
+
+def torch_dtype(dtype: str) -> torch.dtype:
+    if dtype not in _DTYPES:
+        raise InputError(f"measuring in {dtype} is not supported: PyTorch runs fp32, fp16 and bf16 "
+                         "(int8 needs a quantised runtime)")
+    return _DTYPES[dtype]
+
+
+def _inputs(graph: Graph, batch: int, dtype: torch.dtype, device: str) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn((batch, *n.out.shape), generator=gen).to(device=device, dtype=dtype) for n in graph.inputs]
+
+
+@contextmanager
+def threads_set(threads: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _torch_runner(graph: Graph, batch: int, dtype: str, threads: int, device: str, label: str) -> Runner:
+    from convscope.backends.to_torch import build_module
+
+    dt = torch_dtype(dtype)
+    module = build_module(graph, dtype=dt).to(device)
+    xs = _inputs(graph, batch, dt, device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def call() -> Any:
+        with torch.inference_mode():
+            out = module(*xs)
+        sync()
+        return out
+
+    return Runner(call, label, threads)
+
+
+def ort_session(module: torch.nn.Module, xs: list[torch.Tensor], threads: int) -> Any:
+    """An ONNX Runtime CPU session for ``module`` exported at the shapes of ``xs``."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise InputError("the onnxruntime backend needs onnxruntime: pip install 'convscope[onnx]'") from None
+    buf = io.BytesIO()
+    names = [f"x{i}" for i in range(len(xs))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, tuple(xs), buf, dynamo=False, input_names=names, opset_version=17)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+
+
+def _ort_runner(graph: Graph, batch: int, dtype: str, threads: int, label: str) -> Runner:
+    from convscope.backends.to_torch import build_module
+
+    if dtype != "fp32":
+        raise InputError(f"the onnxruntime backend measures fp32 only, not {dtype}")
+    module = build_module(graph)
+    xs = _inputs(graph, batch, torch.float32, "cpu")
+    sess = ort_session(module, xs, threads)
+    feed = {f"x{i}": x.numpy() for i, x in enumerate(xs)}
+    return Runner(lambda: sess.run(None, feed), label, threads)
+
+
+def prepare(graph: Graph, *, backend: str, batch: int, dtype: str, threads: int, label: str) -> Runner:
+    """A runner for ``graph``; call it inside :func:`threads_set`."""
+    try:
+        check_backend(backend)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if backend not in MEASURABLE:
+        raise InputError(f"backend '{backend}' cannot run here (it is a model of a device's runtime for the "
+                         f"analytic tier); measure with {', '.join(MEASURABLE)}")
+    if backend == "cuda" and not torch.cuda.is_available():
+        raise InputError("backend 'cuda': no CUDA device is available on this machine")
+    if backend == "onnxruntime":
+        return _ort_runner(graph, batch, dtype, threads, label)
+    return _torch_runner(graph, batch, dtype, threads, "cuda" if backend == "cuda" else "cpu", label)

@@ -1,0 +1,320 @@
+"""``calibrate``: measure each unique kernel once on this machine, and fit the per-network overhead.
+
+The local latency tier (``convscope.analyses.latency``) predicts a network as
+
+    ms = scale · Σ kernel_ms  +  per_node_ms · nodes  +  fixed_ms
+
+where ``kernel_ms`` is the median time of one kernel (see ``_latency_kernels``: one op in PyTorch
+eager, a fused conv+bn(+add)+act in ONNX Runtime) measured alone on a tensor of its real shape, and
+the three coefficients are fitted (relative least squares, non-negative) on a fixed set of whole
+networks measured end to end (``OVERHEAD_SET``; none of them is a zoo network at its own input, so
+the benchmarks that use the zoo stay out of sample).  ``per_node_ms`` is the framework's cost per graph
+node that a kernel timed alone does not see (the interpreter loop, freeing buffers), ``fixed_ms``
+the per-call cost (input copy, output tuple), ``scale`` what timing kernels in isolation misses
+(caches warm in the loop, cold in the network).
+
+Kernels are timed with the runtime's own call (``GraphModule.run`` of a one-kernel graph, or an ONNX
+Runtime session of it) minus the same call on a trivial kernel, ``inner`` calls per sample so that
+a sample lasts at least ``SAMPLE_S``; samples disturbed by other processes are repeated.  Every
+timing is written to the cache as soon as it is taken, so an interrupted run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from convscope.analyses._latency_fit import band_from_ratios, fit_relative, loo_ratios
+from convscope.analyses._latency_kernels import Kernel, kernels
+from convscope.backends import _interference as itf
+from convscope.backends._cache import Calibration, Fingerprint, LatencyStore, LayerTiming, default_threads, \
+    device_fingerprint, open_store
+from convscope.backends._runners import ort_session, prepare, threads_set, torch_dtype
+from convscope.backends.measure import Progress, measure_graph, time_runs
+from convscope.errors import ConvscopeError, InputError
+from convscope.ir import ops as O
+from convscope.ir.graph import Graph, GraphBuilder
+from convscope.ir.ops import OpKind
+
+__all__ = ["CalibrationReport", "KernelRun", "Busy", "calibrate", "kernel_graph", "time_kernel", "measure_kernels", "fit_overhead",
+           "standard_set", "overhead_set"]
+
+SAMPLE_S = 0.002
+KERNEL_LIMIT_S = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationReport:
+    device: str
+    backend: str
+    threads: int
+    dtype: str
+    batch: int
+    kernels: int  # unique kernels of the networks asked for
+    measured: int  # of which measured now
+    cached: int  # of which already in the cache
+    failed: tuple[tuple[str, str], ...]  # (kernel head, why)
+    calibration: Calibration | None
+    refitted: bool
+    interrupted: bool
+    elapsed_s: float
+    cache: str
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "schema_version": 1, "device": self.device, "backend": self.backend, "threads": self.threads,
+            "dtype": self.dtype, "batch": self.batch, "kernels": self.kernels, "measured": self.measured,
+            "cached": self.cached, "failed": [{"layer": n, "why": w} for n, w in self.failed],
+            "calibration": self.calibration.to_dict() if self.calibration else None, "refitted": self.refitted,
+            "interrupted": self.interrupted, "elapsed_s": self.elapsed_s, "cache": self.cache,
+            "warnings": list(self.warnings),
+        }
+
+
+def kernel_graph(graph: Graph, k: Kernel) -> Graph:
+    """The network of one kernel: its external inputs as graph inputs, then its nodes."""
+    b = GraphBuilder(f"kernel:{k.name}")
+    inside = set(k.nodes)
+    ext: dict[str, str] = {}
+    for name in k.nodes:
+        node = graph.node(name)
+        for i in node.inputs:
+            if i not in inside and i not in ext:
+                ext[i] = f"x{len(ext)}"
+                info = graph.node(i).out
+                b.add_input(ext[i], info.shape, layout=info)
+        b.add(name, node.op, node.attrs, [ext.get(i, i) for i in node.inputs])
+    return b.build(outputs=[k.nodes[-1]])
+
+
+def _baseline_graph(backend: str) -> Graph:
+    """The cost of calling a one-kernel graph, to subtract: an identity step for PyTorch (the call
+    and interpreter overhead, not the op's dispatch), a one-element ReLU session for ONNX Runtime
+    (``session.run``'s own overhead, which a whole network pays once)."""
+    b = GraphBuilder("baseline")
+    b.add_input("x0", (1, 1, 1))
+    if backend == "onnxruntime":
+        b.add("relu", OpKind.ACT, O.ActAttrs("relu"), ["x0"])
+    else:
+        b.add("same", OpKind.IDENTITY, O.NoAttrs(), ["x0"])
+    return b.build()
+
+
+def _call_for(g: Graph, backend: str, batch: int, dtype: str, threads: int) -> Callable[[], object]:
+    if backend == "onnxruntime":
+        from convscope.backends.to_torch import build_module
+
+        module = build_module(g)
+        xs = [torch.randn((batch, *n.out.shape)) for n in g.inputs]
+        sess = ort_session(module, xs, threads)
+        feed = {f"x{i}": x.numpy() for i, x in enumerate(xs)}
+        return lambda: sess.run(None, feed)
+    return prepare(g, backend=backend, batch=batch, dtype=dtype, threads=threads, label="").call
+
+
+class Busy(Exception):
+    """Too few undisturbed samples: other processes kept taking CPU time."""
+
+
+def time_kernel(g: Graph, *, backend: str, batch: int, dtype: str, threads: int,
+                limit_s: float = KERNEL_LIMIT_S) -> LayerTiming:
+    """Median time of one call of the kernel graph ``g`` (call overhead not subtracted).  Raises
+    :class:`Busy` rather than return a figure made of disturbed samples."""
+    call = _call_for(g, backend, batch, dtype, threads)
+    call()  # first call: lazy initialisation, not timed
+    t0 = time.perf_counter()
+    call()
+    once = max(time.perf_counter() - t0, 1e-7)
+    if once < SAMPLE_S / 10:  # a fast kernel: a better estimate over several calls
+        t0 = time.perf_counter()
+        for _ in range(10):
+            call()
+        once = max((time.perf_counter() - t0) / 10, 1e-7)
+    inner = max(1, min(10000, int(SAMPLE_S / once)))
+    t = time_runs(call, inner=inner, min_runs=5, time_limit_s=max(limit_s, 4 * once),
+                  oversubscribed=threads > itf._NCPU)
+    if t.interrupted:
+        raise KeyboardInterrupt
+    if t.mixed or not t.clean:
+        raise Busy(f"{len(t.disturbed)} of {len(t.disturbed) + len(t.clean)} samples disturbed")
+    med, p10, p90 = t.quantiles()
+    return LayerTiming(med, p10, p90, len(t.used))
+
+
+def _baseline(backend: str, dtype: str, threads: int) -> float:
+    return time_kernel(_baseline_graph(backend), backend=backend, batch=1, dtype=dtype, threads=threads, limit_s=0.3).ms
+
+
+@dataclass(frozen=True, slots=True)
+class KernelRun:
+    measured: int
+    failed: tuple[tuple[str, str], ...]  # (kernel head, why)
+    interrupted: bool
+
+
+def measure_kernels(items: Sequence[tuple[Graph, Kernel]], *, backend: str, batch: int, dtype: str,
+                    threads: int, store: LatencyStore, fp: Fingerprint, progress: Progress | None = None,
+                    retries: int = 3) -> KernelRun:
+    """Time each (graph, kernel) and store it at once.  Kernels the machine was too busy to time
+    are retried after waiting for quiet (``retries`` rounds).  Ctrl-C stops after the last stored
+    kernel."""
+    failed: dict[str, tuple[str, str]] = {}
+    todo, done, base = list(items), 0, None
+    try:
+        for attempt in range(retries + 1):
+            if attempt and todo:
+                itf.wait_quiet(threads=threads, timeout_s=60.0)
+            busy = []
+            for i, (g, k) in enumerate(todo):
+                if progress:
+                    progress(done + len(failed), len(items), f"{g.name}: {k.name}")
+                if base is None:
+                    base = _baseline(backend, dtype, threads)
+                try:
+                    t = time_kernel(kernel_graph(g, k), backend=backend, batch=batch, dtype=dtype, threads=threads)
+                except Busy:
+                    busy.append((g, k))
+                    continue
+                except ConvscopeError as exc:
+                    failed[k.signature] = (k.name, str(exc))
+                    continue
+                store.put_layer(fp, backend, threads, dtype, k.signature,
+                                LayerTiming(max(t.ms - base, 0.0), max(t.p10_ms - base, 0.0),
+                                            max(t.p90_ms - base, 0.0), t.runs))
+                done += 1
+            todo = busy
+            if not todo:
+                break
+            base = None  # measure the baseline again once quiet
+    except KeyboardInterrupt:
+        return KernelRun(done, tuple(failed.values()), True)
+    for g, k in todo:
+        failed[k.signature] = (k.name, "the machine stayed busy: other processes kept taking CPU time")
+    if progress:
+        progress(len(items), len(items), "done")
+    return KernelRun(done, tuple(failed.values()), False)
+
+
+def standard_set() -> list[Graph]:
+    """The zoo at its own inputs, plus the generated families' defaults at other resolutions."""
+    from convscope.zoo import load_zoo, zoo_entries
+
+    graphs = [load_zoo(e.name) for e in zoo_entries()]
+    graphs += [load_zoo("mobilenetv2", input_shape=(3, r, r)) for r in (96, 128, 160)]
+    graphs += [load_zoo("resnet18-imagenet", input_shape=(3, r, r)) for r in (64, 112)]
+    return graphs
+
+
+def overhead_set() -> list[Graph]:
+    """Whole networks for the per-network fit: many small ops to few big ones, none of them a zoo
+    network at its own input."""
+    from convscope.zoo import load_zoo
+
+    arch = "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"
+    return [
+        load_zoo(f"nasbench201:{arch}"),
+        load_zoo("nasbench201:|avg_pool_3x3~0|+|skip_connect~0|none~1|+|none~0|none~1|skip_connect~2|"),
+        load_zoo("fbnet:0-8-1-8-4-8-2-8-7-4-1-4-7-3-2-7-3-2-4-2-4-5"),
+        load_zoo("resnet18-cifar", input_shape=(3, 48, 48)),
+        load_zoo("resnet50-imagenet", input_shape=(3, 96, 96)),
+        load_zoo("vgg11-cifar", input_shape=(3, 64, 64)),
+        load_zoo("mobilenetv2", input_shape=(3, 112, 112)),
+        load_zoo("allconv", input_shape=(3, 64, 64)),
+        load_zoo("vgg13-imagenet", input_shape=(3, 96, 96)),
+        load_zoo("resnext50-32x4d", input_shape=(3, 64, 64)),
+    ]
+
+
+def _missing(graphs: Sequence[Graph], backend: str, batch: int, dtype: str, threads: int, store: LatencyStore,
+             fp: Fingerprint, force: bool) -> tuple[list[tuple[Graph, Kernel]], int]:
+    seen: dict[str, tuple[Graph, Kernel]] = {}
+    for g in graphs:
+        for k in kernels(g, backend, batch=batch, dtype=dtype):
+            seen.setdefault(k.signature, (g, k))
+    have = {} if force else store.layers(fp, backend, threads, dtype, seen)
+    return [v for s, v in seen.items() if s not in have], len(seen)
+
+
+def fit_overhead(*, backend: str, threads: int, dtype: str, store: LatencyStore, fp: Fingerprint,
+                 progress: Progress | None = None, graphs: Sequence[Graph] | None = None,
+                 time_limit_s: float = 4.0) -> Calibration:
+    """Measure the overhead networks (default :func:`overhead_set`) end to end and fit scale,
+    per-node and fixed overhead."""
+    nets = list(graphs) if graphs is not None else overhead_set()
+    todo, _ = _missing(nets, backend, 1, dtype, threads, store, fp, False)
+    run = measure_kernels(todo, backend=backend, batch=1, dtype=dtype, threads=threads, store=store, fp=fp,
+                          progress=progress)
+    if run.interrupted:
+        raise KeyboardInterrupt
+    rows, ys, names = [], [], []
+    for i, g in enumerate(nets):
+        if progress:
+            progress(i, len(nets), f"measuring {g.name} end to end")
+        m = measure_graph(g, backend=backend, threads=threads, dtype=dtype, time_limit_s=time_limit_s)
+        for _ in range(3):
+            if not m.interference or m.interrupted:
+                break
+            itf.wait_quiet(threads=threads, timeout_s=60.0)
+            m = measure_graph(g, backend=backend, threads=threads, dtype=dtype, time_limit_s=time_limit_s)
+        if m.interrupted:
+            raise KeyboardInterrupt
+        if m.interference:
+            raise InputError(f"calibrate: {g.name} could not be timed without interference: other processes "
+                             "kept the CPUs busy; run calibrate again when the machine is quieter")
+        ks = kernels(g, backend, dtype=dtype)
+        t = store.layers(fp, backend, threads, dtype, [k.signature for k in ks])
+        if len(t) < len({k.signature for k in ks}):
+            raise InputError(f"calibrate: some layers of {g.name} could not be timed ({run.failed[:1]}); "
+                             "run calibrate again when the machine is quieter")
+        rows.append([sum(t[k.signature].ms for k in ks), _steps(g), 1.0])
+        ys.append(m.median_ms)
+        names.append(g.name)
+    x, y = np.asarray(rows), np.asarray(ys)
+    f = fit_relative(x, y, prior=(1.0, 0.0, 0.0))
+    band = band_from_ratios(loo_ratios(x, y, (1.0, 0.0, 0.0)))
+    cal = Calibration(f.coef[0], f.coef[1], f.coef[2], band,
+                      tuple((n, float(m), f.predict(r)) for n, m, r in zip(names, ys, rows)), fp.label())
+    store.put_calibration(fp, backend, threads, dtype, cal)
+    return cal
+
+
+def _steps(g: Graph) -> int:
+    """Nodes the runtime steps through (everything but the inputs)."""
+    return sum(1 for n in g.nodes if n.op is not OpKind.INPUT)
+
+
+def calibrate(models: Sequence[Graph] | None = None, *, backend: str = "torch", threads: int | None = None,
+              dtype: str = "fp32", batch: int = 1, store: LatencyStore | None = None, refit: bool = False,
+              force: bool = False, progress: Progress | None = None) -> CalibrationReport:
+    """Measure the unique kernels of ``models`` (default: :func:`standard_set`) that the cache lacks,
+    and fit the per-network overhead if this machine has none yet (or ``refit``)."""
+    if batch < 1:
+        raise InputError(f"batch must be a positive integer, got {batch}")
+    n = threads or default_threads()
+    st = store or open_store()
+    fp = device_fingerprint(backend)
+    st.put_device(fp)
+    t0 = time.perf_counter()
+    graphs = list(models) if models is not None else standard_set()
+    todo, total = _missing(graphs, backend, batch, dtype, n, st, fp, force)
+    cal, refitted = st.calibration(fp, backend, n, dtype), False
+    if backend != "onnxruntime":
+        torch_dtype(dtype)  # an unsupported dtype fails here, before anything is measured
+    with threads_set(n):
+        run = measure_kernels(todo, backend=backend, batch=batch, dtype=dtype, threads=n, store=st, fp=fp,
+                              progress=progress)
+        interrupted = run.interrupted
+        if not interrupted and (cal is None or refit):
+            try:
+                cal, refitted = fit_overhead(backend=backend, threads=n, dtype=dtype, store=st, fp=fp,
+                                             progress=progress), True
+            except KeyboardInterrupt:
+                interrupted = True
+    return CalibrationReport(fp.label(), backend, n, dtype, batch, total, run.measured, total - len(todo),
+                             run.failed, cal, refitted, interrupted, time.perf_counter() - t0, str(st.path),
+                             tuple(st.warnings))

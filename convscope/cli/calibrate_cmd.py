@@ -1,0 +1,152 @@
+"""`convscope calibrate [MODEL...]`: time every unique layer configuration on this machine (cached)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from convscope.cli._common import add_json_arg, console, json_to_stdout, shape_arg, write_json
+from convscope.errors import InputError
+
+HELP = "time each unique layer configuration on this machine, for the local latency tier"
+DESCRIPTION = """\
+Measure each unique layer configuration (op, attributes, input shape, batch, dtype) once with the
+chosen backend and cache it (SQLite, under ~/.cache/convscope or $CONVSCOPE_CACHE), keyed by this
+machine's fingerprint, the backend, the thread count and the dtype.  Then fit the per-network
+overhead (framework dispatch per node, per call) on a fixed set of networks measured end to end.
+Afterwards `convscope analyze` shows predicted milliseconds per layer and in total.
+
+Without MODEL: the zoo and a few variants (about two minutes on a quiet 2-core machine).  With
+MODEL...: the layers of those networks.  Runs disturbed by other processes are repeated; Ctrl-C
+keeps what was measured.
+"""
+EPILOG = """\
+examples:
+  convscope calibrate
+  convscope calibrate my_net.yaml zoo:mobilenetv2 --threads 1
+  convscope calibrate --backend onnxruntime
+  convscope calibrate --list
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("calibrate", help=HELP, description=DESCRIPTION, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="*", metavar="MODEL", help="networks whose layers to measure (default: the zoo)")
+    add_runtime_args(p)
+    p.add_argument("--input", metavar="C,H,W", help="input shape for the MODELs")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
+    p.add_argument("--refit", action="store_true", help="fit the per-network overhead again")
+    p.add_argument("--force", action="store_true", help="measure layers again even if cached")
+    p.add_argument("--list", action="store_true", help="list the calibrations in the cache and exit")
+    add_json_arg(p)
+    p.set_defaults(handler=run)
+
+
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "cuda"),
+                   help="runtime to time (default torch: PyTorch eager on the CPU)")
+    p.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: physical cores)")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="element type (default fp32)")
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Callable[[float, float, str], None] | None]:
+    """A rich progress bar on stderr, shown from the first update on; yields the
+    ``progress(done, total, what)`` callback."""
+    if not enabled:
+        yield None
+        return
+    cols = (TextColumn("{task.description}", style="cyan"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    bar = Progress(*cols, console=console(stderr=True), transient=True)
+    task = bar.add_task("starting", total=None)
+
+    def update(done: float, total: float, what: str) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=done, total=total or None, description=what[:60])
+
+    try:
+        yield update
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+
+
+def _graphs(args: argparse.Namespace) -> list | None:  # type: ignore[type-arg]
+    if not args.models:
+        return None
+    from convscope.api import load_graph
+
+    shape = shape_arg(args.input) if args.input else None
+    return [load_graph(m, input=shape) for m in args.models]
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        return _list(args)
+    if args.threads is not None and args.threads < 1 or args.batch < 1:
+        raise InputError(f"--threads and --batch must be positive integers, got {args.threads} and {args.batch}")
+    from convscope.backends.calibrate import calibrate
+
+    graphs = _graphs(args)
+    with warnings.catch_warnings(record=True), progress_bar() as prog:
+        report = calibrate(graphs, backend=args.backend, threads=args.threads, dtype=args.dtype, batch=args.batch,
+                           refit=args.refit, force=args.force, progress=prog)
+    if args.json:
+        write_json(report.to_dict(), args.json)
+    if not json_to_stdout(args):
+        _render(report, console(args))
+    return 130 if report.interrupted else 0
+
+
+def _render(r, con) -> None:  # type: ignore[no-untyped-def]
+    for w in r.warnings:
+        con.print(f"[yellow]warning:[/yellow] {w}")
+    state = "[red]interrupted[/red]" if r.interrupted else "calibrated"
+    con.print(f"[bold]{state}[/bold] {r.device} · {r.backend} · {r.threads} threads · {r.dtype} · batch {r.batch}")
+    con.print(f"  {r.kernels} unique layer configurations: {r.measured} measured now, {r.cached} already cached "
+              f"({r.elapsed_s:.1f} s)" + (" — the measured ones are kept" if r.interrupted else ""))
+    for name, why in r.failed[:10]:
+        con.print(f"  [yellow]not measured[/yellow] {name}: {why}")
+    cal = r.calibration
+    if cal is not None:
+        verb = "fitted now" if r.refitted else "from an earlier run"
+        con.print(f"  per-network overhead ({verb}, {len(cal.networks)} networks): ×{cal.scale:.3f} on the layers, "
+                  f"{1e3 * cal.per_node_ms:.1f} µs per node, {cal.fixed_ms:.3f} ms per call; "
+                  f"band ×{cal.band[0]:.2f}–×{cal.band[1]:.2f}")
+        if r.refitted:
+            t = Table(header_style="bold", title_justify="left")
+            for c in ("network", "measured", "predicted", "error"):
+                t.add_column(c, justify="left" if c == "network" else "right")
+            for name, m, p in cal.networks:
+                t.add_row(name[:60], f"{m:.2f} ms", f"{p:.2f} ms", f"{100 * (p - m) / m:+.1f}%")
+            con.print(t)
+    con.print(f"  cache: {r.cache}")
+
+
+def _list(args: argparse.Namespace) -> int:
+    from convscope.backends._cache import open_store
+
+    with warnings.catch_warnings(record=True):
+        store = open_store()
+    rows = store.calibrations()
+    if args.json:
+        write_json({"schema_version": 1, "cache": str(store.path), "calibrations": [
+            {"device": d, "backend": b, "threads": t, "dtype": dt, "created": c} for d, b, t, dt, c in rows]},
+            args.json)
+        return 0
+    con = console(args)
+    t = Table(title=f"calibrations in {store.path}", title_justify="left", header_style="bold")
+    for c in ("device", "backend", "threads", "dtype", "created"):
+        t.add_column(c)
+    for d, b, th, dt, c in rows:
+        t.add_row(d, b, str(th), dt, time.strftime("%Y-%m-%d %H:%M", time.localtime(c)))
+    con.print(t if rows else f"no calibrations in {store.path}: run `convscope calibrate`")
+    return 0

@@ -1,0 +1,114 @@
+"""`convscope measure MODEL|PLAN`: real latency on this machine — median, spread, runs, threads."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from convscope.cli._common import add_json_arg, console, json_to_stdout, shape_arg, write_json
+from convscope.cli.calibrate_cmd import add_runtime_args, progress_bar
+from convscope.errors import InputError
+from convscope.units import fmt_ms
+
+HELP = "measure real latency: median and spread over repeated runs, with the thread count"
+DESCRIPTION = """\
+Build the network with random weights and time it on this machine: warm-up, a fixed thread count,
+inference_mode (and GPU synchronisation), repeated runs until the median is stable or the time
+limit is reached.  Runs during which other processes took CPU time from the measurement are set
+aside and repeated; if the machine stays busy the result says so.  Ctrl-C keeps the runs so far.
+
+With a deployment PLAN (FORMATS.md §2) every network of every candidate is measured where the plan
+puts it, and each candidate's measured cost per frame is shown.
+"""
+EPILOG = """\
+examples:
+  convscope measure zoo:mobilenetv2 --batch 1 --json -
+  convscope measure my_net.yaml --threads 1 --time-limit 30
+  convscope measure plan.yaml
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("measure", help=HELP, description=DESCRIPTION, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL|PLAN", help="spec .yaml, zoo:NAME, .onnx, module:factory, or a plan .yaml")
+    add_runtime_args(p)
+    p.add_argument("--input", metavar="C,H,W", help="input shape (required for PyTorch factories)")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
+    p.add_argument("--time-limit", type=float, default=10.0, metavar="S", help="seconds per network (default 10)")
+    p.add_argument("--min-runs", type=int, default=10, metavar="N", help="runs before stopping early (default 10)")
+    add_json_arg(p)
+    p.set_defaults(handler=run)
+
+
+def _is_plan(ref: str) -> bool:
+    p = Path(ref)
+    if p.suffix.lower() not in (".yaml", ".yml") or not p.is_file():
+        return False
+    import yaml
+
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and "candidates" in data
+
+
+def run(args: argparse.Namespace) -> int:
+    if (args.threads is not None and args.threads < 1) or args.batch < 1 or args.min_runs < 1 or args.time_limit <= 0:
+        raise InputError("--threads, --batch, --min-runs and --time-limit must be positive")
+    kw = dict(backend=args.backend, batch=args.batch, threads=args.threads, dtype=args.dtype,
+              time_limit_s=args.time_limit, min_runs=args.min_runs)
+    if _is_plan(args.model):
+        return _plan(args, kw)
+    from convscope.api import load_graph
+    from convscope.backends.measure import measure_graph
+
+    graph = load_graph(args.model, input=shape_arg(args.input) if args.input else None)
+    with progress_bar() as prog:
+        m = measure_graph(graph, progress=prog, model=args.model, **kw)  # type: ignore[arg-type]
+    if args.json:
+        write_json(m.to_dict(), args.json)
+    if not json_to_stdout(args):
+        _render(m, console(args))
+    return 130 if m.interrupted else 0
+
+
+def _render(m, con) -> None:  # type: ignore[no-untyped-def]
+    con.print(f"[bold]{m.model}[/bold] · input {'×'.join(map(str, m.input))} · batch {m.batch} · {m.dtype} · "
+              f"{m.backend} · {m.threads} threads · {m.device}")
+    spread = f"p10 {fmt_ms(m.p10_ms)} – p90 {fmt_ms(m.p90_ms)}"
+    extra = f"; {m.disturbed_runs} disturbed runs set aside" if m.disturbed_runs and not m.interference else ""
+    con.print(f"  median [bold]{fmt_ms(m.median_ms)}[/bold] ({spread}) over {m.runs} runs{extra}")
+    for n in m.notes:
+        con.print(f"  [yellow]note:[/yellow] {n}")
+
+
+def _plan(args: argparse.Namespace, kw: dict) -> int:  # type: ignore[type-arg]
+    from convscope.backends.measure import measure_plan
+
+    if args.input:
+        raise InputError("--input does not apply to a plan: the plan states its input")
+    with progress_bar() as prog:
+        pm = measure_plan(args.model, progress=(lambda s: prog(0, 0, s)) if prog else None, **kw)
+    if args.json:
+        write_json(pm.to_dict(), args.json)
+    if json_to_stdout(args):
+        return 0
+    con = console(args)
+    t = Table(title=f"{pm.plan} — measured, input {'×'.join(map(str, pm.input))}", title_justify="left",
+              header_style="bold")
+    for c in ("candidate", "network", "median", "p10 – p90", "runs", "threads"):
+        t.add_column(c, justify="right" if c in ("median", "runs", "threads") else "left")
+    for cand, role, ref, m in pm.networks:
+        t.add_row(cand, f"{role}: {ref}", fmt_ms(m.median_ms), f"{fmt_ms(m.p10_ms)} – {fmt_ms(m.p90_ms)}",
+                  str(m.runs), str(m.threads))
+    con.print(t)
+    for name, kind, ms, lo, hi in pm.candidates:
+        con.print(f"  {name} ({kind}): {fmt_ms(ms)} per frame (p10 {fmt_ms(lo)} – p90 {fmt_ms(hi)})")
+    notes = {n for _, _, _, m in pm.networks for n in m.notes}
+    for n in sorted(notes):
+        con.print(f"  [yellow]note:[/yellow] {n}")
+    return 0
