@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,6 +66,7 @@ class ProbeConfig:
     probe_samples: int = 5000  # training images for the probes (and at most as many held-out ones)
     probe_dims: int = DEFAULT_PROBE_DIMS
     delta: float = DEFAULT_DELTA
+    threads: int | None = None  # CPU threads for torch while probing (None: torch's default)
 
     def check(self) -> None:
         if self.epochs < 0 or self.batch_size < 2 or self.probe_samples < 10 or self.probe_dims < 1:
@@ -73,6 +74,8 @@ class ProbeConfig:
                              f"{self.batch_size} (>= 2), probe samples {self.probe_samples} (>= 10)")
         if self.optimizer not in ("adam", "sgd"):
             raise InputError(f"--optimizer must be adam or sgd, got '{self.optimizer}'")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads must be a positive integer, got {self.threads}")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"--lr must be a positive number, got {self.lr}")
 
@@ -268,8 +271,9 @@ def _collect(module: GraphModule, ds: DataSet, split: Split, idx: torch.Tensor, 
 
 
 def _measure_group(module: GraphModule, ds: DataSet, rows: Sequence[LayerRow], res: tuple[int, int],
-                   cfg: ProbeConfig, device: torch.device, idx_tr: torch.Tensor, idx_te: torch.Tensor,
-                   progress: Progress) -> list[LayerProbe]:
+                   cfg: ProbeConfig, device: torch.device, idx_tr: torch.Tensor, idx_te: torch.Tensor
+                   ) -> Iterator[LayerProbe]:
+    """One pass over the probe samples for the whole group, then each layer's numbers in turn."""
     width = {r.name: (r.out_shape[0] if len(r.out_shape) == 3 else math.prod(r.out_shape)) for r in rows}
     covs = {r.name: OnlineCovariance(width[r.name], device) for r in rows}
     proj = {r.name: projection_for(pooled_dims(r.out_shape, cfg.probe_dims), cfg.probe_dims, cfg.seed + i, device)
@@ -277,7 +281,6 @@ def _measure_group(module: GraphModule, ds: DataSet, rows: Sequence[LayerRow], r
     ftr = _collect(module, ds, ds.train, idx_tr, rows, cfg, device, None, proj)
     fte = _collect(module, ds, ds.test, idx_te, rows, cfg, device, covs, proj)
     ytr, yte = ds.train.labels[idx_tr].to(device), ds.test.labels[idx_te].to(device)
-    out = []
     for r in rows:
         rf, ratio = _rf(r, res)
         base = LayerProbe(r.name, r.op, rf, ratio, r.unproductive, width[r.name], None, None, None, None,
@@ -285,11 +288,10 @@ def _measure_group(module: GraphModule, ds: DataSet, rows: Sequence[LayerRow], r
         try:
             sat, k = saturation_from_covariance(covs[r.name].covariance())
             acc, acc_tr = fit_linear_probe(ftr[r.name], ytr, fte[r.name], yte, len(ds.info.classes))
-            out.append(replace(base, saturation=sat, eigendirections=k, probe_accuracy=acc, probe_train_accuracy=acc_tr))
+            yield replace(base, saturation=sat, eigendirections=k, probe_accuracy=acc, probe_train_accuracy=acc_tr)
         except (RuntimeError, ArithmeticError) as exc:  # e.g. out of memory on one wide layer
-            out.append(replace(base, error=f"{type(exc).__name__}: {exc}"))
-        progress.advance()
-    return out
+            yield replace(base, error=f"{type(exc).__name__}: {exc}")
+        del ftr[r.name], fte[r.name]
 
 
 def _measure(module: GraphModule, ds: DataSet, analysis: Analysis, cfg: ProbeConfig, device: torch.device,
@@ -301,15 +303,17 @@ def _measure(module: GraphModule, ds: DataSet, analysis: Analysis, cfg: ProbeCon
     done = run.load_layers(probe_key) if run is not None else {}
     todo = [r for r in rows if r.name not in done]
     progress.start("measure layers", len(rows))
-    progress.advance(len(rows) - len(todo))
-    for group in _groups(todo, cfg, len(idx_tr) + len(idx_te)):
-        try:
-            for m in _measure_group(module, ds, group, analysis.resolution, cfg, device, idx_tr, idx_te, progress):
+    if len(todo) < len(rows):
+        progress.advance(len(rows) - len(todo))  # measured by an earlier, interrupted run
+    try:
+        for group in _groups(todo, cfg, len(idx_tr) + len(idx_te)):
+            for m in _measure_group(module, ds, group, analysis.resolution, cfg, device, idx_tr, idx_te):
                 done[m.name] = m
-        except KeyboardInterrupt:
-            raise ProbeInterrupted(partial(history, [done[r.name] for r in rows if r.name in done])) from None
-        if run is not None:
-            run.save_layers(probe_key, [done[r.name] for r in rows if r.name in done])
+                if run is not None:
+                    run.save_layers(probe_key, [done[r.name] for r in rows if r.name in done])
+                progress.advance()
+    except KeyboardInterrupt:
+        raise ProbeInterrupted(partial(history, [done[r.name] for r in rows if r.name in done])) from None
     return [done[r.name] for r in rows], len(idx_te)
 
 
@@ -338,7 +342,18 @@ def probe(
     ``checkpoint``: a directory, None for the default run directory, or False for none.
     """
     config.check()
-    progress = progress or _Silent()
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _probe(model, data, input, config, checkpoint, fresh, progress or _Silent())
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _probe(model: Any, data: str | Path | DataSet, input: Sequence[int] | None, config: ProbeConfig,
+           checkpoint: str | Path | bool | None, fresh: bool, progress: Progress) -> ProbeResult:
+    device = _device(config.device)
     graph = load_graph(model, input=input)
     if len(graph.inputs) != 1 or len(graph.input_shape) != 3:
         raise InputError(f"{graph.name}: probe needs one image input (C, H, W), the network takes "
@@ -348,7 +363,6 @@ def probe(
     analysis = analyze_graph(graph)
     if not analysis.weighted_layers():
         raise NothingUsable(f"{graph.name}: no convolution or linear layer to measure")
-    device = _device(config.device)
     train_key = run_key({"graph": graph.to_dict(), "data": ds.fingerprint, "seed": config.seed,
                          "epochs": config.epochs, "training": config.training_dict()})
     probe_key = run_key({"train": train_key, "samples": config.probe_samples, "dims": config.probe_dims})

@@ -9,7 +9,9 @@ the data set's fingerprint, the seed and the training settings.  The directory h
 * ``layers-<probe key>.json`` — the measured layers so far (probe settings are part of that key).
 
 Every file is written to a temporary name and renamed, so a crash never leaves half a checkpoint.
-The default directory is ``$CONVSCOPE_CACHE_DIR/probe/<key>`` (``~/.cache/convscope`` when unset).
+The default directory is ``<cache>/probe/<key>``, where ``<cache>`` is ``$CONVSCOPE_CACHE`` (the
+directory of the latency cache too; if it names a ``.sqlite``/``.db`` file, that file's directory),
+else ``$XDG_CACHE_HOME/convscope`` (``~/.cache/convscope``).
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ _FILES = ("run.json", "model.pt")
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("CONVSCOPE_CACHE_DIR")
+    env = os.environ.get("CONVSCOPE_CACHE")
     if env:
-        return Path(env).expanduser()
+        p = Path(env).expanduser()
+        return p.parent if p.suffix in (".sqlite", ".db") else p
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "convscope"
 

@@ -49,10 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--lr", type=float, metavar="X", help="learning rate (default 1e-3 for adam, 0.05 for sgd)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for weights, shuffles and splits (default 0)")
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="default: cuda when available")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--probe-samples", type=int, default=5000, metavar="N",
                    help="training images the probes learn from, and at most as many held-out ones (default 5000)")
     p.add_argument("--checkpoint", metavar="DIR", help="checkpoint directory (default: a run directory under "
-                                                       "$CONVSCOPE_CACHE_DIR or ~/.cache/convscope)")
+                                                       "$CONVSCOPE_CACHE or ~/.cache/convscope)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--no-checkpoint", action="store_true", help="write no checkpoints")
     add_json_arg(p)
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from convscope.backends.probe import ProbeConfig, ProbeInterrupted, probe
 
     cfg = ProbeConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                      seed=args.seed, device=args.device, probe_samples=args.probe_samples)
+                      seed=args.seed, device=args.device, probe_samples=args.probe_samples, threads=args.threads)
     shape = shape_arg(args.input) if args.input else None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())

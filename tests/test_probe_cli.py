@@ -1,0 +1,136 @@
+"""`convscope probe` as a user runs it: JSON, HTML, the table, errors, Ctrl-C."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from rich.console import Console
+
+from convscope.cli import main
+from convscope.probe.results import DataInfo, EpochRecord, LayerProbe, ProbeResult, Verdict
+from convscope.reports.probe_html import probe_section
+from convscope.reports.probe_terminal import render_probe
+from test_probe_run import TINY
+
+FAST = ["--epochs", "2", "--batch-size", "32", "--lr", "3e-3", "--threads", "1"]
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Path:
+    p = tmp_path / "tiny.yaml"
+    p.write_text(yaml.safe_dump(TINY, sort_keys=False))
+    return p
+
+
+def test_json_to_stdout_and_html(net: Path, tmp_path: Path, capsys: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("CONVSCOPE_CACHE", str(tmp_path / "cache"))
+    html = tmp_path / "probe.html"
+    argv = ["probe", str(net), "--data", "synthetic:scales:n=200,test=100", *FAST, "--json", "-", "--html", str(html)]
+    assert main(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["schema_version"] == 1 and d["model"] == "tiny-border" and d["input"] == [1, 16, 16]
+    assert d["data"]["ref"] == "synthetic:scales:d=4,n=200,test=100,noise=0.2,seed=0" and d["data"]["classes"] == [
+        "horizontal", "vertical", "diagonal"]
+    assert d["epochs"] == 2 and d["seed"] == 0 and d["border_layer"] == "c3" and d["complete"] is True
+    assert 0 <= d["train_accuracy"] <= 1 and 0 <= d["test_accuracy"] <= 1
+    assert [x["name"] for x in d["layers"]] == ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "head"]
+    for x in d["layers"]:
+        assert {"name", "rf_min", "unproductive", "saturation", "probe_accuracy"} <= set(x)
+    assert d["layers"][0]["rf_min"] == [3, 3] and d["layers"][-1]["rf_min"] is None
+    assert d["verdict"]["status"] in ("agrees", "partly", "disagrees", "inconclusive", "no_prediction")
+    # the default checkpoint lives under $CONVSCOPE_CACHE
+    assert Path(d["checkpoint"]).parent == tmp_path / "cache" / "probe" and (Path(d["checkpoint"]) / "model.pt").is_file()
+    text = html.read_text()
+    assert 'data-plot="probe-signals"' in text and 'data-plot="probe-rf"' in text and 'data-plot="probe-history"' in text
+    assert "predicted border: c3" in text and "verdict:" in text
+    # a rerun resumes from the checkpoint and gives the same numbers
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["layers"] == d["layers"] and any("resumed" in n for n in again["notes"])
+
+
+def test_table(net: Path, capsys: Any) -> None:
+    assert main(["probe", str(net), "--data", "synthetic:scales:n=100,test=60", *FAST, "--no-checkpoint",
+                 "--width", "150"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "synthetic:scales:d=4" in out  # printed as given (no :emoji: substitution)
+    assert "◀ border" in out and "unproductive" in out and "verdict" in out and "(chance 0.333)" in out
+
+
+@pytest.mark.parametrize("data,msg", [
+    ("/nonexistent/cameras", "--data /nonexistent/cameras: no such directory"),
+    ("synthetic:blobs", "unknown synthetic data set 'blobs'"),
+])
+def test_bad_data_is_exit_2_with_the_path(net: Path, data: str, msg: str, capsys: Any) -> None:
+    assert main(["probe", str(net), "--data", data, "--no-checkpoint"]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err
+
+
+def test_bad_settings_are_exit_2(net: Path, capsys: Any) -> None:
+    assert main(["probe", str(net), "--data", "synthetic:scales", "--lr", "-1"]) == 2
+    assert "--lr must be a positive number, got -1.0" in capsys.readouterr().err
+    assert main(["probe", str(net), "--data", "synthetic:scales", "--device", "tpu", "--no-checkpoint"]) == 2
+    assert "--device must be auto, cpu or cuda[:N], got 'tpu'" in capsys.readouterr().err
+    if not __import__("torch").cuda.is_available():
+        assert main(["probe", str(net), "--data", "synthetic:scales", "--device", "cuda", "--no-checkpoint"]) == 2
+        assert "no CUDA device is available here" in capsys.readouterr().err
+    assert main(["probe", str(net)]) == 2  # --data is required
+    assert "--data" in capsys.readouterr().err
+
+
+def _result(complete: bool = True) -> ProbeResult:
+    rows = (
+        LayerProbe("c0", "conv", (3, 3), 0.19, False, 8, 0.875, 7, 0.34, 0.45, 128, 1000),
+        LayerProbe("c3", "conv", (22, 22), 1.38, False, 16, 0.9375, 15, 0.997, 1.0, 256, 1000),
+        LayerProbe("c4", "conv", (30, 30), 1.88, True, 16, 0.75, 12, 0.995, 1.0, 256, 1000),
+        LayerProbe("head", "linear", None, None, False, 3, 0.667, 2, 0.99, 1.0, 3, 100),
+    )
+    return ProbeResult("tiny", (1, 16, 16), DataInfo("synthetic:scales:d=4", "synthetic", ("h", "v", "d"), 600, 600, 5),
+                       5, 0, "cpu", {"optimizer": "adam", "lr": 0.003, "batch_size": 32},
+                       (EpochRecord(1, 0.7, 0.7, 0.9, 0.2),), 0.99, 0.98 if complete else None, "c3", rows,
+                       Verdict("agrees", ("probe reason", "saturation reason"), 0.0, 0.02, 0.9, 0.75, "c3"),
+                       complete, "/tmp/ck", ("a note",))
+
+
+def test_render_reads_the_result() -> None:
+    buf = io.StringIO()
+    render_probe(_result(), Console(width=140, file=buf, color_system=None))
+    out = buf.getvalue()
+    lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
+    assert "◀ border" in lines["c3"] and "unproductive" in lines["c4"] and "head" in lines["head"]
+    assert "0.997" in lines["c3"] and "████" in lines["c3"] and "1.38" in lines["c3"]
+    assert re.search(r"│\s+∞\s+│", lines["head"])
+    assert "verdict agrees — predicted border c3; probes stop improving at c3" in out
+    assert "note: a note" in out and "partial result" not in out
+    buf = io.StringIO()
+    render_probe(_result(complete=False), Console(width=140, file=buf, color_system=None))
+    assert "partial result: 1/5 epoch(s) trained, 4 layer(s) measured; rerun the same command to resume" in \
+        " ".join(buf.getvalue().split())
+
+
+def test_html_section_escapes_and_marks() -> None:
+    r = _result().with_updates(model="<net>")
+    html = probe_section(r)
+    assert "&lt;net&gt;" in html and "<net>" not in html
+    assert '<tr class="border">' in html and '<tr class="unproductive">' in html
+
+
+def test_ctrl_c_writes_the_partial_result(net: Path, tmp_path: Path, capsys: Any, monkeypatch: Any) -> None:
+    from convscope.backends import probe as probe_mod
+
+    def interrupted(*a: Any, **k: Any) -> ProbeResult:
+        raise probe_mod.ProbeInterrupted(_result(complete=False))
+
+    monkeypatch.setattr(probe_mod, "probe", interrupted)
+    out = tmp_path / "partial.json"
+    assert main(["probe", str(net), "--data", "synthetic:scales", "--json", str(out)]) == 130
+    d = json.loads(out.read_text())
+    assert d["complete"] is False and [x["name"] for x in d["layers"]] == ["c0", "c3", "c4", "head"]
+    assert "interrupted; partial results written" in capsys.readouterr().err

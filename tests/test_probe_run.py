@@ -1,0 +1,167 @@
+"""`probe` end to end on a network whose border is known by construction, with the synthetic data set
+whose needed context is known; checkpoints, resuming, interruption."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from convscope.backends.data import from_arrays, load_data
+from convscope.backends.probe import ProbeConfig, ProbeInterrupted, fit_head, probe
+from convscope.backends.probe_stats import as_samples
+from convscope.backends.to_torch import build_module
+from convscope.errors import InputError
+from convscope.frontends.from_spec import graph_from_spec_data
+from convscope.probe.synthetic import make_synthetic
+
+
+def _conv(name: str, out: int) -> list[Any]:
+    return [{"conv": {"out": out, "k": 3, "name": name}}, "bn", "relu"]
+
+
+# At 16x16: rf_min 3, 8, 12 (c0-c2), 22 for c3 (the border: its input's rf 14 < 16), then 30, 38, 46:
+# c4-c6 are predicted unproductive.  synthetic:scales at 16x16 needs 5 px (d = 4): c1 and later see it.
+TINY = {"name": "tiny-border", "input": [1, 16, 16], "layers": [
+    *_conv("c0", 8), {"maxpool": {"k": 2}}, *_conv("c1", 16), *_conv("c2", 16), {"maxpool": {"k": 2}},
+    *_conv("c3", 16), *_conv("c4", 16), *_conv("c5", 16), *_conv("c6", 16),
+    "gap", {"linear": {"out": 10, "name": "head"}}]}
+DATA = "synthetic:scales:n=600,test=600"
+FAST = ProbeConfig(epochs=5, batch_size=32, lr=3e-3, seed=0, threads=1)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Any:
+    return graph_from_spec_data(TINY)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny: Any) -> Any:
+    return probe(tiny, DATA, config=FAST, checkpoint=False)
+
+
+def test_measured_signals_agree_with_the_predicted_border(trained: Any) -> None:
+    r = trained
+    assert r.border_layer == "c3"
+    assert [x.name for x in r.layers if x.unproductive] == ["c4", "c5", "c6"]
+    assert r.test_accuracy > 0.9 and r.complete
+    acc = {x.name: x.probe_accuracy for x in r.layers}
+    sat = {x.name: x.saturation for x in r.layers}
+    # Layers that cannot see two marks (c0, rf 3) are at chance; c1 sees 8 px in theory but its
+    # effective field is smaller; from c2 on the classes are linearly readable.
+    assert acc["c0"] < 0.45 and acc["c1"] < 0.45
+    assert min(acc[n] for n in ("c2", "c3", "c4", "c5", "c6")) > 0.9
+    v = r.verdict
+    assert v.status == "agrees", v.reasons
+    assert v.probe_gain <= v.gain_threshold
+    assert max(acc[n] for n in ("c4", "c5", "c6")) - max(acc[n] for n in ("c0", "c1", "c2", "c3")) <= 0.02
+    assert np.median([sat[n] for n in ("c4", "c5", "c6")]) < np.median([sat[n] for n in ("c0", "c1", "c2", "c3")])
+    names = [x.name for x in r.layers]
+    assert names.index(v.plateau_layer) <= names.index("c3")  # the probes stop improving by the border
+    assert any("replaced the head: layer 'head' now has 3 outputs (was 10)" == n for n in r.notes)
+    assert any("needs 5 px of context: the first layer that sees it is c1" in n for n in r.notes)
+
+
+def test_saturation_equals_eigh_of_the_stored_activations(tiny: Any, tmp_path: Path) -> None:
+    cfg = ProbeConfig(epochs=1, batch_size=32, lr=3e-3, probe_samples=10_000, threads=1)
+    r = probe(tiny, "synthetic:scales:n=200,test=150", config=cfg, checkpoint=tmp_path)
+    # Rebuild the trained network from the checkpoint and keep every activation of the test split.
+    graph, _ = fit_head(tiny, 3)
+    module = build_module(graph)
+    module.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True)["model"])
+    module.eval()
+    ds = load_data("synthetic:scales:n=200,test=150", (1, 16, 16))
+    names = [x.name for x in r.layers]
+    with torch.no_grad():
+        _, cap = module.run(ds.batch(ds.test, torch.arange(150)), capture=names)
+    for x in r.layers:
+        samples = as_samples(cap[x.name]).double().numpy()
+        assert x.samples == samples.shape[0]
+        vals = np.sort(np.linalg.eigh(np.cov(samples, rowvar=False))[0])[::-1].clip(min=0)
+        k = int(np.argmax(np.cumsum(vals) >= 0.99 * vals.sum() * (1 - 1e-12))) + 1
+        assert x.eigendirections == k, x.name
+        assert x.saturation == pytest.approx(k / samples.shape[1])
+
+
+def test_shuffled_labels_leave_every_probe_at_chance(tiny: Any) -> None:
+    s = make_synthetic(DATA, (1, 16, 16))
+    rng = np.random.default_rng(7)
+    ds = from_arrays(s.x_train, rng.permutation(s.y_train), s.x_test, rng.permutation(s.y_test), (1, 16, 16),
+                     classes=s.classes, name="shuffled")
+    r = probe(tiny, ds, config=FAST, checkpoint=False)
+    band = 4 * math.sqrt((1 / 3) * (2 / 3) / 600)
+    assert all(abs(x.probe_accuracy - 1 / 3) < band for x in r.layers), [x.probe_accuracy for x in r.layers]
+    assert r.verdict.status == "inconclusive"  # the network learnt nothing, so its layers prove nothing
+
+
+class _StopAt:
+    """A progress sink that presses Ctrl-C at a given point."""
+
+    def __init__(self, stage: str, after: int = 0):
+        self.stage, self.after, self.current, self.count = stage, after, "", 0
+        self.starts: list[tuple[str, int]] = []
+        self.first_advance: dict[str, int] = {}
+
+    def start(self, description: str, total: int) -> None:
+        self.current = description
+        self.count = 0
+        self.starts.append((description, total))
+        if description == self.stage and self.after == 0:
+            raise KeyboardInterrupt
+
+    def advance(self, n: int = 1) -> None:
+        self.first_advance.setdefault(self.current, n)
+        self.count += 1
+        if self.current == self.stage and self.after and self.count == self.after:
+            raise KeyboardInterrupt
+
+
+def _same(a: Any, b: Any) -> None:
+    assert [(h.loss, h.train_accuracy, h.test_accuracy) for h in a.history] == \
+        [(h.loss, h.train_accuracy, h.test_accuracy) for h in b.history]
+    assert [x.to_dict() for x in a.layers] == [x.to_dict() for x in b.layers]
+    assert a.verdict == b.verdict
+
+
+def test_an_interrupted_training_resumes_to_the_same_result(tiny: Any, tmp_path: Path) -> None:
+    cfg = ProbeConfig(epochs=2, batch_size=32, lr=3e-3, threads=1)
+    data = "synthetic:scales:n=300,test=200"
+    whole = probe(tiny, data, config=cfg, checkpoint=False)
+    with pytest.raises(ProbeInterrupted) as stop:
+        probe(tiny, data, config=cfg, checkpoint=tmp_path, progress=_StopAt("train epoch 2/2"))
+    partial = stop.value.partial
+    assert not partial.complete and len(partial.history) == 1 and partial.layers == ()
+    assert partial.verdict.status == "inconclusive"
+    resumed = probe(tiny, data, config=cfg, checkpoint=tmp_path)
+    assert "resumed from the checkpoint: 1 of 2 epoch(s) were done" in resumed.notes
+    _same(resumed, whole)
+
+
+def test_an_interrupted_measurement_keeps_the_finished_layers(tiny: Any, tmp_path: Path) -> None:
+    cfg = ProbeConfig(epochs=1, batch_size=32, lr=3e-3, threads=1)
+    data = "synthetic:scales:n=300,test=200"
+    with pytest.raises(ProbeInterrupted) as stop:
+        probe(tiny, data, config=cfg, checkpoint=tmp_path, progress=_StopAt("measure layers", after=3))
+    partial = stop.value.partial
+    assert [x.name for x in partial.layers] == ["c0", "c1", "c2"] and len(partial.history) == 1
+    spy = _StopAt("never")
+    resumed = probe(tiny, data, config=cfg, checkpoint=tmp_path, progress=spy)
+    assert not any(s.startswith("train") for s, _ in spy.starts)  # training came from the checkpoint
+    assert spy.first_advance["measure layers"] == 3  # the finished layers were not measured again
+    assert [x.to_dict() for x in resumed.layers[:3]] == [x.to_dict() for x in partial.layers]
+    _same(resumed, probe(tiny, data, config=cfg, checkpoint=False))
+
+
+def test_a_checkpoint_of_another_run_is_not_reused(tiny: Any, tmp_path: Path) -> None:
+    cfg = ProbeConfig(epochs=1, batch_size=32, lr=3e-3, threads=1)
+    data = "synthetic:scales:n=100,test=60"
+    probe(tiny, data, config=cfg, checkpoint=tmp_path)
+    other = ProbeConfig(epochs=1, batch_size=32, lr=3e-3, seed=1, threads=1)
+    with pytest.raises(InputError, match="holds the checkpoint of another run .*--fresh"):
+        probe(tiny, data, config=other, checkpoint=tmp_path)
+    r = probe(tiny, data, config=other, checkpoint=tmp_path, fresh=True)
+    assert r.seed == 1 and not any("resumed" in n for n in r.notes)
