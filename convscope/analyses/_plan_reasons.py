@@ -38,8 +38,8 @@ def _lead(cmp: "Comparison") -> list[str]:
     if not v.meets_constraints:
         out.append(f"no candidate meets the constraints ({', '.join(f'{k} {x:g}' for k, x in cmp.constraints.to_dict().items())}); "
                    f"'{best.name}' fails: {dict(v.failing)[best.name]}")
-    for name, why in v.failing:
-        if name != best.name:
+    if v.meets_constraints:  # when none does, the line above says so; otherwise name the ones that fail
+        for name, why in v.failing:
             out.append(f"'{name}' does not meet the constraints: {why}")
     return out
 
