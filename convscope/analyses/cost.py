@@ -232,6 +232,12 @@ def _free(node: Node, ins: Sequence[TensorInfo]) -> Cost:
     return Cost()
 
 
+@_handles(OpKind.CONSTANT)
+def _constant(node: Node, ins: Sequence[TensorInfo]) -> Cost:
+    # A held tensor computes nothing; a parameter's values count once (at its first use).
+    return Cost(node.attrs.params, 0, 0)  # type: ignore[union-attr]
+
+
 @_handles(OpKind.UNKNOWN)
 def _unknown(node: Node, ins: Sequence[TensorInfo]) -> Cost:
     # Nothing is guessed: only parameters the front end could see are counted.

@@ -37,6 +37,7 @@ __all__ = [
     "AttentionAttrs",
     "PadAttrs",
     "UnknownAttrs",
+    "ConstAttrs",
     "Attrs",
     "attrs_from_dict",
     "attrs_to_dict",
@@ -84,6 +85,7 @@ class OpKind(str, Enum):
     SOFTMAX = "softmax"
     MEAN = "mean"
     PAD = "pad"
+    CONSTANT = "constant"
     UNKNOWN = "unknown"
 
 
@@ -92,6 +94,10 @@ ACTIVATIONS = frozenset(
     {
         "relu", "relu6", "leaky_relu", "elu", "selu", "prelu", "hswish", "hsigmoid",
         "swish", "gelu", "sigmoid", "tanh", "softplus", "mish",
+        # elementwise math that imported networks spell out (a hand-written LayerNorm's pow/sqrt,
+        # GELU's erf): pointwise like the activations above.  pow: exponent in `alpha`;
+        # clamp: bounds in `alpha` (min) and `beta` (max), None = unbounded.
+        "pow", "sqrt", "rsqrt", "exp", "log", "abs", "neg", "reciprocal", "erf", "clamp",
     }
 )
 
@@ -166,8 +172,9 @@ class NormAttrs:
 @dataclass(frozen=True, slots=True)
 class ActAttrs:
     fn: str
-    alpha: float | None = None  # leaky_relu slope, elu alpha
+    alpha: float | None = None  # leaky_relu slope, elu alpha, pow exponent, clamp min
     channels: int = 0  # prelu: learnable slopes (1 or C)
+    beta: float | None = None  # clamp max
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,10 +250,23 @@ class UnknownAttrs:
     params: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ConstAttrs:
+    """A tensor the network holds rather than computes: a parameter (a layer scale, a position
+    embedding), a buffer, or a literal (the 3 of ``x + 3``).  It has no inputs and its value does not
+    depend on the image.  ``shape`` excludes the batch axis; ``params`` counts the trainable values
+    it holds (a parameter's numel, counted at its first use only); ``value`` is the fill of a
+    literal (None for a learned tensor)."""
+
+    shape: tuple[int, ...]
+    params: int = 0
+    value: float | None = None
+
+
 Attrs = Union[
     NoAttrs, InputAttrs, ConvAttrs, PoolAttrs, AdaptivePoolAttrs, GlobalPoolAttrs, UpsampleAttrs,
     NormAttrs, ActAttrs, DropoutAttrs, ScaleAttrs, LinearAttrs, AxisAttrs, SliceAttrs, ShuffleAttrs,
-    ReshapeAttrs, PermuteAttrs, ReduceAttrs, AttentionAttrs, PadAttrs, UnknownAttrs,
+    ReshapeAttrs, PermuteAttrs, ReduceAttrs, AttentionAttrs, PadAttrs, UnknownAttrs, ConstAttrs,
 ]
 
 # Which attribute record each op kind carries.
@@ -283,6 +303,7 @@ ATTRS_OF: dict[OpKind, type] = {
     OpKind.SOFTMAX: AxisAttrs,
     OpKind.MEAN: ReduceAttrs,
     OpKind.PAD: PadAttrs,
+    OpKind.CONSTANT: ConstAttrs,
     OpKind.UNKNOWN: UnknownAttrs,
 }
 

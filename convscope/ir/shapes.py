@@ -451,6 +451,15 @@ def _pad(a: O.PadAttrs, inputs: Infos) -> TensorInfo:
     return TensorInfo((c, oh, ow))
 
 
+@_handles(OpKind.CONSTANT)
+def _constant(a: O.ConstAttrs, inputs: Infos) -> TensorInfo:
+    _arity(inputs, 0, "constant", at_least=0)
+    if any(d < 1 for d in a.shape):
+        raise ValueError(f"constant shape must be positive sizes, got {list(a.shape)}")
+    # A held tensor has no layout of its own: merged with a feature map, the map's layout wins.
+    return TensorInfo(tuple(a.shape), None, ())
+
+
 @_handles(OpKind.UNKNOWN)
 def _unknown(a: O.UnknownAttrs, inputs: Infos) -> TensorInfo:
     if not a.shape:

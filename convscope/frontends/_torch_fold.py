@@ -1,0 +1,137 @@
+"""IR peepholes shared by the PyTorch and ONNX front ends (imports neither): spelled-out forms of
+ops the IR has a name for become that op, so an exported model reads like its original.
+
+* channel shuffle written as reshape (g, C/g, H, W) -> permute (1, 0, 2, 3) -> reshape (C, H, W)
+  -> ``channel_shuffle(g)`` (which, unlike fixed reshapes, works at any input resolution);
+* ``x * sigmoid(x)`` -> ``swish`` (SiLU as ONNX exports it);
+* ``x * 0.5 * (1 + erf(x / sqrt 2))`` -> ``gelu`` (GELU as older ONNX opsets export it).
+
+A pattern folds only when its inner nodes feed nothing else; the folded node keeps the name of
+the pattern's last node.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from convscope.analyses.cost import node_cost
+from convscope.ir import ops as O
+from convscope.ir.graph import Graph, GraphBuilder, Node
+from convscope.ir.ops import OpKind
+
+__all__ = ["fold"]
+
+Replacement = tuple[OpKind, O.Attrs, tuple[str, ...], tuple[str, ...]]  # op, attrs, inputs, dropped
+
+
+def _only_user(graph: Graph, users: dict[str, list[str]], name: str, user: str) -> bool:
+    return users[name] == [user] and name not in graph.outputs
+
+
+def _shuffle(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | None:
+    if n.op is not OpKind.RESHAPE or len(n.out.shape) != 3:
+        return None
+    p = graph.node(n.inputs[0])
+    if p.op is not OpKind.PERMUTE or p.attrs.perm != (1, 0, 2, 3) or not _only_user(graph, users, p.name, n.name):  # type: ignore[union-attr]
+        return None
+    r = graph.node(p.inputs[0])
+    if r.op is not OpKind.RESHAPE or not _only_user(graph, users, r.name, p.name):
+        return None
+    x = graph.node(r.inputs[0])
+    g, cg, h, w = r.out.shape if len(r.out.shape) == 4 else (0, 0, 0, 0)
+    if x.out.shape != n.out.shape or not x.out.is_image or (g * cg, h, w) != x.out.shape:
+        return None
+    return OpKind.CHANNEL_SHUFFLE, O.ShuffleAttrs(g), (x.name,), (r.name, p.name)
+
+
+def _swish(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | None:
+    if n.op is not OpKind.MUL or len(n.inputs) != 2:
+        return None
+    for a, b in (n.inputs, n.inputs[::-1]):
+        s = graph.node(b)
+        if s.op is OpKind.ACT and s.attrs.fn == "sigmoid" and s.inputs == (a,) \
+                and _only_user(graph, users, s.name, n.name):  # type: ignore[union-attr]
+            return OpKind.ACT, O.ActAttrs("swish"), (a,), (s.name,)
+    return None
+
+
+def _const_value(graph: Graph, name: str) -> float | None:
+    c = graph.node(name)
+    return c.attrs.value if c.op is OpKind.CONSTANT else None  # type: ignore[union-attr]
+
+
+def _gelu(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | None:
+    """SCALE(0.5) <- MUL(x, ADD(ERF(SCALE(1/√2)(x)), 1)), either order of the outer scale."""
+    if n.op is not OpKind.SCALE or abs(n.attrs.value - 0.5) > 1e-6:  # type: ignore[union-attr]
+        return None
+    m = graph.node(n.inputs[0])
+    if m.op is not OpKind.MUL or len(m.inputs) != 2 or not _only_user(graph, users, m.name, n.name):
+        return None
+    for x, other in (m.inputs, m.inputs[::-1]):
+        add = graph.node(other)
+        if add.op is not OpKind.ADD or len(add.inputs) != 2 or not _only_user(graph, users, add.name, m.name):
+            continue
+        erf_name = next((i for i in add.inputs if _const_value(graph, i) != 1.0), None)
+        one = next((i for i in add.inputs if _const_value(graph, i) == 1.0), None)
+        if erf_name is None or one is None:
+            continue
+        erf = graph.node(erf_name)
+        if erf.op is not OpKind.ACT or erf.attrs.fn != "erf" or not _only_user(graph, users, erf.name, add.name):  # type: ignore[union-attr]
+            continue
+        sc = graph.node(erf.inputs[0])
+        if sc.op is OpKind.SCALE and abs(sc.attrs.value - 1 / math.sqrt(2)) < 1e-4 and sc.inputs == (x,) \
+                and _only_user(graph, users, sc.name, erf.name):  # type: ignore[union-attr]
+            dropped = (sc.name, erf.name, add.name, m.name) + ((one,) if users[one] == [add.name] else ())
+            return OpKind.ACT, O.ActAttrs("gelu"), (x,), dropped
+    return None
+
+
+_PATTERNS: tuple[Callable[[Graph, dict[str, list[str]], Node], Replacement | None], ...] = (_shuffle, _swish, _gelu)
+
+
+def _dead(graph: Graph) -> set[str]:
+    """Nodes no output depends on that hold no weights and do no multiply-accumulates: what a
+    capture leaves behind after folding a pattern, or elementwise work that only fed Python control
+    flow (``if x.abs().sum() > t``).  A dead convolution stays: the model does compute it."""
+    users = {n.name: 0 for n in graph.nodes}
+    for n in graph.nodes:
+        for i in n.inputs:
+            users[i] += 1
+    dead: set[str] = set()
+    for n in reversed(graph.nodes):
+        if n.op in (OpKind.INPUT, OpKind.UNKNOWN) or users[n.name] or n.name in graph.outputs:
+            continue
+        c = node_cost(graph, n)
+        if c.params == 0 and c.macs == 0:
+            dead.add(n.name)
+            for i in n.inputs:
+                users[i] -= 1
+    return dead
+
+
+def fold(graph: Graph) -> Graph:
+    users = graph.consumers()
+    replace: dict[str, Replacement] = {}
+    dropped: set[str] = _dead(graph)
+    for n in graph.nodes:
+        for pattern in _PATTERNS:
+            r = pattern(graph, users, n)
+            if r is not None and not (set(r[3]) & (dropped | set(replace))):
+                replace[n.name] = r
+                dropped |= set(r[3])
+                break
+    if not replace and not dropped:
+        return graph
+    b = GraphBuilder(graph.name)
+    for n in graph.nodes:
+        if n.name in dropped:
+            continue
+        if n.op is OpKind.INPUT:
+            b.add_input(n.name, n.out.shape, layout=n.out, source=n.source)
+        elif n.name in replace:
+            op, attrs, inputs, _ = replace[n.name]
+            b.add(n.name, op, attrs, inputs, source=n.source)
+        else:
+            b.add(n.name, n.op, n.attrs, n.inputs, source=n.source)
+    return b.build(outputs=graph.outputs, meta=graph.meta_dict())

@@ -1,0 +1,466 @@
+"""PyTorch functions, tensor methods and operators -> IR nodes: a table from a canonical name
+(``conv2d``, ``add``, ``view``…) to a small handler.
+
+A handler gets a :class:`Call` (resolved arguments: :class:`TVal` for tensors that depend on the
+input, :class:`ConstVal` for the others, Python values as they are) and returns the result value.
+It raises :class:`Unsupported` for a case the IR cannot express; the caller then keeps the op as
+``unknown`` with its observed shape.  Calls that read no input-dependent tensor never reach a
+handler: they are constants and are evaluated.
+
+Some IR kinds are shared on purpose, because receptive field and cost do not tell them apart:
+a subtraction, maximum or minimum of two tensors is an ``add`` node, a division a ``mul`` node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from convscope.frontends._torch_shapes import (
+    conv_attrs, layout_handlers, pair, pool_attrs, reduce_handler,
+)
+from convscope.errors import InputError
+from convscope.frontends._torch_values import B, ConstVal, Lowering, TVal, Unsupported
+from convscope.ir import ops as O
+from convscope.ir.ops import OpKind
+
+__all__ = ["Call", "FUNCTIONS", "canonical", "ACT_FNS"]
+
+_MISSING = object()
+
+
+@dataclass(slots=True)
+class Call:
+    lo: Lowering
+    name: str  # the node name to use (not yet unique)
+    what: str  # canonical op name
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    source: str | None = None
+    inplace: bool = False
+
+    def arg(self, i: int, key: str, default: Any = _MISSING) -> Any:
+        if i < len(self.args):
+            return self.args[i]
+        if key in self.kwargs:
+            return self.kwargs[key]
+        if default is _MISSING:
+            raise Unsupported(f"{self.what} needs its argument '{key}'")
+        return default
+
+    def tensor(self, i: int = 0, key: str = "input") -> TVal:
+        x = self.arg(i, key)
+        if not isinstance(x, TVal):
+            raise Unsupported(f"{self.what}: argument '{key}' is not a tensor computed from the input")
+        return x
+
+    def expect(self, what: str, want: int, got: int) -> None:
+        """A size the layer was built for and the one it gets: a mismatch is the user's input."""
+        if want != got:
+            raise InputError(f"layer '{self.name}' expects {want} {what} but gets {got} "
+                             "(is --input / the input shape right?)")
+
+    def emit(self, op: OpKind, attrs: O.Attrs, inputs: Sequence[TVal | ConstVal], *, bpos: int | None = None,
+             name: str | None = None) -> TVal:
+        return self.lo.emit(name or self.name, op, attrs, inputs, bpos=bpos, source=self.source)
+
+
+Handler = Callable[[Call], Any]
+FUNCTIONS: dict[str, Handler] = {}
+
+
+def _fn(*names: str) -> Callable[[Handler], Handler]:
+    def deco(h: Handler) -> Handler:
+        for n in names:
+            if n in FUNCTIONS:
+                raise RuntimeError(f"duplicate handler for '{n}'")
+            FUNCTIONS[n] = h
+        return h
+    return deco
+
+
+_INPLACE_OPERATORS = {"iadd": "add", "isub": "sub", "imul": "mul", "itruediv": "truediv", "idiv": "div"}
+_ALIASES = {"concat": "cat", "concatenate": "cat", "swapaxes": "transpose", "swapdims": "transpose",
+            "moveaxis": "movedim", "clip": "clamp", "divide": "div", "multiply": "mul", "subtract": "sub",
+            "true_divide": "div", "truediv": "div", "absolute": "abs", "negative": "neg",
+            "matmul": "matmul", "upsample": "interpolate", "split_with_sizes": "split", "silu_": "silu"}
+
+
+def canonical(name: str) -> tuple[str, bool]:
+    """('__iadd__' | 'add_' | 'iadd' | 'add') -> ('add', in place?)."""
+    inplace = False
+    if name.startswith("__") and name.endswith("__"):
+        name = name[2:-2]
+    if name in _INPLACE_OPERATORS:
+        return _INPLACE_OPERATORS[name], True
+    if name.endswith("_") and not name.startswith("_"):
+        name, inplace = name[:-1], True
+    return _ALIASES.get(name, name), inplace
+
+
+def _scalar(v: Any) -> float | None:
+    """A Python number, or a constant holding one value that is not a parameter."""
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, ConstVal) and not v.sources and v.tensor.numel() == 1:
+        return float(v.tensor.reshape(-1)[0])
+    return None
+
+
+# -- activations and elementwise math ---------------------------------------------------------------
+ACT_FNS = {
+    "relu": "relu", "relu6": "relu6", "sigmoid": "sigmoid", "tanh": "tanh", "silu": "swish", "gelu": "gelu",
+    "hardswish": "hswish", "hardsigmoid": "hsigmoid", "mish": "mish", "softplus": "softplus",
+    "selu": "selu", "elu": "elu", "leaky_relu": "leaky_relu", "exp": "exp", "log": "log", "sqrt": "sqrt",
+    "rsqrt": "rsqrt", "abs": "abs", "neg": "neg", "reciprocal": "reciprocal", "erf": "erf",
+}
+
+
+@_fn(*ACT_FNS)
+def _act(c: Call) -> TVal:
+    x = c.tensor()
+    fn = ACT_FNS[c.what]
+    alpha = None
+    if fn == "leaky_relu":
+        alpha = float(c.arg(1, "negative_slope", 0.01))
+    elif fn == "elu":
+        alpha = float(c.arg(1, "alpha", 1.0))
+    return c.emit(OpKind.ACT, O.ActAttrs(fn, alpha), [x])
+
+
+@_fn("hardtanh", "clamp", "clamp_min", "clamp_max")
+def _clamp(c: Call) -> TVal:
+    x = c.tensor()
+    if c.what == "hardtanh":
+        lo, hi = c.arg(1, "min_val", -1.0), c.arg(2, "max_val", 1.0)
+    elif c.what == "clamp_min":
+        lo, hi = c.arg(1, "min"), None
+    elif c.what == "clamp_max":
+        lo, hi = None, c.arg(1, "max")
+    else:
+        lo, hi = c.arg(1, "min", None), c.arg(2, "max", None)
+    lo_f, hi_f = (_scalar(v) if v is not None else None for v in (lo, hi))
+    if (lo is not None and lo_f is None) or (hi is not None and hi_f is None):
+        raise Unsupported("clamp with tensor bounds")
+    if lo_f == 0.0 and hi_f == 6.0:
+        return c.emit(OpKind.ACT, O.ActAttrs("relu6"), [x])
+    if lo_f == 0.0 and hi_f is None:
+        return c.emit(OpKind.ACT, O.ActAttrs("relu"), [x])
+    return c.emit(OpKind.ACT, O.ActAttrs("clamp", lo_f, beta=hi_f), [x])
+
+
+@_fn("pow", "square")
+def _pow(c: Call) -> Any:
+    x = c.arg(0, "input")
+    e = 2.0 if c.what == "square" else _scalar(c.arg(1, "exponent"))
+    if not isinstance(x, TVal) or e is None:
+        raise Unsupported("a power with a tensor exponent or base")
+    if e == 1.0:
+        return x
+    return c.emit(OpKind.ACT, O.ActAttrs("pow", e), [x])
+
+
+@_fn("dropout", "dropout2d", "dropout1d", "dropout3d", "alpha_dropout", "feature_alpha_dropout")
+def _dropout(c: Call) -> TVal:
+    return c.emit(OpKind.DROPOUT, O.DropoutAttrs(float(c.arg(1, "p", 0.5))), [c.tensor()])
+
+
+@_fn("softmax", "log_softmax")
+def _softmax(c: Call) -> TVal:
+    x = c.tensor()
+    dim = c.arg(1, "dim", None)
+    if dim is None:
+        raise Unsupported("softmax without dim")
+    return c.emit(OpKind.SOFTMAX, O.AxisAttrs(x.ir_axis(dim)), [x])
+
+
+# -- arithmetic ------------------------------------------------------------------------------------
+_BINARY = {"add": OpKind.ADD, "sub": OpKind.ADD, "rsub": OpKind.ADD, "radd": OpKind.ADD,
+           "maximum": OpKind.ADD, "minimum": OpKind.ADD, "mul": OpKind.MUL, "rmul": OpKind.MUL,
+           "div": OpKind.MUL, "rtruediv": OpKind.MUL, "rdiv": OpKind.MUL}
+
+
+@_fn(*_BINARY)
+def _binary(c: Call) -> Any:
+    a, b = c.arg(0, "input"), c.arg(1, "other")
+    what = c.what
+    if what in ("rsub", "rtruediv", "rdiv", "radd", "rmul"):  # Tensor.__rsub__(x, s) is s - x
+        a, b = b, a
+        what = {"rsub": "sub", "rtruediv": "div", "rdiv": "div", "radd": "add", "rmul": "mul"}[what]
+    alpha = _scalar(c.kwargs.get("alpha", 1))
+    if alpha is None:
+        raise Unsupported("add with a tensor alpha")
+    sa, sb = _scalar(a), _scalar(b)
+    if sb is not None and isinstance(a, TVal):
+        return _with_scalar(c, what, a, sb * alpha, scalar_first=False)
+    if sa is not None and isinstance(b, TVal):
+        return _with_scalar(c, what, b, sa, scalar_first=True)
+    if alpha != 1.0 and isinstance(b, TVal):
+        b = c.emit(OpKind.SCALE, O.ScaleAttrs(alpha), [b], name=c.name + ".alpha")
+    ins = [x for x in (a, b) if isinstance(x, TVal)] + [x for x in (a, b) if isinstance(x, ConstVal)]
+    if len(ins) != 2:
+        raise Unsupported(f"{c.what} of {type(a).__name__} and {type(b).__name__}")
+    _same_batch_axis(ins)
+    return c.emit(_BINARY[what], O.NoAttrs(), ins)
+
+
+def _same_batch_axis(xs: Sequence[TVal | ConstVal]) -> None:
+    ts = [x for x in xs if isinstance(x, TVal)]
+    rank = max(x.ndim for x in xs)
+    if len({x.bpos + rank - x.ndim for x in ts}) > 1:
+        raise Unsupported("the operands' batch axes do not line up")
+
+
+def _with_scalar(c: Call, what: str, x: TVal, s: float, scalar_first: bool) -> Any:
+    """x ∘ s (or s ∘ x): a scale, or an add of a literal constant."""
+    if what == "mul":
+        return x if s == 1.0 else c.emit(OpKind.SCALE, O.ScaleAttrs(s), [x])
+    if what == "div":
+        if not scalar_first:
+            if s == 0.0:
+                raise Unsupported("division by zero")
+            return x if s == 1.0 else c.emit(OpKind.SCALE, O.ScaleAttrs(1.0 / s), [x])
+        r = c.emit(OpKind.ACT, O.ActAttrs("reciprocal"), [x], name=c.name + ".reciprocal")
+        return r if s == 1.0 else c.emit(OpKind.SCALE, O.ScaleAttrs(s), [r])
+    if what == "sub":
+        if scalar_first:  # s - x
+            x = c.emit(OpKind.SCALE, O.ScaleAttrs(-1.0), [x], name=c.name + ".neg")
+        else:
+            s = -s
+    if what in ("maximum", "minimum"):
+        raise Unsupported(f"{what} with a scalar")
+    if s == 0.0:
+        return x
+    return c.emit(OpKind.ADD, O.NoAttrs(), [x, ConstVal(torch.tensor(s))])
+
+
+@_fn("matmul", "bmm", "mm")
+def _matmul(c: Call) -> TVal:
+    a, b = c.arg(0, "input"), c.arg(1, "other")
+    if isinstance(a, TVal) and isinstance(b, ConstVal) and b.ndim == 2:  # x @ W: a linear layer
+        c.expect("input features", b.shape[0], a.shape[-1])
+        c.lo.count(b.sources)
+        return c.emit(OpKind.LINEAR, O.LinearAttrs(b.shape[1], bias=False), [a])
+    if not (isinstance(a, TVal) and isinstance(b, TVal)):
+        raise Unsupported("a matrix product with a constant left operand")
+    if a.ndim != b.ndim or a.bpos != b.bpos or a.bpos >= a.ndim - 2:
+        raise Unsupported("a matrix product whose batch axes do not line up")
+    return c.emit(OpKind.MATMUL, O.NoAttrs(), [a, b])
+
+
+@_fn("linear")
+def _linear(c: Call) -> TVal:
+    x, w, bias = c.tensor(), c.arg(1, "weight"), c.arg(2, "bias", None)
+    if not isinstance(w, ConstVal) or (bias is not None and not isinstance(bias, ConstVal)):
+        raise Unsupported("linear with weights computed from the input")
+    if x.bpos == x.ndim - 1:
+        raise Unsupported("linear over the batch axis")
+    c.expect("input features", w.shape[1], x.shape[-1])
+    c.lo.count(w.sources + (bias.sources if bias is not None else ()))
+    return c.emit(OpKind.LINEAR, O.LinearAttrs(w.shape[0], bias is not None), [x])
+
+
+# -- convolution and pooling -----------------------------------------------------------------------
+def _image(x: TVal, what: str) -> None:
+    if x.ndim != 4 or x.bpos != 0:
+        raise Unsupported(f"{what} on a tensor of shape {list(x.shape)} (only 2-D maps (N, C, H, W))")
+
+
+@_fn("conv2d")
+def _conv2d(c: Call) -> TVal:
+    x, w, bias = c.tensor(), c.arg(1, "weight"), c.arg(2, "bias", None)
+    _image(x, "conv2d")
+    if not isinstance(w, ConstVal) or (bias is not None and not isinstance(bias, ConstVal)):
+        raise Unsupported("conv2d with weights computed from the input")
+    groups = int(c.arg(6, "groups", 1))
+    c.expect("input channels", w.shape[1] * groups, x.shape[1])
+    c.lo.count(w.sources + (bias.sources if bias is not None else ()))
+    attrs = conv_attrs(w.shape, c.arg(3, "stride", 1), c.arg(4, "padding", 0), c.arg(5, "dilation", 1),
+                       groups, bias is not None)
+    return c.emit(OpKind.CONV, attrs, [x])
+
+
+@_fn("conv_transpose2d")
+def _conv_t(c: Call) -> TVal:
+    x, w, bias = c.tensor(), c.arg(1, "weight"), c.arg(2, "bias", None)
+    _image(x, "conv_transpose2d")
+    if not isinstance(w, ConstVal) or (bias is not None and not isinstance(bias, ConstVal)):
+        raise Unsupported("conv_transpose2d with weights computed from the input")
+    c.expect("input channels", w.shape[0], x.shape[1])
+    c.lo.count(w.sources + (bias.sources if bias is not None else ()))
+    groups = int(c.arg(6, "groups", 1))
+    pad = pair(c.arg(4, "padding", 0))
+    attrs = O.ConvAttrs(w.shape[1] * groups, (w.shape[2], w.shape[3]), pair(c.arg(3, "stride", 1)),
+                        ((pad[0], pad[0]), (pad[1], pad[1])), pair(c.arg(7, "dilation", 1)), groups,
+                        bias is not None, pair(c.arg(5, "output_padding", 0)))
+    return c.emit(OpKind.CONV_T, attrs, [x])
+
+
+@_fn("max_pool2d", "max_pool2d_with_indices", "avg_pool2d")
+def _pool(c: Call) -> TVal:
+    x = c.tensor()
+    _image(x, c.what)
+    if c.what.startswith("max"):
+        if c.arg(6, "return_indices", False) or c.what.endswith("indices"):
+            raise Unsupported("max pooling that returns indices")
+        attrs = pool_attrs(c.arg(1, "kernel_size"), c.arg(2, "stride", None), c.arg(3, "padding", 0),
+                           c.arg(4, "dilation", 1), bool(c.arg(5, "ceil_mode", False)))
+        return c.emit(OpKind.MAXPOOL, attrs, [x])
+    if c.arg(6, "divisor_override", None) is not None:
+        raise Unsupported("average pooling with a divisor override")
+    attrs = pool_attrs(c.arg(1, "kernel_size"), c.arg(2, "stride", None), c.arg(3, "padding", 0), 1,
+                       bool(c.arg(4, "ceil_mode", False)), bool(c.arg(5, "count_include_pad", True)))
+    return c.emit(OpKind.AVGPOOL, attrs, [x])
+
+
+@_fn("adaptive_avg_pool2d", "adaptive_max_pool2d")
+def _adaptive(c: Call) -> TVal:
+    x = c.tensor()
+    _image(x, c.what)
+    size = c.arg(1, "output_size")
+    size = (size, size) if isinstance(size, int) or size is None else tuple(size)
+    out = (size[0] if size[0] is not None else x.shape[2], size[1] if size[1] is not None else x.shape[3])
+    avg = c.what.startswith("adaptive_avg")
+    if not avg and c.arg(2, "return_indices", False):
+        raise Unsupported("adaptive max pooling that returns indices")
+    if out == (1, 1):  # a global pool that keeps (C, 1, 1)
+        kind = OpKind.GLOBAL_AVGPOOL if avg else OpKind.GLOBAL_MAXPOOL
+        return c.emit(kind, O.GlobalPoolAttrs(keepdims=True), [x])
+    kind = OpKind.ADAPTIVE_AVGPOOL if avg else OpKind.ADAPTIVE_MAXPOOL
+    return c.emit(kind, O.AdaptivePoolAttrs((int(out[0]), int(out[1]))), [x])
+
+
+@_fn("interpolate", "upsample_nearest", "upsample_bilinear")
+def _interpolate(c: Call) -> TVal:
+    x = c.tensor()
+    _image(x, "interpolate")
+    size, scale = c.arg(1, "size", None), c.arg(2, "scale_factor", None)
+    mode = {"upsample_nearest": "nearest", "upsample_bilinear": "bilinear"}.get(c.what) or c.arg(3, "mode", "nearest")
+    align = True if c.what == "upsample_bilinear" else bool(c.arg(4, "align_corners", None) or False)
+    if mode not in ("nearest", "nearest-exact", "bilinear"):
+        raise Unsupported(f"interpolation mode '{mode}'")
+    if c.arg(6, "antialias", False):
+        raise Unsupported("antialiased interpolation")
+    mode = "bilinear" if mode == "bilinear" else "nearest"  # nearest-exact picks other pixels, as many
+    if size is not None:
+        hw = pair(size)
+        return c.emit(OpKind.UPSAMPLE, O.UpsampleAttrs(mode, size=(int(hw[0]), int(hw[1])), align_corners=align), [x])
+    if scale is None:
+        raise Unsupported("interpolate without size or scale_factor")
+    sc = (scale, scale) if isinstance(scale, (int, float)) else tuple(scale)
+    return c.emit(OpKind.UPSAMPLE, O.UpsampleAttrs(mode, scale=(float(sc[0]), float(sc[1])), align_corners=align), [x])
+
+
+@_fn("pad")
+def _pad(c: Call) -> Any:
+    x = c.tensor()
+    p = [int(v) for v in c.arg(1, "pad")]
+    mode = c.arg(2, "mode", "constant")
+    if len(p) not in (2, 4) or x.ndim != 4 or x.bpos != 0:
+        raise Unsupported(f"padding {p} of a tensor of shape {list(x.shape)}")
+    if not any(p):
+        return x
+    top, bottom = (p[2], p[3]) if len(p) == 4 else (0, 0)
+    return c.emit(OpKind.PAD, O.PadAttrs(((top, bottom), (p[0], p[1])), mode), [x])
+
+
+@_fn("channel_shuffle", "native_channel_shuffle")
+def _shuffle(c: Call) -> TVal:
+    x = c.tensor()
+    _image(x, "channel_shuffle")
+    return c.emit(OpKind.CHANNEL_SHUFFLE, O.ShuffleAttrs(int(c.arg(1, "groups"))), [x])
+
+
+# -- normalisation ---------------------------------------------------------------------------------
+def _params(c: Call, *xs: Any) -> bool:
+    """Count the parameters among ``xs``; True if any was given."""
+    given = [x for x in xs if isinstance(x, ConstVal)]
+    c.lo.count(tuple(s for x in given for s in x.sources))
+    return bool(given)
+
+
+@_fn("batch_norm")
+def _batch_norm(c: Call) -> TVal:
+    x = c.tensor()
+    if x.bpos != 0 or x.ndim < 2:
+        raise Unsupported("batch norm of a tensor without channels after the batch")
+    w = c.arg(3, "weight", None)
+    if isinstance(w, ConstVal):
+        c.expect("channels", w.shape[0], x.shape[1])
+    affine = _params(c, w, c.arg(4, "bias", None))
+    return c.emit(OpKind.BATCHNORM, O.NormAttrs(affine, None, 1, float(c.arg(7, "eps", 1e-5))), [x])
+
+
+@_fn("layer_norm")
+def _layer_norm(c: Call) -> TVal:
+    x = c.tensor()
+    shape = c.arg(1, "normalized_shape")
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if len(shape) != 1 or x.bpos == x.ndim - 1:
+        raise Unsupported(f"layer norm over {list(shape)} (only over the last axis)")
+    c.expect("features in the last axis", shape[0], x.shape[-1])
+    w, b = c.arg(2, "weight", None), c.arg(3, "bias", None)
+    if (w is None) != (b is None):
+        c.lo.notes.append(f"{c.name}: a LayerNorm with only a weight or only a bias is counted with both")
+    affine = _params(c, w, b)
+    return c.emit(OpKind.LAYERNORM, O.NormAttrs(affine, x.ndim - 2, 1, float(c.arg(4, "eps", 1e-5))), [x])
+
+
+@_fn("group_norm", "instance_norm")
+def _group_norm(c: Call) -> TVal:
+    x = c.tensor()
+    if x.bpos != 0 or x.ndim < 3:
+        raise Unsupported(f"{c.what} of a tensor of shape {list(x.shape)}")
+    if c.what == "group_norm":
+        groups, w, b, eps = int(c.arg(1, "num_groups")), c.arg(2, "weight", None), c.arg(3, "bias", None), c.arg(4, "eps", 1e-5)
+    else:  # instance norm: one group per channel
+        groups, w, b, eps = x.shape[1], c.arg(3, "weight", None), c.arg(4, "bias", None), c.arg(7, "eps", 1e-5)
+    affine = _params(c, w, b)
+    return c.emit(OpKind.GROUPNORM, O.NormAttrs(affine, None, groups, float(eps)), [x])
+
+
+# -- attention -------------------------------------------------------------------------------------
+@_fn("scaled_dot_product_attention")
+def _sdpa(c: Call) -> TVal:
+    q, k, v = c.tensor(0, "query"), c.tensor(1, "key"), c.tensor(2, "value")
+    if len({q.bpos, k.bpos, v.bpos}) > 1 or q.bpos >= q.ndim - 2:
+        raise Unsupported("attention whose batch axes do not line up")
+    heads = q.shape[-3] if q.ndim >= 4 and q.bpos != q.ndim - 3 else 1
+    return c.emit(OpKind.ATTENTION, O.AttentionAttrs(heads), [q, k, v])
+
+
+# -- data movement and reductions (shape logic in _torch_shapes) -----------------------------------
+for _name, _h in layout_handlers(Call).items():
+    _fn(_name)(_h)
+for _name in ("mean", "amax", "amin"):
+    _fn(_name)(reduce_handler)
+
+
+@_fn("contiguous", "clone", "detach", "float", "to", "type", "type_as", "cpu", "cuda", "requires_grad",
+     "identity", "alias", "float32")
+def _same(c: Call) -> Any:
+    return c.arg(0, "input")
+
+
+_LIKE = ("zeros_like", "ones_like", "full_like", "empty_like", "rand_like", "randn_like", "new_zeros",
+         "new_ones", "new_full", "new_empty")
+
+
+@_fn(*_LIKE)
+def _like(c: Call) -> ConstVal:
+    """A constant of the input's shape (the shape, not the values, comes from the input)."""
+    x = c.tensor()
+    shape = x.shape if not c.what.startswith("new_") else tuple(c.arg(1, "size"))
+    fill = {"ones_like": 1.0, "new_ones": 1.0}.get(c.what, 0.0)
+    if c.what in ("full_like", "new_full"):
+        fill = float(c.arg(2 if c.what == "new_full" else 1, "fill_value"))
+    return ConstVal(torch.full(shape, fill))
+
+
+def batch_size_of(value: Any) -> int:
+    return B

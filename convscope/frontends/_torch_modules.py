@@ -1,0 +1,256 @@
+"""``torch.nn`` modules -> IR nodes: a table from module class to a small handler.
+
+A module in this table is a *leaf*: the capture does not look inside it, and its node carries its
+module path (``layer3.0.conv2``).  Every other module is traced through, so a user's blocks become
+the ops they are made of, named under their path (``layer3.0.add``).  Most handlers restate the
+module as its functional form (``nn.Conv2d`` -> ``F.conv2d`` with the module's weight), so one
+handler serves both spellings.  A ``torch.nn`` module missing here and holding no submodules (an
+LSTM, a PixelShuffle) is a leaf too and becomes ``unknown``, its parameters still counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from convscope.frontends._torch_functions import FUNCTIONS, Call
+from convscope.frontends._torch_values import ConstVal, LazyVal, Lowering, TVal, Unsupported
+from convscope.ir import ops as O
+from convscope.ir.ops import OpKind
+
+__all__ = ["MODULES", "handler_for", "is_leaf"]
+
+ModuleHandler = Callable[[Call, nn.Module], Any]
+MODULES: dict[type, ModuleHandler] = {}
+
+
+def _mod(*types: type) -> Callable[[ModuleHandler], ModuleHandler]:
+    def deco(h: ModuleHandler) -> ModuleHandler:
+        for t in types:
+            if t in MODULES:
+                raise RuntimeError(f"duplicate handler for {t.__name__}")
+            MODULES[t] = h
+        return h
+    return deco
+
+
+def handler_for(m: nn.Module) -> ModuleHandler | None:
+    for cls in type(m).__mro__:  # subclasses of a known module behave like it (forward not overridden)
+        h = MODULES.get(cls)
+        if h is not None:
+            return h if type(m).forward is cls.forward else None  # type: ignore[attr-defined]
+    return None
+
+
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def is_leaf(m: nn.Module) -> bool:
+    """Captured as one node: a module of the table, or a built-in ``torch.nn`` module without
+    submodules (kept as ``unknown``); everything else is traced through."""
+    if handler_for(m) is not None:
+        return True
+    t = type(m)
+    return t.__module__.startswith("torch.nn.") and not isinstance(m, _CONTAINERS) and not any(True for _ in m.children())
+
+
+def _param(c: Call, m: nn.Module, attr: str) -> ConstVal | None:
+    # Read the registry itself: during tracing, attribute access on modules yields proxies.
+    p = m._parameters.get(attr, m._buffers.get(attr))
+    return None if p is None else c.lo.const(p)
+
+
+def _call(c: Call, what: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Any:
+    """Run the functional handler ``what`` in the module's place (same name and source)."""
+    sub = Call(c.lo, c.name, what, args, kwargs or {}, c.source)
+    return FUNCTIONS[what](sub)
+
+
+@_mod(nn.Conv2d)
+def _conv(c: Call, m: nn.Conv2d) -> Any:
+    pad = m.padding if m.padding_mode == "zeros" or isinstance(m.padding, str) else m.padding
+    return _call(c, "conv2d", (c.tensor(), _param(c, m, "weight"), _param(c, m, "bias"), m.stride, pad,
+                               m.dilation, m.groups))
+
+
+@_mod(nn.ConvTranspose2d)
+def _conv_t(c: Call, m: nn.ConvTranspose2d) -> Any:
+    if c.arg(1, "output_size", None) is not None:
+        raise Unsupported("ConvTranspose2d called with output_size")
+    return _call(c, "conv_transpose2d", (c.tensor(), _param(c, m, "weight"), _param(c, m, "bias"), m.stride,
+                                         m.padding, m.output_padding, m.groups, m.dilation))
+
+
+@_mod(nn.Linear)
+def _linear(c: Call, m: nn.Linear) -> Any:
+    return _call(c, "linear", (c.tensor(), _param(c, m, "weight"), _param(c, m, "bias")))
+
+
+@_mod(nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)
+def _bn(c: Call, m: nn.modules.batchnorm._BatchNorm) -> Any:
+    return _call(c, "batch_norm", (c.tensor(), None, None, _param(c, m, "weight"), _param(c, m, "bias"),
+                                   False, 0.0, m.eps))
+
+
+@_mod(nn.LayerNorm)
+def _ln(c: Call, m: nn.LayerNorm) -> Any:
+    return _call(c, "layer_norm", (c.tensor(), m.normalized_shape, _param(c, m, "weight"), _param(c, m, "bias"),
+                                   m.eps))
+
+
+@_mod(nn.GroupNorm)
+def _gn(c: Call, m: nn.GroupNorm) -> Any:
+    return _call(c, "group_norm", (c.tensor(), m.num_groups, _param(c, m, "weight"), _param(c, m, "bias"), m.eps))
+
+
+@_mod(nn.InstanceNorm2d)
+def _in(c: Call, m: nn.InstanceNorm2d) -> Any:
+    return _call(c, "instance_norm", (c.tensor(), None, None, _param(c, m, "weight"), _param(c, m, "bias"),
+                                      False, 0.0, m.eps))
+
+
+_ACT_MODULES: dict[type, str] = {
+    nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU: "silu",
+    nn.GELU: "gelu", nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid", nn.Mish: "mish",
+    nn.Softplus: "softplus", nn.SELU: "selu",
+}
+
+
+@_mod(*_ACT_MODULES)
+def _act(c: Call, m: nn.Module) -> Any:
+    fn = next(_ACT_MODULES[k] for k in type(m).__mro__ if k in _ACT_MODULES)
+    return _call(c, fn, (c.tensor(),))
+
+
+@_mod(nn.LeakyReLU)
+def _leaky(c: Call, m: nn.LeakyReLU) -> Any:
+    return _call(c, "leaky_relu", (c.tensor(), m.negative_slope))
+
+
+@_mod(nn.ELU)
+def _elu(c: Call, m: nn.ELU) -> Any:
+    return _call(c, "elu", (c.tensor(), m.alpha))
+
+
+@_mod(nn.Hardtanh)  # nn.ReLU6 subclasses it, but is in the table itself
+def _hardtanh(c: Call, m: nn.Hardtanh) -> Any:
+    return _call(c, "hardtanh", (c.tensor(), m.min_val, m.max_val))
+
+
+@_mod(nn.PReLU)
+def _prelu(c: Call, m: nn.PReLU) -> TVal:
+    c.lo.count(_param(c, m, "weight").sources)  # type: ignore[union-attr]
+    return c.emit(OpKind.ACT, O.ActAttrs("prelu", channels=m.num_parameters), [c.tensor()])
+
+
+@_mod(nn.Softmax, nn.LogSoftmax)
+def _softmax(c: Call, m: nn.Module) -> Any:
+    return _call(c, "softmax", (c.tensor(), m.dim))  # type: ignore[attr-defined]
+
+
+@_mod(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+def _dropout(c: Call, m: nn.modules.dropout._DropoutNd) -> Any:
+    return _call(c, "dropout", (c.tensor(), m.p))
+
+
+@_mod(nn.Identity)
+def _identity(c: Call, m: nn.Module) -> Any:
+    return c.arg(0, "input")
+
+
+@_mod(nn.MaxPool2d)
+def _maxpool(c: Call, m: nn.MaxPool2d) -> Any:
+    return _call(c, "max_pool2d", (c.tensor(), m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
+                                   m.return_indices))
+
+
+@_mod(nn.AvgPool2d)
+def _avgpool(c: Call, m: nn.AvgPool2d) -> Any:
+    return _call(c, "avg_pool2d", (c.tensor(), m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                                   m.count_include_pad, m.divisor_override))
+
+
+@_mod(nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+def _adaptive(c: Call, m: nn.Module) -> Any:
+    what = "adaptive_avg_pool2d" if isinstance(m, nn.AdaptiveAvgPool2d) else "adaptive_max_pool2d"
+    return _call(c, what, (c.tensor(), m.output_size))  # type: ignore[attr-defined]
+
+
+@_mod(nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d)
+def _upsample(c: Call, m: nn.Upsample) -> Any:
+    return _call(c, "interpolate", (c.tensor(), m.size, m.scale_factor, m.mode, m.align_corners))
+
+
+@_mod(nn.Flatten)
+def _flatten(c: Call, m: nn.Flatten) -> Any:
+    return _call(c, "flatten", (c.tensor(), m.start_dim, m.end_dim))
+
+
+@_mod(nn.Unflatten)
+def _unflatten(c: Call, m: nn.Unflatten) -> Any:
+    return _call(c, "unflatten", (c.tensor(), m.dim, m.unflattened_size))
+
+
+@_mod(nn.ChannelShuffle)
+def _shuffle(c: Call, m: nn.ChannelShuffle) -> Any:
+    return _call(c, "channel_shuffle", (c.tensor(), m.groups))
+
+
+@_mod(nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.CircularPad2d)
+def _pad(c: Call, m: nn.Module) -> Any:
+    mode = {nn.ReflectionPad2d: "reflect", nn.ReplicationPad2d: "replicate",
+            nn.CircularPad2d: "circular"}.get(type(m), "constant")
+    return _call(c, "pad", (c.tensor(), list(m.padding), mode))  # type: ignore[attr-defined]
+
+
+@_mod(nn.MultiheadAttention)
+def _mha(c: Call, m: nn.MultiheadAttention) -> Any:
+    """Projections q, k, v (the packed in_proj split in three: same parameters), attention over all
+    positions with ``heads`` heads folded into the feature axis (same MACs), output projection."""
+    q, k, v = c.tensor(0, "query"), c.tensor(1, "key"), c.tensor(2, "value")
+    if c.arg(3, "key_padding_mask", None) is not None or c.kwargs.get("attn_mask") is not None \
+            or m._parameters.get("bias_k") is not None or m.add_zero_attn:
+        raise Unsupported("MultiheadAttention with masks, bias_k/bias_v or add_zero_attn")
+    e, lo = m.embed_dim, c.lo
+    bias = m._parameters.get("in_proj_bias") is not None
+    lo.count(s for p in m.parameters() for s in lo.const(p).sources)  # type: ignore[union-attr]
+    proj = [c.emit(OpKind.LINEAR, O.LinearAttrs(e, bias), [x], name=f"{c.name}.{w}_proj")
+            for x, w in ((q, "q"), (k, "k"), (v, "v"))]
+    att = c.emit(OpKind.ATTENTION, O.AttentionAttrs(m.num_heads), proj, name=f"{c.name}.attention")
+    out_bias = m.out_proj._parameters.get("bias") is not None
+    out = c.emit(OpKind.LINEAR, O.LinearAttrs(e, out_bias), [att], name=f"{c.name}.out_proj")
+    if not c.arg(4, "need_weights", True):
+        return out, None
+
+    def weights() -> Any:  # (N, L, S) averaged over heads: kept as unknown if anything reads it
+        shape = list(q.ir_shape[:-1]) + [k.ir_shape[-2]]
+        return lo.unknown(f"{c.name}.weights", "MultiheadAttention weights", torch.zeros(2, *shape), [q, k])
+    return out, LazyVal(weights)
+
+
+def unknown_module(lo: Lowering, m: nn.Module, path: str, observed: Any, inputs: list[TVal], reason: str,
+                   source: str | None) -> Any:
+    params = lo.count(s for p in m.parameters() for s in lo.const(p).sources)  # type: ignore[union-attr]
+    what = type(m).__name__ + (f" ({reason})" if reason else "")
+    return lo.unknown(path or "module", what, observed, inputs, params=params, source=source)
+
+
+def run_real(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run ``target`` on zeros of the traced shapes (how an unknown op's output shape is observed)."""
+    def real(v: Any) -> Any:
+        if isinstance(v, TVal):
+            return torch.zeros(v.shape)
+        if isinstance(v, ConstVal):
+            return v.tensor
+        if isinstance(v, LazyVal):
+            return real(v.get())
+        if isinstance(v, (tuple, list)):
+            return type(v)(real(x) for x in v)
+        if isinstance(v, dict):
+            return {k: real(x) for k, x in v.items()}
+        return v
+    with torch.no_grad():
+        return target(*real(args), **real(kwargs))

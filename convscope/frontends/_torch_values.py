@@ -1,0 +1,268 @@
+"""Values seen while capturing a PyTorch model, and the lowering context that turns calls into IR nodes.
+
+A captured model is run with batch size ``B`` (2, so a reshape that folds the batch into another
+axis shows up as a wrong leading size).  Every tensor that depends on the input is a :class:`TVal`:
+the IR node that computes it, its full PyTorch shape (batch included) and where the batch axis sits
+(a sequence-first transformer moves it to axis 1).  Parameters, buffers and tensors the forward
+creates from Python values are :class:`ConstVal`: a real tensor plus the parameter names it was
+derived from, so a parameter used as a tensor operand (a layer scale, a position embedding) counts
+its values once.  Nothing here knows which op is which: the tables in ``_torch_functions`` and
+``_torch_modules`` do.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from convscope.errors import GraphError, InputError
+from convscope.ir import ops as O
+from convscope.ir.graph import Graph, GraphBuilder
+from convscope.ir.ops import OpKind
+
+__all__ = ["B", "TVal", "ConstVal", "LazyVal", "Opaque", "Unsupported", "Lowering", "flat_values"]
+
+B = 2
+
+
+class Unsupported(Exception):
+    """A call the tables recognise but cannot express in the IR (the message says why): it becomes
+    an ``unknown`` node with the shape observed by running it."""
+
+
+@dataclass(eq=False, slots=True)
+class TVal:
+    """A tensor that depends on the input: produced by IR node ``node``."""
+
+    node: str
+    shape: tuple[int, ...]  # PyTorch shape, batch axis included
+    bpos: int  # position of the batch axis
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def ir_shape(self) -> tuple[int, ...]:
+        return self.shape[:self.bpos] + self.shape[self.bpos + 1:]
+
+    def axis(self, d: int) -> int:
+        """PyTorch dim -> normalised PyTorch dim (negative dims counted from the end)."""
+        if not -self.ndim <= d < self.ndim:
+            raise Unsupported(f"dim {d} does not fit shape {list(self.shape)}")
+        return d % self.ndim
+
+    def ir_axis(self, d: int) -> int:
+        """PyTorch dim -> IR axis; the batch axis has none."""
+        d = self.axis(d)
+        if d == self.bpos:
+            raise Unsupported(f"the op works along the batch axis (dim {d} of {list(self.shape)})")
+        return d if d < self.bpos else d - 1
+
+
+@dataclass(eq=False, slots=True)
+class ConstVal:
+    """A tensor that does not depend on the input; ``sources`` are the parameters it derives from."""
+
+    tensor: torch.Tensor
+    sources: tuple[str, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.tensor.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.tensor.dim()
+
+
+@dataclass(eq=False, slots=True)
+class LazyVal:
+    """A value emitted only if something uses it (the attention weights nn.MultiheadAttention
+    returns beside its output, which most code drops)."""
+
+    make: Callable[[], Any]
+    done: list[Any] = field(default_factory=list)
+
+    def get(self) -> Any:
+        if not self.done:
+            self.done.append(self.make())
+        return self.done[0]
+
+
+@dataclass(eq=False, slots=True)
+class Opaque:
+    """A tensor computed from the input that has no batch axis (``x.sum()``): it is not part of the
+    per-image network, and typically only feeds Python control flow."""
+
+    what: str
+    shape: tuple[int, ...]
+
+
+def flat_values(obj: Any) -> Iterable[Any]:
+    """Every value inside nested tuples, lists and dicts."""
+    if isinstance(obj, (tuple, list)):
+        for x in obj:
+            yield from flat_values(x)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            yield from flat_values(x)
+    else:
+        yield obj
+
+
+def _fill(t: torch.Tensor) -> float | None:
+    """The single value of a tensor filled with one value (None if it has several)."""
+    if t.numel() == 0 or not t.dtype.is_floating_point and t.dtype not in (torch.int64, torch.int32, torch.bool):
+        return None
+    first = t.reshape(-1)[0]
+    if t.numel() == 1 or bool((t == first).all()):
+        return float(first)
+    return None
+
+
+class Lowering:
+    """Adds IR nodes for a capture: unique names, constants, parameter bookkeeping, unknown ops."""
+
+    def __init__(self, name: str, module: torch.nn.Module):
+        self.b = GraphBuilder(name)
+        self.module = module
+        self.param_names: dict[int, str] = {}
+        self.param_sizes: dict[str, int] = {}
+        for pname, p in module.named_parameters(remove_duplicate=False):
+            self.param_names.setdefault(id(p), pname)
+            self.param_sizes[pname] = p.numel()
+        self.buffer_names: dict[int, str] = {id(t): n for n, t in module.named_buffers()}
+        self.counted: set[str] = set()  # parameters whose values are in some node's params
+        self.twice: dict[str, int] = {}  # parameters counted more than once (shared weights)
+        self._const_nodes: dict[tuple[int, tuple[int, ...]], str] = {}
+        self.notes: list[str] = []
+        self.scope: list[str] = []
+
+    # -- names -------------------------------------------------------------------------------------
+    def unique(self, base: str) -> str:
+        base = base or "op"
+        if base not in self.b:
+            return base
+        k = 1
+        while f"{base}_{k}" in self.b:
+            k += 1
+        return f"{base}_{k}"
+
+    def here(self, what: str) -> str:
+        """The default name of a functional op: ``scope.what`` (``layer1.0.add``)."""
+        return f"{self.scope[-1]}.{what}" if self.scope and self.scope[-1] else what
+
+    # -- parameters --------------------------------------------------------------------------------
+    def count(self, names: Iterable[str]) -> int:
+        """Mark parameters as counted; the number of their values not counted before."""
+        n = 0
+        for name in names:
+            if name not in self.param_sizes:
+                continue
+            if name in self.counted:
+                self.twice[name] = self.twice.get(name, 1) + 1
+                continue
+            self.counted.add(name)
+            n += self.param_sizes[name]
+        return n
+
+    def const(self, value: Any) -> ConstVal | None:
+        """A real tensor seen as an operand -> ConstVal with its parameter name, if it is one."""
+        if not isinstance(value, torch.Tensor):
+            return None
+        path = self.param_names.get(id(value))
+        return ConstVal(value.detach(), (path,) if path is not None else ())
+
+    # -- nodes -------------------------------------------------------------------------------------
+    def input(self, shape: Sequence[int]) -> TVal:
+        self.b.add_input("input", shape)
+        return TVal("input", (B, *shape), 0)
+
+    def emit(self, name: str, op: OpKind, attrs: O.Attrs, inputs: Sequence[TVal | ConstVal], *,
+             bpos: int | None = None, source: str | None = None) -> TVal:
+        """Add one node; ConstVal inputs become ``constant`` nodes aligned with the first TVal."""
+        partner = next((x for x in inputs if isinstance(x, TVal)), None)
+        ins = [x.node if isinstance(x, TVal) else self.const_node(x, partner) for x in inputs]
+        node = self.unique(name)
+        self.b.add(node, op, attrs, ins, source=source)
+        shape = self.b.info(node).shape
+        if bpos is None:
+            if partner is None:
+                raise GraphError("an op on constants only cannot carry the batch", layer=node)
+            bpos = partner.bpos + (len(shape) + 1 - partner.ndim) if len(shape) + 1 >= partner.ndim else 0
+        bpos = min(bpos, len(shape))
+        return TVal(node, shape[:bpos] + (B,) + shape[bpos:], bpos)
+
+    def const_node(self, c: ConstVal, partner: TVal | None, hint: str | None = None) -> str:
+        """The IR ``constant`` node of a ConstVal.  Aligned with a batched partner (PyTorch
+        broadcasting aligns trailing axes), the axis that meets the batch axis must be 1 (or B, for
+        ``zeros_like(x)``) and is dropped."""
+        shape = list(c.shape)
+        if partner is not None:
+            at = partner.bpos - (partner.ndim - len(shape))
+            if 0 <= at < len(shape):
+                if shape[at] not in (1, B):
+                    raise Unsupported(f"a constant of shape {shape} varies along the batch axis")
+                del shape[at]
+        key = (id(c.tensor), tuple(shape))
+        if key in self._const_nodes:
+            return self._const_nodes[key]
+        params = self.count(c.sources)
+        value = None if c.sources else _fill(c.tensor)
+        base = hint or (c.sources[0] if c.sources else self.here("const"))
+        node = self.unique(base)
+        self.b.add(node, OpKind.CONSTANT, O.ConstAttrs(tuple(shape), params, value), (), source="constant")
+        self._const_nodes[key] = node
+        return node
+
+    def unknown(self, name: str, what: str, observed: Any, inputs: Sequence[TVal], *, params: int = 0,
+                source: str | None = None) -> Any:
+        """``unknown`` nodes for an op we cannot express: one per tensor it returned (observed by
+        running it on zeros), connected to every input it read, so whatever follows is unknown too."""
+        ins = [x.node for x in inputs]
+        if not ins:
+            raise InputError(f"layer '{name}': {what} is not understood and reads no input tensor")
+
+        def one(t: Any, suffix: str) -> Any:
+            nonlocal params
+            if not isinstance(t, torch.Tensor):
+                return t
+            if t.dim() == 0 or t.shape[0] != B:
+                return Opaque(what, tuple(t.shape))
+            node = self.unique(name + suffix)
+            shape = tuple(t.shape[1:]) or (1,)
+            self.b.add(node, OpKind.UNKNOWN, O.UnknownAttrs(what, shape, params), ins, source=source)
+            params = 0
+            return TVal(node, (B, *shape), 0)
+
+        if isinstance(observed, (tuple, list)):
+            return type(observed)(one(t, f".{i}") for i, t in enumerate(observed))
+        return one(observed, "")
+
+    def build(self, outputs: Sequence[str], meta: dict[str, Any]) -> Graph:
+        return self.b.build(outputs=outputs or None, meta=meta)
+
+
+def user_source() -> str | None:
+    """``file.py:line`` of the innermost frame outside torch and convscope (where the user's forward
+    called the op), or None."""
+    import sys
+
+    f = sys._getframe(2)
+    while f is not None:
+        fn = f.f_code.co_filename
+        if f"{os.sep}torch{os.sep}" not in fn and f"{os.sep}convscope{os.sep}frontends{os.sep}" not in fn \
+                and not fn.startswith("<"):
+            return f"{os.path.basename(fn)}:{f.f_lineno}"
+        f = f.f_back  # type: ignore[assignment]
+    return None
+
+
+def prod(xs: Iterable[int]) -> int:
+    return math.prod(xs)

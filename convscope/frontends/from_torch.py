@@ -1,0 +1,182 @@
+"""PyTorch front end: an ``nn.Module`` (or a factory that builds one) -> Graph.
+
+Capture (see ``_torch_trace``): symbolic tracing with ``torch.fx``, where every proxy knows its
+shape and every call is lowered at once to IR nodes through the tables in ``_torch_functions`` and
+``_torch_modules``; no tensor is computed.  A forward that branches on tensor *values* cannot be
+traced symbolically: it is then run once on a zero input while every call is recorded
+(``_torch_eager``), and the graph says so (``meta['capture'] == 'eager'``, with the line).
+
+Layer names are module paths (``layer3.0.conv2``); functional ops are named by the module whose
+forward calls them (``layer3.0.add``).  An op the tables do not know becomes an ``unknown`` node
+with the op's name and the shape observed by running it, and everything after it has an unknown
+receptive field: nothing is guessed.  The module is analysed in eval mode (dropout and stochastic
+depth are identities), and restored to its mode afterwards.
+
+``graph.meta['notes']`` lists what a reader should know: parameters forward never uses (not
+counted), weights shared by several calls (counted once per call), and the capture fallback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from convscope.errors import ConvscopeError, InputError
+from convscope.frontends._torch_fold import fold
+from convscope.frontends._torch_trace import DataDependent, trace
+from convscope.frontends._torch_values import Lowering, TVal, flat_values
+from convscope.ir.graph import Graph
+
+__all__ = ["graph_from_module", "graph_from_factory"]
+
+
+def _check_shape(shape: Any, what: str) -> tuple[int, int, int]:
+    try:
+        dims = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise InputError(f"{what}: the input shape must be C,H,W (three integers), got {shape!r}") from None
+    if len(dims) != 3 or min(dims) < 1:
+        raise InputError(f"{what}: the input shape must be three positive integers C,H,W, got {list(dims)}")
+    return dims[0], dims[1], dims[2]
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+CAPTURES = ("auto", "fx", "eager")
+
+
+def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | None = None,
+                      capture: str = "auto") -> Graph:
+    """The Graph of ``module`` for one input of ``shape`` (C, H, W).  ``capture``: ``fx`` (symbolic
+    only; fails on data-dependent control flow), ``eager`` (run on zeros and record), or ``auto``
+    (fx, and eager when fx cannot follow the forward)."""
+    name = name or type(module).__name__
+    dims = _check_shape(shape, name)
+    if capture not in CAPTURES:
+        raise InputError(f"capture must be one of {', '.join(CAPTURES)}, got '{capture}'")
+    notes: list[str] = []
+    with _eval_mode(module), torch.no_grad():
+        lo = Lowering(name, module)
+        try:
+            if capture == "eager":
+                raise DataDependent("eager capture was asked for")
+            out, used = trace(module, lo, dims), "fx"
+        except ConvscopeError:
+            raise
+        except Exception as exc:  # data-dependent control flow, or Python fx cannot follow
+            from convscope.frontends._torch_eager import eager_trace
+
+            if capture == "fx":
+                raise InputError(f"{name}: symbolic tracing failed: {type(exc).__name__}: {exc}") from None
+            why = str(exc) if isinstance(exc, DataDependent) else f"{type(exc).__name__}: {exc}"
+            if capture == "auto":
+                notes.append(f"symbolic tracing stopped ({why}); the model was run on a zero input instead, "
+                             "so control flow follows the branch that input takes")
+            lo = Lowering(name, module)
+            out, used = eager_trace(module, lo, dims), "eager"
+    outputs = [v.node for v in flat_values(out) if isinstance(v, TVal)]
+    if not outputs:
+        raise InputError(f"{name}: the forward returns no tensor computed from its input")
+    notes += _param_notes(lo)
+    graph = lo.build(list(dict.fromkeys(outputs)), {"frontend": "torch", "capture": used,
+                                                    "notes": tuple(notes)})
+    return fold(graph)
+
+
+def _param_notes(lo: Lowering) -> list[str]:
+    notes = []
+    unused = [n for n in dict.fromkeys(lo.param_names.values()) if n not in lo.counted]
+    if unused:
+        size = sum(lo.param_sizes[n] for n in unused)
+        notes.append(f"{size} parameters in {len(unused)} tensors are never used by forward and not counted "
+                     f"(e.g. {', '.join(unused[:3])})")
+    for n, k in lo.twice.items():
+        notes.append(f"parameter {n} is used by {k} calls and counted {k} times (shared weights)")
+    notes += lo.notes
+    return notes
+
+
+# -- factories -------------------------------------------------------------------------------------
+def graph_from_factory(modpath_or_file: str, fn_name: str, shape: Sequence[int] | None) -> Graph:
+    """``module.path:factory`` (imported) or ``file.py:factory`` (loaded from the file, relative to
+    the working directory): call the factory with no arguments and capture the module it returns.
+    Importing runs the user's code; nothing is unpickled."""
+    ref = f"{modpath_or_file}:{fn_name}"
+    if shape is None:
+        raise InputError(f"{ref}: a PyTorch model needs --input C,H,W")
+    dims = _check_shape(shape, ref)
+    pymod = _import(modpath_or_file, ref)
+    factory = getattr(pymod, fn_name, None)
+    if factory is None:
+        names = sorted(n for n, v in vars(pymod).items() if callable(v) and not n.startswith("_"))
+        raise InputError(f"{ref}: '{fn_name}' is not defined in {modpath_or_file}"
+                         + (f" (it defines: {', '.join(names[:12])})" if names else ""))
+    if not callable(factory):
+        raise InputError(f"{ref}: '{fn_name}' is a {type(factory).__name__}, not a function")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise InputError(f"{ref}: calling {fn_name}() raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise InputError(f"{ref}: {fn_name}() returned a {type(model).__name__}, not a torch.nn.Module")
+    return graph_from_module(model, dims, name=fn_name)
+
+
+@contextmanager
+def _on_path(folder: str) -> Iterator[None]:
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
+
+
+def _import(target: str, ref: str) -> Any:
+    is_file = target.endswith(".py") or os.sep in target or "/" in target
+    try:
+        if not is_file:
+            with _on_path(os.getcwd()):
+                return importlib.import_module(target)
+        path = Path(target).expanduser().resolve()
+        if not path.is_file():
+            raise InputError(f"{ref}: no such file: {target}")
+        modname = f"_convscope_user_{abs(hash(str(path)))}_{path.stem}"
+        spec = importlib.util.spec_from_file_location(modname, path)
+        if spec is None or spec.loader is None:
+            raise InputError(f"{ref}: cannot load {target} as Python")
+        pymod = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = pymod  # dataclasses and pickling-free typing look modules up here
+        with _on_path(str(path.parent)):
+            try:
+                spec.loader.exec_module(pymod)
+            except BaseException:
+                sys.modules.pop(modname, None)
+                raise
+        return pymod
+    except ConvscopeError:
+        raise
+    except SyntaxError as exc:
+        raise InputError(f"{ref}: {exc.filename}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except Exception as exc:
+        raise InputError(f"{ref}: importing {target} failed: {type(exc).__name__}: {exc}") from None
