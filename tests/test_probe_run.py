@@ -48,7 +48,7 @@ def test_measured_signals_agree_with_the_predicted_border(trained: Any) -> None:
     r = trained
     assert r.border_layer == "c3"
     assert [x.name for x in r.layers if x.unproductive] == ["c4", "c5", "c6"]
-    assert r.test_accuracy > 0.9 and r.complete
+    assert r.test_accuracy > 0.75 and r.complete
     acc = {x.name: x.probe_accuracy for x in r.layers}
     sat = {x.name: x.saturation for x in r.layers}
     # Layers that cannot see two marks (c0, rf 3) are at chance; c1 sees 8 px in theory but its
@@ -64,6 +64,19 @@ def test_measured_signals_agree_with_the_predicted_border(trained: Any) -> None:
     assert names.index(v.plateau_layer) <= names.index("c3")  # the probes stop improving by the border
     assert any("replaced the head: layer 'head' now has 3 outputs (was 10)" == n for n in r.notes)
     assert any("needs 5 px of context: the first layer that sees it is c1" in n for n in r.notes)
+
+
+def test_the_check_can_disagree(tiny: Any) -> None:
+    """Negative control: marks half the image apart (d = 8 at 16 px).  In theory c3 (rf 22) sees both,
+    but a trained network's effective receptive field is smaller, and here the layers past the border
+    still add what the probes read — the verdict must say so rather than rubber-stamp the prediction."""
+    r = probe(tiny, "synthetic:scales:d=8,n=1000,test=600", config=FAST, checkpoint=False)
+    acc = {x.name: x.probe_accuracy for x in r.layers}
+    assert r.test_accuracy > 0.6
+    assert r.verdict.status in ("partly", "disagrees") and r.verdict.probe_gain > 0.2
+    assert max(acc["c0"], acc["c1"], acc["c2"]) < 0.45 and acc["c5"] > 0.75
+    names = [x.name for x in r.layers]
+    assert names.index(r.verdict.plateau_layer) > names.index("c3")
 
 
 def test_saturation_equals_eigh_of_the_stored_activations(tiny: Any, tmp_path: Path) -> None:
