@@ -23,11 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from convscope.analyses.receptive_field import RFResult, receptive_field
+from convscope.analyses.receptive_field import INF, RFResult, receptive_field
 from convscope.ir.graph import Graph
 from convscope.ir.ops import OpKind
+from convscope.results import Analysis
 
-__all__ = ["DepthRules", "DepthWarning", "DepthReport", "depth_report", "refusal"]
+__all__ = ["DepthRules", "DepthWarning", "DepthReport", "depth_report", "depth_from_analysis", "refusal"]
 
 SPATIAL_RULE = ("seeds/004 (Urban et al. 2016): shallow students do not match deep convolutional teachers "
                 "unless they contain multiple layers of convolution")
@@ -122,8 +123,31 @@ def refusal(base: DepthReport, variant: DepthReport) -> str | None:
 
 def depth_report(graph: Graph, rules: DepthRules = DepthRules(), rf: RFResult | None = None) -> DepthReport:
     rf = rf or receptive_field(graph)
-    n = _spatial_depth(graph, rf)
-    cov = _coverage(graph, rf)
+    return _report(graph.input_shape, _spatial_depth(graph, rf), _coverage(graph, rf), rules)
+
+
+def depth_from_analysis(a: Analysis, graph: Graph, rules: DepthRules = DepthRules()) -> DepthReport:
+    """The same report from an analysis's rows (their receptive fields), without propagating the
+    receptive field again; falls back to :func:`depth_report` when the last spatial layer mixes a
+    global path in (an SE gate: its finite rf_max is not in the rows)."""
+    depth: dict[str, int] = {}
+    last = None
+    for r in a.layers:
+        glob = r.rf_min is not None and all(v == INF for v in r.rf_min)
+        d = max((depth.get(i, 0) for i in r.inputs), default=0)
+        spatial = r.op in ("conv", "convT") and r.kernel is not None and max(r.kernel) > 1 and not glob
+        depth[r.name] = d + (1 if spatial else 0)
+        if len(r.out_shape) == 3 and r.rf_min is not None and None not in r.rf_min and not glob:
+            last = r
+    cov = None
+    if last is not None and last.rf_max is not None and None not in last.rf_max:
+        if INF in last.rf_max:
+            return depth_report(graph, rules)
+        cov = float(min(last.rf_max[0] / a.input[1], last.rf_max[1] / a.input[2]))
+    return _report(a.input, max((depth.get(o, 0) for o in graph.outputs), default=0), cov, rules)
+
+
+def _report(shape: tuple[int, ...], n: int, cov: float | None, rules: DepthRules) -> DepthReport:
     warnings = []
     if n < rules.min_spatial_layers:
         warnings.append(DepthWarning(
@@ -131,7 +155,7 @@ def depth_report(graph: Graph, rules: DepthRules = DepthRules(), rf: RFResult | 
             f"only {n} spatial convolution layer(s) on the deepest path (fewer than {rules.min_spatial_layers}): "
             "too shallow to integrate context; do not cut further", SPATIAL_RULE))
     if cov is not None and cov < rules.min_rf_coverage:
-        side = graph.input_shape[1:]
+        side = shape[1:]
         warnings.append(DepthWarning(
             "rf_coverage", round(cov, 4), rules.min_rf_coverage,
             f"the last spatial layer sees at most {100 * cov:.0f}% of the {side[0]}x{side[1]} input "

@@ -22,7 +22,7 @@ from typing import Any
 # Importing the rewrite modules registers their rewrites.
 from convscope.analyses import _rewrite_conv, _rewrites  # noqa: F401
 from convscope.analyses._rewrite_base import REWRITES, TITLES, Base, NotApplicable, Options, Rewrite
-from convscope.analyses._rewrite_depth import DepthReport, DepthRules, depth_report, refusal
+from convscope.analyses._rewrite_depth import DepthReport, DepthRules, depth_from_analysis, depth_report, refusal
 from convscope.analyses.analyze import analyze_graph
 from convscope.analyses.border import productivity
 from convscope.analyses.cost import DType
@@ -208,7 +208,7 @@ def _base(graph: Graph, opts: Options, dtype: DType, batch: int, latency: _Laten
 def _evaluate(base: Base, rw: Rewrite, dtype: DType, batch: int, latency: _Latency) -> Suggestion:
     g, v = base.graph, rw.graph
     analysis = _attach(analyze_graph(v, dtype=dtype, batch=batch), latency, v)
-    depth = depth_report(v, base.options.rules)
+    depth = depth_from_analysis(analysis, v, base.options.rules)
     old = {n.name for n in g.nodes if n.op is not OpKind.INPUT}
     new = {n.name for n in v.nodes if n.op is not OpKind.INPUT}
     removed = tuple(n.name for n in g.nodes if n.name in old - new)

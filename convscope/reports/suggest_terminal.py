@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -35,8 +36,8 @@ def _layers(s: Suggestion) -> str:
         parts.append(f"~{len(s.changed)}")
     if s.added:
         parts.append(f"+{len(s.added)}")
-    first = (s.changed + s.removed + s.added)[:2]
-    more = " …" if len(s.layers_touched) > 2 else ""
+    first = (s.removed + s.changed + s.added)[:1]
+    more = " …" if len(s.layers_touched) > 1 else ""
     return f"{' '.join(parts)}: {', '.join(first)}{more}" if parts else ""
 
 
@@ -56,7 +57,7 @@ def _table(adv: Advice, has_ms: bool) -> Table:
     t = Table(title=f"suggest: {adv.model} — input {shape}; sorted by {by} saved", title_justify="left",
               header_style="bold")
     t.add_column("#", justify="right")
-    t.add_column("rewrite", overflow="fold")
+    t.add_column("rewrite", no_wrap=True)
     for col in ("params", "Δ", "MACs", "Δ"):
         t.add_column(col, justify="right")
     if has_ms:
@@ -64,12 +65,12 @@ def _table(adv: Advice, has_ms: bool) -> Table:
         t.add_column("Δ", justify="right")
     t.add_column("border layer", overflow="fold")
     t.add_column("unprod. params / MACs", justify="right")
-    t.add_column("layers (− removed ~ changed + new)", overflow="fold")
-    t.add_row("", *_row("original", adv.base, adv.base, has_ms), "", style="bold")
+    t.add_column("layers −gone ~edited +new", overflow="fold")
+    t.add_row("", *map(escape, _row("original", adv.base, adv.base, has_ms)), "", style="bold")
     for i, s in enumerate(adv.suggestions, start=1):
         style = None if s.recommended else "red"
-        label = f"{s.title} [{s.key}]" + ("" if s.recommended else " — refused")
-        t.add_row(str(i), *_row(label, s.analysis, adv.base, has_ms), _layers(s), style=style)
+        label = s.key + ("" if s.recommended else " (refused)")
+        t.add_row(str(i), *map(escape, [*_row(label, s.analysis, adv.base, has_ms), _layers(s)]), style=style)
     return t
 
 
@@ -79,19 +80,19 @@ def render_advice(adv: Advice, console: Console, *, written: dict[str, Path] | N
     console.print(_table(adv, has_ms))
     if has_ms and adv.base.latency is not None:
         lat = adv.base.latency
-        console.print(f"latency: tier {lat.tier} · {lat.device} · {lat.backend} · batch {lat.batch}")
+        console.print(Text(f"latency: tier {lat.tier} · {lat.device} · {lat.backend} · batch {lat.batch}"))
     if adv.latency_note:
-        console.print(f"[dim]{adv.latency_note}[/dim]")
+        console.print(Text(adv.latency_note, style="dim"))
     for w in adv.depth.warnings:
         console.print(Text(f"depth warning: {w.message} — {w.rule}", style="yellow"))
     if explain:
         for i, s in enumerate(adv.suggestions, start=1):
             line = Text(f"{i}. ", style="bold")
-            line.append(f"{s.title}: ", style="bold")
+            line.append(f"{s.title} [{s.key}]: ", style="bold")
             line.append(s.explanation)
             console.print(line)
             for n in s.notes:
-                console.print(f"   note: {n}")
+                console.print(Text(f"   note: {n}"))
             if s.refused:
                 console.print(Text(f"   refused: {s.refused}", style="red"))
     if adv.not_applicable:
@@ -99,9 +100,9 @@ def render_advice(adv: Advice, console: Console, *, written: dict[str, Path] | N
         for _key, title, reason in adv.not_applicable:
             console.print(Text(f"  {title}: {reason}", style="dim"))
     lo, hi = adv.base.feasible_resolution
-    console.print(f"feasible input resolution (no unproductive convolution, last layer sees the whole input): "
-                  f"{lo if lo is not None else '?'}–{hi if hi is not None else '?'} px")
+    console.print(Text(f"feasible input resolution (no unproductive convolution, last layer sees the whole input): "
+                       f"{lo if lo is not None else '?'}–{hi if hi is not None else '?'} px"))
     if written:
         d = next(iter(written.values())).parent
-        console.print(f"wrote {len(written)} spec file(s) to {d}/ (the original and "
-                      f"{len(written) - 1} recommended variant(s)); `convscope analyze FILE` reads each back")
+        console.print(Text(f"wrote {len(written)} spec file(s) to {d}/ (the original and "
+                           f"{len(written) - 1} recommended variant(s)); `convscope analyze FILE` reads each back"))

@@ -1,0 +1,168 @@
+"""`convscope suggest` as a user runs it: the API object, the ordering, latency, JSON, the table,
+--write, and errors."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+import convscope
+from convscope.advice_api import origin_of, write_variants
+from convscope.analyses import advice as advice_mod
+from convscope.analyses.advice import suggest_graph
+from convscope.api import analyze
+from convscope.cli import main
+from convscope.frontends.from_spec import graph_from_spec_text
+from convscope.ir import ops as O
+from convscope.ir.graph import GraphBuilder
+from convscope.ir.ops import OpKind
+from convscope.reports.suggest_terminal import render_advice
+from convscope.results import LatencyPrediction
+from convscope.zoo import load_zoo
+
+
+def test_api_returns_an_object_sorted_by_macs_saved() -> None:
+    adv = convscope.suggest("zoo:vgg16-cifar", input=(3, 32, 32))
+    assert adv.model == "vgg16-cifar" and adv.input == (3, 32, 32) and adv.origin == "zoo"
+    assert adv.sorted_by == "macs"
+    saved = [s.macs_saved for s in adv.recommended()]
+    assert saved == sorted(saved, reverse=True) and saved[0] > 0 > saved[-1]
+    assert {s.key for s in adv.suggestions} >= {"truncate", "grouped-conv", "depthwise-separable", "bottleneck",
+                                                 "width-0.5", "width-0.75", "maxpool-to-conv",
+                                                 "maxpool-into-stride", "remove-downsampling",
+                                                 "move-downsampling", "resolution"}
+    t = adv.suggestion("truncate")
+    assert t.analysis.totals.params == analyze(t.graph).totals.params
+    assert t.params_saved == adv.base.totals.params - t.analysis.totals.params
+    with pytest.raises(KeyError, match="no suggestion"):
+        adv.suggestion("nope")
+
+
+def test_json_schema(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["suggest", "zoo:resnet18-imagenet", "--input", "3,64,64", "--json", "-"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["schema_version"] == 1 and d["model"] == "resnet18-imagenet" and d["input"] == [3, 64, 64]
+    assert d["sorted_by"] == "macs" and d["depth_warnings"] == []
+    assert d["base"]["border_layer"] == "layer3.1.conv2" and d["base"]["depth"]["spatial_layers"] == 17
+    first = d["suggestions"][0]
+    for key in ("key", "title", "explanation", "recommended", "refused", "changed", "removed", "added",
+                "delta", "metrics", "notes"):
+        assert key in first
+    assert set(first["delta"]) == {"params", "macs", "params_ratio", "macs_ratio", "ms"}
+    assert first["metrics"]["params"] - d["base"]["params"] == first["delta"]["params"]
+    assert {x["key"] for x in d["not_applicable"]} >= {"maxpool-into-stride"}
+    assert all(x["reason"] for x in d["not_applicable"])
+
+
+def _fake_latency(graph, **kw):  # type: ignore[no-untyped-def]
+    """A stand-in latency model: 1 ms per GMAC plus 0.01 ms per layer."""
+    from convscope.analyses.cost import cost
+
+    ms = cost(graph).total.macs / 1e6 + 0.01 * len(graph.nodes)
+    return LatencyPrediction("analytic", str(kw["device"]), kw["backend"], kw["batch"], ms, ms * 0.8, ms * 1.2)
+
+
+def test_latency_is_used_to_sort_when_a_model_predicts(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(advice_mod, "_latency_model", lambda: _fake_latency)
+    adv = suggest_graph(load_zoo("vgg11-cifar"), device="fake-board")
+    assert adv.sorted_by == "ms" and adv.base.latency is not None and adv.base.latency.device == "fake-board"
+    saved = [s.ms_saved for s in adv.recommended()]
+    assert all(x is not None for x in saved) and saved == sorted(saved, reverse=True)  # type: ignore[type-var]
+    d = adv.to_dict()
+    assert d["base"]["latency"]["tier"] == "analytic" and d["suggestions"][0]["delta"]["ms"] < 0
+    buf = io.StringIO()
+    render_advice(adv, Console(width=220, file=buf, color_system=None))
+    assert "sorted by predicted ms saved" in buf.getvalue() and "tier analytic · fake-board" in buf.getvalue()
+
+
+def test_without_a_latency_model_latency_is_reported_missing(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(advice_mod, "_latency_model", lambda: None)
+    adv = suggest_graph(load_zoo("vgg11-cifar"), device="raspi4")
+    assert adv.sorted_by == "macs" and adv.base.latency is None
+    assert "not available" in (adv.latency_note or "")
+    assert all(s.ms_saved is None for s in adv.suggestions)
+
+
+def test_real_latency_model_when_installed() -> None:
+    try:
+        from convscope.analyses.latency import predict  # noqa: F401
+        from convscope.analyses._latency_profiles import profile_names  # type: ignore[import-not-found]
+    except ImportError:
+        pytest.skip("the latency model (issue 4) is not installed")
+    if "raspi4" not in profile_names():
+        pytest.skip("no raspi4 profile")
+    adv = convscope.suggest("zoo:vgg16-cifar", device="raspi4", only=["truncate", "width"])
+    assert adv.sorted_by == "ms" and adv.base.latency is not None
+    assert adv.base.latency.tier == "analytic" and adv.base.latency.device == "raspi4"
+    assert adv.suggestion("truncate").ms_saved > 0  # type: ignore[operator]
+
+
+def test_table_lists_suggestions_warnings_and_not_applicable() -> None:
+    buf = io.StringIO()
+    adv = convscope.suggest("zoo:vgg16-cifar", input=(3, 32, 32))
+    render_advice(adv, Console(width=200, file=buf, color_system=None))
+    out = buf.getvalue()
+    rows = [line for line in out.splitlines() if line.startswith("│")]
+    assert "original" in rows[0] and "14.73M" in rows[0]
+    truncate = next(r for r in rows if "│ truncate " in r)
+    assert "-92.2%" in truncate and "-51.2%" in truncate and "none" in truncate
+    assert "feasible input resolution" in out and "165–212 px" in out
+    two = graph_from_spec_text("name: two\ninput: [3, 32, 32]\nlayers:\n  - conv: {out: 8, k: 3}\n"
+                               "  - conv: {out: 8, k: 3}\n  - gap\n  - linear: 10\n")
+    buf = io.StringIO()
+    render_advice(suggest_graph(two), Console(width=200, file=buf, color_system=None))
+    text = " ".join(buf.getvalue().split())
+    assert "depth warning: only 2 spatial convolution layer(s)" in text and "seeds/004" in text
+
+
+def test_cli_write_dir_reads_back(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "variants"
+    assert main(["suggest", "zoo:vgg11-cifar", "--input", "3,32,32", "--write", str(out), "--width", "200"]) == 0
+    text = capsys.readouterr().out
+    files = sorted(p.name for p in out.iterdir())
+    assert files[0] == "00-original.yaml" and any(f.endswith("-truncate.yaml") for f in files)
+    assert f"wrote {len(files)} spec file(s)" in " ".join(text.split())
+    adv = convscope.suggest("zoo:vgg11-cifar", input=(3, 32, 32))
+    for s in adv.recommended():
+        (path,) = out.glob(f"*-{s.key}.yaml")
+        head = path.read_text().splitlines()
+        assert head[0].startswith(f"# convscope suggest: {s.title} ({s.key})")
+        assert analyze(str(path)).to_dict()["totals"] == s.analysis.to_dict()["totals"]
+    assert analyze(str(out / "00-original.yaml")).totals == adv.base.totals
+
+
+def test_pytorch_origin_notes_module_paths(tmp_path: Path) -> None:
+    assert origin_of("mypkg.models:net") == "pytorch" and origin_of("net.onnx") == "onnx"
+    assert origin_of("zoo:allconv") == "zoo" and origin_of("a/net.yaml") == "spec"
+    adv = suggest_graph(load_zoo("vgg11-cifar"), only=["truncate"], origin="pytorch")
+    written = write_variants(adv, tmp_path, ref="mypkg.models:net")
+    text = written["truncate"].read_text()
+    assert "module paths of your nn.Module" in text and "# removed: block4.1.conv" in text.replace("\n#   ", " ")
+
+
+def test_errors_exit_2(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["suggest", "zoo:vgg11-cifar", "--only", "truncate,nope"]) == 2
+    assert "unknown rewrite 'nope'" in capsys.readouterr().err
+    assert main(["suggest", "zoo:vgg11-cifar", "--input", "3,32"]) == 2
+    assert main(["suggest", "nothing.yaml"]) == 2
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["suggest", "zoo:vgg11-cifar", "--write", str(f)]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_a_network_the_spec_cannot_express_is_refused_before_writing(tmp_path: Path) -> None:
+    b = GraphBuilder("sliced")
+    b.add_input("x", (3, 16, 16))
+    b.add("c", OpKind.CONV, O.ConvAttrs(out_channels=32, kernel=(3, 3), padding=((1, 1), (1, 1))), ["x"])
+    b.add("c2", OpKind.CONV, O.ConvAttrs(out_channels=32, kernel=(3, 3), padding=((1, 1), (1, 1))), ["c"])
+    b.add("half", OpKind.SLICE, O.SliceAttrs(axis=0, start=0, stop=16), ["c2"])
+    b.add("g", OpKind.GLOBAL_AVGPOOL, O.GlobalPoolAttrs(), ["half"])
+    adv = suggest_graph(b.build(), only=["width"])
+    with pytest.raises(convscope.ConvscopeError, match="layer 'half' \\(slice\\)"):
+        write_variants(adv, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
