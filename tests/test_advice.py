@@ -144,6 +144,20 @@ def test_pytorch_origin_notes_module_paths(tmp_path: Path) -> None:
     assert "module paths of your nn.Module" in text and "# removed: block4.1.conv" in text.replace("\n#   ", " ")
 
 
+def test_a_pytorch_model_round_trips_with_module_paths(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("convscope.frontends.from_torch")
+    ref = str(Path(__file__).parent / "fixtures" / "resnet.py") + ":resnet18"
+    adv = convscope.suggest(ref, input=(3, 64, 64), only=["truncate", "width"])
+    assert adv.origin == "pytorch"
+    t = adv.suggestion("truncate")
+    assert t.removed[0] == "layer4.1.conv1" and t.changed == ("avgpool",)  # module paths of the nn.Module
+    written = write_variants(adv, tmp_path, ref=ref)
+    assert "module paths of your nn.Module" in written["truncate"].read_text()
+    for s in adv.suggestions:
+        assert analyze(str(written[s.key])).totals == s.analysis.totals
+
+
 def test_errors_exit_2(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["suggest", "zoo:vgg11-cifar", "--only", "truncate,nope"]) == 2
     assert "unknown rewrite 'nope'" in capsys.readouterr().err

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from convscope.analyses._rewrite_conv import bottleneck_width, cardinality_for, scaled_channels
+from convscope.analyses._rewrite_conv import _groups_for, bottleneck_width, cardinality_for, scaled_channels
 from convscope.analyses._rewrite_edit import Editor, NewNode
 from convscope.analyses.advice import Options, Suggestion, suggest_graph
 from convscope.api import analyze
@@ -91,6 +91,7 @@ def test_width_closed_form() -> None:
 
 
 def test_width_keeps_depthwise_and_grouped_consistent() -> None:
+    assert _groups_for(32, 64, 64) == 32 and _groups_for(13, 56, 56) == 8 and _groups_for(6, 24, 24) == 6
     adv = suggest_graph(load_zoo("resnext50-32x4d"), only=["width"])
     s = adv.suggestion("width-0.5")
     conv2 = s.graph.node("layer1.0.conv2").attrs

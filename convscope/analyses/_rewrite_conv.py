@@ -13,7 +13,8 @@ tests check them):
 * bottleneck, m = C/4:  1x1 C_in->m, BN, ReLU, k_h x k_w m->m (the stride), BN, ReLU, 1x1 m->C_out;
   params C_in·m + m²·k_h·k_w + m·C_out + 4m (two BatchNorms)
 * width alpha:          every channel count c > d becomes max(d, round(alpha·c / d)·d), d = 8 (or a
-  multiple of the group counts); the layers that set the output (the classes) keep theirs.
+  multiple of the shuffle/GroupNorm group counts); the layers that set the output (the classes)
+  keep theirs; a grouped convolution keeps its group count where it still divides its channels.
 A bias stays on the layer that produces the original output.
 """
 
@@ -186,22 +187,26 @@ def _output_layers(g: Graph) -> set[str]:
 
 
 def _divisor(g: Graph, base_divisor: int) -> int:
+    """Channel counts are rounded to multiples of this: the base divisor, raised to a multiple of the
+    channel-shuffle and GroupNorm group counts (those ops need every channel count divisible)."""
     d = base_divisor
     for n in g.nodes:
-        a = n.attrs
-        if n.op in (OpKind.CONV, OpKind.CONV_T) and a.groups > 1:  # type: ignore[union-attr]
-            cin = g.node(n.inputs[0]).out.channels
-            if a.groups != cin:  # type: ignore[union-attr]
-                d = math.lcm(d, a.groups)  # type: ignore[union-attr]
-        elif n.op in (OpKind.CHANNEL_SHUFFLE, OpKind.GROUPNORM):
-            d = math.lcm(d, a.groups)  # type: ignore[union-attr]
+        if n.op in (OpKind.CHANNEL_SHUFFLE, OpKind.GROUPNORM):
+            d = math.lcm(d, n.attrs.groups)  # type: ignore[union-attr]
     return d
 
 
+def _groups_for(groups: int, cin: int, cout: int) -> int:
+    """A grouped convolution keeps its group count when it divides the new channel counts, else the
+    largest count below it that does (ResNeXt 32x4d at 0.5 stays 32 groups; RegNet's odd counts shrink)."""
+    common = math.gcd(cin, cout)
+    return max(k for k in range(1, min(groups, common) + 1) if common % k == 0)
+
+
 def scale_width(graph: Graph, alpha: float, divisor: int = 8, *, name: str | None = None) -> tuple[Graph, tuple[str, ...]]:
-    """The network with every channel count scaled by ``alpha`` (see :func:`scaled_channels`; the
-    divisor is raised to a multiple of the group counts), and the layers whose width changed.  The
-    layers that set the output keep their width; depthwise convolutions follow their input."""
+    """The network with every channel count scaled by ``alpha`` (see :func:`scaled_channels`), and
+    the layers whose width changed.  The layers that set the output keep their width; depthwise
+    convolutions follow their input; grouped ones keep their group count where it divides."""
     keep = _output_layers(graph)
     div = _divisor(graph, divisor)
     changed: list[str] = []
@@ -215,11 +220,12 @@ def scale_width(graph: Graph, alpha: float, divisor: int = 8, *, name: str | Non
         else:
             assert isinstance(a, O.ConvAttrs)
             cin_old = graph.node(node.inputs[0]).out.channels or 0
+            cin = b.info(node.inputs[0]).channels or 0
             if a.groups > 1 and a.groups == cin_old:  # depthwise: follows its input
-                cin = b.info(node.inputs[0]).channels or 0
                 new = dataclasses.replace(a, groups=cin, out_channels=cin * (a.out_channels // cin_old))
             else:
-                new = dataclasses.replace(a, out_channels=scaled_channels(a.out_channels, alpha, div))
+                out = scaled_channels(a.out_channels, alpha, div)
+                new = dataclasses.replace(a, out_channels=out, groups=_groups_for(a.groups, cin, out))
         if new != a:
             changed.append(node.name)
         return new
