@@ -89,8 +89,8 @@ def test_without_a_latency_model_latency_is_reported_missing(monkeypatch) -> Non
 
 def test_real_latency_model_when_installed() -> None:
     try:
-        from convscope.analyses.latency import predict  # noqa: F401
         from convscope.analyses._latency_profiles import profile_names  # type: ignore[import-not-found]
+        from convscope.analyses.latency import predict  # noqa: F401
     except ImportError:
         pytest.skip("the latency model (issue 4) is not installed")
     if "raspi4" not in profile_names():
@@ -161,6 +161,10 @@ def test_a_pytorch_model_round_trips_with_module_paths(tmp_path: Path) -> None:
 def test_errors_exit_2(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["suggest", "zoo:vgg11-cifar", "--only", "truncate,nope"]) == 2
     assert "unknown rewrite 'nope'" in capsys.readouterr().err
+    assert main(["suggest", "zoo:vgg11-cifar", "--only", "width-0.3"]) == 2
+    assert "width-0.75, width-0.5" in capsys.readouterr().err
+    assert [s.key for s in suggest_graph(load_zoo("vgg11-cifar"), only=["width-0.5", "truncate"]).suggestions] \
+        == ["width-0.5", "truncate"]
     assert main(["suggest", "zoo:vgg11-cifar", "--input", "3,32"]) == 2
     assert main(["suggest", "nothing.yaml"]) == 2
     f = tmp_path / "file"

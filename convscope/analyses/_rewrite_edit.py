@@ -9,13 +9,13 @@ node.  ``changed`` lists the original layers that were edited or removed, ``adde
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from convscope.ir.graph import Graph, GraphBuilder, Node
+from convscope.ir.graph import Graph, GraphBuilder
 from convscope.ir.ops import Attrs, OpKind
 
-__all__ = ["NewNode", "Editor", "trunk_nodes", "same_size_padding"]
+__all__ = ["NewNode", "Editor", "same_size_padding"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,27 +42,27 @@ class Editor:
         self.graph.node(name)  # raises GraphError for a name that is not a layer
         self._changed[name] = None
 
-    def drop(self, name: str) -> "Editor":
+    def drop(self, name: str) -> Editor:
         self._touch(name)
         self._drop.add(name)
         return self
 
-    def set_attrs(self, name: str, attrs: Attrs) -> "Editor":
+    def set_attrs(self, name: str, attrs: Attrs) -> Editor:
         self._touch(name)
         self._attrs[name] = attrs
         return self
 
-    def rewire(self, name: str, inputs: Sequence[str]) -> "Editor":
+    def rewire(self, name: str, inputs: Sequence[str]) -> Editor:
         self._touch(name)
         self._inputs[name] = tuple(inputs)
         return self
 
-    def replace(self, name: str, nodes: Sequence[NewNode]) -> "Editor":
+    def replace(self, name: str, nodes: Sequence[NewNode]) -> Editor:
         self._touch(name)
         self._replace[name] = list(nodes)
         return self
 
-    def insert_after(self, name: str, nodes: Sequence[NewNode]) -> "Editor":
+    def insert_after(self, name: str, nodes: Sequence[NewNode]) -> Editor:
         self.graph.node(name)
         self._after.setdefault(name, []).extend(nodes)
         return self
@@ -119,12 +119,6 @@ def _pruned(graph: Graph) -> Graph:
         elif node.name in keep:
             b.add(node.name, node.op, node.attrs, node.inputs, source=node.source)
     return b.build(outputs=graph.outputs, meta=graph.meta_dict())
-
-
-def trunk_nodes(graph: Graph, global_names: Iterable[str]) -> list[Node]:
-    """Layers with a spatial output that are not part of a global computation (head, SE gates)."""
-    glob = set(global_names)
-    return [n for n in graph.nodes if n.op is not OpKind.INPUT and n.out.is_image and n.name not in glob]
 
 
 def same_size_padding(k: tuple[int, int], d: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]] | None:

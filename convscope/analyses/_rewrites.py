@@ -14,7 +14,7 @@ import math
 
 from convscope.analyses._rewrite_base import POINTWISE, Base, NotApplicable, Rewrite, rewrite
 from convscope.analyses._rewrite_depth import depth_report, refusal
-from convscope.analyses._rewrite_edit import Editor, NewNode
+from convscope.analyses._rewrite_edit import Editor, NewNode, same_size_padding
 from convscope.analyses.border import productivity
 from convscope.analyses.cost import cost
 from convscope.analyses.receptive_field import receptive_field
@@ -147,10 +147,9 @@ def _stride_one(node: Node, ed: Editor) -> bool:
         if a.kernel == a.stride and a.padding == ((0, 0), (0, 0)) and not a.ceil_mode:
             ed.drop(node.name)
             return True
-        ext = [k - 1 for k in a.kernel]
-        if any(e % 2 for e in ext) or a.dilation != (1, 1):
+        pad = same_size_padding(a.kernel, a.dilation)
+        if pad is None or a.dilation != (1, 1):
             return False
-        pad = ((ext[0] // 2,) * 2, (ext[1] // 2,) * 2)
         ed.set_attrs(node.name, dataclasses.replace(a, stride=(1, 1), padding=pad, ceil_mode=False))  # type: ignore[arg-type]
         return True
     assert isinstance(a, O.ConvAttrs)
@@ -310,8 +309,7 @@ def maxpool_into_stride(base: Base) -> list[Rewrite]:
         conv = chain[0]
         ca = conv.attrs
         assert isinstance(ca, O.ConvAttrs)
-        ext = [d * (k - 1) for k, d in zip(ca.kernel, ca.dilation)]
-        if any(e % 2 for e in ext) or ca.padding != ((ext[0] // 2,) * 2, (ext[1] // 2,) * 2):
+        if ca.padding != same_size_padding(ca.kernel, ca.dilation):
             continue  # only "same" convolutions: then stride s gives the pool's output size exactly
         ed.drop(n.name)
         ed.set_attrs(conv.name, dataclasses.replace(ca, stride=a.stride))

@@ -226,6 +226,21 @@ def _order(items: list[Suggestion], by_ms: bool) -> list[Suggestion]:
     return sorted(items, key=key)
 
 
+def _selection(only: Sequence[str] | None, opts: Options) -> tuple[list[str], set[str] | None]:
+    """The rewrites to run for ``only`` (rewrite keys, or suggestion keys such as ``width-0.5``)."""
+    if only is None:
+        return list(REWRITES), None
+    widths = [f"width-{w:g}" for w in opts.widths]
+    keys: list[str] = []
+    for k in only:
+        rk = k if k in REWRITES else "width" if k in widths else None
+        if rk is None:
+            raise InputError(f"unknown rewrite '{k}' (choose from {', '.join(REWRITES)}, {', '.join(widths)})")
+        if rk not in keys:
+            keys.append(rk)
+    return keys, set(only)
+
+
 def suggest_graph(
     graph: Graph,
     *,
@@ -247,11 +262,8 @@ def suggest_graph(
         raise InputError(str(exc)) from None
     if batch < 1:
         raise InputError(f"batch must be a positive integer, got {batch}")
-    keys = list(REWRITES) if only is None else list(only)
-    unknown = [k for k in keys if k not in REWRITES]
-    if unknown:
-        raise InputError(f"unknown rewrite '{unknown[0]}' (choose from {', '.join(REWRITES)})")
     opts = options or Options()
+    keys, wanted = _selection(only, opts)
     latency = _Latency(device, backend, batch, dt.value, threads, fit)
     base = _base(graph, opts, dt, batch, latency)
     found: list[Suggestion] = []
@@ -267,7 +279,11 @@ def suggest_graph(
         except GraphError as exc:  # the rewrite would break the network here: say where
             skipped.append((key, TITLES[key], f"the rewritten network is invalid: {exc}"))
             continue
-        found += [_evaluate(base, rw, dt, batch, latency) for rw in rewrites]
+        except Exception as exc:  # a bug in one rewrite: keep the others' results, say so
+            skipped.append((key, TITLES[key], f"internal error ({type(exc).__name__}: {exc}); please report it"))
+            continue
+        found += [_evaluate(base, rw, dt, batch, latency) for rw in rewrites if wanted is None or rw.key in wanted
+                  or rw.key.split("-")[0] in wanted]
     if progress:
         progress("done", len(keys), len(keys))
     by_ms = base.analysis.latency is not None and all(s.analysis.latency is not None for s in found)

@@ -57,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16", "int8"),
                    help="element type for bytes and latency (default fp32)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
-    p.add_argument("--only", metavar="KEY,...", help=f"only these rewrites: {', '.join(REWRITE_KEYS)}")
+    p.add_argument("--only", metavar="KEY,...", help=f"only these rewrites: {', '.join(REWRITE_KEYS)} "
+                                                    "(or width-0.75, width-0.5)")
     p.add_argument("--write", metavar="DIR", help="write the original and each recommended variant as a spec "
                                                   "file into DIR")
     add_json_arg(p)
