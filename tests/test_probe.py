@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from convscope.backends.probe import fit_head
-from convscope.backends.probe_stats import (OnlineCovariance, as_samples, fit_linear_probe, pooled_dims,
-                                            probe_features, projection_for)
+from convscope.backends.probe_stats import (
+    OnlineCovariance,
+    as_samples,
+    fit_linear_probe,
+    pooled_dims,
+    probe_features,
+    projection_for,
+)
 from convscope.errors import InputError
 from convscope.frontends.from_spec import graph_from_spec_data
 from convscope.ir.ops import OpKind
@@ -131,7 +137,7 @@ def _row(name: str, probe: float, sat: float, unproductive: bool, spatial: bool 
 
 def test_verdict_agrees_partly_disagrees() -> None:
     before = [_row("a", 0.5, 0.9, False), _row("b", 0.8, 0.8, False), _row("c", 0.9, 0.85, False)]
-    kw = dict(test_accuracy=0.9, chance=0.1, n_test=1000, n_probe_test=1000)
+    kw: dict = {"test_accuracy": 0.9, "chance": 0.1, "n_test": 1000, "n_probe_test": 1000}
     v = verdict(before + [_row("d", 0.905, 0.5, True), _row("head", 0.99, 0.1, False, spatial=False)], **kw)
     assert v.status == "agrees" and v.probe_gain == pytest.approx(0.005) and v.plateau_layer == "c"
     assert v.saturation_before == pytest.approx(0.85) and v.saturation_after == pytest.approx(0.5)

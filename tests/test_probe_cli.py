@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import yaml
 from rich.console import Console
+from test_probe_run import TINY
 
 from convscope.cli import main
 from convscope.probe.results import DataInfo, EpochRecord, LayerProbe, ProbeResult, Verdict
 from convscope.reports.probe_html import probe_section
 from convscope.reports.probe_terminal import render_probe
-from test_probe_run import TINY
 
 FAST = ["--epochs", "2", "--batch-size", "32", "--lr", "3e-3", "--threads", "1"]
 

@@ -35,7 +35,7 @@ from convscope.errors import InputError
 from convscope.probe.results import DataInfo
 from convscope.probe.synthetic import make_synthetic
 
-__all__ = ["DataSet", "Split", "load_data", "from_arrays", "resize", "IMAGE_SUFFIXES", "CACHE_BYTES"]
+__all__ = ["CACHE_BYTES", "IMAGE_SUFFIXES", "DataSet", "Split", "from_arrays", "load_data", "resize"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 CACHE_BYTES = 1 << 30
@@ -250,7 +250,8 @@ def _cifar_names(root: Path, k: int) -> tuple[str, ...]:
                 names = [n.decode() if isinstance(n, bytes) else str(n) for n in d[key]]
                 if len(names) >= k:
                     return tuple(names)
-            except Exception:  # the names are decoration; fall back to numbers
+            except (InputError, OSError, pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError,
+                    AttributeError):  # the names are decoration; fall back to numbers
                 break
     return tuple(str(i) for i in range(k))
 
@@ -314,7 +315,7 @@ def _split_per_class(by_class: dict[str, list[Path]], seed: int, test_share: flo
     train, test = {}, {}
     for name, files in by_class.items():
         order = rng.permutation(len(files))
-        n_test = int(round(len(files) * test_share)) if len(files) > 1 else 0
+        n_test = round(len(files) * test_share) if len(files) > 1 else 0
         n_test = max(n_test, 1) if len(files) > 1 else 0
         test[name] = [files[i] for i in order[:n_test]]
         train[name] = [files[i] for i in order[n_test:]]

@@ -22,6 +22,7 @@ the checkpoint keeps them for the next run.  Nothing here prints; progress goes 
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -36,8 +37,15 @@ from convscope.analyses.analyze import analyze_graph
 from convscope.api import load_graph
 from convscope.backends.data import DataSet, Split, load_data
 from convscope.backends.probe_run import RunDir, default_cache_dir, run_key
-from convscope.backends.probe_stats import (DEFAULT_PROBE_DIMS, OnlineCovariance, as_samples, fit_linear_probe,
-                                            pooled_dims, probe_features, projection_for)
+from convscope.backends.probe_stats import (
+    DEFAULT_PROBE_DIMS,
+    OnlineCovariance,
+    as_samples,
+    fit_linear_probe,
+    pooled_dims,
+    probe_features,
+    projection_for,
+)
 from convscope.backends.to_torch import GraphModule, build_module
 from convscope.errors import ConvscopeError, InputError, NothingUsable
 from convscope.ir.graph import Graph, GraphBuilder, Node
@@ -47,7 +55,7 @@ from convscope.probe.results import DataInfo, EpochRecord, LayerProbe, ProbeResu
 from convscope.probe.rules import DEFAULT_DELTA, saturation_from_covariance, verdict
 from convscope.results import Analysis, LayerRow
 
-__all__ = ["ProbeConfig", "Progress", "ProbeInterrupted", "probe", "fit_head", "FEATURE_BYTES"]
+__all__ = ["FEATURE_BYTES", "ProbeConfig", "ProbeInterrupted", "Progress", "fit_head", "probe"]
 
 FEATURE_BYTES = 512 << 20
 _PASS_THROUGH = frozenset({OpKind.ACT, OpKind.DROPOUT, OpKind.FLATTEN, OpKind.IDENTITY, OpKind.SOFTMAX,
@@ -136,7 +144,7 @@ def fit_head(graph: Graph, classes: int) -> tuple[Graph, str | None]:
     head = _head_node(graph)
     field = "out_features" if head.op is OpKind.LINEAR else "out_channels"
     old = getattr(head.attrs, field)
-    new_attrs = replace(head.attrs, **{field: classes})  # type: ignore[type-var]
+    new_attrs = replace(head.attrs, **{field: classes})  # type: ignore[arg-type]
 
     def edit(node: Node, b: GraphBuilder) -> Any:
         return new_attrs if node.name == head.name else None
@@ -157,7 +165,7 @@ def _device(name: str) -> torch.device:
 
 
 def _logits(module: GraphModule, x: torch.Tensor) -> torch.Tensor:
-    out = module(x)
+    out: torch.Tensor = module(x)
     return out.reshape(out.shape[0], -1)
 
 
@@ -199,7 +207,7 @@ def _epoch(module: GraphModule, opt: torch.optim.Optimizer, ds: DataSet, cfg: Pr
         if not torch.isfinite(loss):
             raise ConvscopeError(f"training diverged in epoch {epoch + 1} (loss {float(loss)}): lower --lr")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         total_loss += float(loss.detach()) * len(b)
         correct += int((logits.argmax(1) == y).sum())
@@ -254,7 +262,7 @@ def _groups(rows: Sequence[LayerRow], cfg: ProbeConfig, n_samples: int) -> list[
 
 def _collect(module: GraphModule, ds: DataSet, split: Split, idx: torch.Tensor, rows: Sequence[LayerRow],
              cfg: ProbeConfig, device: torch.device, covs: dict[str, OnlineCovariance] | None,
-             proj: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
+             proj: dict[str, torch.Tensor | None], progress: Progress) -> dict[str, torch.Tensor]:
     """Pooled probe features of ``rows`` on ``split[idx]``; updates ``covs`` when given."""
     names = [r.name for r in rows]
     feats: dict[str, list[torch.Tensor]] = {n: [] for n in names}
@@ -267,19 +275,22 @@ def _collect(module: GraphModule, ds: DataSet, split: Split, idx: torch.Tensor, 
                 if covs is not None:
                     covs[n].update(as_samples(cap[n]))
                 feats[n].append(probe_features(cap[n], cfg.probe_dims, proj[n]))
+            progress.advance()
     return {n: torch.cat(v) for n, v in feats.items()}
 
 
 def _measure_group(module: GraphModule, ds: DataSet, rows: Sequence[LayerRow], res: tuple[int, int],
-                   cfg: ProbeConfig, device: torch.device, idx_tr: torch.Tensor, idx_te: torch.Tensor
-                   ) -> Iterator[LayerProbe]:
+                   cfg: ProbeConfig, device: torch.device, idx_tr: torch.Tensor, idx_te: torch.Tensor,
+                   progress: Progress, label: str) -> Iterator[LayerProbe]:
     """One pass over the probe samples for the whole group, then each layer's numbers in turn."""
     width = {r.name: (r.out_shape[0] if len(r.out_shape) == 3 else math.prod(r.out_shape)) for r in rows}
     covs = {r.name: OnlineCovariance(width[r.name], device) for r in rows}
     proj = {r.name: projection_for(pooled_dims(r.out_shape, cfg.probe_dims), cfg.probe_dims, cfg.seed + i, device)
             for i, r in enumerate(rows)}
-    ftr = _collect(module, ds, ds.train, idx_tr, rows, cfg, device, None, proj)
-    fte = _collect(module, ds, ds.test, idx_te, rows, cfg, device, covs, proj)
+    step = cfg.batch_size * 2
+    progress.start(f"{label}: forward passes", math.ceil(len(idx_tr) / step) + math.ceil(len(idx_te) / step))
+    ftr = _collect(module, ds, ds.train, idx_tr, rows, cfg, device, None, proj, progress)
+    fte = _collect(module, ds, ds.test, idx_te, rows, cfg, device, covs, proj, progress)
     ytr, yte = ds.train.labels[idx_tr].to(device), ds.test.labels[idx_te].to(device)
     for r in rows:
         rf, ratio = _rf(r, res)
@@ -302,12 +313,16 @@ def _measure(module: GraphModule, ds: DataSet, analysis: Analysis, cfg: ProbeCon
     idx_te = _subset(len(ds.test), cfg.probe_samples, cfg.seed + 2)
     done = run.load_layers(probe_key) if run is not None else {}
     todo = [r for r in rows if r.name not in done]
-    progress.start("measure layers", len(rows))
-    if len(todo) < len(rows):
-        progress.advance(len(rows) - len(todo))  # measured by an earlier, interrupted run
     try:
         for group in _groups(todo, cfg, len(idx_tr) + len(idx_te)):
-            for m in _measure_group(module, ds, group, analysis.resolution, cfg, device, idx_tr, idx_te):
+            label = f"layers {group[0].name}…{group[-1].name}" if len(group) > 1 else f"layer {group[0].name}"
+            measure = _measure_group(module, ds, group, analysis.resolution, cfg, device, idx_tr, idx_te, progress,
+                                     label)
+            first = next(measure)  # the passes over the data; then one bar over all layers
+            progress.start("measure layers", len(rows))
+            if len(done):
+                progress.advance(len(done))  # measured before (this run, or an interrupted one)
+            for m in itertools.chain([first], measure):
                 done[m.name] = m
                 if run is not None:
                     run.save_layers(probe_key, [done[r.name] for r in rows if r.name in done])

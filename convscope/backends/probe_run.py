@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import torch
 from convscope.errors import InputError
 from convscope.probe.results import EpochRecord, LayerProbe
 
-__all__ = ["RunDir", "run_key", "default_cache_dir"]
+__all__ = ["RunDir", "default_cache_dir", "run_key"]
 
 _FILES = ("run.json", "model.pt")
 
@@ -66,10 +66,9 @@ class RunDir:
         except OSError as exc:
             raise InputError(f"--checkpoint {path}: cannot create the directory ({exc.strerror or exc})") from None
         meta = self._read_meta()
-        if meta is not None and meta.get("key") != key:
-            if not fresh:
-                raise InputError(f"--checkpoint {path}: holds the checkpoint of another run ({meta.get('model')} on "
-                                 f"{meta.get('data')}); use another directory, or --fresh to start over there")
+        if meta is not None and meta.get("key") != key and not fresh:
+            raise InputError(f"--checkpoint {path}: holds the checkpoint of another run ({meta.get('model')} on "
+                             f"{meta.get('data')}); use another directory, or --fresh to start over there")
         if fresh or (meta is not None and meta.get("key") != key):
             self._clear()
 
@@ -101,7 +100,8 @@ class RunDir:
             state = torch.load(ckpt, map_location="cpu", weights_only=True)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-        except Exception:  # unreadable or from another torch: start over
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError, EOFError,
+                pickle.UnpicklingError):  # unreadable or from another torch: start over
             return 0, []
         epoch = int(state["epoch"])
         history = [EpochRecord.from_dict(h) for h in meta.get("history", [])][:epoch]
@@ -129,6 +129,3 @@ class RunDir:
     def save_layers(self, probe_key: str, layers: Sequence[LayerProbe]) -> None:
         text = json.dumps([r.to_dict() for r in layers], indent=1)
         _atomic_write(self._layers_file(probe_key), lambda p: p.write_text(text, encoding="utf-8"))
-
-    def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)

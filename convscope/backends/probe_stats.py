@@ -19,8 +19,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["OnlineCovariance", "as_samples", "probe_features", "pooled_dims", "projection_for", "fit_linear_probe",
-           "DEFAULT_PROBE_DIMS"]
+__all__ = [
+    "DEFAULT_PROBE_DIMS",
+    "OnlineCovariance",
+    "as_samples",
+    "fit_linear_probe",
+    "pooled_dims",
+    "probe_features",
+    "projection_for",
+]
 
 DEFAULT_PROBE_DIMS = 2048
 _L2 = 1e-3
@@ -102,7 +109,8 @@ def projection_for(dims: int, budget: int, seed: int, device: torch.device | str
     if dims <= budget:
         return None
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(dims, budget, generator=g) / budget ** 0.5).to(device)
+    proj: torch.Tensor = (torch.randn(dims, budget, generator=g) / budget ** 0.5).to(device)
+    return proj
 
 
 def _standardise(tr: torch.Tensor, te: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,11 +132,11 @@ def fit_linear_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch
     def closure() -> torch.Tensor:
         opt.zero_grad()
         loss = F.cross_entropy(xtr @ w + b, ytr) + l2 * (w * w).sum()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         return loss
 
     with torch.enable_grad():
-        opt.step(closure)
+        opt.step(closure)  # type: ignore[no-untyped-call]
     with torch.no_grad():
         test = int(((xte @ w + b).argmax(1) == yte).sum()) / len(yte) if len(yte) else float("nan")
         train = int(((xtr @ w + b).argmax(1) == ytr).sum()) / len(ytr)

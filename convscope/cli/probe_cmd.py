@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from convscope.cli._common import add_json_arg, console, json_to_stdout, shape_arg, write_json
 
 HELP = "train briefly and check the predicted border with saturation and linear probes"
@@ -62,22 +60,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(handler=run)
 
 
-class _Bars:
-    """The library's progress protocol drawn as rich bars on stderr."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.task: Any = None
-
-    def start(self, description: str, total: int) -> None:
-        if self.task is not None:
-            self.progress.update(self.task, completed=self.progress.tasks[-1].total)
-        self.task = self.progress.add_task(description, total=total)
-
-    def advance(self, n: int = 1) -> None:
-        self.progress.advance(self.task, n)
-
-
 def _output(result: Any, args: argparse.Namespace) -> None:
     if args.json:
         write_json(result.to_dict(), args.json)
@@ -96,17 +78,16 @@ def _output(result: Any, args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from convscope.backends.probe import ProbeConfig, ProbeInterrupted, probe
+    from convscope.reports.probe_terminal import progress_bars
 
     cfg = ProbeConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                       seed=args.seed, device=args.device, probe_samples=args.probe_samples, threads=args.threads)
     shape = shape_arg(args.input) if args.input else None
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
     checkpoint = False if args.no_checkpoint else args.checkpoint
     try:
-        with Progress(*columns, console=console(args, stderr=True), transient=True) as bars:
+        with progress_bars(console(args, stderr=True)) as bars:
             result = probe(args.model, args.data, input=shape, config=cfg, checkpoint=checkpoint, fresh=args.fresh,
-                           progress=_Bars(bars))
+                           progress=bars)
     except ProbeInterrupted as stop:
         _output(stop.partial, args)
         console(args, stderr=True).print("convscope probe: interrupted; partial results written")

@@ -16,7 +16,7 @@ from typing import Any
 
 from convscope.units import json_number
 
-__all__ = ["SCHEMA_VERSION", "DataInfo", "EpochRecord", "LayerProbe", "Verdict", "ProbeResult"]
+__all__ = ["SCHEMA_VERSION", "DataInfo", "EpochRecord", "LayerProbe", "ProbeResult", "Verdict"]
 
 SCHEMA_VERSION = 1
 
@@ -36,7 +36,7 @@ class DataInfo:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DataInfo":
+    def from_dict(cls, d: Mapping[str, Any]) -> DataInfo:
         return cls(d["ref"], d["kind"], tuple(d["classes"]), d["train"], d["test"], d.get("context_px"))
 
 
@@ -52,7 +52,7 @@ class EpochRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "EpochRecord":
+    def from_dict(cls, d: Mapping[str, Any]) -> EpochRecord:
         return cls(**{k: d[k] for k in ("epoch", "loss", "train_accuracy", "test_accuracy", "seconds")})
 
 
@@ -93,7 +93,7 @@ class LayerProbe:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LayerProbe":
+    def from_dict(cls, d: Mapping[str, Any]) -> LayerProbe:
         rf = d.get("rf_min")
         return cls(d["name"], d["op"], None if rf is None else (rf[0], rf[1]), d.get("rf_ratio"),
                    d["unproductive"], d["width"], d.get("saturation"), d.get("eigendirections"),
@@ -152,7 +152,7 @@ class ProbeResult:
                 return r
         raise KeyError(f"no measured layer named '{name}'")
 
-    def with_updates(self, **kw: Any) -> "ProbeResult":
+    def with_updates(self, **kw: Any) -> ProbeResult:
         return replace(self, **kw)
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,12 +29,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from convscope.probe.results import LayerProbe, Verdict
 
-__all__ = ["VARIANCE_SHARE", "DEFAULT_DELTA", "saturation_from_covariance", "verdict", "plateau_layer"]
+__all__ = ["DEFAULT_DELTA", "VARIANCE_SHARE", "plateau_layer", "saturation_from_covariance", "verdict"]
 
 VARIANCE_SHARE = 0.99
 DEFAULT_DELTA = 0.02
@@ -60,18 +61,25 @@ def _band(p: float, n: int, delta: float) -> float:
     return max(delta, 2.0 * sigma)
 
 
-def _measured(layers: Sequence[LayerProbe]) -> list[LayerProbe]:
-    return [r for r in layers if r.is_spatial and r.error is None
-            and r.probe_accuracy is not None and r.saturation is not None]
+class _Row(NamedTuple):
+    name: str
+    probe: float
+    saturation: float
+    unproductive: bool
+
+
+def _measured(layers: Sequence[LayerProbe]) -> list[_Row]:
+    return [_Row(r.name, r.probe_accuracy, r.saturation, r.unproductive) for r in layers
+            if r.is_spatial and r.error is None and r.probe_accuracy is not None and r.saturation is not None]
 
 
 def plateau_layer(layers: Sequence[LayerProbe], n_test: int, delta: float = DEFAULT_DELTA) -> str | None:
     rows = _measured(layers)
     if not rows:
         return None
-    best = max(r.probe_accuracy for r in rows)  # type: ignore[type-var]
-    band = _band(best, n_test, delta)  # type: ignore[arg-type]
-    return next(r.name for r in rows if r.probe_accuracy >= best - band)  # type: ignore[operator]
+    best = max(r.probe for r in rows)
+    band = _band(best, n_test, delta)
+    return next(r.name for r in rows if r.probe >= best - band)
 
 
 def verdict(
@@ -91,23 +99,23 @@ def verdict(
         return Verdict("inconclusive", ("the network was not trained",))
     floor = chance + max(0.05, 3.0 * math.sqrt(chance * (1 - chance) / max(n_test, 1)))
     if test_accuracy <= floor:
-        return Verdict("inconclusive", (
-            f"the trained network is no better than chance (test accuracy {test_accuracy:.3f}, chance "
-            f"{chance:.3f}): train longer or check the data before reading its layers",), plateau_layer=plateau)
+        why = (f"the trained network is no better than chance (test accuracy {test_accuracy:.3f}, chance "
+               f"{chance:.3f}): train longer or check the data before reading its layers")
+        return Verdict("inconclusive", (why,), plateau_layer=plateau)
     before = [r for r in rows if not r.unproductive]
     after = [r for r in rows if r.unproductive]
     if not after:
-        return Verdict("no_prediction", ("no measured layer is predicted unproductive at this resolution: "
-                                         "nothing to confirm",), plateau_layer=plateau)
+        why = "no measured layer is predicted unproductive at this resolution: nothing to confirm"
+        return Verdict("no_prediction", (why,), plateau_layer=plateau)
     if not before:
-        return Verdict("inconclusive", ("every measured layer is predicted unproductive: no productive layer "
-                                        "to compare with",), plateau_layer=plateau)
-    best_p = max(r.probe_accuracy for r in before)  # type: ignore[type-var]
-    best_u = max(r.probe_accuracy for r in after)  # type: ignore[type-var]
-    band = _band(best_p, n_probe_test, delta)  # type: ignore[arg-type]
-    gain = best_u - best_p  # type: ignore[operator]
-    sat_p = statistics.median(r.saturation for r in before)  # type: ignore[type-var]
-    sat_u = statistics.median(r.saturation for r in after)  # type: ignore[type-var]
+        why = "every measured layer is predicted unproductive: no productive layer to compare with"
+        return Verdict("inconclusive", (why,), plateau_layer=plateau)
+    best_p = max(r.probe for r in before)
+    best_u = max(r.probe for r in after)
+    band = _band(best_p, n_probe_test, delta)
+    gain = best_u - best_p
+    sat_p = float(statistics.median(r.saturation for r in before))
+    sat_u = float(statistics.median(r.saturation for r in after))
     probe_ok = gain <= band
     sat_ok = sat_u < sat_p
     reasons = (
@@ -118,5 +126,5 @@ def verdict(
         + ("lower, as predicted" if sat_ok else "not lower"),
     )
     status = "agrees" if probe_ok and sat_ok else ("partly" if probe_ok or sat_ok else "disagrees")
-    return Verdict(status, reasons, probe_gain=gain, gain_threshold=band, saturation_before=sat_p,  # type: ignore[arg-type]
+    return Verdict(status, reasons, probe_gain=gain, gain_threshold=band, saturation_before=sat_p,
                    saturation_after=sat_u, plateau_layer=plateau)

@@ -36,7 +36,7 @@ import numpy as np
 
 from convscope.errors import InputError
 
-__all__ = ["SyntheticData", "SYNTHETIC", "make_synthetic", "parse_synthetic_ref"]
+__all__ = ["SYNTHETIC", "SyntheticData", "make_synthetic", "parse_synthetic_ref"]
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def _scales_images(n: int, shape: tuple[int, int, int], d: int, noise: float,
 
 
 def _make_scales(shape: tuple[int, int, int], p: Mapping[str, Any]) -> SyntheticData:
-    c, h, w = shape
+    _, h, w = shape
     d = int(p.get("d", max(1, min(h, w) // 4)))
     if d < 1 or 2 * d > min(h, w):
         raise InputError(f"synthetic:scales: d={d} must be between 1 and half the image side "

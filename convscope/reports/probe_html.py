@@ -16,7 +16,7 @@ from convscope.reports._svg import line_chart
 from convscope.reports.html import esc, page, table
 from convscope.units import fmt_rf
 
-__all__ = ["probe_section", "write_probe_html", "signals_chart", "rf_ratio_chart", "history_chart"]
+__all__ = ["history_chart", "probe_section", "rf_ratio_chart", "signals_chart", "write_probe_html"]
 
 
 def _border_index(r: ProbeResult) -> int | None:

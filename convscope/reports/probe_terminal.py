@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 from convscope.probe.results import LayerProbe, ProbeResult
 from convscope.units import fmt_rf
 
-__all__ = ["render_probe", "VERDICT_STYLE"]
+__all__ = ["VERDICT_STYLE", "RichBars", "progress_bars", "render_probe"]
 
 VERDICT_STYLE = {"agrees": "bold green", "partly": "bold yellow", "disagrees": "bold red",
                  "inconclusive": "bold magenta", "no_prediction": "bold"}
@@ -81,3 +93,29 @@ def render_probe(r: ProbeResult, console: Console) -> None:
         console.print(Text.assemble(("partial result", "bold yellow"), (
             f": {len(r.history)}/{r.epochs} epoch(s) trained, {done} layer(s) measured; rerun the same command to "
             "resume" + (f" (checkpoint {r.checkpoint})" if r.checkpoint else ""))))
+
+
+class RichBars:
+    """The probe's progress protocol (``start``/``advance``) as one rich bar, reused stage after stage."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.task: Any = None
+
+    def start(self, description: str, total: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task(description, total=total)
+        else:
+            self.progress.reset(self.task, total=total, completed=0, description=description)
+
+    def advance(self, n: int = 1) -> None:
+        self.progress.advance(self.task, n)
+
+
+@contextmanager
+def progress_bars(console: Console, prefix: str = "") -> Iterator[RichBars]:
+    """Bars on ``console`` (stderr in the CLI) that vanish when the work is done."""
+    columns = (TextColumn(prefix + "{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        yield RichBars(progress)
