@@ -158,6 +158,19 @@ def test_a_pytorch_model_round_trips_with_module_paths(tmp_path: Path) -> None:
         assert analyze(str(written[s.key])).totals == s.analysis.totals
 
 
+def test_ctrl_c_keeps_the_rewrites_done_so_far(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    def interrupt(base):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(advice_mod.REWRITES, "truncate", interrupt)
+    adv = suggest_graph(load_zoo("vgg11-cifar"), only=["width", "truncate", "bottleneck"])
+    assert adv.interrupted and [s.key for s in adv.suggestions] == ["width-0.5", "width-0.75"]
+    assert adv.to_dict()["complete"] is False
+    assert main(["suggest", "zoo:vgg11-cifar", "--only", "width,truncate", "--brief", "--width", "160"]) == 130
+    out, err = capsys.readouterr()
+    assert "width-0.5" in out and "interrupted" in err
+
+
 def test_errors_exit_2(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["suggest", "zoo:vgg11-cifar", "--only", "truncate,nope"]) == 2
     assert "unknown rewrite 'nope'" in capsys.readouterr().err
@@ -171,6 +184,14 @@ def test_errors_exit_2(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyp
     f.write_text("x")
     assert main(["suggest", "zoo:vgg11-cifar", "--write", str(f)]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_a_network_without_an_image_input_is_refused() -> None:
+    b = GraphBuilder("mlp")
+    b.add_input("x", (16,))
+    b.add("fc", OpKind.LINEAR, O.LinearAttrs(out_features=4), ["x"])
+    with pytest.raises(convscope.ConvscopeError, match="not C, H, W"):
+        suggest_graph(b.build())
 
 
 def test_a_network_the_spec_cannot_express_is_refused_before_writing(tmp_path: Path) -> None:

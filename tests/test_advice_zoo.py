@@ -16,7 +16,7 @@ The torch check, kept cheap on purpose:
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
@@ -68,20 +68,25 @@ def _signature(g: Graph) -> tuple[object, ...]:
 _BUILT: dict[tuple[object, ...], int] = {}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: one thread is faster, and idle OpenMP threads do not spin on a busy machine."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("name", NETS)
 def test_every_variant_builds_and_runs_in_torch(name: str) -> None:
     torch = pytest.importorskip("torch")
     from convscope.backends.to_torch import build_module
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is faster and does not spin on a busy machine
-    try:
-        _build_and_run(name, torch, build_module)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _build_and_run(name: str, torch: Any, build_module: Any) -> None:
     for res in RESOLUTIONS:  # smallest first: a structure is run at the smallest size it is suggested for
         for s in _advice(name, res).suggestions:
             sig = _signature(s.graph)
@@ -93,3 +98,22 @@ def _build_and_run(name: str, torch: Any, build_module: Any) -> None:
                     y = build_module(small)(torch.randn(1, *small.input_shape))
                 assert tuple(y.shape[1:]) == small.node(small.outputs[0]).out.shape, (name, res, s.key)
             assert _BUILT[sig] == s.analysis.totals.params, (name, res, s.key)
+
+
+@pytest.mark.parametrize("name", ["vgg16-cifar", "resnet18-imagenet", "mobilenetv2", "dilated-context", "fbnet"])
+def test_variant_macs_match_flop_counter(name: str) -> None:
+    """MACs oracle on the rewritten structures (width-reduced copies, 32 px): FlopCounterMode ÷ 2."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from convscope.analyses.cost import cost
+    from convscope.backends.to_torch import build_module
+
+    for s in _advice(name, 32).suggestions:
+        if s.key == "resolution":
+            continue  # the same layers at a larger input: the core's oracle tests cover it
+        small, _ = scale_width(s.graph, 1 / 8)
+        module = build_module(small)
+        with FlopCounterMode(display=False) as fc, torch.inference_mode():
+            module(torch.randn(1, *small.input_shape))
+        assert fc.get_total_flops() // 2 == cost(small).total.macs, (name, s.key)

@@ -129,6 +129,7 @@ class Advice:
     latency_note: str | None
     graph: Graph = field(repr=False, compare=False)
     origin: str = "spec"  # spec | zoo | pytorch | onnx | graph
+    interrupted: bool = False  # Ctrl-C: the rewrites tried so far
 
     def suggestion(self, key: str) -> Suggestion:
         for s in self.suggestions:
@@ -149,6 +150,7 @@ class Advice:
             "model": self.model,
             "input": list(self.input),
             "origin": self.origin,
+            "complete": not self.interrupted,
             "sorted_by": self.sorted_by,
             "latency_note": self.latency_note,
             "base": _metrics(self.base, self.depth),
@@ -226,6 +228,20 @@ def _order(items: list[Suggestion], by_ms: bool) -> list[Suggestion]:
     return sorted(items, key=key)
 
 
+def _run(key: str, base: Base, skipped: list[tuple[str, str, str]]) -> list[Rewrite]:
+    """One rewrite's variants; why not, in ``skipped``, when it does not apply or fails."""
+    try:
+        return REWRITES[key](base)
+    except NotApplicable as exc:
+        reason = str(exc)
+    except GraphError as exc:  # the rewrite would break the network here: say where
+        reason = f"the rewritten network is invalid: {exc}"
+    except Exception as exc:  # a bug in one rewrite: keep the others' results, say so
+        reason = f"internal error ({type(exc).__name__}: {exc}); please report it"
+    skipped.append((key, TITLES[key], reason))
+    return []
+
+
 def _selection(only: Sequence[str] | None, opts: Options) -> tuple[list[str], set[str] | None]:
     """The rewrites to run for ``only`` (rewrite keys, or suggestion keys such as ``width-0.5``)."""
     if only is None:
@@ -239,6 +255,19 @@ def _selection(only: Sequence[str] | None, opts: Options) -> tuple[list[str], se
         if rk not in keys:
             keys.append(rk)
     return keys, set(only)
+
+
+def _check(graph: Graph, dtype: DType | str, batch: int) -> DType:
+    try:
+        dt = DType.parse(dtype)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if batch < 1:
+        raise InputError(f"batch must be a positive integer, got {batch}")
+    if len(graph.input_shape) != 3:
+        raise InputError(f"{graph.name}: suggest rewrites convolutional networks on images; the input "
+                         f"{list(graph.input_shape)} is not C, H, W")
+    return dt
 
 
 def suggest_graph(
@@ -255,37 +284,28 @@ def suggest_graph(
     progress: Progress | None = None,
     origin: str = "graph",
 ) -> Advice:
-    """Every applicable rewrite of ``graph``, analysed and sorted by what it saves (see module doc)."""
-    try:
-        dt = DType.parse(dtype)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    if batch < 1:
-        raise InputError(f"batch must be a positive integer, got {batch}")
+    """Every applicable rewrite of ``graph``, analysed and sorted by what it saves (see module doc).
+    On Ctrl-C the rewrites tried so far are returned, with ``interrupted`` set."""
+    dt = _check(graph, dtype, batch)
     opts = options or Options()
     keys, wanted = _selection(only, opts)
     latency = _Latency(device, backend, batch, dt.value, threads, fit)
     base = _base(graph, opts, dt, batch, latency)
     found: list[Suggestion] = []
     skipped: list[tuple[str, str, str]] = []
+    interrupted = False
     for i, key in enumerate(keys):
         if progress:
             progress(key, i, len(keys))
         try:
-            rewrites = REWRITES[key](base)
-        except NotApplicable as exc:
-            skipped.append((key, TITLES[key], str(exc)))
-            continue
-        except GraphError as exc:  # the rewrite would break the network here: say where
-            skipped.append((key, TITLES[key], f"the rewritten network is invalid: {exc}"))
-            continue
-        except Exception as exc:  # a bug in one rewrite: keep the others' results, say so
-            skipped.append((key, TITLES[key], f"internal error ({type(exc).__name__}: {exc}); please report it"))
-            continue
-        found += [_evaluate(base, rw, dt, batch, latency) for rw in rewrites if wanted is None or rw.key in wanted
-                  or rw.key.split("-")[0] in wanted]
+            rewrites = _run(key, base, skipped)
+            found += [_evaluate(base, rw, dt, batch, latency) for rw in rewrites
+                      if wanted is None or rw.key in wanted or rw.key.split("-")[0] in wanted]
+        except KeyboardInterrupt:  # keep what is done (the CLI shows it and exits 130)
+            interrupted = True
+            break
     if progress:
         progress("done", len(keys), len(keys))
     by_ms = base.analysis.latency is not None and all(s.analysis.latency is not None for s in found)
     return Advice(graph.name, graph.input_shape, base.analysis, base.depth, tuple(_order(found, by_ms)),
-                  tuple(skipped), "ms" if by_ms else "macs", latency.note, graph, origin)
+                  tuple(skipped), "ms" if by_ms else "macs", latency.note, graph, origin, interrupted)

@@ -106,4 +106,7 @@ def run(args: argparse.Namespace) -> int:
         render_advice(adv, console(args), written=written, explain=not args.brief)
     elif written:
         print(f"wrote {len(written)} spec file(s) to {args.write}", file=sys.stderr)
+    if adv.interrupted:
+        print("convscope suggest: interrupted: the table shows the rewrites tried so far", file=sys.stderr)
+        return 130
     return 0
