@@ -81,7 +81,7 @@ def main() -> None:
     args = ap.parse_args()
     con = Console(highlight=False)
     if not con.is_terminal:
-        con = Console(highlight=False, width=150)
+        con = Console(highlight=False, width=200)
     summary = Table(title=f"border check on sklearn digits ({args.epochs} epochs, seed {args.seed}, width ×{args.width})",
                     header_style="bold", title_justify="left")
     for col in ("network", "input", "test acc", "predicted border", "unproductive", "probes plateau at",
