@@ -27,3 +27,10 @@ def spec(tmp_path: Path):  # type: ignore[no-untyped-def]
         return p
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _private_latency_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's `convscope calibrate` results (analyze would attach local
+    latency predictions and time missing layers): every test gets an empty latency cache."""
+    monkeypatch.setenv("CONVSCOPE_CACHE", str(tmp_path_factory.mktemp("latency-cache")))

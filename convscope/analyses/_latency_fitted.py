@@ -50,6 +50,7 @@ _CLASSES = (OpClass.CONV, OpClass.GROUPED, OpClass.MATMUL, OpClass.ELEMENTWISE)
 PRIOR = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0)
 ORDER = (6, 5, 0, 4, 3, 1, 2, 7)  # which features to fit first when the networks cannot separate all
 MIN_ROWS = 5
+LAM = 1e-3  # pull towards the profile (see fit_relative)
 
 
 @dataclass(frozen=True)
@@ -106,9 +107,8 @@ def _objective(nets: Sequence[NetFeatures], y: np.ndarray, theta: Sequence[float
     return float(np.mean(((y - pred) / y) ** 2))
 
 
-def fit_model(nets: Sequence[NetFeatures], y: np.ndarray, *, iterations: int = 25) -> tuple[np.ndarray, list[int]]:
-    """θ by alternating bound assignment and relative NNLS (see the module docstring)."""
-    theta = np.asarray(PRIOR, dtype=float)
+def _alternate(nets: Sequence[NetFeatures], y: np.ndarray, theta: np.ndarray,
+               iterations: int) -> tuple[np.ndarray, list[int], float]:
     best, best_err, cols = theta, _objective(nets, y, theta), []
     for _ in range(iterations):
         x = np.array([n.row(theta) for n in nets])
@@ -117,14 +117,37 @@ def fit_model(nets: Sequence[NetFeatures], y: np.ndarray, *, iterations: int = 2
             break
         held = [j for j in range(len(PRIOR)) if j not in cols]
         target = y - x[:, held] @ theta[held]
-        f = fit_relative(x[:, cols], target, [PRIOR[j] for j in cols], weights=y)
+        f = fit_relative(x[:, cols], target, [PRIOR[j] for j in cols], lam=LAM, weights=y)
         new = theta.copy()
         new[cols] = f.coef
         err = _objective(nets, y, new)
         if err >= best_err - 1e-12:
             break
         theta, best, best_err = new, new, err
-    return best, cols
+    return best, cols, best_err
+
+
+# Starting points: the profile, and the profile with compute or memory 10x off either way (the
+# bound assignment of the start decides which local optimum the alternation finds).
+_STARTS = [(1.0, 1.0), (0.1, 1.0), (10.0, 1.0), (1.0, 0.1), (1.0, 10.0)]
+
+
+def _fit_from(nets: Sequence[NetFeatures], y: np.ndarray, start: tuple[float, float],
+              iterations: int) -> tuple[np.ndarray, list[int], float]:
+    th = np.asarray(PRIOR, dtype=float)
+    th[:4] *= start[0]
+    th[4] *= start[1]
+    return _alternate(nets, y, th, iterations)
+
+
+def fit_model(nets: Sequence[NetFeatures], y: np.ndarray, *, iterations: int = 25) -> tuple[np.ndarray, list[int]]:
+    """θ by alternating bound assignment and relative NNLS (see the module docstring) from a few
+    starting points; the fit with the smallest error on the measured networks wins.  (Choosing the
+    start by leave-one-out error instead did no better on the published data: 0.888 vs 0.893 on
+    raspi4, equal elsewhere.)"""
+    fits = [_fit_from(nets, y, s, iterations) for s in _STARTS]
+    th, cols, _ = min(fits, key=lambda f: f[2])
+    return th, cols
 
 
 def _loo(nets: Sequence[NetFeatures], y: np.ndarray) -> np.ndarray:

@@ -68,7 +68,7 @@ def _fusion_note(backend: str) -> str:
     if not (r.fold_bn or r.conv_acts or r.const_fold):
         return f"{backend}: no fusion, one kernel per op (eager)"
     parts = ["BatchNorm folded into the conv" if r.fold_bn else "", "conv+add fused" if r.conv_add else "",
-             "activation fused" if r.conv_acts else "", "constants folded" if r.const_fold else ""]
+             "activation fused" if r.conv_acts else "", "constant networks folded" if r.const_fold else ""]
     return f"{backend}: " + ", ".join(p for p in parts if p) + " (time shown on the conv)"
 
 
@@ -146,7 +146,7 @@ def _measure_missing(graph: Graph, missing: list[Kernel], backend: str, batch: i
     t0 = time.perf_counter()
     with threads_set(threads):
         run = measure_kernels([(graph, k) for k in missing], backend=backend, batch=batch, dtype=dtype,
-                              threads=threads, store=store, fp=fp, progress=progress)
+                              threads=threads, store=store, fp=fp, progress=progress, retries=1, wait_s=10.0)
     if run.interrupted:
         raise KeyboardInterrupt
     return [f"measured {run.measured} layer configuration(s) missing from the cache now "

@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -159,45 +160,54 @@ class KernelRun:
 
 def measure_kernels(items: Sequence[tuple[Graph, Kernel]], *, backend: str, batch: int, dtype: str,
                     threads: int, store: LatencyStore, fp: Fingerprint, progress: Progress | None = None,
-                    retries: int = 3) -> KernelRun:
-    """Time each (graph, kernel) and store it at once.  Kernels the machine was too busy to time
-    are retried after waiting for quiet (``retries`` rounds).  Ctrl-C stops after the last stored
-    kernel."""
-    failed: dict[str, tuple[str, str]] = {}
-    todo, done, base = list(items), 0, None
+                    retries: int = 4, wait_s: float = 30.0) -> KernelRun:
+    """Time each (graph, kernel) and store it at once.  A kernel the machine was too busy to time is
+    retried after waiting (up to ``wait_s``) for the other processes to leave us the CPUs, ``retries``
+    times.  Ctrl-C stops after the last stored kernel."""
+    failed: list[tuple[str, str]] = []
+    done = 0
     try:
-        for attempt in range(retries + 1):
-            if attempt and todo:
-                itf.wait_quiet(threads=threads, timeout_s=60.0)
-            busy = []
-            for i, (g, k) in enumerate(todo):
-                if progress:
-                    progress(done + len(failed), len(items), f"{g.name}: {k.name}")
-                if base is None:
-                    base = _baseline(backend, dtype, threads)
-                try:
-                    t = time_kernel(kernel_graph(g, k), backend=backend, batch=batch, dtype=dtype, threads=threads)
-                except Busy:
-                    busy.append((g, k))
-                    continue
-                except ConvscopeError as exc:
-                    failed[k.signature] = (k.name, str(exc))
-                    continue
-                store.put_layer(fp, backend, threads, dtype, k.signature,
-                                LayerTiming(max(t.ms - base, 0.0), max(t.p10_ms - base, 0.0),
-                                            max(t.p90_ms - base, 0.0), t.runs))
-                done += 1
-            todo = busy
-            if not todo:
-                break
-            base = None  # measure the baseline again once quiet
+        base = _with_retries(lambda: _baseline(backend, dtype, threads), threads, retries, wait_s) if items else 0.0
+        for g, k in items:
+            if progress:
+                progress(done + len(failed), len(items), f"{g.name}: {k.name}")
+            if base is None:
+                failed.append((k.name, _BUSY))
+                continue
+            try:
+                t = _with_retries(lambda: time_kernel(kernel_graph(g, k), backend=backend, batch=batch, dtype=dtype,
+                                                      threads=threads), threads, retries, wait_s)
+            except ConvscopeError as exc:
+                failed.append((k.name, str(exc)))
+                continue
+            if t is None:
+                failed.append((k.name, _BUSY))
+                continue
+            store.put_layer(fp, backend, threads, dtype, k.signature,
+                            LayerTiming(max(t.ms - base, 0.0), max(t.p10_ms - base, 0.0), max(t.p90_ms - base, 0.0),
+                                        t.runs))
+            done += 1
     except KeyboardInterrupt:
-        return KernelRun(done, tuple(failed.values()), True)
-    for g, k in todo:
-        failed[k.signature] = (k.name, "the machine stayed busy: other processes kept taking CPU time")
+        return KernelRun(done, tuple(failed), True)
     if progress:
         progress(len(items), len(items), "done")
-    return KernelRun(done, tuple(failed.values()), False)
+    return KernelRun(done, tuple(failed), False)
+
+
+_BUSY = "the machine stayed busy: other processes kept taking CPU time"
+T = TypeVar("T")
+
+
+def _with_retries(fn: Callable[[], T], threads: int, retries: int, wait_s: float) -> T | None:
+    """``fn()``, waiting for quiet and trying again while it raises :class:`Busy`; None if it never
+    got a quiet moment."""
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except Busy:
+            if attempt < retries:
+                itf.wait_quiet(threads=threads, timeout_s=wait_s)
+    return None
 
 
 def standard_set() -> list[Graph]:
@@ -290,9 +300,11 @@ def _steps(g: Graph) -> int:
 
 def calibrate(models: Sequence[Graph] | None = None, *, backend: str = "torch", threads: int | None = None,
               dtype: str = "fp32", batch: int = 1, store: LatencyStore | None = None, refit: bool = False,
-              force: bool = False, progress: Progress | None = None) -> CalibrationReport:
+              force: bool = False, progress: Progress | None = None,
+              overhead_graphs: Sequence[Graph] | None = None, overhead_time_s: float = 4.0) -> CalibrationReport:
     """Measure the unique kernels of ``models`` (default: :func:`standard_set`) that the cache lacks,
-    and fit the per-network overhead if this machine has none yet (or ``refit``)."""
+    and fit the per-network overhead if this machine has none yet (or ``refit``) on
+    ``overhead_graphs`` (default :func:`overhead_set`), each timed for ``overhead_time_s``."""
     if batch < 1:
         raise InputError(f"batch must be a positive integer, got {batch}")
     n = threads or default_threads()
@@ -312,7 +324,8 @@ def calibrate(models: Sequence[Graph] | None = None, *, backend: str = "torch", 
         if not interrupted and (cal is None or refit):
             try:
                 cal, refitted = fit_overhead(backend=backend, threads=n, dtype=dtype, store=st, fp=fp,
-                                             progress=progress), True
+                                             progress=progress, graphs=overhead_graphs,
+                                             time_limit_s=overhead_time_s), True
             except KeyboardInterrupt:
                 interrupted = True
     return CalibrationReport(fp.label(), backend, n, dtype, batch, total, run.measured, total - len(todo),

@@ -68,17 +68,19 @@ def _stable(v: Sequence[float]) -> bool:
 
 
 def time_runs(call: Callable[[], Any], *, inner: int = 1, min_runs: int = 10, time_limit_s: float = 10.0,
-              warmup: int = 3, max_runs: int = 2000, oversubscribed: bool = False,
+              warmup: int = 3, warmup_s: float | None = None, max_runs: int = 2000, oversubscribed: bool = False,
               progress: Callable[[float, int], None] | None = None) -> Timing:
-    """Time ``call`` (``inner`` calls per run), setting disturbed runs aside.  Stops when stable after
-    ``min_runs`` clean runs, at ``time_limit_s``, or - when the machine is busy - at three times the
-    limit with whatever it has.  ``progress(elapsed_s, clean_runs)`` after each run."""
+    """Time ``call`` (``inner`` calls per run), setting disturbed runs aside.  Warm up for ``warmup``
+    calls and ``warmup_s`` seconds (default a tenth of the limit, at most 1 s).  Stops when stable
+    after ``min_runs`` clean runs, at ``time_limit_s``, or - when the machine is busy - at three
+    times the limit with whatever it has.  ``progress(elapsed_s, clean_runs)`` after each run."""
     start = time.perf_counter()
+    warm_s = min(1.0, 0.1 * time_limit_s) if warmup_s is None else warmup_s
     clean: list[float] = []
     bad: list[float] = []
     done_warm, stable, interrupted, pause = 0, False, False, 0.02
     try:
-        while done_warm < warmup or time.perf_counter() - start < min(1.0, 0.1 * time_limit_s):
+        while done_warm < warmup or time.perf_counter() - start < warm_s:
             call()
             done_warm += 1
             if done_warm >= warmup and time.perf_counter() - start >= time_limit_s:

@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--force", action="store_true", help="measure layers again even if cached")
     p.add_argument("--list", action="store_true", help="list the calibrations in the cache and exit")
     add_json_arg(p)
+    p.add_argument("--width", type=int, metavar="COLS", help="terminal width for the output")
     p.set_defaults(handler=run)
 
 

@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--time-limit", type=float, default=10.0, metavar="S", help="seconds per network (default 10)")
     p.add_argument("--min-runs", type=int, default=10, metavar="N", help="runs before stopping early (default 10)")
     add_json_arg(p)
+    p.add_argument("--width", type=int, metavar="COLS", help="terminal width for the output")
     p.set_defaults(handler=run)
 
 

@@ -1,0 +1,129 @@
+"""The fitted tier: recovering a device from a few measured networks, and the CSV's errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convscope.analyses._latency_fit import nnls
+from convscope.analyses._latency_profiles import parse_profile
+from convscope.analyses.latency import analytic, predict
+from convscope.api import load_graph
+from convscope.cli import main
+from convscope.errors import SpecError
+
+BASE = """name: base
+peak_gflops: {{conv: {conv}, grouped: 5, matmul: 20, elementwise: {elem}}}
+bandwidth_gbs: {bw}
+overhead_us: {{torch: {over}}}
+"""
+# the "real" device is 2.5x slower on convs, has half the bandwidth and 4x the per-kernel overhead
+TRUE = parse_profile(BASE.format(conv=20, elem=2, bw=5, over=40), "true.yaml")
+
+NET = """name: n{i}
+input: [3, {r}, {r}]
+layers:
+  - conv: {{out: {c}, k: {k}}}
+  - bn
+  - relu
+  - repeat: {d}
+    layers:
+      - conv: {{out: {c}, k: {k}}}
+      - relu
+  - maxpool: {{k: 2}}
+  - conv: {{out: {c2}, k: 1}}
+  - gap
+  - linear: {{out: 10}}
+"""
+SHAPES = [(32, 16, 3, 1, 32), (64, 8, 3, 3, 16), (48, 32, 5, 2, 64), (32, 64, 1, 4, 64), (96, 8, 3, 6, 8),
+          (64, 24, 3, 2, 96), (40, 16, 7, 1, 16), (32, 4, 3, 12, 4), (80, 32, 3, 1, 128), (56, 12, 5, 5, 24)]
+HELD_OUT = [(64, 32, 3, 2, 32), (32, 8, 1, 8, 8), (96, 24, 5, 1, 48)]
+
+
+def write_nets(root: Path, shapes: list[tuple[int, ...]], prefix: str = "n") -> list[Path]:
+    (root / "nets").mkdir(exist_ok=True)
+    out = []
+    for i, (r, c, k, d, c2) in enumerate(shapes):
+        p = root / "nets" / f"{prefix}{i}.yaml"
+        p.write_text(NET.format(i=i, r=r, c=c, k=k, d=d, c2=c2))
+        out.append(p)
+    return out
+
+
+def write_csv(root: Path, nets: list[Path], ms: list[float], name: str = "timings.csv") -> Path:
+    p = root / name
+    p.write_text("# measured on the board\nnetwork,latency_ms\n"
+                 + "".join(f"nets/{n.name},{m}\n" for n, m in zip(nets, ms)))
+    return p
+
+
+def test_nnls_against_scipy() -> None:
+    scipy = pytest.importorskip("scipy.optimize")
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a, b = rng.normal(size=(12, 5)) * rng.choice([1e-3, 1, 1e3], size=5), rng.normal(size=12)
+        ours, ref = nnls(a, b), scipy.nnls(a, b)[0]
+        assert (ours >= 0).all()
+        assert np.linalg.norm(a @ ours - b) == pytest.approx(np.linalg.norm(a @ ref - b), rel=1e-6, abs=1e-9)
+
+
+def test_fitted_recovers_a_device_from_ten_networks(tmp_path: Path) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text(BASE.format(conv=50, elem=5, bw=10, over=10))
+    nets = write_nets(tmp_path, SHAPES)
+    truth = [analytic(load_graph(str(n)), TRUE).ms for n in nets]
+    csv = write_csv(tmp_path, nets, truth)
+    for n in write_nets(tmp_path, HELD_OUT, prefix="h"):
+        g = load_graph(str(n))
+        real = analytic(g, TRUE).ms
+        fit = predict(g, device=str(base), fit=str(csv))
+        assert fit is not None and fit.tier == "fitted"
+        assert fit.ms == pytest.approx(real, rel=0.03)  # the profile alone is off by 2-4x
+        assert abs(analytic(g, parse_profile(base.read_text(), "b")).ms / real - 1) > 0.3
+        assert fit.low_ms <= fit.ms <= fit.high_ms
+        assert sum(ms for _, ms in fit.per_layer) == pytest.approx(fit.ms - 0.0, abs=fit.ms * 0.05)
+
+
+def test_fitted_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    nets = write_nets(tmp_path, SHAPES[:6])
+    csv = write_csv(tmp_path, nets, [analytic(load_graph(str(n)), TRUE).ms for n in nets])
+    assert main(["analyze", str(nets[0]), "--device", "desktop-cpu", "--fit", str(csv), "--width", "160"]) == 0
+    out = capsys.readouterr().out
+    assert "tier fitted · desktop-cpu" in out and "refitted on 6 networks" in out
+
+
+def _err(tmp_path: Path, text: str) -> str:
+    write_nets(tmp_path, SHAPES)
+    p = tmp_path / "t.csv"
+    p.write_text(text)
+    with pytest.raises(SpecError) as e:
+        predict(load_graph("zoo:allconv"), device="desktop-cpu", fit=str(p))
+    return str(e.value)
+
+
+def test_too_few_networks(tmp_path: Path) -> None:
+    msg = _err(tmp_path, "network,latency_ms\n" + "".join(f"nets/n{i}.yaml,{i + 1}\n" for i in range(4)))
+    assert "t.csv" in msg and "4 measured network(s)" in msg and "at least 5" in msg
+
+
+def test_missing_column(tmp_path: Path) -> None:
+    msg = _err(tmp_path, "net,ms\nnets/n0.yaml,3\n")
+    assert "t.csv:1" in msg and "needs a 'network' column" in msg
+
+
+def test_bad_latency_names_the_line(tmp_path: Path) -> None:
+    msg = _err(tmp_path, "network,latency_ms\nnets/n0.yaml,3\n\nnets/n1.yaml,fast\n")
+    assert "t.csv:4" in msg and "latency_ms must be a positive number" in msg and "'fast'" in msg
+
+
+def test_missing_network_names_the_line(tmp_path: Path) -> None:
+    rows = "".join(f"nets/n{i}.yaml,{i + 1}\n" for i in range(5))
+    msg = _err(tmp_path, f"network,latency_ms\n{rows}nets/nope.yaml,3\n")
+    assert "t.csv:7" in msg and "nets/nope.yaml" in msg
+
+
+def test_ill_conditioned(tmp_path: Path) -> None:
+    msg = _err(tmp_path, "network,latency_ms\n" + "nets/n0.yaml,3\n" * 6)
+    assert "ill-conditioned" in msg and "same features" in msg

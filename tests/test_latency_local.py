@@ -1,0 +1,136 @@
+"""The local tier: the formula on a hand-filled cache, keys (threads), missing layers measured on
+demand or refused, and a real (small) calibration feeding `analyze`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from convscope.analyses._latency_kernels import kernels
+from convscope.analyses.latency import predict
+from convscope.api import analyze
+from convscope.backends import _interference as itf
+from convscope.backends._cache import Calibration, LayerTiming, default_threads, device_fingerprint, open_store
+from convscope.backends.calibrate import calibrate, kernel_graph
+from convscope.cli import main
+from convscope.errors import InputError
+from convscope.frontends.from_spec import graph_from_spec_text
+
+TINY = """name: tiny{i}
+input: [3, {r}, {r}]
+layers:
+  - conv: {{out: {c}, k: 3}}
+  - bn
+  - relu
+  - conv: {{out: {c}, k: 3, s: 2}}
+  - relu
+  - gap
+  - linear: {{out: 4}}
+"""
+
+
+def tiny(i: int = 0, r: int = 16, c: int = 8):  # type: ignore[no-untyped-def]
+    return graph_from_spec_text(TINY.format(i=i, r=r, c=c), file=f"tiny{i}.yaml")
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CONVSCOPE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "latency.sqlite"
+
+
+@pytest.fixture
+def quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behaviour, not speed: other processes on a shared test machine must not make runs 'disturbed'."""
+    monkeypatch.setattr(itf, "disturbance", lambda a, b, **kw: itf.Disturbance(0.0, 0.0, 0.0, False))
+
+
+def fill(graph, scale: float = 1.1, per_node: float = 0.002, fixed: float = 0.05, skip: int = 0):  # type: ignore[no-untyped-def]
+    st = open_store()
+    fp = device_fingerprint("torch")
+    n = default_threads()
+    ks = kernels(graph, "torch")
+    for i, k in enumerate(ks[skip:]):
+        st.put_layer(fp, "torch", n, "fp32", k.signature, LayerTiming(0.1 * (i + 1), 0.1, 0.1, 5))
+    st.put_calibration(fp, "torch", n, "fp32", Calibration(scale, per_node, fixed, (0.9, 1.2), (("x", 1.0, 1.0),), "cpu"))
+    return ks
+
+
+def test_local_formula_on_a_hand_filled_cache() -> None:
+    g = tiny()
+    ks = fill(g)
+    pred = predict(g, device="local")
+    assert pred is not None and pred.tier == "local" and pred.threads == default_threads()
+    nodes = len(g.nodes) - 1
+    expect = 1.1 * sum(0.1 * (i + 1) for i in range(len(ks))) + 0.002 * nodes + 0.05
+    assert pred.ms == pytest.approx(expect)
+    assert (pred.low_ms, pred.high_ms) == pytest.approx((0.9 * expect, 1.2 * expect))
+    assert dict(pred.per_layer)[ks[0].name] == pytest.approx(1.1 * 0.1 + 0.002)
+    assert predict(g) == pred  # device=None: the local tier, since this machine is calibrated
+
+
+def test_another_thread_count_is_another_calibration() -> None:
+    g = tiny()
+    fill(g)
+    with pytest.raises(InputError, match="no calibration for this machine"):
+        predict(g, device="local", threads=default_threads() + 3)
+    assert predict(g, threads=default_threads() + 3) is None
+
+
+def test_missing_layers_refused_or_measured_on_demand(quiet: None) -> None:
+    g = tiny()
+    ks = fill(g, skip=1)
+    with pytest.raises(InputError, match="not in the latency cache .*calibrate MODEL"):
+        predict(g, device="local", on_missing="refuse")
+    pred = predict(g, device="local", threads=default_threads())
+    assert pred is not None and any("measured 1 layer configuration" in n for n in pred.notes)
+    st = open_store()
+    assert ks[0].signature in st.layers(device_fingerprint("torch"), "torch", default_threads(), "fp32",
+                                        [ks[0].signature])
+
+
+def test_kernel_graph_is_the_kernel_alone() -> None:
+    g = tiny()
+    k = kernels(g, "onnxruntime")[0]
+    kg = kernel_graph(g, k)
+    assert [n.op.value for n in kg.nodes] == ["input", "conv", "bn", "act"]
+    assert kg.input_shape == (3, 16, 16)
+
+
+def test_calibrate_then_analyze_shows_local_predictions(quiet: None, capsys: pytest.CaptureFixture[str]) -> None:
+    g = tiny(r=24)
+    over = [tiny(i, r, c) for i, (r, c) in enumerate([(8, 4), (16, 8), (32, 8), (16, 16), (24, 12), (40, 4)])]
+    rep = calibrate([g], threads=1, overhead_graphs=over, overhead_time_s=0.3)
+    assert not rep.interrupted and not rep.failed and rep.calibration is not None and rep.refitted
+    assert rep.measured == rep.kernels > 0 and rep.cached == 0
+    assert rep.calibration.scale >= 0 and len(rep.calibration.networks) == 6
+    again = calibrate([g], threads=1)
+    assert again.measured == 0 and again.cached == rep.kernels and not again.refitted
+    a = analyze(g, threads=1)
+    assert a.latency is not None and a.latency.tier == "local" and a.latency.threads == 1
+    assert all(r.ms is not None for r in a.layers)
+    spec = Path(str(open_store().path)).parent / "tiny.yaml"
+    spec.write_text(TINY.format(i=9, r=24, c=8))
+    assert main(["analyze", str(spec), "--threads", "1", "--json", "-"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["latency"]["tier"] == "local" and d["latency"]["threads"] == 1
+    assert main(["calibrate", "--list", "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["calibrations"][0]["threads"] == 1
+
+
+def test_a_machine_that_stays_busy_measures_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from convscope.backends import calibrate as C
+
+    monkeypatch.setattr(itf, "disturbance", lambda a, b, **kw: itf.Disturbance(0.9, 0.9, 0.0, True))
+    waits = []
+    monkeypatch.setattr(itf, "wait_quiet", lambda **kw: waits.append(kw) or False)
+    monkeypatch.setattr(C.time, "sleep", lambda s: None, raising=False)
+    g = tiny()
+    ks = kernels(g, "torch")[:2]
+    run = C.measure_kernels([(g, k) for k in ks], backend="torch", batch=1, dtype="fp32", threads=1,
+                            store=open_store(), fp=device_fingerprint("torch"), retries=2, wait_s=0.01)
+    assert run.measured == 0 and len(run.failed) == 2 and "stayed busy" in run.failed[0][1]
+    assert len(waits) == 2  # the baseline waited twice, then every kernel was refused at once
+    assert open_store().count_layers() == 0  # nothing disturbed was cached

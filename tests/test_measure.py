@@ -1,0 +1,148 @@
+"""`measure`: the structure of a result, runs counted, threads reported, interference set aside,
+Ctrl-C keeping partial results, the CLI's JSON (FORMATS.md §5), plans."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from convscope.backends import _interference as itf
+from convscope.backends import measure as M
+from convscope.backends.measure import measure_graph, time_runs
+from convscope.cli import main
+from convscope.errors import InputError
+from convscope.frontends.from_spec import graph_from_spec_text
+
+TINY = """name: tiny
+input: [3, 16, 16]
+layers:
+  - conv: {out: 8, k: 3}
+  - bn
+  - relu
+  - gap
+  - linear: {out: 4}
+"""
+FIELDS = {"schema_version", "model", "backend", "device", "threads", "batch", "input", "median_ms", "p10_ms",
+          "p90_ms", "runs"}
+
+
+@pytest.fixture
+def tiny():  # type: ignore[no-untyped-def]
+    return graph_from_spec_text(TINY, file="tiny.yaml")
+
+
+def test_measure_a_tiny_network(tiny) -> None:  # type: ignore[no-untyped-def]
+    m = measure_graph(tiny, threads=1, batch=2, time_limit_s=0.5, min_runs=5)
+    assert m.threads == 1 and m.batch == 2 and m.input == (3, 16, 16) and m.backend == "torch"
+    assert m.runs == len(m.times_ms) >= 3 and m.warmup_runs >= 3
+    assert m.p10_ms <= m.median_ms <= m.p90_ms
+    assert min(m.times_ms) <= m.median_ms <= max(m.times_ms)
+    d = m.to_dict()
+    assert FIELDS <= set(d) and d["schema_version"] == 1 and d["input"] == [3, 16, 16]
+    json.dumps(d, allow_nan=False)
+
+
+def test_default_threads_are_reported(tiny, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert measure_graph(tiny, time_limit_s=0.2, min_runs=3).threads == 1
+
+
+def test_disturbed_runs_are_set_aside(monkeypatch: pytest.MonkeyPatch) -> None:
+    flags = iter([False, True] * 100)
+    monkeypatch.setattr(itf, "disturbance", lambda a, b, **kw: itf.Disturbance(0.5, None, None, next(flags)))
+    t = time_runs(lambda: None, min_runs=10, time_limit_s=5, warmup=1, max_runs=40)
+    assert len(t.clean) >= 10 and len(t.disturbed) >= 9 and not t.mixed
+    assert t.used == t.clean
+
+
+def test_a_busy_machine_is_flagged_not_hidden(monkeypatch: pytest.MonkeyPatch, tiny) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(itf, "disturbance", lambda a, b, **kw: itf.Disturbance(0.5, None, None, True))
+    monkeypatch.setattr(M.time, "sleep", lambda s: None)
+    m = measure_graph(tiny, threads=1, time_limit_s=0.1, min_runs=3)
+    assert m.interference and m.disturbed_runs == m.runs > 0
+    assert any("disturbed by other processes" in n for n in m.notes)
+
+
+def test_ctrl_c_keeps_the_runs_so_far() -> None:
+    calls = {"n": 0}
+
+    def call() -> None:
+        calls["n"] += 1
+        if calls["n"] > 8:
+            raise KeyboardInterrupt
+
+    t = time_runs(call, min_runs=100, time_limit_s=60, warmup=2, warmup_s=0)
+    assert t.interrupted and t.warmup == 2 and len(t.clean) + len(t.disturbed) == 6
+    calls["n"] = 7
+    with pytest.raises(KeyboardInterrupt):  # nothing measured yet: nothing to keep
+        time_runs(call, min_runs=100, time_limit_s=60, warmup=5, warmup_s=0)
+
+
+def test_stops_when_stable() -> None:
+    t = time_runs(lambda: time.sleep(0.001), min_runs=10, time_limit_s=30, warmup=1)
+    assert t.stable and t.elapsed_s < 30
+
+
+def test_interference_signal_from_samples() -> None:
+    a = itf.Sample(0.0, 0.0, 0, 0, 0)
+    busy = itf.disturbance(a, itf.Sample(0.1, 0.1, 40_000, 10, 0))
+    quiet = itf.disturbance(a, itf.Sample(0.1, 0.1, 0, 10, 0))
+    assert busy.disturbed and busy.stall_share == pytest.approx(0.4)
+    assert not quiet.disturbed
+
+
+@pytest.mark.skipif("psi" not in itf.available(), reason="needs Linux CPU pressure information")
+def test_a_real_competing_process_is_detected(tiny) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 * itf._NCPU)]
+    try:
+        time.sleep(0.3)
+        m = measure_graph(tiny, threads=itf._NCPU, time_limit_s=0.5, min_runs=50)
+    finally:
+        for h in hogs:
+            h.kill()
+    assert m.disturbed_runs > 0
+
+
+def test_bad_arguments(tiny) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InputError, match="cannot run here"):
+        measure_graph(tiny, backend="tflite")
+    with pytest.raises(InputError, match="batch must be a positive integer"):
+        measure_graph(tiny, batch=0)
+    with pytest.raises(InputError, match="int8"):
+        measure_graph(tiny, dtype="int8")
+
+
+def test_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    assert main(["measure", str(spec), "--threads", "1", "--time-limit", "0.3", "--min-runs", "3", "--json", "-"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert FIELDS <= set(d) and d["threads"] == 1 and d["model"] == str(spec)
+    assert main(["measure", str(spec), "--backend", "torch", "--batch", "0"]) == 2
+    assert main(["measure", str(spec), "--threads", "1", "--time-limit", "0.2", "--width", "120"]) == 0
+    assert "threads" in capsys.readouterr().out
+
+
+def test_measure_a_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("convscope.analyses.deployment")
+    (tmp_path / "a.yaml").write_text(TINY)
+    (tmp_path / "plan.yaml").write_text("""name: p
+input: [3, 16, 16]
+candidates:
+  one:
+    single: a.yaml
+  both:
+    parallel: [a.yaml, a.yaml]
+""")
+    assert main(["measure", str(tmp_path / "plan.yaml"), "--threads", "1", "--time-limit", "0.2",
+                 "--min-runs", "3", "--json", "-"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    one, both = d["candidates"]
+    assert one["name"] == "one" and both["measured_ms"] == pytest.approx(2 * one["measured_ms"])
+    assert len(both["networks"]) == 2 and both["networks"][0]["threads"] == 1
