@@ -134,3 +134,22 @@ def test_ctrl_c_writes_the_partial_result(net: Path, tmp_path: Path, capsys: Any
     d = json.loads(out.read_text())
     assert d["complete"] is False and [x["name"] for x in d["layers"]] == ["c0", "c3", "c4", "head"]
     assert "interrupted; partial results written" in capsys.readouterr().err
+
+
+def test_an_image_folder_end_to_end(net: Path, tmp_path: Path, capsys: Any) -> None:
+    """PNG files in class folders, RGB, another size than the network's; --input changes the channels."""
+    from PIL import Image
+
+    for i in range(12):
+        for cls, color in (("red", (220, 20, 20)), ("blue", (20, 20, 220))):
+            p = tmp_path / "imgs" / cls / f"{i}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (24, 20), color).save(p)
+    assert main(["probe", str(net), "--input", "3,16,16", "--data", str(tmp_path / "imgs"), "--epochs", "3",
+                 "--batch-size", "4", "--lr", "3e-3", "--threads", "1", "--no-checkpoint", "--json", "-"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["input"] == [3, 16, 16] and d["data"]["kind"] == "folder" and d["data"]["classes"] == ["blue", "red"]
+    assert (d["data"]["train"], d["data"]["test"]) == (20, 4)
+    assert d["layers"][0]["probe_accuracy"] == 1.0  # colour alone tells the classes apart
+    assert d["test_accuracy"] == 1.0
+    assert "replaced the head: layer 'head' now has 2 outputs (was 10)" in d["notes"]

@@ -178,3 +178,22 @@ def test_a_checkpoint_of_another_run_is_not_reused(tiny: Any, tmp_path: Path) ->
         probe(tiny, data, config=other, checkpoint=tmp_path)
     r = probe(tiny, data, config=other, checkpoint=tmp_path, fresh=True)
     assert r.seed == 1 and not any("resumed" in n for n in r.notes)
+
+
+def test_a_layer_that_fails_is_recorded_and_the_rest_measured(tiny: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convscope.backends import probe as probe_mod
+
+    real, calls = probe_mod.fit_linear_probe, []
+
+    def flaky(*a: Any, **k: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory (simulated)")
+        return real(*a, **k)
+
+    monkeypatch.setattr(probe_mod, "fit_linear_probe", flaky)
+    r = probe(tiny, "synthetic:scales:n=100,test=60", config=ProbeConfig(epochs=1, batch_size=32, threads=1),
+              checkpoint=False)
+    bad = r.layer("c1")
+    assert bad.error == "RuntimeError: out of memory (simulated)" and bad.probe_accuracy is None
+    assert all(x.probe_accuracy is not None for x in r.layers if x.name != "c1") and r.complete

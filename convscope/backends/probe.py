@@ -7,7 +7,8 @@ Steps (seeds/002's check of the border layer, on the user's data):
    layer is resized and a note says so;
 2. build it with random weights (:func:`convscope.backends.to_torch.build_module`, seeded) and
    train it for a few epochs: Adam (or SGD with momentum), cross-entropy, seeded shuffles; CUDA
-   when available.  Every finished epoch is checkpointed (:mod:`convscope.backends.probe_run`), so
+   when available.  After each epoch BatchNorm statistics are recomputed with the epoch's final
+   weights (see :func:`_recalibrate_batchnorm`) before the held-out accuracy is measured.  Every finished epoch is checkpointed (:mod:`convscope.backends.probe_run`), so
    rerunning the same command resumes; the shuffle of epoch e depends only on (seed, e), so a
    resumed run gives the result of an uninterrupted one;
 3. for each convolution and linear layer: the saturation of its outputs on the held-out split
@@ -216,6 +217,36 @@ def _epoch(module: GraphModule, opt: torch.optim.Optimizer, ds: DataSet, cfg: Pr
     return total_loss / max(1, seen), correct / max(1, seen)
 
 
+_BN = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)
+BN_SAMPLES = 2000
+
+
+def _recalibrate_batchnorm(module: GraphModule, ds: DataSet, cfg: ProbeConfig, device: torch.device) -> None:
+    """Recompute BatchNorm running statistics as plain averages over up to BN_SAMPLES training images
+    with the final weights ("precise BN").  After a short training the exponential running averages
+    still carry the early weights' statistics, so eval mode would score a different network than
+    the one trained; this pass changes no weight and does not affect training (train mode uses
+    batch statistics)."""
+    bns = [m for m in module.modules() if isinstance(m, _BN)]
+    if not bns:
+        return
+    module.eval()
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+        m.train()
+    idx = _subset(len(ds.train), BN_SAMPLES, cfg.seed + 3)
+    with torch.no_grad():
+        for i in range(0, len(idx), cfg.batch_size):
+            b = idx[i:i + cfg.batch_size]
+            if len(b) > 1:
+                module(ds.batch(ds.train, b).to(device))
+    for m, mom in zip(bns, momenta, strict=True):
+        m.momentum = mom
+    module.eval()
+
+
 def _train(module: GraphModule, ds: DataSet, cfg: ProbeConfig, run: RunDir | None, device: torch.device,
            progress: Progress, partial: Any) -> tuple[list[EpochRecord], int]:
     """The epochs' records, and how many of them came from the checkpoint."""
@@ -226,6 +257,7 @@ def _train(module: GraphModule, ds: DataSet, cfg: ProbeConfig, run: RunDir | Non
         t0 = time.perf_counter()
         try:
             loss, train_acc = _epoch(module, opt, ds, cfg, epoch, device, progress)
+            _recalibrate_batchnorm(module, ds, cfg, device)
             test_acc = _accuracy(module, ds, ds.test, all_test, device, 2 * cfg.batch_size)
         except KeyboardInterrupt:
             raise ProbeInterrupted(partial(history, ())) from None
