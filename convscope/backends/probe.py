@@ -398,6 +398,18 @@ def probe(
         torch.set_num_threads(threads)
 
 
+def _run_dir(graph: Graph, ds: DataSet, config: ProbeConfig, checkpoint: str | Path | bool | None,
+             fresh: bool) -> tuple[RunDir | None, str]:
+    """The checkpoint directory (None without checkpoints) and the key of the probe settings."""
+    train_key = run_key({"graph": graph.to_dict(), "data": ds.fingerprint, "seed": config.seed,
+                         "epochs": config.epochs, "training": config.training_dict()})
+    probe_key = run_key({"train": train_key, "samples": config.probe_samples, "dims": config.probe_dims})
+    if checkpoint is False:
+        return None, probe_key
+    where = Path(checkpoint) if isinstance(checkpoint, (str, Path)) else default_cache_dir() / "probe" / train_key[:16]
+    return RunDir(where, train_key, {"model": graph.name, "data": ds.info.ref}, fresh=fresh), probe_key
+
+
 def _probe(model: Any, data: str | Path | DataSet, input: Sequence[int] | None, config: ProbeConfig,
            checkpoint: str | Path | bool | None, fresh: bool, progress: Progress) -> ProbeResult:
     device = _device(config.device)
@@ -410,13 +422,7 @@ def _probe(model: Any, data: str | Path | DataSet, input: Sequence[int] | None, 
     analysis = analyze_graph(graph)
     if not analysis.weighted_layers():
         raise NothingUsable(f"{graph.name}: no convolution or linear layer to measure")
-    train_key = run_key({"graph": graph.to_dict(), "data": ds.fingerprint, "seed": config.seed,
-                         "epochs": config.epochs, "training": config.training_dict()})
-    probe_key = run_key({"train": train_key, "samples": config.probe_samples, "dims": config.probe_dims})
-    run = None
-    if checkpoint is not False:
-        where = Path(checkpoint) if isinstance(checkpoint, (str, Path)) else default_cache_dir() / "probe" / train_key[:16]
-        run = RunDir(where, train_key, {"model": graph.name, "data": ds.info.ref}, fresh=fresh)
+    run, probe_key = _run_dir(graph, ds, config, checkpoint, fresh)
     notes = [n for n in (head_note, *ds.notes) if n]
 
     def result(history: Sequence[EpochRecord], layers: Sequence[LayerProbe], *, complete: bool = False,
@@ -434,6 +440,8 @@ def _probe(model: Any, data: str | Path | DataSet, input: Sequence[int] | None, 
     history, resumed = _train(module, ds, config, run, device, progress, result)
     if resumed:
         notes.append(f"resumed from the checkpoint: {resumed} of {config.epochs} epoch(s) were done")
+    if config.epochs == 0:  # untrained: BatchNorm statistics of the random network, as after an epoch
+        _recalibrate_batchnorm(module, ds, config, device)
     layers, n_probe = _measure(module, ds, analysis, config, device, run, probe_key, progress, result, history)
     train_acc = _accuracy(module, ds, ds.train, _subset(len(ds.train), config.probe_samples, config.seed + 1),
                           device, 2 * config.batch_size)
