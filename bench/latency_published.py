@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convscope.analyses._latency_fitted import NetFeatures, fit_model, net_features
+from convscope.analyses._latency_fitted import PRIOR, NetFeatures, fit_model, net_features
 from convscope.analyses._latency_kernels import kernels
 from convscope.analyses.cost import cost
 from convscope.analyses.latency import load_profile
@@ -138,13 +138,13 @@ def evaluate(space: Space, feats: Features, col: str, draws: int) -> dict[str, f
     y = y_all[test]
     tf = [feats.get(int(i), profile, backend, batch) for i in test]
     macs = np.array([feats.mac(int(i)) for i in test], float)
-    analytic = np.array([f.predict_ms((1, 1, 1, 1, 1, 1, 1, 0)) for f in tf])
+    analytic = np.array([f.predict_ms(PRIOR) for f in tf])
     out = {"analytic_rho": spearman(analytic, y), "analytic_10": within(analytic, y), "macs_rho": spearman(macs, y)}
     rhos, w10, mw10 = [], [], []
     for seed in range(draws):
         train = np.random.default_rng(seed).choice(pool, 10, replace=False)
         ty = y_all[train]
-        theta, _ = fit_model([feats.get(int(i), profile, backend, batch) for i in train], ty)
+        theta, _, _ = fit_model([feats.get(int(i), profile, backend, batch) for i in train], ty)
         pred = np.array([f.predict_ms(theta) for f in tf])
         rhos.append(spearman(pred, y))
         w10.append(within(pred, y))
@@ -157,9 +157,11 @@ def evaluate(space: Space, feats: Features, col: str, draws: int) -> dict[str, f
 
 def load_space(name: str) -> Space:
     if name == "nb201":
-        rows = list(csv.DictReader(open(DATA / "nasbench201_latency.csv")))
+        with open(DATA / "nasbench201_latency.csv") as f:
+            rows = list(csv.DictReader(f))
         return Space("NAS-Bench-201", rows, "nasbench201", "arch_str")
-    rows = list(csv.DictReader(open(DATA / "fbnet_latency.csv")))
+    with open(DATA / "fbnet_latency.csv") as f:
+        rows = list(csv.DictReader(f))
     return Space("FBNet", rows, "fbnet", "op_idx_list")
 
 
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             six = [r for c, r in res if c in HELP]
             mean = np.mean([r["fit_rho"] for r in six])
             worst = min(six, key=lambda r: r["fit_rho"])
-            worst_c = [c for c, r in res if r is worst][0]
+            worst_c = next(c for c, r in res if r is worst)
             print(f"\nHELP's six devices: mean fitted Spearman {mean:.3f} (bar 0.93; HELP {np.mean(list(HELP.values())):.3f}), "
                   f"lowest {worst['fit_rho']:.3f} on {worst_c} (bar 0.85); MACs alone mean "
                   f"{np.mean([r['macs_rho'] for r in six]):.3f}")

@@ -127,3 +127,16 @@ def test_missing_network_names_the_line(tmp_path: Path) -> None:
 def test_ill_conditioned(tmp_path: Path) -> None:
     msg = _err(tmp_path, "network,latency_ms\n" + "nets/n0.yaml,3\n" * 6)
     assert "ill-conditioned" in msg and "same features" in msg
+
+
+def test_a_mismeasured_network_is_left_out(tmp_path: Path) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text(BASE.format(conv=50, elem=5, bw=10, over=10))
+    nets = write_nets(tmp_path, SHAPES)
+    truth = [analytic(load_graph(str(n)), TRUE).ms for n in nets]
+    truth[3] /= 10  # a typo, or a runtime that optimised this network away
+    csv = write_csv(tmp_path, nets, truth)
+    g = load_graph(str(write_nets(tmp_path, HELD_OUT[:1], prefix="h")[0]))
+    fit = predict(g, device=str(base), fit=str(csv))
+    assert fit is not None and fit.ms == pytest.approx(analytic(g, TRUE).ms, rel=0.03)
+    assert any("left out of the fit as outliers: nets/n3.yaml" in n for n in fit.notes)

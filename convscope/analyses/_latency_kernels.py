@@ -65,6 +65,7 @@ class Kernel:
     flops: tuple[tuple[OpClass, int], ...]  # FLOPs per class (2 per MAC, 1 per elementwise op)
     bytes: int  # bytes read (external inputs + weights) + bytes written (the last node's output)
     signature: str  # op + attrs + input layouts + batch + dtype, without names: the cache key
+    groups: int = 1  # groups of a grouped/depthwise conv head (a runtime may loop over them)
 
     def flops_of(self, cls: OpClass) -> int:
         return sum(f for c, f in self.flops if c is cls)
@@ -201,9 +202,11 @@ def _kernel(graph: Graph, group: list[Node], c: CostResult, batch: int, dtype: D
     weights = sum(c.of(g.name).weight_bytes for g in group
                   if not (g.op is OpKind.BATCHNORM and len(group) > 1 and rules.fold_bn))
     written = c.of(group[-1].name).bytes_written
+    head = group[0]
+    groups = head.attrs.groups if head.op in (OpKind.CONV, OpKind.CONV_T) else 1  # type: ignore[union-attr]
     return Kernel(group[0].name, tuple(g.name for g in group), op_class(group[0]),
                   tuple(sorted(flops.items(), key=lambda kv: kv[0].value)), read + weights + written,
-                  _signature(graph, group, batch, dtype))
+                  _signature(graph, group, batch, dtype), groups)
 
 
 def kernels(graph: Graph, backend: str = "torch", *, batch: int = 1, dtype: DType | str = DType.FP32,

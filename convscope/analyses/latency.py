@@ -109,7 +109,8 @@ def _local(graph: Graph, *, backend: str, batch: int, dtype: str, threads: int |
             return None
         raise InputError(f"no calibration for this machine ({fp.label()}), backend {backend}, {n} threads, {dtype}: "
                          f"run `convscope calibrate --backend {backend} --threads {n}` first")
-    ks = [k for k in kernels(graph, backend, batch=batch, dtype=dtype)]
+    assert st is not None
+    ks = list(kernels(graph, backend, batch=batch, dtype=dtype))
     have = st.layers(fp, backend, n, dtype, [k.signature for k in ks])
     notes = [f"kernels timed on this machine ({fp.label()}), {backend}, {n} threads", _fusion_note(backend)]
     missing = [k for k in ks if k.signature not in have]

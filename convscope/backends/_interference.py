@@ -10,10 +10,12 @@ Three signals, best first:
 * **other processes' CPU time**: busy time of all CPUs (``/proc/stat``, 10 ms ticks) minus our own
   process's CPU time.  Coarse; only trusted over windows of 100 ms and more.
 * **steal time** (``/proc/stat``): a hypervisor gave our virtual CPU to another guest.
+* **major page faults** of our own process (``getrusage``): the kernel had dropped pages of our
+  code or data (memory pressure from others, proactive reclaim) and the run waited for the disk.
 
 A run is *disturbed* when its stall share exceeds ``STALL_LIMIT`` (or, without PSI, when other
 processes used more than ``OTHER_LIMIT`` of the machine's CPU time over a long enough window), or its
-steal share exceeds ``STEAL_LIMIT``.  Without ``/proc`` (macOS, Windows) nothing is detected and
+steal share exceeds ``STEAL_LIMIT``, or it took a major page fault.  Without ``/proc`` (macOS, Windows) nothing is detected and
 every run counts as clean; :func:`available` says which signals exist.
 """
 
@@ -21,6 +23,11 @@ from __future__ import annotations
 
 import os
 import time
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +49,7 @@ class Sample:
     stall_us: int | None  # PSI "some" total, microseconds
     busy_ticks: int | None  # all CPUs: user + nice + system + irq + softirq
     steal_ticks: int | None
+    major_faults: int = 0  # this process's page faults that needed the disk
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,7 @@ class Disturbance:
     other_share: float | None
     steal_share: float | None
     disturbed: bool
+    major_faults: int = 0
 
     def describe(self) -> str:
         parts = []
@@ -59,6 +68,8 @@ class Disturbance:
             parts.append(f"other processes {100 * self.other_share:.0f}%")
         if self.steal_share:
             parts.append(f"steal {100 * self.steal_share:.0f}%")
+        if self.major_faults:
+            parts.append(f"{self.major_faults} major page faults")
         return ", ".join(parts) or "no signal"
 
 
@@ -94,11 +105,17 @@ def sample(*, end: bool = False) -> Sample:
     that reading /proc never falls inside the timed interval."""
     if end:
         wall, cpu = time.perf_counter(), time.process_time()
+        faults = _faults()
         busy, steal = _stat()
-        return Sample(wall, cpu, _psi(), busy, steal)
+        return Sample(wall, cpu, _psi(), busy, steal, faults)
     busy, steal = _stat()
     stall = _psi()
-    return Sample(time.perf_counter(), time.process_time(), stall, busy, steal)
+    faults = _faults()
+    return Sample(time.perf_counter(), time.process_time(), stall, busy, steal, faults)
+
+
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_majflt if resource is not None else 0
 
 
 def disturbance(a: Sample, b: Sample, *, oversubscribed: bool = False) -> Disturbance:
@@ -118,7 +135,8 @@ def disturbance(a: Sample, b: Sample, *, oversubscribed: bool = False) -> Distur
         bad = other > OTHER_LIMIT
     if steal is not None and wall >= 0.1 and steal > STEAL_LIMIT:
         bad = True
-    return Disturbance(stall, other, steal, bad)
+    faults = b.major_faults - a.major_faults
+    return Disturbance(stall, other, steal, bad or faults > 0, faults)
 
 
 def wait_quiet(*, threads: int = _NCPU, timeout_s: float = 60.0, window_s: float = 0.5) -> bool:

@@ -87,7 +87,8 @@ def ort_session(module: torch.nn.Module, xs: list[torch.Tensor], threads: int) -
     names = [f"x{i}" for i in range(len(xs))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, tuple(xs), buf, dynamo=False, input_names=names, opset_version=17)
+        torch.onnx.export(module, tuple(xs), buf, dynamo=False, input_names=names,  # type: ignore[arg-type]
+                          opset_version=17)
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1

@@ -175,8 +175,9 @@ def measure_kernels(items: Sequence[tuple[Graph, Kernel]], *, backend: str, batc
                 failed.append((k.name, _BUSY))
                 continue
             try:
-                t = _with_retries(lambda: time_kernel(kernel_graph(g, k), backend=backend, batch=batch, dtype=dtype,
-                                                      threads=threads), threads, retries, wait_s)
+                kg = kernel_graph(g, k)
+                t = _with_retries(lambda kg=kg: time_kernel(kg, backend=backend, batch=batch, dtype=dtype,  # type: ignore[misc]
+                                                            threads=threads), threads, retries, wait_s)
             except ConvscopeError as exc:
                 failed.append((k.name, str(exc)))
                 continue

@@ -140,14 +140,27 @@ def _list(args: argparse.Namespace) -> int:
     rows = store.calibrations()
     if args.json:
         write_json({"schema_version": 1, "cache": str(store.path), "calibrations": [
-            {"device": d, "backend": b, "threads": t, "dtype": dt, "created": c} for d, b, t, dt, c in rows]},
+            {"device": _device(d), "backend": b, "threads": t, "dtype": dt, "created": c} for d, b, t, dt, c in rows]},
             args.json)
         return 0
     con = console(args)
     t = Table(title=f"calibrations in {store.path}", title_justify="left", header_style="bold")
-    for c in ("device", "backend", "threads", "dtype", "created"):
-        t.add_column(c)
-    for d, b, th, dt, c in rows:
-        t.add_row(d, b, str(th), dt, time.strftime("%Y-%m-%d %H:%M", time.localtime(c)))
+    for col in ("device", "backend", "threads", "dtype", "created"):
+        t.add_column(col)
+    for desc, b, th, dt, created in rows:
+        t.add_row(_device(desc), b, str(th), dt, time.strftime("%Y-%m-%d %H:%M", time.localtime(created)))
     con.print(t if rows else f"no calibrations in {store.path}: run `convscope calibrate`")
     return 0
+
+
+def _device(description: str) -> str:
+    """The stored fingerprint description (JSON pairs) in words."""
+    import json
+
+    try:
+        d = dict(json.loads(description))
+    except (ValueError, TypeError):
+        return description
+    libs = ", ".join(f"{k} {d[k]}" for k in ("torch", "onnxruntime") if k in d)
+    return f"{d.get('cpu', '?')} ({d.get('cores', '?')} cores)" + (f", {d['gpu']}" if "gpu" in d else "") + \
+        (f"; {libs}" if libs else "")

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     graph = load_graph(args.model, input=shape_arg(args.input) if args.input else None)
     with progress_bar() as prog:
-        m = measure_graph(graph, progress=prog, model=args.model, **kw)  # type: ignore[arg-type]
+        m = measure_graph(graph, progress=prog, model=args.model, **kw)
     if args.json:
         write_json(m.to_dict(), args.json)
     if not json_to_stdout(args):
