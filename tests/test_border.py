@@ -91,3 +91,15 @@ def test_feasible_range_of_vgg16_matches_its_rf() -> None:
     assert hi == 212
     assert not [r for r in analyze("zoo:vgg16-cifar", input=(3, lo, lo)).unproductive_layers() if r.params]
     assert [r for r in analyze("zoo:vgg16-cifar", input=(3, lo - 1, lo - 1)).unproductive_layers() if r.params]
+
+
+def test_a_network_without_an_image_input_has_no_feasible_range() -> None:
+    from convscope.ir import ops as O
+    from convscope.ir.graph import GraphBuilder
+    from convscope.ir.ops import OpKind
+
+    b = GraphBuilder("mlp")
+    b.add_input("input", (16,))
+    b.add("fc", OpKind.LINEAR, O.LinearAttrs(4), ["input"])
+    a = analyze_graph(b.build())
+    assert a.feasible_resolution == (None, None) and a.border_layer is None and a.totals.params == 68

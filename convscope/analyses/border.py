@@ -107,6 +107,8 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
     has fixed-size reshapes that do not allow another resolution)."""
     rf = rf or receptive_field(graph)
     rfs = rf.as_dict()
+    if len(graph.input_shape) != 3:  # not an image (tokens, a vector): no resolution to speak of
+        return None, None
     last = _last_spatial(graph, rfs)
     hi = None
     if last is not None and last.rf_max_finite is not None:
