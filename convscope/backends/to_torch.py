@@ -57,9 +57,17 @@ def _pad_args(p: tuple[tuple[int, int], tuple[int, int]]) -> tuple[int, int] | N
     return (t, l) if t == b and l == r else None
 
 
+def _gate(t: torch.Tensor) -> torch.Tensor:
+    """Oracle form of a bounded gate (sigmoid, hard sigmoid): a positive rescaling to at most 1, as
+    the real gate is bounded; an identity would let ``x * gate(x)`` square the magnitude at every
+    squeeze-excitation block and overflow in deep networks.  The scale is a constant (detached), so
+    the gradient's support is that of the identity."""
+    return t / t.detach().abs().amax().clamp_min(1e-300)
+
+
 def _act(a: O.ActAttrs, oracle: bool) -> nn.Module:
     if oracle:
-        return nn.Identity()
+        return _Lambda(_gate, "oracle gate") if a.fn in ("sigmoid", "hsigmoid") else nn.Identity()
     table: dict[str, Callable[[], nn.Module]] = {
         "relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish, "hsigmoid": nn.Hardsigmoid,
         "swish": nn.SiLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,

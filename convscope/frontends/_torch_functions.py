@@ -17,13 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
+import numpy as np
 
 from convscope.frontends._torch_shapes import (
     conv_attrs, layout_handlers, pair, pool_attrs, reduce_handler,
 )
 from convscope.errors import InputError
-from convscope.frontends._torch_values import B, ConstVal, Lowering, TVal, Unsupported
+from convscope.frontends._torch_values import ConstVal, Lowering, TVal, Unsupported
 from convscope.ir import ops as O
 from convscope.ir.ops import OpKind
 
@@ -107,8 +107,8 @@ def _scalar(v: Any) -> float | None:
         return float(v)
     if isinstance(v, (int, float)):
         return float(v)
-    if isinstance(v, ConstVal) and not v.sources and v.tensor.numel() == 1:
-        return float(v.tensor.reshape(-1)[0])
+    if isinstance(v, ConstVal) and not v.sources and v.numel == 1:
+        return float(v.array().reshape(-1)[0])
     return None
 
 
@@ -236,7 +236,7 @@ def _with_scalar(c: Call, what: str, x: TVal, s: float, scalar_first: bool) -> A
         raise Unsupported(f"{what} with a scalar")
     if s == 0.0:
         return x
-    return c.emit(OpKind.ADD, O.NoAttrs(), [x, ConstVal(torch.tensor(s))])
+    return c.emit(OpKind.ADD, O.NoAttrs(), [x, ConstVal(np.array(s, dtype=np.float32))])
 
 
 @_fn("matmul", "bmm", "mm")
@@ -349,7 +349,11 @@ def _interpolate(c: Call) -> TVal:
     mode = "bilinear" if mode == "bilinear" else "nearest"  # nearest-exact picks other pixels, as many
     if size is not None:
         hw = pair(size)
-        return c.emit(OpKind.UPSAMPLE, O.UpsampleAttrs(mode, size=(int(hw[0]), int(hw[1])), align_corners=align), [x])
+        h, w = x.shape[2], x.shape[3]
+        if h > 1 and w > 1 and hw[0] % h == 0 and hw[1] % w == 0:  # an integral factor: resolution-free
+            scale = (hw[0] // h, hw[1] // w)
+        else:
+            return c.emit(OpKind.UPSAMPLE, O.UpsampleAttrs(mode, size=(int(hw[0]), int(hw[1])), align_corners=align), [x])
     if scale is None:
         raise Unsupported("interpolate without size or scale_factor")
     sc = (scale, scale) if isinstance(scale, (int, float)) else tuple(scale)
@@ -459,8 +463,5 @@ def _like(c: Call) -> ConstVal:
     fill = {"ones_like": 1.0, "new_ones": 1.0}.get(c.what, 0.0)
     if c.what in ("full_like", "new_full"):
         fill = float(c.arg(2 if c.what == "new_full" else 1, "fill_value"))
-    return ConstVal(torch.full(shape, fill))
+    return ConstVal(np.full(shape, fill, dtype=np.float32))
 
-
-def batch_size_of(value: Any) -> int:
-    return B

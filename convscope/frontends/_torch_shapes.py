@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from convscope.frontends._torch_values import B, ConstVal, TVal, Unsupported
+from convscope.frontends._torch_values import NO_BATCH, ConstVal, TVal, Unsupported
 from convscope.ir import ops as O
 from convscope.ir.ops import OpKind
 
@@ -54,17 +54,25 @@ def pool_attrs(kernel: Any, stride: Any, padding: Any, dilation: Any, ceil: bool
     return O.PoolAttrs(k, s, ((p[0], p[0]), (p[1], p[1])), pair(dilation), ceil, count_include_pad)
 
 
-def batch_axis_after(shape_in: Sequence[int], bpos: int, shape_out: Sequence[int]) -> int:
-    """Where the batch axis is after a reshape: the axis of size B whose preceding sizes multiply
-    to the same product as before it (so do the sizes after it)."""
+def batch_axis_after(shape_in: Sequence[int], bpos: int, shape_out: Sequence[int], batch: int) -> int:
+    """Where the batch axis is after a reshape: the first axis of the batch's size whose preceding
+    sizes multiply to the same product as before it (so do the sizes after it).
+
+    A batch of 1 (an ONNX export's) may be folded into another axis and come back later, as
+    exported attention does with (L, B·heads, d): that changes no value, so the tensor is then
+    batchless (NO_BATCH: every axis is an IR axis) until a reshape makes an axis of size 1 again."""
+    if bpos == NO_BATCH:
+        return next((i for i, s in enumerate(shape_out) if s == 1), NO_BATCH)
     before, after = math.prod(shape_in[:bpos]), math.prod(shape_in[bpos + 1:])
     acc = 1
     for i, size in enumerate(shape_out):
-        if acc == before and size == B and math.prod(shape_out[i + 1:]) == after:
+        if acc == before and size == batch and math.prod(shape_out[i + 1:]) == after:
             return i
         acc *= size
         if acc > before:
             break
+    if batch == 1:
+        return NO_BATCH
     raise Unsupported(f"the reshape {list(shape_in)} -> {list(shape_out)} folds the batch axis into another")
 
 
@@ -110,15 +118,15 @@ def _shuffled(c: Any, x: TVal, ir: tuple[int, ...]) -> str | None:
 
 def _reshaped(c: Any, x: TVal, out: tuple[int, ...]) -> TVal:
     """x viewed as ``out`` (a PyTorch shape): no node, a FLATTEN (trailing axes merged) or a RESHAPE."""
-    bpos = batch_axis_after(x.shape, x.bpos, out)
-    ir = out[:bpos] + out[bpos + 1:]
+    bpos = batch_axis_after(x.shape, x.bpos, out, c.lo.batch)
+    ir = out if bpos == NO_BATCH else out[:bpos] + out[bpos + 1:]
     if ir == x.ir_shape:
         return TVal(x.node, out, bpos)
     image = _shuffled(c, x, ir)
     if image is not None:
         return c.emit(OpKind.CHANNEL_SHUFFLE, O.ShuffleAttrs(x.ir_shape[0]), [TVal(image, out, 0)], bpos=0)
     k = len(out) - 1
-    if bpos < k and out[:k] == x.shape[:k] and out[k] == math.prod(x.shape[k:]) and k < x.ndim:
+    if 0 <= bpos < k and x.bpos == bpos and out[:k] == x.shape[:k] and out[k] == math.prod(x.shape[k:]) and k < x.ndim:
         return c.emit(OpKind.FLATTEN, O.AxisAttrs(x.ir_axis(k)), [x], bpos=bpos)
     return c.emit(OpKind.RESHAPE, O.ReshapeAttrs(ir), [x], bpos=bpos)
 
@@ -161,7 +169,7 @@ def _expand(c: Any) -> TVal:
     out = tuple(s if t == -1 else t for s, t in zip(x.shape, target))
     grown = [i for i, (s, t) in enumerate(zip(x.shape, out)) if s != t and i != x.bpos]
     if not grown:
-        return TVal(x.node, x.shape[:x.bpos] + (B,) + x.shape[x.bpos + 1:], x.bpos)
+        return TVal(x.node, x.shape, x.bpos)
     if x.ndim == 4 and x.bpos == 0 and set(grown) <= {2, 3} and all(x.shape[i] == 1 for i in grown):
         return c.emit(OpKind.UPSAMPLE, O.UpsampleAttrs("nearest", size=(out[2], out[3])), [x])
     raise Unsupported(f"expand {list(x.shape)} to {list(out)}")
@@ -195,8 +203,11 @@ def _permute(c: Any) -> TVal:
     if sorted(perm) != list(range(x.ndim)):
         raise Unsupported(f"permutation {perm} of shape {list(x.shape)}")
     out = tuple(x.shape[p] for p in perm)
-    bpos = perm.index(x.bpos)
-    ir_perm = tuple(p - (p > x.bpos) for p in perm if p != x.bpos)
+    if x.bpos == NO_BATCH:
+        bpos, ir_perm = NO_BATCH, tuple(perm)
+    else:
+        bpos = perm.index(x.bpos)
+        ir_perm = tuple(p - (p > x.bpos) for p in perm if p != x.bpos)
     if ir_perm == tuple(range(len(ir_perm))):
         return TVal(x.node, out, bpos)
     return c.emit(OpKind.PERMUTE, O.PermuteAttrs(ir_perm), [x], bpos=bpos)
@@ -238,7 +249,7 @@ def _getitem(c: Any) -> Any:
             if not (isinstance(i, slice) and i.indices(size) == (0, size, 1)):
                 raise Unsupported("indexing along the batch axis")
             bpos = len(out_shape)
-            out_shape.append(B)
+            out_shape.append(size)
         elif isinstance(i, int):
             j = i % size if -size <= i < size else None
             if j is None:
@@ -254,7 +265,8 @@ def _getitem(c: Any) -> Any:
         else:
             raise Unsupported(f"index {i!r}")
         d += 1
-    assert bpos is not None
+    if bpos is None:
+        bpos = NO_BATCH
     if not (dropped or inserted):
         return cur
     ir = tuple(s for k, s in enumerate(out_shape) if k != bpos)
@@ -287,7 +299,7 @@ def _split(c: Any) -> tuple[TVal, ...]:
             if size != x.shape[d] else x
         if c.what == "unbind":
             shape = part.shape[:d] + part.shape[d + 1:]
-            bpos = part.bpos - (d < part.bpos)
+            bpos = part.bpos - (d < part.bpos) if part.bpos != NO_BATCH else NO_BATCH
             part = c.emit(OpKind.RESHAPE, O.ReshapeAttrs(shape[:bpos] + shape[bpos + 1:]), [part], bpos=bpos,
                           name=f"{c.name}.{k}")
         outs.append(part)
@@ -310,7 +322,7 @@ def _cat(c: Any) -> TVal:
         for k, x in enumerate(xs):
             shape = x.shape[:d] + (1,) + x.shape[d:]
             if isinstance(x, TVal):
-                bpos = x.bpos + (d <= x.bpos)
+                bpos = x.bpos + (d <= x.bpos) if x.bpos != NO_BATCH else NO_BATCH
                 parts.append(c.emit(OpKind.RESHAPE, O.ReshapeAttrs(shape[:bpos] + shape[bpos + 1:]), [x], bpos=bpos,
                                     name=f"{c.name}.{k}"))
             else:
@@ -330,7 +342,7 @@ def reduce_handler(c: Any) -> TVal:
     keep = bool(c.arg(2, "keepdim", False))
     axes = tuple(sorted({x.ir_axis(d) for d in dims}))
     torch_dims = {x.axis(d) for d in dims}
-    bpos = x.bpos if keep else x.bpos - sum(1 for d in torch_dims if d < x.bpos)
+    bpos = x.bpos if keep or x.bpos == NO_BATCH else x.bpos - sum(1 for d in torch_dims if d < x.bpos)
     if c.what == "mean":
         return c.emit(OpKind.MEAN, O.ReduceAttrs(axes, keep), [x], bpos=bpos)
     if c.what == "amax" and x.ndim == 4 and x.bpos == 0 and axes == (1, 2):

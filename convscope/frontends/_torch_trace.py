@@ -27,7 +27,7 @@ from convscope.errors import ConvscopeError, GraphError
 from convscope.frontends._torch_functions import FUNCTIONS, Call, canonical
 from convscope.frontends._torch_modules import handler_for, is_leaf, run_real, unknown_module
 from convscope.frontends._torch_values import (
-    B, ConstVal, LazyVal, Lowering, Opaque, TVal, Unsupported, flat_values, user_source,
+    ConstVal, LazyVal, Lowering, Opaque, TVal, Unsupported, flat_values, user_source,
 )
 
 __all__ = ["DataDependent", "trace", "dispatch"]

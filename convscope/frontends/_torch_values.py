@@ -8,6 +8,10 @@ creates from Python values are :class:`ConstVal`: a real tensor plus the paramet
 derived from, so a parameter used as a tensor operand (a layer scale, a position embedding) counts
 its values once.  Nothing here knows which op is which: the tables in ``_torch_functions`` and
 ``_torch_modules`` do.
+
+This module, ``_torch_functions`` and ``_torch_shapes`` import no torch: constants are any array
+with a ``shape`` (torch tensors here, numpy arrays from the ONNX front end, which lowers ONNX nodes
+through the same tables so an exported model gets the same IR as its original).
 """
 
 from __future__ import annotations
@@ -18,14 +22,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
+import numpy as np
 
 from convscope.errors import GraphError, InputError
 from convscope.ir import ops as O
 from convscope.ir.graph import Graph, GraphBuilder
 from convscope.ir.ops import OpKind
 
-__all__ = ["B", "TVal", "ConstVal", "LazyVal", "Opaque", "Unsupported", "Lowering", "flat_values"]
+__all__ = ["B", "NO_BATCH", "TVal", "ConstVal", "LazyVal", "Opaque", "Unsupported", "Lowering", "flat_values"]
 
 B = 2
 
@@ -35,13 +39,16 @@ class Unsupported(Exception):
     an ``unknown`` node with the shape observed by running it."""
 
 
+NO_BATCH = -1
+
+
 @dataclass(eq=False, slots=True)
 class TVal:
     """A tensor that depends on the input: produced by IR node ``node``."""
 
     node: str
     shape: tuple[int, ...]  # PyTorch shape, batch axis included
-    bpos: int  # position of the batch axis
+    bpos: int  # position of the batch axis; NO_BATCH when a batch of 1 was merged into another axis
 
     @property
     def ndim(self) -> int:
@@ -49,6 +56,8 @@ class TVal:
 
     @property
     def ir_shape(self) -> tuple[int, ...]:
+        if self.bpos == NO_BATCH:
+            return self.shape
         return self.shape[:self.bpos] + self.shape[self.bpos + 1:]
 
     def axis(self, d: int) -> int:
@@ -62,14 +71,15 @@ class TVal:
         d = self.axis(d)
         if d == self.bpos:
             raise Unsupported(f"the op works along the batch axis (dim {d} of {list(self.shape)})")
-        return d if d < self.bpos else d - 1
+        return d if d < self.bpos or self.bpos == NO_BATCH else d - 1
 
 
 @dataclass(eq=False, slots=True)
 class ConstVal:
-    """A tensor that does not depend on the input; ``sources`` are the parameters it derives from."""
+    """A tensor that does not depend on the input (a torch tensor or a numpy array); ``sources`` are
+    the parameters it derives from."""
 
-    tensor: torch.Tensor
+    tensor: Any
     sources: tuple[str, ...] = ()
 
     @property
@@ -78,7 +88,15 @@ class ConstVal:
 
     @property
     def ndim(self) -> int:
-        return self.tensor.dim()
+        return len(self.tensor.shape)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.tensor.shape)
+
+    def array(self) -> np.ndarray:
+        t = self.tensor
+        return t if isinstance(t, np.ndarray) else np.asarray(t.detach().cpu())
 
 
 @dataclass(eq=False, slots=True)
@@ -116,31 +134,32 @@ def flat_values(obj: Any) -> Iterable[Any]:
         yield obj
 
 
-def _fill(t: torch.Tensor) -> float | None:
-    """The single value of a tensor filled with one value (None if it has several)."""
-    if t.numel() == 0 or not t.dtype.is_floating_point and t.dtype not in (torch.int64, torch.int32, torch.bool):
+def _fill(c: ConstVal) -> float | None:
+    """The single value of a constant filled with one value (None if it has several)."""
+    a = c.array()
+    if a.size == 0 or a.dtype.kind not in "fiub":
         return None
-    first = t.reshape(-1)[0]
-    if t.numel() == 1 or bool((t == first).all()):
-        return float(first)
-    return None
+    first = a.reshape(-1)[0]
+    return float(first) if a.size == 1 or bool((a == first).all()) else None
 
 
 class Lowering:
     """Adds IR nodes for a capture: unique names, constants, parameter bookkeeping, unknown ops."""
 
-    def __init__(self, name: str, module: torch.nn.Module):
+    def __init__(self, name: str, params: Iterable[tuple[str, Any]] = (), batch: int = B):
+        """``params``: (name, tensor) of every parameter, shared ones under each of their names;
+        ``batch``: the batch size values carry (an ONNX export has its own, usually 1)."""
         self.b = GraphBuilder(name)
-        self.module = module
+        self.batch = batch
+        self.added: list[str] = []  # every node, in the order added
         self.param_names: dict[int, str] = {}
         self.param_sizes: dict[str, int] = {}
-        for pname, p in module.named_parameters(remove_duplicate=False):
+        for pname, p in params:
             self.param_names.setdefault(id(p), pname)
-            self.param_sizes[pname] = p.numel()
-        self.buffer_names: dict[int, str] = {id(t): n for n, t in module.named_buffers()}
+            self.param_sizes[pname] = math.prod(p.shape)
         self.counted: set[str] = set()  # parameters whose values are in some node's params
         self.twice: dict[str, int] = {}  # parameters counted more than once (shared weights)
-        self._const_nodes: dict[tuple[int, tuple[int, ...]], str] = {}
+        self._const_nodes: dict[tuple[int, tuple[int, ...], tuple[str, ...]], str] = {}
         self.notes: list[str] = []
         self.scope: list[str] = []
 
@@ -159,6 +178,9 @@ class Lowering:
         return f"{self.scope[-1]}.{what}" if self.scope and self.scope[-1] else what
 
     # -- parameters --------------------------------------------------------------------------------
+    def add_param(self, name: str, size: int) -> None:
+        self.param_sizes.setdefault(name, size)
+
     def count(self, names: Iterable[str]) -> int:
         """Mark parameters as counted; the number of their values not counted before."""
         n = 0
@@ -173,7 +195,9 @@ class Lowering:
         return n
 
     def const(self, value: Any) -> ConstVal | None:
-        """A real tensor seen as an operand -> ConstVal with its parameter name, if it is one."""
+        """A real torch tensor seen as an operand -> ConstVal with its parameter name, if it is one."""
+        import torch
+
         if not isinstance(value, torch.Tensor):
             return None
         path = self.param_names.get(id(value))
@@ -182,7 +206,8 @@ class Lowering:
     # -- nodes -------------------------------------------------------------------------------------
     def input(self, shape: Sequence[int]) -> TVal:
         self.b.add_input("input", shape)
-        return TVal("input", (B, *shape), 0)
+        self.added.append("input")
+        return TVal("input", (self.batch, *shape), 0)
 
     def emit(self, name: str, op: OpKind, attrs: O.Attrs, inputs: Sequence[TVal | ConstVal], *,
              bpos: int | None = None, source: str | None = None) -> TVal:
@@ -191,13 +216,19 @@ class Lowering:
         ins = [x.node if isinstance(x, TVal) else self.const_node(x, partner) for x in inputs]
         node = self.unique(name)
         self.b.add(node, op, attrs, ins, source=source)
+        self.added.append(node)
         shape = self.b.info(node).shape
         if bpos is None:
             if partner is None:
                 raise GraphError("an op on constants only cannot carry the batch", layer=node)
-            bpos = partner.bpos + (len(shape) + 1 - partner.ndim) if len(shape) + 1 >= partner.ndim else 0
+            if partner.bpos == NO_BATCH:
+                bpos = NO_BATCH
+            else:
+                bpos = partner.bpos + (len(shape) + 1 - partner.ndim) if len(shape) + 1 >= partner.ndim else 0
+        if bpos == NO_BATCH:
+            return TVal(node, shape, NO_BATCH)
         bpos = min(bpos, len(shape))
-        return TVal(node, shape[:bpos] + (B,) + shape[bpos:], bpos)
+        return TVal(node, shape[:bpos] + (self.batch,) + shape[bpos:], bpos)
 
     def const_node(self, c: ConstVal, partner: TVal | None, hint: str | None = None) -> str:
         """The IR ``constant`` node of a ConstVal.  Aligned with a batched partner (PyTorch
@@ -206,40 +237,43 @@ class Lowering:
         shape = list(c.shape)
         if partner is not None:
             at = partner.bpos - (partner.ndim - len(shape))
-            if 0 <= at < len(shape):
-                if shape[at] not in (1, B):
+            if partner.bpos != NO_BATCH and 0 <= at < len(shape):
+                if shape[at] not in (1, self.batch):
                     raise Unsupported(f"a constant of shape {shape} varies along the batch axis")
                 del shape[at]
-        key = (id(c.tensor), tuple(shape))
+        key = (id(c.tensor), tuple(shape), c.sources)  # one array may stand for several parameters
         if key in self._const_nodes:
             return self._const_nodes[key]
         params = self.count(c.sources)
-        value = None if c.sources else _fill(c.tensor)
+        value = None if c.sources else _fill(c)
         base = hint or (c.sources[0] if c.sources else self.here("const"))
         node = self.unique(base)
         self.b.add(node, OpKind.CONSTANT, O.ConstAttrs(tuple(shape), params, value), (), source="constant")
+        self.added.append(node)
         self._const_nodes[key] = node
         return node
 
     def unknown(self, name: str, what: str, observed: Any, inputs: Sequence[TVal], *, params: int = 0,
                 source: str | None = None) -> Any:
-        """``unknown`` nodes for an op we cannot express: one per tensor it returned (observed by
-        running it on zeros), connected to every input it read, so whatever follows is unknown too."""
+        """``unknown`` nodes for an op we cannot express: one per tensor it returned (``observed``:
+        what it returned when run on zeros, or anything with the observed ``shape``, batch first),
+        connected to every input it read, so whatever follows is unknown too."""
         ins = [x.node for x in inputs]
         if not ins:
             raise InputError(f"layer '{name}': {what} is not understood and reads no input tensor")
 
         def one(t: Any, suffix: str) -> Any:
             nonlocal params
-            if not isinstance(t, torch.Tensor):
+            if not hasattr(t, "shape") or isinstance(t, (TVal, ConstVal)):
                 return t
-            if t.dim() == 0 or t.shape[0] != B:
+            if len(t.shape) == 0 or t.shape[0] != self.batch:
                 return Opaque(what, tuple(t.shape))
             node = self.unique(name + suffix)
             shape = tuple(t.shape[1:]) or (1,)
             self.b.add(node, OpKind.UNKNOWN, O.UnknownAttrs(what, shape, params), ins, source=source)
+            self.added.append(node)
             params = 0
-            return TVal(node, (B, *shape), 0)
+            return TVal(node, (self.batch, *shape), 0)
 
         if isinstance(observed, (tuple, list)):
             return type(observed)(one(t, f".{i}") for i, t in enumerate(observed))

@@ -74,7 +74,7 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
         raise InputError(f"capture must be one of {', '.join(CAPTURES)}, got '{capture}'")
     notes: list[str] = []
     with _eval_mode(module), torch.no_grad():
-        lo = Lowering(name, module)
+        lo = Lowering(name, module.named_parameters(remove_duplicate=False))
         try:
             if capture == "eager":
                 raise DataDependent("eager capture was asked for")
@@ -90,7 +90,7 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
             if capture == "auto":
                 notes.append(f"symbolic tracing stopped ({why}); the model was run on a zero input instead, "
                              "so control flow follows the branch that input takes")
-            lo = Lowering(name, module)
+            lo = Lowering(name, module.named_parameters(remove_duplicate=False))
             out, used = eager_trace(module, lo, dims), "eager"
     outputs = [v.node for v in flat_values(out) if isinstance(v, TVal)]
     if not outputs:

@@ -1,0 +1,130 @@
+"""Layer names for ONNX nodes: module paths when the model was exported from PyTorch.
+
+* The TorchScript exporter (``torch.onnx.export(..., dynamo=False)``) names nodes by scope:
+  ``/layer1/layer1.0/conv1/Conv``; a component either extends the path (``conv1``) or restates
+  it (``layer1.0`` after ``layer1``).
+* The dynamo exporter (the default of torch 2.13) names nodes ``node_Conv_11`` but stores the
+  module path in metadata: ``pkg.torch.onnx.name_scopes = ['', 'layer1', 'layer1.0', 'conv2d']``
+  and the classes in ``pkg.torch.onnx.class_hierarchy``.
+* Any other model keeps its node names (or ``OpType_k`` for unnamed nodes).
+
+Each node gets a scope (the module path), an op name and whether the scope is a leaf module
+(built into ``torch.nn``, or — TorchScript export, which does not say — a scope with no scopes
+below it).  ``from_onnx`` names IR nodes ``scope.op`` while lowering and then gives each leaf
+scope's output node the bare path (``layer1.0.conv1``), as the PyTorch front end names it.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from convscope.ir.graph import Graph, GraphBuilder
+
+__all__ = ["NodeName", "node_names", "rename"]
+
+# ONNX op types -> the names the PyTorch front end gives the same functional ops.
+_OP_NAMES = {"reducemean": "mean", "concat": "cat", "globalaveragepool": "adaptive_avg_pool2d",
+             "matmul": "matmul", "gemm": "linear", "averagepool": "avg_pool2d", "maxpool": "max_pool2d",
+             "resize": "interpolate", "transpose": "permute", "softmax": "softmax"}
+_CONTAINERS = ("torch.nn.modules.container.",)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeName:
+    scope: str  # module path ('' at the top)
+    op: str  # short op name ('conv', 'add')
+    leaf: bool  # the scope is a leaf module (its output node takes the bare path)
+
+    @property
+    def base(self) -> str:
+        return f"{self.scope}.{self.op}" if self.scope else self.op
+
+
+def _short(op: str) -> str:
+    op = re.sub(r"_\d+$", "", op).lower()
+    return _OP_NAMES.get(op, op)
+
+
+def _scope_path(components: Sequence[str]) -> str:
+    """['layer1', 'layer1.0', 'conv1'] -> 'layer1.0.conv1'."""
+    path = ""
+    prev = ""
+    for comp in components:
+        if prev and comp.startswith(prev + "."):
+            path = path[: len(path) - len(prev)] + comp
+        elif path:
+            path = f"{path}.{comp}"
+        else:
+            path = comp
+        prev = comp
+    return path
+
+
+def _meta(node: Any) -> dict[str, str]:
+    return {p.key: p.value for p in node.metadata_props}
+
+
+def _literal(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    try:
+        v = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    return [str(x) for x in v] if isinstance(v, (list, tuple)) else None
+
+
+def node_names(nodes: Sequence[Any]) -> tuple[list[NodeName], bool]:
+    """Names of every node and whether the model came from PyTorch."""
+    dynamo = [(_literal(_meta(n).get("pkg.torch.onnx.name_scopes")),
+               _literal(_meta(n).get("pkg.torch.onnx.class_hierarchy"))) for n in nodes]
+    if any(s for s, _ in dynamo):
+        out = []
+        for n, (scopes, classes) in zip(nodes, dynamo):
+            if not scopes:
+                out.append(NodeName("", _short(n.op_type), False))
+                continue
+            scope = scopes[-2] if len(scopes) >= 2 else ""
+            cls = classes[-2] if classes and len(classes) >= 2 else ""
+            leaf = cls.startswith("torch.nn.modules.") and not cls.startswith(_CONTAINERS)
+            out.append(NodeName(scope, _short(scopes[-1]), leaf))
+        return out, True
+    scripted = [n.name.split("/") for n in nodes]
+    if any(len(parts) > 2 and parts[0] == "" for parts in scripted):
+        raw = []
+        for n, parts in zip(nodes, scripted):
+            if len(parts) >= 2 and parts[0] == "":
+                raw.append((_scope_path(parts[1:-1]), _short(parts[-1])))
+            else:
+                raw.append(("", _short(n.op_type)))
+        scopes = {s for s, _ in raw if s}
+        parents = {s.rsplit(".", k)[0] for s in scopes for k in range(1, s.count(".") + 1)}
+        return [NodeName(s, op, bool(s) and s not in parents) for s, op in raw], True
+    out = []
+    counts: dict[str, int] = {}
+    for n in nodes:
+        if n.name:
+            out.append(NodeName("", n.name, False))
+        else:
+            k = counts.get(n.op_type, 0)
+            counts[n.op_type] = k + 1
+            out.append(NodeName("", f"{n.op_type}_{k}", False))
+    return out, False
+
+
+def rename(graph: Graph, mapping: Mapping[str, str]) -> Graph:
+    """The same graph with nodes renamed (inputs and outputs follow)."""
+    if not mapping:
+        return graph
+    new = {n.name: mapping.get(n.name, n.name) for n in graph.nodes}
+    b = GraphBuilder(graph.name)
+    for n in graph.nodes:
+        if not n.inputs and n.op.value == "input":
+            b.add_input(new[n.name], n.out.shape, layout=n.out, source=n.source)
+        else:
+            b.add(new[n.name], n.op, n.attrs, [new[i] for i in n.inputs], source=n.source)
+    return b.build(outputs=[new[o] for o in graph.outputs], meta=graph.meta_dict())

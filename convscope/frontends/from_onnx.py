@@ -1,0 +1,230 @@
+"""ONNX front end: an ``.onnx`` file -> Graph (onnx and its shape inference; no torch, nothing run).
+
+The model must have one image input (N, C, H, W).  ``input_shape`` (C, H, W) overrides its size;
+a model whose size is symbolic needs it.  Initializers are parameters when they are floating point
+and hold more than one value (a conv weight, a layer scale, a position embedding); each counts once,
+at its first use (BatchNorm's running statistics are read, not counted, as PyTorch counts them).
+Nodes are lowered in order through ``_onnx_ops`` (the same IR handlers as the PyTorch front end),
+constants folded with numpy, ``MatMul`` + bias ``Add`` fused into one linear layer, and the usual
+spelled-out patterns (SiLU as ``x·sigmoid(x)``, GELU through ``Erf``, channel shuffle through
+reshapes) folded back.  An op the table does not know becomes ``unknown`` with the output shape
+ONNX shape inference gives it; nothing is guessed.  Layer names: see ``_onnx_names``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference
+
+from convscope.errors import ConvscopeError, GraphError, InputError
+from convscope.frontends._onnx_names import node_names, rename
+from convscope.frontends._onnx_ops import FOLD, OPS, ONode, require_shape
+from convscope.frontends._torch_fold import fold
+from convscope.frontends._torch_values import ConstVal, Lowering, Opaque, TVal, Unsupported
+from convscope.ir.graph import Graph
+
+__all__ = ["load_onnx"]
+
+
+class _Observed:
+    """An output whose shape ONNX shape inference knows (for unknown ops)."""
+
+    def __init__(self, shape: Sequence[int]):
+        self.shape = tuple(shape)
+
+
+def _read(path: str) -> onnx.ModelProto:
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        return onnx.load(path)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+
+
+def _dims(value_info: Any) -> list[int | str | None]:
+    t = value_info.type.tensor_type
+    if not t.HasField("shape"):
+        return []
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    out = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        if isinstance(v, bytes):
+            v = v.decode()
+        elif isinstance(v, onnx.TensorProto):
+            v = numpy_helper.to_array(v)
+        out[a.name] = v
+    return out
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    try:
+        inferred = shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # shape inference is only needed for unknown ops
+        return {}
+    out = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        dims = _dims(vi)
+        if dims and all(isinstance(d, int) and d > 0 for d in dims):
+            out[vi.name] = dims  # type: ignore[assignment]
+    return out
+
+
+def load_onnx(path: str, input_shape: Sequence[int] | None = None) -> Graph:
+    """The Graph of an ONNX model, at ``input_shape`` (C, H, W) if given, else at its own size."""
+    model = _read(path)
+    g = model.graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    inputs = [i for i in g.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise InputError(f"{path}: convscope analyses models with one image input; this one has "
+                         f"{len(inputs)} ({', '.join(i.name for i in inputs)})")
+    inp = inputs[0]
+    dims = _dims(inp)
+    if len(dims) != 4:
+        raise InputError(f"{path}: the input '{inp.name}' has shape {dims}; expected an image (N, C, H, W)")
+    declared = dims[1:]
+    if input_shape is not None:
+        chw = tuple(int(v) for v in input_shape)
+        if list(chw) != declared:
+            _set_input(inp, [dims[0], *chw])
+    elif all(isinstance(d, int) and d > 0 for d in declared):
+        chw = tuple(declared)  # type: ignore[arg-type]
+    else:
+        raise InputError(f"{path}: the input '{inp.name}' has no fixed size ({dims}): give --input C,H,W")
+    batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 1
+    name = Path(path).stem
+    try:
+        graph = _lower(model, inits, inp.name, chw, batch, name)  # type: ignore[arg-type]
+    except (Unsupported, GraphError) as exc:
+        raise InputError(f"{path}: {exc}") from None
+    except ConvscopeError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    return graph
+
+
+def _set_input(inp: Any, dims: Sequence[int | str | None]) -> None:
+    for d, v in zip(inp.type.tensor_type.shape.dim, dims):
+        if isinstance(v, int) and v > 0:
+            d.dim_value = v
+        else:
+            d.dim_param = str(v or "N")
+
+
+def _lower(model: onnx.ModelProto, inits: dict[str, np.ndarray], input_name: str, chw: tuple[int, int, int],
+           batch: int, name: str) -> Graph:
+    g = model.graph
+    lo = Lowering(name, (), batch=batch)
+    values: dict[str, Any] = {"": None}
+    for k, arr in inits.items():
+        is_param = arr.dtype.kind == "f" and arr.size > 1
+        if is_param:
+            lo.add_param(k, int(arr.size))
+        values[k] = ConstVal(arr, (k,) if is_param else ())
+    values[input_name] = lo.input(chw)
+    shapes = _shapes(model)
+    users: dict[str, list[Any]] = {}
+    for node in g.node:
+        for i in node.input:
+            users.setdefault(i, []).append(node)
+    names, from_torch = node_names(g.node)
+    absorbed: dict[str, Any] = {}
+    produced: list[tuple[int, list[str]]] = []  # per node: IR nodes its outputs are
+    for idx, (node, nm) in enumerate(zip(g.node, names)):
+        if all(o in absorbed for o in node.output if o):
+            values.update({o: absorbed[o] for o in node.output if o})
+            continue
+        missing = [i for i in node.input if i not in values]
+        if missing:
+            raise InputError(f"node '{node.name}' ({node.op_type}) reads '{missing[0]}', which nothing produces")
+        n = ONode(lo, node.op_type, nm.base, [values[i] for i in node.input], _attrs(node), len(node.output),
+                  node.name or node.op_type, absorbed)
+        if node.op_type == "MatMul":
+            n.lookahead = lambda node=node: _bias_add(node, users, values)
+        before = len(lo.added)
+        outs = _lower_node(n, node, shapes)
+        for o, v in zip(node.output, outs):
+            if o:
+                values[o] = v
+        new = set(lo.added[before:])
+        produced.append((idx, [v.node for v in outs if isinstance(v, TVal) and v.node in new]))
+    outputs = [values[o.name].node for o in g.output if isinstance(values.get(o.name), TVal)]
+    if not outputs:
+        raise InputError("no graph output is computed from the input")
+    graph = lo.build(list(dict.fromkeys(outputs)), {"frontend": "onnx", "producer": model.producer_name,
+                                                    "notes": tuple(lo.notes)})
+    if from_torch:
+        graph = rename(graph, _leaf_names(graph, names, produced))
+    return fold(graph)
+
+
+def _bias_add(node: Any, users: dict[str, list[Any]], values: dict[str, Any]) -> tuple[str, Any] | None:
+    """The ``Add`` of a 1-D constant that is the only reader of a MatMul's output, if there is one."""
+    readers = users.get(node.output[0], [])
+    if len(readers) != 1 or readers[0].op_type != "Add":
+        return None
+    add = readers[0]
+    other = [i for i in add.input if i != node.output[0]]
+    if len(other) != 1 or other[0] not in values:
+        return None
+    bias = values[other[0]]
+    if isinstance(bias, ConstVal) and bias.ndim == 1:
+        return add.output[0], bias
+    return None
+
+
+def _lower_node(n: ONode, node: Any, shapes: dict[str, list[int]]) -> list[Any]:
+    consts = [v for v in n.ins if v is not None]
+    if node.op_type == "Constant":
+        value = n.attrs.get("value")
+        if value is None:
+            value = next((np.array(v) for k, v in n.attrs.items() if k.startswith("value")), None)
+        return [ConstVal(np.asarray(value))]
+    if consts and all(isinstance(v, ConstVal) for v in consts) and node.op_type in FOLD:
+        arrays = [v.array() if v is not None else None for v in n.ins]
+        sources = tuple(dict.fromkeys(s for v in consts for s in v.sources))
+        if node.op_type == "Identity" and sources:  # a deduplicated parameter: a parameter of its own
+            n.lo.add_param(node.output[0], int(arrays[0].size))  # type: ignore[union-attr]
+            sources = (node.output[0],)
+        return [ConstVal(np.asarray(FOLD[node.op_type](arrays, n.attrs)), sources)]  # type: ignore[arg-type]
+    tensors = [v for v in n.ins if isinstance(v, TVal)]
+    if any(isinstance(v, Opaque) for v in n.ins) and not tensors:
+        return [Opaque(f"{node.op_type} of a value without batch", ())] * len(node.output)
+    handler = OPS.get(node.op_type)
+    try:
+        if handler is None:
+            raise Unsupported("")
+        return list(handler(n))
+    except (Unsupported, GraphError) as exc:
+        reason = exc.detail if isinstance(exc, GraphError) else str(exc)
+        observed = [_Observed(require_shape(n, shapes, o)) for o in node.output if o]
+        what = node.op_type + (f" ({reason})" if reason else "")
+        out = n.lo.unknown(n.name, what, observed if len(observed) > 1 else observed[0], tensors,
+                           source=n.source)
+        return list(out) if isinstance(out, list) else [out]
+
+
+def _leaf_names(graph: Graph, names: Sequence[Any], produced: Sequence[tuple[int, list[str]]]) -> dict[str, str]:
+    """For each leaf scope, its last node's output takes the bare module path."""
+    last: dict[str, str] = {}
+    for idx, irs in produced:
+        nm = names[idx]
+        if nm.leaf and nm.scope and irs:
+            last[nm.scope] = irs[0]
+    taken = {n.name for n in graph.nodes}
+    mapping = {}
+    for scope, node in last.items():
+        if scope not in taken and node.startswith(scope + "."):
+            mapping[node] = scope
+            taken.add(scope)
+    return mapping
+
