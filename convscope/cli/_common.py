@@ -18,7 +18,8 @@ __all__ = ["console", "write_json", "shape_arg", "int_list_arg", "add_json_arg",
 
 def console(args: argparse.Namespace | None = None, *, stderr: bool = False) -> Console:
     width = getattr(args, "width", None) if args is not None else None
-    return Console(width=width, stderr=stderr, highlight=False)
+    # emoji=False: model names such as 'synthetic:scales:' must print as written, not as ⚖
+    return Console(width=width, stderr=stderr, highlight=False, emoji=False)
 
 
 def json_to_stdout(args: argparse.Namespace) -> bool:
