@@ -5,7 +5,8 @@ on that device (drawn at random, 20 draws), then predicts the networks with indi
 trimmed to the 10th-90th percentile of their measured latency.  Printed per device column:
 Spearman rank correlation and the share of networks within ±10% of the measured latency, for
 
-  analytic  the device profile alone (no measurement of the device at all)
+  analytic  the device profile alone (no measurement of the device at all); meas/pred is the
+            10th-90th percentile of measured/predicted (what a profile's uncertainty band should cover)
   MACs      MACs alone (Spearman), and MACs fitted proportionally (a·MACs + b) on the same 10 (±10%)
   fitted    convscope's fitted tier on the same 10 networks (mean ± sd over the 20 draws)
   HELP      HELP's published Spearman (10 samples) where it exists (data/latency/README.md)
@@ -139,7 +140,9 @@ def evaluate(space: Space, feats: Features, col: str, draws: int) -> dict[str, f
     tf = [feats.get(int(i), profile, backend, batch) for i in test]
     macs = np.array([feats.mac(int(i)) for i in test], float)
     analytic = np.array([f.predict_ms(PRIOR) for f in tf])
-    out = {"analytic_rho": spearman(analytic, y), "analytic_10": within(analytic, y), "macs_rho": spearman(macs, y)}
+    lo_r, hi_r = np.percentile(y / analytic, [10, 90]) if np.all(analytic > 0) else (np.nan, np.nan)
+    out = {"analytic_rho": spearman(analytic, y), "analytic_10": within(analytic, y), "macs_rho": spearman(macs, y),
+           "ratio_lo": float(lo_r), "ratio_hi": float(hi_r)}
     rhos, w10, mw10 = [], [], []
     for seed in range(draws):
         train = np.random.default_rng(seed).choice(pool, 10, replace=False)
@@ -171,8 +174,8 @@ def report(space: Space, draws: int) -> list[tuple[str, dict[str, float]]]:
     cols = [c for c in HELP if c in cols] + [c for c in cols if c not in HELP]
     print(f"\n{space.name}: {len(space.rows)} networks; test = indices 900-1899 trimmed to 10-90th percentile; "
           f"fitted on 10 measured networks, {draws} draws", flush=True)
-    head = (f"{'device':<16}{'profile / backend':<26}{'n':>5}{'analytic ρ':>11}{'±10%':>6}{'MACs ρ':>8}"
-            f"{'MACs ±10%':>10}{'fitted ρ':>14}{'±10%':>6}{'HELP ρ':>8}")
+    head = (f"{'device':<16}{'profile / backend':<26}{'n':>5}{'analytic ρ':>11}{'±10%':>6}{'meas/pred':>12}"
+            f"{'MACs ρ':>8}{'MACs ±10%':>10}{'fitted ρ':>14}{'±10%':>6}{'HELP ρ':>8}")
     print(head)
     print("-" * len(head))
     results = []
@@ -182,7 +185,8 @@ def report(space: Space, draws: int) -> list[tuple[str, dict[str, float]]]:
         prof, be, batch = device_model(c)
         help_rho = f"{HELP[c]:.3f}" if c in HELP and space.name == "NAS-Bench-201" else ""
         print(f"{c:<16}{prof + ' / ' + be + (f' b{batch}' if batch > 1 else ''):<26}{r['n_test']:>5.0f}"
-              f"{r['analytic_rho']:>11.3f}{100 * r['analytic_10']:>5.0f}%{r['macs_rho']:>8.3f}"
+              f"{r['analytic_rho']:>11.3f}{100 * r['analytic_10']:>5.0f}%{r['ratio_lo']:>6.2f}-{r['ratio_hi']:<5.2f}"
+              f"{r['macs_rho']:>8.3f}"
               f"{100 * r['macs_10']:>9.0f}%{r['fit_rho']:>8.3f}±{r['fit_rho_sd']:.3f}{100 * r['fit_10']:>5.0f}%"
               f"{help_rho:>8}   ({time.time() - t0:.0f} s)", flush=True)
         results.append((c, r))

@@ -10,7 +10,9 @@ The model is the analytic roofline with seven non-negative coefficients θ that 
 costs more than an elementwise one's in most runtimes — weight layout checks, primitive lookup).
 The per-group term is a runtime that runs a grouped or depthwise conv as a loop over its groups
 (PyTorch's CPU fallback does; HELP's Xeon timings of FBNet show block times growing with the
-channel count of their depthwise convs, not with their MACs).  θ = 1 (θ_group = θ_fixed = 0) is the
+channel count of their depthwise convs, not with their MACs); it is a feature for the ``torch``
+(CPU eager) backend only — cuDNN, ONNX Runtime and TFLite run groups natively, and there the extra
+freedom only fits noise (FBNet on GPUs at batch 1: Spearman 0.98 without it, 0.6 with it).  θ = 1 (θ_group = θ_fixed = 0) is the
 profile as written.  Nine coefficients; a CSV of 10 networks usually separates five or six.
 Which side of each roofline a kernel is on depends on θ, so the fit alternates: assign each kernel to
 its bound under the current θ, solve the now linear problem (non-negative least squares on
@@ -54,6 +56,7 @@ _CLASSES = (OpClass.CONV, OpClass.GROUPED, OpClass.MATMUL, OpClass.ELEMENTWISE)
 PRIOR = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0)
 ORDER = (6, 5, 0, 4, 3, 1, 2, 7, 8)  # which features to fit first when the networks cannot separate all
 MIN_ROWS = 5
+PER_GROUP_BACKENDS = ("torch",)  # runtimes with a per-group loop for grouped convs (CPU fallback)
 OUTLIER = 0.5  # relative miss beyond which a measured network may be an outlier
 Theta = Sequence[float] | np.ndarray
 LAM = 1e-3  # pull towards the profile (see fit_relative)
@@ -95,7 +98,7 @@ def net_features(ks: Sequence[Kernel], profile: DeviceProfile, backend: str, dty
     mem = np.array([k.bytes / profile.bandwidth for k in ks])
     over = profile.overhead(backend)
     weighted = sum(1 for k in ks if _weighted(k))
-    groups = sum(k.groups for k in ks if k.op_class is OpClass.GROUPED)
+    groups = sum(k.groups for k in ks if k.op_class is OpClass.GROUPED) if backend in PER_GROUP_BACKENDS else 0
     return NetFeatures(comp, mem, (weighted * over, (len(ks) - weighted) * over), groups * 1e-6)
 
 
@@ -314,7 +317,8 @@ def fitted(graph: Graph, profile: DeviceProfile, csv_path: str | os.PathLike[str
     f = net_features(ks, profile, backend, dtype)
     th = np.asarray(model.theta)
     over = np.array([th[5] if _weighted(k) else th[6] for k in ks]) * profile.overhead(backend)
-    per_group = np.array([k.groups * 1e-6 * th[7] if k.op_class is OpClass.GROUPED else 0.0 for k in ks])
+    per_group = np.array([k.groups * 1e-6 * th[7] if k.op_class is OpClass.GROUPED and backend in PER_GROUP_BACKENDS
+                          else 0.0 for k in ks])
     per_k = (np.maximum(f.compute @ th[:4], f.memory * th[4]) + over + per_group) * 1e3
     rows = per_layer(graph, ks, [float(t) for t in per_k], backend)
     total = float(sum(t for _, t in rows) + th[8])
