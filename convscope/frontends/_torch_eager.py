@@ -19,7 +19,7 @@ from torch.overrides import TorchFunctionMode
 
 from convscope.errors import ConvscopeError, InputError
 from convscope.frontends._torch_modules import is_leaf
-from convscope.frontends._torch_trace import call_leaf, dispatch
+from convscope.frontends._torch_trace import call_leaf, dispatch, name_of
 from convscope.frontends._torch_values import B, ConstVal, Lowering, TVal
 
 __all__ = ["eager_trace"]
@@ -58,7 +58,7 @@ class _Recorder(TorchFunctionMode):
         out = func(*args, **kwargs)
         if self.leaf_depth or not _has_tensor(out):
             return out
-        what = getattr(func, "__name__", str(func))
+        what = name_of(func)
         rargs, rkwargs = self.resolve(args), self.resolve(kwargs)
         value = dispatch(self.lo, what, rargs, rkwargs, lambda a, k: out)
         self.bind(out, value)

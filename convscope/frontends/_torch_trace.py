@@ -30,7 +30,7 @@ from convscope.frontends._torch_values import (
     ConstVal, LazyVal, Lowering, Opaque, TVal, Unsupported, flat_values, user_source,
 )
 
-__all__ = ["DataDependent", "trace", "dispatch"]
+__all__ = ["DataDependent", "trace", "dispatch", "name_of"]
 
 _SHAPE_QUERIES = {"size", "dim", "numel", "nelement", "ndimension", "is_contiguous", "is_floating_point",
                   "is_complex", "get_device", "element_size", "stride", "data_ptr", "is_leaf"}
@@ -160,7 +160,7 @@ class ShapeTracer(torch.fx.Tracer):
             return self._getattr(args[0], args[1])
         if kind == "call_function" and target is operator.getitem and not isinstance(args[0], ShapedProxy):
             return args[0][args[1]]
-        what = target if kind == "call_method" else getattr(target, "__name__", str(target))
+        what = target if kind == "call_method" else name_of(target)
         uargs, ukwargs = self.unwrap(args), self.unwrap(kwargs)
         return self.wrap(dispatch(self.lo, what, uargs, ukwargs, lambda a, k: _run(kind, target, a, k),
                                   inplace_target=args[0] if args else None))
@@ -209,6 +209,14 @@ class ShapeTracer(torch.fx.Tracer):
 
     def keys(self, obj: torch.fx.Proxy) -> Any:
         raise DataDependent("the forward unpacks a tensor with **")
+
+
+def name_of(target: Any) -> str:
+    """A function's name; a property read (``x.real``) arrives as its descriptor's ``__get__``."""
+    name = getattr(target, "__name__", str(target))
+    if name == "__get__" and hasattr(target, "__self__"):
+        return getattr(target.__self__, "__name__", name)
+    return name
 
 
 def _run(kind: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

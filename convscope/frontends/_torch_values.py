@@ -159,7 +159,7 @@ class Lowering:
             self.param_sizes[pname] = math.prod(p.shape)
         self.counted: set[str] = set()  # parameters whose values are in some node's params
         self.twice: dict[str, int] = {}  # parameters counted more than once (shared weights)
-        self._const_nodes: dict[tuple[int, tuple[int, ...], tuple[str, ...]], str] = {}
+        self._const_nodes: dict[tuple[int, tuple[int, ...], tuple[str, ...]], tuple[str, Any]] = {}
         self.notes: list[str] = []
         self.scope: list[str] = []
 
@@ -243,14 +243,14 @@ class Lowering:
                 del shape[at]
         key = (id(c.tensor), tuple(shape), c.sources)  # one array may stand for several parameters
         if key in self._const_nodes:
-            return self._const_nodes[key]
+            return self._const_nodes[key][0]
         params = self.count(c.sources)
         value = None if c.sources else _fill(c)
         base = hint or (c.sources[0] if c.sources else self.here("const"))
         node = self.unique(base)
         self.b.add(node, OpKind.CONSTANT, O.ConstAttrs(tuple(shape), params, value), (), source="constant")
         self.added.append(node)
-        self._const_nodes[key] = node
+        self._const_nodes[key] = (node, c.tensor)  # the array is kept alive so its id stays its own
         return node
 
     def unknown(self, name: str, what: str, observed: Any, inputs: Sequence[TVal], *, params: int = 0,

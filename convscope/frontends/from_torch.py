@@ -33,7 +33,7 @@ from torch import nn
 from convscope.errors import ConvscopeError, InputError
 from convscope.frontends._torch_fold import fold
 from convscope.frontends._torch_trace import DataDependent, trace
-from convscope.frontends._torch_values import Lowering, TVal, flat_values
+from convscope.frontends._torch_values import Lowering, Opaque, TVal, flat_values
 from convscope.ir.graph import Graph
 
 __all__ = ["graph_from_module", "graph_from_factory"]
@@ -94,7 +94,12 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
             out, used = eager_trace(module, lo, dims), "eager"
     outputs = [v.node for v in flat_values(out) if isinstance(v, TVal)]
     if not outputs:
-        raise InputError(f"{name}: the forward returns no tensor computed from its input")
+        opaque = [v.what for v in flat_values(out) if isinstance(v, Opaque)]
+        why = (f": its output has no batch axis in front (from {opaque[0]}); convscope analyses one image "
+               "at a time") if opaque else ""
+        raise InputError(f"{name}: the forward returns no tensor computed from its input{why}")
+    notes += [f"an output without a batch axis in front is left out (from {v.what})"
+              for v in flat_values(out) if isinstance(v, Opaque)]
     notes += _param_notes(lo)
     graph = lo.build(list(dict.fromkeys(outputs)), {"frontend": "torch", "capture": used,
                                                     "notes": tuple(notes)})

@@ -1,0 +1,162 @@
+"""The ONNX front end: every fixture exported with torch.onnx.export (TorchScript exporter, BatchNorm
+kept: ``do_constant_folding=False``) must give the same parameters, MACs and receptive fields as its
+PyTorch original, layer by layer, with module paths as names; one model goes through the dynamo
+exporter (names from its metadata).  Each model is exported once per session."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper
+from torch import nn
+
+from convscope.analyses.analyze import analyze_graph
+from convscope.cli import main
+from convscope.errors import InputError
+from convscope.frontends.from_onnx import load_onnx
+from convscope.ir.ops import OpKind
+from fixtures import FIXTURES
+from test_from_torch import BY_NAME, captured, make
+
+EXPORTS: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx")
+
+
+def export(module: nn.Module, shape: tuple[int, ...], path: Path, **kw: object) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            torch.onnx.export(module.eval(), (torch.zeros(1, *shape),), str(path), dynamo=False,
+                              do_constant_folding=False, **kw)
+        finally:
+            logging.disable(logging.NOTSET)
+    return path
+
+
+def exported(name: str, folder: Path) -> Path:
+    if name not in EXPORTS:
+        EXPORTS[name] = export(make(name), BY_NAME[name].input, folder / f"{name}.onnx")
+    return EXPORTS[name]
+
+
+@pytest.mark.parametrize("name", [f.name for f in FIXTURES])
+def test_export_matches_the_pytorch_original(name: str, export_dir: Path) -> None:
+    _, g, a = captured(name)
+    go = load_onnx(str(exported(name, export_dir)))
+    b = analyze_graph(go)
+    assert b.unknown_ops == ()
+    assert (b.totals.params, b.totals.macs) == (a.totals.params, a.totals.macs)
+    rows = {r.name: r for r in b.layers}
+    weighted = [r.name for r in a.layers if r.op in ("conv", "convT", "linear") and ".mha." not in r.name
+                and not (name == "vit" and r.name.startswith("blocks.2.attn"))]  # MultiheadAttention exports one packed projection
+    assert all(n in rows for n in weighted), [n for n in weighted if n not in rows][:5]
+    for n in weighted:  # same layer, same numbers
+        assert (rows[n].params, rows[n].macs, rows[n].rf_min, rows[n].rf_max) == \
+            (a.layer(n).params, a.layer(n).macs, a.layer(n).rf_min, a.layer(n).rf_max), n
+    assert b.border_layer == a.border_layer and b.feasible_resolution == a.feasible_resolution
+
+
+def test_dynamo_export_names_come_from_its_metadata(tmp_path: Path) -> None:
+    m = make("squeezenet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            prog = torch.onnx.export(m.eval(), (torch.zeros(1, 3, 64, 64),), dynamo=True, optimize=False, verbose=False)
+        finally:
+            logging.disable(logging.NOTSET)
+    path = tmp_path / "sq.onnx"
+    prog.save(str(path))
+    assert all(n.name.startswith("node_") for n in onnx.load(str(path)).graph.node)
+    a = analyze_graph(load_onnx(str(path)))
+    _, _, t = captured("squeezenet")
+    assert (a.totals.params, a.totals.macs) == (t.totals.params, t.totals.macs)
+    for n in ("features.0", "features.3.squeeze", "features.12.expand3x3", "classifier.1"):
+        assert a.layer(n).rf_max == t.layer(n).rf_max and a.layer(n).params == t.layer(n).params
+
+
+class Spelled(nn.Module):
+    """SiLU as x·sigmoid(x), GELU through erf (opset 17 has no Gelu), a channel shuffle, a layer
+    scale and a position embedding: patterns the ONNX front end folds back or keeps as constants."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.SiLU()
+        self.gamma = nn.Parameter(torch.ones(8, 1, 1))
+        self.pos = nn.Parameter(torch.zeros(1, 8, 16, 16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.conv(x)) + self.pos
+        b, c, h, w = y.shape
+        y = y.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
+        return F.gelu(y) * self.gamma
+
+
+def test_spelled_out_patterns_fold_back(tmp_path: Path) -> None:
+    m = Spelled()
+    g = load_onnx(str(export(m, (3, 16, 16), tmp_path / "spelled.onnx", opset_version=17)))
+    ops = [(n.op, getattr(n.attrs, "fn", None)) for n in g.nodes]
+    assert (OpKind.ACT, "swish") in ops and (OpKind.ACT, "gelu") in ops and (OpKind.CHANNEL_SHUFFLE, None) in ops
+    assert (OpKind.ACT, "sigmoid") not in ops and (OpKind.ACT, "erf") not in ops
+    assert g.node("act").op is OpKind.ACT  # SiLU's Sigmoid + Mul, named by its module
+    a = analyze_graph(g)
+    assert a.totals.params == sum(p.numel() for p in m.parameters())
+    assert a.layer("conv").rf_max == (3, 3) and a.unknown_ops == ()
+
+
+def test_input_size_override_and_symbolic_sizes(tmp_path: Path) -> None:
+    m = make("squeezenet")
+    path = export(m, (3, 64, 64), tmp_path / "sq.onnx", input_names=["img"],
+                  dynamic_axes={"img": {0: "N", 2: "H", 3: "W"}})
+    with pytest.raises(InputError, match="no fixed size .*give --input C,H,W"):
+        load_onnx(str(path))
+    big = analyze_graph(load_onnx(str(path), (3, 96, 96)))
+    assert big.input == (3, 96, 96) and big.totals.macs == analyze_graph(
+        load_onnx(str(export(m, (3, 96, 96), tmp_path / "sq96.onnx")))).totals.macs
+
+
+def test_an_unknown_onnx_op_is_reported_with_its_inferred_shape(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 12, 3, 3], [0.1] * 432)
+    nodes = [helper.make_node("SpaceToDepth", ["x"], ["s"], blocksize=2, name="s2d"),
+             helper.make_node("Conv", ["s", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w]), opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "odd.onnx"
+    onnx.save(model, str(path))
+    a = analyze_graph(load_onnx(str(path)))
+    assert a.unknown_ops == (("s2d", "SpaceToDepth"),)
+    assert a.layer("s2d").out_shape == (12, 4, 4) and a.layer("conv").params == 432 and a.layer("conv").rf_max is None
+
+
+def test_cli_and_errors(tmp_path: Path, export_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["analyze", str(exported("resnet18", export_dir)), "--json", "-"])
+    out, _ = capsys.readouterr()
+    d = json.loads(out)
+    assert code == 0 and d["input"] == [3, 64, 64] and any(r["name"] == "layer3.0.conv2" for r in d["layers"])
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("not a model")
+    assert main(["analyze", str(bad)]) == 2
+    _, err = capsys.readouterr()
+    assert "not a readable ONNX model" in err and "Traceback" not in err
+
+
+def test_the_onnx_front_end_imports_no_torch() -> None:
+    code = "import sys, convscope.frontends.from_onnx; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,341 @@
+"""The PyTorch front end on networks written as users write them (tests/fixtures), against
+independent oracles: params = sum(p.numel()), MACs = FlopCounterMode / 2 (attention through the math
+kernel, which FlopCounterMode counts), rf_max = the input-gradient support both of the imported graph
+rebuilt by build_module and of the user's original module; names = module paths; nothing unknown."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import math
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+import convscope
+from convscope.analyses.analyze import analyze_graph
+from convscope.analyses.receptive_field import receptive_field
+from convscope.cli import main
+from convscope.errors import InputError
+from convscope.frontends.from_torch import graph_from_factory, graph_from_module
+from convscope.ir.ops import OpKind
+from fixtures import FIXTURES
+from fixtures.rf_oracles import graph_rf, module_rf, symmetric, upsampling_tolerance
+
+TESTS = Path(__file__).parent
+GOLDEN = TESTS / "golden"
+BY_NAME = {f.name: f for f in FIXTURES}
+SPATIAL = (OpKind.CONV, OpKind.CONV_T, OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.ADAPTIVE_AVGPOOL,
+           OpKind.ADAPTIVE_MAXPOOL, OpKind.ADD, OpKind.CONCAT, OpKind.MUL, OpKind.UPSAMPLE)
+
+
+def make(name: str) -> nn.Module:
+    mod, fn = BY_NAME[name].factory.split(":")
+    torch.manual_seed(0)
+    return getattr(importlib.import_module(mod), fn)()  # type: ignore[no-any-return]
+
+
+@functools.lru_cache(maxsize=None)
+def captured(name: str):  # type: ignore[no-untyped-def]
+    m = make(name)
+    g = graph_from_module(m, BY_NAME[name].input, name=name)
+    return m, g, analyze_graph(g)
+
+
+def flop_macs(m: nn.Module, shape: tuple[int, ...]) -> float:
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        m.eval()(torch.zeros(1, *shape))
+    return counter.get_total_flops() / 2
+
+
+def sample(names: list[str], k: int) -> list[str]:
+    """About k names spread over the depth, the last one included."""
+    step = max(1, len(names) // k)
+    return list(dict.fromkeys(names[::step][:k] + names[-1:]))
+
+
+def spatial_layers(g) -> list[str]:  # type: ignore[no-untyped-def]
+    rf = receptive_field(g).as_dict()
+    return [n.name for n in g.nodes
+            if n.op in SPATIAL and n.out.is_image and rf[n.name].known and not rf[n.name].constant]
+
+
+# -- every fixture ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", [f.name for f in FIXTURES])
+def test_params_macs_names_and_nothing_unknown(name: str) -> None:
+    m, g, a = captured(name)
+    assert a.totals.params == sum(p.numel() for p in m.parameters())
+    assert a.totals.macs == flop_macs(m, BY_NAME[name].input)
+    assert a.unknown_ops == () and g.meta_dict()["notes"] == () and g.meta_dict()["capture"] == "fx"
+    layers = {r.name for r in a.layers}
+    weighted = [p for p, mod in m.named_modules() if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+                and not p.endswith("out_proj")]  # nn.MultiheadAttention's projection is '<path>.out_proj' too
+    assert weighted and all(p in layers for p in weighted), [p for p in weighted if p not in layers][:5]
+
+
+@pytest.mark.parametrize("name", [f.name for f in FIXTURES])
+def test_rf_matches_the_gradient_support_of_the_rebuilt_graph(name: str) -> None:
+    _, g, _ = captured(name)
+    layers = sample(spatial_layers(g), 4)
+    own = name == "vit"  # a ViT's size is fixed by its position embedding
+    checks = graph_rf(g, layers, cap=512, own_size=own)
+    tol = upsampling_tolerance(g)
+    reached = [c for c in checks if c.reachable]
+    assert all(c.error() <= tol[c.layer] for c in reached), [c for c in reached if c.error() > tol[c.layer]]
+    if name != "dilated-seg":  # its pooling branch upsamples to a fixed size: checked on the module below
+        # The oracle reaches every sampled layer whose receptive field fits in 512 px.
+        assert len(reached) >= (1 if own else 2), checks
+        assert all(c.reachable for c in checks if max(c.expected) < 400 or all(map(math.isinf, c.expected))), checks
+
+
+MODULE_ORACLE = ["vgg11-bn", "resnet18", "inception", "densenet", "squeezenet", "dilated-seg", "unet-bilinear", "vit"]
+
+
+@pytest.mark.parametrize("name", MODULE_ORACLE)
+def test_rf_matches_the_gradient_support_of_the_original_module(name: str) -> None:
+    m, g, _ = captured(name)
+    rf = receptive_field(g).as_dict()
+    mods = dict(m.named_modules())
+    leaves = [n.name for n in g.nodes if n.name in mods and n.op in (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL)
+              and rf[n.name].known and max(rf[n.name].rf_max) <= 200]  # type: ignore[arg-type]
+    layers = {n: (float(rf[n].rf_max[0]), float(rf[n].rf_max[1])) for n in sample(leaves, 4)}  # type: ignore[index]
+    jumps = {n: max(float(j) for j in rf[n].jump) for n in layers}  # type: ignore[union-attr]
+    axes = (0,) if symmetric(g) else (0, 1)
+    kw = {"side": 32} if name == "vit" else {"cap": 320, "jumps": jumps}
+    checks = module_rf(m, layers, axes=axes, **kw)  # type: ignore[arg-type]
+    tol = upsampling_tolerance(g)
+    reached = [c for c in checks if c.reachable]
+    assert len(reached) >= max(1, len(checks) - 1), checks
+    assert all(c.error() <= tol[c.layer] for c in reached), [c for c in reached if c.error() > tol[c.layer]]
+
+
+def test_eager_capture_builds_the_same_graph() -> None:
+    for name in ("resnet18", "shufflenetv2", "vit", "convnext"):
+        _, g, _ = captured(name)
+        eager = graph_from_module(make(name), BY_NAME[name].input, name=name, capture="eager")
+        assert eager.meta_dict()["capture"] == "eager"
+        assert [n.to_dict() for n in eager.nodes] == [n.to_dict() for n in g.nodes]
+
+
+# -- structure ---------------------------------------------------------------------------------------
+def test_squeeze_excitation_is_found_by_structure_whatever_its_name() -> None:
+    _, g, a = captured("mobilenetv3")  # the SE class is called ChannelGate
+    gates = [n for n in g.nodes if n.name.endswith(".mul") and ".block." in n.name]
+    assert len(gates) == 9
+    for n in gates:
+        row = a.layer(n.name)
+        assert row.rf_min is not None and math.isfinite(row.rf_min[0]) and row.rf_max == (math.inf, math.inf)
+        gate_in = [g.node(i) for i in n.inputs]
+        assert {x.op for x in gate_in} == {OpKind.ACT, OpKind.CONV} or any(x.out.spatial == (1, 1) for x in gate_in)
+    after = a.layer("features.4.block.3.0")  # the projection after a gate: finite rf_min, global rf_max
+    assert math.isfinite(after.rf_min[0]) and math.isinf(after.rf_max[0])  # type: ignore[index]
+
+
+class Functional(nn.Module):
+    """Every functional spelling the issue lists, in one network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(16, 3, 3, 3) * 0.1)
+        self.b1 = nn.Parameter(torch.zeros(16))
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.ln = nn.LayerNorm(32)
+        self.gamma = nn.Parameter(torch.ones(32))
+        self.mha = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.qkv = nn.Linear(32, 96)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.hardswish(F.conv2d(x, self.w1, self.b1, stride=1, padding=1))
+        x = F.max_pool2d(x, 2) + F.avg_pool2d(x, 3, stride=2, padding=1)
+        y = F.silu(self.conv2(x))
+        b, c, h, w = y.shape
+        y = y.view(b, 4, c // 4, h, w).transpose(1, 2).reshape(b, c, h, w)  # channel shuffle
+        y = y * torch.sigmoid(F.adaptive_avg_pool2d(y, 1))
+        y = F.interpolate(y, scale_factor=2, mode="nearest")
+        y = torch.cat([y[:, :16], y[:, 16:]], dim=1)
+        z = self.ln(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2) * self.gamma[:, None, None]  # LN over channels
+        t = z.flatten(2).transpose(1, 2)
+        t = t + self.mha(t, t, t, need_weights=False)[0]
+        q, k, v = self.qkv(t).reshape(b, -1, 3, 4, 8).permute(2, 0, 3, 1, 4).unbind(0)
+        t = t + F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, c)
+        pooled = F.gelu(t.mean(1)) + z.mean((2, 3))
+        return self.fc(torch.flatten(pooled, 1))
+
+
+def test_functional_ops_are_understood() -> None:
+    m = Functional()
+    g = graph_from_module(m, (3, 16, 16))
+    a = analyze_graph(g)
+    assert a.unknown_ops == ()
+    ops = {n.op for n in g.nodes}
+    assert {OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.GLOBAL_AVGPOOL, OpKind.UPSAMPLE, OpKind.CONCAT,
+            OpKind.CHANNEL_SHUFFLE, OpKind.LAYERNORM, OpKind.ATTENTION, OpKind.MEAN, OpKind.CONSTANT,
+            OpKind.SLICE, OpKind.PERMUTE} <= ops
+    fns = {n.attrs.fn for n in g.nodes if n.op is OpKind.ACT}  # type: ignore[union-attr]
+    assert {"hswish", "swish", "sigmoid", "gelu"} <= fns
+    assert a.totals.params == sum(p.numel() for p in m.parameters())
+    assert a.totals.macs == flop_macs(m, (3, 16, 16))
+    assert g.node("conv2d").attrs.out_channels == 16  # type: ignore[union-attr]
+    assert g.node("mha.attention").attrs.heads == 4  # type: ignore[union-attr]
+
+
+# -- what is not understood, control flow, in-place ops, parameters ---------------------------------
+class Odd(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+        self.lstm_like = nn.Conv1d(8, 8, 1)  # a 1-D conv: not in the 2-D IR
+        self.head = nn.Conv2d(2, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.shuffle(self.conv(x))
+        y = torch.fft.fft2(y).real  # a function the tables do not know
+        return self.head(y)
+
+
+def test_an_unknown_op_is_reported_with_its_name_and_shape_never_guessed() -> None:
+    m = Odd()
+    g = graph_from_module(m, (3, 8, 8))
+    a = analyze_graph(g)
+    assert [t for _, t in a.unknown_ops] == ["PixelShuffle", "fft_fft2", "real"]
+    assert g.node("shuffle").out.shape == (2, 16, 16)
+    assert a.layer("head").rf_max is None  # after an unknown op: unknown
+    unused = m.lstm_like.weight.numel() + m.lstm_like.bias.numel()
+    assert a.totals.params == sum(p.numel() for p in m.parameters()) - unused
+    assert any("never used by forward" in n for n in g.meta_dict()["notes"])
+
+
+class Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=2, dilation=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        if y.abs().sum() > 1e9:  # branches on values: symbolic tracing cannot follow
+            y = y * 2
+        z = y.clone()
+        z.add_(self.b(y))  # in place, not rebound
+        return F.relu(z, inplace=True)
+
+
+def test_data_dependent_control_flow_falls_back_to_running_the_model() -> None:
+    g = graph_from_module(Branchy(), (3, 16, 16))
+    meta = g.meta_dict()
+    assert meta["capture"] == "eager" and "test_from_torch.py" in meta["notes"][0]
+    with pytest.raises(InputError, match="symbolic tracing failed"):
+        graph_from_module(Branchy(), (3, 16, 16), capture="fx")
+    rf = receptive_field(g)
+    assert rf.of("relu").rf_max == (7, 7) and g.node("relu").inputs == ("add",)  # x.add_(y) counted
+    assert [n.name for n in g.nodes] == ["input", "a", "b", "add", "relu"]
+
+
+def test_shared_weights_and_mode_are_reported_and_restored() -> None:
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(self.bn(self.conv(x)))
+    m = Shared().train()
+    before = m.bn.running_mean.clone()
+    g = graph_from_module(m, (4, 8, 8))
+    assert m.training and m.bn.training and torch.equal(m.bn.running_mean, before)
+    assert [n.name for n in g.nodes] == ["input", "conv", "bn", "conv_1"]
+    assert any("conv.weight is used by 2 calls" in n for n in g.meta_dict()["notes"])
+
+
+def test_a_reshape_that_folds_the_batch_is_refused_not_guessed() -> None:
+    class Fold(nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return x.reshape(-1, 3), x * 2  # (B*H*W/… , 3): the batch mixed into another axis
+    g = graph_from_module(Fold(), (3, 4, 4))
+    assert g.outputs == ("mul",)  # the folded output is not an image's: it is left out, the other kept
+    with pytest.raises(InputError, match="no batch axis in front .*folds the batch axis"):
+        graph_from_module(nn.Flatten(0), (3, 4, 4))
+
+
+def test_wrong_input_channels_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="layer 'conv1' expects 3 input channels but gets 1"):
+        graph_from_module(make("resnet18"), (1, 32, 32))
+    with pytest.raises(InputError, match="three positive integers"):
+        graph_from_module(make("resnet18"), (3, 32))
+
+
+# -- the API and the command line --------------------------------------------------------------------
+def test_api_analyze_takes_a_module() -> None:
+    a = convscope.analyze(make("squeezenet"), input=(3, 64, 64))
+    assert a.layer("features.3.expand3x3").op == "conv" and a.model == "SqueezeNet"
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_file_factory_and_module_factory(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = run_cli(["analyze", str(TESTS / "fixtures" / "resnet.py") + ":resnet18", "--input", "3,64,64",
+                            "--json", "-"], capsys)
+    d = json.loads(out)
+    assert code == 0 and d["model"] == "resnet18" and d["input"] == [3, 64, 64]
+    assert any(r["name"] == "layer3.0.conv2" for r in d["layers"])
+    monkeypatch.chdir(TESTS)
+    code, out, _ = run_cli(["analyze", "fixtures.squeezenet:squeezenet1_1", "--input", "3,64,64", "--json", "-"], capsys)
+    assert code == 0 and json.loads(out)["totals"]["params"] == 1235496
+
+
+def _user_file(tmp_path: Path, body: str) -> str:
+    p = tmp_path / "net.py"
+    p.write_text(textwrap.dedent(body))
+    return str(p)
+
+
+@pytest.mark.parametrize("body,fn,args,message", [
+    ("from torch import nn\ndef make(): return nn.Conv2d(3, 4, 3)\n", "make", [], "needs --input C,H,W"),
+    ("import not_a_package_xyz\n", "make", ["--input", "3,8,8"], "ModuleNotFoundError: No module named 'not_a_package_xyz'"),
+    ("def other(): pass\n", "make", ["--input", "3,8,8"], "'make' is not defined in"),
+    ("def make(): raise ValueError('bad width')\n", "make", ["--input", "3,8,8"], "raised ValueError: bad width"),
+    ("def make(): return 42\n", "make", ["--input", "3,8,8"], "returned a int, not a torch.nn.Module"),
+    ("def make(:\n", "make", ["--input", "3,8,8"], "net.py:1: syntax error"),
+    ("from torch import nn\ndef make(): return nn.Conv2d(3, 4, 3)\n", "make", ["--input", "3,8"], "C,H,W"),
+])
+def test_cli_factory_errors_exit_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str,
+                                                 fn: str, args: list[str], message: str) -> None:
+    code, _, err = run_cli(["analyze", f"{_user_file(tmp_path, body)}:{fn}", *args], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_missing_file_and_module(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        graph_from_factory(str(tmp_path / "absent.py"), "make", (3, 8, 8))
+    with pytest.raises(InputError, match="importing no_such_module_xyz failed"):
+        graph_from_factory("no_such_module_xyz", "make", (3, 8, 8))
+
+
+# -- golden JSON ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv3", "unet"])
+def test_golden_json(name: str, overwrite: bool) -> None:
+    _, _, a = captured(name)
+    data = json.loads(json.dumps(a.to_dict(), allow_nan=False))
+    rows = data["layers"]
+    assert sum(r["params"] for r in rows) == data["totals"]["params"]
+    assert sum(r["macs"] for r in rows) == data["totals"]["macs"]
+    path = GOLDEN / f"torch-{name}.json"
+    if overwrite or not path.exists():
+        path.write_text(json.dumps(data, indent=1) + "\n")
+        if not overwrite:
+            pytest.fail(f"{path.name} was missing and has been written; check it in")
+    assert data == json.loads(path.read_text())
