@@ -95,7 +95,8 @@ def main() -> None:
     for col in ("network", "layers", "params", "first call", "capture", "analysis", "total best", "total median"):
         t.add_column(col, justify="left" if col == "network" else "right")
     t0 = time.perf_counter()
-    import torch  # noqa: F401  (imports are not part of any timing below)
+    import torch
+
     import convscope.frontends.from_torch  # noqa: F401
     imports = time.perf_counter() - t0
     modules = {}

@@ -5,7 +5,6 @@ exporter (names from its metadata).  Each model is exported once per session."""
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import subprocess
@@ -17,7 +16,9 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures import FIXTURES
 from onnx import TensorProto, helper
+from test_from_torch import BY_NAME, captured, make
 from torch import nn
 
 from convscope.analyses.analyze import analyze_graph
@@ -25,8 +26,6 @@ from convscope.cli import main
 from convscope.errors import InputError
 from convscope.frontends.from_onnx import load_onnx
 from convscope.ir.ops import OpKind
-from fixtures import FIXTURES
-from test_from_torch import BY_NAME, captured, make
 
 EXPORTS: dict[str, Path] = {}
 
@@ -56,7 +55,7 @@ def exported(name: str, folder: Path) -> Path:
 
 @pytest.mark.parametrize("name", [f.name for f in FIXTURES])
 def test_export_matches_the_pytorch_original(name: str, export_dir: Path) -> None:
-    _, g, a = captured(name)
+    _, _, a = captured(name)
     go = load_onnx(str(exported(name, export_dir)))
     b = analyze_graph(go)
     assert b.unknown_ops == ()

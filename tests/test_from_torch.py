@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures import FIXTURES
+from fixtures.rf_oracles import graph_rf, module_rf, symmetric, upsampling_tolerance
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
@@ -26,8 +28,6 @@ from convscope.cli import main
 from convscope.errors import InputError
 from convscope.frontends.from_torch import graph_from_factory, graph_from_module
 from convscope.ir.ops import OpKind
-from fixtures import FIXTURES
-from fixtures.rf_oracles import graph_rf, module_rf, symmetric, upsampling_tolerance
 
 TESTS = Path(__file__).parent
 GOLDEN = TESTS / "golden"
@@ -42,7 +42,7 @@ def make(name: str) -> nn.Module:
     return getattr(importlib.import_module(mod), fn)()  # type: ignore[no-any-return]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def captured(name: str):  # type: ignore[no-untyped-def]
     m = make(name)
     g = graph_from_module(m, BY_NAME[name].input, name=name)
@@ -108,7 +108,7 @@ def test_rf_matches_the_gradient_support_of_the_original_module(name: str) -> No
     layers = {n: (float(rf[n].rf_max[0]), float(rf[n].rf_max[1])) for n in sample(leaves, 4)}  # type: ignore[index]
     jumps = {n: max(float(j) for j in rf[n].jump) for n in layers}  # type: ignore[union-attr]
     axes = (0,) if symmetric(g) else (0, 1)
-    kw = {"side": 32} if name == "vit" else {"cap": 320, "jumps": jumps}
+    kw = {"fixed_side": 32} if name == "vit" else {"cap": 320, "jumps": jumps}
     checks = module_rf(m, layers, axes=axes, **kw)  # type: ignore[arg-type]
     tol = upsampling_tolerance(g)
     reached = [c for c in checks if c.reachable]

@@ -101,8 +101,8 @@ def node_names(nodes: Sequence[Any]) -> tuple[list[NodeName], bool]:
                 raw.append((_scope_path(parts[1:-1]), _short(parts[-1])))
             else:
                 raw.append(("", _short(n.op_type)))
-        scopes = {s for s, _ in raw if s}
-        parents = {s.rsplit(".", k)[0] for s in scopes for k in range(1, s.count(".") + 1)}
+        paths = {s for s, _ in raw if s}
+        parents = {s.rsplit(".", k)[0] for s in paths for k in range(1, s.count(".") + 1)}
         return [NodeName(s, op, bool(s) and s not in parents) for s, op in raw], True
     out = []
     counts: dict[str, int] = {}

@@ -25,7 +25,7 @@ from convscope.frontends._torch_values import ConstVal, Lowering, Opaque, TVal, 
 from convscope.ir import ops as O
 from convscope.ir.ops import OpKind
 
-__all__ = ["ONode", "OPS", "FOLD"]
+__all__ = ["FOLD", "OPS", "ONode"]
 
 
 @dataclass(slots=True)
@@ -451,7 +451,7 @@ FOLD: dict[str, Callable[[list[np.ndarray], dict[str, Any]], Any]] = {
     "Gather": lambda i, a: np.take(i[0], i[1], axis=a.get("axis", 0)),
     "Slice": _fold_slice, "Shape": lambda i, a: np.array(i[0].shape, dtype=np.int64),
     "ConstantOfShape": lambda i, a: np.full(i[0].astype(np.int64), a["value"].reshape(-1)[0] if "value" in a else 0.0),
-    "Range": lambda i, a: np.arange(i[0], i[1], i[2]),
+    "Range": lambda i, a: np.arange(i[0].item(), i[1].item(), i[2].item()),
     "Expand": lambda i, a: i[0] * np.ones(i[1].astype(np.int64), dtype=i[0].dtype),
     "ReduceProd": lambda i, a: np.prod(i[0], keepdims=bool(a.get("keepdims", 1))),
     "Mod": lambda i, a: np.fmod(i[0], i[1]) if a.get("fmod") else np.mod(i[0], i[1]),

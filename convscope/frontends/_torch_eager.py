@@ -108,7 +108,7 @@ def eager_trace(module: nn.Module, lo: Lowering, shape: tuple[int, ...]) -> Any:
             out = module(x)
     except ConvscopeError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the user's forward may raise anything
         raise InputError(f"{lo.b.name}: running the model on a zero input of shape {list(shape)} failed: "
                          f"{type(exc).__name__}: {exc}") from None
     finally:

@@ -33,7 +33,8 @@ def _shuffle(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement 
     if n.op is not OpKind.RESHAPE or len(n.out.shape) != 3:
         return None
     p = graph.node(n.inputs[0])
-    if p.op is not OpKind.PERMUTE or p.attrs.perm != (1, 0, 2, 3) or not _only_user(graph, users, p.name, n.name):  # type: ignore[union-attr]
+    if not isinstance(p.attrs, O.PermuteAttrs) or p.attrs.perm != (1, 0, 2, 3) \
+            or not _only_user(graph, users, p.name, n.name):
         return None
     r = graph.node(p.inputs[0])
     if r.op is not OpKind.RESHAPE or not _only_user(graph, users, r.name, p.name):
@@ -50,20 +51,28 @@ def _swish(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | 
         return None
     for a, b in (n.inputs, n.inputs[::-1]):
         s = graph.node(b)
-        if s.op is OpKind.ACT and s.attrs.fn == "sigmoid" and s.inputs == (a,) \
-                and _only_user(graph, users, s.name, n.name):  # type: ignore[union-attr]
+        if _is_act(s, "sigmoid") and s.inputs == (a,) and _only_user(graph, users, s.name, n.name):
             return OpKind.ACT, O.ActAttrs("swish"), (a,), (s.name,)
     return None
 
 
+def _is_act(n: Node, fn: str) -> bool:
+    return isinstance(n.attrs, O.ActAttrs) and n.op is OpKind.ACT and n.attrs.fn == fn
+
+
+def _scale(n: Node) -> float | None:
+    return n.attrs.value if isinstance(n.attrs, O.ScaleAttrs) else None
+
+
 def _const_value(graph: Graph, name: str) -> float | None:
-    c = graph.node(name)
-    return c.attrs.value if c.op is OpKind.CONSTANT else None  # type: ignore[union-attr]
+    a = graph.node(name).attrs
+    return a.value if isinstance(a, O.ConstAttrs) else None
 
 
 def _gelu(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | None:
     """SCALE(0.5) <- MUL(x, ADD(ERF(SCALE(1/√2)(x)), 1)), either order of the outer scale."""
-    if n.op is not OpKind.SCALE or abs(n.attrs.value - 0.5) > 1e-6:  # type: ignore[union-attr]
+    half = _scale(n)
+    if half is None or abs(half - 0.5) > 1e-6:
         return None
     m = graph.node(n.inputs[0])
     if m.op is not OpKind.MUL or len(m.inputs) != 2 or not _only_user(graph, users, m.name, n.name):
@@ -77,11 +86,12 @@ def _gelu(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | N
         if erf_name is None or one is None:
             continue
         erf = graph.node(erf_name)
-        if erf.op is not OpKind.ACT or erf.attrs.fn != "erf" or not _only_user(graph, users, erf.name, add.name):  # type: ignore[union-attr]
+        if not _is_act(erf, "erf") or not _only_user(graph, users, erf.name, add.name):
             continue
         sc = graph.node(erf.inputs[0])
-        if sc.op is OpKind.SCALE and abs(sc.attrs.value - 1 / math.sqrt(2)) < 1e-4 and sc.inputs == (x,) \
-                and _only_user(graph, users, sc.name, erf.name):  # type: ignore[union-attr]
+        inv = _scale(sc)
+        if inv is not None and abs(inv - 1 / math.sqrt(2)) < 1e-4 and sc.inputs == (x,) \
+                and _only_user(graph, users, sc.name, erf.name):
             dropped = (sc.name, erf.name, add.name, m.name) + ((one,) if users[one] == [add.name] else ())
             return OpKind.ACT, O.ActAttrs("gelu"), (x,), dropped
     return None

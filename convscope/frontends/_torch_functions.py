@@ -19,15 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from convscope.frontends._torch_shapes import (
-    conv_attrs, layout_handlers, pair, pool_attrs, reduce_handler,
-)
 from convscope.errors import InputError
+from convscope.frontends._torch_shapes import (
+    conv_attrs,
+    layout_handlers,
+    pair,
+    pool_attrs,
+    reduce_handler,
+)
 from convscope.frontends._torch_values import ConstVal, Lowering, TVal, Unsupported
 from convscope.ir import ops as O
 from convscope.ir.ops import OpKind
 
-__all__ = ["Call", "FUNCTIONS", "canonical", "ACT_FNS"]
+__all__ = ["ACT_FNS", "FUNCTIONS", "Call", "canonical"]
 
 _MISSING = object()
 

@@ -23,7 +23,7 @@ from convscope.ir.ops import OpKind
 
 __all__ = ["MODULES", "handler_for", "is_leaf"]
 
-ModuleHandler = Callable[[Call, nn.Module], Any]
+ModuleHandler = Callable[[Call, Any], Any]  # (call, the module instance)
 MODULES: dict[type, ModuleHandler] = {}
 
 
@@ -71,8 +71,9 @@ def _call(c: Call, what: str, args: tuple[Any, ...], kwargs: dict[str, Any] | No
 
 @_mod(nn.Conv2d)
 def _conv(c: Call, m: nn.Conv2d) -> Any:
-    pad = m.padding if m.padding_mode == "zeros" or isinstance(m.padding, str) else m.padding
-    return _call(c, "conv2d", (c.tensor(), _param(c, m, "weight"), _param(c, m, "bias"), m.stride, pad,
+    # reflect / replicate / circular padding fill the border differently, but reach the same input
+    # positions and cost the same: the padding mode does not change the node.
+    return _call(c, "conv2d", (c.tensor(), _param(c, m, "weight"), _param(c, m, "bias"), m.stride, m.padding,
                                m.dilation, m.groups))
 
 
@@ -147,8 +148,8 @@ def _prelu(c: Call, m: nn.PReLU) -> TVal:
 
 
 @_mod(nn.Softmax, nn.LogSoftmax)
-def _softmax(c: Call, m: nn.Module) -> Any:
-    return _call(c, "softmax", (c.tensor(), m.dim))  # type: ignore[attr-defined]
+def _softmax(c: Call, m: Any) -> Any:
+    return _call(c, "softmax", (c.tensor(), m.dim))
 
 
 @_mod(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
@@ -174,9 +175,9 @@ def _avgpool(c: Call, m: nn.AvgPool2d) -> Any:
 
 
 @_mod(nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-def _adaptive(c: Call, m: nn.Module) -> Any:
+def _adaptive(c: Call, m: Any) -> Any:
     what = "adaptive_avg_pool2d" if isinstance(m, nn.AdaptiveAvgPool2d) else "adaptive_max_pool2d"
-    return _call(c, what, (c.tensor(), m.output_size))  # type: ignore[attr-defined]
+    return _call(c, what, (c.tensor(), m.output_size))
 
 
 @_mod(nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d)
@@ -200,10 +201,10 @@ def _shuffle(c: Call, m: nn.ChannelShuffle) -> Any:
 
 
 @_mod(nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.CircularPad2d)
-def _pad(c: Call, m: nn.Module) -> Any:
+def _pad(c: Call, m: Any) -> Any:
     mode = {nn.ReflectionPad2d: "reflect", nn.ReplicationPad2d: "replicate",
             nn.CircularPad2d: "circular"}.get(type(m), "constant")
-    return _call(c, "pad", (c.tensor(), list(m.padding), mode))  # type: ignore[attr-defined]
+    return _call(c, "pad", (c.tensor(), list(m.padding), mode))
 
 
 @_mod(nn.MultiheadAttention)

@@ -16,7 +16,7 @@ from convscope.frontends._torch_values import NO_BATCH, ConstVal, TVal, Unsuppor
 from convscope.ir import ops as O
 from convscope.ir.ops import OpKind
 
-__all__ = ["pair", "conv_attrs", "pool_attrs", "layout_handlers", "reduce_handler", "batch_axis_after"]
+__all__ = ["batch_axis_after", "conv_attrs", "layout_handlers", "pair", "pool_attrs", "reduce_handler"]
 
 
 def pair(v: Any) -> tuple[int, int]:

@@ -27,10 +27,17 @@ from convscope.errors import ConvscopeError, GraphError
 from convscope.frontends._torch_functions import FUNCTIONS, Call, canonical
 from convscope.frontends._torch_modules import handler_for, is_leaf, run_real, unknown_module
 from convscope.frontends._torch_values import (
-    ConstVal, LazyVal, Lowering, Opaque, TVal, Unsupported, flat_values, user_source,
+    ConstVal,
+    LazyVal,
+    Lowering,
+    Opaque,
+    TVal,
+    Unsupported,
+    flat_values,
+    user_source,
 )
 
-__all__ = ["DataDependent", "trace", "dispatch", "name_of"]
+__all__ = ["DataDependent", "dispatch", "name_of", "trace"]
 
 _SHAPE_QUERIES = {"size", "dim", "numel", "nelement", "ndimension", "is_contiguous", "is_floating_point",
                   "is_complex", "get_device", "element_size", "stride", "data_ptr", "is_leaf"}
@@ -43,7 +50,7 @@ class DataDependent(Exception):
 class ShapedProxy(torch.fx.Proxy):
     """A proxy that knows its value: a TVal, a ConstVal, or a lazily emitted value."""
 
-    def __init__(self, tracer: "ShapeTracer", value: Any):
+    def __init__(self, tracer: ShapeTracer, value: Any):
         self.tracer = tracer
         self.node = None  # type: ignore[assignment]  # no fx graph is built
         self.value = value
@@ -57,46 +64,46 @@ class ShapedProxy(torch.fx.Proxy):
         return self.value.get() if isinstance(self.value, LazyVal) else self.value
 
     @property
-    def shape(self) -> torch.Size:  # type: ignore[override]
+    def shape(self) -> torch.Size:
         return torch.Size(self.resolved.shape)
 
-    def size(self, dim: int | None = None) -> Any:  # type: ignore[override]
+    def size(self, dim: int | None = None) -> Any:
         s = self.shape
         return s if dim is None else s[dim]
 
-    def dim(self) -> int:  # type: ignore[override]
+    def dim(self) -> int:
         return len(self.shape)
 
     ndimension = dim
 
     @property
-    def ndim(self) -> int:  # type: ignore[override]
+    def ndim(self) -> int:
         return len(self.shape)
 
-    def numel(self) -> int:  # type: ignore[override]
+    def numel(self) -> int:
         return math.prod(self.shape)
 
     nelement = numel
 
     @property
-    def dtype(self) -> torch.dtype:  # type: ignore[override]
+    def dtype(self) -> torch.dtype:
         v = self.resolved
         return v.tensor.dtype if isinstance(v, ConstVal) else torch.float32
 
     @property
-    def device(self) -> torch.device:  # type: ignore[override]
+    def device(self) -> torch.device:
         return torch.device("cpu")
 
     @property
-    def is_cuda(self) -> bool:  # type: ignore[override]
+    def is_cuda(self) -> bool:
         return False
 
     @property
-    def requires_grad(self) -> bool:  # type: ignore[override]
+    def requires_grad(self) -> bool:
         return False
 
     @property
-    def T(self) -> Any:  # type: ignore[override]
+    def T(self) -> Any:
         return self.tracer.create_proxy("call_method", "permute", (self, *reversed(range(self.ndim))), {})
 
     def __len__(self) -> int:

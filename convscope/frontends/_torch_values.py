@@ -29,7 +29,7 @@ from convscope.ir import ops as O
 from convscope.ir.graph import Graph, GraphBuilder
 from convscope.ir.ops import OpKind
 
-__all__ = ["B", "NO_BATCH", "TVal", "ConstVal", "LazyVal", "Opaque", "Unsupported", "Lowering", "flat_values"]
+__all__ = ["NO_BATCH", "B", "ConstVal", "LazyVal", "Lowering", "Opaque", "TVal", "Unsupported", "flat_values"]
 
 B = 2
 

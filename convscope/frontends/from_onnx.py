@@ -43,7 +43,7 @@ def _read(path: str) -> onnx.ModelProto:
         raise InputError(f"{path}: no such file")
     try:
         return onnx.load(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to parse is the file's
         raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
 
 
@@ -69,13 +69,13 @@ def _attrs(node: Any) -> dict[str, Any]:
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     try:
         inferred = shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:  # shape inference is only needed for unknown ops
+    except Exception:  # noqa: BLE001 - shape inference is only needed for unknown ops
         return {}
-    out = {}
+    out: dict[str, list[int]] = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
         dims = _dims(vi)
         if dims and all(isinstance(d, int) and d > 0 for d in dims):
-            out[vi.name] = dims  # type: ignore[assignment]
+            out[vi.name] = [int(d) for d in dims if isinstance(d, int)]
     return out
 
 

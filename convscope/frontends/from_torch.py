@@ -22,10 +22,10 @@ import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,7 +36,7 @@ from convscope.frontends._torch_trace import DataDependent, trace
 from convscope.frontends._torch_values import Lowering, Opaque, TVal, flat_values
 from convscope.ir.graph import Graph
 
-__all__ = ["graph_from_module", "graph_from_factory"]
+__all__ = ["graph_from_factory", "graph_from_module"]
 
 
 def _check_shape(shape: Any, what: str) -> tuple[int, int, int]:
@@ -81,7 +81,7 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
             out, used = trace(module, lo, dims), "fx"
         except ConvscopeError:
             raise
-        except Exception as exc:  # data-dependent control flow, or Python fx cannot follow
+        except Exception as exc:  # noqa: BLE001 - data-dependent control flow, or Python fx cannot follow
             from convscope.frontends._torch_eager import eager_trace
 
             if capture == "fx":
@@ -138,7 +138,7 @@ def graph_from_factory(modpath_or_file: str, fn_name: str, shape: Sequence[int] 
         raise InputError(f"{ref}: '{fn_name}' is a {type(factory).__name__}, not a function")
     try:
         model = factory()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the user's factory may raise anything
         raise InputError(f"{ref}: calling {fn_name}() raised {type(exc).__name__}: {exc}") from None
     if not isinstance(model, nn.Module):
         raise InputError(f"{ref}: {fn_name}() returned a {type(model).__name__}, not a torch.nn.Module")
@@ -183,5 +183,5 @@ def _import(target: str, ref: str) -> Any:
         raise
     except SyntaxError as exc:
         raise InputError(f"{ref}: {exc.filename}:{exc.lineno}: syntax error: {exc.msg}") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the user's module may raise anything at import
         raise InputError(f"{ref}: importing {target} failed: {type(exc).__name__}: {exc}") from None
