@@ -154,6 +154,7 @@ class Analysis:
     dtype: str = "fp32"
     batch: int = 1
     latency: LatencyPrediction | None = None
+    notes: tuple[str, ...] = ()  # what the front end wants a reader to know (eager fallback, shared weights…)
     _index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -212,4 +213,6 @@ class Analysis:
         }
         if self.latency is not None:
             d["latency"] = self.latency.to_dict()
+        if self.notes:
+            d["notes"] = list(self.notes)
         return d

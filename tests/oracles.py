@@ -52,6 +52,9 @@ def thin(graph: Graph) -> Graph:
             if 1 < g < cin or (g == cin and n.attrs.out_channels % cin):  # type: ignore[union-attr]
                 c0 = c0 * g // math.gcd(c0, g)
 
+    if c0 > 64:  # many different group counts (RegNet): thinning would widen, not narrow
+        return graph
+
     def edit(node: Node, b: GraphBuilder) -> object:
         a = node.attrs
         if node.op in (OpKind.CONV, OpKind.CONV_T):
@@ -182,7 +185,7 @@ def _measure(module: torch.nn.Module, shape: tuple[int, int, int], part: list[st
         t = cap[name]
         h = min(t.shape[2] // 2 + (off if axis == 0 else 0), t.shape[2] - 1)
         w = min(t.shape[3] // 2 + (off if axis == 1 else 0), t.shape[3] - 1)
-        loss = loss + t[b, 0, h, w]
+        loss = loss + t[b, :, h, w].sum()  # every channel: after a concat, one would see one branch
     loss.backward()
     assert x.grad is not None
     result: list[int | None] = []

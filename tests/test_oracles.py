@@ -82,8 +82,9 @@ def _upsampling_tolerance(graph) -> dict[str, float]:  # type: ignore[no-untyped
         t = max((tol[i] for i in n.inputs), default=0.0)
         for i in n.inputs:
             src = graph.node(i)
-            if src.op is OpKind.UPSAMPLE or (src.op is OpKind.CONV_T and max(src.attrs.stride) > 1):
-                t = max(t, tol[i] + max(float(j) for j in rf[src.inputs[0]].jump))
+            jump = rf[src.inputs[0]].jump if src.inputs else None
+            if jump and (src.op is OpKind.UPSAMPLE or (src.op is OpKind.CONV_T and max(src.attrs.stride) > 1)):
+                t = max(t, tol[i] + max(float(j) for j in jump if j is not None))
         tol[n.name] = t
     return tol
 

@@ -81,4 +81,5 @@ def analyze_graph(
         unknown_ops=unknown,
         dtype=c.dtype.value,
         batch=batch,
+        notes=tuple(str(n) for n in graph.meta_dict().get("notes", ())),
     )

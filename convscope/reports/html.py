@@ -95,6 +95,8 @@ def analysis_section(a: Analysis, *, anchor: str | None = None) -> str:
         lat = a.latency
         summary.append(("predicted latency", f"{fmt_ms(lat.ms)} [{fmt_ms(lat.low_ms)} – {fmt_ms(lat.high_ms)}] "
                                              f"({lat.tier}, {lat.device}, {lat.backend}, batch {lat.batch})"))
+    for note in a.notes:
+        summary.append(("note", note))
     if a.unknown_ops:
         summary.append(("unknown ops", ", ".join(f"{n} ({w})" for n, w in a.unknown_ops)))
     rows, classes = [], []

@@ -108,6 +108,8 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
     console.print(summary)
     if lo is not None and hi is not None and lo > hi:
         console.print("  (no resolution is both free of unproductive layers and fully seen by the last layer)")
+    for note in a.notes:
+        console.print(Text(f"note: {note}"))
     if a.unknown_ops:
         console.print(f"[magenta]{len(a.unknown_ops)} unknown op(s)[/magenta]: "
                       + ", ".join(f"{n} ({t})" for n, t in a.unknown_ops)
