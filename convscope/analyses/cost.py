@@ -26,11 +26,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from convscope._registry import registrar, require_all
 from convscope.ir import ops as O
 from convscope.ir.graph import Graph, Node, TensorInfo
 from convscope.ir.ops import OpKind
 
-__all__ = ["DType", "Cost", "NodeCost", "CostResult", "cost", "node_cost", "ALIAS_OPS"]
+__all__ = ["ALIAS_OPS", "Cost", "CostResult", "DType", "NodeCost", "cost", "node_cost"]
 
 
 class DType(str, Enum):
@@ -44,7 +45,7 @@ class DType(str, Enum):
         return {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}[self.value]
 
     @classmethod
-    def parse(cls, value: "str | DType") -> "DType":
+    def parse(cls, value: str | DType) -> DType:
         if isinstance(value, DType):
             return value
         try:
@@ -61,7 +62,7 @@ class Cost:
     macs: int = 0
     elementwise_ops: int = 0
 
-    def __add__(self, other: "Cost") -> "Cost":
+    def __add__(self, other: Cost) -> Cost:
         return Cost(self.params + other.params, self.macs + other.macs,
                     self.elementwise_ops + other.elementwise_ops)
 
@@ -108,17 +109,7 @@ ALIAS_OPS = frozenset({OpKind.IDENTITY, OpKind.DROPOUT, OpKind.FLATTEN, OpKind.R
 
 Handler = Callable[[Node, Sequence[TensorInfo]], Cost]
 _HANDLERS: dict[OpKind, Handler] = {}
-
-
-def _handles(*kinds: OpKind) -> Callable[[Handler], Handler]:
-    def deco(fn: Handler) -> Handler:
-        for k in kinds:
-            if k in _HANDLERS:
-                raise RuntimeError(f"duplicate cost handler for {k}")
-            _HANDLERS[k] = fn
-        return fn
-
-    return deco
+_handles = registrar(_HANDLERS, "cost handler")
 
 
 def _prod(xs: Sequence[int]) -> int:
@@ -244,9 +235,7 @@ def _unknown(node: Node, ins: Sequence[TensorInfo]) -> Cost:
     return Cost(node.attrs.params, 0, 0)  # type: ignore[union-attr]
 
 
-_missing = set(OpKind) - set(_HANDLERS)
-if _missing:  # pragma: no cover
-    raise RuntimeError(f"no cost handler for {sorted(k.value for k in _missing)}")
+require_all(_HANDLERS, OpKind, "cost handler")
 
 
 def node_cost(graph: Graph, node: Node) -> Cost:

@@ -35,12 +35,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from convscope._registry import registrar, require_all
 from convscope.analyses._pairs import INF, Num, Pairs
-from convscope.ir import ops as O
 from convscope.ir.graph import Graph, Node, TensorInfo
 from convscope.ir.ops import OpKind
 
-__all__ = ["INF", "AxisRF", "NodeRF", "RFResult", "receptive_field", "convT_span"]
+__all__ = ["INF", "AxisRF", "NodeRF", "RFResult", "convT_span", "receptive_field"]
 
 PairSet = Pairs
 GLOBAL: PairSet = Pairs(glob=True)
@@ -137,17 +137,7 @@ class RFResult:
 # -- per-op rules -----------------------------------------------------------------------------------
 Rule = Callable[[Node, list[NodeRF], list[TensorInfo]], "tuple[PairSet, PairSet] | None"]
 _RULES: dict[OpKind, Rule] = {}
-
-
-def _rule(*kinds: OpKind) -> Callable[[Rule], Rule]:
-    def deco(fn: Rule) -> Rule:
-        for k in kinds:
-            if k in _RULES:
-                raise RuntimeError(f"duplicate receptive-field rule for {k}")
-            _RULES[k] = fn
-        return fn
-
-    return deco
+_rule = registrar(_RULES, "receptive-field rule")
 
 
 def _grow(pairs: PairSet, add_steps: Num, factor: Num) -> PairSet:
@@ -311,9 +301,7 @@ def _input(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[Pair
     return one, one
 
 
-_missing = set(OpKind) - set(_RULES)
-if _missing:  # pragma: no cover
-    raise RuntimeError(f"no receptive-field rule for {sorted(k.value for k in _missing)}")
+require_all(_RULES, OpKind, "receptive-field rule")
 
 
 def receptive_field(graph: Graph) -> RFResult:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from convscope._registry import registrar
 from convscope.errors import InputError
 from convscope.frontends._torch_functions import FUNCTIONS, Call
 from convscope.frontends._torch_values import ConstVal, Lowering, Opaque, TVal, Unsupported
@@ -72,16 +73,7 @@ class ONode:
 
 Handler = Callable[[ONode], Sequence[Any]]
 OPS: dict[str, Handler] = {}
-
-
-def _op(*names: str) -> Callable[[Handler], Handler]:
-    def deco(h: Handler) -> Handler:
-        for n in names:
-            if n in OPS:
-                raise RuntimeError(f"duplicate ONNX handler for {n}")
-            OPS[n] = h
-        return h
-    return deco
+_op = registrar(OPS, "ONNX handler")
 
 
 # -- convolution and pooling -----------------------------------------------------------------------

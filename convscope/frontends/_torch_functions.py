@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from convscope._registry import registrar
 from convscope.errors import InputError
 from convscope.frontends._torch_shapes import (
     conv_attrs,
@@ -74,16 +75,7 @@ class Call:
 
 Handler = Callable[[Call], Any]
 FUNCTIONS: dict[str, Handler] = {}
-
-
-def _fn(*names: str) -> Callable[[Handler], Handler]:
-    def deco(h: Handler) -> Handler:
-        for n in names:
-            if n in FUNCTIONS:
-                raise RuntimeError(f"duplicate handler for '{n}'")
-            FUNCTIONS[n] = h
-        return h
-    return deco
+_fn = registrar(FUNCTIONS, "torch function handler")
 
 
 _INPLACE_OPERATORS = {"iadd": "add", "isub": "sub", "imul": "mul", "itruediv": "truediv", "idiv": "div"}

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from convscope._registry import registrar
 from convscope.frontends._torch_functions import FUNCTIONS, Call
 from convscope.frontends._torch_values import ConstVal, LazyVal, Lowering, TVal, Unsupported
 from convscope.ir import ops as O
@@ -25,16 +26,7 @@ __all__ = ["MODULES", "handler_for", "is_leaf"]
 
 ModuleHandler = Callable[[Call, Any], Any]  # (call, the module instance)
 MODULES: dict[type, ModuleHandler] = {}
-
-
-def _mod(*types: type) -> Callable[[ModuleHandler], ModuleHandler]:
-    def deco(h: ModuleHandler) -> ModuleHandler:
-        for t in types:
-            if t in MODULES:
-                raise RuntimeError(f"duplicate handler for {t.__name__}")
-            MODULES[t] = h
-        return h
-    return deco
+_mod = registrar(MODULES, "module handler")
 
 
 def handler_for(m: nn.Module) -> ModuleHandler | None:

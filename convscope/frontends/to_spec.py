@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from convscope._registry import registrar
 from convscope.errors import InputError
 from convscope.frontends._spec_ops import same_padding
 from convscope.ir import ops as O
@@ -42,17 +43,7 @@ class SpecWriteError(InputError):
 # -- one small function per op kind: node -> (spec op name, arguments) ------------------------------
 Writer = Callable[[Node, Graph], tuple[str, dict[str, Any]]]
 _WRITERS: dict[OpKind, Writer] = {}
-
-
-def _writes(*kinds: OpKind) -> Callable[[Writer], Writer]:
-    def deco(fn: Writer) -> Writer:
-        for k in kinds:
-            if k in _WRITERS:
-                raise RuntimeError(f"duplicate spec writer for {k}")
-            _WRITERS[k] = fn
-        return fn
-
-    return deco
+_writes = registrar(_WRITERS, "spec writer")
 
 
 def _refuse(node: Node, what: str) -> SpecWriteError:

@@ -10,25 +10,16 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from convscope.ir.graph import TensorInfo
+from convscope._registry import registrar, require_all
 from convscope.ir import ops as O
+from convscope.ir.graph import TensorInfo
 from convscope.ir.ops import OpKind
 
-__all__ = ["infer", "conv_out_size", "pool_out_size", "convT_out_size"]
+__all__ = ["convT_out_size", "conv_out_size", "infer", "pool_out_size"]
 
 Infos = Sequence[TensorInfo]
 _HANDLERS: dict[OpKind, Callable[[Any, Infos], TensorInfo]] = {}
-
-
-def _handles(*kinds: OpKind) -> Callable[[Callable[[Any, Infos], TensorInfo]], Callable[[Any, Infos], TensorInfo]]:
-    def deco(fn: Callable[[Any, Infos], TensorInfo]) -> Callable[[Any, Infos], TensorInfo]:
-        for k in kinds:
-            if k in _HANDLERS:
-                raise RuntimeError(f"duplicate shape handler for {k}")
-            _HANDLERS[k] = fn
-        return fn
-
-    return deco
+_handles = registrar(_HANDLERS, "shape handler")
 
 
 def infer(op: OpKind, attrs: Any, inputs: Infos) -> TensorInfo:
@@ -472,6 +463,4 @@ def _unknown(a: O.UnknownAttrs, inputs: Infos) -> TensorInfo:
     return TensorInfo(a.shape, None, ())
 
 
-missing = set(OpKind) - set(_HANDLERS)
-if missing:  # pragma: no cover - guards the table at import
-    raise RuntimeError(f"no shape handler for {sorted(k.value for k in missing)}")
+require_all(_HANDLERS, OpKind, "shape handler")
