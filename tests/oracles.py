@@ -26,7 +26,7 @@ from convscope.ir.graph import Graph, GraphBuilder, Node
 from convscope.ir.ops import OpKind
 from convscope.ir.transform import rebuild, with_input
 
-__all__ = ["torch_params", "torch_macs", "thin", "gradient_support", "RFCheck"]
+__all__ = ["torch_params", "torch_macs", "thin", "gradient_support", "RFCheck", "upsampling_tolerance"]
 
 
 def torch_params(graph: Graph) -> int:
@@ -206,3 +206,19 @@ def _measure(module: torch.nn.Module, shape: tuple[int, int, int], part: list[st
 def _expected(rf: dict, name: str) -> tuple[float, float]:  # type: ignore[type-arg]
     m = rf[name].rf_max
     return (float(m[0]), float(m[1]))
+
+
+def upsampling_tolerance(graph: Graph) -> dict[str, float]:
+    """Per layer: the sum of the input jumps of the upsampling layers before it (how far the (r, j)
+    model may be off after an upsampling, see receptive_field.py); 0 = it must be exact."""
+    rf = receptive_field(graph).as_dict()
+    tol: dict[str, float] = {}
+    for n in graph.nodes:
+        t = max((tol[i] for i in n.inputs), default=0.0)
+        for i in n.inputs:
+            src = graph.node(i)
+            if src.op is OpKind.UPSAMPLE or (src.op is OpKind.CONV_T and max(src.attrs.stride) > 1):  # type: ignore[union-attr]
+                jumps = [float(j) for j in (rf[src.inputs[0]].jump or ()) if j is not None]
+                t = max(t, tol[i] + max(jumps, default=0.0))
+        tol[n.name] = t
+    return tol

@@ -11,7 +11,7 @@ from convscope.api import load_graph
 from convscope.frontends.from_spec import graph_from_spec_data
 from convscope.ir.ops import OpKind
 from convscope.zoo import zoo_entries
-from oracles import gradient_support, torch_macs, torch_params
+from oracles import gradient_support, torch_macs, torch_params, upsampling_tolerance
 
 ZOO = [e.name for e in zoo_entries()]
 SPATIAL = (OpKind.CONV, OpKind.CONV_T, OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.ADAPTIVE_AVGPOOL,
@@ -73,28 +73,12 @@ HAND = {
 }
 
 
-def _upsampling_tolerance(graph) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """Per layer: the sum of the input jumps of the upsampling layers strictly before it (the most the
-    (r, j) model may be off by after an upsampling; 0 = it must be exact)."""
-    rf = receptive_field(graph).as_dict()
-    tol: dict[str, float] = {}
-    for n in graph.nodes:
-        t = max((tol[i] for i in n.inputs), default=0.0)
-        for i in n.inputs:
-            src = graph.node(i)
-            jump = rf[src.inputs[0]].jump if src.inputs else None
-            if jump and (src.op is OpKind.UPSAMPLE or (src.op is OpKind.CONV_T and max(src.attrs.stride) > 1)):
-                t = max(t, tol[i] + max(float(j) for j in jump if j is not None))
-        tol[n.name] = t
-    return tol
-
-
 @pytest.mark.parametrize("case", sorted(HAND))
 def test_hand_made_networks_against_the_oracles(case: str) -> None:
     g = graph_from_spec_data({"name": case, "input": [3, 61, 61], "layers": HAND[case]})
     assert cost(g).total.params == torch_params(g)
     assert cost(g).total.macs == torch_macs(g)
-    tol = _upsampling_tolerance(g)
+    tol = upsampling_tolerance(g)
     checks = gradient_support(g, _spatial_layers(g))
     exact = [c for c in checks if tol[c.layer] == 0]
     after = [c for c in checks if tol[c.layer] > 0]
