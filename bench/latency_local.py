@@ -3,17 +3,18 @@
 For 36 networks (zoo networks at several resolutions, NAS-Bench-201 and FBNet cells, and variants of a
 plain CNN in width, depth, kernel size, groups and resolution, built with the spec frontend):
 
-1. ``calibrate`` their layers (unique layer configurations timed alone, cached; the per-network
+1. ``calibrate --passes 5`` their layers (unique layer configurations timed alone, cached; the per-network
    overhead is fitted on ``convscope.backends.calibrate.overhead_set()``, none of these networks),
 2. predict each network with the local tier,
-3. ``measure`` each network end to end (disturbed runs set aside and repeated; a network measured
-   while the machine stayed busy is measured again after waiting for quiet),
+3. ``measure`` each network end to end in five interleaved rounds (the median of the round
+   medians; disturbed runs set aside and repeated; a network measured while the machine stayed busy
+   is measured again after waiting for quiet),
 
 then print per network the measured median (p10-p90), the prediction and its band, the error, and
 beside it a MACs-proportional baseline (``ms = a·MACs + b``, fitted on these same networks, so in
 its favour).  Summary: Spearman, share within ±10% and ±20%.
 
-Run:  python bench/latency_local.py [--threads N] [--cache DIR] [--time-limit S]
+Run:  python bench/latency_local.py [--threads N] [--cache DIR] [--time-limit S] [--rounds N] [--passes N]
 """
 
 from __future__ import annotations
@@ -96,11 +97,34 @@ def measure_clean(g: Any, threads: int | None, limit: float, tries: int = 4) -> 
     return m
 
 
+def measure_rounds(nets: list[tuple[str, Any]], threads: int | None, limit: float, rounds: int) -> list[Any]:
+    """Each network measured in ``rounds`` interleaved rounds (this VM's speed drifts by ±10% over
+    seconds); its figure is the median of the round medians, spread p10-p90 over all its runs."""
+    from dataclasses import replace
+
+    got: list[list[Any]] = [[] for _ in nets]
+    for r in range(rounds):
+        for i, (label, g) in enumerate(nets):
+            print(f"\r  measure round {r + 1}/{rounds}: {label[:50]:<50}", end="", file=sys.stderr, flush=True)
+            got[i].append(measure_clean(g, threads, limit / rounds))
+    out = []
+    for ms in got:
+        times = [t for m in ms for t in m.times_ms]
+        out.append(replace(ms[0], median_ms=float(np.median([m.median_ms for m in ms])),
+                           p10_ms=float(np.percentile(times, 10)), p90_ms=float(np.percentile(times, 90)),
+                           runs=sum(m.runs for m in ms), disturbed_runs=sum(m.disturbed_runs for m in ms),
+                           interference=any(m.interference for m in ms)))
+    print("", file=sys.stderr)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--cache", help="latency cache directory (default: the user's, see CONVSCOPE_CACHE)")
-    ap.add_argument("--time-limit", type=float, default=6.0, help="seconds per measurement")
+    ap.add_argument("--time-limit", type=float, default=8.0, help="seconds per network, over all rounds")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
+    ap.add_argument("--passes", type=int, default=5, help="calibrate --passes")
     args = ap.parse_args(argv)
     if args.cache:
         os.environ["CONVSCOPE_CACHE"] = args.cache
@@ -110,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     nets = [(label, build(ref, shape)) for label, ref, shape in networks()]
     t0 = time.time()
-    rep = calibrate([g for _, g in nets], threads=args.threads,
+    rep = calibrate([g for _, g in nets], threads=args.threads, passes=args.passes,
                     progress=lambda d, n, w: print(f"\r  calibrate {d:.0f}/{n:.0f} {w[:60]:<60}", end="", file=sys.stderr))
     print(f"\rcalibrate: {rep.kernels} layer configurations, {rep.measured} measured now, {rep.cached} cached, "
           f"{len(rep.failed)} failed ({time.time() - t0:.0f} s); {rep.device}, {rep.threads} threads", flush=True)
@@ -124,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     head = (f"{'network':<36}{'MACs':>9}{'measured':>10}{'p10-p90':>16}{'runs':>6}{'dist':>5}"
             f"{'predicted':>11}{'band':>18}{'error':>8}")
     print(head + "\n" + "-" * len(head))
-    for label, g in nets:
-        pred = predict(g, device="local", threads=args.threads)
-        m = measure_clean(g, args.threads, args.time_limit)
+    preds = [predict(g, device="local", threads=args.threads) for _, g in nets]
+    measured = measure_rounds(nets, args.threads, args.time_limit, args.rounds)
+    for (label, g), pred, m in zip(nets, preds, measured):
         macs = cost(g).total.macs
         rows.append((label, macs, m, pred))
         flag = " !" if m.interference else ""

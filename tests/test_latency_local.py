@@ -130,7 +130,7 @@ def test_a_machine_that_stays_busy_measures_nothing(monkeypatch: pytest.MonkeyPa
     g = tiny()
     ks = kernels(g, "torch")[:2]
     run = C.measure_kernels([(g, k) for k in ks], backend="torch", batch=1, dtype="fp32", threads=1,
-                            store=open_store(), fp=device_fingerprint("torch"), retries=2, wait_s=0.01)
+                            store=open_store(), fp=device_fingerprint("torch"), passes=1, retries=2, wait_s=0.01)
     assert run.measured == 0 and len(run.failed) == 2 and "stayed busy" in run.failed[0][1]
     assert len(waits) == 2  # the baseline waited twice, then every kernel was refused at once
     assert open_store().count_layers() == 0  # nothing disturbed was cached

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from convscope.analyses._latency_kernels import Kernel, kernels
 from convscope.backends import _interference as itf
 from convscope.backends._cache import Calibration, Fingerprint, LatencyStore, LayerTiming, default_threads, \
     device_fingerprint, open_store
-from convscope.backends._runners import ort_session, prepare, threads_set, torch_dtype
+from convscope.backends._runners import ort_session, prepare, steady_allocator, threads_set, torch_dtype
 from convscope.backends.measure import Progress, measure_graph, time_runs
 from convscope.errors import ConvscopeError, InputError
 from convscope.ir import ops as O
@@ -45,7 +45,9 @@ __all__ = ["CalibrationReport", "KernelRun", "Busy", "calibrate", "kernel_graph"
            "standard_set", "overhead_set"]
 
 SAMPLE_S = 0.002
-KERNEL_LIMIT_S = 0.25
+KERNEL_LIMIT_S = 0.3  # seconds per kernel, over all passes
+PASSES = 3
+ROUNDS = 3  # interleaved end-to-end measurements of each overhead network
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,7 @@ def _baseline_graph(backend: str) -> Graph:
 
 
 def _call_for(g: Graph, backend: str, batch: int, dtype: str, threads: int) -> Callable[[], object]:
+    steady_allocator()
     if backend == "onnxruntime":
         from convscope.backends.to_torch import build_module
 
@@ -137,13 +140,15 @@ def time_kernel(g: Graph, *, backend: str, batch: int, dtype: str, threads: int,
             call()
         once = max((time.perf_counter() - t0) / 10, 1e-7)
     inner = max(1, min(10000, int(SAMPLE_S / once)))
-    t = time_runs(call, inner=inner, min_runs=5, time_limit_s=max(limit_s, 4 * once),
+    t = time_runs(call, inner=inner, min_runs=3, time_limit_s=max(limit_s, 3 * once), warmup=2,
                   oversubscribed=threads > itf._NCPU)
     if t.interrupted:
         raise KeyboardInterrupt
     if t.mixed or not t.clean:
         raise Busy(f"{len(t.disturbed)} of {len(t.disturbed) + len(t.clean)} samples disturbed")
     med, p10, p90 = t.quantiles()
+    if med > 1.5 * p10 and med - p10 > 0.05:  # two modes: an interruption the signals did not see
+        raise Busy(f"unsteady samples: median {med:.3f} ms, p10 {p10:.3f} ms")
     return LayerTiming(med, p10, p90, len(t.used))
 
 
@@ -160,39 +165,59 @@ class KernelRun:
 
 def measure_kernels(items: Sequence[tuple[Graph, Kernel]], *, backend: str, batch: int, dtype: str,
                     threads: int, store: LatencyStore, fp: Fingerprint, progress: Progress | None = None,
-                    retries: int = 4, wait_s: float = 30.0) -> KernelRun:
-    """Time each (graph, kernel) and store it at once.  A kernel the machine was too busy to time is
-    retried after waiting (up to ``wait_s``) for the other processes to leave us the CPUs, ``retries``
-    times.  Ctrl-C stops after the last stored kernel."""
-    failed: list[tuple[str, str]] = []
-    done = 0
+                    passes: int = PASSES, retries: int = 4, wait_s: float = 30.0) -> KernelRun:
+    """Time each (graph, kernel) and store it.  Every kernel is timed once per pass over the whole
+    list and its figure is the median over the passes: a machine's speed drifts (±10% over seconds on
+    this VM), and one window per kernel put a 24-layer network 30% off when its one conv happened to
+    be timed in a slow moment.  The figure is stored after each pass, so Ctrl-C keeps what was
+    measured.  A kernel the machine was too busy to time is retried after waiting (up to ``wait_s``)
+    for the other processes to leave us the CPUs, ``retries`` times."""
+    failed: dict[str, tuple[str, str]] = {}
+    got: dict[str, list[LayerTiming]] = {}
+    bases: list[float] = []
+    limit = KERNEL_LIMIT_S / passes
     try:
-        base = _with_retries(lambda: _baseline(backend, dtype, threads), threads, retries, wait_s) if items else 0.0
-        for g, k in items:
-            if progress:
-                progress(done + len(failed), len(items), f"{g.name}: {k.name}")
-            if base is None:
-                failed.append((k.name, _BUSY))
-                continue
-            try:
-                kg = kernel_graph(g, k)
-                t = _with_retries(lambda kg=kg: time_kernel(kg, backend=backend, batch=batch, dtype=dtype,  # type: ignore[misc]
-                                                            threads=threads), threads, retries, wait_s)
-            except ConvscopeError as exc:
-                failed.append((k.name, str(exc)))
-                continue
-            if t is None:
-                failed.append((k.name, _BUSY))
-                continue
-            store.put_layer(fp, backend, threads, dtype, k.signature,
-                            LayerTiming(max(t.ms - base, 0.0), max(t.p10_ms - base, 0.0), max(t.p90_ms - base, 0.0),
-                                        t.runs))
-            done += 1
+        for p in range(passes):
+            base = _with_retries(lambda: _baseline(backend, dtype, threads), threads, retries, wait_s) if items else 0.0
+            if base is not None:
+                bases.append(base)
+            for i, (g, k) in enumerate(items):
+                if progress:
+                    progress(p * len(items) + i, passes * len(items), f"pass {p + 1}/{passes} {g.name}: {k.name}")
+                if k.signature in failed or not bases:
+                    failed.setdefault(k.signature, (k.name, _BUSY))
+                    continue
+                t = _time_one(g, k, backend, batch, dtype, threads, retries, wait_s, limit, failed)
+                if t is not None:
+                    got.setdefault(k.signature, []).append(t)
+                    store.put_layer(fp, backend, threads, dtype, k.signature, _combine(got[k.signature], bases))
     except KeyboardInterrupt:
-        return KernelRun(done, tuple(failed), True)
+        return KernelRun(len(got), tuple(failed.values()), True)
     if progress:
-        progress(len(items), len(items), "done")
-    return KernelRun(done, tuple(failed), False)
+        progress(passes * len(items), passes * len(items), "done")
+    return KernelRun(len(got), tuple(v for s, v in failed.items() if s not in got), False)
+
+
+def _time_one(g: Graph, k: Kernel, backend: str, batch: int, dtype: str, threads: int, retries: int,
+              wait_s: float, limit: float, failed: dict[str, tuple[str, str]]) -> LayerTiming | None:
+    try:
+        kg = kernel_graph(g, k)
+        t = _with_retries(lambda: time_kernel(kg, backend=backend, batch=batch, dtype=dtype, threads=threads,
+                                              limit_s=limit), threads, retries, wait_s)
+    except ConvscopeError as exc:
+        failed[k.signature] = (k.name, str(exc))
+        return None
+    if t is None:
+        failed[k.signature] = (k.name, _BUSY)
+    return t
+
+
+def _combine(ts: list[LayerTiming], bases: list[float]) -> LayerTiming:
+    """Median over the passes, less the median call overhead; p10/p90 the extremes over the passes."""
+    base = float(np.median(bases))
+    ms = float(np.median([t.ms for t in ts]))
+    return LayerTiming(max(ms - base, 0.0), max(min(t.p10_ms for t in ts) - base, 0.0),
+                       max(max(t.p90_ms for t in ts) - base, 0.0), sum(t.runs for t in ts))
 
 
 _BUSY = "the machine stayed busy: other processes kept taking CPU time"
@@ -262,29 +287,22 @@ def fit_overhead(*, backend: str, threads: int, dtype: str, store: LatencyStore,
                           progress=progress)
     if run.interrupted:
         raise KeyboardInterrupt
-    rows, ys, names = [], [], []
-    for i, g in enumerate(nets):
-        if progress:
-            progress(i, len(nets), f"measuring {g.name} end to end")
-        m = measure_graph(g, backend=backend, threads=threads, dtype=dtype, time_limit_s=time_limit_s)
-        for _ in range(3):
-            if not m.interference or m.interrupted:
-                break
-            itf.wait_quiet(threads=threads, timeout_s=60.0)
-            m = measure_graph(g, backend=backend, threads=threads, dtype=dtype, time_limit_s=time_limit_s)
-        if m.interrupted:
-            raise KeyboardInterrupt
-        if m.interference:
-            raise InputError(f"calibrate: {g.name} could not be timed without interference: other processes "
-                             "kept the CPUs busy; run calibrate again when the machine is quieter")
+    rows, names = [], []
+    times: list[list[float]] = [[] for _ in nets]
+    for r in range(ROUNDS):  # interleaved rounds: each network's figure spans the machine's drift
+        for i, g in enumerate(nets):
+            if progress:
+                progress(r * len(nets) + i, ROUNDS * len(nets), f"round {r + 1}/{ROUNDS}: {g.name} end to end")
+            times[i].append(_measure_quiet(g, backend, threads, dtype, time_limit_s / ROUNDS).median_ms)
+    for g in nets:
         ks = kernels(g, backend, dtype=dtype)
         t = store.layers(fp, backend, threads, dtype, [k.signature for k in ks])
         if len(t) < len({k.signature for k in ks}):
             raise InputError(f"calibrate: some layers of {g.name} could not be timed ({run.failed[:1]}); "
                              "run calibrate again when the machine is quieter")
         rows.append([sum(t[k.signature].ms for k in ks), _steps(g), 1.0])
-        ys.append(m.median_ms)
         names.append(g.name)
+    ys = [float(np.median(ts)) for ts in times]
     x, y = np.asarray(rows), np.asarray(ys)
     f = fit_relative(x, y, prior=(1.0, 0.0, 0.0))
     band = band_from_ratios(loo_ratios(x, y, (1.0, 0.0, 0.0)))
@@ -292,6 +310,22 @@ def fit_overhead(*, backend: str, threads: int, dtype: str, store: LatencyStore,
                       tuple((n, float(m), f.predict(r)) for n, m, r in zip(names, ys, rows)), fp.label())
     store.put_calibration(fp, backend, threads, dtype, cal)
     return cal
+
+
+def _measure_quiet(g: Graph, backend: str, threads: int, dtype: str, limit: float) -> Any:
+    """A measurement without interference, waiting for quiet up to three times."""
+    m = measure_graph(g, backend=backend, threads=threads, dtype=dtype, time_limit_s=limit)
+    for _ in range(3):
+        if not m.interference or m.interrupted:
+            break
+        itf.wait_quiet(threads=threads, timeout_s=60.0)
+        m = measure_graph(g, backend=backend, threads=threads, dtype=dtype, time_limit_s=limit)
+    if m.interrupted:
+        raise KeyboardInterrupt
+    if m.interference:
+        raise InputError(f"calibrate: {g.name} could not be timed without interference: other processes "
+                         "kept the CPUs busy; run calibrate again when the machine is quieter")
+    return m
 
 
 def _steps(g: Graph) -> int:
@@ -302,12 +336,13 @@ def _steps(g: Graph) -> int:
 def calibrate(models: Sequence[Graph] | None = None, *, backend: str = "torch", threads: int | None = None,
               dtype: str = "fp32", batch: int = 1, store: LatencyStore | None = None, refit: bool = False,
               force: bool = False, progress: Progress | None = None,
-              overhead_graphs: Sequence[Graph] | None = None, overhead_time_s: float = 4.0) -> CalibrationReport:
+              overhead_graphs: Sequence[Graph] | None = None, overhead_time_s: float = 4.0,
+              passes: int = PASSES) -> CalibrationReport:
     """Measure the unique kernels of ``models`` (default: :func:`standard_set`) that the cache lacks,
     and fit the per-network overhead if this machine has none yet (or ``refit``) on
     ``overhead_graphs`` (default :func:`overhead_set`), each timed for ``overhead_time_s``."""
-    if batch < 1:
-        raise InputError(f"batch must be a positive integer, got {batch}")
+    if batch < 1 or passes < 1:
+        raise InputError(f"batch and passes must be positive integers, got {batch} and {passes}")
     n = threads or default_threads()
     st = store or open_store()
     fp = device_fingerprint(backend)
@@ -320,7 +355,7 @@ def calibrate(models: Sequence[Graph] | None = None, *, backend: str = "torch", 
         torch_dtype(dtype)  # an unsupported dtype fails here, before anything is measured
     with threads_set(n):
         run = measure_kernels(todo, backend=backend, batch=batch, dtype=dtype, threads=n, store=st, fp=fp,
-                              progress=progress)
+                              progress=progress, passes=passes)
         interrupted = run.interrupted
         if not interrupted and (cal is None or refit):
             try:

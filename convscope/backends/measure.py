@@ -2,13 +2,16 @@
 
 ``measure_graph`` warms up, then times single forward passes with a fixed thread count under
 ``inference_mode`` (synchronising the GPU after each), until the median is stable (the medians of the
-first and second half of the runs agree within ``STABLE``) or the time limit is reached.  Runs during
+first and second half of the runs agree within ``STABLE``, after at least 2 s or half the limit: a
+machine's speed drifts over seconds, ±10% on this VM, and a median of one quiet second is not the
+network's) or the time limit is reached.  Runs during
 which another process took CPU time from us (see :mod:`convscope.backends._interference`) are set
 aside and repeated after a short pause; if the machine stays busy the result says so
 (``interference``).  Ctrl-C keeps the runs made so far (``interrupted``).
 
 The median and the 10th/90th percentiles are over the clean runs; the thread count is part of every
-result.  JSON: FORMATS.md §5 ``measure`` (``to_dict``).
+result.  Memory is timed in steady state (freed activations stay in the process, see
+:func:`convscope.backends._runners.steady_allocator`).  JSON: FORMATS.md §5 ``measure`` (``to_dict``).
 """
 
 from __future__ import annotations
@@ -68,11 +71,11 @@ def _stable(v: Sequence[float]) -> bool:
 
 
 def time_runs(call: Callable[[], Any], *, inner: int = 1, min_runs: int = 10, time_limit_s: float = 10.0,
-              warmup: int = 3, warmup_s: float | None = None, max_runs: int = 2000, oversubscribed: bool = False,
-              progress: Callable[[float, int], None] | None = None) -> Timing:
+              warmup: int = 3, warmup_s: float | None = None, min_time_s: float = 0.0, max_runs: int = 2000,
+              oversubscribed: bool = False, progress: Callable[[float, int], None] | None = None) -> Timing:
     """Time ``call`` (``inner`` calls per run), setting disturbed runs aside.  Warm up for ``warmup``
     calls and ``warmup_s`` seconds (default a tenth of the limit, at most 1 s).  Stops when stable
-    after ``min_runs`` clean runs, at ``time_limit_s``, or - when the machine is busy - at three
+    after ``min_runs`` clean runs and ``min_time_s`` seconds, at ``time_limit_s``, or - when the machine is busy - at three
     times the limit with whatever it has.  ``progress(elapsed_s, clean_runs)`` after each run."""
     start = time.perf_counter()
     warm_s = min(1.0, 0.1 * time_limit_s) if warmup_s is None else warmup_s
@@ -101,7 +104,7 @@ def time_runs(call: Callable[[], Any], *, inner: int = 1, min_runs: int = 10, ti
             elapsed = time.perf_counter() - start
             if progress:
                 progress(elapsed, len(clean))
-            if len(clean) >= min_runs and _stable(clean):
+            if len(clean) >= min_runs and elapsed >= min_time_s and _stable(clean):
                 stable = True
                 break
             if elapsed >= time_limit_s and (len(clean) >= 3 or elapsed >= 3 * time_limit_s):
@@ -177,7 +180,7 @@ def measure_graph(graph: Graph, *, backend: str = "torch", batch: int = 1, threa
     with threads_set(n):
         runner = prepare(graph, backend=backend, batch=batch, dtype=dtype, threads=n, label=label)
         report = (lambda e, k: progress(min(e, time_limit_s), time_limit_s, f"{k} runs")) if progress else None
-        t = time_runs(runner.call, min_runs=min_runs, time_limit_s=time_limit_s,
+        t = time_runs(runner.call, min_runs=min_runs, time_limit_s=time_limit_s, min_time_s=min(2.0, time_limit_s / 2),
                       oversubscribed=n > (itf._NCPU or n), progress=report)
     med, p10, p90 = t.quantiles()
     return Measurement(

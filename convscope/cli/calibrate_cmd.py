@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
     p.add_argument("--refit", action="store_true", help="fit the per-network overhead again")
     p.add_argument("--force", action="store_true", help="measure layers again even if cached")
+    p.add_argument("--passes", type=int, default=3, metavar="N",
+                   help="time every layer in N passes over the list and keep the median (default 3; more "
+                        "passes average out a machine whose speed drifts)")
     p.add_argument("--list", action="store_true", help="list the calibrations in the cache and exit")
     add_json_arg(p)
     p.add_argument("--width", type=int, metavar="COLS", help="terminal width for the output")
@@ -92,14 +95,15 @@ def _graphs(args: argparse.Namespace) -> list | None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list(args)
-    if args.threads is not None and args.threads < 1 or args.batch < 1:
-        raise InputError(f"--threads and --batch must be positive integers, got {args.threads} and {args.batch}")
+    if (args.threads is not None and args.threads < 1) or args.batch < 1 or args.passes < 1:
+        raise InputError(f"--threads, --batch and --passes must be positive integers, got {args.threads}, "
+                         f"{args.batch} and {args.passes}")
     from convscope.backends.calibrate import calibrate
 
     graphs = _graphs(args)
     with warnings.catch_warnings(record=True), progress_bar() as prog:
         report = calibrate(graphs, backend=args.backend, threads=args.threads, dtype=args.dtype, batch=args.batch,
-                           refit=args.refit, force=args.force, progress=prog)
+                           refit=args.refit, force=args.force, progress=prog, passes=args.passes)
     if args.json:
         write_json(report.to_dict(), args.json)
     if not json_to_stdout(args):
@@ -133,23 +137,26 @@ def _render(r, con) -> None:  # type: ignore[no-untyped-def]
 
 
 def _list(args: argparse.Namespace) -> int:
-    from convscope.backends._cache import open_store
+    from convscope.backends._cache import cache_path, open_store
 
-    with warnings.catch_warnings(record=True):
-        store = open_store()
-    rows = store.calibrations()
+    path = cache_path()
+    if path.exists():
+        with warnings.catch_warnings(record=True):
+            rows = open_store(path).calibrations()
+    else:
+        rows = []
     if args.json:
-        write_json({"schema_version": 1, "cache": str(store.path), "calibrations": [
+        write_json({"schema_version": 1, "cache": str(path), "calibrations": [
             {"device": _device(d), "backend": b, "threads": t, "dtype": dt, "created": c} for d, b, t, dt, c in rows]},
             args.json)
         return 0
     con = console(args)
-    t = Table(title=f"calibrations in {store.path}", title_justify="left", header_style="bold")
+    t = Table(title=f"calibrations in {path}", title_justify="left", header_style="bold")
     for col in ("device", "backend", "threads", "dtype", "created"):
         t.add_column(col)
     for desc, b, th, dt, created in rows:
         t.add_row(_device(desc), b, str(th), dt, time.strftime("%Y-%m-%d %H:%M", time.localtime(created)))
-    con.print(t if rows else f"no calibrations in {store.path}: run `convscope calibrate`")
+    con.print(t if rows else f"no calibrations in {path}: run `convscope calibrate`")
     return 0
 
 
