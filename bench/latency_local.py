@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         print("no calibration: the per-network overhead fit did not complete")
         return 1
     print(f"per-network overhead fitted on {len(cal.networks)} other networks: ×{cal.scale:.3f} on layers, "
-          f"{1e3 * cal.per_node_ms:.2f} µs/node, {cal.fixed_ms:.3f} ms/call, band ×{cal.band[0]:.2f}–×{cal.band[1]:.2f}")
+          f"{1e3 * cal.per_node_ms:.2f} µs/node, {cal.cold_ms_per_mb:.3f} ms/cold weight MB, "
+          f"{cal.fixed_ms:.3f} ms/call, band ×{cal.band[0]:.2f}–×{cal.band[1]:.2f}")
     rows = []
     head = (f"{'network':<36}{'MACs':>9}{'measured':>10}{'p10-p90':>16}{'runs':>6}{'dist':>5}"
             f"{'predicted':>11}{'band':>18}{'error':>8}")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from convscope.analyses._latency_kernels import kernels
-from convscope.analyses.latency import predict
+from convscope.analyses.cost import cost
+from convscope.analyses.latency import cold_weight_mb, predict
 from convscope.api import analyze
 from convscope.backends import _interference as itf
 from convscope.backends._cache import Calibration, LayerTiming, default_threads, device_fingerprint, open_store
@@ -47,14 +48,16 @@ def quiet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(itf, "disturbance", lambda a, b, **kw: itf.Disturbance(0.0, 0.0, 0.0, False))
 
 
-def fill(graph, scale: float = 1.1, per_node: float = 0.002, fixed: float = 0.05, skip: int = 0):  # type: ignore[no-untyped-def]
+def fill(graph, scale: float = 1.1, per_node: float = 0.002, fixed: float = 0.05, skip: int = 0,  # type: ignore[no-untyped-def]
+         cold: float = 0.0, cache_bytes: int = 0):
     st = open_store()
     fp = device_fingerprint("torch")
     n = default_threads()
     ks = kernels(graph, "torch")
     for i, k in enumerate(ks[skip:]):
         st.put_layer(fp, "torch", n, "fp32", k.signature, LayerTiming(0.1 * (i + 1), 0.1, 0.1, 5))
-    st.put_calibration(fp, "torch", n, "fp32", Calibration(scale, per_node, fixed, (0.9, 1.2), (("x", 1.0, 1.0),), "cpu"))
+    st.put_calibration(fp, "torch", n, "fp32", Calibration(scale, per_node, fixed, (0.9, 1.2), (("x", 1.0, 1.0),), "cpu",
+                                                                 cold, cache_bytes))
     return ks
 
 
@@ -69,6 +72,21 @@ def test_local_formula_on_a_hand_filled_cache() -> None:
     assert (pred.low_ms, pred.high_ms) == pytest.approx((0.9 * expect, 1.2 * expect))
     assert dict(pred.per_layer)[ks[0].name] == pytest.approx(1.1 * 0.1 + 0.002)
     assert predict(g) == pred  # device=None: the local tier, since this machine is calibrated
+
+
+def test_cold_weights_are_charged_only_when_the_network_outgrows_the_cache() -> None:
+    g = tiny(c=64)  # conv weights 3*64*9+64 and 64*64*9+64 floats
+    w = {nc.name: nc.weight_bytes for nc in cost(g).nodes}
+    total = cost(g).weight_bytes
+    ks = kernels(g, "torch")
+    per_kernel = [sum(w.get(n, 0) for n in k.nodes) for k in ks]
+    assert cold_weight_mb(g, ks, total) == [0.0] * len(ks)  # all weights fit: warm in the network too
+    cache = max(per_kernel) - 1000  # the largest kernel's weights overflow it, the network's too
+    assert cold_weight_mb(g, ks, cache) == pytest.approx([min(b, cache) / 1e6 for b in per_kernel])
+    assert cold_weight_mb(g, ks, 0) == [0.0] * len(ks)  # a calibration from before the term
+    fill(g, cold=2.0, cache_bytes=cache)
+    base = 1.1 * sum(0.1 * (i + 1) for i in range(len(ks))) + 0.002 * (len(g.nodes) - 1) + 0.05
+    assert predict(g, device="local").ms == pytest.approx(base + 2.0 * sum(min(b, cache) for b in per_kernel) / 1e6)
 
 
 def test_another_thread_count_is_another_calibration() -> None:

@@ -12,7 +12,7 @@
   measured/predicted on those networks.
 * ``local`` — this machine: every unique kernel timed once by ``convscope calibrate`` and cached
   (``convscope.backends._cache``), summed, plus a fitted per-network overhead
-  (``scale·Σ + per_node·nodes + fixed``, ``convscope.backends.calibrate``).  Kernels the cache lacks
+  (``scale·Σ + per_node·nodes + cold·cold weight MB + fixed``, ``convscope.backends.calibrate``).  Kernels the cache lacks
   are measured on demand (``on_missing="measure"``, and the prediction says so) or refused.
   Band: leave-one-out extremes of the overhead fit.
 
@@ -61,6 +61,20 @@ def per_layer(graph: Graph, ks: Sequence[Kernel], ms: Sequence[float], backend: 
         for n in k.nodes:
             share[n] = t if n == k.name else 0.0
     return tuple((n.name, share[n.name] + extra_ms) for n in graph.nodes if n.name in share)
+
+
+def cold_weight_mb(graph: Graph, ks: Sequence[Kernel], cache_bytes: int, dtype: DType | str = DType.FP32,
+                   batch: int = 1) -> list[float]:
+    """Per kernel, the MB of weights that sat in the core's cache while the kernel was timed alone
+    (at most ``cache_bytes`` of them) but come from memory in the network, because the network's
+    weights together do not fit that cache.  0 everywhere when they do, or when ``cache_bytes`` is 0."""
+    from convscope.analyses.cost import cost
+
+    c = cost(graph, dtype=dtype, batch=batch)
+    if cache_bytes <= 0 or c.weight_bytes <= cache_bytes:
+        return [0.0] * len(ks)
+    w = {nc.name: nc.weight_bytes for nc in c.nodes}
+    return [min(sum(w.get(n, 0) for n in k.nodes), cache_bytes) / 1e6 for k in ks]
 
 
 def _fusion_note(backend: str) -> str:
@@ -122,11 +136,13 @@ def _local(graph: Graph, *, backend: str, batch: int, dtype: str, threads: int |
         notes.append(f"{len(untimed)} kernel(s) could not be timed ({', '.join(k.name for k in untimed[:4])}): "
                      "the prediction is a lower bound")
     timed = [k for k in ks if k.signature in have]
-    ms = [cal.scale * have[k.signature].ms for k in timed]
+    cold = cold_weight_mb(graph, timed, cal.cache_bytes, dtype, batch)
+    ms = [cal.scale * have[k.signature].ms + cal.cold_ms_per_mb * c for k, c in zip(timed, cold)]
     rows = per_layer(graph, timed, ms, backend, extra_ms=cal.per_node_ms)
     total = sum(t for _, t in rows) + cal.fixed_ms
     notes.append(f"per-network overhead fitted on {len(cal.networks)} networks: ×{cal.scale:.3f} on kernels, "
-                 f"{1e3 * cal.per_node_ms:.1f} µs per node, {cal.fixed_ms:.3f} ms per call; band: leave-one-out "
+                 f"{1e3 * cal.per_node_ms:.1f} µs per node, {cal.cold_ms_per_mb:.3f} ms per MB of weights "
+                 f"cold in the network, {cal.fixed_ms:.3f} ms per call; band: leave-one-out "
                  f"extremes ×{cal.band[0]:.2f}–×{cal.band[1]:.2f}")
     notes += _unknown_note(graph) + [f"cache: {w}" for w in getattr(st, "warnings", [])]
     return LatencyPrediction("local", f"local ({fp.label()})", backend, batch, total, total * cal.band[0],

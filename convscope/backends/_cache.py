@@ -82,6 +82,23 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown cpu"
 
 
+def core_cache_bytes() -> int:
+    """The largest cache private to one core (L2 on most CPUs; Linux sysfs), 2 MiB if unknown."""
+    best = 0
+    for d in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if (d / "type").read_text().strip() == "Instruction":
+                continue
+            if len((d / "shared_cpu_list").read_text().strip().replace("-", ",").split(",")) > 1:
+                continue  # shared between cores (an L3)
+            size = (d / "size").read_text().strip().upper()
+            n = int(size.rstrip("KMG"))
+            best = max(best, n * {"K": 2**10, "M": 2**20, "G": 2**30}.get(size[-1:], 1))
+        except (OSError, ValueError):
+            continue
+    return best or 2 * 2**20
+
+
 def _version(dist: str) -> str:
     try:
         return metadata.version(dist)
@@ -120,7 +137,8 @@ class LayerTiming:
 
 @dataclass(frozen=True, slots=True)
 class Calibration:
-    """The per-network part of the local tier: ``scale·sum(kernels) + per_node_ms·nodes + fixed_ms``."""
+    """The per-network part of the local tier: ``scale·Σ kernels + per_node_ms·nodes +
+    cold_ms_per_mb·cold weight MB + fixed_ms`` (see ``convscope.backends.calibrate``)."""
 
     scale: float
     per_node_ms: float
@@ -128,16 +146,20 @@ class Calibration:
     band: tuple[float, float]  # multipliers: leave-one-out measured/predicted extremes
     networks: tuple[tuple[str, float, float], ...]  # (name, measured ms, predicted ms) used in the fit
     device: str = ""
+    cold_ms_per_mb: float = 0.0  # weights that sat in cache when their kernel was timed alone
+    cache_bytes: int = 0  # the cache size that decides which weights those are (0: term unused)
 
     def to_dict(self) -> dict[str, Any]:
         return {"scale": self.scale, "per_node_ms": self.per_node_ms, "fixed_ms": self.fixed_ms,
-                "band": list(self.band), "networks": [list(n) for n in self.networks], "device": self.device}
+                "band": list(self.band), "networks": [list(n) for n in self.networks], "device": self.device,
+                "cold_ms_per_mb": self.cold_ms_per_mb, "cache_bytes": self.cache_bytes}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Calibration":
         return cls(float(d["scale"]), float(d["per_node_ms"]), float(d["fixed_ms"]),
                    (float(d["band"][0]), float(d["band"][1])),
-                   tuple((str(n), float(m), float(p)) for n, m, p in d["networks"]), str(d.get("device", "")))
+                   tuple((str(n), float(m), float(p)) for n, m, p in d["networks"]), str(d.get("device", "")),
+                   float(d.get("cold_ms_per_mb", 0.0)), int(d.get("cache_bytes", 0)))
 
 
 class LatencyStore:

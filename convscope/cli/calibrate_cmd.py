@@ -124,7 +124,8 @@ def _render(r, con) -> None:  # type: ignore[no-untyped-def]
     if cal is not None:
         verb = "fitted now" if r.refitted else "from an earlier run"
         con.print(f"  per-network overhead ({verb}, {len(cal.networks)} networks): ×{cal.scale:.3f} on the layers, "
-                  f"{1e3 * cal.per_node_ms:.1f} µs per node, {cal.fixed_ms:.3f} ms per call; "
+                  f"{1e3 * cal.per_node_ms:.1f} µs per node, {cal.cold_ms_per_mb:.3f} ms per cold weight MB, "
+                  f"{cal.fixed_ms:.3f} ms per call; "
                   f"band ×{cal.band[0]:.2f}–×{cal.band[1]:.2f}")
         if r.refitted:
             t = Table(header_style="bold", title_justify="left")
