@@ -20,10 +20,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 
+# The main job: the receptive-field analysis of a zoo network, then the camera question (issue 5):
+# time the plan's layers here (cached: a second run is quick), compare the five designs, write report.html.
 demo: $(STAMP)
 	$(BIN)/convscope zoo list
 	$(BIN)/convscope analyze zoo:vgg16-cifar
-	$(BIN)/convscope analyze zoo:resnet18-imagenet --input 3,32,32
+	$(BIN)/convscope calibrate examples/camera/plan.yaml
+	$(BIN)/convscope compare examples/camera/plan.yaml --html report.html
+	@echo "report written: $(CURDIR)/report.html"
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
@@ -35,6 +39,7 @@ browser:
 
 bench: $(STAMP)
 	$(BIN)/python bench/analysis_speed.py
+	$(BIN)/python bench/frontend_speed.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

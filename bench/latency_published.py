@@ -6,7 +6,8 @@ trimmed to the 10th-90th percentile of their measured latency.  Printed per devi
 Spearman rank correlation and the share of networks within ±10% of the measured latency, for
 
   analytic  the device profile alone (no measurement of the device at all); meas/pred is the
-            10th-90th percentile of measured/predicted (what a profile's uncertainty band should cover)
+            10th-90th percentile of measured/predicted (what a profile's uncertainty band should
+            cover; networks the runtime folds to a constant, predicted 0 ms, left out)
   MACs      MACs alone (Spearman), and MACs fitted proportionally (a·MACs + b) on the same 10 (±10%)
   fitted    convscope's fitted tier on the same 10 networks (mean ± sd over the 20 draws)
   HELP      HELP's published Spearman (10 samples) where it exists (data/latency/README.md)
@@ -140,7 +141,8 @@ def evaluate(space: Space, feats: Features, col: str, draws: int) -> dict[str, f
     tf = [feats.get(int(i), profile, backend, batch) for i in test]
     macs = np.array([feats.mac(int(i)) for i in test], float)
     analytic = np.array([f.predict_ms(PRIOR) for f in tf])
-    lo_r, hi_r = np.percentile(y / analytic, [10, 90]) if np.all(analytic > 0) else (np.nan, np.nan)
+    live = analytic > 0  # networks a runtime folds to a constant are predicted 0 ms: no ratio
+    lo_r, hi_r = np.percentile(y[live] / analytic[live], [10, 90]) if live.any() else (np.nan, np.nan)
     out = {"analytic_rho": spearman(analytic, y), "analytic_10": within(analytic, y), "macs_rho": spearman(macs, y),
            "ratio_lo": float(lo_r), "ratio_hi": float(hi_r)}
     rhos, w10, mw10 = [], [], []

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from convscope.cli import main
-from convscope.frontends.from_spec import graph_from_spec_text, load_spec
+from convscope.frontends.from_spec import graph_from_spec_text
 
 FORMATS_EXAMPLE = """\
 name: resnet-mini            # required

@@ -12,7 +12,7 @@ from convscope.errors import SpecError
 from convscope.frontends._spec_args import fail
 from convscope.frontends._yaml import Mark, YList, YMap, load_yaml
 
-__all__ = ["KINDS", "NetRef", "Constraints", "Candidate", "Plan", "load_plan", "parse_plan"]
+__all__ = ["KINDS", "NetRef", "Constraints", "Candidate", "Plan", "load_plan", "parse_plan", "is_plan_file"]
 
 KINDS = ("single", "switch", "parallel", "trunk", "cascade")
 _TOP = ("name", "input", "constraints", "device", "candidates", "description")
@@ -63,6 +63,20 @@ class Plan:
     constraints: Constraints = field(default_factory=Constraints)
     device: str = "local"
     file: str = "<plan>"
+
+
+def is_plan_file(ref: str) -> bool:
+    """True for a readable .yaml whose top level has ``candidates`` (a plan, not a network spec)."""
+    p = Path(ref)
+    if p.suffix.lower() not in (".yaml", ".yml") or not p.is_file():
+        return False
+    import yaml
+
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and "candidates" in data
 
 
 def load_plan(path: str | Path) -> Plan:

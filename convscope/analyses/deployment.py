@@ -29,7 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from convscope.analyses._plan_parse import KINDS, Candidate, Constraints, NetRef, Plan, load_plan, parse_plan
+from convscope.analyses._plan_parse import KINDS, Candidate, Constraints, NetRef, Plan, is_plan_file, load_plan, \
+    parse_plan
 from convscope.analyses.analyze import analyze_graph
 from convscope.errors import ConvscopeError, GraphError, InputError
 from convscope.ir.graph import Graph
@@ -38,7 +39,8 @@ from convscope.results import SCHEMA_VERSION, Analysis, LatencyPrediction
 
 __all__ = [
     "KINDS", "Plan", "Candidate", "Constraints", "NetRef", "load_plan", "parse_plan", "NetworkResult",
-    "CandidateResult", "Verdict", "Comparison", "compare", "combine", "decide", "DEFAULT_SWAP_MBPS",
+    "CandidateResult", "Verdict", "Comparison", "compare", "combine", "decide", "DEFAULT_SWAP_MBPS", "plan_graphs",
+    "plan_networks", "is_plan_file",
 ]
 
 DEFAULT_SWAP_MBPS = 200.0  # MB/s to load a specialist's weights from storage (eMMC/SD class), when swap_ms is not given
@@ -345,11 +347,12 @@ class _Runner:
         self.cache[key] = result
         return result
 
-    def candidate(self, c: Candidate) -> CandidateResult:
+    def graphs(self, c: Candidate) -> list[tuple[NetRef, Graph, tuple[str, tuple[int, ...], str | None]]]:
+        """The networks a candidate runs, loaded at the shapes they get (a trunk cut, heads at its
+        output), each with its cache key; plan errors name the file and line."""
         shape = self.plan.input
         if c.kind != "trunk":
-            nets = [self.network(r, self._load(r, shape, r.role), (r.resolved, shape, None)) for r in c.networks]
-            return combine(c, nets)
+            return [(r, self._load(r, shape, r.role), (r.resolved, shape, None)) for r in c.networks]
         trunk_ref, heads = c.networks[0], c.networks[1:]
         full = self._load(trunk_ref, shape, "trunk")
         try:
@@ -361,7 +364,7 @@ class _Runner:
             raise self._fail(trunk_ref, f"candidate '{c.name}': the trunk's output {list(out.shape)} at '{c.cut}' is not a "
                                         "feature map that heads can take")
         trunk_role = replace(trunk_ref, role=f"trunk up to {trunk.outputs[0]}")
-        nets = [self.network(trunk_role, trunk, (trunk_ref.resolved, shape, trunk.outputs[0]))]
+        got = [(trunk_role, trunk, (trunk_ref.resolved, shape, trunk.outputs[0]))]
         for h in heads:
             declared = self._declared(h)
             if declared is not None and declared[0] != out.shape[0]:
@@ -372,8 +375,32 @@ class _Runner:
             except ConvscopeError as exc:
                 raise self._fail(h, f"candidate '{c.name}': {h.role} does not fit the trunk's output "
                                     f"{list(out.shape)}: {exc}") from None
-            nets.append(self.network(h, head, (h.resolved, out.shape, None)))
-        return combine(c, nets)
+            got.append((h, head, (h.resolved, out.shape, None)))
+        return got
+
+    def candidate(self, c: Candidate) -> CandidateResult:
+        return combine(c, [self.network(r, g, key) for r, g, key in self.graphs(c)])
+
+
+PlacedNet = tuple[NetRef, Graph, tuple[str, tuple[int, ...], str | None]]
+
+
+def plan_networks(plan: Plan | str) -> list[tuple[Candidate, list[PlacedNet]]]:
+    """Each candidate with the networks it runs, loaded at the shapes they get (a trunk cut at its
+    layer, heads at its output), each with a key that is equal for the same network at the same place."""
+    if isinstance(plan, str):
+        plan = load_plan(plan)
+    runner = _Runner(plan, plan.device, _default_predictor(), None, None, {})
+    return [(c, runner.graphs(c)) for c in plan.candidates]
+
+
+def plan_graphs(plan: Plan | str) -> list[Graph]:
+    """Every distinct network a plan runs, at the shape it runs at (what ``calibrate PLAN`` times)."""
+    seen: dict[tuple[str, tuple[int, ...], str | None], Graph] = {}
+    for _c, placed in plan_networks(plan):
+        for _ref, g, key in placed:
+            seen.setdefault(key, g)
+    return list(seen.values())
 
 
 def compare(

@@ -214,25 +214,14 @@ class PlanMeasurement:
 def measure_plan(path: str, *, progress: Callable[[str], None] | None = None, **kw: Any) -> PlanMeasurement:
     """Measure a deployment plan (FORMATS.md §2); ``kw`` as for :func:`measure_graph`."""
     from convscope.analyses.analyze import analyze_graph
-    from convscope.analyses.deployment import NetworkResult, combine, load_plan
-    from convscope.api import load_graph
-    from convscope.ir.transform import subgraph_until
+    from convscope.analyses.deployment import NetworkResult, combine, load_plan, plan_networks
 
     plan = load_plan(path)
     done: dict[tuple[str, tuple[int, ...], str | None], Measurement] = {}
     cands, rows = [], []
-    for c in plan.candidates:
-        placed: list[tuple[Any, Graph]] = []
-        for i, ref in enumerate(c.networks):
-            if c.kind == "trunk" and i == 0:
-                g = subgraph_until(load_graph(ref.resolved, input=plan.input), c.cut or "")
-                trunk_out = g.node(g.outputs[0]).out.shape
-            else:
-                g = load_graph(ref.resolved, input=trunk_out if c.kind == "trunk" else plan.input)
-            placed.append((ref, g))
+    for c, placed in plan_networks(plan):
         nets = []
-        for ref, g in placed:
-            key = (ref.resolved, g.input_shape, g.outputs[0])
+        for ref, g, key in placed:
             if key not in done:
                 if progress:
                     progress(f"measuring {ref.ref} ({c.name}, {ref.role})")

@@ -22,14 +22,16 @@ machine's fingerprint, the backend, the thread count and the dtype.  Then fit th
 overhead (framework dispatch per node, per call) on a fixed set of networks measured end to end.
 Afterwards `convscope analyze` shows predicted milliseconds per layer and in total.
 
-Without MODEL: the zoo and a few variants (about two minutes on a quiet 2-core machine).  With
-MODEL...: the layers of those networks.  Runs disturbed by other processes are repeated; Ctrl-C
-keeps what was measured.
+Without MODEL: the zoo and a few variants (several minutes on a quiet 2-core machine).  With
+MODEL...: the layers of those networks; a deployment PLAN (FORMATS.md §2) stands for every network
+it runs, at the shape it runs at.  Runs disturbed by other processes are repeated; Ctrl-C keeps
+what was measured.
 """
 EPILOG = """\
 examples:
   convscope calibrate
   convscope calibrate my_net.yaml zoo:mobilenetv2 --threads 1
+  convscope calibrate examples/camera/plan.yaml
   convscope calibrate --backend onnxruntime
   convscope calibrate --list
 """
@@ -38,7 +40,7 @@ examples:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("calibrate", help=HELP, description=DESCRIPTION, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("models", nargs="*", metavar="MODEL", help="networks whose layers to measure (default: the zoo)")
+    p.add_argument("models", nargs="*", metavar="MODEL|PLAN", help="networks (or plans) whose layers to measure (default: the zoo)")
     add_runtime_args(p)
     p.add_argument("--input", metavar="C,H,W", help="input shape for the MODELs")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
@@ -86,10 +88,20 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[float, float, str],
 def _graphs(args: argparse.Namespace) -> list | None:  # type: ignore[type-arg]
     if not args.models:
         return None
+    from convscope.analyses._plan_parse import is_plan_file
+    from convscope.analyses.deployment import plan_graphs
     from convscope.api import load_graph
 
     shape = shape_arg(args.input) if args.input else None
-    return [load_graph(m, input=shape) for m in args.models]
+    out = []
+    for m in args.models:
+        if is_plan_file(m):
+            if shape is not None:
+                raise InputError(f"--input does not apply to a plan ({m}): the plan states its input")
+            out += plan_graphs(m)
+        else:
+            out.append(load_graph(m, input=shape))
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from rich.table import Table
 
@@ -44,25 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(handler=run)
 
 
-def _is_plan(ref: str) -> bool:
-    p = Path(ref)
-    if p.suffix.lower() not in (".yaml", ".yml") or not p.is_file():
-        return False
-    import yaml
-
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
-        return False
-    return isinstance(data, dict) and "candidates" in data
-
-
 def run(args: argparse.Namespace) -> int:
     if (args.threads is not None and args.threads < 1) or args.batch < 1 or args.min_runs < 1 or args.time_limit <= 0:
         raise InputError("--threads, --batch, --min-runs and --time-limit must be positive")
     kw = dict(backend=args.backend, batch=args.batch, threads=args.threads, dtype=args.dtype,
               time_limit_s=args.time_limit, min_runs=args.min_runs)
-    if _is_plan(args.model):
+    from convscope.analyses._plan_parse import is_plan_file
+
+    if is_plan_file(args.model):
         return _plan(args, kw)
     from convscope.api import load_graph
     from convscope.backends.measure import measure_graph

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -20,15 +21,21 @@ def _mb(b: float) -> str:
     return f"{b / 1e6:.1f} MB"
 
 
+NARROW = 120  # below this many columns the tables drop what the verdict and the HTML report repeat
+
+
 def render_comparison(cmp: Comparison, console: Console) -> None:
     measured = any(c.measured_ms is not None for c in cmp.candidates)
+    narrow = console.width < NARROW
+    box_kw = {"box": box.SIMPLE_HEAD, "pad_edge": False} if narrow else {}
     t = Table(title=f"{cmp.plan} — input {'×'.join(map(str, cmp.input))}, device {cmp.device} ({cmp.tier} prediction)",
-              title_justify="left", header_style="bold")
-    for col, right in (("candidate", False), ("kind", False), ("MACs/frame", True), ("expected", True),
-                       ("band", True), ("worst", True), ("fps", True), ("weights", True), ("peak act.", True)):
-        t.add_column(col, justify="right" if right else "left")
-    if measured:
-        t.add_column("measured", justify="right")
+              title_justify="left", header_style="bold", **box_kw)
+    cols = [("candidate", False), ("kind", False), ("MACs/frame", True), ("expected", True), ("band", True),
+            ("worst", True), ("fps", True), ("weights", True), ("peak act.", True)] + [("measured", True)] * measured
+    keep = [i for i, (col, _) in enumerate(cols) if not (narrow and col in ("kind", "band", "peak act."))]
+    for i in keep:
+        col, right = cols[i]
+        t.add_column(col, justify="right" if right else "left", no_wrap=i == 0)
     v = cmp.verdict
     for c in cmp.ranked():
         mark = " ◀ best" if c.name == v.best else (" ≈ tie" if c.name in v.tied_with else "")
@@ -38,17 +45,26 @@ def render_comparison(cmp: Comparison, console: Console) -> None:
         if measured:
             row.append(fmt_ms(c.measured_ms) if c.measured_ms is not None else "-")
         style = "bold green" if c.name == v.best else ("yellow" if c.name in v.tied_with else None)
-        t.add_row(*row, style=style)
+        t.add_row(*(row[i] for i in keep), style=style)
     console.print(t)
-    n = Table(title="networks at the plan's input", title_justify="left", header_style="bold")
-    for col in ("candidate", "role", "network", "MACs", "predicted", "border layer", "unproductive (params / MACs)"):
-        n.add_column(col)
-    for c in cmp.candidates:
-        for net in c.networks:
-            a = net.analysis
-            n.add_row(c.name, net.role, net.ref, fmt_count(a.totals.macs), fmt_ms(net.ms), a.border_layer or "none",
-                      f"{100 * a.unproductive_share[0]:.0f}% / {100 * a.unproductive_share[1]:.0f}%")
-    console.print(n)
+    if narrow:  # one line per network: a seven-column table does not fit
+        console.print("[bold]networks at the plan's input[/bold]")
+        for c in cmp.candidates:
+            for net in c.networks:
+                a = net.analysis
+                console.print(f"  {c.name} · {net.role} · {net.ref}: {fmt_count(a.totals.macs)} MACs, {fmt_ms(net.ms)}, "
+                              f"border {a.border_layer or 'none'}, unproductive {100 * a.unproductive_share[0]:.0f}%/"
+                              f"{100 * a.unproductive_share[1]:.0f}% (params/MACs)", highlight=False)
+    else:
+        n = Table(title="networks at the plan's input", title_justify="left", header_style="bold")
+        for col in ("candidate", "role", "network", "MACs", "predicted", "border layer", "unproductive (params / MACs)"):
+            n.add_column(col)
+        for c in cmp.candidates:
+            for net in c.networks:
+                a = net.analysis
+                n.add_row(c.name, net.role, net.ref, fmt_count(a.totals.macs), fmt_ms(net.ms), a.border_layer or "none",
+                          f"{100 * a.unproductive_share[0]:.0f}% / {100 * a.unproductive_share[1]:.0f}%")
+        console.print(n)
     console.print("[bold]verdict[/bold]")
     for r in v.reasons:
         console.print(f"  • {r}")
