@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from convscope.analyses.deployment import CandidateResult, Constraints, NetworkResult, compare, decide, load_plan
+from convscope.analyses.deployment import CandidateResult, Constraints, NetworkResult, compare, decide, load_plan, \
+    plan_graphs
 from convscope.cli import main
 from convscope.errors import SpecError
 from convscope.results import LatencyPrediction
@@ -130,6 +131,34 @@ def test_the_same_network_is_analysed_once(nets: Path) -> None:
     body = "  a:\n    single: big.yaml\n  b:\n    cascade: {gate: tiny.yaml, expert: big.yaml, rate: 0.5}\n"
     compare(str(plan(nets, body)), predictor=counting)
     assert sorted(calls) == ["big", "tiny"]
+
+
+def test_plan_graphs_are_the_distinct_networks_where_they_run(nets: Path) -> None:
+    body = ("  a:\n    single: big.yaml\n  b:\n    cascade: {gate: tiny.yaml, expert: big.yaml, rate: 0.5}\n"
+            "  tr:\n    trunk: {network: small.yaml, cut: b}\n    heads: [head.yaml, head.yaml]\n")
+    gs = plan_graphs(str(plan(nets, body)))
+    got = sorted((g.name, g.input_shape, g.outputs[0]) for g in gs)
+    assert [(n, s) for n, s, _ in got] == [("big", (3, 32, 32)), ("head", (8, 16, 16)), ("small[:b]", (3, 32, 32)),
+                                           ("tiny", (3, 32, 32))]
+    assert dict((n, o) for n, _, o in got)["small[:b]"] == "b"  # the trunk, cut where the plan cuts it
+
+
+def test_calibrate_takes_a_plan_and_refuses_input_with_it(nets: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import convscope.backends.calibrate as cal
+
+    seen = []
+
+    def stop_after_recording(graphs, **kw):  # type: ignore[no-untyped-def]
+        seen.append(graphs)
+        raise SystemExit(0)  # what calibrate would time is all this test needs
+
+    monkeypatch.setattr(cal, "calibrate", stop_after_recording)
+    p = str(plan(nets, "  a:\n    cascade: {gate: tiny.yaml, expert: big.yaml, rate: 0.5}\n"))
+    with pytest.raises(SystemExit):
+        main(["calibrate", p])
+    assert sorted(g.name for g in seen[0]) == ["big", "tiny"]
+    assert main(["calibrate", p, "--input", "3,32,32"]) == 2
+    assert "the plan states its input" in capsys.readouterr().err
 
 
 def _cand(name: str, ms: float, band: float = 0.05, **kw) -> CandidateResult:  # type: ignore[no-untyped-def]

@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convscope.errors import SpecError
 from convscope.frontends._spec_args import fail
-from convscope.frontends._yaml import Mark, YList, YMap, load_yaml
+from convscope.frontends._yaml import Mark, YList, YMap, load_yaml, read_text_file
 
 __all__ = ["KINDS", "NetRef", "Constraints", "Candidate", "Plan", "load_plan", "parse_plan", "is_plan_file"]
 
@@ -80,16 +79,8 @@ def is_plan_file(ref: str) -> bool:
 
 
 def load_plan(path: str | Path) -> Plan:
-    p = Path(path)
-    if not p.exists():
-        raise SpecError("no such plan file", file=str(path))
-    if p.is_dir():
-        raise SpecError("is a directory, not a plan file", file=str(path))
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read: {exc}", file=str(path)) from None
-    return parse_plan(load_yaml(text, str(path)), file=str(path), base=p.parent)
+    text = read_text_file(path, "plan")
+    return parse_plan(load_yaml(text, str(path)), file=str(path), base=Path(path).parent)
 
 
 def _number(v: Any) -> bool:

@@ -13,7 +13,7 @@ from rich.console import Console
 from convscope.api import parse_shape
 from convscope.errors import InputError
 
-__all__ = ["console", "write_json", "shape_arg", "int_list_arg", "add_json_arg", "json_to_stdout"]
+__all__ = ["console", "write_json", "shape_arg", "int_list_arg", "add_json_arg", "json_to_stdout", "emit"]
 
 
 def console(args: argparse.Namespace | None = None, *, stderr: bool = False) -> Console:
@@ -55,3 +55,18 @@ def int_list_arg(text: str, what: str) -> list[int]:
 def add_json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE|-", help="write the result as JSON to FILE, or to stdout with '-' "
                                                     "(the table is then not printed)")
+
+
+def emit(result: Any, args: argparse.Namespace, render: Any, write_html: Any = None) -> None:
+    """A command's result: JSON with ``--json``, an HTML file with ``--html`` (``write_html(result,
+    path)``), and the terminal rendering (``render(result, console)``) unless JSON goes to stdout."""
+    if args.json:
+        write_json(result.to_dict(), args.json)
+    html = getattr(args, "html", None)
+    if html and write_html is not None:
+        write_html(result, html)
+    if not json_to_stdout(args):
+        con = console(args)
+        render(result, con)
+        if html:
+            con.print(f"wrote {html}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from convscope.analyses.deployment import compare, load_plan
-from convscope.cli._common import add_json_arg, console, json_to_stdout, write_json
+from convscope.cli._common import add_json_arg, console, emit
 
 HELP = "compare deployment plans: one big network, specialists, a shared trunk with heads, a gated expert"
 DESCRIPTION = """\
@@ -54,17 +54,7 @@ def run(args: argparse.Namespace) -> int:
     with err.status("comparing…") as status:
         cmp = compare(plan, device=args.device, measure=args.measure, measurer=measurer,
                       progress=lambda msg: status.update(msg), **kw)
-    if args.json:
-        write_json(cmp.to_dict(), args.json)
-    if args.html:
-        from convscope.reports.compare_report import write_comparison_html
+    from convscope.reports.compare_report import render_comparison, write_comparison_html
 
-        write_comparison_html(cmp, args.html)
-    if not json_to_stdout(args):
-        from convscope.reports.compare_report import render_comparison
-
-        con = console(args)
-        render_comparison(cmp, con)
-        if args.html:
-            con.print(f"wrote {args.html}")
+    emit(cmp, args, render_comparison, write_comparison_html)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from convscope.cli._common import add_json_arg, console, json_to_stdout, shape_arg, write_json
+from convscope.cli._common import add_json_arg, console, emit, shape_arg
 
 HELP = "train briefly and check the predicted border with saturation and linear probes"
 DESCRIPTION = """\
@@ -61,19 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _output(result: Any, args: argparse.Namespace) -> None:
-    if args.json:
-        write_json(result.to_dict(), args.json)
-    if args.html:
-        from convscope.reports.probe_html import write_probe_html
+    from convscope.reports.probe_html import write_probe_html
+    from convscope.reports.probe_terminal import render_probe
 
-        write_probe_html(result, args.html)
-    if not json_to_stdout(args):
-        from convscope.reports.probe_terminal import render_probe
-
-        con = console(args)
-        render_probe(result, con)
-        if args.html:
-            con.print(f"wrote {args.html}")
+    emit(result, args, render_probe, write_probe_html)
 
 
 def run(args: argparse.Namespace) -> int:

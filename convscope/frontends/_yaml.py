@@ -7,13 +7,15 @@ would silently keep the last one).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from convscope.errors import SpecError
 
-__all__ = ["YMap", "YList", "Mark", "load_yaml", "mark_of"]
+__all__ = ["YMap", "YList", "Mark", "load_yaml", "mark_of", "read_text_file"]
 
 Mark = tuple[int, int]
 
@@ -82,6 +84,20 @@ def _convert(node: yaml.Node, file: str) -> Any:
             seq.marks.append(_pos(item))
         return seq
     return _SCALARS.construct_object(node, deep=True)
+
+
+def read_text_file(path: str | os.PathLike[str], kind: str) -> str:
+    """The text of a ``kind`` file ("spec", "plan"); a missing, directory or unreadable file is a
+    SpecError naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise SpecError(f"no such {kind} file" if kind != "spec" else "no such file", file=str(path))
+    if p.is_dir():
+        raise SpecError(f"is a directory, not a {kind} file", file=str(path))
+    try:
+        return p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read: {exc}", file=str(path)) from None
 
 
 def load_yaml(text: str, file: str) -> Any:

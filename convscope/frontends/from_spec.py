@@ -22,13 +22,12 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from convscope.errors import GraphError, SpecError
+from convscope.errors import GraphError
 from convscope.frontends._spec_args import Args, fail, substitute
 from convscope.frontends._spec_ops import SHORTHAND, SIMPLE_OPS
-from convscope.frontends._yaml import Mark, YList, YMap, load_yaml
+from convscope.frontends._yaml import Mark, YList, YMap, load_yaml, read_text_file
 from convscope.ir import ops as O
 from convscope.ir.graph import Graph, GraphBuilder, TensorInfo
 from convscope.ir.ops import OpKind
@@ -42,15 +41,7 @@ _TOP_KEYS = ("name", "input", "classes", "blocks", "layers", "description", "out
 
 def load_spec(path: str | os.PathLike[str], *, input_shape: Sequence[int] | None = None) -> Graph:
     """Read a spec file.  ``input_shape`` (C, H, W) overrides the file's ``input``."""
-    p = Path(path)
-    if not p.exists():
-        raise SpecError("no such file", file=str(path))
-    if p.is_dir():
-        raise SpecError("is a directory, not a spec file", file=str(path))
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read: {exc}", file=str(path)) from None
+    text = read_text_file(path, "spec")
     return graph_from_spec_text(text, file=str(path), input_shape=input_shape)
 
 
