@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -39,22 +40,25 @@ def _kernel(r: LayerRow) -> str:
     return "".join(parts)
 
 
+NARROW = 110  # below this many columns the layer table is compacted (80-column terminals, pipes)
+
+
 def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) -> None:
     has_ms = a.latency is not None
     title = f"{a.model} — input {'×'.join(map(str, a.input))}, {a.dtype}, batch {a.batch}"
-    t = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
-    t.add_column("layer", overflow="fold")
-    t.add_column("op")
-    t.add_column("kernel")
-    t.add_column("out shape")
-    t.add_column("params", justify="right")
-    t.add_column("MACs", justify="right")
-    t.add_column("rf min", justify="right")
-    t.add_column("rf max", justify="right")
-    t.add_column("jump", justify="right")
-    if has_ms:
-        t.add_column("ms", justify="right")
-    t.add_column("")
+    narrow = console.width < NARROW
+    t = Table(title=title, title_justify="left", show_lines=False, header_style="bold",
+              **({"box": box.SIMPLE_HEAD, "pad_edge": False, "padding": (0, 1, 0, 0)} if narrow else {}))
+    if narrow:  # 80 columns: op and kernel share a column, rf min–max one, no jump, short marks
+        t.add_column("layer", overflow="fold", min_width=12)
+        for col in ("op", "out", "params", "MACs", "rf") + (("ms",) if has_ms else ()):
+            t.add_column(col, no_wrap=True, justify="left" if col in ("op", "out") else "right")
+    else:
+        for col in ("layer", "op", "kernel", "out shape"):
+            t.add_column(col, overflow="fold" if col == "layer" else "ellipsis")
+        for col in ("params", "MACs", "rf min", "rf max", "jump") + (("ms",) if has_ms else ()):
+            t.add_column(col, justify="right")
+    t.add_column("", overflow="fold")
     for r in a.layers:
         is_border = r.name == a.border_layer
         if not (all_layers or r.op in MAIN_OPS or r.unproductive or is_border):
@@ -62,17 +66,19 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
         mark = ""
         style = None
         if r.unproductive:
-            mark, style = "unproductive", "red"
+            mark, style = "unproductive" if not narrow else "unprod.", "red"
         if is_border:
-            mark = "◀ border" + (" · unproductive" if r.unproductive else "")
+            mark = "◀ border" + ((" · unproductive" if not narrow else " unprod.") if r.unproductive else "")
             style = "bold yellow" if not r.unproductive else "bold red"
         if r.is_unknown:
             mark, style = f"unknown op: {r.target}", "magenta"
-        row = [
-            r.name, r.op, _kernel(r), "×".join(map(str, r.out_shape)),
-            fmt_count(r.params) if r.params else "", fmt_count(r.macs) if r.macs else "",
-            _pair(r.rf_min), _pair(r.rf_max), _pair(r.jump),
-        ]
+        sizes = [fmt_count(r.params) if r.params else "", fmt_count(r.macs) if r.macs else ""]
+        shape = "×".join(map(str, r.out_shape))
+        if narrow:
+            rf = _pair(r.rf_min) if r.rf_min == r.rf_max else f"{_pair(r.rf_min)}–{_pair(r.rf_max)}"
+            row = [r.name, f"{r.op} {_kernel(r)}".strip(), shape, *sizes, rf]
+        else:
+            row = [r.name, r.op, _kernel(r), shape, *sizes, _pair(r.rf_min), _pair(r.rf_max), _pair(r.jump)]
         if has_ms:
             row.append(fmt_ms(r.ms) if r.ms else "")
         row.append(mark)
