@@ -152,3 +152,32 @@ def test_a_machine_that_stays_busy_measures_nothing(monkeypatch: pytest.MonkeyPa
     assert run.measured == 0 and len(run.failed) == 2 and "stayed busy" in run.failed[0][1]
     assert len(waits) == 2  # the baseline waited twice, then every kernel was refused at once
     assert open_store().count_layers() == 0  # nothing disturbed was cached
+
+
+
+def test_onnxruntime_runs_a_channel_shuffle_and_refuses_cleanly_what_it_cannot_export(capfd) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from convscope.backends._runners import ort_session
+    from convscope.backends.to_torch import build_module
+
+    g = graph_from_spec_text("""name: shuffle
+input: [3, 16, 16]
+layers:
+  - conv: {out: 8, k: 3}
+  - channel_shuffle: {groups: 2}
+  - conv: {out: 4, k: 3}
+""", file="shuffle.yaml")
+    m, x = build_module(g), torch.randn(1, 3, 16, 16)
+    got = ort_session(m, [x], 1).run(None, {"x0": x.numpy()})[0]
+    with torch.inference_mode():
+        assert torch.allclose(torch.from_numpy(got), m(x), atol=1e-5)
+    up = graph_from_spec_text("""name: up
+input: [3, 6, 6]
+layers:
+  - conv: {out: 4, k: 3, s: 2}
+  - adaptive_avgpool: {size: 7}
+""", file="up.yaml")  # 3 -> 7: ONNX has no adaptive pool whose output size does not divide its input
+    with pytest.raises(InputError, match="exporting it to ONNX failed .*adaptive_avg_pool2d"):
+        ort_session(build_module(up), [torch.randn(1, 3, 6, 6)], 1)
+    assert capfd.readouterr().out == ""  # the exporter's TorchScript dump stays off stdout

@@ -22,6 +22,8 @@ process with jemalloc/tcmalloc, or glibc after enough runs, sees.  Both ``measur
 from __future__ import annotations
 
 import io
+import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -86,6 +88,23 @@ def _torch_runner(graph: Graph, batch: int, dtype: str, threads: int, device: st
     return Runner(call, label, threads)
 
 
+@contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    """File descriptor 1 to /dev/null: a failing ``torch.onnx.export`` prints the whole TorchScript
+    graph to stdout from C++ (its ONNX log is switched on by mistake), which would corrupt
+    ``--json -``.  The error itself still reaches us as an exception."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def ort_session(module: torch.nn.Module, xs: list[torch.Tensor], threads: int) -> Any:
     """An ONNX Runtime CPU session for ``module`` exported at the shapes of ``xs``."""
     try:
@@ -94,10 +113,16 @@ def ort_session(module: torch.nn.Module, xs: list[torch.Tensor], threads: int) -
         raise InputError("the onnxruntime backend needs onnxruntime: pip install 'convscope[onnx]'") from None
     buf = io.BytesIO()
     names = [f"x{i}" for i in range(len(xs))]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _stdout_silenced():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, tuple(xs), buf, dynamo=False, input_names=names,  # type: ignore[arg-type]
-                          opset_version=17)
+        try:
+            torch.onnx.export(module, tuple(xs), buf, dynamo=False, input_names=names,  # type: ignore[arg-type]
+                              opset_version=17)
+        except Exception as exc:  # the exporter raises many kinds; all mean "not runnable on ONNX Runtime"
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            first = lines[0] if lines else type(exc).__name__
+            raise InputError(f"the onnxruntime backend cannot run this network: exporting it to ONNX failed "
+                             f"({type(exc).__name__}: {first[:200]})") from None
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1

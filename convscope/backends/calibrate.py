@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -282,34 +282,62 @@ def _missing(graphs: Sequence[Graph], backend: str, batch: int, dtype: str, thre
     return [v for s, v in seen.items() if s not in have], len(seen)
 
 
+MIN_OVERHEAD_NETS = 6  # four coefficients, and leave-one-out needs a few more
+
+
 def fit_overhead(*, backend: str, threads: int, dtype: str, store: LatencyStore, fp: Fingerprint,
                  progress: Progress | None = None, graphs: Sequence[Graph] | None = None,
-                 time_limit_s: float = 4.0) -> Calibration:
+                 time_limit_s: float = 4.0, skipped: list[tuple[str, str]] | None = None) -> Calibration:
     """Measure the overhead networks (default :func:`overhead_set`) end to end and fit scale,
-    per-node and fixed overhead."""
+    per-node, cold-weight and fixed overhead.  A network the backend cannot run (ONNX Runtime: one
+    the exporter refuses) is left out and appended to ``skipped`` as (name, why); a busy machine is an
+    error."""
     nets = list(graphs) if graphs is not None else overhead_set()
     todo, _ = _missing(nets, backend, 1, dtype, threads, store, fp, False)
     run = measure_kernels(todo, backend=backend, batch=1, dtype=dtype, threads=threads, store=store, fp=fp,
                           progress=progress)
     if run.interrupted:
         raise KeyboardInterrupt
-    rows, names = [], []
-    cache = core_cache_bytes()
-    times: list[list[float]] = [[] for _ in nets]
-    for r in range(ROUNDS):  # interleaved rounds: each network's figure spans the machine's drift
-        for i, g in enumerate(nets):
-            if progress:
-                progress(r * len(nets) + i, ROUNDS * len(nets), f"round {r + 1}/{ROUNDS}: {g.name} end to end")
-            times[i].append(_measure_quiet(g, backend, threads, dtype, time_limit_s / ROUNDS).median_ms)
+    out: list[tuple[str, str]] = []
+    why = {name: reason for name, reason in run.failed}
+    usable = []
     for g in nets:
         ks = kernels(g, backend, dtype=dtype)
         t = store.layers(fp, backend, threads, dtype, [k.signature for k in ks])
-        if len(t) < len({k.signature for k in ks}):
-            raise InputError(f"calibrate: some layers of {g.name} could not be timed ({run.failed[:1]}); "
+        lost = [k.name for k in ks if k.signature not in t]
+        if lost and any(why.get(n) == _BUSY for n in lost):
+            raise InputError(f"calibrate: some layers of {g.name} could not be timed ({_BUSY}); "
                              "run calibrate again when the machine is quieter")
+        if lost:
+            out.append((g.name, f"{backend} cannot run layer {lost[0]}: {why.get(lost[0], 'not timed')}"))
+        else:
+            usable.append(g)
+    cache = core_cache_bytes()
+    times: dict[str, list[float]] = {}
+    for r in range(ROUNDS):  # interleaved rounds: each network's figure spans the machine's drift
+        for i, g in enumerate(usable):
+            if progress:
+                progress(r * len(usable) + i, ROUNDS * len(usable), f"round {r + 1}/{ROUNDS}: {g.name} end to end")
+            if r > 0 and g.name not in times:
+                continue
+            try:
+                times.setdefault(g.name, []).append(_measure_quiet(g, backend, threads, dtype,
+                                                                   time_limit_s / ROUNDS).median_ms)
+            except _Unrunnable as exc:
+                out.append((g.name, str(exc)))
+    usable = [g for g in usable if g.name in times]
+    if skipped is not None:
+        skipped += out
+    if len(usable) < MIN_OVERHEAD_NETS:
+        raise InputError(f"calibrate: only {len(usable)} of {len(nets)} overhead networks run on {backend} "
+                         f"(at least {MIN_OVERHEAD_NETS} are needed): " + "; ".join(f"{n}: {w}" for n, w in out[:3]))
+    rows = []
+    for g in usable:
+        ks = kernels(g, backend, dtype=dtype)
+        t = store.layers(fp, backend, threads, dtype, [k.signature for k in ks])
         rows.append([sum(t[k.signature].ms for k in ks), _steps(g), sum(cold_weight_mb(g, ks, cache, dtype)), 1.0])
-        names.append(g.name)
-    ys = [float(np.median(ts)) for ts in times]
+    names = [g.name for g in usable]
+    ys = [float(np.median(times[n])) for n in names]
     x, y = np.asarray(rows), np.asarray(ys)
     prior = (1.0, 0.0, 0.0, 0.0)
     f = fit_relative(x, y, prior=prior)
@@ -321,9 +349,16 @@ def fit_overhead(*, backend: str, threads: int, dtype: str, store: LatencyStore,
     return cal
 
 
+class _Unrunnable(InputError):
+    """The backend cannot build or run this network (not a busy machine)."""
+
+
 def _measure_quiet(g: Graph, backend: str, threads: int, dtype: str, limit: float) -> Any:
     """A measurement without interference, waiting for quiet up to three times."""
-    m = measure_graph(g, backend=backend, threads=threads, dtype=dtype, time_limit_s=limit)
+    try:
+        m = measure_graph(g, backend=backend, threads=threads, dtype=dtype, time_limit_s=limit)
+    except InputError as exc:
+        raise _Unrunnable(str(exc)) from None
     for _ in range(3):
         if not m.interference or m.interrupted:
             break
@@ -368,9 +403,11 @@ def calibrate(models: Sequence[Graph] | None = None, *, backend: str = "torch", 
         interrupted = run.interrupted
         if not interrupted and (cal is None or refit):
             try:
+                skipped: list[tuple[str, str]] = []
                 cal, refitted = fit_overhead(backend=backend, threads=n, dtype=dtype, store=st, fp=fp,
                                              progress=progress, graphs=overhead_graphs,
-                                             time_limit_s=overhead_time_s), True
+                                             time_limit_s=overhead_time_s, skipped=skipped), True
+                run = replace(run, failed=run.failed + tuple((f"{name} (overhead fit)", why) for name, why in skipped))
             except KeyboardInterrupt:
                 interrupted = True
     return CalibrationReport(fp.label(), backend, n, dtype, batch, total, run.measured, total - len(todo),

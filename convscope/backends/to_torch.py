@@ -153,7 +153,11 @@ def _module_for(node: Node, graph: Graph, oracle: bool) -> nn.Module | None:
         assert a.scale is not None
         return nn.Upsample(scale_factor=a.scale, mode=a.mode, align_corners=align)
     if op is OpKind.CHANNEL_SHUFFLE:
-        return nn.ChannelShuffle(a.groups)  # type: ignore[union-attr]
+        # view-transpose-view, as torchvision's ShuffleNetV2 writes it: nn.ChannelShuffle computes the
+        # same but cannot be exported to ONNX (the onnxruntime backend builds every network through it)
+        g = a.groups  # type: ignore[union-attr]
+        return _Lambda(lambda t: t.reshape(t.shape[0], g, t.shape[1] // g, *t.shape[2:]).transpose(1, 2)
+                       .reshape(t.shape), f"channel shuffle, {g} groups")
     if op is OpKind.CONSTANT:
         assert isinstance(a, O.ConstAttrs)
         return _Const(a, oracle)
