@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -12,6 +11,7 @@ from convscope.analyses.deployment import Comparison
 from convscope.errors import InputError
 from convscope.reports._svg import bar_chart
 from convscope.reports.html import _Raw, analysis_section, esc, page, table
+from convscope.reports.terminal import table_layout
 from convscope.units import fmt_count, fmt_ms
 
 __all__ = ["render_comparison", "comparison_html", "write_comparison_html"]
@@ -26,8 +26,7 @@ NARROW = 120  # below this many columns the tables drop what the verdict and the
 
 def render_comparison(cmp: Comparison, console: Console) -> None:
     measured = any(c.measured_ms is not None for c in cmp.candidates)
-    narrow = console.width < NARROW
-    box_kw = {"box": box.SIMPLE_HEAD, "pad_edge": False} if narrow else {}
+    narrow, box_kw = table_layout(console, NARROW)
     t = Table(title=f"{cmp.plan} — input {'×'.join(map(str, cmp.input))}, device {cmp.device} ({cmp.tier} prediction)",
               title_justify="left", header_style="bold", **box_kw)
     cols = [("candidate", False), ("kind", False), ("MACs/frame", True), ("expected", True), ("band", True),

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convscope.probe.results import LayerProbe, ProbeResult
+from convscope.reports.terminal import table_layout
 from convscope.units import fmt_rf
 
 __all__ = ["VERDICT_STYLE", "RichBars", "progress_bars", "render_probe"]
@@ -63,14 +64,20 @@ def render_probe(r: ProbeResult, console: Console) -> None:
     title = (f"{r.model} — input {'×'.join(map(str, r.input))}, trained {len(r.history)}/{r.epochs} epoch(s) on "
              f"{d.ref} ({d.train} train / {d.test} test images, {len(d.classes)} classes)")
     # User text (paths, synthetic:scales…) goes in as Text, so rich reads no markup or :emoji: codes in it.
-    t = Table(title=Text(title), title_justify="left", header_style="bold")
-    for col, just in (("layer", "left"), ("op", "left"), ("rf min", "right"), ("rf/R", "right"), ("width", "right"),
-                      ("saturation", "right"), ("probe acc", "right"), ("probe", "left"), ("", "left")):
-        t.add_column(col, justify=just, overflow="fold" if col == "layer" else "ellipsis")  # type: ignore[arg-type]
+    narrow, kw = table_layout(console)
+    t = Table(title=Text(title), title_justify="left", header_style="bold", **kw)
+    cols = (("layer", "left"), ("op", "left"), ("rf min", "right"), ("rf/R", "right"), ("width", "right"),
+            ("saturation", "right"), ("probe acc", "right"), ("probe", "left"), ("", "left"))
+    keep = [i for i, (col, _) in enumerate(cols) if not (narrow and col in ("op", "probe"))]
+    for i in keep:
+        col, just = cols[i]
+        t.add_column("sat." if narrow and col == "saturation" else col, justify=just,  # type: ignore[arg-type]
+                     overflow="fold" if col in ("layer", "") else "ellipsis", no_wrap=narrow and col not in ("layer", ""))
     for row in r.layers:
         mark, style = _mark(row, r.border_layer)
-        t.add_row(Text(row.name), row.op, _rf(row), _num(row.rf_ratio, "{:.2f}"), str(row.width),
-                  _num(row.saturation), _num(row.probe_accuracy), _bar(row.probe_accuracy), Text(mark), style=style)
+        cells = (Text(row.name), row.op, _rf(row), _num(row.rf_ratio, "{:.2f}"), str(row.width),
+                 _num(row.saturation), _num(row.probe_accuracy), _bar(row.probe_accuracy), Text(mark))
+        t.add_row(*(cells[i] for i in keep), style=style)
     console.print(t)
     tr = r.training
     console.print(f"[bold]accuracy[/bold] train {_num(r.train_accuracy) or '-'} · test {_num(r.test_accuracy) or '-'} "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -43,12 +45,18 @@ def _kernel(r: LayerRow) -> str:
 NARROW = 110  # below this many columns the layer table is compacted (80-column terminals, pipes)
 
 
+def table_layout(console: Console, narrow_below: int = NARROW) -> tuple[bool, dict[str, Any]]:
+    """(narrow, Table keyword arguments): below ``narrow_below`` columns a table loses its borders
+    and outer padding, and the caller drops or merges columns, so that 80 columns stay readable."""
+    narrow = console.width < narrow_below
+    return narrow, ({"box": box.SIMPLE_HEAD, "pad_edge": False, "padding": (0, 1, 0, 0)} if narrow else {})
+
+
 def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) -> None:
     has_ms = a.latency is not None
     title = f"{a.model} — input {'×'.join(map(str, a.input))}, {a.dtype}, batch {a.batch}"
-    narrow = console.width < NARROW
-    t = Table(title=title, title_justify="left", show_lines=False, header_style="bold",
-              **({"box": box.SIMPLE_HEAD, "pad_edge": False, "padding": (0, 1, 0, 0)} if narrow else {}))
+    narrow, kw = table_layout(console)
+    t = Table(title=title, title_justify="left", show_lines=False, header_style="bold", **kw)
     if narrow:  # 80 columns: op and kernel share a column, rf min–max one, no jump, short marks
         t.add_column("layer", overflow="fold", min_width=12)
         for col in ("op", "out", "params", "MACs", "rf") + (("ms",) if has_ms else ()):
