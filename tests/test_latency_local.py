@@ -172,12 +172,19 @@ layers:
     got = ort_session(m, [x], 1).run(None, {"x0": x.numpy()})[0]
     with torch.inference_mode():
         assert torch.allclose(torch.from_numpy(got), m(x), atol=1e-5)
-    up = graph_from_spec_text("""name: up
+    # VGG's 7×7 average pool on a 3×3 map exports (as two matrix products) and gives the same numbers;
+    # an adaptive max pool whose output size does not divide its input has no ONNX form at all
+    up = """name: up
 input: [3, 6, 6]
 layers:
   - conv: {out: 4, k: 3, s: 2}
-  - adaptive_avgpool: {size: 7}
-""", file="up.yaml")  # 3 -> 7: ONNX has no adaptive pool whose output size does not divide its input
-    with pytest.raises(InputError, match="exporting it to ONNX failed .*adaptive_avg_pool2d"):
-        ort_session(build_module(up), [torch.randn(1, 3, 6, 6)], 1)
+  - adaptive_POOL: {size: 7}
+"""
+    avg = build_module(graph_from_spec_text(up.replace("POOL", "avgpool"), file="up.yaml"))
+    x = torch.randn(1, 3, 6, 6)
+    got = ort_session(avg, [x], 1).run(None, {"x0": x.numpy()})[0]
+    with torch.inference_mode():
+        assert torch.allclose(torch.from_numpy(got), avg(x), atol=1e-5)
+    with pytest.raises(InputError, match="exporting it to ONNX failed .*adaptive_max_pool2d"):
+        ort_session(build_module(graph_from_spec_text(up.replace("POOL", "maxpool"), file="up.yaml")), [x], 1)
     assert capfd.readouterr().out == ""  # the exporter's TorchScript dump stays off stdout

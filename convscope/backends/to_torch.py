@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 from convscope.errors import ConvscopeError
 from convscope.ir import ops as O
@@ -118,8 +119,10 @@ def _module_for(node: Node, graph: Graph, oracle: bool) -> nn.Module | None:
             raise ConvscopeError(f"layer '{node.name}': a dilated average pool cannot be built")
         include = a.count_include_pad if op is OpKind.AVGPOOL else True
         return nn.AvgPool2d(a.kernel, a.stride, pad, ceil_mode=a.ceil_mode, count_include_pad=include)
-    if op is OpKind.ADAPTIVE_AVGPOOL or (op is OpKind.ADAPTIVE_MAXPOOL and oracle):
+    if op is OpKind.ADAPTIVE_MAXPOOL and oracle:
         return nn.AdaptiveAvgPool2d(a.size)  # type: ignore[union-attr]
+    if op is OpKind.ADAPTIVE_AVGPOOL:
+        return _AdaptiveAvgPool(a.size)  # type: ignore[union-attr]
     if op is OpKind.ADAPTIVE_MAXPOOL:
         return nn.AdaptiveMaxPool2d(a.size)  # type: ignore[union-attr]
     if op is OpKind.BATCHNORM:
@@ -162,6 +165,29 @@ def _module_for(node: Node, graph: Graph, oracle: bool) -> nn.Module | None:
         assert isinstance(a, O.ConstAttrs)
         return _Const(a, oracle)
     return None
+
+
+class _AdaptiveAvgPool(nn.AdaptiveAvgPool2d):
+    """``nn.AdaptiveAvgPool2d``, except while exported to ONNX: there an output size that does not
+    divide the input (VGG's 7×7 pool on a 3×3 map) has no ONNX op, so the same average is written
+    as two matrix products, ``P_h · x · P_wᵀ`` (the pooling windows are rectangles: separable)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        oh, ow = _pair(self.output_size)
+        if not torch.onnx.is_in_onnx_export() or (h % oh == 0 and w % ow == 0):
+            return super().forward(x)
+        return _pool_matrix(oh, h, x) @ x @ _pool_matrix(ow, w, x).t()
+
+
+def _pool_matrix(out: int, size: int, like: torch.Tensor) -> torch.Tensor:
+    """Row i averages the input window of adaptive pooling: [floor(i·size/out), ceil((i+1)·size/out)).
+    Built as plain numbers, so that the exporter records one constant (not the indexing)."""
+    rows = []
+    for i in range(out):
+        lo, hi = (i * size) // out, -(-((i + 1) * size) // out)
+        rows.append([1.0 / (hi - lo) if lo <= j < hi else 0.0 for j in range(size)])
+    return torch.tensor(rows, dtype=like.dtype)
 
 
 class _Const(nn.Module):
