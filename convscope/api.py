@@ -15,7 +15,7 @@ from typing import Any
 
 from convscope.analyses.analyze import analyze_graph
 from convscope.analyses.border import feasible_range
-from convscope.analyses.cost import DType
+from convscope.analyses.cost import DType, checked_dtype_batch
 from convscope.errors import GraphError, InputError
 from convscope.ir.graph import Graph
 from convscope.ir.transform import with_input
@@ -133,12 +133,7 @@ def analyze(
     >>> a.border_layer, a.unproductive_share
     """
     graph = load_graph(model, input=input)
-    try:
-        dt = DType.parse(dtype)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    if batch < 1:
-        raise InputError(f"batch must be a positive integer, got {batch}")
+    dt = checked_dtype_batch(dtype, batch)
     a = analyze_graph(graph, dtype=dt, batch=batch)
     return _with_latency(a, graph, dict(device=device, backend=backend, threads=threads, fit=fit,
                                         on_missing=on_missing, progress=progress))
@@ -161,7 +156,7 @@ def analyze_resolutions(
     """The same network at square input resolutions (the channel count is kept), each with its
     latency prediction when one is available (the options of :func:`analyze`)."""
     graph = load_graph(model, input=input)
-    dt = DType.parse(dtype)
+    dt = checked_dtype_batch(dtype, batch)
     feasible = feasible_range(graph)
     latency = dict(device=device, backend=backend, threads=threads, fit=fit, on_missing=on_missing,
                    progress=progress)

@@ -80,10 +80,10 @@ def test_cold_weights_are_charged_only_when_the_network_outgrows_the_cache() -> 
     total = cost(g).weight_bytes
     ks = kernels(g, "torch")
     per_kernel = [sum(w.get(n, 0) for n in k.nodes) for k in ks]
-    assert cold_weight_mb(g, ks, total) == [0.0] * len(ks)  # all weights fit: warm in the network too
+    assert cold_weight_mb(ks, cost(g), total) == [0.0] * len(ks)  # all weights fit: warm in the network too
     cache = max(per_kernel) - 1000  # the largest kernel's weights overflow it, the network's too
-    assert cold_weight_mb(g, ks, cache) == pytest.approx([min(b, cache) / 1e6 for b in per_kernel])
-    assert cold_weight_mb(g, ks, 0) == [0.0] * len(ks)  # a calibration from before the term
+    assert cold_weight_mb(ks, cost(g), cache) == pytest.approx([min(b, cache) / 1e6 for b in per_kernel])
+    assert cold_weight_mb(ks, cost(g), 0) == [0.0] * len(ks)  # a calibration from before the term
     fill(g, cold=2.0, cache_bytes=cache)
     base = 1.1 * sum(0.1 * (i + 1) for i in range(len(ks))) + 0.002 * (len(g.nodes) - 1) + 0.05
     assert predict(g, device="local").ms == pytest.approx(base + 2.0 * sum(min(b, cache) for b in per_kernel) / 1e6)
@@ -153,6 +153,21 @@ def test_a_machine_that_stays_busy_measures_nothing(monkeypatch: pytest.MonkeyPa
     assert len(waits) == 2  # the baseline waited twice, then every kernel was refused at once
     assert open_store().count_layers() == 0  # nothing disturbed was cached
 
+
+
+def test_the_overhead_fit_leaves_out_a_network_the_backend_cannot_run(quiet: None) -> None:
+    over = [tiny(i, r, c) for i, (r, c) in enumerate([(8, 4), (16, 8), (32, 8), (16, 16), (24, 12), (40, 4)])]
+    bad = graph_from_spec_text("""name: unexportable
+input: [3, 6, 6]
+layers:
+  - conv: {out: 4, k: 3, s: 2}
+  - adaptive_maxpool: {size: 7}
+""", file="unexportable.yaml")  # ONNX has no adaptive max pool whose output size does not divide its input
+    rep = calibrate([tiny()], backend="onnxruntime", threads=1, overhead_graphs=[*over, bad], overhead_time_s=0.3)
+    assert rep.calibration is not None and len(rep.calibration.networks) == 6
+    assert "unexportable" not in {n for n, _, _ in rep.calibration.networks}
+    assert [name for name, _ in rep.failed if "overhead fit" in name] == ["unexportable (overhead fit)"]
+    assert any("adaptive_max_pool2d" in why for _, why in rep.failed)
 
 
 def test_onnxruntime_runs_a_channel_shuffle_and_refuses_cleanly_what_it_cannot_export(capfd) -> None:  # type: ignore[no-untyped-def]

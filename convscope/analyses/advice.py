@@ -25,7 +25,7 @@ from convscope.analyses._rewrite_base import REWRITES, TITLES, Base, NotApplicab
 from convscope.analyses._rewrite_depth import DepthReport, DepthRules, depth_from_analysis, depth_report, refusal
 from convscope.analyses.analyze import analyze_graph
 from convscope.analyses.border import productivity
-from convscope.analyses.cost import DType
+from convscope.analyses.cost import DType, checked_dtype_batch
 from convscope.analyses.receptive_field import receptive_field
 from convscope.errors import ConvscopeError, GraphError, InputError
 from convscope.ir.graph import Graph
@@ -258,12 +258,7 @@ def _selection(only: Sequence[str] | None, opts: Options) -> tuple[list[str], se
 
 
 def _check(graph: Graph, dtype: DType | str, batch: int) -> DType:
-    try:
-        dt = DType.parse(dtype)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    if batch < 1:
-        raise InputError(f"batch must be a positive integer, got {batch}")
+    dt = checked_dtype_batch(dtype, batch)
     if len(graph.input_shape) != 3:
         raise InputError(f"{graph.name}: suggest rewrites convolutional networks on images; the input "
                          f"{list(graph.input_shape)} is not C, H, W")

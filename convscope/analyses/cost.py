@@ -31,7 +31,7 @@ from convscope.ir import ops as O
 from convscope.ir.graph import Graph, Node, TensorInfo
 from convscope.ir.ops import OpKind
 
-__all__ = ["ALIAS_OPS", "Cost", "CostResult", "DType", "NodeCost", "cost", "node_cost"]
+__all__ = ["ALIAS_OPS", "Cost", "CostResult", "DType", "NodeCost", "cost", "node_cost", "checked_dtype_batch"]
 
 
 class DType(str, Enum):
@@ -241,6 +241,19 @@ require_all(_HANDLERS, OpKind, "cost handler")
 def node_cost(graph: Graph, node: Node) -> Cost:
     """Cost of one node for batch 1."""
     return _HANDLERS[node.op](node, [graph.node(i).out for i in node.inputs])
+
+
+def checked_dtype_batch(dtype: DType | str, batch: int) -> DType:
+    """The DType for ``dtype``; an unknown dtype or a batch below 1 is an InputError (user input)."""
+    from convscope.errors import InputError
+
+    try:
+        dt = DType.parse(dtype)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if batch < 1:
+        raise InputError(f"batch must be a positive integer, got {batch}")
+    return dt
 
 
 def cost(graph: Graph, *, dtype: DType | str = DType.FP32, batch: int = 1) -> CostResult:

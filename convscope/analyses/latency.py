@@ -28,7 +28,7 @@ from typing import Any
 
 from convscope.analyses._latency_kernels import BACKENDS, FUSION, Kernel, check_backend, folded_nodes, kernels
 from convscope.analyses._latency_profiles import DeviceProfile, load_profile, profile_names
-from convscope.analyses.cost import DType
+from convscope.analyses.cost import CostResult, DType, cost
 from convscope.errors import InputError
 from convscope.ir.graph import Graph
 from convscope.ir.ops import OpKind
@@ -63,14 +63,11 @@ def per_layer(graph: Graph, ks: Sequence[Kernel], ms: Sequence[float], backend: 
     return tuple((n.name, share[n.name] + extra_ms) for n in graph.nodes if n.name in share)
 
 
-def cold_weight_mb(graph: Graph, ks: Sequence[Kernel], cache_bytes: int, dtype: DType | str = DType.FP32,
-                   batch: int = 1) -> list[float]:
+def cold_weight_mb(ks: Sequence[Kernel], c: CostResult, cache_bytes: int) -> list[float]:
     """Per kernel, the MB of weights that sat in the core's cache while the kernel was timed alone
     (at most ``cache_bytes`` of them) but come from memory in the network, because the network's
-    weights together do not fit that cache.  0 everywhere when they do, or when ``cache_bytes`` is 0."""
-    from convscope.analyses.cost import cost
-
-    c = cost(graph, dtype=dtype, batch=batch)
+    weights together (``c``, the network's cost) do not fit that cache.  0 everywhere when they do,
+    or when ``cache_bytes`` is 0."""
     if cache_bytes <= 0 or c.weight_bytes <= cache_bytes:
         return [0.0] * len(ks)
     w = {nc.name: nc.weight_bytes for nc in c.nodes}
@@ -124,7 +121,8 @@ def _local(graph: Graph, *, backend: str, batch: int, dtype: str, threads: int |
         raise InputError(f"no calibration for this machine ({fp.label()}), backend {backend}, {n} threads, {dtype}: "
                          f"run `convscope calibrate --backend {backend} --threads {n}` first")
     assert st is not None
-    ks = list(kernels(graph, backend, batch=batch, dtype=dtype))
+    costs = cost(graph, dtype=dtype, batch=batch)
+    ks = list(kernels(graph, backend, batch=batch, dtype=dtype, costs=costs))
     have = st.layers(fp, backend, n, dtype, [k.signature for k in ks])
     notes = [f"kernels timed on this machine ({fp.label()}), {backend}, {n} threads", _fusion_note(backend)]
     missing = [k for k in ks if k.signature not in have]
@@ -136,7 +134,7 @@ def _local(graph: Graph, *, backend: str, batch: int, dtype: str, threads: int |
         notes.append(f"{len(untimed)} kernel(s) could not be timed ({', '.join(k.name for k in untimed[:4])}): "
                      "the prediction is a lower bound")
     timed = [k for k in ks if k.signature in have]
-    cold = cold_weight_mb(graph, timed, cal.cache_bytes, dtype, batch)
+    cold = cold_weight_mb(timed, costs, cal.cache_bytes)
     ms = [cal.scale * have[k.signature].ms + cal.cold_ms_per_mb * c for k, c in zip(timed, cold)]
     rows = per_layer(graph, timed, ms, backend, extra_ms=cal.per_node_ms)
     total = sum(t for _, t in rows) + cal.fixed_ms

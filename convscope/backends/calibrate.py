@@ -36,6 +36,7 @@ import torch
 
 from convscope.analyses._latency_fit import band_from_ratios, fit_relative, loo_ratios
 from convscope.analyses._latency_kernels import Kernel, kernels
+from convscope.analyses.cost import cost
 from convscope.analyses.latency import cold_weight_mb
 from convscope.backends import _interference as itf
 from convscope.backends._cache import Calibration, Fingerprint, LatencyStore, LayerTiming, default_threads, \
@@ -300,9 +301,11 @@ def fit_overhead(*, backend: str, threads: int, dtype: str, store: LatencyStore,
         raise KeyboardInterrupt
     out: list[tuple[str, str]] = []
     why = {name: reason for name, reason in run.failed}
-    usable = []
+    cache = core_cache_bytes()
+    rows: dict[str, list[float]] = {}  # per runnable network: Σ kernel ms, nodes, cold weight MB, 1
     for g in nets:
-        ks = kernels(g, backend, dtype=dtype)
+        c = cost(g, dtype=dtype)
+        ks = kernels(g, backend, dtype=dtype, costs=c)
         t = store.layers(fp, backend, threads, dtype, [k.signature for k in ks])
         lost = [k.name for k in ks if k.signature not in t]
         if lost and any(why.get(n) == _BUSY for n in lost):
@@ -311,39 +314,32 @@ def fit_overhead(*, backend: str, threads: int, dtype: str, store: LatencyStore,
         if lost:
             out.append((g.name, f"{backend} cannot run layer {lost[0]}: {why.get(lost[0], 'not timed')}"))
         else:
-            usable.append(g)
-    cache = core_cache_bytes()
+            rows[g.name] = [sum(t[k.signature].ms for k in ks), _steps(g), sum(cold_weight_mb(ks, c, cache)), 1.0]
     times: dict[str, list[float]] = {}
     for r in range(ROUNDS):  # interleaved rounds: each network's figure spans the machine's drift
+        usable = [g for g in nets if g.name in rows]
         for i, g in enumerate(usable):
             if progress:
                 progress(r * len(usable) + i, ROUNDS * len(usable), f"round {r + 1}/{ROUNDS}: {g.name} end to end")
-            if r > 0 and g.name not in times:
-                continue
             try:
                 times.setdefault(g.name, []).append(_measure_quiet(g, backend, threads, dtype,
                                                                    time_limit_s / ROUNDS).median_ms)
-            except _Unrunnable as exc:
+            except _Unrunnable as exc:  # built for its layers, but not as a whole
                 out.append((g.name, str(exc)))
-    usable = [g for g in usable if g.name in times]
+                del rows[g.name]
     if skipped is not None:
         skipped += out
-    if len(usable) < MIN_OVERHEAD_NETS:
-        raise InputError(f"calibrate: only {len(usable)} of {len(nets)} overhead networks run on {backend} "
+    if len(rows) < MIN_OVERHEAD_NETS:
+        raise InputError(f"calibrate: only {len(rows)} of {len(nets)} overhead networks run on {backend} "
                          f"(at least {MIN_OVERHEAD_NETS} are needed): " + "; ".join(f"{n}: {w}" for n, w in out[:3]))
-    rows = []
-    for g in usable:
-        ks = kernels(g, backend, dtype=dtype)
-        t = store.layers(fp, backend, threads, dtype, [k.signature for k in ks])
-        rows.append([sum(t[k.signature].ms for k in ks), _steps(g), sum(cold_weight_mb(g, ks, cache, dtype)), 1.0])
-    names = [g.name for g in usable]
+    names = list(rows)
     ys = [float(np.median(times[n])) for n in names]
-    x, y = np.asarray(rows), np.asarray(ys)
+    x, y = np.asarray([rows[n] for n in names]), np.asarray(ys)
     prior = (1.0, 0.0, 0.0, 0.0)
     f = fit_relative(x, y, prior=prior)
     band = band_from_ratios(loo_ratios(x, y, prior))
     cal = Calibration(f.coef[0], f.coef[1], f.coef[3], band,
-                      tuple((n, float(m), f.predict(r)) for n, m, r in zip(names, ys, rows)), fp.label(),
+                      tuple((n, float(m), f.predict(rows[n])) for n, m in zip(names, ys)), fp.label(),
                       cold_ms_per_mb=f.coef[2], cache_bytes=cache)
     store.put_calibration(fp, backend, threads, dtype, cal)
     return cal
