@@ -70,10 +70,6 @@ class Kernel:
     def flops_of(self, cls: OpClass) -> int:
         return sum(f for c, f in self.flops if c is cls)
 
-    @property
-    def total_flops(self) -> int:
-        return sum(f for _, f in self.flops)
-
 
 @dataclass(frozen=True, slots=True)
 class FusionRules:

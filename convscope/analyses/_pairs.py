@@ -84,9 +84,6 @@ class Pairs:
             masks[j] = masks.get(j, 0) | m
         return Pairs(masks, self._other | other._other, self._glob or other._glob)
 
-    def with_global(self) -> "Pairs":
-        return Pairs(self._masks, self._other, True)
-
     # -- queries ---------------------------------------------------------------------------------
     def finite(self) -> Iterator[tuple[Num, Num]]:
         for j, m in self._masks.items():

@@ -310,7 +310,6 @@ class GraphModule(nn.Module):
         super().__init__()
         self.graph = graph
         self.oracle = oracle
-        self._fns: dict[str, Fn] = {}
         self._flat = False
         steps = []
         for node in graph.nodes:
