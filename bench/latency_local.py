@@ -15,6 +15,9 @@ beside it a MACs-proportional baseline (``ms = a·MACs + b``, fitted on these sa
 its favour).  Summary: Spearman, share within ±10% and ±20%.
 
 Run:  python bench/latency_local.py [--threads N] [--cache DIR] [--time-limit S] [--rounds N] [--passes N]
+                                    [--backend torch|onnxruntime|cuda] [--dtype fp32|fp16|bf16] [--refit]
+
+``--backend cuda`` runs the same benchmark on the first GPU (PyTorch eager, synchronised).
 """
 
 from __future__ import annotations
@@ -83,21 +86,22 @@ def within(pred: np.ndarray, meas: np.ndarray, tol: float) -> float:
     return float(np.mean(np.abs(pred - meas) <= tol * meas))
 
 
-def measure_clean(g: Any, threads: int | None, limit: float, tries: int = 4) -> Any:
+def measure_clean(g: Any, threads: int | None, limit: float, tries: int = 4, **kw: Any) -> Any:
     """A measurement without interference if the machine gives us one within a few waits."""
     from convscope.backends import _interference as itf
     from convscope.backends.measure import measure_graph
 
-    m = measure_graph(g, threads=threads, time_limit_s=limit)
+    m = measure_graph(g, threads=threads, time_limit_s=limit, **kw)
     for _ in range(tries):
         if not m.interference:
             break
         itf.wait_quiet(threads=m.threads, timeout_s=120.0)
-        m = measure_graph(g, threads=threads, time_limit_s=limit)
+        m = measure_graph(g, threads=threads, time_limit_s=limit, **kw)
     return m
 
 
-def measure_rounds(nets: list[tuple[str, Any]], threads: int | None, limit: float, rounds: int) -> list[Any]:
+def measure_rounds(nets: list[tuple[str, Any]], threads: int | None, limit: float, rounds: int,
+                   **kw: Any) -> list[Any]:
     """Each network measured in ``rounds`` interleaved rounds (this VM's speed drifts by ±10% over
     seconds); its figure is the median of the round medians, spread p10-p90 over all its runs."""
     from dataclasses import replace
@@ -106,7 +110,7 @@ def measure_rounds(nets: list[tuple[str, Any]], threads: int | None, limit: floa
     for r in range(rounds):
         for i, (label, g) in enumerate(nets):
             print(f"\r  measure round {r + 1}/{rounds}: {label[:50]:<50}", end="", file=sys.stderr, flush=True)
-            got[i].append(measure_clean(g, threads, limit / rounds))
+            got[i].append(measure_clean(g, threads, limit / rounds, **kw))
     out = []
     for ms in got:
         times = [t for m in ms for t in m.times_ms]
@@ -125,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=8.0, help="seconds per network, over all rounds")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
     ap.add_argument("--passes", type=int, default=5, help="calibrate --passes")
+    ap.add_argument("--refit", action="store_true", help="fit the per-network overhead again (calibrate --refit)")
+    ap.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "cuda"))
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
     args = ap.parse_args(argv)
     if args.cache:
         os.environ["CONVSCOPE_CACHE"] = args.cache
@@ -134,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 
     nets = [(label, build(ref, shape)) for label, ref, shape in networks()]
     t0 = time.time()
-    rep = calibrate([g for _, g in nets], threads=args.threads, passes=args.passes,
+    kw = {"backend": args.backend, "dtype": args.dtype}
+    rep = calibrate([g for _, g in nets], threads=args.threads, passes=args.passes, refit=args.refit, **kw,
                     progress=lambda d, n, w: print(f"\r  calibrate {d:.0f}/{n:.0f} {w[:60]:<60}", end="", file=sys.stderr))
     print(f"\rcalibrate: {rep.kernels} layer configurations, {rep.measured} measured now, {rep.cached} cached, "
           f"{len(rep.failed)} failed ({time.time() - t0:.0f} s); {rep.device}, {rep.threads} threads", flush=True)
@@ -149,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     head = (f"{'network':<36}{'MACs':>9}{'measured':>10}{'p10-p90':>16}{'runs':>6}{'dist':>5}"
             f"{'predicted':>11}{'band':>18}{'error':>8}")
     print(head + "\n" + "-" * len(head))
-    preds = [predict(g, device="local", threads=args.threads) for _, g in nets]
-    measured = measure_rounds(nets, args.threads, args.time_limit, args.rounds)
+    preds = [predict(g, device="local", threads=args.threads, **kw) for _, g in nets]
+    measured = measure_rounds(nets, args.threads, args.time_limit, args.rounds, **kw)
     for (label, g), pred, m in zip(nets, preds, measured):
         macs = cost(g).total.macs
         rows.append((label, macs, m, pred))
@@ -164,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     a, b = np.linalg.lstsq(np.stack([macs_v / y, 1 / y], 1), np.ones(len(y)), rcond=None)[0]
     base = a * macs_v + b
     inside = np.mean([(pr.low_ms <= m.median_ms <= pr.high_ms) for _, _, m, pr in rows])
-    print(f"\n{len(rows)} networks, {rows[0][2].threads} threads, {rows[0][2].device}")
+    print(f"\n{len(rows)} networks, {args.backend} {args.dtype}, {rows[0][2].threads} threads, {rows[0][2].device}")
     print(f"{'':<28}{'Spearman':>10}{'±10%':>8}{'±20%':>8}")
     print(f"{'local tier':<28}{spearman(p, y):>10.3f}{100 * within(p, y, .1):>7.0f}%{100 * within(p, y, .2):>7.0f}%")
     print(f"{'MACs-proportional (fitted)':<28}{spearman(base, y):>10.3f}{100 * within(base, y, .1):>7.0f}%"

@@ -86,6 +86,30 @@ def test_stops_when_stable() -> None:
     assert t.stable and t.elapsed_s < 30
 
 
+def test_enqueued_calls_are_waited_for_once_per_run() -> None:
+    """calibrate on cuda: the calls of a run only enqueue work; ``end`` (the synchronisation) runs
+    once per run, inside the timed window, so the work it waits for is in the figure."""
+    log: list[str] = []
+
+    def end() -> None:
+        log.append("end")
+        time.sleep(0.004)  # the queued work the synchronisation waits for
+
+    t = time_runs(lambda: log.append("call"), inner=4, min_runs=5, time_limit_s=5, warmup=1, warmup_s=0, end=end)
+    runs = len(t.clean) + len(t.disturbed)
+    assert log.count("end") == runs + t.warmup and log.count("call") == 4 * runs + t.warmup
+    assert min(t.clean) >= 4.0 / 4  # 4 ms of waiting shared by the 4 calls of each run
+
+
+def test_cpu_runner_has_no_separate_queue(tiny) -> None:  # type: ignore[no-untyped-def]
+    from convscope.backends._runners import prepare, threads_set
+
+    with threads_set(1):
+        r = prepare(tiny, backend="torch", batch=1, dtype="fp32", threads=1, label="cpu")
+        assert r.enqueue is None and r.sync() is None
+        assert tuple(r.call().shape) == (1, 4)
+
+
 def test_interference_signal_from_samples() -> None:
     a = itf.Sample(0.0, 0.0, 0, 0, 0)
     busy = itf.disturbance(a, itf.Sample(0.1, 0.1, 40_000, 10, 0))

@@ -2,7 +2,10 @@
 
 * ``torch``: PyTorch eager on the CPU, ``inference_mode``, ``torch.set_num_threads(threads)``.
 * ``cuda``: PyTorch eager on the first GPU; every call ends with ``torch.cuda.synchronize()`` so the
-  time is the GPU's, not the launch queue's.
+  time is the GPU's, not the launch queue's.  ``Runner.enqueue`` is the same pass without the
+  synchronisation: calibrate times a layer as a stream of enqueued calls with one ``Runner.sync``
+  at the end of each sample, so its figure is what the layer costs inside an eager network, where
+  the CPU launches the next op while the GPU runs this one: the larger of launch and GPU time.
 * ``onnxruntime``: the network exported to ONNX (TorchScript exporter, opset 17, eval mode) and run
   by ONNX Runtime's CPU provider with ``ORT_ENABLE_ALL`` graph optimisations,
   ``intra_op_num_threads = threads`` and one inter-op thread.
@@ -42,11 +45,17 @@ MEASURABLE = ("torch", "cuda", "onnxruntime")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass
 class Runner:
     call: Callable[[], Any]  # one forward pass, synchronised
     device: str  # what it runs on, in words
     threads: int
+    enqueue: Callable[[], Any] | None = None  # one pass, not waited for (cuda); None: same as call
+    sync: Callable[[], None] = _nothing  # waits for what enqueue started
 
 
 def torch_dtype(dtype: str) -> torch.dtype:
@@ -77,14 +86,19 @@ def _torch_runner(graph: Graph, batch: int, dtype: str, threads: int, device: st
     dt = torch_dtype(dtype)
     module = build_module(graph, dtype=dt).to(device)
     xs = _inputs(graph, batch, dt, device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if device == "cuda" else _nothing
+
+    def enqueue() -> Any:
+        with torch.inference_mode():
+            return module(*xs)
 
     def call() -> Any:
-        with torch.inference_mode():
-            out = module(*xs)
+        out = enqueue()
         sync()
         return out
 
+    if device == "cuda":
+        return Runner(call, label, threads, enqueue, sync)
     return Runner(call, label, threads)
 
 

@@ -41,7 +41,7 @@ from convscope.analyses.latency import cold_weight_mb
 from convscope.backends import _interference as itf
 from convscope.backends._cache import Calibration, Fingerprint, LatencyStore, LayerTiming, default_threads, \
     core_cache_bytes, device_fingerprint, open_store
-from convscope.backends._runners import ort_session, prepare, steady_allocator, threads_set, torch_dtype
+from convscope.backends._runners import Runner, ort_session, prepare, steady_allocator, threads_set, torch_dtype
 from convscope.backends.measure import Progress, measure_graph, time_runs
 from convscope.errors import ConvscopeError, InputError
 from convscope.ir import ops as O
@@ -115,7 +115,7 @@ def _baseline_graph(backend: str) -> Graph:
     return b.build()
 
 
-def _call_for(g: Graph, backend: str, batch: int, dtype: str, threads: int) -> Callable[[], object]:
+def _runner_for(g: Graph, backend: str, batch: int, dtype: str, threads: int) -> Runner:
     steady_allocator()
     if backend == "onnxruntime":
         from convscope.backends.to_torch import build_module
@@ -124,8 +124,8 @@ def _call_for(g: Graph, backend: str, batch: int, dtype: str, threads: int) -> C
         xs = [torch.randn((batch, *n.out.shape)) for n in g.inputs]
         sess = ort_session(module, xs, threads)
         feed = {f"x{i}": x.numpy() for i, x in enumerate(xs)}
-        return lambda: sess.run(None, feed)
-    return prepare(g, backend=backend, batch=batch, dtype=dtype, threads=threads, label="").call
+        return Runner(lambda: sess.run(None, feed), "", threads)
+    return prepare(g, backend=backend, batch=batch, dtype=dtype, threads=threads, label="")
 
 
 class Busy(Exception):
@@ -135,8 +135,11 @@ class Busy(Exception):
 def time_kernel(g: Graph, *, backend: str, batch: int, dtype: str, threads: int,
                 limit_s: float = KERNEL_LIMIT_S) -> LayerTiming:
     """Median time of one call of the kernel graph ``g`` (call overhead not subtracted).  Raises
-    :class:`Busy` rather than return a figure made of disturbed samples."""
-    call = _call_for(g, backend, batch, dtype, threads)
+    :class:`Busy` rather than return a figure made of disturbed samples.  On ``cuda`` the calls of a
+    sample are enqueued back to back and synchronised once at its end (see ``_runners``): the
+    layer's cost inside an eager network, not one launch-and-wait round trip."""
+    runner = _runner_for(g, backend, batch, dtype, threads)
+    call = runner.call
     call()  # first call: lazy initialisation, not timed
     t0 = time.perf_counter()
     call()
@@ -147,8 +150,8 @@ def time_kernel(g: Graph, *, backend: str, batch: int, dtype: str, threads: int,
             call()
         once = max((time.perf_counter() - t0) / 10, 1e-7)
     inner = max(1, min(10000, int(SAMPLE_S / once)))
-    t = time_runs(call, inner=inner, min_runs=3, time_limit_s=max(limit_s, 3 * once), warmup=2,
-                  oversubscribed=threads > itf._NCPU)
+    t = time_runs(runner.enqueue or call, inner=inner, min_runs=3, time_limit_s=max(limit_s, 3 * once), warmup=2,
+                  oversubscribed=threads > itf._NCPU, end=runner.sync)
     if t.interrupted:
         raise KeyboardInterrupt
     if t.mixed or not t.clean:

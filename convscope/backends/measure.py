@@ -72,8 +72,10 @@ def _stable(v: Sequence[float]) -> bool:
 
 def time_runs(call: Callable[[], Any], *, inner: int = 1, min_runs: int = 10, time_limit_s: float = 10.0,
               warmup: int = 3, warmup_s: float | None = None, min_time_s: float = 0.0, max_runs: int = 2000,
-              oversubscribed: bool = False, progress: Callable[[float, int], None] | None = None) -> Timing:
-    """Time ``call`` (``inner`` calls per run), setting disturbed runs aside.  Warm up for ``warmup``
+              oversubscribed: bool = False, progress: Callable[[float, int], None] | None = None,
+              end: Callable[[], Any] | None = None) -> Timing:
+    """Time ``call`` (``inner`` calls per run, then ``end()`` inside the run: a GPU synchronisation
+    when ``call`` only enqueues work), setting disturbed runs aside.  Warm up for ``warmup``
     calls and ``warmup_s`` seconds (default a tenth of the limit, at most 1 s).  Stops when stable
     after ``min_runs`` clean runs and ``min_time_s`` seconds, at ``time_limit_s``, or - when the machine is busy - at three
     times the limit with whatever it has.  ``progress(elapsed_s, clean_runs)`` after each run."""
@@ -85,6 +87,8 @@ def time_runs(call: Callable[[], Any], *, inner: int = 1, min_runs: int = 10, ti
     try:
         while done_warm < warmup or time.perf_counter() - start < warm_s:
             call()
+            if end is not None:
+                end()
             done_warm += 1
             if done_warm >= warmup and time.perf_counter() - start >= time_limit_s:
                 break
@@ -92,6 +96,8 @@ def time_runs(call: Callable[[], Any], *, inner: int = 1, min_runs: int = 10, ti
             a = itf.sample()
             for _ in range(inner):
                 call()
+            if end is not None:
+                end()
             b = itf.sample(end=True)
             ms = (b.wall - a.wall) * 1e3 / inner
             if itf.disturbance(a, b, oversubscribed=oversubscribed).disturbed:

@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_json_arg(p)
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report with plots")
     p.add_argument("--measure", action="store_true", help="also build every network (random weights) and time it here")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"), help="runtime for local prediction and --measure")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "cuda"),
+                   help="runtime for local prediction and --measure (cuda: PyTorch on the first GPU)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for local prediction and --measure")
     p.add_argument("--width", type=int, metavar="COLS", help="terminal width")
     p.set_defaults(handler=run)
