@@ -43,6 +43,7 @@ class LayerRow:
     source: str | None = None
     target: str | None = None  # what an unknown op was
     ms: float | None = None  # predicted latency, when a prediction was asked for
+    shares: str | None = None  # the layer whose weights this one uses again (params counted there)
 
     @property
     def is_unknown(self) -> bool:
@@ -81,6 +82,8 @@ class LayerRow:
             d["source"] = self.source
         if self.ms is not None:
             d["ms"] = self.ms
+        if self.shares:
+            d["shares"] = self.shares
         return d
 
 

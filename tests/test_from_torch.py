@@ -240,7 +240,7 @@ def test_data_dependent_control_flow_falls_back_to_running_the_model() -> None:
     assert [n.name for n in g.nodes] == ["input", "a", "b", "add", "relu"]
 
 
-def test_shared_weights_and_mode_are_reported_and_restored() -> None:
+def test_shared_weights_are_counted_once_and_mode_is_restored() -> None:
     class Shared(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -254,7 +254,8 @@ def test_shared_weights_and_mode_are_reported_and_restored() -> None:
     g = graph_from_module(m, (4, 8, 8))
     assert m.training and m.bn.training and torch.equal(m.bn.running_mean, before)
     assert [n.name for n in g.nodes] == ["input", "conv", "bn", "conv_1"]
-    assert any("conv.weight is used by 2 calls" in n for n in g.meta_dict()["notes"])
+    assert g.node("conv_1").shares == "conv"  # counted once (tests/test_shared_weights.py)
+    assert analyze_graph(g).totals.params == sum(p.numel() for p in m.parameters())
 
 
 def test_a_reshape_that_folds_the_batch_is_refused_not_guessed() -> None:

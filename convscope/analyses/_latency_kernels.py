@@ -195,7 +195,7 @@ def _kernel(graph: Graph, group: list[Node], c: CostResult, batch: int, dtype: D
             work = 0
         flops[cls] = flops.get(cls, 0) + work
     read = sum(c.of(i).activation_bytes for g in group for i in g.inputs if i not in names)
-    weights = sum(c.of(g.name).weight_bytes for g in group
+    weights = sum(c.of(g.name).weights_read for g in group
                   if not (g.op is OpKind.BATCHNORM and len(group) > 1 and rules.fold_bn))
     written = c.of(group[-1].name).bytes_written
     head = group[0]

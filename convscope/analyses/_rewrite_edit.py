@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from convscope.ir.graph import Graph, GraphBuilder
+from convscope.ir.graph import Graph, GraphBuilder, Shares
 from convscope.ir.ops import Attrs, OpKind
 
 __all__ = ["NewNode", "Editor", "same_size_padding"]
@@ -80,6 +80,7 @@ class Editor:
             return alias.get(x, x)
 
         b = GraphBuilder(name or g.name)
+        shares = Shares()
         for node in g.nodes:
             if node.op is OpKind.INPUT:
                 shape = tuple(input_shape) if input_shape is not None else node.out.shape
@@ -92,9 +93,10 @@ class Editor:
                     b.add(nn.name, nn.op, nn.attrs, [m(i) for i in nn.inputs])
                 alias[node.name] = self._replace[node.name][-1].name
             else:
-                inputs = self._inputs.get(node.name, node.inputs)
-                b.add(node.name, node.op, self._attrs.get(node.name, node.attrs), [m(i) for i in inputs],
-                      source=node.source)
+                inputs = [m(i) for i in self._inputs.get(node.name, node.inputs)]
+                attrs = self._attrs.get(node.name, node.attrs)
+                b.add(node.name, node.op, attrs, inputs, source=node.source,
+                      shares=shares(b, node, node.name, node.op, attrs, inputs))
             extra = self._after.get(node.name)
             if extra:
                 for nn in extra:
@@ -113,11 +115,13 @@ def _pruned(graph: Graph) -> Graph:
     if all(n.name in keep or n.op is OpKind.INPUT for n in graph.nodes):
         return graph
     b = GraphBuilder(graph.name)
+    shares = Shares()
     for node in graph.nodes:
         if node.op is OpKind.INPUT:
             b.add_input(node.name, node.out.shape, layout=node.out, source=node.source)
         elif node.name in keep:
-            b.add(node.name, node.op, node.attrs, node.inputs, source=node.source)
+            b.add(node.name, node.op, node.attrs, node.inputs, source=node.source,
+                  shares=shares(b, node, node.name, node.op, node.attrs, node.inputs))
     return b.build(outputs=graph.outputs, meta=graph.meta_dict())
 
 

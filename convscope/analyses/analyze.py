@@ -62,6 +62,7 @@ def analyze_graph(
             reason=reasons.get(node.name),
             source=node.source,
             target=a.target if node.op is OpKind.UNKNOWN else None,  # type: ignore[union-attr]
+            shares=node.shares,
         ))
     total = c.total
     un_params = sum(x.params for x in rows if x.unproductive)

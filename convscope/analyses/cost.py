@@ -12,6 +12,8 @@
   affine), k_h·k_w per output element for pools, one per input element for global pools, four per
   output element for bilinear upsampling, three for softmax; none for pure data movement (concat,
   slice, reshape, permute, flatten, identity, pad, nearest upsampling).
+* shared weights (a node whose ``shares`` names another: a module called twice): its parameters
+  and weight bytes are counted once, at the node that holds them; every call still reads them.
 * memory (bytes, for ``batch`` images of ``dtype``): weight bytes, activation bytes per node,
   bytes read + written per node (inputs + weights + output; zero for ops that only relabel memory:
   identity, dropout, flatten, reshape), and the peak of live activations when nodes run in
@@ -31,7 +33,7 @@ from convscope.ir import ops as O
 from convscope.ir.graph import Graph, Node, TensorInfo
 from convscope.ir.ops import OpKind
 
-__all__ = ["ALIAS_OPS", "Cost", "CostResult", "DType", "NodeCost", "cost", "node_cost", "checked_dtype_batch"]
+__all__ = ["ALIAS_OPS", "Cost", "CostResult", "DType", "NodeCost", "cost", "node_cost", "node_cost_of", "checked_dtype_batch"]
 
 
 class DType(str, Enum):
@@ -75,10 +77,11 @@ class Cost:
 class NodeCost:
     name: str
     cost: Cost
-    weight_bytes: int
+    weight_bytes: int  # weights this node holds (0 when it shares another node's)
     activation_bytes: int
     bytes_read: int
     bytes_written: int
+    weights_read: int = 0  # weight bytes one call reads (its own, or the ones it shares)
 
     @property
     def bytes_moved(self) -> int:
@@ -239,8 +242,13 @@ require_all(_HANDLERS, OpKind, "cost handler")
 
 
 def node_cost(graph: Graph, node: Node) -> Cost:
-    """Cost of one node for batch 1."""
-    return _HANDLERS[node.op](node, [graph.node(i).out for i in node.inputs])
+    """Cost of one node for batch 1 (its own weights counted, shared or not)."""
+    return node_cost_of(node, [graph.node(i).out for i in node.inputs])
+
+
+def node_cost_of(node: Node, inputs: Sequence[TensorInfo]) -> Cost:
+    """Cost of one node for batch 1, given its inputs' shapes (for a graph still being built)."""
+    return _HANDLERS[node.op](node, inputs)
 
 
 def checked_dtype_batch(dtype: DType | str, batch: int) -> DType:
@@ -267,17 +275,19 @@ def cost(graph: Graph, *, dtype: DType | str = DType.FP32, batch: int = 1) -> Co
     act: dict[str, int] = {}
     for node in graph.nodes:
         c = node_cost(graph, node)
-        c = Cost(c.params, c.macs * batch, c.elementwise_ops * batch)
+        weights_read = c.params * b  # a node that shares another's weights still reads them...
+        c = Cost(0 if node.shares else c.params, c.macs * batch, c.elementwise_ops * batch)
         total = total + c
         out_bytes = node.out.numel * b * batch
         act[node.name] = out_bytes
-        wbytes = c.params * b
+        wbytes = c.params * b  # ...but holds none of its own
         if node.op in ALIAS_OPS or node.op is OpKind.INPUT:
             read = written = 0
         else:
-            read = sum(act[i] for i in node.inputs) + wbytes
+            read = sum(act[i] for i in node.inputs) + weights_read
             written = out_bytes
-        rows.append(NodeCost(node.name, c, wbytes, out_bytes, read, written))
+        rows.append(NodeCost(node.name, c, wbytes, out_bytes, read, written,
+                             0 if node.op in ALIAS_OPS or node.op is OpKind.INPUT else weights_read))
     peak = _peak_live(graph, act)
     return CostResult(
         tuple(rows), total, total.params * b, sum(act.values()), peak,

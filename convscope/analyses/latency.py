@@ -70,7 +70,7 @@ def cold_weight_mb(ks: Sequence[Kernel], c: CostResult, cache_bytes: int) -> lis
     or when ``cache_bytes`` is 0."""
     if cache_bytes <= 0 or c.weight_bytes <= cache_bytes:
         return [0.0] * len(ks)
-    w = {nc.name: nc.weight_bytes for nc in c.nodes}
+    w = {nc.name: nc.weights_read for nc in c.nodes}
     return [min(sum(w.get(n, 0) for n in k.nodes), cache_bytes) / 1e6 for k in ks]
 
 

@@ -303,6 +303,20 @@ def _functional(node: Node, oracle: bool) -> Fn:
     raise ConvscopeError(f"layer '{node.name}': no builder for op '{op.value}'")
 
 
+def _tie(mod: nn.Module, owner: nn.Module) -> None:
+    """Give ``mod`` the parameters of ``owner`` (a node that shares its weights): the same Parameter
+    objects, so ``sum(p.numel() for p in module.parameters())`` counts them once."""
+    subs = dict(owner.named_modules())
+    for path, sub in mod.named_modules():
+        o = subs.get(path)
+        if o is None:
+            continue
+        for k, p in o._parameters.items():
+            mine = sub._parameters.get(k)
+            if p is not None and mine is not None and mine.shape == p.shape:
+                sub._parameters[k] = p
+
+
 class GraphModule(nn.Module):
     """Runs a Graph.  ``forward(x)`` returns the output (a tuple if the graph has several)."""
 
@@ -312,11 +326,15 @@ class GraphModule(nn.Module):
         self.oracle = oracle
         self._flat = False
         steps = []
+        built: dict[str, nn.Module] = {}
         for node in graph.nodes:
             if node.op is OpKind.INPUT:
                 continue
             mod = _module_for(node, graph, oracle)
             if mod is not None:
+                built[node.name] = mod
+                if node.shares and node.shares in built:
+                    _tie(mod, built[node.shares])
                 self._register(node.name, mod)
                 steps.append((node.name, node.inputs, mod))
             else:

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from convscope.ir.graph import Graph, GraphBuilder
+from convscope.ir.graph import Graph, GraphBuilder, Shares
 
 __all__ = ["NodeName", "node_names", "rename"]
 
@@ -122,9 +122,12 @@ def rename(graph: Graph, mapping: Mapping[str, str]) -> Graph:
         return graph
     new = {n.name: mapping.get(n.name, n.name) for n in graph.nodes}
     b = GraphBuilder(graph.name)
+    shares = Shares(new)
     for n in graph.nodes:
         if not n.inputs and n.op.value == "input":
             b.add_input(new[n.name], n.out.shape, layout=n.out, source=n.source)
         else:
-            b.add(new[n.name], n.op, n.attrs, [new[i] for i in n.inputs], source=n.source)
+            ins = [new[i] for i in n.inputs]
+            b.add(new[n.name], n.op, n.attrs, ins, source=n.source,
+                  shares=shares(b, n, new[n.name], n.op, n.attrs, ins))
     return b.build(outputs=[new[o] for o in graph.outputs], meta=graph.meta_dict())

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from convscope.analyses.cost import node_cost
 from convscope.ir import ops as O
-from convscope.ir.graph import Graph, GraphBuilder, Node
+from convscope.ir.graph import Graph, GraphBuilder, Node, Shares
 from convscope.ir.ops import OpKind
 
 __all__ = ["fold"]
@@ -134,6 +134,7 @@ def fold(graph: Graph) -> Graph:
     if not replace and not dropped:
         return graph
     b = GraphBuilder(graph.name)
+    shares = Shares()
     for n in graph.nodes:
         if n.name in dropped:
             continue
@@ -143,5 +144,6 @@ def fold(graph: Graph) -> Graph:
             op, attrs, inputs, _ = replace[n.name]
             b.add(n.name, op, attrs, inputs, source=n.source)
         else:
-            b.add(n.name, n.op, n.attrs, n.inputs, source=n.source)
+            b.add(n.name, n.op, n.attrs, n.inputs, source=n.source,
+                  shares=shares(b, n, n.name, n.op, n.attrs, n.inputs))
     return b.build(outputs=graph.outputs, meta=graph.meta_dict())

@@ -41,6 +41,10 @@ class Unsupported(Exception):
 
 NO_BATCH = -1
 
+# Ops whose parameters the IR derives from their attributes (the ones that can share weights).
+WEIGHTED = frozenset({OpKind.CONV, OpKind.CONV_T, OpKind.LINEAR, OpKind.BATCHNORM, OpKind.LAYERNORM,
+                      OpKind.GROUPNORM, OpKind.ACT})
+
 
 @dataclass(eq=False, slots=True)
 class TVal:
@@ -159,6 +163,8 @@ class Lowering:
             self.param_sizes[pname] = math.prod(p.shape)
         self.counted: set[str] = set()  # parameters whose values are in some node's params
         self.twice: dict[str, int] = {}  # parameters counted more than once (shared weights)
+        self.owner: dict[str, str] = {}  # parameter -> the weighted node that holds it
+        self._pending: tuple[str, ...] = ()  # the parameters of the weighted op about to be emitted
         self._const_nodes: dict[tuple[int, tuple[int, ...], tuple[str, ...]], tuple[str, Any]] = {}
         self.notes: list[str] = []
         self.scope: list[str] = []
@@ -182,7 +188,10 @@ class Lowering:
         self.param_sizes.setdefault(name, size)
 
     def count(self, names: Iterable[str]) -> int:
-        """Mark parameters as counted; the number of their values not counted before."""
+        """Mark parameters as counted; the number of their values not counted before.  They are
+        taken to be the weights of the next weighted node :meth:`emit` adds (see ``_shares``)."""
+        names = tuple(names)
+        self._pending = tuple(n for n in names if n in self.param_sizes)
         n = 0
         for name in names:
             if name not in self.param_sizes:
@@ -212,11 +221,16 @@ class Lowering:
     def emit(self, name: str, op: OpKind, attrs: O.Attrs, inputs: Sequence[TVal | ConstVal], *,
              bpos: int | None = None, source: str | None = None) -> TVal:
         """Add one node; ConstVal inputs become ``constant`` nodes aligned with the first TVal."""
+        pending, self._pending = self._pending, ()
         partner = next((x for x in inputs if isinstance(x, TVal)), None)
         ins = [x.node if isinstance(x, TVal) else self.const_node(x, partner) for x in inputs]
         node = self.unique(name)
-        self.b.add(node, op, attrs, ins, source=source)
+        shares = self._shares(pending, op, attrs, ins) if op in WEIGHTED else None
+        self.b.add(node, op, attrs, ins, source=source, shares=shares)
         self.added.append(node)
+        if op in WEIGHTED:
+            for p in pending:
+                self.owner.setdefault(p, node)
         shape = self.b.info(node).shape
         if bpos is None:
             if partner is None:
@@ -229,6 +243,30 @@ class Lowering:
             return TVal(node, shape, NO_BATCH)
         bpos = min(bpos, len(shape))
         return TVal(node, shape[:bpos] + (self.batch,) + shape[bpos:], bpos)
+
+    def _shares(self, pending: tuple[str, ...], op: OpKind, attrs: O.Attrs, ins: Sequence[str]) -> str | None:
+        """The node whose weights a new weighted node uses again (a module called a second time), or
+        None: all of its parameters belong to that one node, which holds exactly them and has
+        weights of the same shapes.  Anything less clear-cut is counted again, with a note."""
+        from convscope.analyses.cost import node_cost_of
+
+        owners = {self.owner.get(p) for p in pending}
+        if len(owners) != 1 or None in owners:
+            return None
+        owner = owners.pop()
+        assert owner is not None
+        if self.b.share_problem(owner, op, attrs, ins) is not None:
+            return None
+        o = self.b.get(owner)
+        if node_cost_of(o, [self.b.info(i) for i in o.inputs]).params != sum(self.param_sizes[p] for p in pending):
+            return None
+        for p in pending:  # counted once after all: no note
+            k = self.twice.get(p, 1) - 1
+            if k > 1:
+                self.twice[p] = k
+            else:
+                self.twice.pop(p, None)
+        return owner
 
     def const_node(self, c: ConstVal, partner: TVal | None, hint: str | None = None) -> str:
         """The IR ``constant`` node of a ConstVal.  Aligned with a batched partner (PyTorch

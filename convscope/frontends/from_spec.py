@@ -165,12 +165,20 @@ def _join(ns: str, name: str) -> str:
     return f"{ns}.{name}" if ns else name
 
 
+# Ops whose weights ``shares:`` can point at (the others have none to share; an activation only
+# when it has learnt slopes, PReLU).
+SHARED_OPS = frozenset({OpKind.CONV, OpKind.CONV_T, OpKind.LINEAR, OpKind.BATCHNORM, OpKind.LAYERNORM,
+                        OpKind.GROUPNORM, OpKind.ACT})
+
+
 class _Ctx:
     """What a simple-op handler sees: its inputs and a way to add nodes under its name."""
 
-    def __init__(self, walker: "_Walker", base: str, prev: str, inputs: tuple[str, ...] | None, mark: Mark):
+    def __init__(self, walker: "_Walker", base: str, prev: str, inputs: tuple[str, ...] | None, mark: Mark,
+                 shares: str | None = None):
         self.walker = walker
         self.base = base
+        self.shares = shares  # the item whose weights this one uses again (its nodes, suffix by suffix)
         self.prev = prev
         self.from_given = inputs is not None
         self.inputs = inputs if inputs is not None else (prev,)
@@ -183,7 +191,14 @@ class _Ctx:
 
     def add(self, op: OpKind, attrs: Any, inputs: tuple[str, ...] | None = None, suffix: str | None = None) -> str:
         name = self.base if suffix is None else f"{self.base}.{suffix}"
-        return self.walker.add(name, op, attrs, inputs if inputs is not None else (self.x,), self.mark)
+        owner = None
+        if self.shares is not None:
+            if op in SHARED_OPS and (op is not OpKind.ACT or attrs.channels):
+                owner = self.shares if suffix is None else f"{self.shares}.{suffix}"
+            elif suffix is None:
+                fail(self.walker.file, self.mark,
+                     f"'shares': layer '{name}' ({getattr(attrs, 'fn', op.value)}) has no weights to share")
+        return self.walker.add(name, op, attrs, inputs if inputs is not None else (self.x,), self.mark, shares=owner)
 
 
 class _Walker:
@@ -195,23 +210,26 @@ class _Walker:
         self.builder = builder
 
     # -- helpers ---------------------------------------------------------------------------------
-    def add(self, name: str, op: OpKind, attrs: Any, inputs: tuple[str, ...], mark: Mark) -> str:
+    def add(self, name: str, op: OpKind, attrs: Any, inputs: tuple[str, ...], mark: Mark,
+            shares: str | None = None) -> str:
         try:
-            return self.builder.add(name, op, attrs, inputs, source=f"{self.file}:{mark[0]}:{mark[1]}")
+            return self.builder.add(name, op, attrs, inputs, source=f"{self.file}:{mark[0]}:{mark[1]}",
+                                    shares=shares)
         except GraphError as exc:
             fail(self.file, mark, f"layer '{name}': {exc.detail}")
 
-    def resolve(self, ref: Any, ns: str, mark: Mark) -> str:
+    def resolve(self, ref: Any, ns: str, mark: Mark, key: str = "from") -> str:
         if not isinstance(ref, str):
-            fail(self.file, mark, f"'from' must name earlier layers, got {ref!r}")
+            fail(self.file, mark, f"'{key}' must name earlier layers, got {ref!r}")
         for cand in (_join(ns, ref), ref):
-            if cand in self.builder:
+            if cand in self.builder or (key == "shares" and self.builder.has_scope(cand)):
                 return cand
         later = f"name: {ref}" in self.text or f"name: '{ref}'" in self.text or f'name: "{ref}"' in self.text
         if later:
-            fail(self.file, mark, f"'from': '{ref}' is defined later in the file; a layer can only take "
-                                  "earlier layers as input (this would make a cycle)")
-        fail(self.file, mark, f"'from': no earlier layer named '{ref}'"
+            rule = ("a layer can only take earlier layers as input (this would make a cycle)" if key == "from"
+                    else "a layer can only use the weights of an earlier layer")
+            fail(self.file, mark, f"'{key}': '{ref}' is defined later in the file; {rule}")
+        fail(self.file, mark, f"'{key}': no earlier layer named '{ref}'"
                               + (f" (looked for '{_join(ns, ref)}' and '{ref}')" if ns else ""))
 
     # -- lists and items -------------------------------------------------------------------------
@@ -242,12 +260,13 @@ class _Walker:
     def walk_item(self, item: Any, j: int, x: str, ns: str, path: str, env: Mapping[str, Any],
                   stack: tuple[str, ...], mark: Mark, scope: str | None = None) -> str:
         item = substitute(item, env, self.file, mark, self._memo)
+        shares = None
         if isinstance(item, str):
             key, args, item_name, from_ = item, None, None, None
         elif isinstance(item, dict):
             if "repeat" in item:
                 return self._repeat(item, j, x, ns, path, env, stack, mark, scope)
-            keys = [k for k in item if k not in ("name", "from")]
+            keys = [k for k in item if k not in ("name", "from", "shares")]
             if len(keys) != 1:
                 fail(self.file, mark, "a layer is a mapping with exactly one op, like '- conv: {out: 16, k: 3}'"
                                       f" (got keys: {', '.join(map(str, item)) or 'none'})")
@@ -255,6 +274,7 @@ class _Walker:
             args = item[key]
             item_name = item.get("name")
             from_ = item.get("from")
+            shares = item.get("shares")
         else:
             fail(self.file, mark, f"a layer must be an op name or a mapping, got {item!r}")
         if not isinstance(key, str):
@@ -264,7 +284,11 @@ class _Walker:
             args = YMap({SHORTHAND[key]: args})
             args.mark = amark
             args.value_marks = {SHORTHAND[key]: amark}
-        if isinstance(args, dict) and ("name" in args or "from" in args):
+        if isinstance(args, dict) and ("name" in args or "from" in args or "shares" in args):
+            if "shares" in args:
+                if shares is not None:
+                    fail(self.file, amark, "'shares' is given twice (on the item and in its arguments)")
+                shares = args["shares"]
             if "name" in args:
                 if item_name is not None:
                     fail(self.file, amark, "'name' is given twice (on the item and in its arguments)")
@@ -273,7 +297,7 @@ class _Walker:
                 if from_ is not None:
                     fail(self.file, amark, "'from' is given twice (on the item and in its arguments)")
                 from_ = args["from"]
-            args = _without(args, ("name", "from"))
+            args = _without(args, ("name", "from", "shares"))
         elif args is not None and not isinstance(args, dict) and (key in SIMPLE_OPS or key in self.blocks):
             fail(self.file, amark, f"{key}: arguments must be a mapping like {{k: 3}}, got {args!r}")
         if item_name is not None and (not isinstance(item_name, str) or not item_name):
@@ -284,6 +308,11 @@ class _Walker:
             if not refs:
                 fail(self.file, mark, "'from' must name at least one layer")
             inputs = tuple(self.resolve(r, ns, mark) for r in refs)
+        owner = None
+        if shares is not None:
+            if key not in SIMPLE_OPS:
+                fail(self.file, mark, f"'shares' applies to a single op (conv, linear, bn…), not to '{key}'")
+            owner = self.resolve(shares, ns, mark, key="shares")
         if key == "residual":
             return self._residual(args, j, inputs[0] if inputs else x, ns, path, env, stack, amark, item_name, scope)
         if key == "parallel":
@@ -294,7 +323,7 @@ class _Walker:
             if inputs is not None and len(inputs) > 1 and key not in ("add", "mul", "concat"):
                 fail(self.file, mark, f"{key} takes one input, but 'from' names {len(inputs)}")
             base = _join(ns, item_name) if item_name else f"{path}.{j}.{key}"
-            ctx = _Ctx(self, base, x, inputs, mark)
+            ctx = _Ctx(self, base, x, inputs, mark, owner)
             return SIMPLE_OPS[key](Args(key, args, self.file, amark), ctx)
         known = list(SIMPLE_OPS) + list(STRUCTURAL) + list(self.blocks)
         fail(self.file, mark, f"unknown op or block '{key}'{_suggest(key, known)}; "

@@ -243,6 +243,8 @@ def _layer(node: Node, graph: Graph, prev: str, rename: dict[str, str]) -> dict[
     op, args = writer(node, graph)
     args = dict(args)
     args["name"] = node.name
+    if node.shares:
+        args["shares"] = node.shares
     ins = [rename.get(i, i) for i in node.inputs]
     if node.op in (OpKind.ADD, OpKind.MUL, OpKind.CONCAT):
         if len(ins) < 2:

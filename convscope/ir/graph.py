@@ -8,11 +8,11 @@ positions, e.g. a LayerNorm over channels after a permute versus a Linear over a
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from convscope.errors import GraphError
-from convscope.ir.ops import OpKind, Attrs, InputAttrs, attrs_from_dict, attrs_to_dict
+from convscope.ir.ops import Attrs, ConvAttrs, InputAttrs, OpKind, attrs_from_dict, attrs_to_dict
 
 __all__ = ["TensorInfo", "Node", "Graph", "GraphBuilder"]
 
@@ -64,7 +64,9 @@ def image(c: int, h: int, w: int) -> TensorInfo:
 
 @dataclass(frozen=True, slots=True)
 class Node:
-    """One operation.  ``source`` says where it came from (``net.yaml:12:5``, a module path, …)."""
+    """One operation.  ``source`` says where it came from (``net.yaml:12:5``, a module path, …).
+    ``shares`` names an earlier node whose weights this one uses again (a module called twice): its
+    parameters are counted once, at that node, while every call still reads them."""
 
     name: str
     op: OpKind
@@ -72,6 +74,7 @@ class Node:
     attrs: Attrs
     out: TensorInfo
     source: str | None = None
+    shares: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -83,6 +86,8 @@ class Node:
         }
         if self.source:
             d["source"] = self.source
+        if self.shares:
+            d["shares"] = self.shares
         return d
 
 
@@ -155,7 +160,8 @@ class Graph:
             if nd["name"] in by_name:
                 raise GraphError("duplicate layer name", layer=nd["name"])
             by_name[nd["name"]] = nd
-        order = _topological([(nd["name"], list(nd["inputs"])) for nd in raw])
+        order = _topological([(nd["name"], list(nd["inputs"]) + ([nd["shares"]] if nd.get("shares") else []))
+                              for nd in raw])
         b = GraphBuilder(d["name"])
         for name in order:
             nd = by_name[name]
@@ -165,8 +171,36 @@ class Graph:
                 out = TensorInfo.from_dict(nd["out"]) if "out" in nd else None
                 b.add_input(name, attrs.shape, layout=out, source=nd.get("source"))  # type: ignore[union-attr]
             else:
-                b.add(name, op, attrs, nd["inputs"], source=nd.get("source"))
+                b.add(name, op, attrs, nd["inputs"], source=nd.get("source"), shares=nd.get("shares"))
         return b.build(outputs=d.get("outputs") or None, meta=d.get("meta") or {})
+
+
+class Shares:
+    """Carries ``Node.shares`` through a rebuild: a renamed owner is followed (``rename``); when the
+    owner is gone (a trunk cut before it) or no longer fits (a rewrite changed it), the first node
+    that shared it holds the weights itself and the later ones share that node's."""
+
+    def __init__(self, rename: Mapping[str, str] | None = None):
+        self.rename = dict(rename or {})
+        self.holder: dict[str, str] = {}
+
+    def __call__(self, b: "GraphBuilder", node: Node, name: str, op: OpKind, attrs: Attrs,
+                 inputs: Iterable[str]) -> str | None:
+        if not node.shares:
+            return None
+        owner = self.holder.get(node.shares) or self.rename.get(node.shares, node.shares)
+        if owner in b and b.share_problem(owner, op, attrs, inputs) is None:
+            return owner
+        self.holder.setdefault(node.shares, name)
+        return None
+
+
+def _weight_key(attrs: Attrs, x: TensorInfo) -> tuple[Any, ...]:
+    """What fixes the shapes of a node's weights: its attributes (a convolution's stride, padding and
+    dilation aside) and its input's channels (features, for a tensor without a channel axis)."""
+    if isinstance(attrs, ConvAttrs):
+        attrs = replace(attrs, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), output_padding=(0, 0))
+    return attrs, x.channels if x.channels is not None else x.shape[-1]
 
 
 def _topological(items: list[tuple[str, list[str]]]) -> list[str]:
@@ -209,6 +243,10 @@ class GraphBuilder:
     def info(self, name: str) -> TensorInfo:
         return self._by_name[name].out
 
+    def has_scope(self, prefix: str) -> bool:
+        """A node named ``prefix`` or ``prefix.…`` exists (an op that added several nodes)."""
+        return prefix in self._by_name or any(n.startswith(prefix + ".") for n in self._by_name)
+
     def get(self, name: str) -> Node:
         return self._by_name[name]
 
@@ -241,6 +279,7 @@ class GraphBuilder:
 
     def add(
         self, name: str, op: OpKind, attrs: Attrs, inputs: Iterable[str], *, source: str | None = None,
+        shares: str | None = None,
     ) -> str:
         from convscope.ir.shapes import infer  # local: shapes imports this module's types
 
@@ -253,8 +292,29 @@ class GraphBuilder:
             out = infer(op, attrs, [self._by_name[i].out for i in inputs])
         except (ValueError, ZeroDivisionError) as exc:
             raise GraphError(str(exc), layer=name, source=source) from None
-        self._append(Node(name, op, inputs, attrs, out, source))
+        if shares is not None:
+            why = self.share_problem(shares, op, attrs, inputs)
+            if why:
+                raise GraphError(f"cannot share the weights of '{shares}': {why}", layer=name, source=source)
+            shares = self._by_name[shares].shares or shares  # always the node that holds them
+        self._append(Node(name, op, inputs, attrs, out, source, shares))
         return name
+
+    def share_problem(self, owner: str, op: OpKind, attrs: Attrs, inputs: Iterable[str]) -> str | None:
+        """Why a new node (op, attrs, inputs) cannot use the weights of ``owner``; None if it can:
+        same op, and the same weight shapes (a convolution may differ in stride, padding and
+        dilation)."""
+        if owner not in self._by_name:
+            return "no earlier layer has that name"
+        o = self._by_name[owner]
+        if o.op is not op:
+            return f"it is a {o.op.value}, this is a {op.value}"
+        inputs = tuple(inputs)
+        if not o.inputs or not inputs:
+            return "only layers with an input share weights"
+        if _weight_key(attrs, self._by_name[inputs[0]].out) != _weight_key(o.attrs, self._by_name[o.inputs[0]].out):
+            return "its weights have another shape"
+        return None
 
     def _append(self, node: Node) -> None:
         self._nodes.append(node)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from convscope.errors import GraphError
-from convscope.ir.graph import Graph, GraphBuilder, Node
+from convscope.ir.graph import Graph, GraphBuilder, Node, Shares
 from convscope.ir.ops import OpKind
 
 __all__ = ["with_input", "rebuild", "subgraph_until"]
@@ -22,13 +22,16 @@ def rebuild(
     """Re-add every node in order.  ``edit(node, builder)`` may return new attrs for the node (or
     ``None`` to keep them); the builder gives it the new input shapes."""
     b = GraphBuilder(name or graph.name)
+    shares = Shares()
     for node in graph.nodes:
         if node.op is OpKind.INPUT:
             shape = tuple(input_shape) if input_shape is not None else node.out.shape
             b.add_input(node.name, shape, source=node.source)
             continue
         attrs = edit(node, b) if edit is not None else None
-        b.add(node.name, node.op, attrs if attrs is not None else node.attrs, node.inputs, source=node.source)
+        attrs = attrs if attrs is not None else node.attrs
+        b.add(node.name, node.op, attrs, node.inputs, source=node.source,
+              shares=shares(b, node, node.name, node.op, attrs, node.inputs))
     return b.build(outputs=graph.outputs, meta=graph.meta_dict())
 
 
@@ -57,11 +60,13 @@ def subgraph_until(graph: Graph, layer: str, *, name: str | None = None) -> Grap
         if node.name in keep:
             keep.update(node.inputs)
     b = GraphBuilder(name or f"{graph.name}[:{layer}]")
+    shares = Shares()
     for node in graph.nodes:
         if node.name not in keep:
             continue
         if node.op is OpKind.INPUT:
             b.add_input(node.name, node.out.shape, source=node.source)
         else:
-            b.add(node.name, node.op, node.attrs, node.inputs, source=node.source)
+            b.add(node.name, node.op, node.attrs, node.inputs, source=node.source,
+                  shares=shares(b, node, node.name, node.op, node.attrs, node.inputs))
     return b.build(outputs=[layer], meta=graph.meta_dict())

@@ -71,7 +71,7 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
         is_border = r.name == a.border_layer
         if not (all_layers or r.op in MAIN_OPS or r.unproductive or is_border):
             continue
-        mark = ""
+        mark = f"weights of {r.shares}" if r.shares else ""
         style = None
         if r.unproductive:
             mark, style = "unproductive" if not narrow else "unprod.", "red"
