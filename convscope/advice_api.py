@@ -55,7 +55,7 @@ def suggest(
     *,
     input: Sequence[int] | None = None,
     device: str | None = None,
-    backend: str = "torch",
+    backend: str | None = None,
     dtype: str = "fp32",
     batch: int = 1,
     threads: int | None = None,

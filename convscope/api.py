@@ -26,10 +26,10 @@ __all__ = ["load_graph", "analyze", "analyze_resolutions", "parse_shape", "descr
 _FACTORY = re.compile(r"^(?P<mod>[^:]+):(?P<fn>[A-Za-z_][A-Za-z0-9_]*)$")
 
 
-def parse_shape(text: str | Sequence[int], what: str = "--input") -> tuple[int, ...]:
+def parse_shape(text: str | Sequence[int], what: str = "input") -> tuple[int, ...]:
     """'3,224,224' or (3, 224, 224) -> (3, 224, 224), with an error that quotes the value."""
     if isinstance(text, str):
-        parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+        parts = [p.strip() for p in text.replace("x", ",").split(",")]
         try:
             shape = tuple(int(p) for p in parts)
         except ValueError:
@@ -118,7 +118,7 @@ def analyze(
     dtype: DType | str = "fp32",
     batch: int = 1,
     device: Any = None,
-    backend: str = "torch",
+    backend: str | None = None,
     threads: int | None = None,
     fit: str | os.PathLike[str] | None = None,
     on_missing: str = "measure",
@@ -147,7 +147,7 @@ def analyze_resolutions(
     dtype: DType | str = "fp32",
     batch: int = 1,
     device: Any = None,
-    backend: str = "torch",
+    backend: str | None = None,
     threads: int | None = None,
     fit: str | os.PathLike[str] | None = None,
     on_missing: str = "measure",

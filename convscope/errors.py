@@ -37,6 +37,7 @@ class SpecError(ConvscopeError):
         self.file = file
         self.line = line
         self.column = column
+        self.detail = message  # without the position
         pos = file
         if line is not None:
             pos += f":{line}"

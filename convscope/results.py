@@ -133,7 +133,7 @@ class LatencyPrediction:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "tier": self.tier, "device": self.device, "backend": self.backend, "batch": self.batch,
-            "ms": self.ms, "low_ms": self.low_ms, "high_ms": self.high_ms, "dtype": self.dtype,
+            "ms": float(self.ms), "low_ms": float(self.low_ms), "high_ms": float(self.high_ms), "dtype": self.dtype,
         }
         if self.threads is not None:
             d["threads"] = self.threads

@@ -55,7 +55,7 @@ def json_number(v: object) -> int | float | None:
     """JSON has no infinity: ∞ (a global receptive field) is written as null; fractions as floats."""
     if v is None:
         return None
-    if isinstance(v, float) and math.isinf(v):
+    if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, Fraction):
         return int(v) if v.denominator == 1 else float(v)

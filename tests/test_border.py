@@ -103,3 +103,25 @@ def test_a_network_without_an_image_input_has_no_feasible_range() -> None:
     b.add("fc", OpKind.LINEAR, O.LinearAttrs(4), ["input"])
     a = analyze_graph(b.build())
     assert a.feasible_resolution == (None, None) and a.border_layer is None and a.totals.params == 68
+
+
+def test_feasible_lower_bound_of_a_network_that_only_runs_at_even_sizes() -> None:
+    """A strided conv added to a 2x2 pool lines up only at even sizes: the smallest feasible
+    resolution is found by trying every size, not by bisecting on a property that does not hold."""
+    from convscope.errors import ConvscopeError
+    from convscope.ir.transform import with_input
+
+    layers = [{"parallel": {"merge": "add", "branches": [[{"conv": {"out": 3, "k": 3, "s": 2}}], [{"maxpool": {"k": 2}}]]}},
+              *[{"conv": {"out": 4, "k": 3}} for _ in range(5)]]
+    g = graph_from_spec_data({"name": "t", "input": [3, 16, 16], "layers": layers})
+    lo, hi = analyze_graph(g).feasible_resolution
+    brute = None
+    for r in range(1, 64):  # the oracle: analyse at every size
+        try:
+            gr = with_input(g, (3, r, r))
+        except ConvscopeError:
+            continue
+        if not [x for x in analyze_graph(gr).unproductive_layers() if x.params]:
+            brute = r
+            break
+    assert (lo, hi) == (brute, 23) == (20, 23)

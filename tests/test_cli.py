@@ -77,6 +77,10 @@ def test_bad_flags_exit_2(capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["analyze", "zoo:allconv", "--input", "3,32"]) == 2
     assert "--input must be three positive integers" in capsys.readouterr().err
     assert main(["analyze", "zoo:allconv", "--res", "32,x"]) == 2
+    for flag, value in (("--res", ""), ("--res", "32,,64"), ("--res", "16,"), ("--input", ""), ("--input", "3,,32")):
+        capsys.readouterr()
+        assert main(["analyze", "zoo:allconv", flag, value]) == 2, (flag, value)
+        assert f"{flag} must be" in capsys.readouterr().err
     assert main(["analyze"]) == 2
     assert main(["frobnicate"]) == 2
 

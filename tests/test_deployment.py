@@ -241,3 +241,67 @@ def test_plan_file_is_checked_before_anything_runs(nets: Path) -> None:
 
 def test_network_results_serialise() -> None:
     assert NetworkResult.to_dict  # the JSON of a network is exercised in test_reasons_name_the_facts
+
+
+# --- found by an audit against FORMATS.md / DESIGN.md on plans of its own --------------------------
+def test_nan_and_infinite_numbers_are_plan_errors(nets: Path) -> None:
+    for body, extra, what in (
+        ("  s:\n    switch:\n      networks: {a: big.yaml, b: small.yaml}\n      schedule: {a: .nan, b: 1}\n", "",
+         "the share of 'a' must be a number >= 0, got nan"),
+        ("  one:\n    single: big.yaml\n", "constraints: {fps: .inf}\n", "constraint 'fps' must be a positive number"),
+    ):
+        with pytest.raises(SpecError, match=what) as info:
+            compare(str(plan(nets, body, extra)), predictor=fake)
+        assert f"{nets / 'plan.yaml'}:" in str(info.value)
+
+
+def test_an_unknown_device_names_the_plan_line_or_the_option(nets: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    p = nets / "dev.yaml"
+    p.write_text("name: d\ninput: [3, 32, 32]\ndevice: raspi5\ncandidates:\n  one:\n    single: big.yaml\n")
+    assert main(["compare", str(p)]) == 2
+    assert f"{p}:3:9: device 'raspi5': 'raspi5' is not a device profile (did you mean raspi4?)" in capsys.readouterr().err
+    assert main(["compare", str(p), "--device", "nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert "--device nowhere:" in err and str(p) not in err
+
+
+def test_compare_predicts_with_the_profiles_own_runtime_like_analyze(nets: Path) -> None:
+    from convscope.api import analyze
+
+    p = nets / "r.yaml"
+    p.write_text("name: r\ninput: [3, 32, 32]\ndevice: raspi4\ncandidates:\n  one:\n    single: big.yaml\n")
+    net = compare(str(p)).candidates[0].networks[0].analysis.latency
+    alone = analyze(str(nets / "big.yaml"), device="raspi4").latency
+    assert net is not None and alone is not None
+    assert (net.backend, net.ms) == (alone.backend, alone.ms) == ("tflite", alone.ms)
+
+
+def test_python_factories_resolve_relative_to_the_plan(nets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (nets / "models").mkdir()
+    code = ("import torch.nn as nn\n"
+            "def small():\n    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),"
+            " nn.Flatten(), nn.Linear(4, 2))\n")
+    (nets / "models" / "facts.py").write_text(code)
+    (nets / "planpkg_nets.py").write_text(code)
+    p = nets / "f.yaml"
+    p.write_text("name: f\ninput: [3, 32, 32]\ndevice: raspi4\ncandidates:\n  file:\n    single: models/facts.py:small\n"
+                 "  module:\n    single: planpkg_nets:small\n")
+    monkeypatch.chdir(nets / "models")  # neither resolves from the working directory
+    got = compare(str(p))
+    assert [c.networks[0].analysis.totals.params for c in got.candidates] == [3 * 4 * 9 + 4 + 4 * 2 + 2] * 2
+
+
+def test_heads_are_analysed_in_the_pixels_of_the_plans_input(nets: Path) -> None:
+    """A head behind a trunk sees what the trunk saw: its receptive field, border layer and
+    unproductive share are those of trunk + head at the plan's input, not of a 16-px 'image'."""
+    (nets / "deep_head.yaml").write_text(
+        "name: deep\ninput: [16, 16, 16]\nlayers:\n" + "".join(f"  - conv: {{out: 16, k: 3, name: h{i}}}\n" for i in range(8))
+        + "  - gap\n  - linear: {out: 2, name: fc}\n")
+    p = plan(nets, "  t:\n    trunk: {network: big.yaml, cut: b}\n    heads: [deep_head.yaml]\n")
+    head = compare(str(p), predictor=fake).candidates[0].networks[1]
+    rows = {r.name: r for r in head.analysis.layers}
+    # trunk up to b: a (3x3), b (3x3 / 2) -> rf 5, jump 2 in image pixels; each head conv adds 2·2
+    assert [rows[f"h{i}"].rf_min[0] for i in range(8)] == [9, 13, 17, 21, 25, 29, 33, 37]
+    assert head.analysis.border_layer == "h6"  # the first past 32 px (alone, at "16 px", it would be h7)
+    assert [r.name for r in head.analysis.layers if r.unproductive] == ["h7"]
+    assert head.analysis.unproductive_share[0] == pytest.approx(rows["h7"].params / head.analysis.totals.params)

@@ -190,6 +190,12 @@ BAD = {
     "block_missing_arg": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {c: null}\n    layers: [conv: {out: $c, k: 1}]\n"
                           "layers:\n  - b: {}\n", r":8:8: block 'b': missing argument 'c'"),
     "duplicate_key": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 8, k: 3, out: 4}\n", r":4:26: duplicate key 'out'"),
+    "layers_not_a_list": ("name: t\ninput: [3, 8, 8]\nlayers: relu\n", r":3:9: 'layers' must be a list of layers"),
+    "huge_repeat": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - repeat: 99999999999\n    layers: [relu]\n",
+                    r":4:13: repeat: at most 10000 copies, got 99999999999"),
+    "nested_too_deep": ("name: t\ninput: [3, 8, 8]\nlayers:\n" + "".join(
+        "  " * (i + 1) + "- repeat: 1\n" + "  " * (i + 2) + "layers:\n" for i in range(300)) + "  " * 302 + "- relu\n",
+                        r":4:3: the layers nest too deeply"),
     "linear_on_map": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - linear: 10\n", r"linear needs a vector.*add gap or flatten"),
 }
 

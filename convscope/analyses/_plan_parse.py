@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,7 @@ class Plan:
     constraints: Constraints = field(default_factory=Constraints)
     device: str = "local"
     file: str = "<plan>"
+    device_mark: Mark = (0, 0)  # where the plan names its device (0, 0: it does not)
 
 
 def is_plan_file(ref: str) -> bool:
@@ -84,7 +86,8 @@ def load_plan(path: str | Path) -> Plan:
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite int or float (YAML's .nan and .inf are not numbers a plan can use)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 class _Reader:
@@ -102,7 +105,8 @@ class _Reader:
         if v.startswith("zoo:"):
             return NetRef(v, v, role, mark)
         low = v.lower()
-        if low.endswith((".yaml", ".yml", ".onnx")) or "/" in v:
+        file_factory = _FACTORY.match(v) is not None and v.partition(":")[0].endswith(".py")
+        if not file_factory and (low.endswith((".yaml", ".yml", ".onnx")) or "/" in v):
             target = (self.base / v) if not Path(v).is_absolute() else Path(v)
             if not target.exists():
                 fail(self.file, mark, f"{where}: network file '{v}' not found (looked for {target})")
@@ -166,7 +170,8 @@ def parse_plan(data: Any, *, file: str = "<plan>", base: Path | None = None) -> 
         fail(file, data.vmark("candidates") if "candidates" in data else data.mark,
              "'candidates' must be a non-empty mapping of candidate name -> plan")
     out = [_candidate(str(cname), body, cands.vmark(cname), r) for cname, body in cands.items()]
-    return Plan(name, (shape[0], shape[1], shape[2]), tuple(out), constraints, device, file)
+    return Plan(name, (shape[0], shape[1], shape[2]), tuple(out), constraints, device, file,
+                data.vmark("device") if "device" in data else (0, 0))
 
 
 def _constraints(data: YMap, r: _Reader) -> Constraints:

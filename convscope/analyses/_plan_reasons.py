@@ -33,8 +33,10 @@ def _lead(cmp: "Comparison") -> list[str]:
     out.append(line)
     if v.tied_with:
         others = ", ".join(f"'{n}' ({_band(cmp.candidate(n))})" for n in v.tied_with)
+        measured = any(n.measured_ms is not None for c in cmp.candidates for n in c.networks)
         out.append(f"but it is a tie: its predicted band {_band(best)} overlaps {others}; the prediction cannot "
-                   "tell them apart — measure them (compare --measure)")
+                   "tell them apart" + (" — see the measured times" if measured else
+                                        " — measure them (compare --measure)"))
     if not v.meets_constraints:
         out.append(f"no candidate meets the constraints ({', '.join(f'{k} {x:g}' for k, x in cmp.constraints.to_dict().items())}); "
                    f"'{best.name}' fails: {dict(v.failing)[best.name]}")
@@ -57,7 +59,8 @@ def _kind_notes(cmp: "Comparison") -> list[str]:
         if c.kind == "switch":
             cheapest = min(n.analysis.totals.macs for n in nets)
             if big is not None and cheapest >= SAME_COST * big.macs_per_frame:
-                out.append(f"the specialists of '{c.name}' save nothing per frame: each is as costly as the big network "
+                what = "as costly as" if cheapest <= big.macs_per_frame else "costlier than"
+                out.append(f"the specialists of '{c.name}' save nothing per frame: each is {what} the single network "
                            f"'{big.name}' ({fmt_count(cheapest)} vs {fmt_count(big.macs_per_frame)} MACs), and "
                            f"{len(nets)} of them keep {c.weight_bytes / 1e6:.1f} MB of weights resident")
             elif big is not None:

@@ -172,7 +172,7 @@ def _latency_model() -> Callable[..., LatencyPrediction | None] | None:
 
 
 class _Latency:
-    def __init__(self, device: str | None, backend: str, batch: int, dtype: str, threads: int | None, fit: Any):
+    def __init__(self, device: str | None, backend: str | None, batch: int, dtype: str, threads: int | None, fit: Any):
         self.kw = {"device": device, "backend": backend, "batch": batch, "dtype": dtype, "threads": threads, "fit": fit}
         self.predict = _latency_model()
         self.note: str | None = None
@@ -269,7 +269,7 @@ def suggest_graph(
     graph: Graph,
     *,
     device: str | None = None,
-    backend: str = "torch",
+    backend: str | None = None,
     dtype: DType | str = "fp32",
     batch: int = 1,
     threads: int | None = None,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from convscope.analyses.border import feasible_range, productivity
 from convscope.analyses.cost import DType, cost
 from convscope.analyses.receptive_field import receptive_field
-from convscope.ir.graph import Graph, Node
+from convscope.ir.graph import Graph, GraphBuilder, Node, Shares
 from convscope.ir.ops import KERNEL_OPS, OpKind
 from convscope.results import Analysis, LayerRow, Totals
 
-__all__ = ["analyze_graph"]
+__all__ = ["analyze_behind", "analyze_graph", "behind"]
 
 
 def _op_name(node: Node) -> str:
@@ -84,3 +86,50 @@ def analyze_graph(
         batch=batch,
         notes=tuple(str(n) for n in graph.meta_dict().get("notes", ())),
     )
+
+
+def analyze_behind(trunk: Graph, head: Graph, *, dtype: DType | str = DType.FP32, batch: int = 1) -> Analysis:
+    """A head's analysis as it runs behind ``trunk`` (a deployment plan's shared backbone): cost and
+    rows of the head alone, but receptive fields, flags, border layer and feasible range in the
+    pixels of the trunk's input image, so "at the plan's input resolution" holds for heads too."""
+    a = analyze_graph(head, dtype=dtype, batch=batch)
+    both = behind(trunk, head)
+    rf = receptive_field(both)
+    mine = frozenset(_PREFIX + n.name for n in head.nodes if n.op is not OpKind.INPUT)
+    prod = productivity(both, rf, among=mine)
+    rfs = rf.as_dict()
+    reasons = dict(prod.unproductive)
+    rows = tuple(replace(r, rf_min=rfs[_PREFIX + r.name].rf_min, rf_max=rfs[_PREFIX + r.name].rf_max,
+                         jump=rfs[_PREFIX + r.name].jump, rf_paths=rfs[_PREFIX + r.name].paths,
+                         unproductive=_PREFIX + r.name in reasons, reason=reasons.get(_PREFIX + r.name))
+                 for r in a.layers)
+    total = a.totals
+    un = (sum(r.params for r in rows if r.unproductive), sum(r.macs for r in rows if r.unproductive))
+    share = (un[0] / total.params if total.params else 0.0, un[1] / total.macs if total.macs else 0.0)
+    border = prod.border_layer[len(_PREFIX):] if prod.border_layer else None
+    return replace(a, layers=rows, border_layer=border, unproductive_share=share,
+                   feasible_resolution=feasible_range(both, rf))
+
+
+_PREFIX = "head:"
+
+
+def behind(trunk: Graph, head: Graph) -> Graph:
+    """``trunk`` followed by ``head`` (its input fed by the trunk's output); head layers are named
+    ``head:NAME``."""
+    b = GraphBuilder(f"{trunk.name}+{head.name}")
+    keep = Shares()
+    for n in trunk.nodes:
+        if n.op is OpKind.INPUT:
+            b.add_input(n.name, n.out.shape, layout=n.out, source=n.source)
+        else:
+            b.add(n.name, n.op, n.attrs, n.inputs, source=n.source, shares=keep(b, n, n.name, n.op, n.attrs, n.inputs))
+    rename = {n.name: (trunk.outputs[0] if n.op is OpKind.INPUT else _PREFIX + n.name) for n in head.nodes}
+    shared = Shares(rename)
+    for n in head.nodes:
+        if n.op is OpKind.INPUT:
+            continue
+        ins = [rename[i] for i in n.inputs]
+        b.add(rename[n.name], n.op, n.attrs, ins, source=n.source,
+              shares=shared(b, n, rename[n.name], n.op, n.attrs, ins))
+    return b.build(outputs=[rename[o] for o in head.outputs])

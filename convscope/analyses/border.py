@@ -72,7 +72,9 @@ def _reason(graph: Graph, node: Node, ins: list[NodeRF], res: tuple[int, int]) -
     return None
 
 
-def productivity(graph: Graph, rf: RFResult | None = None) -> Productivity:
+def productivity(graph: Graph, rf: RFResult | None = None, *, among: frozenset[str] | None = None) -> Productivity:
+    """Flags and border layer at the graph's input resolution; ``among``: only those layers count
+    (a head analysed behind its trunk: the head's own border, in image pixels)."""
     rf = rf or receptive_field(graph)
     rfs = rf.as_dict()
     shape = graph.input_shape
@@ -81,7 +83,7 @@ def productivity(graph: Graph, rf: RFResult | None = None) -> Productivity:
     flagged: list[tuple[str, str]] = []
     for node in graph.nodes:
         ins = [rfs[i] for i in node.inputs]
-        if not flaggable(node, ins):
+        if not flaggable(node, ins) or (among is not None and node.name not in among):
             continue
         reason = _reason(graph, node, ins, res)
         if reason:
@@ -141,6 +143,12 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
         p = productivity(g, receptive_field(g) if adaptive else rf)
         return not any(g.node(n).op in _WEIGHTED_SPATIAL for n in p.names)
 
+    if fast:  # cheap enough to try every resolution: a merge may only line up at some sizes (even
+        # ones, multiples of 4: a U-Net, a pooled shortcut), so ok() need not stay True above its first r
+        for r in range(need, limit + 1):
+            if ok(r):
+                return r, hi
+        return None, hi
     # Output sizes grow monotonically with the input, so ok() is False up to some r and True after.
     # First guess: each kernel needs an input map larger than itself, i.e. r > k·(r0 / map size).
     r0 = graph.input_shape[1]
@@ -168,6 +176,9 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
             r = mid
         else:
             lo = mid
+    for smaller in range(max(need, r - 64), r):  # a size the bisection stepped over (see above)
+        if ok(smaller):
+            return smaller, hi
     return r, hi
 
 

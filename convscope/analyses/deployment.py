@@ -25,17 +25,21 @@ whose bands overlap its band are a tie.  Reasons are derived from the numbers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from convscope.analyses._plan_parse import KINDS, Candidate, Constraints, NetRef, Plan, is_plan_file, load_plan, \
     parse_plan
-from convscope.analyses.analyze import analyze_graph
-from convscope.errors import ConvscopeError, GraphError, InputError
+from convscope.analyses.analyze import analyze_behind, analyze_graph
+from convscope.errors import ConvscopeError, GraphError, InputError, SpecError
 from convscope.ir.graph import Graph
 from convscope.ir.transform import subgraph_until
 from convscope.results import SCHEMA_VERSION, Analysis, LatencyPrediction
+from convscope.units import json_number
 
 __all__ = [
     "KINDS", "Plan", "Candidate", "Constraints", "NetRef", "load_plan", "parse_plan", "NetworkResult",
@@ -114,7 +118,7 @@ class CandidateResult:
         return {
             "name": self.name, "kind": self.kind, "macs_per_frame": round(self.macs_per_frame),
             "latency_ms": self.latency_ms, "low_ms": self.low_ms, "high_ms": self.high_ms, "worst_ms": self.worst_ms,
-            "fps": self.fps, "weight_bytes": self.weight_bytes, "peak_activation_bytes": self.peak_activation_bytes,
+            "fps": json_number(self.fps), "weight_bytes": self.weight_bytes, "peak_activation_bytes": self.peak_activation_bytes,
             "measured_ms": self.measured_ms, "measured_low_ms": self.measured_low_ms,
             "measured_high_ms": self.measured_high_ms, "notes": list(self.notes),
             "networks": [n.to_dict() for n in self.networks],
@@ -295,6 +299,39 @@ def _default_predictor() -> Predictor:
     return predict
 
 
+def _check_device(plan: Plan, given: str | None) -> None:
+    """An unknown device profile is an error before anything runs: at the plan's ``device:`` line,
+    or naming ``--device`` when it came from the command line."""
+    dev = given or plan.device
+    if dev == "local":
+        return
+    from convscope.analyses.latency import load_profile
+
+    try:
+        load_profile(dev)
+    except ConvscopeError as exc:
+        if given is not None:
+            raise InputError(f"--device {given}: {exc}") from None
+        line, col = plan.device_mark
+        raise SpecError(f"device '{dev}': {exc}", file=plan.file, line=line or None, column=col or None) from None
+
+
+@contextmanager
+def _importable_beside(plan_file: str) -> Iterator[None]:
+    """``module.path:factory`` in a plan is imported relative to the plan file, like its paths: the
+    plan's folder goes in front of ``sys.path`` while its networks load."""
+    folder = str(Path(plan_file).resolve().parent) if plan_file and plan_file != "<plan>" else None
+    if folder is None or folder in sys.path:
+        yield
+        return
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+
+
 class _Runner:
     """Analyses, predicts (and measures) each distinct network of a plan once."""
 
@@ -303,18 +340,17 @@ class _Runner:
         self.plan, self.device, self.predictor, self.measurer = plan, device, predictor, measurer
         self.progress = progress or (lambda _msg: None)
         self.kw = predict_kw
-        self.cache: dict[tuple[str, tuple[int, ...], str | None], NetworkResult] = {}
+        self.cache: dict[tuple[Any, ...], NetworkResult] = {}
 
     def _fail(self, ref: NetRef, message: str) -> ConvscopeError:
-        from convscope.errors import SpecError
-
         return SpecError(message, file=self.plan.file, line=ref.mark[0] or None, column=ref.mark[1] or None)
 
     def _load(self, ref: NetRef, shape: tuple[int, ...], what: str) -> Graph:
         from convscope.api import load_graph
 
         try:
-            return load_graph(ref.resolved, input=shape)
+            with _importable_beside(self.plan.file):
+                return load_graph(ref.resolved, input=shape)
         except ConvscopeError as exc:
             raise self._fail(ref, f"{what} '{ref.ref}': {exc}") from None
 
@@ -323,15 +359,19 @@ class _Runner:
         from convscope.api import load_graph
 
         try:
-            return load_graph(ref.resolved).input_shape
+            with _importable_beside(self.plan.file):
+                return load_graph(ref.resolved).input_shape
         except ConvscopeError:
             return None
 
-    def network(self, ref: NetRef, graph: Graph, key: tuple[str, tuple[int, ...], str | None]) -> NetworkResult:
-        if key in self.cache:
-            return replace(self.cache[key], role=ref.role, ref=ref.ref)
+    def network(self, ref: NetRef, graph: Graph, key: tuple[str, tuple[int, ...], str | None],
+                behind: tuple[Graph, tuple[Any, ...]] | None = None) -> NetworkResult:
+        """``behind``: (trunk, its key) for a head, which is analysed in the trunk's image pixels."""
+        ckey = (key, behind[1] if behind else None)
+        if ckey in self.cache:
+            return replace(self.cache[ckey], role=ref.role, ref=ref.ref)
         self.progress(f"analysing {ref.ref}" + (f" up to {key[2]}" if key[2] else ""))
-        analysis = analyze_graph(graph)
+        analysis = analyze_graph(graph) if behind is None else analyze_behind(behind[0], graph)
         try:
             pred = self.predictor(graph, device=self.device, **self.kw)
         except ConvscopeError as exc:
@@ -344,7 +384,7 @@ class _Runner:
             self.progress(f"measuring {ref.ref}" + (f" up to {key[2]}" if key[2] else ""))
             m = self.measurer(graph)
             result = replace(result, measured_ms=m.median_ms, measured_low_ms=m.p10_ms, measured_high_ms=m.p90_ms)
-        self.cache[key] = result
+        self.cache[ckey] = result
         return result
 
     def graphs(self, c: Candidate) -> list[tuple[NetRef, Graph, tuple[str, tuple[int, ...], str | None]]]:
@@ -373,13 +413,20 @@ class _Runner:
             try:
                 head = self._load(h, out.shape, "head")
             except ConvscopeError as exc:
+                why = exc.detail if isinstance(exc, SpecError) and exc.file == self.plan.file else str(exc)
+                why = why.replace(" (is --input / the input shape right?)", "")
                 raise self._fail(h, f"candidate '{c.name}': {h.role} does not fit the trunk's output "
-                                    f"{list(out.shape)}: {exc}") from None
+                                    f"{list(out.shape)}: {why}") from None
             got.append((h, head, (h.resolved, out.shape, None)))
         return got
 
     def candidate(self, c: Candidate) -> CandidateResult:
-        return combine(c, [self.network(r, g, key) for r, g, key in self.graphs(c)])
+        placed = self.graphs(c)
+        if c.kind != "trunk":
+            return combine(c, [self.network(r, g, key) for r, g, key in placed])
+        (tref, trunk, tkey), heads = placed[0], placed[1:]
+        return combine(c, [self.network(tref, trunk, tkey),
+                           *(self.network(r, g, key, behind=(trunk, tkey)) for r, g, key in heads)])
 
 
 PlacedNet = tuple[NetRef, Graph, tuple[str, tuple[int, ...], str | None]]
@@ -419,6 +466,8 @@ def compare(
     if isinstance(plan, str):
         plan = load_plan(plan)
     dev = device or plan.device
+    if predictor is None:  # a predictor of the caller's own may know devices we have no profile for
+        _check_device(plan, device)
     if measure and measurer is None:
         from convscope.backends.measure import measure_graph
 

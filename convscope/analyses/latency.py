@@ -168,7 +168,7 @@ def _measure_missing(graph: Graph, missing: list[Kernel], backend: str, batch: i
             f"({time.perf_counter() - t0:.1f} s); they are cached for next time"]
 
 
-def predict(graph: Graph, *, device: str | os.PathLike[str] | DeviceProfile | None = None, backend: str = "torch",
+def predict(graph: Graph, *, device: str | os.PathLike[str] | DeviceProfile | None = None, backend: str | None = None,
             batch: int = 1, dtype: str = "fp32", threads: int | None = None, fit: str | os.PathLike[str] | None = None,
             on_missing: str = "measure", progress: Progress | None = None,
             store: Any = None) -> LatencyPrediction | None:
@@ -176,8 +176,13 @@ def predict(graph: Graph, *, device: str | os.PathLike[str] | DeviceProfile | No
 
     ``device=None``: the local tier if this machine is calibrated for backend/threads/dtype, else
     ``None``.  ``"local"``: the local tier or an InputError.  A profile name, a profile YAML path or a
-    :class:`DeviceProfile`: the analytic tier, or with ``fit=CSV`` the fitted tier.
+    :class:`DeviceProfile`: the analytic tier, or with ``fit=CSV`` the fitted tier.  ``backend=None``:
+    the profile's own runtime (``backend:`` in its file), PyTorch eager (``torch``) on this machine.
     """
+    local = device is None or (isinstance(device, str) and device == "local")
+    profile = None if local else device if isinstance(device, DeviceProfile) else load_profile(device)  # type: ignore[arg-type]
+    if backend is None:
+        backend = profile.backend if profile is not None else "torch"
     try:
         check_backend(backend)
         dt = DType.parse(dtype).value
@@ -189,13 +194,12 @@ def predict(graph: Graph, *, device: str | os.PathLike[str] | DeviceProfile | No
         raise InputError(f"threads must be a positive integer, got {threads}")
     if on_missing not in ("measure", "refuse"):
         raise InputError(f"on_missing must be 'measure' or 'refuse', got {on_missing!r}")
-    if device is None or (isinstance(device, str) and device == "local"):
+    if profile is None:
         if fit is not None:
             raise InputError("--fit needs a device profile to fit (--device NAME or a profile .yaml): "
                              f"one of {', '.join(profile_names())}")
         return _local(graph, backend=backend, batch=batch, dtype=dt, threads=threads, required=device is not None,
                       on_missing=on_missing, progress=progress, store=store)
-    profile = device if isinstance(device, DeviceProfile) else load_profile(device)
     if fit is not None:
         from convscope.analyses._latency_fitted import fitted
 

@@ -44,7 +44,7 @@ def shape_arg(text: str) -> tuple[int, ...]:
 
 def int_list_arg(text: str, what: str) -> list[int]:
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",")]
     except ValueError:
         raise InputError(f"{what} must be a comma-separated list of integers, got '{text}'") from None
     if not values or any(v <= 0 for v in values):

@@ -61,28 +61,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _results(args: argparse.Namespace) -> list[Analysis]:
-    shape = shape_arg(args.input) if args.input else None
+    shape = shape_arg(args.input) if args.input is not None else None
     if args.batch < 1:
         raise InputError(f"--batch must be a positive integer, got {args.batch}")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be a positive integer, got {args.threads}")
     with progress_bar() as prog:
-        lat = dict(device=args.device, backend=_backend(args), threads=args.threads, fit=args.fit, progress=prog)
-        if args.res:
+        lat = dict(device=args.device, backend=args.backend, threads=args.threads, fit=args.fit, progress=prog)
+        if args.res is not None:
             res = int_list_arg(args.res, "--res")
             return analyze_resolutions(args.model, res, input=shape, dtype=args.dtype, batch=args.batch, **lat)
         return [analyze(args.model, input=shape, dtype=args.dtype, batch=args.batch, **lat)]
-
-
-def _backend(args: argparse.Namespace) -> str:
-    """--backend, else the device profile's own runtime, else PyTorch eager."""
-    if args.backend:
-        return str(args.backend)
-    if args.device and args.device != "local":
-        from convscope.analyses.latency import load_profile
-
-        return load_profile(args.device).backend
-    return "torch"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if all(r.layers and all(x.is_unknown for x in r.layers) for r in results):
         raise NothingUsable(f"{args.model}: every layer is an op convscope does not know")
     if args.json:
-        data = results[0].to_dict() if len(results) == 1 and not args.res else {
+        data = results[0].to_dict() if len(results) == 1 and args.res is None else {
             "schema_version": SCHEMA_VERSION, "results": [r.to_dict() for r in results]}
         write_json(data, args.json)
     if args.html:

@@ -92,7 +92,7 @@ def _graphs(args: argparse.Namespace) -> list | None:  # type: ignore[type-arg]
     from convscope.analyses.deployment import plan_graphs
     from convscope.api import load_graph
 
-    shape = shape_arg(args.input) if args.input else None
+    shape = shape_arg(args.input) if args.input is not None else None
     out = []
     for m in args.models:
         if is_plan_file(m):

@@ -7,6 +7,7 @@ import argparse
 
 from convscope.analyses.deployment import compare, load_plan
 from convscope.cli._common import add_json_arg, console, emit
+from convscope.errors import InputError
 
 HELP = "compare deployment plans: one big network, specialists, a shared trunk with heads, a gated expert"
 DESCRIPTION = """\
@@ -32,14 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_json_arg(p)
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report with plots")
     p.add_argument("--measure", action="store_true", help="also build every network (random weights) and time it here")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "cuda"),
-                   help="runtime for local prediction and --measure (cuda: PyTorch on the first GPU)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "cuda", "tflite"),
+                   help="runtime for prediction and --measure (default: the device profile's own runtime; torch "
+                        "on this machine; cuda: PyTorch on the first GPU)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for local prediction and --measure")
     p.add_argument("--width", type=int, metavar="COLS", help="terminal width")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be a positive integer, got {args.threads}")
     plan = load_plan(args.plan)  # checked before anything runs
     err = console(args, stderr=True)
     kw = {"backend": args.backend}
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         from convscope.backends.measure import measure_graph
 
         def measurer(graph):  # type: ignore[no-untyped-def]
-            return measure_graph(graph, backend=args.backend, threads=args.threads)
+            return measure_graph(graph, backend=args.backend or "torch", threads=args.threads)
 
     with err.status("comparing…") as status:
         cmp = compare(plan, device=args.device, measure=args.measure, measurer=measurer,

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from convscope.api import load_graph
     from convscope.backends.measure import measure_graph
 
-    graph = load_graph(args.model, input=shape_arg(args.input) if args.input else None)
+    graph = load_graph(args.model, input=shape_arg(args.input) if args.input is not None else None)
     with progress_bar() as prog:
         m = measure_graph(graph, progress=prog, model=args.model, **kw)
     if args.json:
@@ -78,7 +78,7 @@ def _render(m, con) -> None:  # type: ignore[no-untyped-def]
 def _plan(args: argparse.Namespace, kw: dict) -> int:  # type: ignore[type-arg]
     from convscope.backends.measure import measure_plan
 
-    if args.input:
+    if args.input is not None:
         raise InputError("--input does not apply to a plan: the plan states its input")
     with progress_bar() as prog:
         pm = measure_plan(args.model, progress=(lambda s: prog(0, 0, s)) if prog else None, **kw)

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = ProbeConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                       seed=args.seed, device=args.device, probe_samples=args.probe_samples, threads=args.threads)
-    shape = shape_arg(args.input) if args.input else None
+    shape = shape_arg(args.input) if args.input is not None else None
     checkpoint = False if args.no_checkpoint else args.checkpoint
     try:
         with progress_bars(console(args, stderr=True)) as bars:

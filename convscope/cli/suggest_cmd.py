@@ -52,7 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--device", metavar="NAME|FILE", help="predict latency on this device (a profile name, a "
                                                          "profile .yaml, or 'local'); default: this machine if "
                                                          "calibrated")
-    p.add_argument("--backend", default="torch", help="runtime for latency prediction (default torch)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime", "cuda", "tflite"),
+                   help="runtime for latency prediction (default: the device profile's own runtime, torch on this "
+                        "machine)")
     p.add_argument("--fit", metavar="CSV", help="fit the device profile to measured networks (fitted tier)")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16", "int8"),
                    help="element type for bytes and latency (default fp32)")
@@ -87,7 +89,7 @@ def _advice(args: argparse.Namespace) -> Advice:
         raise InputError(f"--batch must be a positive integer, got {args.batch}")
     only = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
     with _progress(args) as progress:
-        return suggest(args.model, input=shape_arg(args.input) if args.input else None, device=args.device,
+        return suggest(args.model, input=shape_arg(args.input) if args.input is not None else None, device=args.device,
                        backend=args.backend, dtype=args.dtype, batch=args.batch, fit=args.fit, only=only,
                        progress=progress)
 

@@ -66,7 +66,10 @@ def graph_from_spec_data(data: Any, *, file: str = "<spec>", input_shape: Sequen
     if "layers" not in top:
         fail(file, top.mark, "'layers' is required: the list of layers")
     layers = top["layers"]
-    if not isinstance(layers, list) or not layers:
+    if not isinstance(layers, list):
+        fail(file, top.vmark("layers"), f"'layers' must be a list of layers (like '- conv: {{out: 16, k: 3}}'), "
+                                        f"got {type(layers).__name__} {layers!r}")
+    if not layers:
         fail(file, top.vmark("layers"), "the network is empty: 'layers' must be a non-empty list")
     blocks = _blocks(top, file)
     walker = _Walker(file, blocks, GraphBuilder(name), text)
@@ -74,7 +77,11 @@ def graph_from_spec_data(data: Any, *, file: str = "<spec>", input_shape: Sequen
         walker.builder.add_input("input", shape, source=f"{file}:{top.vmark('input')[0]}")
     except GraphError as exc:
         fail(file, top.vmark("input"), f"input: {exc.detail}")
-    last = walker.walk_list(_as_list(layers), "input", "", "layers", {}, ())
+    try:
+        last = walker.walk_list(_as_list(layers), "input", "", "layers", {}, ())
+    except RecursionError:
+        fail(file, top.vmark("layers"), "the layers nest too deeply (blocks, repeats, residuals or parallels "
+                                        "inside each other more than a few hundred levels)")
     outputs = [last]
     if "outputs" in top:
         outs = top["outputs"]
@@ -164,6 +171,8 @@ def _without(args: dict[str, Any], keys: tuple[str, ...]) -> YMap:
 def _join(ns: str, name: str) -> str:
     return f"{ns}.{name}" if ns else name
 
+
+MAX_REPEAT = 10_000  # a larger count is a typo, and would take hours to build
 
 # Ops whose weights ``shares:`` can point at (the others have none to share; an activation only
 # when it has learnt slopes, PReLU).
@@ -344,6 +353,8 @@ class _Walker:
                 stack: tuple[str, ...], mark: Mark, scope: str | None) -> str:
         a = Args("repeat", item, self.file, mark)
         n = a.int("repeat")
+        if n > MAX_REPEAT:
+            a.error("repeat", f"repeat: at most {MAX_REPEAT} copies, got {n}")
         start = a.int("start", 0, minimum=0)
         name = a.raw("name")
         layers = a.raw("layers")

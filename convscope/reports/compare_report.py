@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 from rich.console import Console
@@ -72,6 +74,11 @@ def render_comparison(cmp: Comparison, console: Console) -> None:
             console.print(f"  note ({c.name}): {note}")
 
 
+def _anchor(candidate: str, role: str) -> str:
+    """An HTML id for a network of a candidate: no spaces or other characters an id cannot hold."""
+    return "net-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{candidate}-{role}")
+
+
 def comparison_html(cmp: Comparison) -> str:
     v = cmp.verdict
     ranked = cmp.ranked()
@@ -97,7 +104,7 @@ def comparison_html(cmp: Comparison) -> str:
             a = n.analysis
             net_rows.append([c.name, n.role, n.ref, fmt_count(a.totals.macs), fmt_ms(n.ms), a.border_layer or "none",
                              f"{100 * a.unproductive_share[0]:.0f}% / {100 * a.unproductive_share[1]:.0f}%",
-                             _Raw(f'<a href="#net-{esc(c.name)}-{esc(n.role)}">details</a>')])
+                             _Raw(f'<a href="#{_anchor(c.name, n.role)}">details</a>')])
     net_table = table(["candidate", "role", "network", "MACs", "predicted", "border layer", "unproductive", ""],
                       net_rows, cls="networks")
     verdict = "".join(f"<li>{esc(r)}</li>" for r in v.reasons)
@@ -106,7 +113,7 @@ def comparison_html(cmp: Comparison) -> str:
     for c in cmp.candidates:
         for n in c.networks:
             key = (n.ref + n.role if c.kind == "trunk" else n.ref, n.analysis.input)
-            anchor = f"net-{c.name}-{n.role}"
+            anchor = _anchor(c.name, n.role)
             if key in seen:
                 sections.append(f'<p id="{esc(anchor)}" class="note">{esc(c.name)} / {esc(n.role)}: {esc(n.ref)} — '
                                 "the same network as above.</p>")
