@@ -98,6 +98,9 @@ def _load_ref(ref: str, shape: tuple[int, ...] | None) -> Graph:
         except ImportError as exc:
             raise InputError(f"{ref}: analysing a PyTorch factory needs torch ({exc})") from None
         return graph_from_factory(m.group("mod"), m.group("fn"), shape)  # type: ignore[no-any-return]
+    if Path(ref).is_dir():
+        raise InputError(f"{ref}: is a directory, not a model (give a spec .yaml, an .onnx file, zoo:NAME or "
+                         "module.path:factory)")
     if Path(ref).exists():
         raise InputError(f"{ref}: unknown model file type (expected .yaml, .yml or .onnx)")
     raise InputError(f"'{ref}' is not a model: give a spec path (.yaml), zoo:NAME, an .onnx path, or "

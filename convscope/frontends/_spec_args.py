@@ -7,6 +7,7 @@ language (numbers, argument names, + - * / // % and parentheses) evaluated with 
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -156,7 +157,7 @@ class Args:
                 self.error(None, f"{self.op}: missing argument '{key}'")
             return default  # type: ignore[no-any-return]
         v = self.data[key]
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         if ok and positive and v <= 0:
             ok = False
         if ok and low is not None and v < low:
@@ -164,9 +165,12 @@ class Args:
         if ok and high is not None and v > high:
             ok = False
         if not ok:
-            rng = " > 0" if positive else ""
-            if low is not None or high is not None:
-                rng = f" in [{low}, {high}]"
+            parts = ["> 0"] if positive else []
+            if low is not None:
+                parts.append(f">= {low:g}")
+            if high is not None:
+                parts.append(f"<= {high:g}")
+            rng = f" {' and '.join(parts)}" if parts else ""
             self.error(key, f"{self.op}: '{key}' must be a number{rng}, got {v!r}")
         return float(v)
 
