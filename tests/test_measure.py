@@ -147,7 +147,7 @@ def test_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec.write_text(TINY)
     assert main(["measure", str(spec), "--threads", "1", "--time-limit", "0.3", "--min-runs", "3", "--json", "-"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert FIELDS <= set(d) and d["threads"] == 1 and d["model"] == str(spec)
+    assert FIELDS <= set(d) and d["threads"] == 1 and d["model"] == "tiny" and d["ref"] == str(spec)
     assert main(["measure", str(spec), "--backend", "torch", "--batch", "0"]) == 2
     assert main(["measure", str(spec), "--threads", "1", "--time-limit", "0.2", "--width", "120"]) == 0
     assert "threads" in capsys.readouterr().out

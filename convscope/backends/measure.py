@@ -142,6 +142,7 @@ class Measurement:
     warmup_runs: int
     times_ms: tuple[float, ...] = field(default=(), repr=False)
     notes: tuple[str, ...] = ()
+    ref: str | None = None  # the MODEL argument it came from (zoo:NAME, a path), when not the name
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -151,6 +152,7 @@ class Measurement:
             "dtype": self.dtype, "disturbed_runs": self.disturbed_runs, "interference": self.interference,
             "stable": self.stable, "interrupted": self.interrupted, "warmup_runs": self.warmup_runs,
             "times_ms": list(self.times_ms), "notes": list(self.notes),
+            **({"ref": self.ref} if self.ref else {}),
         }
 
 
@@ -173,7 +175,7 @@ def _notes(t: Timing, threads: int, limit: float) -> tuple[str, ...]:
 
 def measure_graph(graph: Graph, *, backend: str = "torch", batch: int = 1, threads: int | None = None,
                   dtype: str = "fp32", time_limit_s: float = 10.0, min_runs: int = 10,
-                  progress: Progress | None = None, model: str | None = None) -> Measurement:
+                  progress: Progress | None = None, model: str | None = None, ref: str | None = None) -> Measurement:
     """Build ``graph`` with random weights and time it on this machine (see the module docstring)."""
     if batch < 1:
         raise InputError(f"batch must be a positive integer, got {batch}")
@@ -193,7 +195,8 @@ def measure_graph(graph: Graph, *, backend: str = "torch", batch: int = 1, threa
         model=model or graph.name, backend=backend, device=runner.device, threads=n, batch=batch,
         input=graph.input_shape, dtype=dtype, median_ms=med, p10_ms=p10, p90_ms=p90, runs=len(t.used),
         disturbed_runs=len(t.disturbed), interference=t.mixed, stable=t.stable,
-        interrupted=t.interrupted, warmup_runs=t.warmup, times_ms=t.used, notes=_notes(t, n, time_limit_s))
+        interrupted=t.interrupted, warmup_runs=t.warmup, times_ms=t.used, notes=_notes(t, n, time_limit_s),
+        ref=ref)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +234,7 @@ def measure_plan(path: str, *, progress: Callable[[str], None] | None = None, **
             if key not in done:
                 if progress:
                     progress(f"measuring {ref.ref} ({c.name}, {ref.role})")
-                done[key] = measure_graph(g, model=ref.ref, **kw)
+                done[key] = measure_graph(g, **kw)
             m = done[key]
             rows.append((c.name, ref.role, ref.ref, m))
             nets.append(NetworkResult(ref.ref, ref.role, analyze_graph(g), m.median_ms, m.p10_ms, m.p90_ms))

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     graph = load_graph(args.model, input=shape_arg(args.input) if args.input is not None else None)
     with progress_bar() as prog:
-        m = measure_graph(graph, progress=prog, model=args.model, **kw)
+        m = measure_graph(graph, progress=prog, ref=args.model, **kw)
     if args.json:
         write_json(m.to_dict(), args.json)
     if not json_to_stdout(args):
