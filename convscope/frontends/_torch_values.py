@@ -225,10 +225,11 @@ class Lowering:
         partner = next((x for x in inputs if isinstance(x, TVal)), None)
         ins = [x.node if isinstance(x, TVal) else self.const_node(x, partner) for x in inputs]
         node = self.unique(name)
-        shares = self._shares(pending, op, attrs, ins) if op in WEIGHTED else None
+        weighted = op in WEIGHTED and (op is not OpKind.ACT or bool(getattr(attrs, "channels", 0)))  # PReLU
+        shares = self._shares(pending, op, attrs, ins) if weighted and pending else None
         self.b.add(node, op, attrs, ins, source=source, shares=shares)
         self.added.append(node)
-        if op in WEIGHTED:
+        if weighted:
             for p in pending:
                 self.owner.setdefault(p, node)
         shape = self.b.info(node).shape
@@ -282,7 +283,9 @@ class Lowering:
         key = (id(c.tensor), tuple(shape), c.sources)  # one array may stand for several parameters
         if key in self._const_nodes:
             return self._const_nodes[key][0]
-        params = self.count(c.sources)
+        pending = self._pending
+        params = self.count(c.sources)  # a constant holds its own parameters...
+        self._pending = pending  # ...which are not the next weighted op's
         value = None if c.sources else _fill(c)
         base = hint or (c.sources[0] if c.sources else self.here("const"))
         node = self.unique(base)
