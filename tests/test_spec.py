@@ -190,6 +190,10 @@ BAD = {
     "block_missing_arg": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {c: null}\n    layers: [conv: {out: $c, k: 1}]\n"
                           "layers:\n  - b: {}\n", r":8:8: block 'b': missing argument 'c'"),
     "duplicate_key": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 8, k: 3, out: 4}\n", r":4:26: duplicate key 'out'"),
+    "generated_name_taken": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - residual: {body: [conv: {out: 4, k: 3}]}\n"
+                             "  - conv: {out: 4, k: 1, name: layers.0.downsample.0}\n",
+                             r":5:5: layer 'layers.0.downsample.0': the name is taken by the layer convscope generated "
+                             r"for the residual.s auto shortcut at .*:4:15"),
     "layers_not_a_list": ("name: t\ninput: [3, 8, 8]\nlayers: relu\n", r":3:9: 'layers' must be a list of layers"),
     "huge_repeat": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - repeat: 99999999999\n    layers: [relu]\n",
                     r":4:13: repeat: at most 10000 copies, got 99999999999"),

@@ -217,15 +217,24 @@ class _Walker:
         self._memo: dict[int, bool] = {}  # which YAML parts hold a $substitution (by id; the tree is fixed)
         self.blocks = blocks
         self.builder = builder
+        self.generated: dict[str, str] = {}  # names convscope chose for layers the spec implies
 
     # -- helpers ---------------------------------------------------------------------------------
     def add(self, name: str, op: OpKind, attrs: Any, inputs: tuple[str, ...], mark: Mark,
-            shares: str | None = None) -> str:
+            shares: str | None = None, generated: str | None = None) -> str:
+        """``generated``: what convscope adds the layer for (a residual's shortcut or add), named by
+        itself; a later layer that takes the name is told so."""
         try:
-            return self.builder.add(name, op, attrs, inputs, source=f"{self.file}:{mark[0]}:{mark[1]}",
-                                    shares=shares)
+            out = self.builder.add(name, op, attrs, inputs, source=f"{self.file}:{mark[0]}:{mark[1]}",
+                                   shares=shares)
         except GraphError as exc:
+            if name in self.generated:
+                fail(self.file, mark, f"layer '{name}': the name is taken by the layer convscope generated for "
+                                      f"{self.generated[name]}; choose another name")
             fail(self.file, mark, f"layer '{name}': {exc.detail}")
+        if generated:
+            self.generated[name] = generated
+        return out
 
     def resolve(self, ref: Any, ns: str, mark: Mark, key: str = "from") -> str:
         if not isinstance(ref, str):
@@ -395,7 +404,8 @@ class _Walker:
             a.error(None, f"residual: the body's output {list(b.info(y).shape)} and the shortcut's "
                           f"{list(b.info(sc).shape)} cannot be added")
         add = f"{child_ns}.add" if name is None and child_ns and f"{child_ns}.add" not in b else f"{s}.add"
-        return self.add(add, OpKind.ADD, O.NoAttrs(), (y, sc), mark)
+        return self.add(add, OpKind.ADD, O.NoAttrs(), (y, sc), mark,
+                        generated=f"the residual's add at {self.file}:{mark[0]}:{mark[1]}")
 
     def _auto_shortcut(self, x: str, y: str, ns: str, scope: str, a: Args) -> str:
         xi, yi = self.builder.info(x), self.builder.info(y)
@@ -413,10 +423,12 @@ class _Walker:
         base = _join(ns, "downsample") if ns else f"{scope}.downsample"
         if f"{base}.0" in self.builder:
             base = f"{scope}.downsample"
+        m = a.mark or (0, 0)
+        why = f"the residual's auto shortcut at {self.file}:{m[0]}:{m[1]}"
         conv = self.add(f"{base}.0", OpKind.CONV,
                         O.ConvAttrs(out_channels=yi.shape[0], kernel=(1, 1), stride=(strides[0], strides[1])),
-                        (x,), a.mark or (0, 0))
-        return self.add(f"{base}.1", OpKind.BATCHNORM, O.NormAttrs(), (conv,), a.mark or (0, 0))
+                        (x,), m, generated=why)
+        return self.add(f"{base}.1", OpKind.BATCHNORM, O.NormAttrs(), (conv,), m, generated=why)
 
     def _parallel(self, args: Any, j: int, x: str, ns: str, path: str, env: Mapping[str, Any],
                   stack: tuple[str, ...], mark: Mark, name: str | None, scope: str | None) -> str:
