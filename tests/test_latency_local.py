@@ -155,22 +155,41 @@ def test_a_machine_that_stays_busy_measures_nothing(monkeypatch: pytest.MonkeyPa
 
 
 
-def test_the_overhead_fit_leaves_out_a_network_the_backend_cannot_run(quiet: None) -> None:
+def _refuse_to_export(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The exporter fails on networks called ``name`` as it fails on an op ONNX has no form for:
+    it writes the TorchScript graph to file descriptor 1 from C++, then raises."""
+    import os
+
+    import torch
+
+    real = torch.onnx.export
+
+    def export(module, *args, **kw):  # type: ignore[no-untyped-def]
+        if getattr(getattr(module, "graph", None), "name", None) == name:
+            os.write(1, b"graph(%x0 : Float(1, 3, 8, 8)):\n  %1 : Float = aten::made_up(%x0)\n")
+            raise RuntimeError("Exporting the operator 'aten::made_up' to ONNX opset version 17 is not supported")
+        return real(module, *args, **kw)
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+
+
+def test_the_overhead_fit_leaves_out_a_network_the_backend_cannot_run(quiet: None, monkeypatch: pytest.MonkeyPatch) -> None:
     over = [tiny(i, r, c) for i, (r, c) in enumerate([(8, 4), (16, 8), (32, 8), (16, 16), (24, 12), (40, 4)])]
     bad = graph_from_spec_text("""name: unexportable
 input: [3, 6, 6]
 layers:
   - conv: {out: 4, k: 3, s: 2}
-  - adaptive_maxpool: {size: 7}
-""", file="unexportable.yaml")  # ONNX has no adaptive max pool whose output size does not divide its input
+  - relu
+""", file="unexportable.yaml")
+    _refuse_to_export(monkeypatch, "unexportable")
     rep = calibrate([tiny()], backend="onnxruntime", threads=1, overhead_graphs=[*over, bad], overhead_time_s=0.3)
     assert rep.calibration is not None and len(rep.calibration.networks) == 6
     assert "unexportable" not in {n for n, _, _ in rep.calibration.networks}
     assert [name for name, _ in rep.failed if "overhead fit" in name] == ["unexportable (overhead fit)"]
-    assert any("adaptive_max_pool2d" in why for _, why in rep.failed)
+    assert any("aten::made_up" in why for _, why in rep.failed)
 
 
-def test_onnxruntime_runs_a_channel_shuffle_and_refuses_cleanly_what_it_cannot_export(capfd) -> None:  # type: ignore[no-untyped-def]
+def test_onnxruntime_runs_a_channel_shuffle_and_non_dividing_adaptive_pools(capfd) -> None:  # type: ignore[no-untyped-def]
     import torch
 
     from convscope.backends._runners import ort_session
@@ -187,19 +206,33 @@ layers:
     got = ort_session(m, [x], 1).run(None, {"x0": x.numpy()})[0]
     with torch.inference_mode():
         assert torch.allclose(torch.from_numpy(got), m(x), atol=1e-5)
-    # VGG's 7×7 average pool on a 3×3 map exports (as two matrix products) and gives the same numbers;
-    # an adaptive max pool whose output size does not divide its input has no ONNX form at all
+    # adaptive pools whose output size does not divide the input have no ONNX op: VGG's 7×7 average
+    # pool on a 3×3 map exports as two matrix products, a max pool as per-window slices and maxima;
+    # both give the same numbers
     up = """name: up
-input: [3, 6, 6]
+input: [3, 11, 9]
 layers:
   - conv: {out: 4, k: 3, s: 2}
-  - adaptive_POOL: {size: 7}
+  - adaptive_POOL: {size: SIZE}
 """
-    avg = build_module(graph_from_spec_text(up.replace("POOL", "avgpool"), file="up.yaml"))
-    x = torch.randn(1, 3, 6, 6)
-    got = ort_session(avg, [x], 1).run(None, {"x0": x.numpy()})[0]
-    with torch.inference_mode():
-        assert torch.allclose(torch.from_numpy(got), avg(x), atol=1e-5)
-    with pytest.raises(InputError, match="exporting it to ONNX failed .*adaptive_max_pool2d"):
-        ort_session(build_module(graph_from_spec_text(up.replace("POOL", "maxpool"), file="up.yaml")), [x], 1)
+    x = torch.randn(1, 3, 11, 9)
+    for pool in ("avgpool", "maxpool"):
+        for size in (7, 3):
+            m = build_module(graph_from_spec_text(up.replace("POOL", pool).replace("SIZE", str(size)), file="up.yaml"))
+            got = ort_session(m, [x], 1).run(None, {"x0": x.numpy()})[0]
+            with torch.inference_mode():
+                assert torch.allclose(torch.from_numpy(got), m(x), atol=1e-5), (pool, size)
+    assert capfd.readouterr().out == ""
+
+
+def test_a_network_the_exporter_refuses_is_a_clear_error(capfd, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from convscope.backends._runners import ort_session
+    from convscope.backends.to_torch import build_module
+
+    g = graph_from_spec_text("name: refused\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 4, k: 3}\n", file="r.yaml")
+    _refuse_to_export(monkeypatch, "refused")
+    with pytest.raises(InputError, match="exporting it to ONNX failed .*aten::made_up"):
+        ort_session(build_module(g), [torch.randn(1, 3, 8, 8)], 1)
     assert capfd.readouterr().out == ""  # the exporter's TorchScript dump stays off stdout

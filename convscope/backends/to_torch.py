@@ -124,7 +124,7 @@ def _module_for(node: Node, graph: Graph, oracle: bool) -> nn.Module | None:
     if op is OpKind.ADAPTIVE_AVGPOOL:
         return _AdaptiveAvgPool(a.size)  # type: ignore[union-attr]
     if op is OpKind.ADAPTIVE_MAXPOOL:
-        return nn.AdaptiveMaxPool2d(a.size)  # type: ignore[union-attr]
+        return _AdaptiveMaxPool(a.size)  # type: ignore[union-attr]
     if op is OpKind.BATCHNORM:
         assert x is not None
         if oracle:
@@ -173,20 +173,36 @@ class _AdaptiveAvgPool(nn.AdaptiveAvgPool2d):
     as two matrix products, ``P_h · x · P_wᵀ`` (the pooling windows are rectangles: separable)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
+        h, w = int(x.shape[-2]), int(x.shape[-1])
         oh, ow = _pair(self.output_size)
         if not torch.onnx.is_in_onnx_export() or (h % oh == 0 and w % ow == 0):
             return super().forward(x)
         return _pool_matrix(oh, h, x) @ x @ _pool_matrix(ow, w, x).t()
 
 
+class _AdaptiveMaxPool(nn.AdaptiveMaxPool2d):
+    """``nn.AdaptiveMaxPool2d``, except while exported to ONNX with an output size that does not
+    divide the input (no ONNX op): the maximum over each window's rows, then over its columns (the
+    windows are rectangles), as slices, ReduceMax and Concat."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = int(x.shape[-2]), int(x.shape[-1])  # plain numbers: the windows are constants of the export
+        oh, ow = _pair(self.output_size)
+        if not torch.onnx.is_in_onnx_export() or (h % oh == 0 and w % ow == 0):
+            return super().forward(x)
+        rows = torch.cat([x[..., lo:hi, :].amax(-2, keepdim=True) for lo, hi in _bins(oh, h)], -2)
+        return torch.cat([rows[..., lo:hi].amax(-1, keepdim=True) for lo, hi in _bins(ow, w)], -1)
+
+
+def _bins(out: int, size: int) -> list[tuple[int, int]]:
+    """The input windows of adaptive pooling: [floor(i·size/out), ceil((i+1)·size/out)) for each i."""
+    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
+
+
 def _pool_matrix(out: int, size: int, like: torch.Tensor) -> torch.Tensor:
-    """Row i averages the input window of adaptive pooling: [floor(i·size/out), ceil((i+1)·size/out)).
-    Built as plain numbers, so that the exporter records one constant (not the indexing)."""
-    rows = []
-    for i in range(out):
-        lo, hi = (i * size) // out, -(-((i + 1) * size) // out)
-        rows.append([1.0 / (hi - lo) if lo <= j < hi else 0.0 for j in range(size)])
+    """Row i averages the input window i of adaptive pooling (:func:`_bins`).  Built as plain
+    numbers, so that the exporter records one constant (not the indexing)."""
+    rows = [[1.0 / (hi - lo) if lo <= j < hi else 0.0 for j in range(size)] for lo, hi in _bins(out, size)]
     return torch.tensor(rows, dtype=like.dtype)
 
 
