@@ -21,7 +21,7 @@ import numpy as np
 
 from convscope._registry import registrar
 from convscope.errors import InputError
-from convscope.frontends._torch_functions import FUNCTIONS, Call
+from convscope.frontends._torch_functions import FUNCTIONS, Call, emit_pool
 from convscope.frontends._torch_values import ConstVal, Lowering, Opaque, TVal, Unsupported
 from convscope.ir import ops as O
 from convscope.ir.ops import OpKind
@@ -132,7 +132,7 @@ def _pool(n: ONode) -> list[Any]:
     a = O.PoolAttrs((k[0], k[1]), (s[0], s[1]), _pads(n, x, k, s, d), (d[0], d[1]), bool(n.attr("ceil_mode", 0)),
                     bool(n.attr("count_include_pad", 0)))
     kind = OpKind.MAXPOOL if n.op == "MaxPool" else OpKind.AVGPOOL
-    return [n.emit(kind, a, [x]), Opaque("max-pool indices", ())]
+    return [emit_pool(n.emit, kind, a, x), Opaque("max-pool indices", ())]
 
 
 @_op("GlobalAveragePool", "GlobalMaxPool")
@@ -250,12 +250,33 @@ def _ln(n: ONode) -> list[Any]:
 
 @_op("InstanceNormalization")
 def _instance(n: ONode) -> list[Any]:
+    x = n.tensor()
+    image = _grouped_image(n, x)
+    if image is not None:  # how exporters write GroupNorm: reshape to (N, G, -1), instance norm, reshape
+        # back, then the affine as Mul and Add (counted there): a GroupNorm without affine on the map
+        groups = x.shape[1]
+        return [n.emit(OpKind.GROUPNORM, O.NormAttrs(False, None, groups, float(n.attr("epsilon", 1e-5))), [image])]
     return [n.call("instance_norm", n.tensor(), None, None, n.ins[1], n.ins[2], False, 0.0,
                    float(n.attr("epsilon", 1e-5)))]
 
 
+def _grouped_image(n: ONode, x: TVal) -> TVal | None:
+    """The feature map (N, C, H, W) that ``x`` (N, G, C/G·H·W) is a reshape of, if it is one."""
+    b = n.lo.b
+    if x.ndim != 3 or x.bpos != 0 or x.node not in b:
+        return None
+    r = b.get(x.node)
+    if r.op is not OpKind.RESHAPE:
+        return None
+    src = b.info(r.inputs[0])
+    g = x.shape[1]
+    if not src.is_image or src.shape[0] % g or src.numel != g * x.shape[2]:
+        return None
+    return TVal(r.inputs[0], (x.shape[0], *src.shape), 0)
+
+
 # -- data movement ---------------------------------------------------------------------------------
-@_op("Identity", "Cast", "Dropout")
+@_op("Identity", "Cast", "CastLike", "Dropout")
 def _alias(n: ONode) -> list[Any]:
     return [n.ins[0]] + [Opaque(f"{n.op} mask", ())] * (n.n_out - 1)
 
@@ -406,9 +427,15 @@ def _size(n: ONode) -> list[Any]:
 
 
 def _fold_slice(ins: list[np.ndarray], attrs: dict[str, Any]) -> np.ndarray:
-    data, starts, ends = ins[0], ins[1], ins[2]
-    axes = ins[3] if len(ins) > 3 and ins[3] is not None else range(len(starts))
-    steps = ins[4] if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
+    data = ins[0]
+    if len(ins) < 3:  # opset < 10: starts, ends and axes are attributes
+        starts, ends = attrs["starts"], attrs["ends"]
+        axes = attrs.get("axes") or range(len(starts))
+        steps: Any = [1] * len(starts)
+    else:
+        starts, ends = ins[1], ins[2]
+        axes = ins[3] if len(ins) > 3 and ins[3] is not None else range(len(starts))
+        steps = ins[4] if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
     idx: list[Any] = [slice(None)] * data.ndim
     for st, en, ax, sp in zip(starts, ends, axes, steps):
         idx[int(ax)] = slice(int(st), int(en), int(sp))
@@ -427,7 +454,8 @@ def _axes(ins: list[np.ndarray], attrs: dict[str, Any]) -> list[int]:
 
 # Numpy evaluation of nodes whose inputs are all constants (shape arithmetic, folded weights).
 FOLD: dict[str, Callable[[list[np.ndarray], dict[str, Any]], Any]] = {
-    "Identity": lambda i, a: i[0], "Cast": lambda i, a: i[0], "Neg": lambda i, a: -i[0],
+    "Identity": lambda i, a: i[0], "Cast": lambda i, a: i[0], "CastLike": lambda i, a: i[0].astype(i[1].dtype),
+    "Neg": lambda i, a: -i[0],
     "Add": lambda i, a: i[0] + i[1], "Sub": lambda i, a: i[0] - i[1], "Mul": lambda i, a: i[0] * i[1],
     "Div": lambda i, a: (i[0] // i[1]) if i[0].dtype.kind in "iu" else i[0] / i[1],
     "Pow": lambda i, a: np.power(i[0], i[1]), "Sqrt": lambda i, a: np.sqrt(i[0]),

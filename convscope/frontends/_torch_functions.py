@@ -306,12 +306,23 @@ def _pool(c: Call) -> TVal:
             raise Unsupported("max pooling that returns indices")
         attrs = pool_attrs(c.arg(1, "kernel_size"), c.arg(2, "stride", None), c.arg(3, "padding", 0),
                            c.arg(4, "dilation", 1), bool(c.arg(5, "ceil_mode", False)))
-        return c.emit(OpKind.MAXPOOL, attrs, [x])
+        return emit_pool(c.emit, OpKind.MAXPOOL, attrs, x)
     if c.arg(6, "divisor_override", None) is not None:
         raise Unsupported("average pooling with a divisor override")
     attrs = pool_attrs(c.arg(1, "kernel_size"), c.arg(2, "stride", None), c.arg(3, "padding", 0), 1,
                        bool(c.arg(4, "ceil_mode", False)), bool(c.arg(5, "count_include_pad", True)))
-    return c.emit(OpKind.AVGPOOL, attrs, [x])
+    return emit_pool(c.emit, OpKind.AVGPOOL, attrs, x)
+
+
+def emit_pool(emit: Callable[..., TVal], kind: OpKind, attrs: O.PoolAttrs, x: TVal) -> TVal:
+    """A pool whose one window is the whole map (no padding, one output position: ``AvgPool2d(7)`` on
+    a 7×7 map, or how ONNX exporters write ``adaptive_max_pool2d(x, 1)``) is global pooling."""
+    h, w = x.shape[-2], x.shape[-1]
+    whole = attrs.kernel == (h, w) and attrs.padding == ((0, 0), (0, 0)) and attrs.dilation == (1, 1)
+    if whole:
+        glob = OpKind.GLOBAL_MAXPOOL if kind is OpKind.MAXPOOL else OpKind.GLOBAL_AVGPOOL
+        return emit(glob, O.GlobalPoolAttrs(keepdims=True), [x])
+    return emit(kind, attrs, [x])
 
 
 @_fn("adaptive_avg_pool2d", "adaptive_max_pool2d")

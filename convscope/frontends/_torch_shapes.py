@@ -310,6 +310,8 @@ def _split(c: Any) -> tuple[TVal, ...]:
 def _cat(c: Any) -> TVal:
     xs = list(c.arg(0, "tensors"))
     d = c.arg(1, "dim", 0)
+    if any(not isinstance(x, (TVal, ConstVal)) for x in xs):  # a value without batch axis (Opaque)
+        raise Unsupported(f"{c.what} of a value without a batch axis")
     ts = [x for x in xs if isinstance(x, TVal)]
     first = ts[0]
     if any(x.ndim != first.ndim or x.bpos != first.bpos for x in ts) or any(x.ndim != first.ndim for x in xs):

@@ -254,14 +254,16 @@ def dispatch(lo: Lowering, what: str, args: tuple[Any, ...], kwargs: dict[str, A
         return out
     handler = FUNCTIONS.get(name)
     call = Call(lo, lo.here(name), name, args, kwargs, source, inplace)
+    mark = lo.mark()
     try:
         if handler is None or opaque:
             raise Unsupported(f"reads {opaque[0].what}, which has no batch axis" if opaque else "")
         out = handler(call)
     except (Unsupported, GraphError) as exc:
         reason = exc.detail if isinstance(exc, GraphError) else str(exc)
+        lo.rollback(mark)
         out = lo.unknown(call.name, what + (f" ({reason})" if reason else ""), run(args, kwargs), tensors,
-                         source=source)
+                         params=lo.count_operands(values), source=source)
     if inplace and isinstance(inplace_target, ShapedProxy) and isinstance(out, TVal):
         inplace_target.value = out  # x.add_(y) changes x itself
     return out
@@ -285,12 +287,14 @@ def call_leaf(lo: Lowering, m: nn.Module, path: str, args: tuple[Any, ...], kwar
     source = type(m).__name__
     tensors = [v for v in flat_values((args, kwargs)) if isinstance(v, TVal)]
     call = Call(lo, path, type(m).__name__, args, kwargs, source)
+    mark = lo.mark()
     try:
         if handler is None:
             raise Unsupported("")
         return handler(call, m)
     except (Unsupported, GraphError) as exc:
         reason = exc.detail if isinstance(exc, GraphError) else str(exc)
+        lo.rollback(mark)
         with _maybe_revert_all_patches():
             observed = run_real(m, args, kwargs)
         return unknown_module(lo, m, path, observed, tensors, reason, source)

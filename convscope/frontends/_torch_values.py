@@ -164,6 +164,7 @@ class Lowering:
         self.counted: set[str] = set()  # parameters whose values are in some node's params
         self.twice: dict[str, int] = {}  # parameters counted more than once (shared weights)
         self.owner: dict[str, str] = {}  # parameter -> the weighted node that holds it
+        self._journal: list[tuple[str, bool]] = []  # every count: (parameter, counted for the first time)
         self._pending: tuple[str, ...] = ()  # the parameters of the weighted op about to be emitted
         self._const_nodes: dict[tuple[int, tuple[int, ...], tuple[str, ...]], tuple[str, Any]] = {}
         self.notes: list[str] = []
@@ -198,10 +199,34 @@ class Lowering:
                 continue
             if name in self.counted:
                 self.twice[name] = self.twice.get(name, 1) + 1
+                self._journal.append((name, False))
                 continue
             self.counted.add(name)
+            self._journal.append((name, True))
             n += self.param_sizes[name]
         return n
+
+    def mark(self) -> int:
+        """A point to :meth:`rollback` to: a handler that counts its weights and then finds it cannot
+        express the op hands them back, so that the unknown op it becomes holds them."""
+        return len(self._journal)
+
+    def rollback(self, mark: int) -> None:
+        while len(self._journal) > mark:
+            name, first = self._journal.pop()
+            if first:
+                self.counted.discard(name)
+                continue
+            k = self.twice.get(name, 1) - 1
+            if k > 1:
+                self.twice[name] = k
+            else:
+                self.twice.pop(name, None)
+        self._pending = ()
+
+    def count_operands(self, values: Iterable[Any]) -> int:
+        """Count the parameters among an unknown op's operands (ConstVal sources)."""
+        return self.count(tuple(dict.fromkeys(s for v in values if isinstance(v, ConstVal) for s in v.sources)))
 
     def const(self, value: Any) -> ConstVal | None:
         """A real torch tensor seen as an operand -> ConstVal with its parameter name, if it is one."""

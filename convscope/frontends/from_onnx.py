@@ -200,16 +200,18 @@ def _lower_node(n: ONode, node: Any, shapes: dict[str, list[int]]) -> list[Any]:
     if any(isinstance(v, Opaque) for v in n.ins) and not tensors:
         return [Opaque(f"{node.op_type} of a value without batch", ())] * len(node.output)
     handler = OPS.get(node.op_type)
+    mark = n.lo.mark()
     try:
         if handler is None:
             raise Unsupported("")
         return list(handler(n))
     except (Unsupported, GraphError) as exc:
         reason = exc.detail if isinstance(exc, GraphError) else str(exc)
+        n.lo.rollback(mark)
         observed = [_Observed(require_shape(n, shapes, o)) for o in node.output if o]
         what = node.op_type + (f" ({reason})" if reason else "")
         out = n.lo.unknown(n.name, what, observed if len(observed) > 1 else observed[0], tensors,
-                           source=n.source)
+                           params=n.lo.count_operands(n.ins), source=n.source)
         return list(out) if isinstance(out, list) else [out]
 
 

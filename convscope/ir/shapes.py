@@ -36,7 +36,10 @@ def _arity(inputs: Infos, n: int | None, what: str, at_least: int = 1) -> None:
 
 
 def _image(x: TensorInfo, what: str) -> tuple[int, int, int]:
-    if not x.is_image or len(x.shape) != 3 or x.channel_axis != 0:
+    """(C, H, W) of a feature map.  A 3-axis tensor whose layout was lost on the way (a reshape the
+    layout rules do not follow, an op we do not know) is one too, as PyTorch and ONNX read it."""
+    lost = len(x.shape) == 3 and x.channel_axis is None and not x.spatial_axes
+    if not lost and (not x.is_image or len(x.shape) != 3 or x.channel_axis != 0):
         raise ValueError(f"{what} needs a (C, H, W) feature map, got shape {list(x.shape)}")
     c, h, w = x.shape
     return c, h, w
@@ -335,6 +338,16 @@ def _reshape(a: O.ReshapeAttrs, inputs: Infos) -> TensorInfo:
         lead = len(shape) - len(sp)
         ch = 0 if lead == 1 and x.channel_axis == 0 else None
         return TensorInfo(shape, ch, tuple(range(lead, len(shape))))
+    # Positions flattened into one trailing axis, unflattened again: (C, H·W) -> (C, H, W) (tokens
+    # turned back into a map: a non-local block, a transformer stage in a CNN).
+    if len(sp) == 1 and x.spatial_axes == (len(x.shape) - 1,) and len(shape) == len(x.shape) + 1 \
+            and shape[:-2] == x.shape[:-1] and shape[-2] * shape[-1] == sp[0]:
+        lead = len(shape) - 2
+        ch = x.channel_axis if x.channel_axis is not None and x.channel_axis < lead else None
+        return TensorInfo(shape, ch, (lead, lead + 1))
+    # A channel vector viewed as a 1×1 map: (C,) -> (C, 1, 1) (an SE gate's view(b, c, 1, 1)).
+    if not sp and x.channel_axis is not None and len(x.shape) == 1 and shape == (x.shape[0], 1, 1):
+        return TensorInfo(shape, 0, (1, 2))
     if len(shape) == 1:
         return TensorInfo(shape, 0, ())
     return TensorInfo(shape, None, ())

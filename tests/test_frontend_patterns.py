@@ -1,0 +1,172 @@
+"""Patterns users write that the fixtures do not: tokens turned back into a map, the classic SENet
+``expand_as``, GroupNorm and ``adaptive_max_pool2d(x, 1)`` as ONNX exporters write them, an op the
+ONNX front end does not know (its weights still count), mixed batch and no-batch values.  Each model
+goes through the PyTorch front end and its ONNX export; the numbers are checked against
+``sum(p.numel())``, FlopCounterMode ÷ 2 and each other."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from convscope.analyses.analyze import analyze_graph
+from convscope.frontends.from_onnx import load_onnx
+from convscope.frontends.from_torch import graph_from_module
+from convscope.results import Analysis
+
+SHAPE = (3, 32, 32)
+
+
+class TokensBack(nn.Module):
+    """A transformer-style stage inside a CNN: map -> tokens -> map (also a non-local block's view)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+        self.mix = nn.Linear(8, 8)
+        self.d = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.c(x)
+        b, c, h, w = x.shape
+        t = self.mix(x.flatten(2).transpose(1, 2))
+        return self.d(t.transpose(1, 2).reshape(b, c, h, w))
+
+
+class ClassicSE(nn.Module):
+    """SENet's own code: view(b, c), two Linear layers, view(b, c, 1, 1), x * y.expand_as(x)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc = nn.Sequential(nn.Linear(16, 4, bias=False), nn.ReLU(), nn.Linear(4, 16, bias=False), nn.Sigmoid())
+        self.o = nn.Conv2d(16, 16, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.c(x)
+        b, c, _, _ = x.size()
+        y = self.fc(F.adaptive_avg_pool2d(x, 1).view(b, c)).view(b, c, 1, 1)
+        return self.o(x * y.expand_as(x))
+
+
+class GroupNormNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.gn = nn.GroupNorm(4, 16)
+        self.c2 = nn.Conv2d(16, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c2(F.relu(self.gn(self.c1(x))))
+
+
+class MaxGate(nn.Module):
+    """A channel gate on global *max* pooling (CBAM's channel half)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 16, 3, padding=1)
+        self.e = nn.Conv2d(16, 16, 1)
+        self.o = nn.Conv2d(16, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.c(x)
+        return self.o(x * torch.sigmoid(self.e(F.adaptive_max_pool2d(x, 1))))
+
+
+class ECA(nn.Module):
+    """ECA: a Conv1d across the pooled channels (not a 2-D op: unknown), then LayerNorm over (C, H, W)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 16, 3, padding=1)
+        self.k = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+        self.ln = nn.LayerNorm([16, 32, 32])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.c(x)
+        y = F.adaptive_avg_pool2d(x, 1)
+        y = self.k(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
+        return self.ln(x * torch.sigmoid(y))
+
+
+class StackSum(nn.Module):
+    """torch.stack along a new first axis (the batch is no longer first), summed back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 24, 1)
+        self.d = nn.Conv2d(24, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b, c = torch.split(self.c(x), 8, dim=1)
+        return self.d(torch.cat([a, torch.stack([a, b, c], 0).sum(0), c], 1))
+
+
+MODELS = {"tokens_back": TokensBack, "classic_se": ClassicSE, "group_norm": GroupNormNet, "max_gate": MaxGate,
+          "eca": ECA, "stack_sum": StackSum}
+EXACT = {"tokens_back", "classic_se", "group_norm", "max_gate"}  # nothing unknown: MACs exact too
+
+
+def _onnx(m: nn.Module, path: Path) -> Analysis:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            torch.onnx.export(m, (torch.zeros(1, *SHAPE),), str(path), dynamo=False, do_constant_folding=False)
+        finally:
+            logging.disable(logging.NOTSET)
+    return analyze_graph(load_onnx(str(path)))
+
+
+def _flop_macs(m: nn.Module) -> float:
+    with FlopCounterMode(display=False) as c, torch.inference_mode():
+        m(torch.zeros(1, *SHAPE))
+    return c.get_total_flops() / 2
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_params_and_macs_through_both_front_ends(name: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    m = MODELS[name]().eval()
+    params = sum(p.numel() for p in m.parameters())
+    a = analyze_graph(graph_from_module(m, SHAPE))
+    b = _onnx(m, tmp_path / f"{name}.onnx")
+    for got in (a, b):
+        assert got.totals.params == params, (name, got.unknown_ops)  # unknown ops keep their weights
+        assert not [n for n in got.notes if "counted 2 times" in n]
+    if name in EXACT:
+        assert not a.unknown_ops and not b.unknown_ops, (a.unknown_ops, b.unknown_ops)
+        assert a.totals.macs == b.totals.macs == _flop_macs(m)
+        spatial = [r.name for r in a.layers if r.op == "conv"]
+        assert [a.layer(n).rf_max for n in spatial] == [b.layer(n).rf_max for n in spatial]
+    else:  # an op we cannot express is reported, never guessed
+        assert a.unknown_ops and b.unknown_ops
+
+
+def test_a_gate_on_global_max_pooling_is_global_in_both() -> None:
+    a = analyze_graph(graph_from_module(MaxGate().eval(), SHAPE))
+    assert a.layer("o").rf_max == (float("inf"), float("inf")) and a.border_layer is None
+    assert not any(r.unproductive for r in a.layers)
+
+
+def test_a_pool_over_the_whole_map_is_global_pooling() -> None:
+    class OldHead(nn.Module):  # pre-adaptive ResNets: AvgPool2d(7) on the last 7x7 map
+        def __init__(self) -> None:
+            super().__init__()
+            self.c = nn.Conv2d(3, 8, 3, padding=1)
+            self.pool = nn.AvgPool2d(7)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.pool(self.c(x)).flatten(1))
+
+    a = analyze_graph(graph_from_module(OldHead().eval(), (3, 7, 7)))
+    assert a.layer("pool").op == "gap" and not a.layer("pool").unproductive
