@@ -170,3 +170,50 @@ def test_a_pool_over_the_whole_map_is_global_pooling() -> None:
 
     a = analyze_graph(graph_from_module(OldHead().eval(), (3, 7, 7)))
     assert a.layer("pool").op == "gap" and not a.layer("pool").unproductive
+
+
+class BlurPool(nn.Module):
+    """Anti-aliased downsampling: a fixed binomial filter kept in a buffer, applied with F.conv2d."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+        a = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("filt", (a[:, None] * a[None, :] / 16)[None, None].repeat(8, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(self.c(x), (1, 1, 1, 1), mode="reflect"), self.filt, stride=2, groups=8)
+
+
+def test_a_filter_held_in_a_buffer_is_no_parameter() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from oracles import torch_macs, torch_params
+
+    m = BlurPool().eval()
+    g = graph_from_module(m, SHAPE)
+    a = analyze_graph(g)
+    blur = a.layers[-1]
+    assert g.node(blur.name).attrs.fixed and blur.params == 0  # type: ignore[union-attr]
+    assert a.totals.params == sum(p.numel() for p in m.parameters()) == torch_params(g)
+    assert a.totals.macs == _flop_macs(m) == torch_macs(g)
+    assert blur.bytes_read == 4 * (8 * 34 * 34 + 8 * 9)  # the filter is still read
+
+
+def test_fixed_weights_in_a_spec_round_trip() -> None:
+    from convscope.frontends.from_spec import graph_from_spec_text
+    from convscope.frontends.to_spec import graph_to_spec_text
+
+    g = graph_from_spec_text("name: f\ninput: [3, 16, 16]\nlayers:\n  - conv: {out: 4, k: 3, bias: true}\n"
+                             "  - conv: {out: 4, k: 3, g: 4, fixed: true, bias: true, name: blur}\n", file="f.yaml")
+    a = analyze_graph(g)
+    assert a.layer("blur").params == 4  # the bias only
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from oracles import torch_params
+
+    assert torch_params(g) == a.totals.params
+    back = graph_from_spec_text(graph_to_spec_text(g), file="w.yaml")
+    assert analyze_graph(back).totals == a.totals and back.node("blur").attrs.fixed  # type: ignore[union-attr]

@@ -14,6 +14,8 @@
   slice, reshape, permute, flatten, identity, pad, nearest upsampling).
 * shared weights (a node whose ``shares`` names another: a module called twice): its parameters
   and weight bytes are counted once, at the node that holds them; every call still reads them.
+  A convolution whose weight is a constant (``fixed``: a buffer, such as a blur filter) reads it
+  but holds no parameters for it.
 * memory (bytes, for ``batch`` images of ``dtype``): weight bytes, activation bytes per node,
   bytes read + written per node (inputs + weights + output; zero for ops that only relabel memory:
   identity, dropout, flatten, reshape), and the peak of live activations when nodes run in
@@ -246,6 +248,16 @@ def node_cost(graph: Graph, node: Node) -> Cost:
     return node_cost_of(node, [graph.node(i).out for i in node.inputs])
 
 
+def _fixed_weights(node: Node, inputs: Sequence[TensorInfo]) -> int:
+    """Weight values of a convolution whose weight is a constant (``ConvAttrs.fixed``): read, not
+    trainable parameters (its bias, if any, still is)."""
+    a = node.attrs
+    if not isinstance(a, O.ConvAttrs) or not a.fixed:
+        return 0
+    bias = a.out_channels if a.bias else 0
+    return node_cost_of(node, inputs).params - bias
+
+
 def node_cost_of(node: Node, inputs: Sequence[TensorInfo]) -> Cost:
     """Cost of one node for batch 1, given its inputs' shapes (for a graph still being built)."""
     return _HANDLERS[node.op](node, inputs)
@@ -276,7 +288,8 @@ def cost(graph: Graph, *, dtype: DType | str = DType.FP32, batch: int = 1) -> Co
     for node in graph.nodes:
         c = node_cost(graph, node)
         weights_read = c.params * b  # a node that shares another's weights still reads them...
-        c = Cost(0 if node.shares else c.params, c.macs * batch, c.elementwise_ops * batch)
+        held = 0 if node.shares else c.params - _fixed_weights(node, [graph.node(i).out for i in node.inputs])
+        c = Cost(held, c.macs * batch, c.elementwise_ops * batch)
         total = total + c
         out_bytes = node.out.numel * b * batch
         act[node.name] = out_bytes

@@ -95,6 +95,10 @@ def _module_for(node: Node, graph: Graph, oracle: bool) -> nn.Module | None:
     if op is OpKind.CONV:
         assert isinstance(a, O.ConvAttrs) and x is not None
         conv = nn.Conv2d(x.shape[0], a.out_channels, a.kernel, a.stride, 0, a.dilation, a.groups, a.bias)
+        if a.fixed:  # the weight is a constant: a buffer, not a parameter
+            w = conv.weight.detach()
+            del conv.weight
+            conv.register_buffer("weight", w)
         pad = _pad_args(a.padding)
         if pad is not None:
             conv.padding = pad

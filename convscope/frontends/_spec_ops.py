@@ -67,7 +67,8 @@ def _conv_common(a: Args) -> dict[str, Any]:
     s = a.pair("s", (1, 1))
     d = a.pair("d", (1, 1))
     p = a.padding("p", same_padding(k, d))
-    return {"kernel": k, "stride": s, "dilation": d, "padding": p, "bias": a.bool("bias", False)}
+    return {"kernel": k, "stride": s, "dilation": d, "padding": p, "bias": a.bool("bias", False),
+            "fixed": a.bool("fixed", False)}
 
 
 @_op("conv")

@@ -14,7 +14,7 @@ a subtraction, maximum or minimum of two tensors is an ``add`` node, a division 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -278,6 +278,8 @@ def _conv2d(c: Call) -> TVal:
     c.lo.count(w.sources + (bias.sources if bias is not None else ()))
     attrs = conv_attrs(w.shape, c.arg(3, "stride", 1), c.arg(4, "padding", 0), c.arg(5, "dilation", 1),
                        groups, bias is not None)
+    if not w.sources:  # a weight that is no parameter (a buffer: a blur or edge filter)
+        attrs = replace(attrs, fixed=True)
     return c.emit(OpKind.CONV, attrs, [x])
 
 

@@ -74,6 +74,8 @@ def _conv_args(a: O.ConvAttrs, *, transposed: bool = False) -> dict[str, Any]:
         d["g"] = a.groups
     if a.bias:
         d["bias"] = True
+    if a.fixed:
+        d["fixed"] = True
     if transposed and a.output_padding != (0, 0):
         d["op"] = _pair(a.output_padding)
     return d

@@ -127,6 +127,7 @@ class ConvAttrs:
     groups: int = 1
     bias: bool = False
     output_padding: Pair = (0, 0)
+    fixed: bool = False  # the weight is a constant (a buffer: a blur or edge filter), not parameters
 
 
 @dataclass(frozen=True, slots=True)
