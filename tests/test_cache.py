@@ -126,3 +126,15 @@ def test_a_corrupt_file_is_moved_aside_and_rebuilt(tmp_path: Path, damage: str) 
     assert st.layers(FP, "torch", 2, "fp32", ["new"]) == {"new": T}
     assert st.warnings and "moved it to" in st.warnings[0]
     sqlite3.connect(str(path)).execute("PRAGMA integrity_check").fetchone()
+
+
+def test_the_cli_says_so_in_one_plain_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from convscope.cli import main
+
+    (tmp_path / "latency.sqlite").write_text("garbage")
+    monkeypatch.setenv("CONVSCOPE_CACHE", str(tmp_path))
+    assert main(["calibrate", "--list"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("convscope calibrate: warning: latency cache") and "was unreadable" in err
+    assert "CacheWarning" not in err and len(err.strip().splitlines()) == 1

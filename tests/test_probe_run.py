@@ -197,3 +197,16 @@ def test_a_layer_that_fails_is_recorded_and_the_rest_measured(tiny: Any, monkeyp
     bad = r.layer("c1")
     assert bad.error == "RuntimeError: out of memory (simulated)" and bad.probe_accuracy is None
     assert all(x.probe_accuracy is not None for x in r.layers if x.name != "c1") and r.complete
+
+
+def test_the_readme_example_file_is_this_network() -> None:
+    from pathlib import Path
+
+    from convscope.analyses.analyze import analyze_graph
+    from convscope.frontends.from_spec import load_spec
+
+    ex = load_spec(Path(__file__).parent.parent / "examples" / "probe" / "tiny-border.yaml")
+    a, b = analyze_graph(ex), analyze_graph(graph_from_spec_data(TINY))
+    assert [(r.name, r.op, r.params, r.rf_min) for r in a.layers if r.params] == \
+        [(r.name, r.op, r.params, r.rf_min) for r in b.layers if r.params]
+    assert a.border_layer == b.border_layer == "c3"

@@ -62,13 +62,17 @@ def _kind_notes(cmp: "Comparison") -> list[str]:
                 what = "as costly as" if cheapest <= big.macs_per_frame else "costlier than"
                 out.append(f"the specialists of '{c.name}' save nothing per frame: each is {what} the single network "
                            f"'{big.name}' ({fmt_count(cheapest)} vs {fmt_count(big.macs_per_frame)} MACs), and "
-                           f"{len(nets)} of them keep {c.weight_bytes / 1e6:.1f} MB of weights resident")
+                           + (f"one of them is resident at a time ({c.weight_bytes / 1e6:.1f} MB)" if c.only_one else
+                              f"{len(nets)} of them keep {c.weight_bytes / 1e6:.1f} MB of weights resident"))
             elif big is not None:
                 lo = 100 * cheapest / big.macs_per_frame
                 hi = 100 * max(n.analysis.totals.macs for n in nets) / big.macs_per_frame
                 share = f"{lo:.0f}%" if round(lo) == round(hi) else f"{lo:.0f}%–{hi:.0f}%"
+                held = (f"one specialist ({c.weight_bytes / 1e6:.1f} MB of weights) stays resident and a change of "
+                        "specialist loads the next" if c.only_one else
+                        f"{c.weight_bytes / 1e6:.1f} MB of weights stay resident")
                 out.append(f"each specialist of '{c.name}' costs {share} of '{big.name}' per frame; only one runs per "
-                           f"frame, but {c.weight_bytes / 1e6:.1f} MB of weights stay resident")
+                           f"frame, but {held}")
         elif c.kind == "parallel":
             parts = " + ".join(fmt_ms(n.ms) for n in nets)
             line = f"'{c.name}' runs all {len(nets)} specialists on every frame: {parts} = {fmt_ms(c.latency_ms)}"
@@ -77,8 +81,12 @@ def _kind_notes(cmp: "Comparison") -> list[str]:
             out.append(line)
         elif c.kind == "trunk":
             trunk, heads = nets[0], nets[1:]
-            line = (f"'{c.name}' runs its {trunk.role} ({fmt_ms(trunk.ms)}) once per frame and {len(heads)} "
-                    f"head(s) ({' + '.join(fmt_ms(h.ms) for h in heads)})")
+            if c.only_one:
+                line = (f"'{c.name}' runs its {trunk.role} ({fmt_ms(trunk.ms)}) once per frame and one of its "
+                        f"{len(heads)} heads ({', '.join(fmt_ms(h.ms) for h in heads)}), as scheduled")
+            else:
+                line = (f"'{c.name}' runs its {trunk.role} ({fmt_ms(trunk.ms)}) once per frame and {len(heads)} "
+                        f"head(s) ({' + '.join(fmt_ms(h.ms) for h in heads)})")
             out.append(line)
             a = trunk.analysis
             if a.unproductive_share[1] >= UNPRODUCTIVE_NOTE:

@@ -109,6 +109,7 @@ class CandidateResult:
     measured_low_ms: float | None = None
     measured_high_ms: float | None = None
     notes: tuple[str, ...] = ()
+    only_one: bool = False  # switch: one specialist resident; trunk: one head per frame
 
     @property
     def fps(self) -> float:
@@ -192,7 +193,8 @@ def _result(c: Candidate, nets: Sequence[NetworkResult], w: Sequence[float], wor
     return CandidateResult(
         c.name, c.kind, _weighted(nets, w, "ms"), _weighted(nets, w, "low_ms"), _weighted(nets, w, "high_ms"),
         worst, sum(wi * n.analysis.totals.macs for wi, n in zip(w, nets)), weight_bytes,
-        max(n.analysis.totals.peak_activation_bytes for n in nets), tuple(nets), m, ml, mh, notes)
+        max(n.analysis.totals.peak_activation_bytes for n in nets), tuple(nets), m, ml, mh, notes,
+        (c.kind == "switch" and c.resident == "one") or (c.kind == "trunk" and c.run == "one"))
 
 
 def _single(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:

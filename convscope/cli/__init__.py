@@ -12,7 +12,9 @@ import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from convscope import __version__
 from convscope.errors import ConvscopeError
@@ -65,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.handler(args))
+        with _plain_warnings(args.command):
+            return int(args.handler(args))
     except ConvscopeError as exc:
         print(f"convscope {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_status
@@ -80,6 +83,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"convscope {args.command}: internal error: {type(exc).__name__}: {exc}\n"
               "  (set CONVSCOPE_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
         return 3
+
+
+@contextmanager
+def _plain_warnings(command: str) -> Iterator[None]:
+    """convscope's own warnings (an unreadable latency cache rebuilt, …) as one plain line on
+    stderr, every time; other libraries' warnings as Python shows them."""
+    from convscope.backends._cache import CacheWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CacheWarning)
+        default = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+            if issubclass(category, CacheWarning):
+                print(f"convscope {command}: warning: {message}", file=sys.stderr)
+            else:
+                default(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def run() -> None:
