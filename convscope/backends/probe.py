@@ -365,7 +365,9 @@ def _measure(module: GraphModule, ds: DataSet, analysis: Analysis, cfg: ProbeCon
 
 
 # -- the whole run --------------------------------------------------------------------------------
-def _context_note(info: DataInfo, rows: Sequence[LayerProbe]) -> str | None:
+def _context_note(info: DataInfo, rows: Sequence[LayerRow]) -> str | None:
+    """Which layer first sees the context the data needs (from the analysis: every weighted layer,
+    measured yet or not, so an interrupted run says the same)."""
     if info.context_px is None:
         return None
     first = next((r for r in rows if r.rf_min is not None and min(float(v) for v in r.rf_min) >= info.context_px), None)
@@ -431,7 +433,7 @@ def _probe(model: Any, data: str | Path | DataSet, input: Sequence[int] | None, 
         v = Verdict("inconclusive", ("the run was interrupted",)) if not complete else verdict(
             layers, test_accuracy=test_acc, chance=1 / len(ds.info.classes), n_test=len(ds.test),
             n_probe_test=n_probe, delta=config.delta)
-        extra = [n for n in (_context_note(ds.info, layers),) if n]
+        extra = [n for n in (_context_note(ds.info, analysis.weighted_layers()),) if n]
         return ProbeResult(graph.name, graph.input_shape, ds.info, config.epochs, config.seed, str(device),
                            config.training_dict(), tuple(history), train_acc, test_acc, analysis.border_layer,
                            tuple(layers), v, complete, str(run.path) if run else None, tuple(notes + extra))

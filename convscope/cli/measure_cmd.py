@@ -97,7 +97,7 @@ def _plan(args: argparse.Namespace, kw: dict) -> int:  # type: ignore[type-arg]
     con.print(t)
     for name, kind, ms, lo, hi in pm.candidates:
         con.print(f"  {name} ({kind}): {fmt_ms(ms)} per frame (p10 {fmt_ms(lo)} – p90 {fmt_ms(hi)})")
-    notes = {n for _, _, _, m in pm.networks for n in m.notes}
-    for n in sorted(notes):
+    notes = dict.fromkeys(f"{ref}: {n}" for _, _, ref, m in pm.networks for n in m.notes)  # each network once
+    for n in notes:
         con.print(f"  [yellow]note:[/yellow] {n}")
     return 0
