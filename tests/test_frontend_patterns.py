@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from oracles import torch_macs, torch_params
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -186,11 +187,6 @@ class BlurPool(nn.Module):
 
 
 def test_a_filter_held_in_a_buffer_is_no_parameter() -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from oracles import torch_macs, torch_params
-
     m = BlurPool().eval()
     g = graph_from_module(m, SHAPE)
     a = analyze_graph(g)
@@ -209,11 +205,6 @@ def test_fixed_weights_in_a_spec_round_trip() -> None:
                              "  - conv: {out: 4, k: 3, g: 4, fixed: true, bias: true, name: blur}\n", file="f.yaml")
     a = analyze_graph(g)
     assert a.layer("blur").params == 4  # the bias only
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from oracles import torch_params
-
     assert torch_params(g) == a.totals.params
     back = graph_from_spec_text(graph_to_spec_text(g), file="w.yaml")
     assert analyze_graph(back).totals == a.totals and back.node("blur").attrs.fixed  # type: ignore[union-attr]

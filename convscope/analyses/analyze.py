@@ -99,15 +99,16 @@ def analyze_behind(trunk: Graph, head: Graph, *, dtype: DType | str = DType.FP32
     prod = productivity(both, rf, among=mine)
     rfs = rf.as_dict()
     reasons = dict(prod.unproductive)
-    rows = tuple(replace(r, rf_min=rfs[_PREFIX + r.name].rf_min, rf_max=rfs[_PREFIX + r.name].rf_max,
-                         jump=rfs[_PREFIX + r.name].jump, rf_paths=rfs[_PREFIX + r.name].paths,
-                         unproductive=_PREFIX + r.name in reasons, reason=reasons.get(_PREFIX + r.name))
-                 for r in a.layers)
+    rows = []
+    for r in a.layers:
+        x, name = rfs[_PREFIX + r.name], _PREFIX + r.name
+        rows.append(replace(r, rf_min=x.rf_min, rf_max=x.rf_max, jump=x.jump, rf_paths=x.paths,
+                            unproductive=name in reasons, reason=reasons.get(name)))
     total = a.totals
     un = (sum(r.params for r in rows if r.unproductive), sum(r.macs for r in rows if r.unproductive))
     share = (un[0] / total.params if total.params else 0.0, un[1] / total.macs if total.macs else 0.0)
     border = prod.border_layer[len(_PREFIX):] if prod.border_layer else None
-    return replace(a, layers=rows, border_layer=border, unproductive_share=share,
+    return replace(a, layers=tuple(rows), border_layer=border, unproductive_share=share,
                    feasible_resolution=feasible_range(both, rf))
 
 

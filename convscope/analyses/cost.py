@@ -248,14 +248,15 @@ def node_cost(graph: Graph, node: Node) -> Cost:
     return node_cost_of(node, [graph.node(i).out for i in node.inputs])
 
 
-def _fixed_weights(node: Node, inputs: Sequence[TensorInfo]) -> int:
-    """Weight values of a convolution whose weight is a constant (``ConvAttrs.fixed``): read, not
-    trainable parameters (its bias, if any, still is)."""
+def _held(node: Node, params: int) -> int:
+    """The parameters a node holds of the ``params`` it reads: none when it shares another node's,
+    only the bias of a convolution whose weight is a constant (``ConvAttrs.fixed``)."""
     a = node.attrs
-    if not isinstance(a, O.ConvAttrs) or not a.fixed:
+    if node.shares:
         return 0
-    bias = a.out_channels if a.bias else 0
-    return node_cost_of(node, inputs).params - bias
+    if isinstance(a, O.ConvAttrs) and a.fixed:
+        return a.out_channels if a.bias else 0
+    return params
 
 
 def node_cost_of(node: Node, inputs: Sequence[TensorInfo]) -> Cost:
@@ -287,20 +288,18 @@ def cost(graph: Graph, *, dtype: DType | str = DType.FP32, batch: int = 1) -> Co
     act: dict[str, int] = {}
     for node in graph.nodes:
         c = node_cost(graph, node)
-        weights_read = c.params * b  # a node that shares another's weights still reads them...
-        held = 0 if node.shares else c.params - _fixed_weights(node, [graph.node(i).out for i in node.inputs])
-        c = Cost(held, c.macs * batch, c.elementwise_ops * batch)
+        weights_read = c.params * b  # every weight a call reads, held here or not
+        c = Cost(_held(node, c.params), c.macs * batch, c.elementwise_ops * batch)
         total = total + c
         out_bytes = node.out.numel * b * batch
         act[node.name] = out_bytes
-        wbytes = c.params * b  # ...but holds none of its own
+        wbytes = c.params * b
         if node.op in ALIAS_OPS or node.op is OpKind.INPUT:
             read = written = 0
         else:
             read = sum(act[i] for i in node.inputs) + weights_read
             written = out_bytes
-        rows.append(NodeCost(node.name, c, wbytes, out_bytes, read, written,
-                             0 if node.op in ALIAS_OPS or node.op is OpKind.INPUT else weights_read))
+        rows.append(NodeCost(node.name, c, wbytes, out_bytes, read, written, weights_read))
     peak = _peak_live(graph, act)
     return CostResult(
         tuple(rows), total, total.params * b, sum(act.values()), peak,

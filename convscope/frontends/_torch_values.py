@@ -216,13 +216,17 @@ class Lowering:
             name, first = self._journal.pop()
             if first:
                 self.counted.discard(name)
-                continue
-            k = self.twice.get(name, 1) - 1
-            if k > 1:
-                self.twice[name] = k
             else:
-                self.twice.pop(name, None)
+                self._once_less(name)
         self._pending = ()
+
+    def _once_less(self, name: str) -> None:
+        """One use fewer of a parameter counted more than once."""
+        k = self.twice.get(name, 1) - 1
+        if k > 1:
+            self.twice[name] = k
+        else:
+            self.twice.pop(name, None)
 
     def count_operands(self, values: Iterable[Any]) -> int:
         """Count the parameters among an unknown op's operands (ConstVal sources)."""
@@ -287,11 +291,7 @@ class Lowering:
         if node_cost_of(o, [self.b.info(i) for i in o.inputs]).params != sum(self.param_sizes[p] for p in pending):
             return None
         for p in pending:  # counted once after all: no note
-            k = self.twice.get(p, 1) - 1
-            if k > 1:
-                self.twice[p] = k
-            else:
-                self.twice.pop(p, None)
+            self._once_less(p)
         return owner
 
     def const_node(self, c: ConstVal, partner: TVal | None, hint: str | None = None) -> str:
