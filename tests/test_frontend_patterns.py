@@ -208,3 +208,41 @@ def test_fixed_weights_in_a_spec_round_trip() -> None:
     assert torch_params(g) == a.totals.params
     back = graph_from_spec_text(graph_to_spec_text(g), file="w.yaml")
     assert analyze_graph(back).totals == a.totals and back.node("blur").attrs.fixed  # type: ignore[union-attr]
+
+
+class WeightNormed(nn.Module):
+    """Weights computed by parametrizations, through the modules and through a user's F.conv2d."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+
+        self.a = weight_norm(nn.Conv2d(3, 8, 3, padding=1))
+        self.b = spectral_norm(nn.Conv2d(8, 8, 3, padding=1))
+        self.up = weight_norm(nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1))
+        self.c = weight_norm(nn.Conv2d(8, 8, 3, padding=1))
+        self.fc = weight_norm(nn.Linear(8, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.up(self.b(torch.relu(self.a(x))))
+        x = F.conv2d(x, self.c.weight, self.c.bias, padding=2, dilation=2)  # the weight read by the user
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def test_weights_computed_by_a_parametrization_are_the_layers_weights() -> None:
+    m = WeightNormed().eval()
+    g = graph_from_module(m, SHAPE)
+    a = analyze_graph(g)
+    assert not a.unknown_ops
+    assert [r.op for r in a.layers if r.params] == ["conv", "conv", "convT", "conv", "linear"]
+    with FlopCounterMode(display=False) as c, torch.no_grad():  # spectral_norm refuses inference_mode
+        m(torch.zeros(1, *SHAPE))
+    assert a.totals.macs == c.get_total_flops() / 2 == torch_macs(g)
+    # Counted as the weights they compute (the deployed layer); weight_norm's magnitudes are named.
+    held = sum(p.numel() for p in m.parameters())
+    magnitudes = 8 + 8 + 8 + 4  # one per output channel (the transposed conv's dim 0 is its input)
+    assert a.totals.params == held - magnitudes == torch_params(g)
+    notes = [n for n in g.meta_dict()["notes"] if "computed from" in n]
+    assert len(notes) == 4 and "a.parametrizations.weight.original0" in notes[0]
+    dilated = g.node(a.layers[-4].name).attrs
+    assert dilated.dilation == (2, 2) and a.layers[-4].macs == 8 * 8 * 9 * 64 * 64  # type: ignore[union-attr]

@@ -258,13 +258,27 @@ def _linear(c: Call) -> TVal:
         raise Unsupported("linear over the batch axis")
     c.expect("input features", w.shape[1], x.shape[-1])
     c.lo.count(w.sources + (bias.sources if bias is not None else ()))
-    return c.emit(OpKind.LINEAR, O.LinearAttrs(w.shape[0], bias is not None), [x])
+    out = c.emit(OpKind.LINEAR, O.LinearAttrs(w.shape[0], bias is not None), [x])
+    _computed(c, w, bias)
+    return out
 
 
 # -- convolution and pooling -----------------------------------------------------------------------
 def _image(x: TVal, what: str) -> None:
     if x.ndim != 4 or x.bpos != 0:
         raise Unsupported(f"{what} on a tensor of shape {list(x.shape)} (only 2-D maps (N, C, H, W))")
+
+
+def _computed(c: Call, *weights: ConstVal | None) -> None:
+    """A note when a layer's weights are computed from parameters of another size (weight_norm's
+    direction and magnitude; a slice of a bigger tensor): the layer counts what it computes."""
+    given = [w for w in weights if w is not None and w.sources]
+    held = sum(c.lo.param_sizes.get(s, 0) for s in dict.fromkeys(s for w in given for s in w.sources))
+    used = sum(w.numel for w in given)
+    if given and held != used:
+        names = ", ".join(dict.fromkeys(s for w in given for s in w.sources))
+        c.lo.notes.append(f"layer '{c.lo.added[-1]}': its weights are computed from {held} parameters ({names}); "
+                          f"counted as the {used} it computes (what remove_parametrizations or folding leaves)")
 
 
 @_fn("conv2d")
@@ -280,7 +294,9 @@ def _conv2d(c: Call) -> TVal:
                        groups, bias is not None)
     if not w.sources:  # a weight that is no parameter (a buffer: a blur or edge filter)
         attrs = replace(attrs, fixed=True)
-    return c.emit(OpKind.CONV, attrs, [x])
+    out = c.emit(OpKind.CONV, attrs, [x])
+    _computed(c, w, bias)
+    return out
 
 
 @_fn("conv_transpose2d")
@@ -296,7 +312,9 @@ def _conv_t(c: Call) -> TVal:
     attrs = O.ConvAttrs(w.shape[1] * groups, (w.shape[2], w.shape[3]), pair(c.arg(3, "stride", 1)),
                         ((pad[0], pad[0]), (pad[1], pad[1])), pair(c.arg(7, "dilation", 1)), groups,
                         bias is not None, pair(c.arg(5, "output_padding", 0)))
-    return c.emit(OpKind.CONV_T, attrs, [x])
+    out = c.emit(OpKind.CONV_T, attrs, [x])
+    _computed(c, w, bias)
+    return out
 
 
 @_fn("max_pool2d", "max_pool2d_with_indices", "avg_pool2d")

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.fx._symbolic_trace import _maybe_revert_all_patches
+from torch.nn.utils import parametrize
 
 from convscope._registry import registrar
 from convscope.frontends._torch_functions import FUNCTIONS, Call
@@ -52,7 +54,22 @@ def is_leaf(m: nn.Module) -> bool:
 def _param(c: Call, m: nn.Module, attr: str) -> ConstVal | None:
     # Read the registry itself: during tracing, attribute access on modules yields proxies.
     p = m._parameters.get(attr, m._buffers.get(attr))
+    if p is None and parametrize.is_parametrized(m, attr):
+        return _parametrized(c, m, attr)
     return None if p is None else c.lo.const(p)
+
+
+def _parametrized(c: Call, m: nn.Module, attr: str) -> ConstVal:
+    """A weight computed from parameters by a parametrization (weight_norm, spectral_norm,
+    orthogonal): its value as the layer sees it, held by the originals it is computed from.  The
+    computation itself (a norm over the weight) is not counted: it does not depend on the input
+    and is folded for deployment (the layer's handler notes a parameter count that changes)."""
+    plist = m.parametrizations[attr]  # type: ignore[index]
+    with _maybe_revert_all_patches(), torch.no_grad():
+        value = getattr(m, attr)
+    originals = [t for t in (*plist._parameters.values(), *plist._buffers.values()) if t is not None]
+    names = tuple(n for n in (c.lo.param_names.get(id(t)) for t in originals) if n is not None)
+    return ConstVal(value.detach(), names)
 
 
 def _call(c: Call, what: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Any:

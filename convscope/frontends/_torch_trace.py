@@ -285,7 +285,16 @@ def call_leaf(lo: Lowering, m: nn.Module, path: str, args: tuple[Any, ...], kwar
     """Lower a leaf module call (named by its path; a second call of the same module gets _1)."""
     handler = handler_for(m)
     source = type(m).__name__
-    tensors = [v for v in flat_values((args, kwargs)) if isinstance(v, TVal)]
+    values = list(flat_values((args, kwargs)))
+    tensors = [v for v in values if isinstance(v, TVal)]
+    if not tensors and not any(isinstance(v, (Opaque, LazyVal)) for v in values):
+        # nothing depends on the input (a parametrization computing a weight): a constant, computed now
+        with _maybe_revert_all_patches():
+            out = run_real(m, args, kwargs)
+        own = (lo.param_names.get(id(t)) for t in (*m.parameters(), *m.buffers()))
+        sources = tuple(dict.fromkeys([s for v in values if isinstance(v, ConstVal) for s in v.sources]
+                                      + [n for n in own if n is not None]))
+        return ConstVal(out.detach(), sources) if isinstance(out, torch.Tensor) else out
     call = Call(lo, path, type(m).__name__, args, kwargs, source)
     mark = lo.mark()
     try:
