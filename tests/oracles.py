@@ -183,8 +183,10 @@ def _measure(module: torch.nn.Module, shape: tuple[int, int, int], part: list[st
     loss = x.new_zeros(())
     for b, (name, off) in enumerate(probes):
         t = cap[name]
-        h = min(t.shape[2] // 2 + (off if axis == 0 else 0), t.shape[2] - 1)
-        w = min(t.shape[3] // 2 + (off if axis == 1 else 0), t.shape[3] - 1)
+        # Both coordinates move: after a transposed conv whose taps all land on one phase, a
+        # position on another phase (on either axis) is reached by no input at all.
+        h = min(t.shape[2] // 2 + off, t.shape[2] - 1)
+        w = min(t.shape[3] // 2 + off, t.shape[3] - 1)
         loss = loss + t[b, :, h, w].sum()  # every channel: after a concat, one would see one branch
     loss.backward()
     assert x.grad is not None
@@ -192,6 +194,8 @@ def _measure(module: torch.nn.Module, shape: tuple[int, int, int], part: list[st
     for k, name in enumerate(part):
         best: int | None = None
         for b in range(offsets * k, offsets * (k + 1)):
+            if not bool(x.grad[b].any()):
+                continue  # a position no input reaches (a transposed conv's phase without taps)
             rows, cols = _support(x.grad[b])
             lo, hi = rows if axis == 0 else cols
             if lo == 0 and hi == side - 1:

@@ -136,3 +136,28 @@ def test_fractional_rf_after_upsampling_beyond_the_input() -> None:
     r = rf_of(layers, "c", input=(3, 16, 16))
     assert r.rf_max == (2, 2)  # 1 + 2 * 1/2
     assert r.jump == (Fraction(1, 2), Fraction(1, 2))
+
+
+def test_transposed_conv_every_stride_dilation_padding_and_output_padding_against_the_gradient() -> None:
+    """330 transposed convs (k 1-5, s 1-3, d 1-3, p 0-2, output padding below max(s, d)) behind a
+    strided conv: rf_max at the layer equals the gradient's support, including dilations that put
+    every tap on one phase (d = s: the other phases are reached by no input at all)."""
+    import itertools
+
+    from oracles import gradient_support
+
+    from convscope.errors import ConvscopeError
+
+    checked, wrong = 0, []
+    for k, s, d, p, op in itertools.product(range(1, 6), (1, 2, 3), (1, 2, 3), (0, 1, 2), (0, 1, 2)):
+        if op >= max(s, d):
+            continue
+        layers = [{"conv": {"out": 2, "k": 3, "s": 2, "name": "down"}},
+                  {"convT": {"out": 2, "k": k, "s": s, "d": d, "p": p, "op": op, "name": "up"}}]
+        try:
+            g = graph_from_spec_data({"name": "t", "input": [1, 64, 64], "layers": layers}, file="t")
+        except ConvscopeError:
+            continue
+        checked += 1
+        wrong += [((k, s, d, p, op), c.expected, c.measured) for c in gradient_support(g, ["up"]) if not c.ok]
+    assert checked == 330 and wrong == []
