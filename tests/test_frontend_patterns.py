@@ -246,3 +246,35 @@ def test_weights_computed_by_a_parametrization_are_the_layers_weights() -> None:
     assert len(notes) == 4 and "a.parametrizations.weight.original0" in notes[0]
     dilated = g.node(a.layers[-4].name).attrs
     assert dilated.dilation == (2, 2) and a.layers[-4].macs == 8 * 8 * 9 * 64 * 64  # type: ignore[union-attr]
+
+
+class Unpooling(nn.Module):
+    """SegNet's decoder: max pooling that returns its indices, unpooled by them later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+        self.p = nn.MaxPool2d(2, return_indices=True)
+        self.m = nn.Conv2d(8, 8, 3, padding=1)
+        self.u = nn.MaxUnpool2d(2)
+        self.d = nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, i = self.p(self.c(x))
+        y = self.u(self.m(y), i, output_size=x.shape[-2:])
+        y2, i2 = F.max_pool2d(y, 2, return_indices=True)
+        return self.d(F.max_unpool2d(y2, i2, 2))
+
+
+def test_max_unpooling_by_the_pools_indices() -> None:
+    m = Unpooling().eval()
+    g = graph_from_module(m, SHAPE)
+    a = analyze_graph(g)
+    assert not a.unknown_ops
+    assert [r.op for r in a.layers] == ["conv", "maxpool", "conv", "upsample", "maxpool", "upsample", "conv"]
+    assert a.layer("u").out_shape == (8, 32, 32) and a.layer("d").out_shape == (4, 32, 32)
+    assert a.totals.params == sum(p.numel() for p in m.parameters()) == torch_params(g)
+    assert a.totals.macs == _flop_macs(m) == torch_macs(g)
+    # c 3 (j 1) -> pool 4 (j 2) -> m 4 + 2·2 = 8 -> unpool: 8, j 1 -> pool 9 (j 2) -> unpool 9 (j 1) -> d 11
+    assert [a.layer(n).rf_max for n in ("p", "m", "u", "d")] == [(4, 4), (8, 8), (8, 8), (11, 11)]
+    assert sum("max_unpool2d analysed as a nearest upsampling" in n for n in g.meta_dict()["notes"]) == 2

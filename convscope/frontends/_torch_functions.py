@@ -322,11 +322,14 @@ def _pool(c: Call) -> TVal:
     x = c.tensor()
     _image(x, c.what)
     if c.what.startswith("max"):
-        if c.arg(6, "return_indices", False) or c.what.endswith("indices"):
-            raise Unsupported("max pooling that returns indices")
         attrs = pool_attrs(c.arg(1, "kernel_size"), c.arg(2, "stride", None), c.arg(3, "padding", 0),
                            c.arg(4, "dilation", 1), bool(c.arg(5, "ceil_mode", False)))
-        return emit_pool(c.emit, OpKind.MAXPOOL, attrs, x)
+        out = emit_pool(c.emit, OpKind.MAXPOOL, attrs, x)
+        if c.arg(6, "return_indices", False) or c.what.endswith("indices"):
+            # The indices depend on exactly the window the values do: the same node stands for both
+            # (max_unpool2d reads them; anything else reads a map with the pool's receptive field).
+            return out, replace(out)
+        return out
     if c.arg(6, "divisor_override", None) is not None:
         raise Unsupported("average pooling with a divisor override")
     attrs = pool_attrs(c.arg(1, "kernel_size"), c.arg(2, "stride", None), c.arg(3, "padding", 0), 1,
@@ -360,6 +363,27 @@ def _adaptive(c: Call) -> TVal:
         return c.emit(kind, O.GlobalPoolAttrs(keepdims=True), [x])
     kind = OpKind.ADAPTIVE_AVGPOOL if avg else OpKind.ADAPTIVE_MAXPOOL
     return c.emit(kind, O.AdaptivePoolAttrs((int(out[0]), int(out[1]))), [x])
+
+
+@_fn("max_unpool2d")
+def _unpool(c: Call) -> TVal:
+    """Each output position receives at most the one pooled value its window maps to (where the
+    indices say): to receptive field and cost, a nearest upsampling to the unpooled size."""
+    x = c.tensor()
+    _image(x, "max_unpool2d")
+    if not isinstance(c.arg(1, "indices"), TVal):
+        raise Unsupported("max_unpool2d with indices that are not computed from the input")
+    k = pair(c.arg(2, "kernel_size"))
+    s = pair(c.arg(3, "stride", None) or k)
+    p = pair(c.arg(4, "padding", 0))
+    size = c.arg(5, "output_size", None)
+    if size is not None:
+        hw = tuple(int(v) for v in list(size)[-2:])
+    else:
+        hw = tuple((x.shape[2 + i] - 1) * s[i] - 2 * p[i] + k[i] for i in (0, 1))
+    c.lo.notes.append(f"layer '{c.name}': max_unpool2d analysed as a nearest upsampling to {hw[0]}×{hw[1]} "
+                      "(each output reads at most the pooled value its window maps to)")
+    return c.emit(OpKind.UPSAMPLE, O.UpsampleAttrs("nearest", size=(hw[0], hw[1])), [x])
 
 
 @_fn("interpolate", "upsample_nearest", "upsample_bilinear")

@@ -183,6 +183,12 @@ def _avgpool(c: Call, m: nn.AvgPool2d) -> Any:
                                    m.count_include_pad, m.divisor_override))
 
 
+@_mod(nn.MaxUnpool2d)
+def _maxunpool(c: Call, m: nn.MaxUnpool2d) -> Any:
+    return _call(c, "max_unpool2d", (c.tensor(), c.arg(1, "indices"), m.kernel_size, m.stride, m.padding,
+                                     c.arg(2, "output_size", None)))
+
+
 @_mod(nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 def _adaptive(c: Call, m: Any) -> Any:
     what = "adaptive_avg_pool2d" if isinstance(m, nn.AdaptiveAvgPool2d) else "adaptive_max_pool2d"
