@@ -43,6 +43,16 @@ def test_analyze_several_resolutions(capsys) -> None:  # type: ignore[no-untyped
     assert shares[0] > shares[1] > shares[2] == 0.0
 
 
+def test_one_resolution_is_one_object_and_a_bad_width_is_refused(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["analyze", "zoo:vgg11-cifar", "--res", "64", "--json", "-"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert "results" not in d and d["input"] == [3, 64, 64]  # FORMATS §4: the wrapper is for several
+    for w in ("0", "-3", "5"):
+        assert main(["analyze", "zoo:allconv", "--width", w]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and f"--width must be at least 20 columns, got {w}" in err
+
+
 def test_analyze_json_file_and_table(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "a.json"
     assert main(["analyze", "zoo:allconv", "--json", str(out), "--width", "150"]) == 0

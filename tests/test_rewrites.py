@@ -260,3 +260,34 @@ def test_editor_rewires_and_fails_loudly() -> None:
         bad.build()
     with pytest.raises(GraphError, match="no layer named"):
         Editor(g).drop("nope")
+
+
+def test_width_keeps_a_residual_whose_shortcut_is_a_concat_consistent() -> None:
+    """The concat's branches (8 + 16 + 8) round to the same widths at 0.75, the body's 32 would not:
+    the body's last conv takes the shortcut's new width instead of breaking the add."""
+    from convscope.analyses._rewrite_conv import scale_width
+
+    g = graph_from_spec_text("""name: mix
+input: [3, 16, 16]
+layers:
+  - conv: {out: 16, k: 3}
+  - parallel:
+      merge: concat
+      branches:
+        - [conv: {out: 8, k: 1}]
+        - [conv: {out: 16, k: 3}]
+        - [conv: {out: 8, k: 1}]
+  - residual:
+      name: res
+      body: [conv: {out: 32, k: 3}, bn, relu, conv: {out: 32, k: 3, name: last}, bn]
+  - se: {ratio: 0.25, name: se}
+  - gap
+  - linear: {out: 4}
+""", file="mix.yaml")
+    for alpha in (0.5, 0.75, 1.5):
+        v, _ = scale_width(g, alpha)
+        concat = next(n for n in v.nodes if n.op is OpKind.CONCAT)
+        assert v.node("res.last").out.channels == concat.out.channels
+        assert v.node("se.fc2").out.channels == concat.out.channels  # type: ignore[union-attr]
+    v, changed = scale_width(g, 0.5)
+    assert v.node("res.0.conv").out.channels == 16 and "res.last" in changed  # the body's first is free

@@ -200,6 +200,11 @@ BAD = {
     "nested_too_deep": ("name: t\ninput: [3, 8, 8]\nlayers:\n" + "".join(
         "  " * (i + 1) + "- repeat: 1\n" + "  " * (i + 2) + "layers:\n" for i in range(300)) + "  " * 302 + "- relu\n",
                         r":4:3: the layers nest too deeply"),
+    "nested_repeats_multiply": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - repeat: 10000\n    layers:\n"
+                                "      - repeat: 10000\n        layers: [relu]\n",
+                                r":7:18: the network grows past 100000 layers here: nested 'repeat'"),
+    "pytorch_spelling": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 8, kernel_size: 3}\n",
+                         r":4:20: conv: missing argument 'k' \('kernel_size' is not an argument of conv: write 'k'\)"),
     "linear_on_map": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - linear: 10\n", r"linear needs a vector.*add gap or flatten"),
 }
 

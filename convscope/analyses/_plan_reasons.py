@@ -60,8 +60,14 @@ def _kind_notes(cmp: "Comparison") -> list[str]:
             cheapest = min(n.analysis.totals.macs for n in nets)
             if big is not None and cheapest >= SAME_COST * big.macs_per_frame:
                 what = "as costly as" if cheapest <= big.macs_per_frame else "costlier than"
-                out.append(f"the specialists of '{c.name}' save nothing per frame: each is {what} the single network "
-                           f"'{big.name}' ({fmt_count(cheapest)} vs {fmt_count(big.macs_per_frame)} MACs), and "
+                dearest = max(n.analysis.totals.macs for n in nets)
+                if dearest <= big.macs_per_frame or dearest < cheapest / SAME_COST:  # all alike
+                    cost = (f"each is {what} the single network '{big.name}' ({fmt_count(cheapest)} vs "
+                            f"{fmt_count(big.macs_per_frame)} MACs)")
+                else:
+                    cost = (f"even the cheapest is {what} the single network '{big.name}' ({fmt_count(cheapest)} vs "
+                            f"{fmt_count(big.macs_per_frame)} MACs; the costliest {fmt_count(dearest)})")
+                out.append(f"the specialists of '{c.name}' save nothing per frame: {cost}, and "
                            + (f"one of them is resident at a time ({c.weight_bytes / 1e6:.1f} MB)" if c.only_one else
                               f"{len(nets)} of them keep {c.weight_bytes / 1e6:.1f} MB of weights resident"))
             elif big is not None:

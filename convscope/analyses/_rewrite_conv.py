@@ -203,12 +203,53 @@ def _groups_for(groups: int, cin: int, cout: int) -> int:
     return max(k for k in range(1, min(groups, common) + 1) if common % k == 0)
 
 
+# Ops whose output has their (first) input's channels; add and mul join their inputs' channels.
+_SAME_CHANNELS = frozenset({OpKind.BATCHNORM, OpKind.LAYERNORM, OpKind.GROUPNORM, OpKind.ACT, OpKind.DROPOUT,
+                            OpKind.IDENTITY, OpKind.SCALE, OpKind.ZERO, OpKind.PAD, OpKind.UPSAMPLE,
+                            OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL,
+                            OpKind.GLOBAL_AVGPOOL, OpKind.GLOBAL_MAXPOOL, OpKind.CHANNEL_SHUFFLE})
+
+
+def _tied_channels(g: Graph) -> dict[str, str]:
+    """Per layer that sets a channel count and meets another at an add or a multiplication (a
+    residual, an SE gate): the earliest layer of that group, whose new width it must take (a
+    residual's identity shortcut from a concat whose branches round differently, for one)."""
+    order = {n.name: i for i, n in enumerate(g.nodes)}
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    def sources(name: str) -> set[str]:
+        n = g.node(name)
+        if n.op in _SAME_CHANNELS and n.inputs:
+            return sources(n.inputs[0])
+        if n.op in (OpKind.ADD, OpKind.MUL):
+            return set().union(*(sources(i) for i in n.inputs))
+        return {name}
+
+    for n in g.nodes:
+        if n.op in (OpKind.ADD, OpKind.MUL) and len(n.inputs) > 1:
+            srcs = sorted(sources(n.name), key=order.__getitem__)
+            if any(g.node(x).out.channels != g.node(srcs[0]).out.channels for x in srcs):
+                continue  # a broadcast along channels (a scalar gate): nothing to tie
+            for x in srcs[1:]:
+                a, b = find(srcs[0]), find(x)
+                if a != b:
+                    first, second = (a, b) if order[a] < order[b] else (b, a)
+                    parent[second] = first
+    return {x: find(x) for x in parent}
+
+
 def scale_width(graph: Graph, alpha: float, divisor: int = 8, *, name: str | None = None) -> tuple[Graph, tuple[str, ...]]:
     """The network with every channel count scaled by ``alpha`` (see :func:`scaled_channels`), and
     the layers whose width changed.  The layers that set the output keep their width; depthwise
     convolutions follow their input; grouped ones keep their group count where it divides."""
     keep = _output_layers(graph)
     div = _divisor(graph, divisor)
+    tied = _tied_channels(graph)
     changed: list[str] = []
 
     def edit(node: Node, b: GraphBuilder) -> object:
@@ -224,7 +265,8 @@ def scale_width(graph: Graph, alpha: float, divisor: int = 8, *, name: str | Non
             if a.groups > 1 and a.groups == cin_old:  # depthwise: follows its input
                 new = dataclasses.replace(a, groups=cin, out_channels=cin * (a.out_channels // cin_old))
             else:
-                out = scaled_channels(a.out_channels, alpha, div)
+                rep = tied.get(node.name)
+                out = (b.info(rep).channels or 0) if rep is not None else scaled_channels(a.out_channels, alpha, div)
                 new = dataclasses.replace(a, out_channels=out, groups=_groups_for(a.groups, cin, out))
         if new != a:
             changed.append(node.name)

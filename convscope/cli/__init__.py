@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from convscope import __version__
-from convscope.errors import ConvscopeError
+from convscope.errors import ConvscopeError, InputError
 
 __all__ = ["main", "run", "build_parser"]
 
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MIN_WIDTH = 20  # narrower, a table has no room for its columns
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -67,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        width = getattr(args, "width", None)
+        if width is not None and width < MIN_WIDTH:
+            raise InputError(f"--width must be at least {MIN_WIDTH} columns, got {width}")
         with _plain_warnings(args.command):
             return int(args.handler(args))
     except ConvscopeError as exc:

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if all(r.layers and all(x.is_unknown for x in r.layers) for r in results):
         raise NothingUsable(f"{args.model}: every layer is an op convscope does not know")
     if args.json:
-        data = results[0].to_dict() if len(results) == 1 and args.res is None else {
+        data = results[0].to_dict() if len(results) == 1 else {  # the wrapper for several resolutions
             "schema_version": SCHEMA_VERSION, "results": [r.to_dict() for r in results]}
         write_json(data, args.json)
     if args.html:

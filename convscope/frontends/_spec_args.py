@@ -108,6 +108,12 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+# How PyTorch and other tools spell the spec's short argument names.
+_SPELLED = {"kernel": "k", "kernel_size": "k", "stride": "s", "padding": "p", "dilation": "d", "groups": "g",
+            "out_channels": "out", "channels": "out", "out_features": "out", "output_padding": "op",
+            "scale_factor": "scale", "reduction": "ratio"}
+
+
 class Args:
     """The arguments of one layer.  Each getter checks the type and records the key as used;
     :meth:`done` rejects keys that no getter asked for, listing what would be accepted."""
@@ -131,6 +137,17 @@ class Args:
     def error(self, key: str | None, message: str) -> NoReturn:
         fail(self.file, self.where(key), message)
 
+    def missing(self, key: str) -> NoReturn:
+        """A required argument is absent; if the item spells it another way (PyTorch's ``kernel_size``,
+        ``stride``…), name that key."""
+        import difflib
+
+        present = [k for k in self.data if isinstance(k, str) and k not in self.used]
+        alias = [k for k in present if _SPELLED.get(k) == key] or difflib.get_close_matches(key, present, 1, 0.6)
+        hint = f" ('{alias[0]}' is not an argument of {self.op}: write '{key}')" if alias else ""
+        where = self.data.kmark(alias[0]) if alias and isinstance(self.data, YMap) else self.mark
+        fail(self.file, where, f"{self.op}: missing argument '{key}'{hint}")
+
     def has(self, key: str) -> bool:
         return key in self.data
 
@@ -142,7 +159,7 @@ class Args:
         self.used.add(key)
         if key not in self.data:
             if default is ...:
-                self.error(None, f"{self.op}: missing argument '{key}'")
+                self.missing(key)
             return default  # type: ignore[no-any-return]
         v = self.data[key]
         if not _is_int(v) or v < minimum:
@@ -154,7 +171,7 @@ class Args:
         self.used.add(key)
         if key not in self.data:
             if default is ...:
-                self.error(None, f"{self.op}: missing argument '{key}'")
+                self.missing(key)
             return default  # type: ignore[no-any-return]
         v = self.data[key]
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -193,7 +210,7 @@ class Args:
         self.used.add(key)
         if key not in self.data:
             if default is ...:
-                self.error(None, f"{self.op}: missing argument '{key}'")
+                self.missing(key)
             return default  # type: ignore[no-any-return]
         v = self.data[key]
         if _is_int(v) and v >= minimum:

@@ -173,6 +173,7 @@ def _join(ns: str, name: str) -> str:
 
 
 MAX_REPEAT = 10_000  # a larger count is a typo, and would take hours to build
+MAX_LAYERS = 100_000  # nested repeats and blocks multiply: the largest real networks have a few thousand
 
 # Ops whose weights ``shares:`` can point at (the others have none to share; an activation only
 # when it has learnt slopes, PReLU).
@@ -218,12 +219,17 @@ class _Walker:
         self.blocks = blocks
         self.builder = builder
         self.generated: dict[str, str] = {}  # names convscope chose for layers the spec implies
+        self.layers = 0  # added so far (MAX_LAYERS)
 
     # -- helpers ---------------------------------------------------------------------------------
     def add(self, name: str, op: OpKind, attrs: Any, inputs: tuple[str, ...], mark: Mark,
             shares: str | None = None, generated: str | None = None) -> str:
         """``generated``: what convscope adds the layer for (a residual's shortcut or add), named by
         itself; a later layer that takes the name is told so."""
+        self.layers += 1
+        if self.layers > MAX_LAYERS:
+            fail(self.file, mark, f"the network grows past {MAX_LAYERS} layers here: nested 'repeat' or blocks "
+                                  "multiply their counts (is one of them a typo?)")
         try:
             out = self.builder.add(name, op, attrs, inputs, source=f"{self.file}:{mark[0]}:{mark[1]}",
                                    shares=shares)
