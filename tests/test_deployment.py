@@ -177,7 +177,7 @@ def test_verdict_respects_constraints() -> None:
     v = decide([_cand("fast_but_heavy", 10.0, w=5000), _cand("ok", 15.0), _cand("slow", 30.0)], k)
     assert v.best == "ok" and v.meets_constraints
     assert dict(v.failing)["slow"].startswith("33.3 fps < 50 fps")
-    assert "weights 0.0 MB > 0.002 MB" in dict(v.failing)["fast_but_heavy"]
+    assert "weights 0.01 MB > 0.002 MB" in dict(v.failing)["fast_but_heavy"]
     none = decide([_cand("x", 30.0), _cand("y", 40.0)], k)
     assert none.best == "x" and not none.meets_constraints
 

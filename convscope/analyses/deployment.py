@@ -245,16 +245,26 @@ def combine(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
 
 
 # -- verdict ----------------------------------------------------------------------------------------
+def _past(value: float, limit: float) -> str:
+    """``value`` with enough digits to read as on its side of ``limit`` (0.0017 MB > 0.001 MB, not
+    0.0 MB; 29.96 fps < 30 fps, not 30.0)."""
+    for digits in range(1, 7):
+        text = f"{value:.{digits}f}"
+        if (float(text) > limit) if value > limit else (float(text) < limit):
+            return text
+    return f"{value:g}"
+
+
 def _failures(c: CandidateResult, k: Constraints) -> list[str]:
     out = []
     if k.fps is not None and c.fps < k.fps:
-        out.append(f"{c.fps:.1f} fps < {k.fps:g} fps")
+        out.append(f"{_past(c.fps, k.fps)} fps < {k.fps:g} fps")
     if k.weights_mb is not None and c.weight_bytes / 1e6 > k.weights_mb:
-        out.append(f"weights {c.weight_bytes / 1e6:.1f} MB > {k.weights_mb:g} MB")
+        out.append(f"weights {_past(c.weight_bytes / 1e6, k.weights_mb)} MB > {k.weights_mb:g} MB")
     if k.activation_mb is not None and c.peak_activation_bytes / 1e6 > k.activation_mb:
-        out.append(f"activations {c.peak_activation_bytes / 1e6:.1f} MB > {k.activation_mb:g} MB")
+        out.append(f"activations {_past(c.peak_activation_bytes / 1e6, k.activation_mb)} MB > {k.activation_mb:g} MB")
     if k.worst_ms is not None and c.worst_ms > k.worst_ms:
-        out.append(f"worst case {c.worst_ms:.1f} ms > {k.worst_ms:g} ms")
+        out.append(f"worst case {_past(c.worst_ms, k.worst_ms)} ms > {k.worst_ms:g} ms")
     return out
 
 
