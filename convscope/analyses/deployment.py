@@ -387,7 +387,12 @@ class _Runner:
         try:
             pred = self.predictor(graph, device=self.device, **self.kw)
         except ConvscopeError as exc:
-            raise InputError(f"{self.plan.file}: device '{self.device}': {exc}") from None
+            if self.device != self.plan.device:  # --device on the command line
+                raise InputError(f"{self.plan.file}: --device {self.device}: {exc}") from None
+            line, col = self.plan.device_mark
+            where = f"{self.plan.file}:{line}:{col}" if line else self.plan.file
+            default = "" if line else " (the plan names no 'device:'; local, this machine, is the default)"
+            raise InputError(f"{where}: device '{self.device}'{default}: {exc}") from None
         if pred is None:
             raise InputError(f"{self.plan.file}: no latency prediction for device '{self.device}': run "
                              "`convscope calibrate` for this machine, or choose a device profile with --device")
