@@ -203,7 +203,7 @@ def _groups_for(groups: int, cin: int, cout: int) -> int:
     return max(k for k in range(1, min(groups, common) + 1) if common % k == 0)
 
 
-# Ops whose output has their (first) input's channels; add and mul join their inputs' channels.
+# Ops whose output has their (first) input's channels.
 _SAME_CHANNELS = frozenset({OpKind.BATCHNORM, OpKind.LAYERNORM, OpKind.GROUPNORM, OpKind.ACT, OpKind.DROPOUT,
                             OpKind.IDENTITY, OpKind.SCALE, OpKind.ZERO, OpKind.PAD, OpKind.UPSAMPLE,
                             OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL,
@@ -211,7 +211,7 @@ _SAME_CHANNELS = frozenset({OpKind.BATCHNORM, OpKind.LAYERNORM, OpKind.GROUPNORM
 
 
 def _tied_channels(g: Graph) -> dict[str, str]:
-    """Per layer that sets a channel count and meets another at an add or a multiplication (a
+    """Per layer that sets a channel count and meets an earlier one at an add or a multiplication (a
     residual, an SE gate): the earliest layer of that group, whose new width it must take (a
     residual's identity shortcut from a concat whose branches round differently, for one)."""
     order = {n.name: i for i, n in enumerate(g.nodes)}
@@ -222,24 +222,22 @@ def _tied_channels(g: Graph) -> dict[str, str]:
             x = parent[x]
         return x
 
-    def sources(name: str) -> set[str]:
-        n = g.node(name)
-        if n.op in _SAME_CHANNELS and n.inputs:
-            return sources(n.inputs[0])
-        if n.op in (OpKind.ADD, OpKind.MUL):
-            return set().union(*(sources(i) for i in n.inputs))
-        return {name}
-
+    setter: dict[str, str] = {}  # per node: a layer that sets its channel count (topological order)
     for n in g.nodes:
-        if n.op in (OpKind.ADD, OpKind.MUL) and len(n.inputs) > 1:
-            srcs = sorted(sources(n.name), key=order.__getitem__)
-            if any(g.node(x).out.channels != g.node(srcs[0]).out.channels for x in srcs):
+        if n.op in _SAME_CHANNELS and n.inputs:
+            setter[n.name] = setter[n.inputs[0]]
+        elif n.op in (OpKind.ADD, OpKind.MUL) and len(n.inputs) > 1:
+            full = [setter[i] for i in n.inputs if g.node(i).out.channels == n.out.channels]
+            setter[n.name] = full[0]
+            if len(full) < len(n.inputs):
                 continue  # a broadcast along channels (a scalar gate): nothing to tie
-            for x in srcs[1:]:
-                a, b = find(srcs[0]), find(x)
+            for x in full[1:]:
+                a, b = find(full[0]), find(x)
                 if a != b:
                     first, second = (a, b) if order[a] < order[b] else (b, a)
                     parent[second] = first
+        else:
+            setter[n.name] = n.name
     return {x: find(x) for x in parent}
 
 

@@ -249,6 +249,22 @@ def _matmul(c: Call) -> TVal:
     return c.emit(OpKind.MATMUL, O.NoAttrs(), [a, b])
 
 
+def _emit_weighted(c: Call, op: OpKind, attrs: O.Attrs, x: TVal, w: ConstVal, bias: ConstVal | None) -> TVal:
+    """Count the layer's weights, add it, and note weights computed from parameters of another size
+    (weight_norm's direction and magnitude; a slice of a bigger tensor): the layer counts what it
+    computes."""
+    given = [t for t in (w, bias) if t is not None and t.sources]
+    names = tuple(dict.fromkeys(s for t in given for s in t.sources))
+    c.lo.count(names)
+    out = c.emit(op, attrs, [x])
+    held = sum(c.lo.param_sizes.get(s, 0) for s in names)
+    used = sum(t.numel for t in given)
+    if held != used:
+        c.lo.notes.append(f"layer '{out.node}': its weights are computed from {held} parameters ({', '.join(names)}); "
+                          f"counted as the {used} it computes (what remove_parametrizations or folding leaves)")
+    return out
+
+
 @_fn("linear")
 def _linear(c: Call) -> TVal:
     x, w, bias = c.tensor(), c.arg(1, "weight"), c.arg(2, "bias", None)
@@ -257,28 +273,13 @@ def _linear(c: Call) -> TVal:
     if x.bpos == x.ndim - 1:
         raise Unsupported("linear over the batch axis")
     c.expect("input features", w.shape[1], x.shape[-1])
-    c.lo.count(w.sources + (bias.sources if bias is not None else ()))
-    out = c.emit(OpKind.LINEAR, O.LinearAttrs(w.shape[0], bias is not None), [x])
-    _computed(c, w, bias)
-    return out
+    return _emit_weighted(c, OpKind.LINEAR, O.LinearAttrs(w.shape[0], bias is not None), x, w, bias)
 
 
 # -- convolution and pooling -----------------------------------------------------------------------
 def _image(x: TVal, what: str) -> None:
     if x.ndim != 4 or x.bpos != 0:
         raise Unsupported(f"{what} on a tensor of shape {list(x.shape)} (only 2-D maps (N, C, H, W))")
-
-
-def _computed(c: Call, *weights: ConstVal | None) -> None:
-    """A note when a layer's weights are computed from parameters of another size (weight_norm's
-    direction and magnitude; a slice of a bigger tensor): the layer counts what it computes."""
-    given = [w for w in weights if w is not None and w.sources]
-    held = sum(c.lo.param_sizes.get(s, 0) for s in dict.fromkeys(s for w in given for s in w.sources))
-    used = sum(w.numel for w in given)
-    if given and held != used:
-        names = ", ".join(dict.fromkeys(s for w in given for s in w.sources))
-        c.lo.notes.append(f"layer '{c.lo.added[-1]}': its weights are computed from {held} parameters ({names}); "
-                          f"counted as the {used} it computes (what remove_parametrizations or folding leaves)")
 
 
 @_fn("conv2d")
@@ -289,14 +290,11 @@ def _conv2d(c: Call) -> TVal:
         raise Unsupported("conv2d with weights computed from the input")
     groups = int(c.arg(6, "groups", 1))
     c.expect("input channels", w.shape[1] * groups, x.shape[1])
-    c.lo.count(w.sources + (bias.sources if bias is not None else ()))
     attrs = conv_attrs(w.shape, c.arg(3, "stride", 1), c.arg(4, "padding", 0), c.arg(5, "dilation", 1),
                        groups, bias is not None)
     if not w.sources:  # a weight that is no parameter (a buffer: a blur or edge filter)
         attrs = replace(attrs, fixed=True)
-    out = c.emit(OpKind.CONV, attrs, [x])
-    _computed(c, w, bias)
-    return out
+    return _emit_weighted(c, OpKind.CONV, attrs, x, w, bias)
 
 
 @_fn("conv_transpose2d")
@@ -306,15 +304,12 @@ def _conv_t(c: Call) -> TVal:
     if not isinstance(w, ConstVal) or (bias is not None and not isinstance(bias, ConstVal)):
         raise Unsupported("conv_transpose2d with weights computed from the input")
     c.expect("input channels", w.shape[0], x.shape[1])
-    c.lo.count(w.sources + (bias.sources if bias is not None else ()))
     groups = int(c.arg(6, "groups", 1))
     pad = pair(c.arg(4, "padding", 0))
     attrs = O.ConvAttrs(w.shape[1] * groups, (w.shape[2], w.shape[3]), pair(c.arg(3, "stride", 1)),
                         ((pad[0], pad[0]), (pad[1], pad[1])), pair(c.arg(7, "dilation", 1)), groups,
                         bias is not None, pair(c.arg(5, "output_padding", 0)))
-    out = c.emit(OpKind.CONV_T, attrs, [x])
-    _computed(c, w, bias)
-    return out
+    return _emit_weighted(c, OpKind.CONV_T, attrs, x, w, bias)
 
 
 @_fn("max_pool2d", "max_pool2d_with_indices", "avg_pool2d")

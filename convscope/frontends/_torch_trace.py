@@ -247,11 +247,7 @@ def dispatch(lo: Lowering, what: str, args: tuple[Any, ...], kwargs: dict[str, A
     if opaque and not tensors:
         return Opaque(f"{what} of {opaque[0].what}", ())
     if not tensors:  # nothing depends on the input: a constant, computed now
-        out = run(args, kwargs)
-        sources = tuple(dict.fromkeys(s for v in values if isinstance(v, ConstVal) for s in v.sources))
-        if isinstance(out, torch.Tensor):
-            return ConstVal(out.detach(), sources)
-        return out
+        return _constant(run(args, kwargs), values)
     handler = FUNCTIONS.get(name)
     call = Call(lo, lo.here(name), name, args, kwargs, source, inplace)
     mark = lo.mark()
@@ -267,6 +263,15 @@ def dispatch(lo: Lowering, what: str, args: tuple[Any, ...], kwargs: dict[str, A
     if inplace and isinstance(inplace_target, ShapedProxy) and isinstance(out, TVal):
         inplace_target.value = out  # x.add_(y) changes x itself
     return out
+
+
+def _constant(out: Any, values: list[Any], own: tuple[str, ...] = ()) -> Any:
+    """The result of a call that reads no input-dependent tensor, as a constant held by the
+    parameters its operands (and ``own``, a module's) derive from."""
+    if not isinstance(out, torch.Tensor):
+        return out
+    sources = tuple(dict.fromkeys([s for v in values if isinstance(v, ConstVal) for s in v.sources] + list(own)))
+    return ConstVal(out.detach(), sources)
 
 
 def _resolve_lazy(obj: Any) -> Any:
@@ -292,9 +297,7 @@ def call_leaf(lo: Lowering, m: nn.Module, path: str, args: tuple[Any, ...], kwar
         with _maybe_revert_all_patches():
             out = run_real(m, args, kwargs)
         own = (lo.param_names.get(id(t)) for t in (*m.parameters(), *m.buffers()))
-        sources = tuple(dict.fromkeys([s for v in values if isinstance(v, ConstVal) for s in v.sources]
-                                      + [n for n in own if n is not None]))
-        return ConstVal(out.detach(), sources) if isinstance(out, torch.Tensor) else out
+        return _constant(out, values, tuple(n for n in own if n is not None))
     call = Call(lo, path, type(m).__name__, args, kwargs, source)
     mark = lo.mark()
     try:

@@ -219,15 +219,13 @@ class _Walker:
         self.blocks = blocks
         self.builder = builder
         self.generated: dict[str, str] = {}  # names convscope chose for layers the spec implies
-        self.layers = 0  # added so far (MAX_LAYERS)
 
     # -- helpers ---------------------------------------------------------------------------------
     def add(self, name: str, op: OpKind, attrs: Any, inputs: tuple[str, ...], mark: Mark,
             shares: str | None = None, generated: str | None = None) -> str:
         """``generated``: what convscope adds the layer for (a residual's shortcut or add), named by
         itself; a later layer that takes the name is told so."""
-        self.layers += 1
-        if self.layers > MAX_LAYERS:
+        if len(self.builder) >= MAX_LAYERS:
             fail(self.file, mark, f"the network grows past {MAX_LAYERS} layers here: nested 'repeat' or blocks "
                                   "multiply their counts (is one of them a typo?)")
         try:

@@ -240,6 +240,9 @@ class GraphBuilder:
     def __contains__(self, name: str) -> bool:
         return name in self._by_name
 
+    def __len__(self) -> int:
+        return len(self._nodes)
+
     def info(self, name: str) -> TensorInfo:
         return self._by_name[name].out
 
