@@ -42,7 +42,7 @@ def fmt_rf(v: object) -> str:
         return "?"
     if isinstance(v, float) and math.isinf(v):
         return "∞"
-    if isinstance(v, Fraction):
+    if isinstance(v, (Fraction, float)):
         return f"{float(v):g}"
     return str(v)
 

@@ -143,19 +143,18 @@ def gradient_support(graph: Graph, layers: list[str], *, chunk: int = 16, max_si
         plans.setdefault(min(side, max_side), []).append(name)
     # Positions differ only after upsampling or adaptive pooling (bins of unequal size); otherwise
     # the centre is every position's twin.
-    ragged = any(n.op in (OpKind.CONV_T, OpKind.UPSAMPLE, OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL)
-                 for n in g0.nodes)
+    ragged = any(n.op in (OpKind.CONV_T, OpKind.UPSAMPLE, OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL,
+                          OpKind.PIXEL_SHUFFLE) for n in g0.nodes)
     offsets = _OFFSETS if ragged else 1
     out: list[RFCheck] = []
     for side, names in sorted(plans.items()):
         widths: dict[str, list[int | None]] = {n: [None, None] for n in names}
         expected: dict[str, list[float]] = {n: list(_expected(rf, n)) for n in names}
         for axis in (0, 1):
-            shape = (c, side, min(narrow, side)) if axis == 0 else (c, min(narrow, side), side)
-            try:
-                g = with_input(g0, shape)
-            except GraphError:
+            fitted = _fit(g0, c, side, min(narrow, side), axis)
+            if fitted is None:
                 continue
+            g, shape = fitted
             if adaptive:  # adaptive pools change their bins with the input size
                 grf = receptive_field(g).as_dict()
                 for n in names:
@@ -171,6 +170,20 @@ def gradient_support(graph: Graph, layers: list[str], *, chunk: int = 16, max_si
             exp = (expected[name][0], expected[name][1])
             out.append(RFCheck(name, exp, measured, side))  # type: ignore[arg-type]
     return out
+
+
+def _fit(g0: Graph, c: int, side: int, narrow: int, axis: int) -> tuple[Graph, tuple[int, int, int]] | None:
+    """The graph at the first input a little larger than side × narrow (per ``axis``) at which every
+    layer exists: a pixel unshuffle needs sizes divisible by its factor."""
+    for more_side in range(25):
+        for more_narrow in range(9):
+            a, b = side + more_side, narrow + more_narrow
+            shape = (c, a, b) if axis == 0 else (c, b, a)
+            try:
+                return with_input(g0, shape), shape
+            except GraphError:
+                continue
+    return None
 
 
 def _measure(module: torch.nn.Module, shape: tuple[int, int, int], part: list[str], axis: int,
@@ -221,7 +234,7 @@ def upsampling_tolerance(graph: Graph) -> dict[str, float]:
         t = max((tol[i] for i in n.inputs), default=0.0)
         for i in n.inputs:
             src = graph.node(i)
-            if src.op is OpKind.UPSAMPLE or (src.op is OpKind.CONV_T and max(src.attrs.stride) > 1):  # type: ignore[union-attr]
+            if src.op in (OpKind.UPSAMPLE, OpKind.PIXEL_SHUFFLE) or (src.op is OpKind.CONV_T and max(src.attrs.stride) > 1):  # type: ignore[union-attr]
                 jumps = [float(j) for j in (rf[src.inputs[0]].jump or ()) if j is not None]
                 t = max(t, tol[i] + max(jumps, default=0.0))
         tol[n.name] = t

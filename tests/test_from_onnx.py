@@ -134,14 +134,47 @@ def test_an_unknown_onnx_op_is_reported_with_its_inferred_shape(tmp_path: Path) 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     w = helper.make_tensor("w", TensorProto.FLOAT, [4, 12, 3, 3], [0.1] * 432)
-    nodes = [helper.make_node("SpaceToDepth", ["x"], ["s"], blocksize=2, name="s2d"),
-             helper.make_node("Conv", ["s", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")]
-    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w]), opset_imports=[helper.make_opsetid("", 17)])
+    nodes = [helper.make_node("LpPool", ["x"], ["s"], kernel_shape=[2, 2], strides=[2, 2], name="lp"),
+             helper.make_node("Tile", ["s", "reps"], ["t"], name="tile"),
+             helper.make_node("Conv", ["t", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")]
+    reps = helper.make_tensor("reps", TensorProto.INT64, [4], [1, 4, 1, 1])
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w, reps]),
+                              opset_imports=[helper.make_opsetid("", 17)])
     path = tmp_path / "odd.onnx"
     onnx.save(model, str(path))
     a = analyze_graph(load_onnx(str(path)))
-    assert a.unknown_ops == (("s2d", "SpaceToDepth"),)
-    assert a.layer("s2d").out_shape == (12, 4, 4) and a.layer("conv").params == 432 and a.layer("conv").rf_max is None
+    assert [u[1] for u in a.unknown_ops] == ["LpPool", "Tile"]
+    assert a.layer("lp").out_shape == (3, 4, 4) and a.layer("tile").out_shape == (12, 4, 4)
+    assert a.layer("conv").params == 432 and a.layer("conv").rf_max is None
+
+
+def test_depth_to_space_space_to_depth_and_reductions(tmp_path: Path) -> None:
+    """ONNX's own ops for what PyTorch writes as pixel (un)shuffle, sum/min reductions and cubic
+    resizing: each becomes the IR op, with the receptive field of the equivalent PyTorch network."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [16, 12, 3, 3], [0.1] * 1728)
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 2])
+    nodes = [helper.make_node("SpaceToDepth", ["x"], ["s"], blocksize=2, name="s2d"),
+             helper.make_node("Conv", ["s", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("DepthToSpace", ["c"], ["d"], blocksize=2, mode="DCR", name="d2s"),
+             helper.make_node("ReduceSum", ["d", "axes"], ["r"], keepdims=1, name="sum"),
+             helper.make_node("ReduceMin", ["d"], ["m"], axes=[1], keepdims=1, name="min"),
+             helper.make_node("Add", ["r", "m"], ["a"], name="add"),
+             helper.make_node("Resize", ["a", "", "scales"], ["y"], mode="cubic", name="up")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w, axes, scales]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "d2s.onnx"
+    onnx.save(model, str(path))
+    a = analyze_graph(load_onnx(str(path)))
+    assert a.unknown_ops == ()
+    ops = {r.name: (r.op, r.out_shape, r.rf_max) for r in a.layers}
+    assert ops["s2d"] == ("pixel_unshuffle", (12, 8, 8), (2, 2))
+    assert ops["conv"] == ("conv", (16, 8, 8), (6, 6))
+    assert ops["d2s"] == ("pixel_shuffle", (4, 16, 16), (6, 6))
+    assert ops["sum"][:2] == ("sum", (1, 16, 16)) and ops["min"][:2] == ("amin", (1, 16, 16))
+    assert ops["up"] == ("upsample", (1, 32, 32), (9, 9))  # four cubic taps: 3 more input pixels
 
 
 def test_cli_and_errors(tmp_path: Path, export_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

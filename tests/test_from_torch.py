@@ -28,12 +28,14 @@ from convscope.cli import main
 from convscope.errors import InputError
 from convscope.frontends.from_torch import graph_from_factory, graph_from_module
 from convscope.ir.ops import OpKind
+from convscope.ir.transform import with_input
 
 TESTS = Path(__file__).parent
 GOLDEN = TESTS / "golden"
 BY_NAME = {f.name: f for f in FIXTURES}
 SPATIAL = (OpKind.CONV, OpKind.CONV_T, OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.ADAPTIVE_AVGPOOL,
-           OpKind.ADAPTIVE_MAXPOOL, OpKind.ADD, OpKind.CONCAT, OpKind.MUL, OpKind.UPSAMPLE)
+           OpKind.ADAPTIVE_MAXPOOL, OpKind.ADD, OpKind.CONCAT, OpKind.MUL, OpKind.UPSAMPLE, OpKind.PIXEL_SHUFFLE,
+           OpKind.PIXEL_UNSHUFFLE)
 
 
 def make(name: str) -> nn.Module:
@@ -95,7 +97,8 @@ def test_rf_matches_the_gradient_support_of_the_rebuilt_graph(name: str) -> None
         assert all(c.reachable for c in checks if max(c.expected) < 400 or all(map(math.isinf, c.expected))), checks
 
 
-MODULE_ORACLE = ["vgg11-bn", "resnet18", "inception", "densenet", "squeezenet", "dilated-seg", "unet-bilinear", "vit"]
+MODULE_ORACLE = ["vgg11-bn", "resnet18", "inception", "densenet", "squeezenet", "dilated-seg", "unet-bilinear", "vit",
+                 "espcn", "rrdbnet-x2", "cbam-resnet"]
 
 
 @pytest.mark.parametrize("name", MODULE_ORACLE)
@@ -187,17 +190,54 @@ def test_functional_ops_are_understood() -> None:
     assert g.node("mha.attention").attrs.heads == 4  # type: ignore[union-attr]
 
 
+class SpaceToDepth(nn.Module):
+    """Depth-to-space and space-to-depth written by hand (TensorFlow's channel order), reductions
+    over channels and over positions, ``torch.max`` with and without a dimension."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(12, 16, 3, padding=1)
+        self.gate = nn.Conv2d(2, 1, 7, padding=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 3, 5, 1, 2, 4).reshape(b, c * 4, h // 2, w // 2)
+        y = self.conv(y)
+        y = y.view(b, 2, 2, 4, h // 2, w // 2).permute(0, 3, 4, 1, 5, 2).reshape(b, 4, h, w)
+        peak = torch.max(y, dim=1, keepdim=True).values
+        low, _ = torch.min(y, 1)
+        y = y * torch.sigmoid(self.gate(torch.cat([peak, low.unsqueeze(1)], 1)))
+        return y.sum((2, 3)) + torch.max(y, y * 0.5).amax((2, 3))
+
+
+def test_hand_written_space_to_depth_and_reductions() -> None:
+    m = SpaceToDepth()
+    g = graph_from_module(m, (3, 16, 16))
+    a = analyze_graph(g)
+    ops = {r.name: (r.op, r.out_shape) for r in a.layers}
+    assert ops["reshape"] == ("pixel_unshuffle", (12, 8, 8)) and ops["reshape_1"] == ("pixel_shuffle", (4, 16, 16))
+    assert ops["max"] == ("amax", (1, 16, 16)) and ops["min"] == ("amin", (16, 16)) and ops["sum"] == ("sum", (4,))
+    assert a.layer("conv").rf_max == (6, 6) and a.layer("gate").rf_max == (12, 12)  # 6 + 6 px at jump 1
+    assert a.layer("sum").rf_max == (math.inf, math.inf)
+    # torch.max(a, b) (two tensors) is not a reduction: reported, never guessed
+    assert [t for _, t in a.unknown_ops] == ["max (max of two tensors)"]
+    assert a.totals.params == sum(p.numel() for p in m.parameters())
+    # the same at another resolution: the unsqueezed map follows the input size
+    big = analyze_graph(with_input(g, (3, 32, 32)))
+    assert big.layer("gate").out_shape == (1, 32, 32) and big.layer("reshape_1").out_shape == (4, 32, 32)
+
+
 # -- what is not understood, control flow, in-place ops, parameters ---------------------------------
 class Odd(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.shuffle = nn.PixelShuffle(2)
+        self.lrn = nn.LocalResponseNorm(2)
         self.lstm_like = nn.Conv1d(8, 8, 1)  # a 1-D conv: not in the 2-D IR
-        self.head = nn.Conv2d(2, 2, 3)
+        self.head = nn.Conv2d(8, 2, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.shuffle(self.conv(x))
+        y = self.lrn(self.conv(x))
         y = torch.fft.fft2(y).real  # a function the tables do not know
         return self.head(y)
 
@@ -206,8 +246,8 @@ def test_an_unknown_op_is_reported_with_its_name_and_shape_never_guessed() -> No
     m = Odd()
     g = graph_from_module(m, (3, 8, 8))
     a = analyze_graph(g)
-    assert [t for _, t in a.unknown_ops] == ["PixelShuffle", "fft_fft2", "real"]
-    assert g.node("shuffle").out.shape == (2, 16, 16)
+    assert [t for _, t in a.unknown_ops] == ["LocalResponseNorm", "fft_fft2", "real"]
+    assert g.node("lrn").out.shape == (8, 8, 8)
     assert a.layer("head").rf_max is None  # after an unknown op: unknown
     unused = m.lstm_like.weight.numel() + m.lstm_like.bias.numel()
     assert a.totals.params == sum(p.numel() for p in m.parameters()) - unused

@@ -113,7 +113,7 @@ class StackSum(nn.Module):
 
 MODELS = {"tokens_back": TokensBack, "classic_se": ClassicSE, "group_norm": GroupNormNet, "max_gate": MaxGate,
           "eca": ECA, "stack_sum": StackSum}
-EXACT = {"tokens_back", "classic_se", "group_norm", "max_gate"}  # nothing unknown: MACs exact too
+EXACT = {"tokens_back", "classic_se", "group_norm", "max_gate", "stack_sum"}  # nothing unknown: MACs exact too
 
 
 def _onnx(m: nn.Module, path: Path) -> Analysis:

@@ -15,7 +15,8 @@ from oracles import gradient_support, torch_macs, torch_params, upsampling_toler
 
 ZOO = [e.name for e in zoo_entries()]
 SPATIAL = (OpKind.CONV, OpKind.CONV_T, OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.ADAPTIVE_AVGPOOL,
-           OpKind.ADAPTIVE_MAXPOOL, OpKind.ADD, OpKind.CONCAT, OpKind.MUL, OpKind.UPSAMPLE)
+           OpKind.ADAPTIVE_MAXPOOL, OpKind.ADD, OpKind.CONCAT, OpKind.MUL, OpKind.UPSAMPLE, OpKind.PIXEL_SHUFFLE,
+           OpKind.PIXEL_UNSHUFFLE)
 # Generated families: a few arch strings that exercise every edge op, and none/skip corner cases.
 EXTRA = [
     "zoo:nasbench201:|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|",
@@ -70,12 +71,20 @@ HAND = {
     "non_square": [{"conv": {"out": 4, "k": [1, 7], "s": [2, 1]}}, {"conv": {"out": 4, "k": [5, 1], "d": [1, 3]}},
                    {"avgpool": {"k": [3, 2], "s": [1, 2], "p": [1, 0]}}],
     "ceil_pool": [{"conv": {"out": 4, "k": 3}}, {"maxpool": {"k": 3, "s": 2, "ceil": True}}, {"conv": {"out": 4, "k": 3}}],
+    # space-to-depth and back (ESPCN-style super-resolution), then a bicubic resampling
+    "pixel_shuffle": [{"conv": {"out": 4, "k": 3, "s": 2}}, {"pixel_unshuffle": 2}, {"conv": {"out": 16, "k": 3}},
+                      {"pixel_unshuffle": {"factor": 3}}, {"conv": {"out": 36, "k": 1}},
+                      {"pixel_shuffle": 3}, {"conv": {"out": 12, "k": 3}}, {"pixel_shuffle": 2},
+                      {"conv": {"out": 4, "k": 3}}, {"upsample": {"scale": 2, "mode": "bicubic"}},
+                      {"conv": {"out": 4, "k": 3}}, {"upsample": {"scale": 0.5, "mode": "bicubic"}},
+                      {"conv": {"out": 4, "k": 3}}],
 }
 
 
 @pytest.mark.parametrize("case", sorted(HAND))
 def test_hand_made_networks_against_the_oracles(case: str) -> None:
-    g = graph_from_spec_data({"name": case, "input": [3, 61, 61], "layers": HAND[case]})
+    side = 72 if case == "pixel_shuffle" else 61  # divisible by 2·2·3 for the unshuffles
+    g = graph_from_spec_data({"name": case, "input": [3, side, side], "layers": HAND[case]})
     assert cost(g).total.params == torch_params(g)
     assert cost(g).total.macs == torch_macs(g)
     tol = upsampling_tolerance(g)

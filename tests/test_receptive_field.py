@@ -84,6 +84,27 @@ def test_upsampling_nearest_and_bilinear() -> None:
     assert bil.rf_max == (3 + 4, 3 + 4) and bil.jump == (2, 2)
 
 
+def test_bicubic_reads_four_taps() -> None:
+    base = [{"conv": {"out": 4, "k": 3, "s": 4, "name": "a"}}]  # r 3, j 4
+    cub = receptive_field(net(base + [{"upsample": {"scale": 2, "mode": "bicubic", "name": "u"}}])).of("u")
+    assert cub.rf_max == (3 + 3 * 4, 3 + 3 * 4) and cub.jump == (2, 2)
+
+
+def test_pixel_unshuffle_is_a_window_and_pixel_shuffle_an_upsampling() -> None:
+    layers = [{"conv": {"out": 4, "k": 3, "name": "a"}},                    # r 3, j 1
+              {"pixel_unshuffle": {"factor": 2, "name": "down"}},           # window 2, stride 2
+              {"conv": {"out": 36, "k": 3, "name": "b"}},                   # + 2 steps of 2
+              {"pixel_shuffle": {"factor": 3, "name": "up"}},               # j 2/3, r unchanged
+              {"conv": {"out": 4, "k": 3, "name": "c"}}]                    # + 2 steps of 2/3
+    rf = receptive_field(net(layers, input=(3, 32, 32)))
+    assert rf.of("down").rf_max == (4, 4) and rf.of("down").jump == (2, 2)
+    assert rf.of("b").rf_max == (8, 8)
+    assert rf.of("up").rf_max == (8, 8) and rf.of("up").jump == (Fraction(2, 3), Fraction(2, 3))
+    assert rf.of("c").rf_max == (Fraction(28, 3), Fraction(28, 3))
+    g = net(layers, input=(3, 32, 32))
+    assert g.node("down").out.shape == (16, 16, 16) and g.node("up").out.shape == (4, 48, 48)
+
+
 def test_residual_net_has_different_rf_min_and_rf_max() -> None:
     layers = [
         {"conv": {"out": 8, "k": 3, "name": "stem"}},

@@ -206,6 +206,13 @@ BAD = {
     "pytorch_spelling": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 8, kernel_size: 3}\n",
                          r":4:20: conv: missing argument 'k' \('kernel_size' is not an argument of conv: write 'k'\)"),
     "linear_on_map": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - linear: 10\n", r"linear needs a vector.*add gap or flatten"),
+    "pixel_shuffle_channels": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 6, k: 3}\n  - pixel_shuffle: 2\n",
+                               r":5:5: layer 'layers.1.pixel_shuffle': pixel_shuffle by 2 needs channels divisible "
+                               r"by 4, got 6"),
+    "pixel_unshuffle_size": ("name: t\ninput: [3, 9, 8]\nlayers:\n  - pixel_unshuffle: {factor: 2}\n",
+                             r"pixel_unshuffle by 2 needs height and width divisible by 2, got 9x8"),
+    "upsample_mode": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - upsample: {scale: 2, mode: cubic}\n",
+                      r":4:32: upsample: 'mode' must be one of nearest, bilinear, bicubic, got 'cubic'"),
 }
 
 

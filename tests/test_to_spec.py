@@ -64,6 +64,10 @@ layers:
   - upsample: {scale: [0.5, 0.5], mode: bilinear}
   - maxpool: {k: 3, s: 2, p: 1, ceil: true}
   - channel_shuffle: 2
+  - pixel_shuffle: {factor: 2}
+  - pixel_unshuffle: 2
+  - upsample: {scale: 2, mode: bicubic}
+  - upsample: {scale: 0.5, mode: bicubic}
   - gn: {groups: 4}
   - ln
   - scale: 0.5
@@ -85,8 +89,9 @@ def test_every_spec_op_round_trips() -> None:
     _same_analysis(g, back)
     data = graph_to_spec_data(g)
     assert data["outputs"] == ["head", "twice"] and data["classes"] == 7
-    assert {"zero": {"name": "layers.14.zero", "from": "a"}} in data["layers"]
-    assert {"identity": {"name": "layers.15.identity"}} in data["layers"]  # input = the previous layer
+    assert {"zero": {"name": "layers.18.zero", "from": "a"}} in data["layers"]
+    assert {"identity": {"name": "layers.19.identity"}} in data["layers"]
+    assert {"pixel_unshuffle": {"name": "layers.11.pixel_unshuffle", "factor": 2}} in data["layers"]  # input = the previous layer
 
 
 def test_names_are_quoted_only_when_yaml_would_change_them() -> None:

@@ -94,6 +94,7 @@ _CLASS_OF: dict[OpKind, OpClass] = {
     OpKind.LINEAR: OpClass.MATMUL, OpKind.MATMUL: OpClass.MATMUL, OpKind.ATTENTION: OpClass.MATMUL,
     OpKind.CONCAT: OpClass.DATA, OpKind.SLICE: OpClass.DATA, OpKind.PAD: OpClass.DATA,
     OpKind.PERMUTE: OpClass.DATA, OpKind.CHANNEL_SHUFFLE: OpClass.DATA,
+    OpKind.PIXEL_SHUFFLE: OpClass.DATA, OpKind.PIXEL_UNSHUFFLE: OpClass.DATA,
 }
 
 

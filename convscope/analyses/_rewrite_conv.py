@@ -188,11 +188,14 @@ def _output_layers(g: Graph) -> set[str]:
 
 def _divisor(g: Graph, base_divisor: int) -> int:
     """Channel counts are rounded to multiples of this: the base divisor, raised to a multiple of the
-    channel-shuffle and GroupNorm group counts (those ops need every channel count divisible)."""
+    channel-shuffle and GroupNorm group counts and of the squared pixel-shuffle factors (those ops
+    need every channel count divisible)."""
     d = base_divisor
     for n in g.nodes:
         if n.op in (OpKind.CHANNEL_SHUFFLE, OpKind.GROUPNORM):
             d = math.lcm(d, n.attrs.groups)  # type: ignore[union-attr]
+        elif n.op is OpKind.PIXEL_SHUFFLE:  # folds r² channels into each position of a larger map
+            d = math.lcm(d, n.attrs.factor ** 2)  # type: ignore[union-attr]
     return d
 
 

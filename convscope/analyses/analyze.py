@@ -17,6 +17,8 @@ __all__ = ["analyze_behind", "analyze_graph", "behind"]
 def _op_name(node: Node) -> str:
     if node.op is OpKind.ACT:
         return node.attrs.fn  # type: ignore[union-attr, no-any-return]
+    if node.op is OpKind.MEAN and node.attrs.fn != "mean":  # type: ignore[union-attr]
+        return {"max": "amax", "min": "amin"}.get(node.attrs.fn, node.attrs.fn)  # type: ignore[union-attr]
     return node.op.value
 
 

@@ -192,7 +192,8 @@ _POINTWISE = frozenset({
     OpKind.ZERO, OpKind.SCALE, OpKind.CHANNEL_SHUFFLE, OpKind.SLICE,
 })
 _FAST_OPS = _POINTWISE | {OpKind.INPUT, OpKind.CONV, OpKind.CONV_T, OpKind.MAXPOOL, OpKind.AVGPOOL,
-                          OpKind.UPSAMPLE, OpKind.PAD, OpKind.ADD, OpKind.MUL, OpKind.CONCAT}
+                          OpKind.UPSAMPLE, OpKind.PAD, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
+                          OpKind.PIXEL_SHUFFLE, OpKind.PIXEL_UNSHUFFLE}
 
 
 def _spatial_sizes(graph: Graph, r: int) -> dict[str, tuple[int, int]] | None:
@@ -231,6 +232,12 @@ def _spatial_sizes(graph: Graph, r: int) -> dict[str, tuple[int, int]] | None:
                 sizes[n.name] = a.size  # type: ignore[union-attr]
             else:
                 sizes[n.name] = (math.floor(h * a.scale[0]), math.floor(w * a.scale[1]))  # type: ignore[union-attr]
+        elif n.op is OpKind.PIXEL_SHUFFLE:
+            sizes[n.name] = (h * a.factor, w * a.factor)  # type: ignore[union-attr]
+        elif n.op is OpKind.PIXEL_UNSHUFFLE:
+            if h % a.factor or w % a.factor:  # type: ignore[union-attr]
+                return None
+            sizes[n.name] = (h // a.factor, w // a.factor)  # type: ignore[union-attr]
         elif n.op is OpKind.PAD:
             (t, b), (le, ri) = a.padding  # type: ignore[union-attr]
             sizes[n.name] = (h + t + b, w + le + ri)

@@ -9,9 +9,10 @@
 * ``elementwise_ops``: everything else, never folded into MACs: one op per output element for
   activations, dropout, scaling and each extra input of add/mul; two for BatchNorm (scale and
   shift, as folded at inference), five for LayerNorm/GroupNorm (mean, variance, subtract, divide,
-  affine), k_h·k_w per output element for pools, one per input element for global pools, four per
-  output element for bilinear upsampling, three for softmax; none for pure data movement (concat,
-  slice, reshape, permute, flatten, identity, pad, nearest upsampling).
+  affine), k_h·k_w per output element for pools, one per input element for global pools and other
+  reductions, four per output element for bilinear upsampling and sixteen for bicubic, three for
+  softmax; none for pure data movement (concat, slice, reshape, permute, flatten, identity, pad,
+  channel and pixel shuffles, nearest upsampling).
 * shared weights (a node whose ``shares`` names another: a module called twice): its parameters
   and weight bytes are counted once, at the node that holds them; every call still reads them.
   A convolution whose weight is a constant (``fixed``: a buffer, such as a blur filter) reads it
@@ -33,7 +34,7 @@ from enum import Enum
 from convscope._registry import registrar, require_all
 from convscope.ir import ops as O
 from convscope.ir.graph import Graph, Node, TensorInfo
-from convscope.ir.ops import OpKind
+from convscope.ir.ops import UPSAMPLE_SPAN, OpKind
 
 __all__ = ["ALIAS_OPS", "Cost", "CostResult", "DType", "NodeCost", "cost", "node_cost", "node_cost_of", "checked_dtype_batch"]
 
@@ -213,7 +214,8 @@ def _reduce(node: Node, ins: Sequence[TensorInfo]) -> Cost:
 
 @_handles(OpKind.UPSAMPLE)
 def _upsample(node: Node, ins: Sequence[TensorInfo]) -> Cost:
-    per = 4 if node.attrs.mode == "bilinear" else 0  # type: ignore[union-attr]
+    span = UPSAMPLE_SPAN[node.attrs.mode]  # type: ignore[union-attr]
+    per = (span + 1) ** 2 if span else 0  # a weighted sum of the taps (2×2 bilinear, 4×4 bicubic)
     return Cost(0, 0, per * node.out.numel)
 
 
@@ -223,6 +225,7 @@ def _softmax(node: Node, ins: Sequence[TensorInfo]) -> Cost:
 
 
 @_handles(OpKind.INPUT, OpKind.IDENTITY, OpKind.CONCAT, OpKind.SLICE, OpKind.CHANNEL_SHUFFLE,
+          OpKind.PIXEL_SHUFFLE, OpKind.PIXEL_UNSHUFFLE,
           OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PERMUTE, OpKind.PAD)
 def _free(node: Node, ins: Sequence[TensorInfo]) -> Cost:
     return Cost()

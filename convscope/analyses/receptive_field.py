@@ -38,7 +38,7 @@ from fractions import Fraction
 from convscope._registry import registrar, require_all
 from convscope.analyses._pairs import INF, Num, Pairs
 from convscope.ir.graph import Graph, Node, TensorInfo
-from convscope.ir.ops import OpKind
+from convscope.ir.ops import UPSAMPLE_SPAN, OpKind
 
 __all__ = ["INF", "AxisRF", "NodeRF", "RFResult", "convT_span", "receptive_field"]
 
@@ -197,11 +197,27 @@ def _convT(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[Pair
 def _upsample(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
     a = node.attrs
     h, w = _union(ins)
-    taps = 1 if a.mode == "bilinear" else 0  # type: ignore[union-attr]
+    taps = UPSAMPLE_SPAN[a.mode]  # type: ignore[union-attr]
     out = []
     for pairs, size_in, size_out in ((h, infos[0].shape[1], node.out.shape[1]), (w, infos[0].shape[2], node.out.shape[2])):
         out.append(_grow(pairs, taps, Fraction(size_in, size_out)))
     return out[0], out[1]
+
+
+@_rule(OpKind.PIXEL_SHUFFLE)
+def _pixel_shuffle(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    # Output position y reads input position y // r (all its channels): a nearest upsampling by r.
+    r = node.attrs.factor  # type: ignore[union-attr]
+    h, w = _union(ins)
+    return _grow(h, 0, Fraction(1, r)), _grow(w, 0, Fraction(1, r))
+
+
+@_rule(OpKind.PIXEL_UNSHUFFLE)
+def _pixel_unshuffle(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    # Output position y gathers input positions r·y .. r·y + r - 1 into channels: an r×r window, stride r.
+    r = node.attrs.factor  # type: ignore[union-attr]
+    h, w = _union(ins)
+    return _grow(h, r - 1, r), _grow(w, r - 1, r)
 
 
 @_rule(OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL)

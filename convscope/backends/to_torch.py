@@ -154,7 +154,7 @@ def _module_for(node: Node, graph: Graph, oracle: bool) -> nn.Module | None:
         return nn.Linear(x.shape[-1], a.out_features, a.bias)
     if op is OpKind.UPSAMPLE:
         assert isinstance(a, O.UpsampleAttrs)
-        align = a.align_corners if a.mode == "bilinear" else None
+        align = a.align_corners if a.mode != "nearest" else None
         if a.size is not None:
             return nn.Upsample(size=a.size, mode=a.mode, align_corners=align)
         assert a.scale is not None
@@ -165,6 +165,10 @@ def _module_for(node: Node, graph: Graph, oracle: bool) -> nn.Module | None:
         g = a.groups  # type: ignore[union-attr]
         return _Lambda(lambda t: t.reshape(t.shape[0], g, t.shape[1] // g, *t.shape[2:]).transpose(1, 2)
                        .reshape(t.shape), f"channel shuffle, {g} groups")
+    if op is OpKind.PIXEL_SHUFFLE:
+        return nn.PixelShuffle(a.factor)  # type: ignore[union-attr]
+    if op is OpKind.PIXEL_UNSHUFFLE:
+        return nn.PixelUnshuffle(a.factor)  # type: ignore[union-attr]
     if op is OpKind.CONSTANT:
         assert isinstance(a, O.ConstAttrs)
         return _Const(a, oracle)
@@ -311,7 +315,10 @@ def _functional(node: Node, oracle: bool) -> Fn:
     if op is OpKind.MEAN:
         r: O.ReduceAttrs = a  # type: ignore[assignment]
         dims = tuple(d + 1 if d >= 0 else d for d in r.axes)
-        return lambda t: t.mean(dim=dims, keepdim=r.keepdims)
+        if r.fn == "sum" or oracle:  # the oracle sums: a max reads one position, a sum all it covers
+            return lambda t: t.sum(dim=dims, keepdim=r.keepdims)
+        reduce = {"mean": torch.mean, "max": torch.amax, "min": torch.amin}[r.fn]
+        return lambda t: reduce(t, dim=dims, keepdim=r.keepdims)
     if op is OpKind.PAD:
         p: O.PadAttrs = a  # type: ignore[assignment]
         (t_, b_), (l_, r_) = p.padding

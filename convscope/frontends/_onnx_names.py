@@ -29,7 +29,9 @@ __all__ = ["NodeName", "node_names", "rename"]
 # ONNX op types -> the names the PyTorch front end gives the same functional ops.
 _OP_NAMES = {"reducemean": "mean", "concat": "cat", "globalaveragepool": "adaptive_avg_pool2d",
              "matmul": "matmul", "gemm": "linear", "averagepool": "avg_pool2d", "maxpool": "max_pool2d",
-             "resize": "interpolate", "transpose": "permute", "softmax": "softmax"}
+             "resize": "interpolate", "transpose": "permute", "softmax": "softmax", "reducesum": "sum",
+             "reducemax": "amax", "reducemin": "amin", "depthtospace": "pixel_shuffle",
+             "spacetodepth": "pixel_unshuffle"}
 _CONTAINERS = ("torch.nn.modules.container.",)
 
 

@@ -314,11 +314,11 @@ def _squeeze(n: ONode) -> list[Any]:
     if n.op == "Squeeze":
         drop = {a % x.ndim for a in axes} if axes else {i for i, s in enumerate(shape) if s == 1}
         shape = [s for i, s in enumerate(shape) if i not in drop]
-    else:
-        rank = x.ndim + len(axes or [])
-        for a in sorted(a % rank for a in axes or []):
-            shape.insert(a, 1)
-    return [n.call("reshape", x, tuple(shape))]
+        return [n.call("reshape", x, tuple(shape))]
+    rank = x.ndim + len(axes or [])
+    for a in sorted(a % rank for a in axes or []):  # one at a time: the batch axis is followed exactly
+        x = n.call("unsqueeze", x, a)
+    return [x]
 
 
 @_op("Concat")
@@ -376,7 +376,7 @@ def _expand(n: ONode) -> list[Any]:
 def _resize(n: ONode) -> list[Any]:
     x = n.tensor()
     mode = n.attr("mode", "nearest")
-    mode = {"linear": "bilinear", "bilinear": "bilinear", "nearest": "nearest"}.get(mode, mode)
+    mode = {"linear": "bilinear", "bilinear": "bilinear", "nearest": "nearest", "cubic": "bicubic"}.get(mode, mode)
     align = n.attr("coordinate_transformation_mode", "half_pixel") == "align_corners"
     scales_at, sizes_at = (1, None) if n.op == "Upsample" else (2, 3)
     scales = n.const(scales_at) if scales_at < len(n.ins) else None
@@ -405,13 +405,23 @@ def _pad(n: ONode) -> list[Any]:
     return [n.call("pad", x, [begin[3], end[3], begin[2], end[2]], mode)]
 
 
-@_op("ReduceMean", "ReduceMax")
+_REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "amax", "ReduceMin": "amin"}
+
+
+@_op(*_REDUCE)
 def _reduce(n: ONode) -> list[Any]:
     x = n.tensor()
     axes = n.ints(1, "axes")
     if not axes:
         raise Unsupported(f"{n.op} over every axis")
-    return [n.call("mean" if n.op == "ReduceMean" else "amax", x, axes, bool(n.attr("keepdims", 1)))]
+    return [n.call(_REDUCE[n.op], x, axes, bool(n.attr("keepdims", 1)))]
+
+
+@_op("DepthToSpace", "SpaceToDepth")
+def _depth_to_space(n: ONode) -> list[Any]:
+    # DCR and CRD order the channels differently; shapes, cost and receptive field are the same.
+    return [n.call("pixel_shuffle" if n.op == "DepthToSpace" else "pixel_unshuffle", n.tensor(),
+                   int(n.attr("blocksize")))]
 
 
 @_op("Shape")

@@ -111,7 +111,8 @@ def _is_int(v: Any) -> bool:
 # How PyTorch and other tools spell the spec's short argument names.
 _SPELLED = {"kernel": "k", "kernel_size": "k", "stride": "s", "padding": "p", "dilation": "d", "groups": "g",
             "out_channels": "out", "channels": "out", "out_features": "out", "output_padding": "op",
-            "scale_factor": "scale", "reduction": "ratio"}
+            "scale_factor": "scale", "reduction": "ratio", "upscale_factor": "factor",
+            "downscale_factor": "factor", "r": "factor"}
 
 
 class Args:

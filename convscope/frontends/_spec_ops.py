@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from convscope.frontends._spec_args import Args
 from convscope.ir import ops as O
 from convscope.ir.graph import TensorInfo
-from convscope.ir.ops import OpKind
+from convscope.ir.ops import UPSAMPLE_SPAN, OpKind
 
 __all__ = ["SIMPLE_OPS", "Ctx", "same_padding"]
 
@@ -156,7 +156,7 @@ _op("gmp")(_global(OpKind.GLOBAL_MAXPOOL))
 @_op("upsample", "scale")
 def _upsample(a: Args, ctx: Ctx) -> str:
     _need_image(a, ctx)
-    mode = a.choice("mode", "nearest", ("nearest", "bilinear"))
+    mode = a.choice("mode", "nearest", tuple(UPSAMPLE_SPAN))
     if a.has("size") == a.has("scale"):
         a.error(None, "upsample: give exactly one of 'scale' and 'size'")
     if a.has("size"):
@@ -286,6 +286,20 @@ def _shuffle(a: Args, ctx: Ctx) -> str:
     groups = a.int("groups")
     a.done()
     return ctx.add(OpKind.CHANNEL_SHUFFLE, O.ShuffleAttrs(groups=groups))
+
+
+def _pixel(kind: OpKind) -> Handler:
+    def handler(a: Args, ctx: Ctx) -> str:
+        _need_image(a, ctx)
+        factor = a.int("factor")
+        a.done()
+        return ctx.add(kind, O.FactorAttrs(factor=factor))
+
+    return handler
+
+
+_op("pixel_shuffle", "factor")(_pixel(OpKind.PIXEL_SHUFFLE))
+_op("pixel_unshuffle", "factor")(_pixel(OpKind.PIXEL_UNSHUFFLE))
 
 
 def _merge(kind: OpKind) -> Handler:

@@ -3,6 +3,9 @@ ops the IR has a name for become that op, so an exported model reads like its or
 
 * channel shuffle written as reshape (g, C/g, H, W) -> permute (1, 0, 2, 3) -> reshape (C, H, W)
   -> ``channel_shuffle(g)`` (which, unlike fixed reshapes, works at any input resolution);
+* pixel shuffle and unshuffle written as reshape -> permute -> reshape (as PyTorch exports
+  ``pixel_unshuffle``, and as depth-to-space / space-to-depth are written by hand, in either channel
+  order) -> ``pixel_shuffle(r)`` / ``pixel_unshuffle(r)``;
 * ``x * sigmoid(x)`` -> ``swish`` (SiLU as ONNX exports it);
 * ``x * 0.5 * (1 + erf(x / sqrt 2))`` -> ``gelu`` (GELU as older ONNX opsets export it).
 
@@ -44,6 +47,41 @@ def _shuffle(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement 
     if x.out.shape != n.out.shape or not x.out.is_image or (g * cg, h, w) != x.out.shape:
         return None
     return OpKind.CHANNEL_SHUFFLE, O.ShuffleAttrs(g), (x.name,), (r.name, p.name)
+
+
+# (first reshape's shape as a function of (C, H, W, r) of the input, IR permutation, folded op)
+_PIXEL = (
+    (lambda c, h, w, r: (c, h // r, r, w // r, r), (0, 2, 4, 1, 3), OpKind.PIXEL_UNSHUFFLE),  # CRD
+    (lambda c, h, w, r: (c, h // r, r, w // r, r), (2, 4, 0, 1, 3), OpKind.PIXEL_UNSHUFFLE),  # DCR
+    (lambda c, h, w, r: (c // (r * r), r, r, h, w), (0, 3, 1, 4, 2), OpKind.PIXEL_SHUFFLE),  # CRD
+    (lambda c, h, w, r: (r, r, c // (r * r), h, w), (2, 3, 0, 4, 1), OpKind.PIXEL_SHUFFLE),  # DCR
+)
+
+
+def _pixel_shuffle(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | None:
+    if n.op is not OpKind.RESHAPE or len(n.out.shape) != 3:
+        return None
+    p = graph.node(n.inputs[0])
+    if not isinstance(p.attrs, O.PermuteAttrs) or len(p.attrs.perm) != 5 \
+            or not _only_user(graph, users, p.name, n.name):
+        return None
+    r = graph.node(p.inputs[0])
+    if r.op is not OpKind.RESHAPE or not _only_user(graph, users, r.name, p.name):
+        return None
+    x = graph.node(r.inputs[0])
+    if not x.out.is_image:
+        return None
+    c, h, w = x.out.shape
+    for split, perm, op in _PIXEL:
+        for f in {r.out.shape[k] for k in (0, 1, 2, 4)} - {0, 1}:
+            if op is OpKind.PIXEL_UNSHUFFLE:
+                out = (c * f * f, h // f, w // f) if h % f == 0 and w % f == 0 else None
+            else:
+                out = (c // (f * f), h * f, w * f) if c % (f * f) == 0 else None
+            if out is not None and split(c, h, w, f) == r.out.shape and p.attrs.perm == perm \
+                    and n.out.shape == out:
+                return op, O.FactorAttrs(f), (x.name,), (r.name, p.name)
+    return None
 
 
 def _swish(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | None:
@@ -97,7 +135,8 @@ def _gelu(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | N
     return None
 
 
-_PATTERNS: tuple[Callable[[Graph, dict[str, list[str]], Node], Replacement | None], ...] = (_shuffle, _swish, _gelu)
+_PATTERNS: tuple[Callable[[Graph, dict[str, list[str]], Node], Replacement | None], ...] = (
+    _shuffle, _pixel_shuffle, _swish, _gelu)
 
 
 def _dead(graph: Graph) -> set[str]:

@@ -388,11 +388,11 @@ def _interpolate(c: Call) -> TVal:
     size, scale = c.arg(1, "size", None), c.arg(2, "scale_factor", None)
     mode = {"upsample_nearest": "nearest", "upsample_bilinear": "bilinear"}.get(c.what) or c.arg(3, "mode", "nearest")
     align = True if c.what == "upsample_bilinear" else bool(c.arg(4, "align_corners", None) or False)
-    if mode not in ("nearest", "nearest-exact", "bilinear"):
+    if mode not in ("nearest", "nearest-exact", "bilinear", "bicubic"):
         raise Unsupported(f"interpolation mode '{mode}'")
     if c.arg(6, "antialias", False):
         raise Unsupported("antialiased interpolation")
-    mode = "bilinear" if mode == "bilinear" else "nearest"  # nearest-exact picks other pixels, as many
+    mode = "nearest" if mode == "nearest-exact" else mode  # nearest-exact picks other pixels, as many
     if size is not None:
         hw = pair(size)
         h, w = x.shape[2], x.shape[3]
@@ -424,6 +424,15 @@ def _shuffle(c: Call) -> TVal:
     x = c.tensor()
     _image(x, "channel_shuffle")
     return c.emit(OpKind.CHANNEL_SHUFFLE, O.ShuffleAttrs(int(c.arg(1, "groups"))), [x])
+
+
+@_fn("pixel_shuffle", "pixel_unshuffle")
+def _pixel_shuffle(c: Call) -> TVal:
+    x = c.tensor()
+    _image(x, c.what)
+    up = c.what == "pixel_shuffle"
+    r = int(c.arg(1, "upscale_factor" if up else "downscale_factor"))
+    return c.emit(OpKind.PIXEL_SHUFFLE if up else OpKind.PIXEL_UNSHUFFLE, O.FactorAttrs(r), [x])
 
 
 # -- normalisation ---------------------------------------------------------------------------------
@@ -487,7 +496,7 @@ def _sdpa(c: Call) -> TVal:
 # -- data movement and reductions (shape logic in _torch_shapes) -----------------------------------
 for _name, _h in layout_handlers(Call).items():
     _fn(_name)(_h)
-for _name in ("mean", "amax", "amin"):
+for _name in ("mean", "sum", "amax", "amin", "max", "min"):
     _fn(_name)(reduce_handler)
 
 

@@ -215,6 +215,16 @@ def _shuffle(c: Call, m: nn.ChannelShuffle) -> Any:
     return _call(c, "channel_shuffle", (c.tensor(), m.groups))
 
 
+@_mod(nn.PixelShuffle)
+def _pixel_shuffle(c: Call, m: nn.PixelShuffle) -> Any:
+    return _call(c, "pixel_shuffle", (c.tensor(), m.upscale_factor))
+
+
+@_mod(nn.PixelUnshuffle)
+def _pixel_unshuffle(c: Call, m: nn.PixelUnshuffle) -> Any:
+    return _call(c, "pixel_unshuffle", (c.tensor(), m.downscale_factor))
+
+
 @_mod(nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.CircularPad2d)
 def _pad(c: Call, m: Any) -> Any:
     mode = {nn.ReflectionPad2d: "reflect", nn.ReplicationPad2d: "replicate",

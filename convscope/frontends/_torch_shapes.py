@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from convscope.frontends._torch_values import NO_BATCH, ConstVal, TVal, Unsupported
@@ -116,9 +117,10 @@ def _shuffled(c: Any, x: TVal, ir: tuple[int, ...]) -> str | None:
     return r.inputs[0] if (cg * g, h, w) == ir else None
 
 
-def _reshaped(c: Any, x: TVal, out: tuple[int, ...]) -> TVal:
-    """x viewed as ``out`` (a PyTorch shape): no node, a FLATTEN (trailing axes merged) or a RESHAPE."""
-    bpos = batch_axis_after(x.shape, x.bpos, out, c.lo.batch)
+def _reshaped(c: Any, x: TVal, out: tuple[int, ...], bpos: int | None = None) -> TVal:
+    """x viewed as ``out`` (a PyTorch shape): no node, a FLATTEN (trailing axes merged) or a RESHAPE.
+    ``bpos``: where the batch axis is in ``out``, when the caller knows (else found from the sizes)."""
+    bpos = batch_axis_after(x.shape, x.bpos, out, c.lo.batch) if bpos is None else bpos
     ir = out if bpos == NO_BATCH else out[:bpos] + out[bpos + 1:]
     if ir == x.ir_shape:
         return TVal(x.node, out, bpos)
@@ -148,6 +150,8 @@ def _view(c: Any) -> TVal:
         d = c.arg(1, "dim")
         d = d % (x.ndim + 1)
         out = x.shape[:d] + (1,) + x.shape[d:]
+        # exact even when the batch is 1 (an ONNX export's): the new axis goes in before or after it
+        return _reshaped(c, x, tuple(out), x.bpos if x.bpos == NO_BATCH or d > x.bpos else x.bpos + 1)
     elif c.what == "squeeze":
         dims = c.arg(1, "dim", None)
         dims = range(x.ndim) if dims is None else ([dims] if isinstance(dims, int) else list(dims))
@@ -334,10 +338,16 @@ def _cat(c: Any) -> TVal:
     return c.emit(OpKind.CONCAT, O.AxisAttrs(axis), xs, bpos=first.bpos)
 
 
-def reduce_handler(c: Any) -> TVal:
-    """mean / amax / amin over some axes (not the batch)."""
+_REDUCE_FN = {"mean": "mean", "sum": "sum", "amax": "max", "amin": "min", "max": "max", "min": "min"}
+
+
+def reduce_handler(c: Any) -> Any:
+    """mean / sum / amax / amin over some axes, and max / min over one axis (values and indices),
+    never over the batch."""
     x = c.tensor()
     dims = c.arg(1, "dim", None)
+    if c.what in ("max", "min") and not isinstance(dims, int):
+        raise Unsupported(f"{c.what} of a whole tensor" if dims is None else f"{c.what} of two tensors")
     if dims is None:
         raise Unsupported(f"{c.what} over every axis, the batch included")
     dims = [dims] if isinstance(dims, int) else list(dims)
@@ -345,11 +355,16 @@ def reduce_handler(c: Any) -> TVal:
     axes = tuple(sorted({x.ir_axis(d) for d in dims}))
     torch_dims = {x.axis(d) for d in dims}
     bpos = x.bpos if keep or x.bpos == NO_BATCH else x.bpos - sum(1 for d in torch_dims if d < x.bpos)
-    if c.what == "mean":
-        return c.emit(OpKind.MEAN, O.ReduceAttrs(axes, keep), [x], bpos=bpos)
-    if c.what == "amax" and x.ndim == 4 and x.bpos == 0 and axes == (1, 2):
+    fn = _REDUCE_FN[c.what]
+    if fn == "max" and x.ndim == 4 and x.bpos == 0 and axes == (1, 2) and c.what == "amax":
         return c.emit(OpKind.GLOBAL_MAXPOOL, O.GlobalPoolAttrs(keep), [x], bpos=0)
-    raise Unsupported(f"{c.what} over axes {sorted(torch_dims)}")
+    out = c.emit(OpKind.MEAN, O.ReduceAttrs(axes, keep, fn), [x], bpos=bpos)
+    if c.what in ("max", "min"):
+        # The indices depend on exactly what the values do: the same node stands for both.
+        import torch  # only the PyTorch front end calls max/min (the ONNX one imports no torch)
+
+        return getattr(torch.return_types, c.what)((out, replace(out)))
+    return out
 
 
 def layout_handlers(call_type: type) -> dict[str, Callable[[Any], Any]]:

@@ -124,7 +124,7 @@ class ShapeTracer(torch.fx.Tracer):
         if isinstance(v, (TVal, ConstVal, LazyVal, Opaque)):
             return ShapedProxy(self, v)
         if isinstance(v, tuple) and not hasattr(v, "_fields"):
-            return tuple(self.wrap(x) for x in v)
+            return _retuple(v, [self.wrap(x) for x in v])
         if isinstance(v, list):
             return [self.wrap(x) for x in v]
         return v
@@ -274,11 +274,16 @@ def _constant(out: Any, values: list[Any], own: tuple[str, ...] = ()) -> Any:
     return ConstVal(out.detach(), sources)
 
 
+def _retuple(v: tuple[Any, ...], items: list[Any]) -> tuple[Any, ...]:
+    """``items`` as a tuple of ``v``'s kind: torch's (values, indices) results keep their fields."""
+    return type(v)(items) if type(v).__module__ == "torch.return_types" else tuple(items)
+
+
 def _resolve_lazy(obj: Any) -> Any:
     if isinstance(obj, LazyVal):
         return obj.get()
     if isinstance(obj, tuple):
-        return tuple(_resolve_lazy(x) for x in obj)
+        return _retuple(obj, [_resolve_lazy(x) for x in obj])
     if isinstance(obj, list):
         return [_resolve_lazy(x) for x in obj]
     if isinstance(obj, dict):

@@ -221,6 +221,11 @@ def _shuffle(node: Node, graph: Graph) -> tuple[str, dict[str, Any]]:
     return "channel_shuffle", {"groups": node.attrs.groups}  # type: ignore[union-attr]
 
 
+@_writes(OpKind.PIXEL_SHUFFLE, OpKind.PIXEL_UNSHUFFLE)
+def _pixel_shuffle(node: Node, graph: Graph) -> tuple[str, dict[str, Any]]:
+    return node.op.value, {"factor": node.attrs.factor}  # type: ignore[union-attr]
+
+
 # -- the file ----------------------------------------------------------------------------------------
 def _check_names(graph: Graph) -> dict[str, str]:
     """The spec's input is named "input": map the graph's input name to it, refuse clashes."""

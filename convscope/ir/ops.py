@@ -15,6 +15,8 @@ from typing import Any, Union
 __all__ = [
     "OpKind",
     "ACTIVATIONS",
+    "REDUCE_FNS",
+    "UPSAMPLE_SPAN",
     "Pair",
     "NoAttrs",
     "InputAttrs",
@@ -31,6 +33,7 @@ __all__ = [
     "AxisAttrs",
     "SliceAttrs",
     "ShuffleAttrs",
+    "FactorAttrs",
     "ReshapeAttrs",
     "PermuteAttrs",
     "ReduceAttrs",
@@ -76,6 +79,8 @@ class OpKind(str, Enum):
     CONCAT = "concat"
     SLICE = "slice"
     CHANNEL_SHUFFLE = "channel_shuffle"
+    PIXEL_SHUFFLE = "pixel_shuffle"
+    PIXEL_UNSHUFFLE = "pixel_unshuffle"
     FLATTEN = "flatten"
     RESHAPE = "reshape"
     PERMUTE = "permute"
@@ -100,6 +105,13 @@ ACTIVATIONS = frozenset(
         "pow", "sqrt", "rsqrt", "exp", "log", "abs", "neg", "reciprocal", "erf", "clamp",
     }
 )
+
+# Interpolation modes of UPSAMPLE, each with its span: how many input steps lie between the first and
+# the last input position one output position reads along an axis (2 taps for bilinear, 4 for bicubic).
+UPSAMPLE_SPAN = {"nearest": 0, "bilinear": 1, "bicubic": 3}
+
+# Reductions the MEAN op performs (attribute `fn`).
+REDUCE_FNS = ("mean", "sum", "max", "min")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +166,7 @@ class GlobalPoolAttrs:
 class UpsampleAttrs:
     """Exactly one of ``scale`` (per axis) and ``size`` is set."""
 
-    mode: str = "nearest"  # nearest | bilinear
+    mode: str = "nearest"  # a key of UPSAMPLE_SPAN: nearest | bilinear | bicubic
     scale: tuple[float, float] | None = None
     size: Pair | None = None
     align_corners: bool = False
@@ -214,6 +226,13 @@ class ShuffleAttrs:
 
 
 @dataclass(frozen=True, slots=True)
+class FactorAttrs:
+    """PIXEL_SHUFFLE (depth to space: C·r², H, W -> C, H·r, W·r) and PIXEL_UNSHUFFLE (the inverse)."""
+
+    factor: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReshapeAttrs:
     shape: tuple[int, ...]
 
@@ -225,8 +244,11 @@ class PermuteAttrs:
 
 @dataclass(frozen=True, slots=True)
 class ReduceAttrs:
+    """MEAN: a reduction over ``axes``; ``fn`` says which (mean, sum, max or min)."""
+
     axes: tuple[int, ...]
     keepdims: bool = False
+    fn: str = "mean"
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +288,7 @@ class ConstAttrs:
 
 Attrs = Union[
     NoAttrs, InputAttrs, ConvAttrs, PoolAttrs, AdaptivePoolAttrs, GlobalPoolAttrs, UpsampleAttrs,
-    NormAttrs, ActAttrs, DropoutAttrs, ScaleAttrs, LinearAttrs, AxisAttrs, SliceAttrs, ShuffleAttrs,
+    NormAttrs, ActAttrs, DropoutAttrs, ScaleAttrs, LinearAttrs, AxisAttrs, SliceAttrs, ShuffleAttrs, FactorAttrs,
     ReshapeAttrs, PermuteAttrs, ReduceAttrs, AttentionAttrs, PadAttrs, UnknownAttrs, ConstAttrs,
 ]
 
@@ -295,6 +317,8 @@ ATTRS_OF: dict[OpKind, type] = {
     OpKind.CONCAT: AxisAttrs,
     OpKind.SLICE: SliceAttrs,
     OpKind.CHANNEL_SHUFFLE: ShuffleAttrs,
+    OpKind.PIXEL_SHUFFLE: FactorAttrs,
+    OpKind.PIXEL_UNSHUFFLE: FactorAttrs,
     OpKind.FLATTEN: AxisAttrs,
     OpKind.RESHAPE: ReshapeAttrs,
     OpKind.PERMUTE: PermuteAttrs,

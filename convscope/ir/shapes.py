@@ -13,7 +13,7 @@ from typing import Any
 from convscope._registry import registrar, require_all
 from convscope.ir import ops as O
 from convscope.ir.graph import TensorInfo
-from convscope.ir.ops import OpKind
+from convscope.ir.ops import REDUCE_FNS, UPSAMPLE_SPAN, OpKind
 
 __all__ = ["convT_out_size", "conv_out_size", "infer", "pool_out_size"]
 
@@ -157,8 +157,8 @@ def _global(a: O.GlobalPoolAttrs, inputs: Infos) -> TensorInfo:
 def _upsample(a: O.UpsampleAttrs, inputs: Infos) -> TensorInfo:
     _arity(inputs, 1, "upsample")
     c, h, w = _image(inputs[0], "upsample")
-    if a.mode not in ("nearest", "bilinear"):
-        raise ValueError(f"upsample mode must be nearest or bilinear, got '{a.mode}'")
+    if a.mode not in UPSAMPLE_SPAN:
+        raise ValueError(f"upsample mode must be one of {', '.join(UPSAMPLE_SPAN)}, got '{a.mode}'")
     if (a.scale is None) == (a.size is None):
         raise ValueError("upsample needs exactly one of scale and size")
     if a.size is not None:
@@ -280,6 +280,30 @@ def _shuffle(a: O.ShuffleAttrs, inputs: Infos) -> TensorInfo:
     return inputs[0]
 
 
+def _factor(a: O.FactorAttrs, inputs: Infos, what: str) -> tuple[int, int, int, int]:
+    _arity(inputs, 1, what)
+    c, h, w = _image(inputs[0], what)
+    if a.factor < 1:
+        raise ValueError(f"{what} factor must be at least 1, got {a.factor}")
+    return c, h, w, a.factor
+
+
+@_handles(OpKind.PIXEL_SHUFFLE)
+def _pixel_shuffle(a: O.FactorAttrs, inputs: Infos) -> TensorInfo:
+    c, h, w, r = _factor(a, inputs, "pixel_shuffle")
+    if c % (r * r):
+        raise ValueError(f"pixel_shuffle by {r} needs channels divisible by {r * r}, got {c}")
+    return TensorInfo((c // (r * r), h * r, w * r))
+
+
+@_handles(OpKind.PIXEL_UNSHUFFLE)
+def _pixel_unshuffle(a: O.FactorAttrs, inputs: Infos) -> TensorInfo:
+    c, h, w, r = _factor(a, inputs, "pixel_unshuffle")
+    if h % r or w % r:
+        raise ValueError(f"pixel_unshuffle by {r} needs height and width divisible by {r}, got {h}x{w}")
+    return TensorInfo((c * r * r, h // r, w // r))
+
+
 @_handles(OpKind.FLATTEN)
 def _flatten(a: O.AxisAttrs, inputs: Infos) -> TensorInfo:
     _arity(inputs, 1, "flatten")
@@ -336,7 +360,8 @@ def _reshape(a: O.ReshapeAttrs, inputs: Infos) -> TensorInfo:
     sp = x.spatial
     if sp and x.spatial_axes == tuple(range(len(x.shape) - len(sp), len(x.shape))) and shape[-len(sp):] == sp:
         lead = len(shape) - len(sp)
-        ch = 0 if lead == 1 and x.channel_axis == 0 else None
+        # (H, W) -> (1, H, W): a map that lost its channels (a max over them) gains one again
+        ch = 0 if lead == 1 and (x.channel_axis == 0 or len(x.shape) == len(sp)) else None
         return TensorInfo(shape, ch, tuple(range(lead, len(shape))))
     # Positions flattened into one trailing axis, unflattened again: (C, H·W) -> (C, H, W) (tokens
     # turned back into a map: a non-local block, a transformer stage in a CNN).
@@ -431,9 +456,11 @@ def _mean(a: O.ReduceAttrs, inputs: Infos) -> TensorInfo:
     _arity(inputs, 1, "mean")
     x = inputs[0]
     rank = len(x.shape)
+    if a.fn not in REDUCE_FNS:
+        raise ValueError(f"reduction must be one of {', '.join(REDUCE_FNS)}, got '{a.fn}'")
     axes = sorted({ax % rank for ax in a.axes}) if all(-rank <= ax < rank for ax in a.axes) else None
     if not axes:
-        raise ValueError(f"mean axes {list(a.axes)} do not fit shape {list(x.shape)}")
+        raise ValueError(f"{a.fn} axes {list(a.axes)} do not fit shape {list(x.shape)}")
     if a.keepdims:
         shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
         return TensorInfo(shape, x.channel_axis, x.spatial_axes)

@@ -7,6 +7,7 @@ from typing import Any
 
 from convscope.errors import GraphError
 from convscope.ir.graph import Graph, GraphBuilder, Node, Shares
+from convscope.ir import ops as O
 from convscope.ir.ops import OpKind
 
 __all__ = ["with_input", "rebuild", "subgraph_until"]
@@ -29,10 +30,30 @@ def rebuild(
             b.add_input(node.name, shape, source=node.source)
             continue
         attrs = edit(node, b) if edit is not None else None
+        if attrs is None and input_shape is not None and node.op is OpKind.RESHAPE:
+            attrs = _unit_axes_reshape(graph, node, b)
         attrs = attrs if attrs is not None else node.attrs
         b.add(node.name, node.op, attrs, node.inputs, source=node.source,
               shares=shares(b, node, node.name, node.op, attrs, node.inputs))
     return b.build(outputs=graph.outputs, meta=graph.meta_dict())
+
+
+def _unit_axes_reshape(graph: Graph, node: Node, b: GraphBuilder) -> O.ReshapeAttrs | None:
+    """A reshape that only adds or drops size-1 axes (``unsqueeze``, ``squeeze``) follows its input
+    to another resolution: (H, W) -> (1, H, W) stays that whatever H and W are."""
+    old_in, new_in = graph.node(node.inputs[0]).out.shape, b.info(node.inputs[0]).shape
+    old_out = node.out.shape
+    if new_in == old_in or len(new_in) != len(old_in):
+        return None
+    keep_in = [i for i, d in enumerate(old_in) if d != 1]
+    keep_out = [i for i, d in enumerate(old_out) if d != 1]
+    if [old_in[i] for i in keep_in] != [old_out[i] for i in keep_out] \
+            or any((d == 1) != (e == 1) for d, e in zip(old_in, new_in)):
+        return None
+    target = list(old_out)
+    for i, o in zip(keep_in, keep_out):
+        target[o] = new_in[i]
+    return O.ReshapeAttrs(tuple(target))
 
 
 def with_input(graph: Graph, shape: Sequence[int]) -> Graph:

@@ -89,7 +89,7 @@ def analysis_section(a: Analysis, *, anchor: str | None = None) -> str:
         ("border layer", a.border_layer or "none"),
         ("unproductive layers", f"{n_un} — {fmt_share(a.unproductive_share[0])} of params, "
                                 f"{fmt_share(a.unproductive_share[1])} of MACs"),
-        ("feasible resolution", f"{lo if lo is not None else '?'}–{hi if hi is not None else '?'} px"),
+        ("feasible resolution", f"{fmt_rf(lo)}–{fmt_rf(hi)} px"),
     ]
     if a.latency is not None:
         lat = a.latency

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from convscope.analyses.advice import Advice, Suggestion
 from convscope.results import Analysis
-from convscope.units import fmt_count, fmt_ms, fmt_share
+from convscope.units import fmt_count, fmt_ms, fmt_rf, fmt_share
 
 __all__ = ["render_advice"]
 
@@ -101,7 +101,7 @@ def render_advice(adv: Advice, console: Console, *, written: dict[str, Path] | N
             console.print(Text(f"  {title}: {reason}", style="dim"))
     lo, hi = adv.base.feasible_resolution
     console.print(Text(f"feasible input resolution (no unproductive convolution, last layer sees the whole input): "
-                       f"{lo if lo is not None else '?'}–{hi if hi is not None else '?'} px"))
+                       f"{fmt_rf(lo)}–{fmt_rf(hi)} px"))
     if written:
         d = next(iter(written.values())).parent
         console.print(Text(f"wrote {len(written)} spec file(s) to {d}/ (the original and "

@@ -17,7 +17,8 @@ __all__ = ["render_analysis", "render_zoo_list", "MAIN_OPS"]
 # Ops shown without --all: the layers that shape the receptive field or hold weights, and merges.
 MAIN_OPS = frozenset({
     "conv", "convT", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool", "gap", "gmp",
-    "upsample", "linear", "add", "concat", "matmul", "attention", "unknown",
+    "upsample", "pixel_shuffle", "pixel_unshuffle", "linear", "add", "concat", "matmul", "attention",
+    "unknown",
 })
 
 
@@ -118,7 +119,7 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
     if n_un:
         summary.append(f" holding {fmt_share(a.unproductive_share[0])} of params and "
                        f"{fmt_share(a.unproductive_share[1])} of MACs", style="red")
-    summary.append(f"; feasible input resolution {lo if lo is not None else '?'}–{hi if hi is not None else '?'} px")
+    summary.append(f"; feasible input resolution {fmt_rf(lo)}–{fmt_rf(hi)} px")
     console.print(summary)
     if lo is not None and hi is not None and lo > hi:
         console.print("  (no resolution is both free of unproductive layers and fully seen by the last layer)")
