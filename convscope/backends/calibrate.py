@@ -150,8 +150,10 @@ def time_kernel(g: Graph, *, backend: str, batch: int, dtype: str, threads: int,
             call()
         once = max((time.perf_counter() - t0) / 10, 1e-7)
     inner = max(1, min(10000, int(SAMPLE_S / once)))
+    # warm already (the calls above): two more calls, no warm-up period (a tenth of every kernel's
+    # time went to one, 25 s of a four-minute calibration)
     t = time_runs(runner.enqueue or call, inner=inner, min_runs=3, time_limit_s=max(limit_s, 3 * once), warmup=2,
-                  oversubscribed=threads > itf._NCPU, end=runner.sync)
+                  warmup_s=0.0, oversubscribed=threads > itf._NCPU, end=runner.sync)
     if t.interrupted:
         raise KeyboardInterrupt
     if t.mixed or not t.clean:

@@ -32,21 +32,32 @@ def _only_user(graph: Graph, users: dict[str, list[str]], name: str, user: str) 
     return users[name] == [user] and name not in graph.outputs
 
 
-def _shuffle(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | None:
+def _regrouped(graph: Graph, users: dict[str, list[str]], n: Node,
+               rank: int) -> tuple[Node, Node, O.PermuteAttrs] | None:
+    """n = reshape(permute(reshape(x))) to an image, the permutation over ``rank`` axes, the inner
+    nodes feeding nothing else: (x, the first reshape, the permutation)."""
     if n.op is not OpKind.RESHAPE or len(n.out.shape) != 3:
         return None
     p = graph.node(n.inputs[0])
-    if not isinstance(p.attrs, O.PermuteAttrs) or p.attrs.perm != (1, 0, 2, 3) \
+    if not isinstance(p.attrs, O.PermuteAttrs) or len(p.attrs.perm) != rank \
             or not _only_user(graph, users, p.name, n.name):
         return None
     r = graph.node(p.inputs[0])
     if r.op is not OpKind.RESHAPE or not _only_user(graph, users, r.name, p.name):
         return None
     x = graph.node(r.inputs[0])
-    g, cg, h, w = r.out.shape if len(r.out.shape) == 4 else (0, 0, 0, 0)
-    if x.out.shape != n.out.shape or not x.out.is_image or (g * cg, h, w) != x.out.shape:
+    return (x, r, p.attrs) if x.out.is_image else None
+
+
+def _shuffle(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | None:
+    found = _regrouped(graph, users, n, 4)
+    if found is None or found[2].perm != (1, 0, 2, 3):
         return None
-    return OpKind.CHANNEL_SHUFFLE, O.ShuffleAttrs(g), (x.name,), (r.name, p.name)
+    x, r, _ = found
+    g, cg, h, w = r.out.shape if len(r.out.shape) == 4 else (0, 0, 0, 0)
+    if x.out.shape != n.out.shape or (g * cg, h, w) != x.out.shape:
+        return None
+    return OpKind.CHANNEL_SHUFFLE, O.ShuffleAttrs(g), (x.name,), (r.name, n.inputs[0])
 
 
 # (first reshape's shape as a function of (C, H, W, r) of the input, IR permutation, folded op)
@@ -59,18 +70,10 @@ _PIXEL = (
 
 
 def _pixel_shuffle(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | None:
-    if n.op is not OpKind.RESHAPE or len(n.out.shape) != 3:
+    found = _regrouped(graph, users, n, 5)
+    if found is None:
         return None
-    p = graph.node(n.inputs[0])
-    if not isinstance(p.attrs, O.PermuteAttrs) or len(p.attrs.perm) != 5 \
-            or not _only_user(graph, users, p.name, n.name):
-        return None
-    r = graph.node(p.inputs[0])
-    if r.op is not OpKind.RESHAPE or not _only_user(graph, users, r.name, p.name):
-        return None
-    x = graph.node(r.inputs[0])
-    if not x.out.is_image:
-        return None
+    x, r, perm_attrs = found
     c, h, w = x.out.shape
     for split, perm, op in _PIXEL:
         for f in {r.out.shape[k] for k in (0, 1, 2, 4)} - {0, 1}:
@@ -78,9 +81,9 @@ def _pixel_shuffle(graph: Graph, users: dict[str, list[str]], n: Node) -> Replac
                 out = (c * f * f, h // f, w // f) if h % f == 0 and w % f == 0 else None
             else:
                 out = (c // (f * f), h * f, w * f) if c % (f * f) == 0 else None
-            if out is not None and split(c, h, w, f) == r.out.shape and p.attrs.perm == perm \
+            if out is not None and split(c, h, w, f) == r.out.shape and perm_attrs.perm == perm \
                     and n.out.shape == out:
-                return op, O.FactorAttrs(f), (x.name,), (r.name, p.name)
+                return op, O.FactorAttrs(f), (x.name,), (r.name, n.inputs[0])
     return None
 
 

@@ -215,13 +215,10 @@ def _shuffle(c: Call, m: nn.ChannelShuffle) -> Any:
     return _call(c, "channel_shuffle", (c.tensor(), m.groups))
 
 
-@_mod(nn.PixelShuffle)
-def _pixel_shuffle(c: Call, m: nn.PixelShuffle) -> Any:
-    return _call(c, "pixel_shuffle", (c.tensor(), m.upscale_factor))
-
-
-@_mod(nn.PixelUnshuffle)
-def _pixel_unshuffle(c: Call, m: nn.PixelUnshuffle) -> Any:
+@_mod(nn.PixelShuffle, nn.PixelUnshuffle)
+def _pixel_shuffle(c: Call, m: Any) -> Any:
+    if isinstance(m, nn.PixelShuffle):
+        return _call(c, "pixel_shuffle", (c.tensor(), m.upscale_factor))
     return _call(c, "pixel_unshuffle", (c.tensor(), m.downscale_factor))
 
 
