@@ -174,10 +174,12 @@ def gradient_support(graph: Graph, layers: list[str], *, chunk: int = 16, max_si
 
 def _fit(g0: Graph, c: int, side: int, narrow: int, axis: int) -> tuple[Graph, tuple[int, int, int]] | None:
     """The graph at the first input a little larger than side × narrow (per ``axis``) at which every
-    layer exists: a pixel unshuffle needs sizes divisible by its factor."""
+    layer exists: a pixel unshuffle needs sizes divisible by its factor, AlexNet's stride-4 stem and
+    three pools more than 64 pixels."""
+    narrows = list(range(narrow, narrow + 9)) + [n for n in (64, 72, 96, 128, 192, 256) if n > narrow + 8]
     for more_side in range(25):
-        for more_narrow in range(9):
-            a, b = side + more_side, narrow + more_narrow
+        for b in narrows:
+            a = max(side, b) + more_side
             shape = (c, a, b) if axis == 0 else (c, b, a)
             try:
                 return with_input(g0, shape), shape

@@ -148,6 +148,28 @@ def test_an_unknown_onnx_op_is_reported_with_its_inferred_shape(tmp_path: Path) 
     assert a.layer("conv").params == 432 and a.layer("conv").rf_max is None
 
 
+def test_lrn_as_model_zoos_write_it_and_as_pytorch_exports_it(tmp_path: Path) -> None:
+    """Caffe-era models in the ONNX model zoo hold an LRN node; PyTorch's exporters write
+    F.local_response_norm out (a 5-D pad and 3-D pool, through an If): both are one lrn layer."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3], [0.1] * 216)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("LRN", ["c"], ["y"], size=5, alpha=2e-4, beta=0.5, bias=2.0, name="norm")]
+    path = tmp_path / "lrn.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w]),
+                                opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    zoo = load_onnx(str(path))
+    assert zoo.node("norm").op is OpKind.LRN and zoo.node("norm").attrs.size == 5  # type: ignore[union-attr]
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.LocalResponseNorm(5, alpha=2e-4, beta=0.5, k=2.0),
+                      nn.Conv2d(8, 4, 3))
+    g = load_onnx(str(export(m, (3, 16, 16), tmp_path / "torch_lrn.onnx")))
+    a = analyze_graph(g)
+    assert a.unknown_ops == () and [r.op for r in a.layers] == ["conv", "relu", "lrn", "conv"]
+    assert g.node("2").attrs == zoo.node("norm").attrs  # type: ignore[union-attr]
+    assert a.layer("3").rf_max == (5, 5) and a.totals.params == sum(p.numel() for p in m.parameters())
+
+
 def test_depth_to_space_space_to_depth_and_reductions(tmp_path: Path) -> None:
     """ONNX's own ops for what PyTorch writes as pixel (un)shuffle, sum/min reductions and cubic
     resizing: each becomes the IR op, with the receptive field of the equivalent PyTorch network."""

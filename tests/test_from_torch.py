@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fixtures import FIXTURES
-from fixtures.rf_oracles import graph_rf, module_rf, symmetric, upsampling_tolerance
+from fixtures.rf_oracles import graph_rf, module_rf, narrowest, symmetric, upsampling_tolerance
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
@@ -98,7 +98,7 @@ def test_rf_matches_the_gradient_support_of_the_rebuilt_graph(name: str) -> None
 
 
 MODULE_ORACLE = ["vgg11-bn", "resnet18", "inception", "densenet", "squeezenet", "dilated-seg", "unet-bilinear", "vit",
-                 "espcn", "rrdbnet-x2", "cbam-resnet"]
+                 "espcn", "rrdbnet-x2", "cbam-resnet", "alexnet"]
 
 
 @pytest.mark.parametrize("name", MODULE_ORACLE)
@@ -111,7 +111,7 @@ def test_rf_matches_the_gradient_support_of_the_original_module(name: str) -> No
     layers = {n: (float(rf[n].rf_max[0]), float(rf[n].rf_max[1])) for n in sample(leaves, 4)}  # type: ignore[index]
     jumps = {n: max(float(j) for j in rf[n].jump) for n in layers}  # type: ignore[union-attr]
     axes = (0,) if symmetric(g) else (0, 1)
-    kw = {"fixed_side": 32} if name == "vit" else {"cap": 320, "jumps": jumps}
+    kw = {"fixed_side": 32} if name == "vit" else {"cap": 320, "jumps": jumps, "narrow": narrowest(g)}
     checks = module_rf(m, layers, axes=axes, **kw)  # type: ignore[arg-type]
     tol = upsampling_tolerance(g)
     reached = [c for c in checks if c.reachable]
@@ -227,17 +227,41 @@ def test_hand_written_space_to_depth_and_reductions() -> None:
     assert big.layer("gate").out_shape == (1, 32, 32) and big.layer("reshape_1").out_shape == (4, 32, 32)
 
 
+class L2Norm(nn.Module):
+    """SSD's L2Norm on conv4_3 (F.normalize over channels times a learned scale) and a normalised
+    embedding head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.scale = nn.Parameter(torch.full((1, 8, 1, 1), 20.0))
+        self.head = nn.Conv2d(8, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = F.normalize(self.conv(x), dim=1) * self.scale
+        return self.head(y), F.normalize(y.mean((2, 3)), p=1.0, dim=1)
+
+
+def test_normalize_is_pointwise_over_channels_and_global_over_positions() -> None:
+    m = L2Norm()
+    a = analyze_graph(graph_from_module(m, (3, 16, 16)))
+    assert a.unknown_ops == () and a.totals.params == sum(p.numel() for p in m.parameters())
+    assert a.layer("normalize").rf_max == (3, 3) and a.layer("head").rf_max == (5, 5)
+    assert a.layer("normalize_1").rf_max == (math.inf, math.inf)
+    assert a.totals.macs == flop_macs(m, (3, 16, 16))
+
+
 # -- what is not understood, control flow, in-place ops, parameters ---------------------------------
 class Odd(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.lrn = nn.LocalResponseNorm(2)
+        self.lp = nn.LPPool2d(2, 2)  # a power-average pool
         self.lstm_like = nn.Conv1d(8, 8, 1)  # a 1-D conv: not in the 2-D IR
-        self.head = nn.Conv2d(8, 2, 3)
+        self.head = nn.Conv2d(8, 2, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.lrn(self.conv(x))
+        y = self.lp(self.conv(x))
         y = torch.fft.fft2(y).real  # a function the tables do not know
         return self.head(y)
 
@@ -246,8 +270,8 @@ def test_an_unknown_op_is_reported_with_its_name_and_shape_never_guessed() -> No
     m = Odd()
     g = graph_from_module(m, (3, 8, 8))
     a = analyze_graph(g)
-    assert [t for _, t in a.unknown_ops] == ["LocalResponseNorm", "fft_fft2", "real"]
-    assert g.node("lrn").out.shape == (8, 8, 8)
+    assert [t for _, t in a.unknown_ops] == ["LPPool2d", "fft_fft2", "real"]
+    assert g.node("lp").out.shape == (8, 4, 4)
     assert a.layer("head").rf_max is None  # after an unknown op: unknown
     unused = m.lstm_like.weight.numel() + m.lstm_like.bias.numel()
     assert a.totals.params == sum(p.numel() for p in m.parameters()) - unused

@@ -69,6 +69,7 @@ layers:
   - upsample: {scale: 2, mode: bicubic}
   - upsample: {scale: 0.5, mode: bicubic}
   - gn: {groups: 4}
+  - lrn: {size: 3, k: 2.0}
   - ln
   - scale: 0.5
   - add: {from: [a, a], name: twice}
@@ -89,8 +90,8 @@ def test_every_spec_op_round_trips() -> None:
     _same_analysis(g, back)
     data = graph_to_spec_data(g)
     assert data["outputs"] == ["head", "twice"] and data["classes"] == 7
-    assert {"zero": {"name": "layers.18.zero", "from": "a"}} in data["layers"]
-    assert {"identity": {"name": "layers.19.identity"}} in data["layers"]
+    assert {"zero": {"name": "layers.19.zero", "from": "a"}} in data["layers"]
+    assert {"identity": {"name": "layers.20.identity"}} in data["layers"]
     assert {"pixel_unshuffle": {"name": "layers.11.pixel_unshuffle", "factor": 2}} in data["layers"]  # input = the previous layer
 
 

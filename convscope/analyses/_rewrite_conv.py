@@ -207,7 +207,7 @@ def _groups_for(groups: int, cin: int, cout: int) -> int:
 
 
 # Ops whose output has their (first) input's channels.
-_SAME_CHANNELS = frozenset({OpKind.BATCHNORM, OpKind.LAYERNORM, OpKind.GROUPNORM, OpKind.ACT, OpKind.DROPOUT,
+_SAME_CHANNELS = frozenset({OpKind.BATCHNORM, OpKind.LAYERNORM, OpKind.GROUPNORM, OpKind.LRN, OpKind.ACT, OpKind.DROPOUT,
                             OpKind.IDENTITY, OpKind.SCALE, OpKind.ZERO, OpKind.PAD, OpKind.UPSAMPLE,
                             OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL,
                             OpKind.GLOBAL_AVGPOOL, OpKind.GLOBAL_MAXPOOL, OpKind.CHANNEL_SHUFFLE})

@@ -188,7 +188,7 @@ def _map_rule(node: Node, size: tuple[int, int]) -> bool:
 
 
 _POINTWISE = frozenset({
-    OpKind.BATCHNORM, OpKind.LAYERNORM, OpKind.GROUPNORM, OpKind.ACT, OpKind.DROPOUT, OpKind.IDENTITY,
+    OpKind.BATCHNORM, OpKind.LAYERNORM, OpKind.GROUPNORM, OpKind.LRN, OpKind.ACT, OpKind.DROPOUT, OpKind.IDENTITY,
     OpKind.ZERO, OpKind.SCALE, OpKind.CHANNEL_SHUFFLE, OpKind.SLICE,
 })
 _FAST_OPS = _POINTWISE | {OpKind.INPUT, OpKind.CONV, OpKind.CONV_T, OpKind.MAXPOOL, OpKind.AVGPOOL,

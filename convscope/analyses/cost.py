@@ -9,7 +9,7 @@
 * ``elementwise_ops``: everything else, never folded into MACs: one op per output element for
   activations, dropout, scaling and each extra input of add/mul; two for BatchNorm (scale and
   shift, as folded at inference), five for LayerNorm/GroupNorm (mean, variance, subtract, divide,
-  affine), k_h·k_w per output element for pools, one per input element for global pools and other
+  affine), size + 4 for local response normalisation (square, window sum, scale, power, divide), k_h·k_w per output element for pools, one per input element for global pools and other
   reductions, four per output element for bilinear upsampling and sixteen for bicubic, three for
   softmax; none for pure data movement (concat, slice, reshape, permute, flatten, identity, pad,
   channel and pixel shuffles, nearest upsampling).
@@ -169,6 +169,12 @@ def _attention(node: Node, ins: Sequence[TensorInfo]) -> Cost:
 def _bn(node: Node, ins: Sequence[TensorInfo]) -> Cost:
     c = node.out.channels or 0
     return Cost(2 * c if node.attrs.affine else 0, 0, 2 * node.out.numel)  # type: ignore[union-attr]
+
+
+@_handles(OpKind.LRN)
+def _lrn(node: Node, ins: Sequence[TensorInfo]) -> Cost:
+    # square, the window sum over `size` channels, scale and shift, power, divide
+    return Cost(0, 0, (node.attrs.size + 4) * node.out.numel)  # type: ignore[union-attr]
 
 
 @_handles(OpKind.LAYERNORM)

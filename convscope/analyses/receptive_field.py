@@ -239,7 +239,7 @@ def _global(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[Pai
     return GLOBAL, GLOBAL
 
 
-@_rule(OpKind.BATCHNORM, OpKind.ACT, OpKind.DROPOUT, OpKind.IDENTITY, OpKind.SCALE, OpKind.ADD,
+@_rule(OpKind.BATCHNORM, OpKind.LRN, OpKind.ACT, OpKind.DROPOUT, OpKind.IDENTITY, OpKind.SCALE, OpKind.ADD,
        OpKind.CONCAT, OpKind.SLICE, OpKind.CHANNEL_SHUFFLE, OpKind.PAD)
 def _pointwise(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
     return _union(ins)

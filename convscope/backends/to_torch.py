@@ -145,6 +145,9 @@ def _module_for(node: Node, graph: Graph, oracle: bool) -> nn.Module | None:
         if oracle:
             return _Lambda(lambda t: t + t.mean(dim=tuple(range(2, t.dim())), keepdim=True), "oracle groupnorm")
         return nn.GroupNorm(a.groups, x.channels or 0, eps=a.eps, affine=a.affine)
+    if op is OpKind.LRN:
+        assert isinstance(a, O.LRNAttrs)
+        return nn.Identity() if oracle else nn.LocalResponseNorm(a.size, a.alpha, a.beta, a.k)
     if op is OpKind.ACT:
         return _act(a, oracle)  # type: ignore[arg-type]
     if op is OpKind.DROPOUT:

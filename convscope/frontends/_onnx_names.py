@@ -31,7 +31,7 @@ _OP_NAMES = {"reducemean": "mean", "concat": "cat", "globalaveragepool": "adapti
              "matmul": "matmul", "gemm": "linear", "averagepool": "avg_pool2d", "maxpool": "max_pool2d",
              "resize": "interpolate", "transpose": "permute", "softmax": "softmax", "reducesum": "sum",
              "reducemax": "amax", "reducemin": "amin", "depthtospace": "pixel_shuffle",
-             "spacetodepth": "pixel_unshuffle"}
+             "spacetodepth": "pixel_unshuffle", "lrn": "local_response_norm"}
 _CONTAINERS = ("torch.nn.modules.container.",)
 
 

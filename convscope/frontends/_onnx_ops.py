@@ -238,6 +238,12 @@ def _bn(n: ONode) -> list[Any]:
     return [out] + [Opaque("batch-norm statistics", ())] * (n.n_out - 1)
 
 
+@_op("LRN")
+def _lrn(n: ONode) -> list[Any]:
+    return [n.call("local_response_norm", n.tensor(), int(n.attr("size")), float(n.attr("alpha", 1e-4)),
+                   float(n.attr("beta", 0.75)), float(n.attr("bias", 1.0)))]
+
+
 @_op("LayerNormalization")
 def _ln(n: ONode) -> list[Any]:
     x = n.tensor()

@@ -199,6 +199,16 @@ def _gn(a: Args, ctx: Ctx) -> str:
     return ctx.add(OpKind.GROUPNORM, O.NormAttrs(groups=groups))
 
 
+@_op("lrn", "size")
+def _lrn(a: Args, ctx: Ctx) -> str:
+    if ctx.info.channel_axis is None:
+        a.error(None, f"lrn needs a channel axis, but its input has shape {list(ctx.info.shape)}")
+    attrs = O.LRNAttrs(size=a.int("size"), alpha=a.number("alpha", 1e-4, positive=True),
+                       beta=a.number("beta", 0.75, positive=True), k=a.number("k", 1.0, positive=True))
+    a.done()
+    return ctx.add(OpKind.LRN, attrs)
+
+
 def _act(fn: str) -> Handler:
     def handler(a: Args, ctx: Ctx) -> str:
         alpha = None

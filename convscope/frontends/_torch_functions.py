@@ -470,6 +470,29 @@ def _layer_norm(c: Call) -> TVal:
     return c.emit(OpKind.LAYERNORM, O.NormAttrs(affine, x.ndim - 2, 1, float(c.arg(4, "eps", 1e-5))), [x])
 
 
+@_fn("normalize")
+def _normalize(c: Call) -> Any:
+    """F.normalize(x, p, dim): x / ‖x‖_p along dim, as the ops it is made of (a power, a sum, a root,
+    a division; the eps floor is left out): pointwise over positions when dim is the channels."""
+    x = c.tensor()
+    p, dim = float(c.arg(1, "p", 2.0)), int(c.arg(2, "dim", 1))
+
+    def part(what: str, *args: Any, last: bool = False) -> Any:
+        return FUNCTIONS[what](Call(c.lo, c.name if last else f"{c.name}.{what}", what, args, {}, c.source))
+    total = part("sum", part("pow", x if p == 2.0 else part("abs", x), p), dim, True)
+    return part("div", x, part("pow", total, 1.0 / p), last=True)
+
+
+@_fn("local_response_norm")
+def _lrn(c: Call) -> TVal:
+    x = c.tensor()
+    if x.bpos != 0 or x.ndim < 3:
+        raise Unsupported(f"local_response_norm of a tensor of shape {list(x.shape)}")
+    attrs = O.LRNAttrs(int(c.arg(1, "size")), float(c.arg(2, "alpha", 1e-4)), float(c.arg(3, "beta", 0.75)),
+                       float(c.arg(4, "k", 1.0)))
+    return c.emit(OpKind.LRN, attrs, [x])
+
+
 @_fn("group_norm", "instance_norm")
 def _group_norm(c: Call) -> TVal:
     x = c.tensor()

@@ -116,6 +116,11 @@ def _gn(c: Call, m: nn.GroupNorm) -> Any:
     return _call(c, "group_norm", (c.tensor(), m.num_groups, _param(c, m, "weight"), _param(c, m, "bias"), m.eps))
 
 
+@_mod(nn.LocalResponseNorm)
+def _lrn(c: Call, m: nn.LocalResponseNorm) -> Any:
+    return _call(c, "local_response_norm", (c.tensor(), m.size, m.alpha, m.beta, m.k))
+
+
 @_mod(nn.InstanceNorm2d)
 def _in(c: Call, m: nn.InstanceNorm2d) -> Any:
     return _call(c, "instance_norm", (c.tensor(), None, None, _param(c, m, "weight"), _param(c, m, "bias"),

@@ -22,6 +22,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference
 
 from convscope.errors import ConvscopeError, GraphError, InputError
+from convscope.frontends._onnx_lrn import LRNMatch, find_lrn
 from convscope.frontends._onnx_names import node_names, rename
 from convscope.frontends._onnx_ops import FOLD, OPS, ONode, require_shape
 from convscope.frontends._torch_fold import fold
@@ -137,21 +138,25 @@ def _lower(model: onnx.ModelProto, inits: dict[str, np.ndarray], input_name: str
         for i in node.input:
             users.setdefault(i, []).append(node)
     names, from_torch = node_names(g.node)
+    lrn, replaced = find_lrn(g.node)
     absorbed: dict[str, Any] = {}
     produced: list[tuple[int, list[str]]] = []  # per node: IR nodes its outputs are
     for idx, (node, nm) in enumerate(zip(g.node, names)):
+        if idx in replaced:  # inside a written-out LRN: its division stands for it
+            continue
         if all(o in absorbed for o in node.output if o):
             values.update({o: absorbed[o] for o in node.output if o})
             continue
-        missing = [i for i in node.input if i not in values]
+        reads = [lrn[idx].x] if idx in lrn else list(node.input)
+        missing = [i for i in reads if i not in values]
         if missing:
             raise InputError(f"node '{node.name}' ({node.op_type}) reads '{missing[0]}', which nothing produces")
-        n = ONode(lo, node.op_type, nm.base, [values[i] for i in node.input], _attrs(node), len(node.output),
+        n = ONode(lo, node.op_type, nm.base, [values[i] for i in reads], _attrs(node), len(node.output),
                   node.name or node.op_type, absorbed)
         if node.op_type == "MatMul":
             n.lookahead = lambda node=node: _bias_add(node, users, values)
         before = len(lo.added)
-        outs = _lower_node(n, node, shapes)
+        outs = _lower_lrn(n, lrn[idx], values) if idx in lrn else _lower_node(n, node, shapes)
         for o, v in zip(node.output, outs):
             if o:
                 values[o] = v
@@ -165,6 +170,14 @@ def _lower(model: onnx.ModelProto, inits: dict[str, np.ndarray], input_name: str
     if from_torch:
         graph = rename(graph, _leaf_names(graph, names, produced))
     return fold(graph)
+
+
+def _lower_lrn(n: ONode, m: LRNMatch, values: dict[str, Any]) -> list[Any]:
+    scalars = [values.get(v) for v in (m.alpha, m.beta, m.k)]
+    if not all(isinstance(v, ConstVal) and v.array().size == 1 for v in scalars):
+        raise InputError(f"node '{n.source}': a local response normalisation whose alpha, beta or k is not a constant")
+    alpha, beta, k = (float(v.array().reshape(-1)[0]) for v in scalars)  # type: ignore[union-attr]
+    return [n.call("local_response_norm", values[m.x], m.size, alpha, beta, k)]
 
 
 def _bias_add(node: Any, users: dict[str, list[Any]], values: dict[str, Any]) -> tuple[str, Any] | None:

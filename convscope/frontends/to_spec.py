@@ -216,6 +216,17 @@ def _linear(node: Node, graph: Graph) -> tuple[str, dict[str, Any]]:
     return "linear", {"out": a.out_features} if a.bias else {"out": a.out_features, "bias": False}
 
 
+@_writes(OpKind.LRN)
+def _lrn(node: Node, graph: Graph) -> tuple[str, dict[str, Any]]:
+    a = node.attrs
+    assert isinstance(a, O.LRNAttrs)
+    d: dict[str, Any] = {"size": a.size}
+    for key, default in (("alpha", 1e-4), ("beta", 0.75), ("k", 1.0)):
+        if getattr(a, key) != default:
+            d[key] = getattr(a, key)
+    return "lrn", d
+
+
 @_writes(OpKind.CHANNEL_SHUFFLE)
 def _shuffle(node: Node, graph: Graph) -> tuple[str, dict[str, Any]]:
     return "channel_shuffle", {"groups": node.attrs.groups}  # type: ignore[union-attr]

@@ -26,6 +26,7 @@ __all__ = [
     "GlobalPoolAttrs",
     "UpsampleAttrs",
     "NormAttrs",
+    "LRNAttrs",
     "ActAttrs",
     "DropoutAttrs",
     "ScaleAttrs",
@@ -69,6 +70,7 @@ class OpKind(str, Enum):
     BATCHNORM = "bn"
     LAYERNORM = "ln"
     GROUPNORM = "gn"
+    LRN = "lrn"
     ACT = "act"
     DROPOUT = "dropout"
     IDENTITY = "identity"
@@ -183,6 +185,17 @@ class NormAttrs:
 
 
 @dataclass(frozen=True, slots=True)
+class LRNAttrs:
+    """Local response normalisation across ``size`` neighbouring channels (AlexNet, GoogLeNet v1):
+    x / (k + alpha / size · Σ x²) ** beta, the sum over the channel window, position by position."""
+
+    size: int
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class ActAttrs:
     fn: str
     alpha: float | None = None  # leaky_relu slope, elu alpha, pow exponent, clamp min
@@ -288,8 +301,8 @@ class ConstAttrs:
 
 Attrs = Union[
     NoAttrs, InputAttrs, ConvAttrs, PoolAttrs, AdaptivePoolAttrs, GlobalPoolAttrs, UpsampleAttrs,
-    NormAttrs, ActAttrs, DropoutAttrs, ScaleAttrs, LinearAttrs, AxisAttrs, SliceAttrs, ShuffleAttrs, FactorAttrs,
-    ReshapeAttrs, PermuteAttrs, ReduceAttrs, AttentionAttrs, PadAttrs, UnknownAttrs, ConstAttrs,
+    NormAttrs, LRNAttrs, ActAttrs, DropoutAttrs, ScaleAttrs, LinearAttrs, AxisAttrs, SliceAttrs, ShuffleAttrs,
+    FactorAttrs, ReshapeAttrs, PermuteAttrs, ReduceAttrs, AttentionAttrs, PadAttrs, UnknownAttrs, ConstAttrs,
 ]
 
 # Which attribute record each op kind carries.
@@ -307,6 +320,7 @@ ATTRS_OF: dict[OpKind, type] = {
     OpKind.BATCHNORM: NormAttrs,
     OpKind.LAYERNORM: NormAttrs,
     OpKind.GROUPNORM: NormAttrs,
+    OpKind.LRN: LRNAttrs,
     OpKind.ACT: ActAttrs,
     OpKind.DROPOUT: DropoutAttrs,
     OpKind.IDENTITY: NoAttrs,

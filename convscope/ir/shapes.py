@@ -181,6 +181,16 @@ def _bn(a: O.NormAttrs, inputs: Infos) -> TensorInfo:
     return inputs[0]
 
 
+@_handles(OpKind.LRN)
+def _lrn(a: O.LRNAttrs, inputs: Infos) -> TensorInfo:
+    _arity(inputs, 1, "lrn")
+    if inputs[0].channel_axis is None:
+        raise ValueError(f"lrn needs a channel axis, got shape {list(inputs[0].shape)}")
+    if a.size < 1:
+        raise ValueError(f"lrn size must be at least 1, got {a.size}")
+    return inputs[0]
+
+
 @_handles(OpKind.LAYERNORM)
 def _ln(a: O.NormAttrs, inputs: Infos) -> TensorInfo:
     _arity(inputs, 1, "ln")
