@@ -20,6 +20,7 @@ Spearman rank correlation and the share of networks within ±10% of the measured
 The training networks are drawn from outside the test indices and exclude the 341 NAS-Bench-201
 cells whose output is disconnected from the input (they are degenerate: folded away on some
 devices).  Run:  python bench/latency_published.py [--draws 20] [--space nb201|fbnet|both]
+[--devices raspi4,1080ti_256]
 """
 
 from __future__ import annotations
@@ -202,10 +203,12 @@ def load_space(name: str) -> Space:
     return Space("FBNet", rows, "fbnet", "op_idx_list")
 
 
-def report(space: Space, draws: int) -> list[tuple[str, dict[str, float]]]:
+def report(space: Space, draws: int, devices: list[str] | None = None) -> list[tuple[str, dict[str, float]]]:
     feats = Features(space)
     cols = [c[len("lat_ms_"):] for c in space.rows[0] if c.startswith("lat_ms_")]
     cols = [c for c in HELP if c in cols] + [c for c in cols if c not in HELP]
+    if devices:
+        cols = [c for c in cols if c in devices]
     print(f"\n{space.name}: {len(space.rows)} networks; test = indices 900-1899 trimmed to 10-90th percentile; "
           f"fitted on 10 measured networks, {draws} draws", flush=True)
     head = (f"{'device':<16}{'profile / backend':<26}{'n':>5}{'analytic ρ':>11}{'±10%':>6}{'meas/pred':>12}"
@@ -231,14 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--space", choices=("nb201", "fbnet", "both"), default="both")
+    ap.add_argument("--devices", default="", help="comma-separated device columns to evaluate (default: all)")
     args = ap.parse_args(argv)
     m3 = cost(load_zoo("nasbench201")).total.macs / 1e6
     m0 = cost(load_zoo("nasbench201:|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")).total.macs / 1e6
     print(f"check: all-nor_conv_3x3 NAS-Bench-201 = {m3:.2f} M MACs (220.12), all-none = {m0:.2f} M (7.78)")
     for name in (["nb201", "fbnet"] if args.space == "both" else [args.space]):
         space = load_space(name)
-        res = report(space, args.draws)
-        if name == "nb201":
+        res = report(space, args.draws, [d for d in args.devices.split(",") if d] or None)
+        if name == "nb201" and all(c in [d for d, _ in res] for c in HELP):
             six = [r for c, r in res if c in HELP]
             mean = np.mean([r["fit_rho"] for r in six])
             worst = min(six, key=lambda r: r["fit_rho"])

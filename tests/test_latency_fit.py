@@ -86,6 +86,20 @@ def test_fitted_recovers_a_device_from_ten_networks(tmp_path: Path) -> None:
         assert sum(ms for _, ms in fit.per_layer) == pytest.approx(fit.ms - 0.0, abs=fit.ms * 0.05)
 
 
+def test_a_coefficient_far_from_the_profile(tmp_path: Path) -> None:
+    """Elementwise arithmetic 20x slower than the profile says (a GPU whose count_include_pad=False
+    pooling is slow): the pull towards the profile must not hold the coefficient near 1."""
+    base = tmp_path / "base.yaml"
+    base.write_text(BASE.format(conv=50, elem=5, bw=10, over=10))
+    slow = parse_profile(BASE.format(conv=20, elem=0.25, bw=5, over=40), "slow.yaml")
+    nets = write_nets(tmp_path, SHAPES)
+    csv = write_csv(tmp_path, nets, [analytic(load_graph(str(n)), slow).ms for n in nets])
+    for n in write_nets(tmp_path, HELD_OUT, prefix="h"):
+        g = load_graph(str(n))
+        fit = predict(g, device=str(base), fit=str(csv))
+        assert fit is not None and fit.ms == pytest.approx(analytic(g, slow).ms, rel=0.03)
+
+
 def test_fitted_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     nets = write_nets(tmp_path, SHAPES[:6])
     csv = write_csv(tmp_path, nets, [analytic(load_graph(str(n)), TRUE).ms for n in nets])

@@ -10,17 +10,18 @@ from rich.table import Table
 from rich.text import Text
 
 from convscope.analyses.advice import Advice, Suggestion
+from convscope.reports.terminal import table_layout
 from convscope.results import Analysis
 from convscope.units import fmt_count, fmt_ms, fmt_rf, fmt_share
 
 __all__ = ["render_advice"]
 
 
-def _delta(new: float, old: float) -> str:
+def _delta(new: float, old: float, digits: int = 1) -> str:
     if not old:
         return ""
     r = new / old - 1
-    return "±0%" if abs(r) < 5e-4 else f"{100 * r:+.1f}%"
+    return "±0%" if abs(r) < 0.5 * 10 ** -(2 + digits) else f"{100 * r:+.{digits}f}%"
 
 
 def _unprod(a: Analysis) -> str:
@@ -51,11 +52,44 @@ def _row(label: str, a: Analysis, base: Analysis, has_ms: bool) -> list[str]:
     return row
 
 
-def _table(adv: Advice, has_ms: bool) -> Table:
+def _narrow_row(label: str, a: Analysis, base: Analysis, has_ms: bool) -> list[str]:
+    """Value and change in one cell, border layer and unproductive share in one: 80 columns."""
+    def cell(new: float | None, old: float | None, fmt: object) -> str:
+        if new is None:
+            return "?"
+        d = _delta(new, old, 0) if old else ""
+        return f"{fmt(new)} {d}".strip()  # type: ignore[operator]
+    row = [label, cell(a.totals.params, base.totals.params, fmt_count), cell(a.totals.macs, base.totals.macs, fmt_count)]
+    if has_ms:
+        row.append(cell(a.latency.ms if a.latency else None, base.latency.ms if base.latency else None, fmt_ms))
+    un = _unprod(a)
+    row.append(f"{a.border_layer or 'none'}" + ("" if un == "none" else f" ({un})"))
+    return row
+
+
+def _narrow_table(adv: Advice, has_ms: bool, kw: dict[str, object]) -> Table:
+    t = Table(title=_title(adv), title_justify="left", header_style="bold", **kw)  # type: ignore[arg-type]
+    t.add_column("#", justify="right")
+    t.add_column("rewrite", overflow="fold")
+    for col in ("params", "MACs") + (("ms",) if has_ms else ()):
+        t.add_column(col, justify="right", no_wrap=True)
+    t.add_column("border (unprod. params / MACs)", overflow="fold")
+    t.add_row("", *map(escape, _narrow_row("original", adv.base, adv.base, has_ms)), style="bold")
+    for i, s in enumerate(adv.suggestions, start=1):
+        label = s.key + ("" if s.recommended else " (refused)")
+        t.add_row(str(i), *map(escape, _narrow_row(label, s.analysis, adv.base, has_ms)),
+                  style=None if s.recommended else "red")
+    return t
+
+
+def _title(adv: Advice) -> str:
     shape = "×".join(map(str, adv.input))
     by = "predicted ms" if adv.sorted_by == "ms" else "MACs"
-    t = Table(title=f"suggest: {adv.model} — input {shape}; sorted by {by} saved", title_justify="left",
-              header_style="bold")
+    return f"suggest: {adv.model} — input {shape}; sorted by {by} saved"
+
+
+def _table(adv: Advice, has_ms: bool) -> Table:
+    t = Table(title=_title(adv), title_justify="left", header_style="bold")
     t.add_column("#", justify="right")
     t.add_column("rewrite", no_wrap=True)
     for col in ("params", "Δ", "MACs", "Δ"):
@@ -77,7 +111,8 @@ def _table(adv: Advice, has_ms: bool) -> Table:
 def render_advice(adv: Advice, console: Console, *, written: dict[str, Path] | None = None,
                   explain: bool = True) -> None:
     has_ms = adv.base.latency is not None
-    console.print(_table(adv, has_ms))
+    narrow, kw = table_layout(console)
+    console.print(_narrow_table(adv, has_ms, kw) if narrow else _table(adv, has_ms))
     if has_ms and adv.base.latency is not None:
         lat = adv.base.latency
         console.print(Text(f"latency: tier {lat.tier} · {lat.device} · {lat.backend} · batch {lat.batch}"))
