@@ -111,6 +111,12 @@ def test_table_lists_suggestions_warnings_and_not_applicable() -> None:
     truncate = next(r for r in rows if "│ truncate " in r)
     assert "-92.2%" in truncate and "-51.2%" in truncate and "none" in truncate
     assert "feasible input resolution" in out and "165–212 px" in out
+    buf = io.StringIO()  # 80 columns (a pipe, a CI log): value and change share a cell, nothing wraps
+    render_advice(adv, Console(width=80, file=buf, color_system=None), explain=False)
+    lines = buf.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    narrow = next(line for line in lines if " truncate " in line)
+    assert "1.15M -92%" in narrow and "152.77M -51%" in narrow and narrow.rstrip().endswith("none")
     two = graph_from_spec_text("name: two\ninput: [3, 32, 32]\nlayers:\n  - conv: {out: 8, k: 3}\n"
                                "  - conv: {out: 8, k: 3}\n  - gap\n  - linear: 10\n")
     buf = io.StringIO()

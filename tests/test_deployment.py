@@ -226,6 +226,18 @@ def test_plan_errors(case: str, nets: Path, capsys) -> None:  # type: ignore[no-
     assert str(p) in str(info.value)
 
 
+def test_the_camera_comparison_fits_80_columns(capsys) -> None:  # type: ignore[no-untyped-def]
+    plan = Path(__file__).parents[1] / "examples" / "camera" / "plan.yaml"
+    assert main(["compare", str(plan), "--device", "raspi4", "--width", "80"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert any("expected (worst)" in line for line in lines)
+    gate = next(line for line in lines if line.lstrip().startswith("gate_then_expert"))
+    assert "ms (" in gate  # the cascade's worst case differs from its expected time: in brackets
+    one = next(line for line in lines if line.lstrip().startswith("one_big"))
+    assert "ms (" not in one
+
+
 def test_missing_plan_file_and_unknown_device_through_the_cli(nets: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["compare", str(nets / "absent.yaml")]) == 2
     assert "absent.yaml: no such plan file" in capsys.readouterr().err

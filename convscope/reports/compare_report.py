@@ -33,14 +33,19 @@ def render_comparison(cmp: Comparison, console: Console) -> None:
               title_justify="left", header_style="bold", **box_kw)
     cols = [("candidate", False), ("kind", False), ("MACs/frame", True), ("expected", True), ("band", True),
             ("worst", True), ("fps", True), ("weights", True), ("peak act.", True)] + [("measured", True)] * measured
-    keep = [i for i, (col, _) in enumerate(cols) if not (narrow and col in ("kind", "band", "peak act."))]
+    if narrow:  # the worst case beside the expected time, in brackets where it differs
+        cols[3] = ("expected (worst)", True)
+    keep = [i for i, (col, _) in enumerate(cols) if not (narrow and col in ("kind", "band", "worst", "peak act."))]
     for i in keep:
         col, right = cols[i]
-        t.add_column(col, justify="right" if right else "left", no_wrap=i == 0)
+        t.add_column(col, justify="right" if right else "left", no_wrap=i == 0 or right)
     v = cmp.verdict
     for c in cmp.ranked():
         mark = " ◀ best" if c.name == v.best else (" ≈ tie" if c.name in v.tied_with else "")
-        row = [c.name + mark, c.kind, fmt_count(c.macs_per_frame), fmt_ms(c.latency_ms),
+        expected = fmt_ms(c.latency_ms)
+        if narrow and c.worst_ms > c.latency_ms * 1.0005:
+            expected += f" ({fmt_ms(c.worst_ms).removesuffix(' ms')})"
+        row = [c.name + mark, c.kind, fmt_count(c.macs_per_frame), expected,
                f"{fmt_ms(c.low_ms)}–{fmt_ms(c.high_ms)}", fmt_ms(c.worst_ms), f"{c.fps:.1f}", _mb(c.weight_bytes),
                _mb(c.peak_activation_bytes)]
         if measured:
