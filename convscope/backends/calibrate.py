@@ -150,10 +150,11 @@ def time_kernel(g: Graph, *, backend: str, batch: int, dtype: str, threads: int,
             call()
         once = max((time.perf_counter() - t0) / 10, 1e-7)
     inner = max(1, min(10000, int(SAMPLE_S / once)))
-    # warm already (the calls above): two more calls, no warm-up period (a tenth of every kernel's
-    # time went to one, 25 s of a four-minute calibration)
+    # On a CPU the calls above warmed the kernel: two more, no warm-up period (a tenth of every
+    # kernel's time went to one).  A GPU keeps its period: its clocks drop while the host builds the
+    # next kernel's module.
     t = time_runs(runner.enqueue or call, inner=inner, min_runs=3, time_limit_s=max(limit_s, 3 * once), warmup=2,
-                  warmup_s=0.0, oversubscribed=threads > itf._NCPU, end=runner.sync)
+                  warmup_s=None if backend == "cuda" else 0.0, oversubscribed=threads > itf._NCPU, end=runner.sync)
     if t.interrupted:
         raise KeyboardInterrupt
     if t.mixed or not t.clean:
