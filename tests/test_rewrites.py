@@ -101,6 +101,30 @@ def test_width_keeps_depthwise_and_grouped_consistent() -> None:
     assert dw.attrs.groups == mb.node(dw.inputs[0]).out.channels == dw.out.channels  # type: ignore[union-attr]
 
 
+def test_width_keeps_what_a_pixel_shuffle_folds_divisible_by_r_squared() -> None:
+    """EDSR's upsampler: conv to 9·C channels, PixelShuffle(3).  Only that conv (and what is tied to
+    it) is held to multiples of 72 = lcm(8, 9); the rest round to 8 as usual."""
+    g = graph_from_spec_text("""\
+name: edsr
+input: [3, 24, 24]
+layers:
+  - conv: {out: 64, k: 3, name: head}
+  - residual: {body: [conv: {out: 64, k: 3}, relu, conv: {out: 64, k: 3}], name: body}
+  - conv: {out: 288, k: 3, name: up}
+  - pixel_shuffle: 3
+  - relu
+  - conv: {out: 48, k: 3, name: mid}
+  - pixel_shuffle: 2
+  - conv: {out: 3, k: 3, name: tail}
+""", file="edsr.yaml")
+    s = suggest_graph(g, only=["width"]).suggestion("width-0.5")
+    widths = {n: s.graph.node(n).attrs.out_channels for n in ("head", "up", "mid", "tail")}  # type: ignore[union-attr]
+    assert widths == {"head": 32, "up": 144, "mid": 24, "tail": 3}  # 288/2 = 144 = 2·72; 48/2 = 24 (8 and 4 divide it)
+    assert s.graph.node("layers.3.pixel_shuffle").out.shape == (16, 72, 72)
+    assert "72 for up, whose channels a pixel shuffle folds into space" in s.explanation
+    assert "mid" in s.changed and s.analysis.totals.params < analyze(g).totals.params
+
+
 POOLED = NET.replace("  - conv: {out: 128, k: 3, s: 2, name: c2}\n",
                      "  - maxpool: {k: 2, name: pool}\n  - conv: {out: 128, k: 3, name: c2}\n")
 

@@ -188,15 +188,28 @@ def _output_layers(g: Graph) -> set[str]:
 
 def _divisor(g: Graph, base_divisor: int) -> int:
     """Channel counts are rounded to multiples of this: the base divisor, raised to a multiple of the
-    channel-shuffle and GroupNorm group counts and of the squared pixel-shuffle factors (those ops
-    need every channel count divisible)."""
+    channel-shuffle and GroupNorm group counts (those ops need every channel count divisible)."""
     d = base_divisor
     for n in g.nodes:
         if n.op in (OpKind.CHANNEL_SHUFFLE, OpKind.GROUPNORM):
             d = math.lcm(d, n.attrs.groups)  # type: ignore[union-attr]
-        elif n.op is OpKind.PIXEL_SHUFFLE:  # folds r² channels into each position of a larger map
-            d = math.lcm(d, n.attrs.factor ** 2)  # type: ignore[union-attr]
     return d
+
+
+def _shuffle_divisors(g: Graph, setter: dict[str, str], tied: dict[str, str], div: int) -> dict[str, int]:
+    """Per layer whose channels a pixel shuffle folds into space (r² channels per output channel):
+    the divisor its width must keep, raised to a multiple of r² (on the earliest layer of its tied
+    group, whose width the group takes).  A shuffle fed by no single layer (a concat) raises every
+    layer's divisor: ``{"*": d}``."""
+    out: dict[str, int] = {}
+    for n in g.nodes:
+        if n.op is not OpKind.PIXEL_SHUFFLE:
+            continue
+        r2 = n.attrs.factor ** 2  # type: ignore[union-attr]
+        src = setter.get(n.inputs[0], "")
+        key = tied.get(src, src) if src in g and g.node(src).op in WEIGHTED_OPS else "*"
+        out[key] = math.lcm(out.get(key, div), r2)
+    return out
 
 
 def _groups_for(groups: int, cin: int, cout: int) -> int:
@@ -213,10 +226,11 @@ _SAME_CHANNELS = frozenset({OpKind.BATCHNORM, OpKind.LAYERNORM, OpKind.GROUPNORM
                             OpKind.GLOBAL_AVGPOOL, OpKind.GLOBAL_MAXPOOL, OpKind.CHANNEL_SHUFFLE})
 
 
-def _tied_channels(g: Graph) -> dict[str, str]:
-    """Per layer that sets a channel count and meets an earlier one at an add or a multiplication (a
-    residual, an SE gate): the earliest layer of that group, whose new width it must take (a
-    residual's identity shortcut from a concat whose branches round differently, for one)."""
+def _tied_channels(g: Graph) -> tuple[dict[str, str], dict[str, str]]:
+    """(ties, setters).  Ties: per layer that sets a channel count and meets an earlier one at an add
+    or a multiplication (a residual, an SE gate), the earliest layer of that group, whose new width it
+    must take (a residual's identity shortcut from a concat whose branches round differently, for
+    one).  Setters: per node, the node that sets its channel count."""
     order = {n.name: i for i, n in enumerate(g.nodes)}
     parent: dict[str, str] = {}
 
@@ -241,7 +255,7 @@ def _tied_channels(g: Graph) -> dict[str, str]:
                     parent[second] = first
         else:
             setter[n.name] = n.name
-    return {x: find(x) for x in parent}
+    return {x: find(x) for x in parent}, setter
 
 
 def scale_width(graph: Graph, alpha: float, divisor: int = 8, *, name: str | None = None) -> tuple[Graph, tuple[str, ...]]:
@@ -250,7 +264,9 @@ def scale_width(graph: Graph, alpha: float, divisor: int = 8, *, name: str | Non
     convolutions follow their input; grouped ones keep their group count where it divides."""
     keep = _output_layers(graph)
     div = _divisor(graph, divisor)
-    tied = _tied_channels(graph)
+    tied, setter = _tied_channels(graph)
+    extra = _shuffle_divisors(graph, setter, tied, div)
+    div = extra.pop("*", div)
     changed: list[str] = []
 
     def edit(node: Node, b: GraphBuilder) -> object:
@@ -267,13 +283,25 @@ def scale_width(graph: Graph, alpha: float, divisor: int = 8, *, name: str | Non
                 new = dataclasses.replace(a, groups=cin, out_channels=cin * (a.out_channels // cin_old))
             else:
                 rep = tied.get(node.name)
-                out = (b.info(rep).channels or 0) if rep is not None else scaled_channels(a.out_channels, alpha, div)
+                out = (b.info(rep).channels or 0) if rep is not None else scaled_channels(
+                    a.out_channels, alpha, extra.get(node.name, div))
                 new = dataclasses.replace(a, out_channels=out, groups=_groups_for(a.groups, cin, out))
         if new != a:
             changed.append(node.name)
         return new
 
     return rebuild(graph, edit, name=name), tuple(changed)  # type: ignore[arg-type]
+
+
+def _rounding(g: Graph, base_divisor: int) -> str:
+    """The divisor channel counts are rounded to, and the layers a pixel shuffle holds to another."""
+    div = _divisor(g, base_divisor)
+    tied, setter = _tied_channels(g)
+    extra = _shuffle_divisors(g, setter, tied, div)
+    div = extra.pop("*", div)
+    keep = _output_layers(g)
+    others = ", ".join(f"{d} for {name}" for name, d in extra.items() if name not in keep and d != div)
+    return f"{div} ({others}, whose channels a pixel shuffle folds into space)" if others else str(div)
 
 
 @rewrite("width", "scale the width")
@@ -283,11 +311,11 @@ def width(base: Base) -> list[Rewrite]:
     for alpha in base.options.widths:
         variant, changed = scale_width(g, alpha, base.options.channel_divisor, name=base.variant_name(f"width-{alpha:g}"))
         if not changed:
-            raise NotApplicable(f"no layer has more than {_divisor(g, base.options.channel_divisor)} channels to scale")
+            raise NotApplicable(f"no layer has more than {_rounding(g, base.options.channel_divisor)} channels to scale")
         keep = sorted(_output_layers(g), key=g.position)
         explanation = (
             f"Scale the channels of {len(changed)} layer(s) by {alpha:g}, rounded to multiples of "
-            f"{_divisor(g, base.options.channel_divisor)} (the layer(s) that set the output keep theirs: "
+            f"{_rounding(g, base.options.channel_divisor)}; the layer(s) that set the output keep theirs ("
             f"{', '.join(keep) or 'none'}): weights and MACs fall by about the square of the factor; the receptive "
             "field does not change (MobileNet's width multiplier; seeds/003: reduce the parameter count).")
         out.append(Rewrite(f"width-{alpha:g}", f"scale the width by {alpha:g}", explanation, variant, changed))
