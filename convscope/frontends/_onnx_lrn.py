@@ -7,7 +7,7 @@ one LRN layer and skips the nodes in between (imports no torch)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,15 +36,16 @@ def _outer_reads(node: Any) -> list[str]:
     return reads
 
 
-def find_lrn(nodes: Sequence[Any]) -> tuple[dict[int, LRNMatch], set[int]]:
+def find_lrn(nodes: Sequence[Any], initializers: Collection[str]) -> tuple[dict[int, LRNMatch], set[int]]:
     """(index of each matched division -> its LRN, indices of the nodes the matches replace)."""
     producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    constants = set(initializers) | {o for n in nodes if n.op_type == "Constant" for o in n.output}
     matches: dict[int, LRNMatch] = {}
     skip: set[int] = set()
     for d, div in enumerate(nodes):
         if div.op_type != "Div" or len(div.input) != 2:
             continue
-        found = _match(nodes, producer, d)
+        found = _match(nodes, producer, constants, d)
         if found is None:
             continue
         match, chain = found
@@ -55,28 +56,27 @@ def find_lrn(nodes: Sequence[Any]) -> tuple[dict[int, LRNMatch], set[int]]:
     return matches, skip
 
 
-def _scalar_op(nodes: Sequence[Any], producer: dict[str, int], name: str, op: str) -> tuple[int, str, str] | None:
+def _scalar_op(nodes: Sequence[Any], producer: dict[str, int], constants: set[str], name: str,
+               op: str) -> tuple[int, str, str] | None:
     """The node of type ``op`` producing ``name`` with one operand not computed from the image:
     (its index, the other operand, the constant operand)."""
     i = producer.get(name)
     if i is None or nodes[i].op_type != op or len(nodes[i].input) != 2:
         return None
     a, b = nodes[i].input
-
-    def constant(v: str) -> bool:  # an initializer or a Constant node
-        return v not in producer or nodes[producer[v]].op_type == "Constant"
-    if constant(b):
+    if b in constants:
         return i, a, b
-    if op != "Pow" and constant(a):  # x ** c only; a product or sum either way round
+    if op != "Pow" and a in constants:  # x ** c only; a product or sum either way round
         return i, b, a
     return None
 
 
-def _match(nodes: Sequence[Any], producer: dict[str, int], d: int) -> tuple[LRNMatch, set[int]] | None:
+def _match(nodes: Sequence[Any], producer: dict[str, int], constants: set[str],
+           d: int) -> tuple[LRNMatch, set[int]] | None:
     x, denom = nodes[d].input
-    pow_ = _scalar_op(nodes, producer, denom, "Pow")
-    add = _scalar_op(nodes, producer, pow_[1], "Add") if pow_ else None
-    mul = _scalar_op(nodes, producer, add[1], "Mul") if add else None
+    pow_ = _scalar_op(nodes, producer, constants, denom, "Pow")
+    add = _scalar_op(nodes, producer, constants, pow_[1], "Add") if pow_ else None
+    mul = _scalar_op(nodes, producer, constants, add[1], "Mul") if add else None
     if not (pow_ and add and mul):
         return None
     # back from the scaled window mean, through views (and the TorchScript export's If), to the pool

@@ -355,10 +355,9 @@ def reduce_handler(c: Any) -> Any:
     axes = tuple(sorted({x.ir_axis(d) for d in dims}))
     torch_dims = {x.axis(d) for d in dims}
     bpos = x.bpos if keep or x.bpos == NO_BATCH else x.bpos - sum(1 for d in torch_dims if d < x.bpos)
-    fn = _REDUCE_FN[c.what]
-    if fn == "max" and x.ndim == 4 and x.bpos == 0 and axes == (1, 2) and c.what == "amax":
+    if c.what == "amax" and x.ndim == 4 and x.bpos == 0 and axes == (1, 2):
         return c.emit(OpKind.GLOBAL_MAXPOOL, O.GlobalPoolAttrs(keep), [x], bpos=0)
-    out = c.emit(OpKind.MEAN, O.ReduceAttrs(axes, keep, fn), [x], bpos=bpos)
+    out = c.emit(OpKind.MEAN, O.ReduceAttrs(axes, keep, _REDUCE_FN[c.what]), [x], bpos=bpos)
     if c.what in ("max", "min"):
         # The indices depend on exactly what the values do: the same node stands for both.
         import torch  # only the PyTorch front end calls max/min (the ONNX one imports no torch)

@@ -138,7 +138,7 @@ def _lower(model: onnx.ModelProto, inits: dict[str, np.ndarray], input_name: str
         for i in node.input:
             users.setdefault(i, []).append(node)
     names, from_torch = node_names(g.node)
-    lrn, replaced = find_lrn(g.node)
+    lrn, replaced = find_lrn(g.node, inits)
     absorbed: dict[str, Any] = {}
     produced: list[tuple[int, list[str]]] = []  # per node: IR nodes its outputs are
     for idx, (node, nm) in enumerate(zip(g.node, names)):

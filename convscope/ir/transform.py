@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from convscope.errors import GraphError
-from convscope.ir.graph import Graph, GraphBuilder, Node, Shares
 from convscope.ir import ops as O
+from convscope.ir.graph import Graph, GraphBuilder, Node, Shares
 from convscope.ir.ops import OpKind
 
 __all__ = ["with_input", "rebuild", "subgraph_until"]
