@@ -263,10 +263,7 @@ def scale_width(graph: Graph, alpha: float, divisor: int = 8, *, name: str | Non
     the layers whose width changed.  The layers that set the output keep their width; depthwise
     convolutions follow their input; grouped ones keep their group count where it divides."""
     keep = _output_layers(graph)
-    div = _divisor(graph, divisor)
-    tied, setter = _tied_channels(graph)
-    extra = _shuffle_divisors(graph, setter, tied, div)
-    div = extra.pop("*", div)
+    div, extra, tied = _roundings(graph, divisor)
     changed: list[str] = []
 
     def edit(node: Node, b: GraphBuilder) -> object:
@@ -293,12 +290,17 @@ def scale_width(graph: Graph, alpha: float, divisor: int = 8, *, name: str | Non
     return rebuild(graph, edit, name=name), tuple(changed)  # type: ignore[arg-type]
 
 
-def _rounding(g: Graph, base_divisor: int) -> str:
-    """The divisor channel counts are rounded to, and the layers a pixel shuffle holds to another."""
+def _roundings(g: Graph, base_divisor: int) -> tuple[int, dict[str, int], dict[str, str]]:
+    """(the divisor channel counts are rounded to, the layers a pixel shuffle holds to another, the
+    width ties)."""
     div = _divisor(g, base_divisor)
     tied, setter = _tied_channels(g)
     extra = _shuffle_divisors(g, setter, tied, div)
-    div = extra.pop("*", div)
+    return extra.pop("*", div), extra, tied
+
+
+def _rounding_text(g: Graph, base_divisor: int) -> str:
+    div, extra, _ = _roundings(g, base_divisor)
     keep = _output_layers(g)
     others = ", ".join(f"{d} for {name}" for name, d in extra.items() if name not in keep and d != div)
     return f"{div} ({others}, whose channels a pixel shuffle folds into space)" if others else str(div)
@@ -307,15 +309,16 @@ def _rounding(g: Graph, base_divisor: int) -> str:
 @rewrite("width", "scale the width")
 def width(base: Base) -> list[Rewrite]:
     g = base.graph
+    rounding = _rounding_text(g, base.options.channel_divisor)
     out = []
     for alpha in base.options.widths:
         variant, changed = scale_width(g, alpha, base.options.channel_divisor, name=base.variant_name(f"width-{alpha:g}"))
         if not changed:
-            raise NotApplicable(f"no layer has more than {_rounding(g, base.options.channel_divisor)} channels to scale")
+            raise NotApplicable(f"no layer has more than {rounding} channels to scale")
         keep = sorted(_output_layers(g), key=g.position)
         explanation = (
             f"Scale the channels of {len(changed)} layer(s) by {alpha:g}, rounded to multiples of "
-            f"{_rounding(g, base.options.channel_divisor)}; the layer(s) that set the output keep theirs ("
+            f"{rounding}; the layer(s) that set the output keep theirs ("
             f"{', '.join(keep) or 'none'}): weights and MACs fall by about the square of the factor; the receptive "
             "field does not change (MobileNet's width multiplier; seeds/003: reduce the parameter count).")
         out.append(Rewrite(f"width-{alpha:g}", f"scale the width by {alpha:g}", explanation, variant, changed))

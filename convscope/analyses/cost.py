@@ -9,7 +9,8 @@
 * ``elementwise_ops``: everything else, never folded into MACs: one op per output element for
   activations, dropout, scaling and each extra input of add/mul; two for BatchNorm (scale and
   shift, as folded at inference), five for LayerNorm/GroupNorm (mean, variance, subtract, divide,
-  affine), size + 4 for local response normalisation (square, window sum, scale, power, divide), k_h·k_w per output element for pools, one per input element for global pools and other
+  affine), size + 4 for local response normalisation (square, window sum, scale, power, divide),
+  k_h·k_w per output element for pools, one per input element for global pools and other
   reductions, four per output element for bilinear upsampling and sixteen for bicubic, three for
   softmax; none for pure data movement (concat, slice, reshape, permute, flatten, identity, pad,
   channel and pixel shuffles, nearest upsampling).

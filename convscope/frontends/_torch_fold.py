@@ -73,16 +73,16 @@ def _pixel_shuffle(graph: Graph, users: dict[str, list[str]], n: Node) -> Replac
     found = _regrouped(graph, users, n, 5)
     if found is None:
         return None
-    x, r, perm_attrs = found
+    x, r, permute = found
     c, h, w = x.out.shape
     for split, perm, op in _PIXEL:
+        if permute.perm != perm:
+            continue
         for f in {r.out.shape[k] for k in (0, 1, 2, 4)} - {0, 1}:
-            if op is OpKind.PIXEL_UNSHUFFLE:
-                out = (c * f * f, h // f, w // f) if h % f == 0 and w % f == 0 else None
-            else:
-                out = (c // (f * f), h * f, w * f) if c % (f * f) == 0 else None
-            if out is not None and split(c, h, w, f) == r.out.shape and perm_attrs.perm == perm \
-                    and n.out.shape == out:
+            up = op is OpKind.PIXEL_SHUFFLE
+            if (c % (f * f) if up else h % f or w % f) or split(c, h, w, f) != r.out.shape:
+                continue
+            if n.out.shape == ((c // (f * f), h * f, w * f) if up else (c * f * f, h // f, w // f)):
                 return op, O.FactorAttrs(f), (x.name,), (r.name, n.inputs[0])
     return None
 
