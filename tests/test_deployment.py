@@ -317,3 +317,85 @@ def test_heads_are_analysed_in_the_pixels_of_the_plans_input(nets: Path) -> None
     assert head.analysis.border_layer == "h6"  # the first past 32 px (alone, at "16 px", it would be h7)
     assert [r.name for r in head.analysis.layers if r.unproductive] == ["h7"]
     assert head.analysis.unproductive_share[0] == pytest.approx(rows["h7"].params / head.analysis.totals.params)
+
+
+# --- a second audit: worst cases, channels, lower bounds, cut positions ------------------------------
+def test_a_worst_case_counts_only_networks_that_run(nets: Path) -> None:
+    body = ("  never:\n    cascade: {gate: tiny.yaml, expert: big.yaml, rate: 0}\n"
+            "  sometimes:\n    cascade: {gate: tiny.yaml, expert: big.yaml, rate: 0.5}\n"
+            "  only_day:\n    switch:\n      networks: {day: small.yaml, night: big.yaml}\n"
+            "      schedule: {day: 1.0, night: 0}\n      resident: one\n"
+            "  one_head:\n    trunk: {network: small.yaml, cut: b}\n    heads: [head.yaml, head2.yaml]\n"
+            "    run: one\n    schedule: [1.0, 0.0]\n")
+    (nets / "head2.yaml").write_text(HEAD.replace("out: 8, k: 3", "out: 64, k: 3"))
+    cmp = compare(str(plan(nets, body)), predictor=fake)
+    big, small, tiny = (macs(nets, n) / 1e8 for n in ("big", "small", "tiny"))
+    assert cmp.candidate("never").worst_ms == pytest.approx(tiny)  # the expert never runs
+    assert cmp.candidate("sometimes").worst_ms == pytest.approx(tiny + big)
+    day = cmp.candidate("only_day")
+    assert day.worst_ms == pytest.approx(small) and not day.notes  # no night network, and no swap to it
+    one = cmp.candidate("one_head")
+    trunk, h1 = one.networks[0].ms, one.networks[1].ms
+    assert one.networks[2].ms > h1 and one.worst_ms == pytest.approx(trunk + h1)
+
+
+def test_a_network_for_other_channels_is_a_plan_error(nets: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    (nets / "gray.yaml").write_text(NET.format(name="gray", c=8).replace("input: [3, 32, 32]", "input: [1, 32, 32]"))
+    for body in ("  g:\n    single: gray.yaml\n", "  t:\n    trunk: {network: gray.yaml, cut: b}\n    heads: [head.yaml]\n",
+                 "  c:\n    cascade: {gate: tiny.yaml, expert: gray.yaml}\n"):
+        with pytest.raises(SpecError, match=r"'gray.yaml' takes 1 input channel\(s\), the plan's input \[3, 32, 32\] has 3"):
+            compare(str(plan(nets, body)), predictor=fake)
+    p = nets / "zoo_gray.yaml"
+    p.write_text("name: z\ninput: [1, 32, 32]\ndevice: profile-x\ncandidates:\n  z:\n    single: zoo:resnet18-cifar\n")
+    with pytest.raises(SpecError, match=r"zoo_gray.yaml:6:13: candidate 'z': network 'zoo:resnet18-cifar' takes 3"):
+        compare(str(p), predictor=fake)
+
+
+def test_unknown_ops_and_untimed_layers_are_noted_on_the_candidate(nets: Path, tmp_path: Path) -> None:
+    import torch.nn as nn
+
+    class Flip(nn.Module):
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            import torch
+
+            return torch.flip(x, dims=[3])
+
+    def untimed(graph, device, **kw):  # type: ignore[no-untyped-def]
+        pred = fake(graph, device)
+        return LatencyPrediction(pred.tier, pred.device, pred.backend, 1, pred.ms, pred.low_ms, pred.high_ms,
+                                 notes=("1 kernel(s) could not be timed (a): the prediction is a lower bound",))
+
+    (nets / "flipnet.py").write_text(
+        "import torch, torch.nn as nn\n"
+        "class F(nn.Module):\n    def __init__(self):\n        super().__init__(); self.c = nn.Conv2d(3, 4, 3)\n"
+        "    def forward(self, x):\n        return torch.flip(self.c(x), dims=[3]).mean((2, 3))\n"
+        "def make():\n    return F()\n"
+        "def only():\n    class O(nn.Module):\n        def forward(self, x):\n            return torch.flip(x, dims=[3])\n"
+        "    return O()\n")
+    cmp = compare(str(plan(nets, "  f:\n    single: flipnet.py:make\n  b:\n    single: big.yaml\n")), predictor=untimed)
+    notes = " ".join(cmp.candidate("f").notes)
+    assert "network 'flipnet.py:make': 1 unknown op(s) (flip)" in notes and "lower bounds" in notes
+    assert "could not be timed" in notes
+    assert "unknown" not in " ".join(cmp.candidate("b").notes)
+    from convscope.errors import NothingUsable
+
+    with pytest.raises(NothingUsable, match=r"plan.yaml:6:13: candidate 'o', network 'flipnet.py:only': every layer"):
+        compare(str(plan(nets, "  o:\n    single: flipnet.py:only\n")), predictor=fake)
+    del Flip, tmp_path
+
+
+def test_a_bad_cut_points_at_the_cut_and_names_what_is_there(nets: Path) -> None:
+    p = plan(nets, "  t:\n    trunk: {network: big.yaml, cut: stage9}\n    heads: [head.yaml]\n")
+    with pytest.raises(SpecError) as info:
+        compare(str(p), predictor=fake)
+    col = p.read_text().splitlines()[5].index("stage9") + 1
+    assert f"plan.yaml:6:{col}:" in str(info.value)
+    assert "accepted: one of its layers, a, layers.1.relu, b, layers.3.relu, c, layers.5.gap, fc" in str(info.value)
+    p = plan(nets, "  t:\n    trunk: {network: zoo:resnet18-cifar, cut: stage9}\n    heads: [head.yaml]\n")
+    with pytest.raises(SpecError, match=r"such as conv1, bn1, relu, layer1, layer2, layer3, layer4, avgpool, fc"):
+        compare(str(p), predictor=fake)
+
+
+def test_compare_given_a_network_spec_says_so(nets: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["compare", str(nets / "big.yaml")]) == 2
+    assert "this is a network spec (it has 'layers'), not a deployment plan" in capsys.readouterr().err

@@ -170,3 +170,6 @@ candidates:
     one, both = d["candidates"]
     assert one["name"] == "one" and both["measured_ms"] == pytest.approx(2 * one["measured_ms"])
     assert len(both["networks"]) == 2 and both["networks"][0]["threads"] == 1
+    # the set-up once at the top, like `measure MODEL` (FORMATS.md §5), and each candidate's median
+    assert (d["backend"], d["threads"], d["batch"], d["input"]) == ("torch", 1, 1, [3, 16, 16])
+    assert d["device"] == both["networks"][0]["device"] and one["median_ms"] == one["measured_ms"]

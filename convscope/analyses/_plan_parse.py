@@ -49,6 +49,7 @@ class Candidate:
     shares: tuple[float, ...] = ()  # switch: schedule per network; trunk run one: head shares
     rate: float = 1.0  # cascade: share of frames the expert runs on
     cut: str | None = None  # trunk: run up to and including this layer
+    cut_mark: Mark = (0, 0)  # where the plan writes the cut
     run: str = "all"  # trunk: all | one
     resident: str = "all"  # switch: all specialists in memory, or one (+ swap_ms on a change)
     swap_ms: float | None = None  # switch with resident one: the cost of loading another specialist
@@ -146,6 +147,9 @@ def parse_plan(data: Any, *, file: str = "<plan>", base: Path | None = None) -> 
     r = _Reader(file, base or Path("."))
     if not isinstance(data, YMap):
         fail(file, getattr(data, "mark", (1, 1)), "a plan must be a mapping with 'name', 'input' and 'candidates'")
+    if "layers" in data and "candidates" not in data:
+        fail(file, data.kmark("layers"), "this is a network spec (it has 'layers'), not a deployment plan: analyse it "
+                                         "with `convscope analyze`, or write a plan with 'candidates' (docs/FORMATS.md §2)")
     for k in data:
         if k not in _TOP:
             close = difflib.get_close_matches(str(k), _TOP, n=1)
@@ -276,7 +280,7 @@ def _trunk(name: str, v: Any, vm: Mark, body: YMap, r: _Reader) -> Candidate:
             shares = tuple(float(x) for x in sched)
     elif "schedule" in body:
         fail(r.file, body.kmark("schedule"), f"candidate '{name}': a schedule needs run: one")
-    return Candidate(name, "trunk", (trunk, *refs), shares=shares, cut=cut, run=run, mark=vm)
+    return Candidate(name, "trunk", (trunk, *refs), shares=shares, cut=cut, run=run, mark=vm, cut_mark=v.vmark("cut"))
 
 
 def _cascade(name: str, v: Any, vm: Mark, body: YMap, r: _Reader) -> Candidate:

@@ -5,13 +5,14 @@ trunk's output shape) and its latency predicted on the plan's device.  Per candi
 
 * ``single``:   the network.
 * ``switch``:   one specialist per frame, chosen by schedule (shares p_i, uniform when not given):
-  expected = Σ p_i·t_i, worst = max t_i (+ the swap cost when only one is resident); weights: all of
-  them resident (``resident: all``) or the largest one (``resident: one``).
+  expected = Σ p_i·t_i, worst = max t_i over those with p_i > 0 (+ the swap cost when only one is
+  resident and more than one runs); weights: all of them resident (``resident: all``) or the largest
+  one (``resident: one``).
 * ``parallel``: every specialist on every frame, one after the other on one device: Σ t_i.
 * ``trunk``:    the trunk once, then all heads (``run: all``: t_trunk + Σ t_head) or one head per
-  frame (``run: one``: t_trunk + Σ p_i·t_head_i, worst t_trunk + max t_head).
+  frame (``run: one``: t_trunk + Σ p_i·t_head_i, worst t_trunk + max t_head over p_i > 0).
 * ``cascade``:  the gate on every frame, the expert on a share ``rate`` of frames: expected
-  t_gate + rate·t_expert, worst t_gate + t_expert.
+  t_gate + rate·t_expert, worst t_gate + t_expert (t_gate when rate is 0).
 
 MACs per frame follow the same weights; peak activation bytes are the largest of the networks'
 (they run one after the other); weight bytes add up over what is resident.  Uncertainty bands add up
@@ -35,7 +36,7 @@ from typing import Any
 from convscope.analyses._plan_parse import KINDS, Candidate, Constraints, NetRef, Plan, is_plan_file, load_plan, \
     parse_plan
 from convscope.analyses.analyze import analyze_behind, analyze_graph
-from convscope.errors import ConvscopeError, GraphError, InputError, SpecError
+from convscope.errors import ConvscopeError, GraphError, InputError, NothingUsable, SpecError
 from convscope.ir.graph import Graph
 from convscope.ir.transform import subgraph_until
 from convscope.results import SCHEMA_VERSION, Analysis, LatencyPrediction
@@ -201,18 +202,25 @@ def _single(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
     return _result(c, nets, [1.0], nets[0].ms, nets[0].analysis.totals.weight_bytes)
 
 
+def _running(nets: Sequence[NetworkResult], shares: Sequence[float]) -> list[NetworkResult]:
+    """The networks a schedule ever runs (a share of 0 never runs, so it sets no worst case)."""
+    return [n for n, p in zip(nets, shares) if p > 0] or list(nets)
+
+
 def _switch(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
     weights = [n.analysis.totals.weight_bytes for n in nets]
-    worst = max(n.ms for n in nets)
+    running = _running(nets, c.shares)
+    worst = max(n.ms for n in running)
+    if c.resident == "all":
+        return _result(c, nets, c.shares, worst, sum(weights))
     notes: tuple[str, ...] = ()
-    if c.resident == "one":
+    if len(running) > 1:  # a swap happens only between specialists that run
         swap = c.swap_ms if c.swap_ms is not None else max(weights) / (DEFAULT_SWAP_MBPS * 1e6) * 1000
         worst += swap
         if c.swap_ms is None:
             notes = (f"a swap of specialists is assumed to take {swap:.1f} ms (weights read at "
                      f"{DEFAULT_SWAP_MBPS:g} MB/s); set swap_ms to your measured value",)
-        return _result(c, nets, c.shares, worst, max(weights), notes)
-    return _result(c, nets, c.shares, worst, sum(weights))
+    return _result(c, nets, c.shares, worst, max(weights), notes)
 
 
 def _parallel(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
@@ -223,13 +231,13 @@ def _parallel(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
 def _trunk(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
     trunk, heads = nets[0], nets[1:]
     w = [1.0, *([1.0] * len(heads) if c.run == "all" else c.shares)]
-    worst = trunk.ms + (sum(h.ms for h in heads) if c.run == "all" else max(h.ms for h in heads))
+    worst = trunk.ms + (sum(h.ms for h in heads) if c.run == "all" else max(h.ms for h in _running(heads, c.shares)))
     return _result(c, nets, w, worst, sum(n.analysis.totals.weight_bytes for n in nets))
 
 
 def _cascade(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
     gate, expert = nets
-    return _result(c, nets, [1.0, c.rate], gate.ms + expert.ms,
+    return _result(c, nets, [1.0, c.rate], gate.ms + (expert.ms if c.rate > 0 else 0.0),
                    gate.analysis.totals.weight_bytes + expert.analysis.totals.weight_bytes)
 
 
@@ -376,6 +384,18 @@ class _Runner:
         except ConvscopeError:
             return None
 
+    def _check_channels(self, c: Candidate, ref: NetRef) -> None:
+        """A spec or zoo network takes the plan's height and width, but not other channels: a
+        grey-scale network in an RGB plan (or the reverse) is a plan error, never silently rebuilt.
+        (ONNX and PyTorch networks are loaded at the plan's input and refuse other channels there.)"""
+        if not (ref.resolved.startswith("zoo:") or ref.resolved.lower().endswith((".yaml", ".yml"))):
+            return
+        declared = self._declared(ref)
+        if declared is not None and declared[0] != self.plan.input[0]:
+            raise self._fail(ref, f"candidate '{c.name}': {ref.role} '{ref.ref}' takes {declared[0]} input channel(s), "
+                                  f"the plan's input {list(self.plan.input)} has {self.plan.input[0]}: "
+                                  "give the plan the network's channels, or use a network made for the plan's")
+
     def network(self, ref: NetRef, graph: Graph, key: tuple[str, tuple[int, ...], str | None],
                 behind: tuple[Graph, tuple[Any, ...]] | None = None) -> NetworkResult:
         """``behind``: (trunk, its key) for a head, which is analysed in the trunk's image pixels."""
@@ -408,6 +428,8 @@ class _Runner:
         """The networks a candidate runs, loaded at the shapes they get (a trunk cut, heads at its
         output), each with its cache key; plan errors name the file and line."""
         shape = self.plan.input
+        for r in c.networks if c.kind != "trunk" else c.networks[:1]:
+            self._check_channels(c, r)
         if c.kind != "trunk":
             return [(r, self._load(r, shape, r.role), (r.resolved, shape, None)) for r in c.networks]
         trunk_ref, heads = c.networks[0], c.networks[1:]
@@ -415,7 +437,8 @@ class _Runner:
         try:
             trunk = subgraph_until(full, c.cut or "")
         except GraphError as exc:
-            raise self._fail(trunk_ref, f"candidate '{c.name}': cannot cut '{trunk_ref.ref}' at '{c.cut}': {exc.detail}") from None
+            raise self._fail(replace(trunk_ref, mark=c.cut_mark),
+                             f"candidate '{c.name}': cannot cut '{trunk_ref.ref}' at '{c.cut}': {exc.detail}") from None
         out = trunk.node(trunk.outputs[0]).out
         if len(out.shape) != 3 or not out.is_image:
             raise self._fail(trunk_ref, f"candidate '{c.name}': the trunk's output {list(out.shape)} at '{c.cut}' is not a "
@@ -440,10 +463,35 @@ class _Runner:
     def candidate(self, c: Candidate) -> CandidateResult:
         placed = self.graphs(c)
         if c.kind != "trunk":
-            return combine(c, [self.network(r, g, key) for r, g, key in placed])
-        (tref, trunk, tkey), heads = placed[0], placed[1:]
-        return combine(c, [self.network(tref, trunk, tkey),
-                           *(self.network(r, g, key, behind=(trunk, tkey)) for r, g, key in heads)])
+            nets = [self.network(r, g, key) for r, g, key in placed]
+        else:
+            (tref, trunk, tkey), heads = placed[0], placed[1:]
+            nets = [self.network(tref, trunk, tkey),
+                    *(self.network(r, g, key, behind=(trunk, tkey)) for r, g, key in heads)]
+        for (r, _g, _k), n in zip(placed, nets):
+            if n.analysis.layers and all(x.is_unknown for x in n.analysis.layers):
+                line, col = r.mark
+                where = f"{self.plan.file}:{line}:{col}" if line else self.plan.file
+                raise NothingUsable(f"{where}: candidate '{c.name}', {r.role} '{r.ref}': every layer is an op "
+                                    "convscope does not know, so it has no cost or latency to compare")
+        result = combine(c, nets)
+        return replace(result, notes=result.notes + _lower_bounds(nets))
+
+
+def _lower_bounds(nets: Sequence[NetworkResult]) -> tuple[str, ...]:
+    """Why a candidate's numbers may be too low: unknown ops (no MACs, no time) and layers that could
+    not be timed, per network, once each."""
+    out: dict[str, None] = {}
+    for n in nets:
+        a = n.analysis
+        if a.unknown_ops:
+            names = ", ".join(name for name, _ in a.unknown_ops[:4]) + ("…" if len(a.unknown_ops) > 4 else "")
+            out[f"{n.role} '{n.ref}': {len(a.unknown_ops)} unknown op(s) ({names}) have no MACs or time: its MACs and "
+                "latency are lower bounds"] = None
+        for note in a.latency.notes if a.latency else ():
+            if "could not be timed" in note:
+                out[f"{n.role} '{n.ref}': {note}"] = None
+    return tuple(out)
 
 
 PlacedNet = tuple[NetRef, Graph, tuple[str, tuple[int, ...], str | None]]
@@ -497,7 +545,12 @@ def compare(
     if measure:
         held, swaps = ranking_held(results)
     tier = next((n.analysis.latency.tier for c in results for n in c.networks if n.analysis.latency), "")
-    cmp = Comparison(plan.name, plan.input, dev, tier, results, verdict, plan.constraints, plan.file)
+    shown = dev
+    if dev.lower().endswith((".yaml", ".yml")):  # a profile file: the device by its profile's name
+        from convscope.analyses.latency import load_profile
+
+        shown = load_profile(dev).name
+    cmp = Comparison(plan.name, plan.input, shown, tier, results, verdict, plan.constraints, plan.file)
     from convscope.analyses._plan_reasons import reasons
 
     return replace(cmp, verdict=replace(verdict, reasons=tuple(reasons(cmp, swaps if measure else None)),

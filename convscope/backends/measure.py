@@ -163,7 +163,8 @@ def _notes(t: Timing, threads: int, limit: float) -> tuple[str, ...]:
         notes.append(f"{len(t.disturbed)} of {n_all} runs were disturbed by other processes and "
                      + ("kept: too few clean runs, the machine stayed busy" if t.mixed else "set aside"))
     if not t.stable and not t.interrupted:
-        notes.append(f"the median had not settled within the {limit:g} s limit")
+        stop = f"{t.elapsed_s:.1f} s and {n_all} runs" if t.elapsed_s < limit else f"the {limit:g} s limit"
+        notes.append(f"the median had not settled within {stop}")
     if t.interrupted:
         notes.append("interrupted: figures from the runs made so far")
     if threads > (itf._NCPU or threads):
@@ -211,9 +212,11 @@ class PlanMeasurement:
     networks: tuple[tuple[str, str, str, Measurement], ...]  # candidate, role, ref, measurement
 
     def to_dict(self) -> dict[str, Any]:
+        first = self.networks[0][3] if self.networks else None  # every network ran on the same set-up
+        setup = {k: getattr(first, k) for k in ("backend", "device", "threads", "batch", "dtype")} if first else {}
         return {
-            "schema_version": SCHEMA_VERSION, "plan": self.plan, "input": list(self.input),
-            "candidates": [{"name": n, "kind": k, "measured_ms": m, "p10_ms": lo, "p90_ms": hi,
+            "schema_version": SCHEMA_VERSION, "plan": self.plan, "input": list(self.input), **setup,
+            "candidates": [{"name": n, "kind": k, "measured_ms": m, "median_ms": m, "p10_ms": lo, "p90_ms": hi,
                             "networks": [dict(role=r, ref=ref, **x.to_dict()) for c, r, ref, x in self.networks
                                          if c == n]}
                            for n, k, m, lo, hi in self.candidates],

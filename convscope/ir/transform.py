@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -63,6 +64,20 @@ def with_input(graph: Graph, shape: Sequence[int]) -> Graph:
     return rebuild(graph, input_shape=shape)
 
 
+def _cut_hint(graph: Graph, layer: str) -> str:
+    """What a cut could name instead of ``layer``: the layers whose names contain it or are close to
+    it, else the network's top-level scopes (``layer3`` for ``layer3.*``)."""
+    names = [n.name for n in graph.nodes if n.op is not OpKind.INPUT]
+    close = [n for n in names if layer in n][:5] or difflib.get_close_matches(layer, names, n=5)
+    if close:
+        return f"did you mean: {', '.join(close)}?"
+    if len(names) <= 12:
+        return f"accepted: one of its layers, {', '.join(names)}"
+    scopes = list(dict.fromkeys(n.split(".")[0] for n in names))
+    shown = ", ".join(scopes[:12]) + (f" … ({len(scopes)} in all)" if len(scopes) > 12 else "")
+    return f"accepted: a layer name or a scope (its last layer), such as {shown}"
+
+
 def subgraph_until(graph: Graph, layer: str, *, name: str | None = None) -> Graph:
     """The part of the network needed to compute ``layer`` (it and its ancestors), with ``layer`` as
     the output: a trunk cut at that layer.  ``layer`` may also name a scope (``layer3`` for the nodes
@@ -73,9 +88,7 @@ def subgraph_until(graph: Graph, layer: str, *, name: str | None = None) -> Grap
         if inside:
             layer = inside[-1]
     if layer not in graph:
-        close = [n.name for n in graph.nodes if layer in n.name][:5]
-        hint = f" (layers containing it: {', '.join(close)})" if close else ""
-        raise GraphError(f"no layer named '{layer}' to cut at{hint}", layer=layer)
+        raise GraphError(f"no layer named '{layer}' to cut at; {_cut_hint(graph, layer)}", layer=layer)
     keep = {layer}
     for node in reversed(graph.nodes):
         if node.name in keep:

@@ -113,6 +113,7 @@ def comparison_html(cmp: Comparison) -> str:
     net_table = table(["candidate", "role", "network", "MACs", "predicted", "border layer", "unproductive", ""],
                       net_rows, cls="networks")
     verdict = "".join(f"<li>{esc(r)}</li>" for r in v.reasons)
+    notes = "".join(f'<p class="note">note ({esc(c.name)}): {esc(note)}</p>' for c in cmp.candidates for note in c.notes)
     sections = []
     seen: set[tuple[str, tuple[int, ...]]] = set()
     for c in cmp.candidates:
@@ -132,7 +133,7 @@ def comparison_html(cmp: Comparison) -> str:
         f"constraints: {esc(constraints)} · plan {esc(cmp.file)}</p>"
         f'<div class="verdict"><b>Verdict: {esc(v.best)}</b>'
         + (f" (tied with {esc(', '.join(v.tied_with))})" if v.tied_with else "")
-        + f"<ul>{verdict}</ul></div>"
+        + f"<ul>{verdict}</ul>{notes}</div>"
         f"<figure>{chart}</figure><h2>Candidates</h2>{cand_table}<h2>Networks</h2>{net_table}"
         + "".join(sections)
     )
