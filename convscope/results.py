@@ -152,7 +152,7 @@ class Analysis:
     totals: Totals
     border_layer: str | None
     unproductive_share: tuple[float, float]  # (params, macs)
-    feasible_resolution: tuple[int | None, int | float | None]
+    feasible_resolution: tuple[int | None, int | None]
     unknown_ops: tuple[tuple[str, str], ...]  # (layer, what it was)
     dtype: str = "fp32"
     batch: int = 1

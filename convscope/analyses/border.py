@@ -10,7 +10,8 @@ At input resolution R (per axis):
 * the *border layer* is the first such layer, in topological order, whose ``rf_min`` exceeds R on
   every axis;
 * the *feasible range* is [lo, hi]: lo the smallest square resolution at which no weighted layer
-  (convolution) is unproductive, hi the largest finite ``rf_max`` of the last spatial layer.
+  (convolution) is unproductive, hi the largest finite ``rf_max`` of the last spatial layer (rounded
+  down to a whole resolution).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def _last_spatial(graph: Graph, rfs: dict[str, NodeRF]) -> NodeRF | None:
     return last
 
 
-def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 8192) -> tuple[int | None, float | int | None]:
+def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 8192) -> tuple[int | None, int | None]:
     """[lo, hi] as defined above; lo is None when no resolution up to ``limit`` works (or the graph
     has fixed-size reshapes that do not allow another resolution)."""
     rf = rf or receptive_field(graph)
@@ -115,9 +116,9 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
     hi = None
     if last is not None and last.rf_max_finite is not None:
         vals = [v for v in last.rf_max_finite if v is not None]
-        if vals:
-            top = max(vals)
-            hi = int(top) if float(top).is_integer() else float(top)
+        if vals:  # the largest whole resolution the last layer still sees entirely: R <= rf_max (a
+            # fractional rf_max, behind an upsampling, rounds down)
+            hi = math.floor(max(vals))
     # Rule 1 does not depend on the resolution (unless adaptive pools feed convolutions): the
     # layer stays productive while R > min over inputs and axes of rf_min.
     need = 1
