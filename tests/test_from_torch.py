@@ -404,3 +404,31 @@ def test_golden_json(name: str, overwrite: bool) -> None:
         if not overwrite:
             pytest.fail(f"{path.name} was missing and has been written; check it in")
     assert data == json.loads(path.read_text())
+
+
+def test_a_state_made_from_a_parameter_holds_none_of_its_parameters() -> None:
+    """A ConvGRU starts its hidden state as ``weight.new_zeros(...)``: a tensor of the weight's dtype,
+    not the weight; params must still equal sum(p.numel())."""
+    import torch
+    import torch.nn as nn
+
+    from convscope.api import analyze
+
+    class GRUish(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gates = nn.Conv2d(11, 16, 3, padding=1)
+            self.cand = nn.Conv2d(11, 8, 3, padding=1)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            b, _, h, w = x.shape
+            s = self.gates.weight.new_zeros(b, 8, h, w)
+            for _ in range(2):
+                z, r = torch.sigmoid(self.gates(torch.cat([x, s], 1))).chunk(2, 1)
+                s = (1 - z) * s + z * torch.tanh(self.cand(torch.cat([x, r * s], 1)))
+            return s
+
+    m = GRUish()
+    a = analyze(m, input=(3, 16, 16))
+    assert a.totals.params == sum(p.numel() for p in m.parameters())
+    assert not [r.name for r in a.layers if r.op == "constant" and r.params]

@@ -247,7 +247,7 @@ def dispatch(lo: Lowering, what: str, args: tuple[Any, ...], kwargs: dict[str, A
     if opaque and not tensors:
         return Opaque(f"{what} of {opaque[0].what}", ())
     if not tensors:  # nothing depends on the input: a constant, computed now
-        return _constant(run(args, kwargs), values)
+        return _constant(run(args, kwargs), [] if name in _SHAPE_ONLY else values)
     handler = FUNCTIONS.get(name)
     call = Call(lo, lo.here(name), name, args, kwargs, source, inplace)
     mark = lo.mark()
@@ -263,6 +263,12 @@ def dispatch(lo: Lowering, what: str, args: tuple[Any, ...], kwargs: dict[str, A
     if inplace and isinstance(inplace_target, ShapedProxy) and isinstance(out, TVal):
         inplace_target.value = out  # x.add_(y) changes x itself
     return out
+
+
+# Calls whose result takes only its operand's shape, dtype and device, never its values: a
+# ``weight.new_zeros(...)`` holds none of the weight's parameters.
+_SHAPE_ONLY = frozenset({"new_zeros", "new_ones", "new_full", "new_empty", "zeros_like", "ones_like", "empty_like",
+                         "full_like", "rand_like", "randn_like"})
 
 
 def _constant(out: Any, values: list[Any], own: tuple[str, ...] = ()) -> Any:
