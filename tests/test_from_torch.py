@@ -432,3 +432,34 @@ def test_a_state_made_from_a_parameter_holds_none_of_its_parameters() -> None:
     a = analyze(m, input=(3, 16, 16))
     assert a.totals.params == sum(p.numel() for p in m.parameters())
     assert not [r.name for r in a.layers if r.op == "constant" and r.params]
+
+
+def test_a_branch_that_folds_the_batch_into_another_axis_is_unknown_never_a_constant() -> None:
+    """MobileViT's unfold (``reshape(B*p*p, N, C)``) then a Linear on the tokens: the graph cannot
+    follow the batch, so the branch is unknown where it meets the network again, and the Linear's
+    parameters are named in a note; never a constant holding them."""
+    import torch
+    import torch.nn as nn
+
+    from convscope.api import analyze
+
+    class Unfold(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.lin = nn.Linear(8, 8)
+            self.head = nn.Conv2d(16, 4, 3, padding=1)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            s = x = self.conv(x)
+            b, c, h, w = x.shape
+            t = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 3, 5, 2, 4, 1).reshape(b * 4, h * w // 4, c)
+            t = self.lin(t)
+            x = t.reshape(b, 2, 2, h // 2, w // 2, c).permute(0, 5, 3, 1, 4, 2).reshape(b, c, h, w)
+            return self.head(torch.cat([s, x], 1))
+
+    a = analyze(Unfold(), input=(3, 16, 16))
+    assert [n for n, _ in a.unknown_ops] == ["cat"] and a.layer("head").rf_max is None
+    assert not [r for r in a.layers if r.op == "constant"]
+    assert any("72 parameters in 2 tensors belong to layers that read a tensor convscope cannot follow" in n
+               for n in a.notes)

@@ -20,7 +20,7 @@ from torch.overrides import TorchFunctionMode
 from convscope.errors import ConvscopeError, InputError
 from convscope.frontends._torch_modules import is_leaf
 from convscope.frontends._torch_trace import call_leaf, dispatch, name_of
-from convscope.frontends._torch_values import B, ConstVal, Lowering, TVal
+from convscope.frontends._torch_values import B, ConstVal, Lowering, Opaque, TVal, flat_values
 
 __all__ = ["eager_trace"]
 
@@ -44,8 +44,9 @@ class _Recorder(TorchFunctionMode):
         return a
 
     def bind(self, real: Any, value: Any) -> None:
-        """Remember which value each real output tensor is."""
-        if isinstance(real, torch.Tensor) and isinstance(value, (TVal, ConstVal)):
+        """Remember which value each real output tensor is (an Opaque one too: a tensor the graph cannot
+        follow, such as the batch merged into another axis, must not turn into a constant later)."""
+        if isinstance(real, torch.Tensor) and isinstance(value, (TVal, ConstVal, Opaque)):
             self.values[id(real)] = value
             self.keep.append(real)
         elif isinstance(real, (tuple, list)) and isinstance(value, (tuple, list)):
@@ -91,7 +92,16 @@ def eager_trace(module: nn.Module, lo: Lowering, shape: tuple[int, ...]) -> Any:
             return
         if rec.leaf_depth == 1:
             rargs, rkwargs = rec.pending.pop()  # type: ignore[attr-defined]
-            value = call_leaf(lo, m, paths.get(m, type(m).__name__.lower()), rargs, rkwargs)
+            path = paths.get(m, type(m).__name__.lower())
+            opaque = [v for v in flat_values((rargs, rkwargs)) if isinstance(v, Opaque)]
+            if opaque:  # the module reads what the graph cannot follow: so is its output (an unknown op
+                # where it meets the network again); its parameters are named in a note, not counted
+                lo.unfollowed.update(dict.fromkeys(n for p in m.parameters() if (n := lo.param_names.get(id(p)))))
+                tensors = [v for v in flat_values((rargs, rkwargs)) if isinstance(v, TVal)]
+                what = f"{path} ({type(m).__name__}) of {opaque[0].what}"
+                value = lo.unknown(lo.here(path), what, out, tensors) if tensors else Opaque(what, ())
+            else:
+                value = call_leaf(lo, m, path, rargs, rkwargs)
             rec.bind(out, value)
         rec.leaf_depth -= 1
 

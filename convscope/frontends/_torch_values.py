@@ -162,6 +162,7 @@ class Lowering:
             self.param_names.setdefault(id(p), pname)
             self.param_sizes[pname] = math.prod(p.shape)
         self.counted: set[str] = set()  # parameters whose values are in some node's params
+        self.unfollowed: dict[str, None] = {}  # parameters of modules run on values the graph cannot follow
         self.twice: dict[str, int] = {}  # parameters counted more than once (shared weights)
         self.owner: dict[str, str] = {}  # parameter -> the weighted node that holds it
         self._journal: list[tuple[str, bool]] = []  # every count: (parameter, counted for the first time)

@@ -108,7 +108,12 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
 
 def _param_notes(lo: Lowering) -> list[str]:
     notes = []
-    unused = [n for n in dict.fromkeys(lo.param_names.values()) if n not in lo.counted]
+    unused = [n for n in dict.fromkeys(lo.param_names.values()) if n not in lo.counted and n not in lo.unfollowed]
+    lost = [n for n in lo.unfollowed if n not in lo.counted]
+    if lost:
+        size = sum(lo.param_sizes[n] for n in lost)
+        notes.append(f"{size} parameters in {len(lost)} tensors belong to layers that read a tensor convscope cannot "
+                     f"follow (see the unknown ops) and are not counted (e.g. {', '.join(lost[:3])})")
     if unused:
         size = sum(lo.param_sizes[n] for n in unused)
         notes.append(f"{size} parameters in {len(unused)} tensors are never used by forward and not counted "
