@@ -129,6 +129,7 @@ class LatencyPrediction:
     dtype: str = "fp32"
     threads: int | None = None
     notes: tuple[str, ...] = ()
+    untimed: tuple[str, ...] = ()  # layers whose kernels could not be timed: the total is a lower bound
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -176,6 +177,11 @@ class Analysis:
     @property
     def resolution(self) -> tuple[int, int]:
         return (self.input[1], self.input[2]) if len(self.input) == 3 else (self.input[-1], self.input[-1])
+
+    @property
+    def all_unknown(self) -> bool:
+        """Every layer is an op convscope does not know: nothing to report (exit status 1)."""
+        return bool(self.layers) and all(r.is_unknown for r in self.layers)
 
     def unproductive_layers(self) -> list[LayerRow]:
         return [r for r in self.layers if r.unproductive]

@@ -357,7 +357,7 @@ def test_unknown_ops_and_untimed_layers_are_noted_on_the_candidate(nets: Path) -
     def untimed(graph, device, **kw):  # type: ignore[no-untyped-def]
         pred = fake(graph, device)
         return LatencyPrediction(pred.tier, pred.device, pred.backend, 1, pred.ms, pred.low_ms, pred.high_ms,
-                                 notes=("1 kernel(s) could not be timed (a): the prediction is a lower bound",))
+                                 untimed=("c",))
 
     (nets / "flipnet.py").write_text(
         "import torch, torch.nn as nn\n"
@@ -369,7 +369,7 @@ def test_unknown_ops_and_untimed_layers_are_noted_on_the_candidate(nets: Path) -
     cmp = compare(str(plan(nets, "  f:\n    single: flipnet.py:make\n  b:\n    single: big.yaml\n")), predictor=untimed)
     notes = " ".join(cmp.candidate("f").notes)
     assert "network 'flipnet.py:make': 1 unknown op(s) (flip)" in notes and "lower bounds" in notes
-    assert "could not be timed" in notes
+    assert "network 'flipnet.py:make': 1 layer(s) could not be timed (c): its latency is a lower bound" in notes
     assert "unknown" not in " ".join(cmp.candidate("b").notes)
     from convscope.errors import NothingUsable
 

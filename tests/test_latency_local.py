@@ -109,6 +109,22 @@ def test_missing_layers_refused_or_measured_on_demand(quiet: None) -> None:
                                         [ks[0].signature])
 
 
+def test_a_layer_that_cannot_be_timed_makes_the_prediction_a_named_lower_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine too busy to time a missing layer: the prediction leaves it out, and says which."""
+    import types
+
+    import convscope.backends.calibrate as cal
+
+    g = tiny()
+    ks = fill(g, skip=1)
+    monkeypatch.setattr(cal, "measure_kernels", lambda *a, **kw: types.SimpleNamespace(interrupted=False, measured=0))
+    pred = predict(g, device="local")
+    assert pred is not None and pred.untimed == (ks[0].name,)
+    assert any(f"1 kernel(s) could not be timed ({ks[0].name})" in n for n in pred.notes)
+    nodes = len(g.nodes) - 1
+    assert pred.ms == pytest.approx(1.1 * sum(0.1 * (i + 1) for i in range(len(ks) - 1)) + 0.002 * nodes + 0.05)
+
+
 def test_kernel_graph_is_the_kernel_alone() -> None:
     g = tiny()
     k = kernels(g, "onnxruntime")[0]

@@ -361,6 +361,7 @@ class _Runner:
         self.progress = progress or (lambda _msg: None)
         self.kw = predict_kw
         self.cache: dict[tuple[Any, ...], NetworkResult] = {}
+        self.declared: dict[str, tuple[int, ...] | None] = {}  # resolved ref -> the input it declares
 
     def _fail(self, ref: NetRef, message: str) -> ConvscopeError:
         return SpecError(message, file=self.plan.file, line=ref.mark[0] or None, column=ref.mark[1] or None)
@@ -375,14 +376,17 @@ class _Runner:
             raise self._fail(ref, f"{what} '{ref.ref}': {exc}") from None
 
     def _declared(self, ref: NetRef) -> tuple[int, ...] | None:
-        """The input a head declares itself (None: it has none, e.g. a PyTorch factory)."""
+        """The input a network declares itself (None: it has none, e.g. a PyTorch factory); read once
+        per network however many candidates name it."""
         from convscope.api import load_graph
 
-        try:
-            with _importable_beside(self.plan.file):
-                return load_graph(ref.resolved).input_shape
-        except ConvscopeError:
-            return None
+        if ref.resolved not in self.declared:
+            try:
+                with _importable_beside(self.plan.file):
+                    self.declared[ref.resolved] = load_graph(ref.resolved).input_shape
+            except ConvscopeError:
+                self.declared[ref.resolved] = None
+        return self.declared[ref.resolved]
 
     def _check_channels(self, c: Candidate, ref: NetRef) -> None:
         """A spec or zoo network takes the plan's height and width, but not other channels: a
@@ -469,7 +473,7 @@ class _Runner:
             nets = [self.network(tref, trunk, tkey),
                     *(self.network(r, g, key, behind=(trunk, tkey)) for r, g, key in heads)]
         for (r, _g, _k), n in zip(placed, nets):
-            if n.analysis.layers and all(x.is_unknown for x in n.analysis.layers):
+            if n.analysis.all_unknown:
                 line, col = r.mark
                 where = f"{self.plan.file}:{line}:{col}" if line else self.plan.file
                 raise NothingUsable(f"{where}: candidate '{c.name}', {r.role} '{r.ref}': every layer is an op "
@@ -488,9 +492,10 @@ def _lower_bounds(nets: Sequence[NetworkResult]) -> tuple[str, ...]:
             names = ", ".join(name for name, _ in a.unknown_ops[:4]) + ("…" if len(a.unknown_ops) > 4 else "")
             out[f"{n.role} '{n.ref}': {len(a.unknown_ops)} unknown op(s) ({names}) have no MACs or time: its MACs and "
                 "latency are lower bounds"] = None
-        for note in a.latency.notes if a.latency else ():
-            if "could not be timed" in note:
-                out[f"{n.role} '{n.ref}': {note}"] = None
+        if a.latency and a.latency.untimed:
+            u = a.latency.untimed
+            out[f"{n.role} '{n.ref}': {len(u)} layer(s) could not be timed ({', '.join(u[:4])}"
+                f"{'…' if len(u) > 4 else ''}): its latency is a lower bound"] = None
     return tuple(out)
 
 

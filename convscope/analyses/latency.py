@@ -144,7 +144,7 @@ def _local(graph: Graph, *, backend: str, batch: int, dtype: str, threads: int |
                  f"extremes ×{cal.band[0]:.2f}–×{cal.band[1]:.2f}")
     notes += _unknown_note(graph) + [f"cache: {w}" for w in getattr(st, "warnings", [])]
     return LatencyPrediction("local", f"local ({fp.label()})", backend, batch, total, total * cal.band[0],
-                             total * cal.band[1], rows, dtype, n, tuple(notes))
+                             total * cal.band[1], rows, dtype, n, tuple(notes), tuple(k.name for k in untimed))
 
 
 def _measure_missing(graph: Graph, missing: list[Kernel], backend: str, batch: int, dtype: str, threads: int,

@@ -76,7 +76,7 @@ def _results(args: argparse.Namespace) -> list[Analysis]:
 
 def run(args: argparse.Namespace) -> int:
     results = _results(args)
-    if all(r.layers and all(x.is_unknown for x in r.layers) for r in results):
+    if all(r.all_unknown for r in results):
         raise NothingUsable(f"{args.model}: every layer is an op convscope does not know")
     if args.json:
         data = results[0].to_dict() if len(results) == 1 else {  # the wrapper for several resolutions

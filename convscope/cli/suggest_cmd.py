@@ -96,7 +96,7 @@ def _advice(args: argparse.Namespace) -> Advice:
 
 def run(args: argparse.Namespace) -> int:
     adv = _advice(args)
-    if adv.base.layers and all(r.is_unknown for r in adv.base.layers):
+    if adv.base.all_unknown:
         raise NothingUsable(f"{args.model}: every layer is an op convscope does not know")
     written = write_variants(adv, args.write, ref=args.model) if args.write else None
     if args.json:

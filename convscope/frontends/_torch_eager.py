@@ -93,11 +93,12 @@ def eager_trace(module: nn.Module, lo: Lowering, shape: tuple[int, ...]) -> Any:
         if rec.leaf_depth == 1:
             rargs, rkwargs = rec.pending.pop()  # type: ignore[attr-defined]
             path = paths.get(m, type(m).__name__.lower())
-            opaque = [v for v in flat_values((rargs, rkwargs)) if isinstance(v, Opaque)]
+            flat = list(flat_values((rargs, rkwargs)))
+            opaque = [v for v in flat if isinstance(v, Opaque)]
             if opaque:  # the module reads what the graph cannot follow: so is its output (an unknown op
                 # where it meets the network again); its parameters are named in a note, not counted
                 lo.unfollowed.update(dict.fromkeys(n for p in m.parameters() if (n := lo.param_names.get(id(p)))))
-                tensors = [v for v in flat_values((rargs, rkwargs)) if isinstance(v, TVal)]
+                tensors = [v for v in flat if isinstance(v, TVal)]
                 what = f"{path} ({type(m).__name__}) of {opaque[0].what}"
                 value = lo.unknown(lo.here(path), what, out, tensors) if tensors else Opaque(what, ())
             else:
