@@ -148,6 +148,31 @@ def test_an_unknown_onnx_op_is_reported_with_its_inferred_shape(tmp_path: Path) 
     assert a.layer("conv").params == 432 and a.layer("conv").rf_max is None
 
 
+def test_an_unknown_op_after_the_batch_axis_moved_keeps_the_rest_of_the_model(tmp_path: Path) -> None:
+    """The dynamo exporter writes ``y[:, idx]`` as Transpose → GatherND → Transpose: the unknown
+    GatherND sees the batch on axis 1, and what follows it is still analysed."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    w1 = helper.make_tensor("w1", TensorProto.FLOAT, [4, 3, 3, 3], [0.1] * 108)
+    w2 = helper.make_tensor("w2", TensorProto.FLOAT, [5, 4, 3, 3], [0.1] * 180)
+    idx = helper.make_tensor("idx", TensorProto.INT64, [4, 1], [3, 1, 0, 2])
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Transpose", ["a"], ["t"], perm=[1, 0, 2, 3], name="tr1"),
+             helper.make_node("GatherND", ["t", "idx"], ["g"], name="pick"),
+             helper.make_node("Transpose", ["g"], ["u"], perm=[1, 0, 2, 3], name="tr2"),
+             helper.make_node("Conv", ["u", "w2"], ["y"], pads=[1, 1, 1, 1], name="conv2")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w1, w2, idx]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "pick.onnx"
+    onnx.save(model, str(path))
+    a = analyze_graph(load_onnx(str(path)))
+    assert [u[1] for u in a.unknown_ops] == ["GatherND"]
+    assert a.layer("pick").out_shape == (4, 8, 8)
+    assert a.layer("conv2").params == 180 and a.layer("conv2").out_shape == (5, 8, 8)
+    assert a.layer("conv2").rf_max is None and a.layer("conv1").rf_max == (3, 3)
+    assert a.totals.params == 108 + 180
+
+
 def test_lrn_as_model_zoos_write_it_and_as_pytorch_exports_it(tmp_path: Path) -> None:
     """Caffe-era models in the ONNX model zoo hold an LRN node; PyTorch's exporters write
     F.local_response_norm out (a 5-D pad and 3-D pool, through an If): both are one lrn layer."""

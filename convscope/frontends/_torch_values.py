@@ -333,14 +333,16 @@ class Lowering:
             nonlocal params
             if not hasattr(t, "shape") or isinstance(t, (TVal, ConstVal)):
                 return t
-            if len(t.shape) == 0 or t.shape[0] != self.batch:
+            bpos = _unknown_bpos(tuple(t.shape), inputs, self.batch)
+            if bpos is None:
                 return Opaque(what, tuple(t.shape))
             node = self.unique(name + suffix)
-            shape = tuple(t.shape[1:]) or (1,)
+            full = tuple(t.shape) if len(t.shape) > 1 else (self.batch, 1)
+            shape = full[:bpos] + full[bpos + 1:]
             self.b.add(node, OpKind.UNKNOWN, O.UnknownAttrs(what, shape, params), ins, source=source)
             self.added.append(node)
             params = 0
-            return TVal(node, (self.batch, *shape), 0)
+            return TVal(node, full, bpos)
 
         if isinstance(observed, (tuple, list)):
             return type(observed)(one(t, f".{i}") for i, t in enumerate(observed))
@@ -348,6 +350,18 @@ class Lowering:
 
     def build(self, outputs: Sequence[str], meta: dict[str, Any]) -> Graph:
         return self.b.build(outputs=outputs or None, meta=meta)
+
+
+def _unknown_bpos(shape: tuple[int, ...], inputs: Sequence[TVal], batch: int) -> int | None:
+    """Where the batch axis of an unknown op's output is: first, as PyTorch keeps it, or where the
+    op's input kept it when the output has the input's rank (an exporter may have moved the batch,
+    as ONNX does around a gather); None when neither holds (the output is then opaque)."""
+    if not shape:
+        return None
+    for x in inputs:
+        if x.bpos != NO_BATCH and x.ndim == len(shape) and shape[x.bpos] == batch:
+            return x.bpos
+    return 0 if shape[0] == batch else None
 
 
 def user_source() -> str | None:

@@ -164,6 +164,10 @@ def _lower(model: onnx.ModelProto, inits: dict[str, np.ndarray], input_name: str
         produced.append((idx, [v.node for v in outs if isinstance(v, TVal) and v.node in new]))
     outputs = [values[o.name].node for o in g.output if isinstance(values.get(o.name), TVal)]
     if not outputs:
+        lost = [(o.name, values[o.name]) for o in g.output if isinstance(values.get(o.name), Opaque)]
+        if lost:
+            raise InputError(f"the graph output '{lost[0][0]}' comes through {lost[0][1].what}, which convscope "
+                             "cannot follow back to the input")
         raise InputError("no graph output is computed from the input")
     graph = lo.build(list(dict.fromkeys(outputs)), {"frontend": "onnx", "producer": model.producer_name,
                                                     "notes": tuple(lo.notes)})
