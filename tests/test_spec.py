@@ -169,7 +169,8 @@ BAD = {
     "wrong_type": ("name: t\ninput: [3, 32, 32]\nlayers:\n  - conv: {out: sixteen, k: 3}\n",
                    r":4:17: conv: 'out' must be an integer >= 1, got 'sixteen'"),
     "kernel_too_large": ("name: t\ninput: [3, 4, 4]\nlayers:\n  - conv: {out: 8, k: 7, p: 0}\n",
-                         r":4:5: layer 'layers.0.conv': conv kernel 7x7 .* larger than the padded input"),
+                         r":4:5: layer 'layers.0.conv': conv kernel 7x7 .* larger than the padded input height 4\+0: "
+                         r"the span must be at most 4 \(a smaller kernel"),
     "channel_mismatch": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 8, k: 3, name: a}\n"
                          "  - conv: {out: 4, k: 3, name: b}\n  - add: {from: [a, b]}\n",
                          r":6:5: layer 'layers.2.add': channel mismatch at add: \[8, 8, 8\] vs \[4, 8, 8\]"),
@@ -188,13 +189,19 @@ BAD = {
     "unknown_argument": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 8, k: 3, stride: 2}\n",
                          r":4:26: conv: unknown argument 'stride' \(accepted: .*\bs\b"),
     "block_missing_arg": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {c: null}\n    layers: [conv: {out: $c, k: 1}]\n"
-                          "layers:\n  - b: {}\n", r":8:8: block 'b': missing argument 'c'"),
+                          "layers:\n  - b: {}\n", r":8:8: block 'b': missing argument 'c' \(block 'b' takes: c; "),
     "duplicate_key": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 8, k: 3, out: 4}\n", r":4:26: duplicate key 'out'"),
     "generated_name_taken": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - residual: {body: [conv: {out: 4, k: 3}]}\n"
                              "  - conv: {out: 4, k: 1, name: layers.0.downsample.0}\n",
                              r":5:5: layer 'layers.0.downsample.0': the name is taken by the layer convscope generated "
                              r"for the residual.s auto shortcut at .*:4:15"),
     "layers_not_a_list": ("name: t\ninput: [3, 8, 8]\nlayers: relu\n", r":3:9: 'layers' must be a list of layers"),
+    "layers_a_mapping": ("name: t\ninput: [3, 8, 8]\nlayers:\n  conv: {out: 8}\n",
+                         r":4:3: 'layers' must be a list .*got a mapping \(keys: conv\)"),
+    "tab_indent": ("name: t\ninput: [3, 8, 8]\nlayers:\n\t- relu\n", r":4:1: invalid YAML: .*\(a tab: indent YAML with spaces\)"),
+    "unclosed_flow": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 8, k: 3\n  - relu\n",
+                      r"invalid YAML: did not find expected ',' or '}' \(while parsing a flow mapping that starts at "
+                      r"line 4, column 11\)"),
     "huge_repeat": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - repeat: 99999999999\n    layers: [relu]\n",
                     r":4:13: repeat: at most 10000 copies, got 99999999999"),
     "nested_too_deep": ("name: t\ninput: [3, 8, 8]\nlayers:\n" + "".join(

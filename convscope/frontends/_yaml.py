@@ -107,6 +107,14 @@ def load_yaml(text: str, file: str) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.context_mark is not None and exc.problem_mark is not None \
+                and exc.context_mark.line != exc.problem_mark.line:
+            problem += f" ({exc.context} that starts at line {exc.context_mark.line + 1}, " \
+                       f"column {exc.context_mark.column + 1})"
+        if "\t" in text and "cannot start any token" in problem:
+            problem += " (a tab: indent YAML with spaces)"
+        elif "mapping values are not allowed" in problem:
+            problem += " (a value that contains ': ' must be quoted, or a nested mapping indented)"
         if mark is not None:
             raise SpecError(f"invalid YAML: {problem}", file=file, line=mark.line + 1,
                             column=mark.column + 1) from None

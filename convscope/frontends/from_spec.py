@@ -68,7 +68,7 @@ def graph_from_spec_data(data: Any, *, file: str = "<spec>", input_shape: Sequen
     layers = top["layers"]
     if not isinstance(layers, list):
         fail(file, top.vmark("layers"), f"'layers' must be a list of layers (like '- conv: {{out: 16, k: 3}}'), "
-                                        f"got {type(layers).__name__} {layers!r}")
+                                        f"got {_kind(layers)}")
     if not layers:
         fail(file, top.vmark("layers"), "the network is empty: 'layers' must be a non-empty list")
     blocks = _blocks(top, file)
@@ -472,7 +472,9 @@ class _Walker:
             if key in given:
                 env[key] = given[key]
             elif default is None:
-                fail(self.file, mark, f"block '{block}': missing argument '{key}'")
+                sig = ", ".join(str(k) if v is None else f"{k}={v}" for k, v in params.items())
+                fail(self.file, mark, f"block '{block}': missing argument '{key}' (block '{block}' takes: {sig}; "
+                                      "those without a default are required)")
             else:
                 env[key] = default
         info = self.builder.info(x)
@@ -480,3 +482,12 @@ class _Walker:
             env["cin"] = info.channels  # the call's input channels, for expressions like ${cin*6}
         s, _ = self._scope(j, ns, path, name, scope)
         return self.walk_list(_as_list(body["layers"]), x, s, s, env, (*stack, block))
+
+
+def _kind(v: Any) -> str:
+    """A YAML value as a user wrote it: 'a mapping with keys conv', 'the string 'x'', ..."""
+    if isinstance(v, dict):
+        return f"a mapping (keys: {', '.join(map(str, v))})"
+    if v is None:
+        return "nothing"
+    return f"{type(v).__name__} {v!r}"

@@ -79,7 +79,8 @@ def _check_window(kind: str, a: Any, h: int, w: int) -> None:
         if span > size + p[0] + p[1]:
             raise ValueError(
                 f"{kind} kernel {a.kernel[0]}x{a.kernel[1]} (dilation {d}, spanning {span}) is larger than "
-                f"the padded input {axis} {size}+{p[0] + p[1]}"
+                f"the padded input {axis} {size}+{p[0] + p[1]}: the span must be at most {size + p[0] + p[1]} "
+                f"(a smaller kernel or dilation, more padding, or a larger input)"
             )
 
 
