@@ -196,6 +196,9 @@ BAD = {
                              r":5:5: layer 'layers.0.downsample.0': the name is taken by the layer convscope generated "
                              r"for the residual.s auto shortcut at .*:4:15"),
     "layers_not_a_list": ("name: t\ninput: [3, 8, 8]\nlayers: relu\n", r":3:9: 'layers' must be a list of layers"),
+    "error_inside_a_block": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {k: 3}\n"
+                             "    layers: [conv: {out: 4, k: $k, p: 0}]\nlayers:\n  - b\n  - b: {k: 9}\n",
+                             r":6:14: layer 'layers.1.0.conv': conv kernel 9x9 .* \(in block 'b' called at .*:9:8\)\n"),
     "layers_a_mapping": ("name: t\ninput: [3, 8, 8]\nlayers:\n  conv: {out: 8}\n",
                          r":4:3: 'layers' must be a list .*got a mapping \(keys: conv\)"),
     "tab_indent": ("name: t\ninput: [3, 8, 8]\nlayers:\n\t- relu\n", r":4:1: invalid YAML: .*\(a tab: indent YAML with spaces\)"),

@@ -24,7 +24,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from convscope.errors import GraphError
+from convscope.errors import GraphError, SpecError
 from convscope.frontends._spec_args import Args, fail, substitute
 from convscope.frontends._spec_ops import SHORTHAND, SIMPLE_OPS
 from convscope.frontends._yaml import Mark, YList, YMap, load_yaml, read_text_file
@@ -481,7 +481,11 @@ class _Walker:
         if "cin" not in env and info.channels is not None:
             env["cin"] = info.channels  # the call's input channels, for expressions like ${cin*6}
         s, _ = self._scope(j, ns, path, name, scope)
-        return self.walk_list(_as_list(body["layers"]), x, s, s, env, (*stack, block))
+        try:
+            return self.walk_list(_as_list(body["layers"]), x, s, s, env, (*stack, block))
+        except SpecError as exc:  # a problem inside the block: say which call led there
+            raise SpecError(f"{exc.detail} (in block '{block}' called at {self.file}:{mark[0]}:{mark[1]})",
+                            file=exc.file, line=exc.line, column=exc.column) from None
 
 
 def _kind(v: Any) -> str:
