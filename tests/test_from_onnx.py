@@ -89,6 +89,26 @@ def test_dynamo_export_names_come_from_its_metadata(tmp_path: Path) -> None:
         assert a.layer(n).rf_max == t.layer(n).rf_max and a.layer(n).params == t.layer(n).params
 
 
+class Heads(nn.Module):
+    """Modules reached through a ModuleDict: the TorchScript exporter scopes them by key alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.heads = nn.ModuleDict({"a": nn.Sequential(nn.Conv2d(8, 4, 1), nn.ReLU()), "b": nn.Conv2d(8, 4, 1)})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return torch.cat([h(x) for h in self.heads.values()], 1)
+
+
+def test_scopes_a_module_dict_shortened_take_their_parameters_paths(tmp_path: Path) -> None:
+    path = export(Heads(), (3, 16, 16), tmp_path / "heads.onnx")
+    assert [n.name for n in onnx.load(str(path)).graph.node][1] == "/a/a.0/Conv"
+    names = [n.name for n in load_onnx(str(path)).nodes]
+    assert {"stem", "heads.a.0", "heads.a.1", "heads.b"} <= set(names) and not {"a.0", "a.1", "b"} & set(names)
+
+
 class Spelled(nn.Module):
     """SiLU as x·sigmoid(x), GELU through erf (opset 17 has no Gelu), a channel shuffle, a layer
     scale and a position embedding: patterns the ONNX front end folds back or keeps as constants."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,8 +80,9 @@ def _literal(text: str | None) -> list[str] | None:
     return [str(x) for x in v] if isinstance(v, (list, tuple)) else None
 
 
-def node_names(nodes: Sequence[Any]) -> tuple[list[NodeName], bool]:
-    """Names of every node and whether the model came from PyTorch."""
+def node_names(nodes: Sequence[Any], params: Collection[str] = ()) -> tuple[list[NodeName], bool]:
+    """Names of every node and whether the model came from PyTorch (``params``: the initializer
+    names, which carry the full module path where a TorchScript scope lost part of it)."""
     dynamo = [(_literal(_meta(n).get("pkg.torch.onnx.name_scopes")),
                _literal(_meta(n).get("pkg.torch.onnx.class_hierarchy"))) for n in nodes]
     if any(s for s, _ in dynamo):
@@ -103,6 +104,7 @@ def node_names(nodes: Sequence[Any]) -> tuple[list[NodeName], bool]:
                 raw.append((_scope_path(parts[1:-1]), _short(parts[-1])))
             else:
                 raw.append(("", _short(n.op_type)))
+        raw = _full_scopes(nodes, raw, set(params))
         paths = {s for s, _ in raw if s}
         parents = {s.rsplit(".", k)[0] for s in paths for k in range(1, s.count(".") + 1)}
         return [NodeName(s, op, bool(s) and s not in parents) for s, op in raw], True
@@ -116,6 +118,27 @@ def node_names(nodes: Sequence[Any]) -> tuple[list[NodeName], bool]:
             counts[n.op_type] = k + 1
             out.append(NodeName("", f"{n.op_type}_{k}", False))
     return out, False
+
+
+def _full_scopes(nodes: Sequence[Any], raw: list[tuple[str, str]], params: set[str]) -> list[tuple[str, str]]:
+    """A module reached through a ``ModuleDict`` or by iterating a container keeps only its own key
+    in a TorchScript scope (``/a/Conv`` for ``heads.a``); its parameters' names keep the whole path
+    (``heads.a.weight``).  A top-level scope component whose parameters all sit under one longer
+    path takes that path's prefix, for every scope below it."""
+    prefixes: dict[str, set[str]] = {}
+    for n, (scope, _) in zip(nodes, raw):
+        if not scope:
+            continue
+        root = scope.split(".")[0]
+        for i in n.input:
+            if i in params and "." in i:
+                owner = i.rsplit(".", 1)[0]
+                if owner == scope:
+                    prefixes.setdefault(root, set()).add("")
+                elif owner.endswith("." + scope):
+                    prefixes.setdefault(root, set()).add(owner[: len(owner) - len(scope)])
+    lost = {r: next(iter(p)) for r, p in prefixes.items() if len(p) == 1 and "" not in p}
+    return [(lost.get(s.split(".")[0], "") + s if s else s, op) for s, op in raw]
 
 
 def rename(graph: Graph, mapping: Mapping[str, str]) -> Graph:

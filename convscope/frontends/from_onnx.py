@@ -137,7 +137,7 @@ def _lower(model: onnx.ModelProto, inits: dict[str, np.ndarray], input_name: str
     for node in g.node:
         for i in node.input:
             users.setdefault(i, []).append(node)
-    names, from_torch = node_names(g.node)
+    names, from_torch = node_names(g.node, inits)
     lrn, replaced = find_lrn(g.node, inits)
     absorbed: dict[str, Any] = {}
     produced: list[tuple[int, list[str]]] = []  # per node: IR nodes its outputs are
