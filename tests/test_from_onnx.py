@@ -109,6 +109,26 @@ def test_scopes_a_module_dict_shortened_take_their_parameters_paths(tmp_path: Pa
     assert {"stem", "heads.a.0", "heads.a.1", "heads.b"} <= set(names) and not {"a.0", "a.1", "b"} & set(names)
 
 
+def test_dynamo_export_a_convolution_with_its_batch_norm_folded_keeps_its_name(tmp_path: Path) -> None:
+    m = nn.Sequential()
+    m.add_module("conv1", nn.Conv2d(3, 8, 3, padding=1))
+    m.add_module("bn1", nn.BatchNorm2d(8))
+    m.add_module("act", nn.ReLU())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            prog = torch.onnx.export(m.eval(), (torch.zeros(1, 3, 16, 16),), dynamo=True, verbose=False)
+        finally:
+            logging.disable(logging.NOTSET)
+    path = tmp_path / "cb.onnx"
+    prog.save(str(path))
+    convs = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+    assert len(convs) == 1 and "bn1" in str(convs[0].metadata_props)  # the exporter folded bn1 into conv1
+    g = load_onnx(str(path))
+    assert g.node("conv1").op is OpKind.CONV and "bn1" not in [n.name for n in g.nodes]
+
+
 class Spelled(nn.Module):
     """SiLU as x·sigmoid(x), GELU through erf (opset 17 has no Gelu), a channel shuffle, a layer
     scale and a position embedding: patterns the ONNX front end folds back or keeps as constants."""

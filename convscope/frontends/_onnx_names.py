@@ -94,6 +94,10 @@ def node_names(nodes: Sequence[Any], params: Collection[str] = ()) -> tuple[list
             scope = scopes[-2] if len(scopes) >= 2 else ""
             cls = classes[-2] if classes and len(classes) >= 2 else ""
             leaf = cls.startswith("torch.nn.modules.") and not cls.startswith(_CONTAINERS)
+            owner = _folded_into(n, cls, params)
+            if owner:  # the exporter folded a batch norm into the convolution before it
+                out.append(NodeName(owner, "conv2d", True))
+                continue
             out.append(NodeName(scope, _short(scopes[-1]), leaf))
         return out, True
     scripted = [n.name.split("/") for n in nodes]
@@ -118,6 +122,17 @@ def node_names(nodes: Sequence[Any], params: Collection[str] = ()) -> tuple[list
             counts[n.op_type] = k + 1
             out.append(NodeName("", f"{n.op_type}_{k}", False))
     return out, False
+
+
+def _folded_into(node: Any, cls: str, params: Collection[str]) -> str | None:
+    """The module of a convolution whose batch norm the exporter folded into it: the node then
+    carries the norm's scope, but still reads the convolution's weight (``conv1.weight``)."""
+    if node.op_type not in ("Conv", "ConvTranspose") or "batchnorm" not in cls.lower() or len(node.input) < 2:
+        return None
+    w = node.input[1]
+    if w in params and w.endswith(".weight"):
+        return w[: -len(".weight")]
+    return None
 
 
 def _full_scopes(nodes: Sequence[Any], raw: list[tuple[str, str]], params: set[str]) -> list[tuple[str, str]]:
