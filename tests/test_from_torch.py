@@ -219,8 +219,9 @@ def test_hand_written_space_to_depth_and_reductions() -> None:
     assert ops["max"] == ("amax", (1, 16, 16)) and ops["min"] == ("amin", (16, 16)) and ops["sum"] == ("sum", (4,))
     assert a.layer("conv").rf_max == (6, 6) and a.layer("gate").rf_max == (12, 12)  # 6 + 6 px at jump 1
     assert a.layer("sum").rf_max == (math.inf, math.inf)
-    # torch.max(a, b) (two tensors) is not a reduction: reported, never guessed
-    assert [t for _, t in a.unknown_ops] == ["max (max of two tensors)"]
+    # torch.max(a, b) (two tensors) is not a reduction but torch.maximum: an elementwise merge
+    assert ops["max_1"] == ("add", (4, 16, 16)) and a.unknown_ops == ()
+    assert a.layer("max_1").rf_max == a.layer("gate").rf_max
     assert a.totals.params == sum(p.numel() for p in m.parameters())
     # the same at another resolution: the unsqueezed map follows the input size
     big = analyze_graph(with_input(g, (3, 32, 32)))

@@ -519,8 +519,16 @@ def _sdpa(c: Call) -> TVal:
 # -- data movement and reductions (shape logic in _torch_shapes) -----------------------------------
 for _name, _h in layout_handlers(Call).items():
     _fn(_name)(_h)
-for _name in ("mean", "sum", "amax", "amin", "max", "min"):
+for _name in ("mean", "sum", "amax", "amin"):
     _fn(_name)(reduce_handler)
+
+
+@_fn("max", "min")
+def _max_min(c: Call) -> Any:
+    """``torch.max(x, dim)`` reduces; ``torch.max(a, b)`` is ``torch.maximum(a, b)``."""
+    if isinstance(c.arg(1, "other", None), (TVal, ConstVal)):
+        return _binary(replace(c, what="maximum" if c.what == "max" else "minimum"))
+    return reduce_handler(c)
 
 
 @_fn("contiguous", "clone", "detach", "float", "to", "type", "type_as", "cpu", "cuda", "requires_grad",
