@@ -139,3 +139,17 @@ def test_the_feasible_range_is_whole_resolutions_behind_an_upsampling() -> None:
     rf = next(r for r in a.layers if r.name == "last").rf_max[0]
     assert rf != int(rf) and a.feasible_resolution[1] == int(rf)
     assert isinstance(a.to_dict()["feasible_resolution"][1], int)
+
+
+def test_a_transposed_convolution_is_fully_connected_only_when_its_footprint_covers_its_input() -> None:
+    """A 4x4 stride-2 transposed kernel reads 2x2 inputs per output: on a 4x4 map it does not act
+    as a fully connected layer (each output sees a quarter of the map); on a 2x2 map it does."""
+    from convscope.frontends.from_spec import graph_from_spec_text
+
+    spec = "name: d\ninput: [4, {r}, {r}]\nlayers:\n  - convT: {{out: 4, k: 4, s: 2, p: 1, name: up}}\n"
+    a4 = analyze_graph(graph_from_spec_text(spec.format(r=4)))
+    assert not a4.layer("up").unproductive
+    a2 = analyze_graph(graph_from_spec_text(spec.format(r=2)))
+    assert a2.layer("up").unproductive
+    assert "2x2 inputs its 4x4 transposed kernel reads per output" in (a2.layer("up").reason or "")
+    assert a4.feasible_resolution[0] == 3  # the smallest map larger than the 2x2 footprint

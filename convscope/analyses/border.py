@@ -5,6 +5,9 @@ At input resolution R (per axis):
 * a convolution or spatial pool is *unproductive* when every one of its inputs already has
   ``rf_min >= R`` on every axis (it cannot integrate new context), or when it has a spatial kernel
   and its input map is no larger than the kernel on every axis (it acts as a fully connected layer);
+  for a transposed convolution the kernel's footprint on its input counts, the input positions
+  that feed one output (a 4x4 stride-2 one reads 2x2 inputs per output: a 4x4 map is not
+  "seen whole" by it, a 2x2 one is);
 * layers after a global operation (every input path global: the classifier head, the 1x1 convs of
   an SE gate) and layers whose receptive field is unknown are never flagged;
 * the *border layer* is the first such layer, in topological order, whose ``rf_min`` exceeds R on
@@ -19,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from convscope.analyses.receptive_field import INF, NodeRF, RFResult, receptive_field
+from convscope.analyses.receptive_field import INF, NodeRF, RFResult, convT_span, receptive_field
 from convscope.errors import GraphError
 from convscope.ir.graph import Graph, Node
 from convscope.ir.ops import KERNEL_OPS, SPATIAL_LAYER_OPS, OpKind
@@ -64,12 +67,15 @@ def _reason(graph: Graph, node: Node, ins: list[NodeRF], res: tuple[int, int]) -
         lo = min(min(m) for m in mins if m is not None)  # type: ignore[type-var]
         return f"input rf_min {_fmt(lo)} >= input resolution {res[0]}x{res[1]}"
     if node.op in KERNEL_OPS:
-        k = node.attrs.kernel  # type: ignore[union-attr]
-        if max(k) > 1:
-            x = graph.node(node.inputs[0]).out
+        x = graph.node(node.inputs[0]).out
+        if _map_rule(node, (x.shape[1], x.shape[2])):
+            k = node.attrs.kernel  # type: ignore[union-attr]
             h, w = x.shape[1], x.shape[2]
-            if h <= k[0] and w <= k[1]:
-                return f"input map {h}x{w} is no larger than its {k[0]}x{k[1]} kernel"
+            if node.op is OpKind.CONV_T:
+                f = footprint(node)
+                return (f"input map {h}x{w} is no larger than the {f[0]}x{f[1]} inputs its {k[0]}x{k[1]} "
+                        "transposed kernel reads per output")
+            return f"input map {h}x{w} is no larger than its {k[0]}x{k[1]} kernel"
     return None
 
 
@@ -155,7 +161,7 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
     r0 = graph.input_shape[1]
     guess = need
     for n in weighted:
-        k = n.attrs.kernel  # type: ignore[union-attr]
+        k = footprint(n)
         size = graph.node(n.inputs[0]).out.shape[1]
         if max(k) > 1 and size:
             guess = max(guess, math.floor(k[0] * r0 / size) + 1)
@@ -183,9 +189,19 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
     return r, hi
 
 
+def footprint(node: Node) -> tuple[int, int]:
+    """Input positions per axis that one output of the layer reads: the kernel, or for a transposed
+    convolution ``ceil(span / stride)``."""
+    a = node.attrs
+    k = a.kernel  # type: ignore[union-attr]
+    if node.op is not OpKind.CONV_T:
+        return k
+    return tuple(int(convT_span(kk, s, d)) + 1 for kk, s, d in zip(k, a.stride, a.dilation))  # type: ignore
+
+
 def _map_rule(node: Node, size: tuple[int, int]) -> bool:
-    k = node.attrs.kernel  # type: ignore[union-attr]
-    return max(k) > 1 and size[0] <= k[0] and size[1] <= k[1]
+    f = footprint(node)
+    return max(f) > 1 and size[0] <= f[0] and size[1] <= f[1]
 
 
 _POINTWISE = frozenset({
