@@ -95,18 +95,22 @@ class Heads(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.stages = nn.ModuleList([nn.ModuleDict({"conv": nn.Conv2d(8, 8, 3, padding=1)}) for _ in range(2)])
         self.heads = nn.ModuleDict({"a": nn.Sequential(nn.Conv2d(8, 4, 1), nn.ReLU()), "b": nn.Conv2d(8, 4, 1)})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
+        for stage in self.stages:  # the exporter scopes these /conv/Conv and /conv_1/Conv
+            x = stage["conv"](x)
         return torch.cat([h(x) for h in self.heads.values()], 1)
 
 
 def test_scopes_a_module_dict_shortened_take_their_parameters_paths(tmp_path: Path) -> None:
     path = export(Heads(), (3, 16, 16), tmp_path / "heads.onnx")
-    assert [n.name for n in onnx.load(str(path)).graph.node][1] == "/a/a.0/Conv"
+    assert [n.name for n in onnx.load(str(path)).graph.node][1:4] == ["/conv/Conv", "/conv_1/Conv", "/a/a.0/Conv"]
     names = [n.name for n in load_onnx(str(path)).nodes]
-    assert {"stem", "heads.a.0", "heads.a.1", "heads.b"} <= set(names) and not {"a.0", "a.1", "b"} & set(names)
+    assert {"stem", "stages.0.conv", "stages.1.conv", "heads.a.0", "heads.a.1", "heads.b"} <= set(names)
+    assert not {"conv", "conv_1", "a.0", "a.1", "b"} & set(names)
 
 
 def test_dynamo_export_a_convolution_with_its_batch_norm_folded_keeps_its_name(tmp_path: Path) -> None:

@@ -137,23 +137,31 @@ def _folded_into(node: Any, cls: str, params: Collection[str]) -> str | None:
 
 def _full_scopes(nodes: Sequence[Any], raw: list[tuple[str, str]], params: set[str]) -> list[tuple[str, str]]:
     """A module reached through a ``ModuleDict`` or by iterating a container keeps only its own key
-    in a TorchScript scope (``/a/Conv`` for ``heads.a``); its parameters' names keep the whole path
+    in a TorchScript scope (``/a/Conv`` for ``heads.a``; the exporter numbers a key it has seen
+    before: ``/conv1_1/Conv`` for ``stages.0.1.conv1``); its parameters' names keep the whole path
     (``heads.a.weight``).  A top-level scope component whose parameters all sit under one longer
-    path takes that path's prefix, for every scope below it."""
-    prefixes: dict[str, set[str]] = {}
+    path takes that path, for every scope below it."""
+    found: dict[str, set[str]] = {}  # scope root -> the module paths it stands for
     for n, (scope, _) in zip(nodes, raw):
         if not scope:
             continue
-        root = scope.split(".")[0]
+        root, rest = (scope.split(".", 1) + [""])[:2]
+        bare = re.sub(r"_\d+$", "", root)
         for i in n.input:
-            if i in params and "." in i:
-                owner = i.rsplit(".", 1)[0]
-                if owner == scope:
-                    prefixes.setdefault(root, set()).add("")
-                elif owner.endswith("." + scope):
-                    prefixes.setdefault(root, set()).add(owner[: len(owner) - len(scope)])
-    lost = {r: next(iter(p)) for r, p in prefixes.items() if len(p) == 1 and "" not in p}
-    return [(lost.get(s.split(".")[0], "") + s if s else s, op) for s, op in raw]
+            if i not in params or "." not in i:
+                continue
+            owner = i.rsplit(".", 1)[0]
+            for r in dict.fromkeys((root, bare)):
+                tail = r + ("." + rest if rest else "")
+                if owner == tail or owner.endswith("." + tail):
+                    found.setdefault(root, set()).add(owner[: len(owner) - len(tail)] + r)
+                    break
+    full = {r: next(iter(p)) for r, p in found.items() if len(p) == 1}
+    out = []
+    for scope, op in raw:
+        root, dot, rest = scope.partition(".")
+        out.append((full.get(root, root) + dot + rest if scope else scope, op))
+    return out
 
 
 def rename(graph: Graph, mapping: Mapping[str, str]) -> Graph:
