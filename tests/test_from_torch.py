@@ -464,3 +464,44 @@ def test_a_branch_that_folds_the_batch_into_another_axis_is_unknown_never_a_cons
     assert not [r for r in a.layers if r.op == "constant"]
     assert any("72 parameters in 2 tensors belong to layers that read a tensor convscope cannot follow" in n
                for n in a.notes)
+
+
+class EinsumAttention(nn.Module):
+    """Attention over positions written with einsum (as many hybrid CNNs write it), and an einsum
+    that is not one matrix product (a sum over two axes), which stays unknown."""
+
+    def __init__(self, c: int = 16, heads: int = 2, trace: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.qkv = nn.Conv2d(c, 3 * c, 1)
+        self.proj = nn.Conv2d(c, c, 1)
+        self.heads, self.trace = heads, trace
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(x).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
+        att = torch.einsum("bhdq,bhdk->bhqk", q, k).softmax(-1)
+        y = torch.einsum("bhqk,bhdk->bhdq", att, v).reshape(b, c, h, w)
+        if self.trace:
+            y = y * torch.einsum("bchw,bchw->bc", y, y).reshape(b, c, 1, 1)
+        return self.proj(y) + x
+
+
+def test_einsum_matrix_products_are_matmuls_and_others_stay_unknown(tmp_path: Path) -> None:
+    from test_from_onnx import export
+
+    from convscope.frontends.from_onnx import load_onnx
+
+    m = EinsumAttention()
+    shape = (3, 8, 8)
+    for g in (graph_from_module(m, shape), load_onnx(str(export(m, shape, tmp_path / "es.onnx", opset_version=17)))):
+        a = analyze_graph(g)
+        assert a.unknown_ops == ()
+        assert a.totals.params == sum(p.numel() for p in m.parameters())
+        assert a.totals.macs == flop_macs(m, shape)
+        assert [r.out_shape for r in a.layers if r.op == "matmul"] == [(2, 64, 64), (2, 64, 8)]
+        assert a.layer("proj").rf_max == (math.inf, math.inf) and a.layer("stem").rf_max == (3, 3)
+    odd = analyze_graph(graph_from_module(EinsumAttention(trace=True), shape))
+    assert [w for _, w in odd.unknown_ops] == ["einsum (einsum 'bchw,bchw->bc' is not one matrix product (one "
+                                               "contracted, one row and one column index))"]

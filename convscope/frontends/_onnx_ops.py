@@ -171,6 +171,11 @@ def _matmul(n: ONode) -> list[Any]:
     return [n.call("matmul", a, b)]
 
 
+@_op("Einsum")
+def _einsum(n: ONode) -> list[Any]:
+    return [n.call("einsum", n.attr("equation"), *n.ins)]
+
+
 # -- elementwise -----------------------------------------------------------------------------------
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Max": "maximum", "Min": "minimum"}
 

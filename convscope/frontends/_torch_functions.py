@@ -249,6 +249,42 @@ def _matmul(c: Call) -> TVal:
     return c.emit(OpKind.MATMUL, O.NoAttrs(), [a, b])
 
 
+@_fn("einsum")
+def _einsum(c: Call) -> TVal:
+    """A product of two tensors written as an equation ('bhqd,bhkd->bhqk'): permute each operand to
+    (batch…, m, k) and (batch…, k, n), multiply, permute the result to the equation's order."""
+    eq = c.arg(0, "equation")
+    ops = list(c.args[1:])
+    if len(ops) == 1 and isinstance(ops[0], (list, tuple)):
+        ops = list(ops[0])
+    if not isinstance(eq, str) or "->" not in eq or "..." in eq or len(ops) != 2:
+        raise Unsupported("einsum other than a product of two tensors with an explicit '->' and no '...'")
+    lhs, out = eq.replace(" ", "").split("->")
+    ia, ib = lhs.split(",") if lhs.count(",") == 1 else ("", "")
+    a, b = ops
+    if not (isinstance(a, TVal) and isinstance(b, TVal)):
+        raise Unsupported("einsum with a constant operand")
+    if len(ia) != a.ndim or len(ib) != b.ndim or any(len(set(t)) != len(t) for t in (ia, ib, out)):
+        raise Unsupported(f"einsum '{eq}' with a repeated index or one that does not match its operands")
+    batch = [x for x in ia if x in ib and x in out]
+    k = [x for x in ia if x in ib and x not in out]
+    m = [x for x in ia if x not in ib]
+    n = [x for x in ib if x not in ia]
+    if len(k) != 1 or len(m) != 1 or len(n) != 1 or sorted(out) != sorted(batch + m + n):
+        raise Unsupported(f"einsum '{eq}' is not one matrix product (one contracted, one row and one column index)")
+    if any(a.shape[ia.index(x)] != b.shape[ib.index(x)] for x in batch + k):
+        raise Unsupported(f"einsum '{eq}' with broadcast operands")
+
+    def perm(x: TVal, order: list[int], suffix: str) -> TVal:
+        return FUNCTIONS["permute"](replace(c, what="permute", args=(x, *order), kwargs={}, name=c.name + suffix))
+
+    pa = perm(a, [ia.index(x) for x in batch + m + k], ".a")
+    pb = perm(b, [ib.index(x) for x in batch + k + n], ".b")
+    y = _matmul(replace(c, what="matmul", args=(pa, pb), kwargs={}))
+    order = batch + m + n
+    return perm(y, [order.index(x) for x in out], ".out")
+
+
 def _emit_weighted(c: Call, op: OpKind, attrs: O.Attrs, x: TVal, w: ConstVal, bias: ConstVal | None) -> TVal:
     """Count the layer's weights, add it, and note weights computed from parameters of another size
     (weight_norm's direction and magnitude; a slice of a bigger tensor): the layer counts what it
