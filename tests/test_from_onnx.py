@@ -217,6 +217,29 @@ def test_an_unknown_op_after_the_batch_axis_moved_keeps_the_rest_of_the_model(tm
     assert a.totals.params == 108 + 180
 
 
+def test_an_unknown_op_that_hides_where_the_batch_went_leaves_what_follows_countable(tmp_path: Path) -> None:
+    """At batch 1 an unknown op whose output has no recognisable batch axis (a GatherND over two
+    leading axes) still feeds the layers after it: their parameters are counted."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3], [0.1] * 108)
+    fc = helper.make_tensor("fc", TensorProto.FLOAT, [2, 5], [0.1] * 10)
+    idx = helper.make_tensor("idx", TensorProto.INT64, [2, 2], [0, 1, 0, 3])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, 2])
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("GatherND", ["a", "idx"], ["g"], name="pick"),
+             helper.make_node("ReduceMean", ["g"], ["m"], axes=[1, 2], keepdims=0, name="mean"),
+             helper.make_node("Reshape", ["m", "shape"], ["r"], name="flat"),
+             helper.make_node("Gemm", ["r", "fc"], ["y"], name="fc")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w, fc, idx, shape]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "hide.onnx"
+    onnx.save(model, str(path))
+    a = analyze_graph(load_onnx(str(path)))
+    assert [u[1] for u in a.unknown_ops] == ["GatherND"] and a.layer("pick").out_shape == (2, 8, 8)
+    assert a.totals.params == 108 + 10 and a.layer("fc").params == 10
+
+
 def test_lrn_as_model_zoos_write_it_and_as_pytorch_exports_it(tmp_path: Path) -> None:
     """Caffe-era models in the ONNX model zoo hold an LRN node; PyTorch's exporters write
     F.local_response_norm out (a 5-D pad and 3-D pool, through an If): both are one lrn layer."""

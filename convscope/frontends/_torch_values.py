@@ -335,10 +335,12 @@ class Lowering:
                 return t
             bpos = _unknown_bpos(tuple(t.shape), inputs, self.batch)
             if bpos is None:
-                return Opaque(what, tuple(t.shape))
+                if self.batch != 1 or not len(t.shape):
+                    return Opaque(what, tuple(t.shape))
+                bpos = NO_BATCH  # a batch of 1 somewhere in the output: what follows stays countable
             node = self.unique(name + suffix)
-            full = tuple(t.shape) if len(t.shape) > 1 else (self.batch, 1)
-            shape = full[:bpos] + full[bpos + 1:]
+            full = tuple(t.shape) if len(t.shape) > 1 or bpos == NO_BATCH else (self.batch, 1)
+            shape = full if bpos == NO_BATCH else full[:bpos] + full[bpos + 1:]
             self.b.add(node, OpKind.UNKNOWN, O.UnknownAttrs(what, shape, params), ins, source=source)
             self.added.append(node)
             params = 0
