@@ -192,6 +192,24 @@ def test_errors_exit_2(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyp
     assert "not a directory" in capsys.readouterr().err
 
 
+def test_advice_is_shown_when_the_variants_cannot_be_written(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A PyTorch network the spec cannot express (ECA's squeeze over an axis): the table is still
+    printed, then the error, exit status 2, and no directory."""
+    (tmp_path / "eca.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass ECA(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.conv0 = nn.Conv2d(3, 16, 3, padding=1)\n"
+        "        self.eca = nn.Conv1d(1, 1, 3, padding=1, bias=False)\n"
+        "        self.head = nn.Conv2d(16, 8, 3, padding=1)\n\n    def forward(self, x):\n"
+        "        x = self.conv0(x)\n        y = x.mean((2, 3), keepdim=True)\n"
+        "        y = self.eca(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)\n"
+        "        return self.head(x * torch.sigmoid(y))\n\n\ndef make():\n    return ECA()\n")
+    out = tmp_path / "variants"
+    assert main(["suggest", f"{tmp_path / 'eca.py'}:make", "--input", "3,16,16", "--write", str(out)]) == 2
+    cap = capsys.readouterr()
+    assert "feasible input resolution" in cap.out and "width" in cap.out
+    assert "cannot be written as a spec file (nothing was written to" in cap.err and not out.exists()
+
+
 def test_a_network_without_an_image_input_is_refused() -> None:
     b = GraphBuilder("mlp")
     b.add_input("x", (16,))

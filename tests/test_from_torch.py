@@ -505,3 +505,38 @@ def test_einsum_matrix_products_are_matmuls_and_others_stay_unknown(tmp_path: Pa
     odd = analyze_graph(graph_from_module(EinsumAttention(trace=True), shape))
     assert [w for _, w in odd.unknown_ops] == ["einsum (einsum 'bchw,bchw->bc' is not one matrix product (one "
                                                "contracted, one row and one column index))"]
+
+
+class ECABlock(nn.Module):
+    """ECA-Net's channel attention: a 1-D convolution across the pooled channels gates the map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, 16, 3, padding=1)
+        self.eca = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+        self.head = nn.Conv2d(16, 8, 3, padding=1)
+        self.temporal = nn.Conv1d(8, 4, 5, stride=2, padding=2, dilation=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv0(x)
+        y = F.adaptive_avg_pool2d(x, 1)
+        y = self.eca(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
+        x = self.head(x * torch.sigmoid(y))
+        return self.temporal(x.mean(2))  # a 1-D convolution along the width
+
+
+def test_one_dimensional_convolutions_are_counted_and_keep_the_receptive_field(tmp_path: Path) -> None:
+    from test_from_onnx import export
+
+    from convscope.frontends.from_onnx import load_onnx
+
+    m = ECABlock()
+    shape = (3, 16, 16)
+    for g in (graph_from_module(m, shape), load_onnx(str(export(m, shape, tmp_path / "eca.onnx")))):
+        a = analyze_graph(g)
+        assert a.unknown_ops == ()
+        assert a.totals.params == sum(p.numel() for p in m.parameters())
+        assert a.totals.macs == flop_macs(m, shape)
+        assert a.layer("eca").op == "conv" and a.layer("eca").kernel == (1, 3) and a.layer("eca").params == 3
+        assert a.layer("head").rf_min == (5, 5) and a.layer("head").rf_max == (math.inf, math.inf)
+        assert a.layer("temporal").kernel == (1, 5) and a.layer("temporal").out_shape == (4, 1, 8)

@@ -15,7 +15,7 @@ from convscope.advice_api import suggest, write_variants
 from convscope.analyses.advice import REWRITE_KEYS, Advice
 from convscope.analyses.advice import Progress as ProgressFn
 from convscope.cli._common import add_json_arg, console, json_to_stdout, shape_arg, write_json
-from convscope.errors import InputError, NothingUsable
+from convscope.errors import ConvscopeError, InputError, NothingUsable
 from convscope.reports.suggest_terminal import render_advice
 
 HELP = "rewrite a network (cut the unproductive tail, grouped/separable convs, width, ...) and show what each buys"
@@ -98,7 +98,12 @@ def run(args: argparse.Namespace) -> int:
     adv = _advice(args)
     if adv.base.all_unknown:
         raise NothingUsable(f"{args.model}: every layer is an op convscope does not know")
-    written = write_variants(adv, args.write, ref=args.model) if args.write else None
+    written, unwritten = None, None
+    if args.write:
+        try:
+            written = write_variants(adv, args.write, ref=args.model)
+        except ConvscopeError as exc:  # the advice still stands: show it, then say what was not written
+            unwritten = exc
     if args.json:
         data = adv.to_dict()
         if written:
@@ -111,4 +116,8 @@ def run(args: argparse.Namespace) -> int:
     if adv.interrupted:
         print("convscope suggest: interrupted: the table shows the rewrites tried so far", file=sys.stderr)
         return 130
+    if unwritten is not None:
+        print(f"convscope suggest: error: {unwritten} (nothing was written to {args.write}; the advice above "
+              "stands)", file=sys.stderr)
+        return unwritten.exit_status
     return 0

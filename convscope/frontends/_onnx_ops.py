@@ -101,6 +101,12 @@ def _image(x: TVal, op: str) -> None:
 @_op("Conv", "ConvTranspose")
 def _conv(n: ONode) -> list[TVal]:
     x, w, b = n.tensor(0), n.const(1), n.const(2) if len(n.ins) > 2 else None
+    if n.op == "Conv" and w is not None and w.ndim == 3:  # 1-D: the PyTorch front end's conv1d
+        pads = n.attr("pads", [0, 0])
+        if n.attr("auto_pad", "NOTSET") not in ("NOTSET", "") or pads[0] != pads[1]:
+            raise Unsupported(f"a 1-D Conv with padding {list(pads)} / auto_pad {n.attr('auto_pad')}")
+        return [n.call("conv1d", x, w, b, n.attr("strides", [1])[0], int(pads[0]), n.attr("dilations", [1])[0],
+                       int(n.attr("group", 1)))]
     _image(x, n.op)
     if w is None or w.ndim != 4:
         raise Unsupported(f"{n.op} with a weight of shape {list(w.shape) if w else None}")

@@ -333,6 +333,28 @@ def _conv2d(c: Call) -> TVal:
     return _emit_weighted(c, OpKind.CONV, attrs, x, w, bias)
 
 
+@_fn("conv1d")
+def _conv1d(c: Call) -> TVal:
+    """A 1-D convolution over (N, C, L) (ECA's convolution across channels, a temporal convolution):
+    a 2-D one with a 1×k kernel on the (C, 1, L) map, between two reshapes."""
+    x, w, bias = c.tensor(), c.arg(1, "weight"), c.arg(2, "bias", None)
+    if x.ndim != 3 or x.bpos != 0:
+        raise Unsupported(f"conv1d on a tensor of shape {list(x.shape)} (only (N, C, L))")
+    if not isinstance(w, ConstVal) or w.ndim != 3 or (bias is not None and not isinstance(bias, ConstVal)):
+        raise Unsupported("conv1d with weights computed from the input")
+
+    def one(v: Any, fill: int) -> Any:
+        v = v[0] if isinstance(v, (list, tuple)) and len(v) == 1 else v
+        return v if isinstance(v, str) else (fill, int(v))
+
+    pad = c.arg(4, "padding", 0)
+    as2d = FUNCTIONS["unsqueeze"](replace(c, what="unsqueeze", args=(x, 2), kwargs={}, name=c.name + ".as2d"))
+    y = _conv2d(replace(c, what="conv2d", args=(as2d, ConstVal(w.array()[:, :, None, :], w.sources), bias,
+                                                one(c.arg(3, "stride", 1), 1), one(pad, 0),
+                                                one(c.arg(5, "dilation", 1), 1), c.arg(6, "groups", 1)), kwargs={}))
+    return FUNCTIONS["squeeze"](replace(c, what="squeeze", args=(y, 2), kwargs={}, name=c.name + ".as1d"))
+
+
 @_fn("conv_transpose2d")
 def _conv_t(c: Call) -> TVal:
     x, w, bias = c.tensor(), c.arg(1, "weight"), c.arg(2, "bias", None)

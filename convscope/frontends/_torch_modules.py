@@ -86,6 +86,12 @@ def _conv(c: Call, m: nn.Conv2d) -> Any:
                                m.dilation, m.groups))
 
 
+@_mod(nn.Conv1d)
+def _conv1d(c: Call, m: nn.Conv1d) -> Any:
+    return _call(c, "conv1d", (c.tensor(), _param(c, m, "weight"), _param(c, m, "bias"), m.stride, m.padding,
+                               m.dilation, m.groups))
+
+
 @_mod(nn.ConvTranspose2d)
 def _conv_t(c: Call, m: nn.ConvTranspose2d) -> Any:
     if c.arg(1, "output_size", None) is not None:

@@ -28,6 +28,7 @@ from convscope.frontends._onnx_ops import FOLD, OPS, ONode, require_shape
 from convscope.frontends._torch_fold import fold
 from convscope.frontends._torch_values import ConstVal, Lowering, Opaque, TVal, Unsupported
 from convscope.ir.graph import Graph
+from convscope.ir.ops import OpKind
 
 __all__ = ["load_onnx"]
 
@@ -238,7 +239,12 @@ def _leaf_names(graph: Graph, names: Sequence[Any], produced: Sequence[tuple[int
     for idx, irs in produced:
         nm = names[idx]
         if nm.leaf and nm.scope and irs:
-            last[nm.scope] = irs[0]
+            out = graph.node(irs[0])
+            if out.op in (OpKind.RESHAPE, OpKind.FLATTEN) and graph.node(out.inputs[0]).op is OpKind.CONV \
+                    and out.inputs[0].startswith(nm.scope + "."):  # a 1-D convolution's reshape back
+                last[nm.scope] = out.inputs[0]
+            else:
+                last[nm.scope] = irs[0]
     taken = {n.name for n in graph.nodes}
     mapping = {}
     for scope, node in last.items():

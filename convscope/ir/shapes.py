@@ -366,6 +366,9 @@ def _reshape(a: O.ReshapeAttrs, inputs: Infos) -> TensorInfo:
     shape = tuple(target)
     if shape == x.shape:
         return x
+    if len(x.shape) == 2 and x.channel_axis == 0 and x.spatial_axes == (1,) and shape in (
+            (x.shape[0], 1, x.shape[1]), (x.shape[0], x.shape[1], 1)):
+        return TensorInfo(shape, 0, (1, 2))  # (C, L) -> (C, 1, L): a 1-D map as a 2-D one (conv1d)
     # Positions survive when the spatial sizes stay as trailing axes (a channel shuffle's view);
     # channels survive only if the leading product is unchanged.
     sp = x.spatial
