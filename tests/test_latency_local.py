@@ -135,11 +135,13 @@ def test_kernel_graph_is_the_kernel_alone() -> None:
 
 def test_calibrate_then_analyze_shows_local_predictions(quiet: None, capsys: pytest.CaptureFixture[str]) -> None:
     g = tiny(r=24)
-    over = [tiny(i, r, c) for i, (r, c) in enumerate([(8, 4), (16, 8), (32, 8), (16, 16), (24, 12), (40, 4)])]
+    # the first two share a name (one network at two sizes): two rows of the fit, told apart by size
+    over = [tiny(max(i - 1, 0), r, c) for i, (r, c) in enumerate([(8, 4), (16, 8), (32, 8), (16, 16), (24, 12), (40, 4)])]
     rep = calibrate([g], threads=1, overhead_graphs=over, overhead_time_s=0.3)
     assert not rep.interrupted and not rep.failed and rep.calibration is not None and rep.refitted
     assert rep.measured == rep.kernels > 0 and rep.cached == 0
     assert rep.calibration.scale >= 0 and len(rep.calibration.networks) == 6
+    assert [n for n, _, _ in rep.calibration.networks][:3] == ["tiny0@8x8", "tiny0@16x16", "tiny1"]
     again = calibrate([g], threads=1)
     assert again.measured == 0 and again.cached == rep.kernels and not again.refitted
     a = analyze(g, threads=1)

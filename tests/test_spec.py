@@ -150,6 +150,20 @@ layers:
     assert g.node("u").out.shape == (8, 64, 64)
 
 
+def test_se_ratio_is_a_share_of_the_channels_or_a_reduction() -> None:
+    """ratio <= 1 keeps that share of the channels; ratio > 1 is the SE paper's reduction r (C/r);
+    both readings agree at 1."""
+    def hidden(ratio: float) -> int:
+        g = graph_from_spec_text(f"name: t\ninput: [64, 8, 8]\nlayers:\n  - se: {{ratio: {ratio}, name: se}}\n")
+        return g.node("se.fc1").out.shape[0]
+
+    assert (hidden(0.25), hidden(16), hidden(4), hidden(1)) == (16, 4, 16, 64)
+    from convscope.analyses.analyze import analyze_graph
+
+    a = analyze_graph(graph_from_spec_text("name: t\ninput: [64, 8, 8]\nlayers:\n  - se: {ratio: 16}\n"))
+    assert a.totals.params == 64 * 4 + 4 + 4 * 64 + 64
+
+
 def test_input_override() -> None:
     g = load_spec_text_with_input(FORMATS_EXAMPLE, (3, 64, 48))
     assert g.node("stem").out.shape == (16, 64, 48)

@@ -259,9 +259,20 @@ def standard_set() -> list[Graph]:
     return graphs
 
 
+def _plain(name: str, res: int, layers: Sequence[tuple[int, int, int, int]]) -> Graph:
+    """A plain CNN: (width, kernel, stride, groups) conv+bn+relu layers, global pool, classifier."""
+    from convscope.frontends.from_spec import graph_from_spec_data
+
+    spec: list[Any] = []
+    for w, k, s, g in layers:
+        spec += [{"conv": {"out": w, "k": k, "s": s, "g": g}}, "bn", "relu"]
+    return graph_from_spec_data({"name": name, "input": [3, res, res], "layers": [*spec, "gap", {"linear": {"out": 10}}]},
+                                file=name)
+
+
 def overhead_set() -> list[Graph]:
-    """Whole networks for the per-network fit: many small ops to few big ones, none of them a zoo
-    network at its own input."""
+    """Whole networks for the per-network fit: many small ops to few big ones, little compute per
+    weight byte to much, two small plain CNNs; none of them a zoo network at its own input."""
     from convscope.zoo import load_zoo
 
     arch = "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"
@@ -276,6 +287,16 @@ def overhead_set() -> list[Graph]:
         load_zoo("allconv", input_shape=(3, 64, 64)),
         load_zoo("vgg13-imagenet", input_shape=(3, 96, 96)),
         load_zoo("resnext50-32x4d", input_shape=(3, 64, 64)),
+        load_zoo("vgg16-cifar", input_shape=(3, 48, 48)),
+        load_zoo("resnet34-cifar", input_shape=(3, 24, 24)),
+        load_zoo("resnet18-imagenet", input_shape=(3, 160, 160)),
+        load_zoo("mobilenetv2", input_shape=(3, 192, 192)),
+        load_zoo("wrn28-10", input_shape=(3, 16, 16)),
+        load_zoo("dilated-context", input_shape=(3, 96, 96)),
+        _plain("plain-a", 48, [(24, 3, 1, 1), (24, 3, 1, 1), (24, 3, 1, 1), (48, 3, 2, 1), (48, 1, 1, 1),
+                               (96, 3, 2, 1), (96, 3, 1, 1)]),
+        _plain("plain-b", 80, [(16, 3, 1, 1), (32, 5, 2, 1), (32, 3, 1, 4), (64, 3, 2, 1), (64, 1, 1, 1),
+                               (64, 3, 1, 2)]),
     ]
 
 
@@ -309,30 +330,31 @@ def fit_overhead(*, backend: str, threads: int, dtype: str, store: LatencyStore,
     why = {name: reason for name, reason in run.failed}
     cache = core_cache_bytes()
     rows: dict[str, list[float]] = {}  # per runnable network: Σ kernel ms, nodes, cold weight MB, 1
+    label = _labels(nets)
     for g in nets:
         c = cost(g, dtype=dtype)
         ks = kernels(g, backend, dtype=dtype, costs=c)
         t = store.layers(fp, backend, threads, dtype, [k.signature for k in ks])
         lost = [k.name for k in ks if k.signature not in t]
         if lost and any(why.get(n) == _BUSY for n in lost):
-            raise InputError(f"calibrate: some layers of {g.name} could not be timed ({_BUSY}); "
+            raise InputError(f"calibrate: some layers of {label[id(g)]} could not be timed ({_BUSY}); "
                              "run calibrate again when the machine is quieter")
         if lost:
-            out.append((g.name, f"{backend} cannot run layer {lost[0]}: {why.get(lost[0], 'not timed')}"))
+            out.append((label[id(g)], f"{backend} cannot run layer {lost[0]}: {why.get(lost[0], 'not timed')}"))
         else:
-            rows[g.name] = [sum(t[k.signature].ms for k in ks), _steps(g), sum(cold_weight_mb(ks, c, cache)), 1.0]
+            rows[label[id(g)]] = [sum(t[k.signature].ms for k in ks), _steps(g), sum(cold_weight_mb(ks, c, cache)), 1.0]
     times: dict[str, list[float]] = {}
     for r in range(ROUNDS):  # interleaved rounds: each network's figure spans the machine's drift
-        usable = [g for g in nets if g.name in rows]
+        usable = [g for g in nets if label[id(g)] in rows]
         for i, g in enumerate(usable):
             if progress:
-                progress(r * len(usable) + i, ROUNDS * len(usable), f"round {r + 1}/{ROUNDS}: {g.name} end to end")
+                progress(r * len(usable) + i, ROUNDS * len(usable), f"round {r + 1}/{ROUNDS}: {label[id(g)]} end to end")
             try:
-                times.setdefault(g.name, []).append(_measure_quiet(g, backend, threads, dtype,
+                times.setdefault(label[id(g)], []).append(_measure_quiet(g, backend, threads, dtype,
                                                                    time_limit_s / ROUNDS).median_ms)
             except _Unrunnable as exc:  # built for its layers, but not as a whole
-                out.append((g.name, str(exc)))
-                del rows[g.name]
+                out.append((label[id(g)], str(exc)))
+                del rows[label[id(g)]]
     if skipped is not None:
         skipped += out
     if len(rows) < MIN_OVERHEAD_NETS:
@@ -349,6 +371,23 @@ def fit_overhead(*, backend: str, threads: int, dtype: str, store: LatencyStore,
                       cold_ms_per_mb=f.coef[2], cache_bytes=cache)
     store.put_calibration(fp, backend, threads, dtype, cal)
     return cal
+
+
+def _labels(nets: Sequence[Graph]) -> dict[int, str]:
+    """Each network's name, with its input size where two networks share a name (mobilenetv2 at
+    112 and 192 px are two rows of the fit, not one)."""
+    counts: dict[str, int] = {}
+    for g in nets:
+        counts[g.name] = counts.get(g.name, 0) + 1
+    out: dict[int, str] = {}
+    for g in nets:
+        name = g.name
+        if counts[name] > 1:
+            name += "@" + "x".join(str(v) for v in g.input_shape[1:])
+        while name in out.values():  # the same network twice: keep both rows apart
+            name += "'"
+        out[id(g)] = name
+    return out
 
 
 class _Unrunnable(InputError):

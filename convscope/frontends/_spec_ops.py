@@ -227,13 +227,14 @@ SIMPLE_OPS["silu"] = SIMPLE_OPS["swish"]
 
 @_op("se", "ratio")
 def _se(a: Args, ctx: Ctx) -> str:
-    """Squeeze-excitation: gap -> 1x1 conv (bias) -> act -> 1x1 conv (bias) -> gate -> x * gate."""
+    """Squeeze-excitation: gap -> 1x1 conv (bias) -> act -> 1x1 conv (bias) -> gate -> x * gate; the
+    hidden width is ``hidden``, or C·ratio for a ratio <= 1, or C/ratio for a reduction ratio > 1."""
     c, _, _ = _need_image(a, ctx)
     if a.has("hidden"):
         hidden = a.int("hidden")
-    else:
-        ratio = a.number("ratio", 0.25, positive=True, high=1.0)
-        hidden = max(1, int(c * ratio))
+    else:  # a fraction of the channels kept (0.25), or the SE paper's reduction r (16: C/16)
+        ratio = a.number("ratio", 0.25, positive=True)
+        hidden = max(1, int(c * ratio) if ratio <= 1 else int(c / ratio))
     act = a.choice("act", "relu", ("relu", "swish", "silu", "hswish", "relu6"))
     gate = a.choice("gate", "sigmoid", ("sigmoid", "hsigmoid"))
     a.done()
