@@ -276,28 +276,17 @@ def overhead_set() -> list[Graph]:
     from convscope.zoo import load_zoo
 
     arch = "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"
-    return [
-        load_zoo(f"nasbench201:{arch}"),
-        load_zoo("nasbench201:|avg_pool_3x3~0|+|skip_connect~0|none~1|+|none~0|none~1|skip_connect~2|"),
-        load_zoo("fbnet:0-8-1-8-4-8-2-8-7-4-1-4-7-3-2-7-3-2-4-2-4-5"),
-        load_zoo("resnet18-cifar", input_shape=(3, 48, 48)),
-        load_zoo("resnet50-imagenet", input_shape=(3, 96, 96)),
-        load_zoo("vgg11-cifar", input_shape=(3, 64, 64)),
-        load_zoo("mobilenetv2", input_shape=(3, 112, 112)),
-        load_zoo("allconv", input_shape=(3, 64, 64)),
-        load_zoo("vgg13-imagenet", input_shape=(3, 96, 96)),
-        load_zoo("resnext50-32x4d", input_shape=(3, 64, 64)),
-        load_zoo("vgg16-cifar", input_shape=(3, 48, 48)),
-        load_zoo("resnet34-cifar", input_shape=(3, 24, 24)),
-        load_zoo("resnet18-imagenet", input_shape=(3, 160, 160)),
-        load_zoo("mobilenetv2", input_shape=(3, 192, 192)),
-        load_zoo("wrn28-10", input_shape=(3, 16, 16)),
-        load_zoo("dilated-context", input_shape=(3, 96, 96)),
-        _plain("plain-a", 48, [(24, 3, 1, 1), (24, 3, 1, 1), (24, 3, 1, 1), (48, 3, 2, 1), (48, 1, 1, 1),
-                               (96, 3, 2, 1), (96, 3, 1, 1)]),
-        _plain("plain-b", 80, [(16, 3, 1, 1), (32, 5, 2, 1), (32, 3, 1, 4), (64, 3, 2, 1), (64, 1, 1, 1),
-                               (64, 3, 1, 2)]),
-    ]
+    own = [f"nasbench201:{arch}", "nasbench201:|avg_pool_3x3~0|+|skip_connect~0|none~1|+|none~0|none~1|skip_connect~2|",
+           "fbnet:0-8-1-8-4-8-2-8-7-4-1-4-7-3-2-7-3-2-4-2-4-5"]
+    resized = [("resnet18-cifar", 48), ("resnet50-imagenet", 96), ("vgg11-cifar", 64), ("mobilenetv2", 112),
+               ("allconv", 64), ("vgg13-imagenet", 96), ("resnext50-32x4d", 64), ("vgg16-cifar", 48),
+               ("resnet34-cifar", 24), ("resnet18-imagenet", 160), ("mobilenetv2", 192), ("wrn28-10", 16),
+               ("dilated-context", 96)]
+    return [*(load_zoo(n) for n in own), *(load_zoo(n, input_shape=(3, r, r)) for n, r in resized),
+            _plain("plain-a", 48, [(24, 3, 1, 1), (24, 3, 1, 1), (24, 3, 1, 1), (48, 3, 2, 1), (48, 1, 1, 1),
+                                   (96, 3, 2, 1), (96, 3, 1, 1)]),
+            _plain("plain-b", 80, [(16, 3, 1, 1), (32, 5, 2, 1), (32, 3, 1, 4), (64, 3, 2, 1), (64, 1, 1, 1),
+                                   (64, 3, 1, 2)])]
 
 
 def _missing(graphs: Sequence[Graph], backend: str, batch: int, dtype: str, threads: int, store: LatencyStore,
