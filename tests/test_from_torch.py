@@ -540,3 +540,41 @@ def test_one_dimensional_convolutions_are_counted_and_keep_the_receptive_field(t
         assert a.layer("eca").op == "conv" and a.layer("eca").kernel == (1, 3) and a.layer("eca").params == 3
         assert a.layer("head").rf_min == (5, 5) and a.layer("head").rf_max == (math.inf, math.inf)
         assert a.layer("temporal").kernel == (1, 5) and a.layer("temporal").out_shape == (4, 1, 8)
+
+
+class Mirrored(nn.Module):
+    """torch.flip between convolutions (a mirrored branch added back, as symmetric networks do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 5, padding=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        return self.b(y + torch.flip(y, dims=[3])) + torch.flip(self.b(y), dims=(2, 3))
+
+
+def test_flip_is_a_slice_read_backwards(tmp_path: Path) -> None:
+    from test_from_onnx import export
+
+    from convscope.backends.to_torch import build_module
+    from convscope.frontends.from_onnx import load_onnx
+
+    m = Mirrored()
+    shape = (3, 16, 16)
+    g = graph_from_module(m, shape)
+    for graph in (g, load_onnx(str(export(m, shape, tmp_path / "flip.onnx")))):
+        a = analyze_graph(graph)
+        assert a.unknown_ops == ()
+        assert a.totals.params == sum(p.numel() for p in m.parameters()) and a.totals.macs == flop_macs(m, shape)
+        assert a.layer("b").rf_max == (7, 7)
+    flips = [n for n in g.nodes if n.op is OpKind.SLICE]
+    assert [(n.attrs.axis, n.attrs.reverse) for n in flips] == [(2, True), (1, True), (2, True)]
+    # the module convscope builds from the graph flips the same way
+    class Flip(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.flip(x, dims=[2, 3]) + 1.0
+
+    x = torch.randn(1, *shape)
+    assert torch.equal(build_module(graph_from_module(Flip(), shape))(x), torch.flip(x, dims=[2, 3]) + 1.0)

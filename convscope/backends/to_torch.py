@@ -294,6 +294,8 @@ def _functional(node: Node, oracle: bool) -> Fn:
         return cat
     if op is OpKind.SLICE:
         s: O.SliceAttrs = a  # type: ignore[assignment]
+        if s.reverse:
+            return lambda t: t.narrow(s.axis + 1, s.start, s.stop - s.start).flip(s.axis + 1)
         return lambda t: t.narrow(s.axis + 1, s.start, s.stop - s.start)
     if op is OpKind.FLATTEN:
         start = a.axis + 1  # type: ignore[union-attr]

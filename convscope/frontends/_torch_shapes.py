@@ -217,10 +217,23 @@ def _permute(c: Any) -> TVal:
     return c.emit(OpKind.PERMUTE, O.PermuteAttrs(ir_perm), [x], bpos=bpos)
 
 
-def _slice(c: Any, x: TVal, d: int, start: int, stop: int, name: str | None = None) -> TVal:
-    if start == 0 and stop == x.shape[d]:
+def _slice(c: Any, x: TVal, d: int, start: int, stop: int, name: str | None = None, reverse: bool = False) -> TVal:
+    if start == 0 and stop == x.shape[d] and not reverse:
         return x
-    return c.emit(OpKind.SLICE, O.SliceAttrs(x.ir_axis(d), start, stop), [x], name=name)
+    return c.emit(OpKind.SLICE, O.SliceAttrs(x.ir_axis(d), start, stop, reverse), [x], name=name)
+
+
+def _flip(c: Any) -> TVal:
+    """torch.flip: each flipped axis is a slice read backwards (positions mirrored, receptive
+    fields unchanged)."""
+    x = c.tensor()
+    dims = c.arg(1, "dims")
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    for k, d in enumerate(dict.fromkeys(x.axis(v) for v in dims)):
+        if d == x.bpos:
+            raise Unsupported("flipping the batch axis")
+        x = _slice(c, x, d, 0, x.shape[d], name=c.name if k == 0 else f"{c.name}.{k}", reverse=True)
+    return x
 
 
 def _getitem(c: Any) -> Any:
@@ -262,9 +275,13 @@ def _getitem(c: Any) -> Any:
             dropped = True
         elif isinstance(i, slice):
             start, stop, step = i.indices(size)
-            if step != 1 or stop <= start:
-                raise Unsupported(f"slice {i!r} (only contiguous, non-empty slices)")
-            cur = _slice(c, cur, d, start, stop, name=c.name if not (dropped or inserted) else c.name + f".{d}")
+            reverse = step == -1 and stop < start
+            if reverse:  # x[..., ::-1] or a part of it: the same positions, read backwards
+                start, stop = stop + 1, start + 1
+            elif step != 1 or stop <= start:
+                raise Unsupported(f"slice {i!r} (only contiguous, non-empty slices, forwards or backwards)")
+            cur = _slice(c, cur, d, start, stop, name=c.name if not (dropped or inserted) else c.name + f".{d}",
+                         reverse=reverse)
             out_shape.append(stop - start)
         else:
             raise Unsupported(f"index {i!r}")
@@ -375,6 +392,7 @@ def layout_handlers(call_type: type) -> dict[str, Callable[[Any], Any]]:
     for name in ("permute", "transpose", "t", "movedim"):
         table[name] = _permute
     table["getitem"] = _getitem
+    table["flip"] = _flip
     for name in ("split", "chunk", "unbind"):
         table[name] = _split
     for name in ("cat", "stack"):

@@ -231,6 +231,7 @@ class SliceAttrs:
     axis: int
     start: int
     stop: int
+    reverse: bool = False  # read backwards (torch.flip, x[..., ::-1], an ONNX Slice with step -1)
 
 
 @dataclass(frozen=True, slots=True)
