@@ -578,3 +578,33 @@ def test_flip_is_a_slice_read_backwards(tmp_path: Path) -> None:
 
     x = torch.randn(1, *shape)
     assert torch.equal(build_module(graph_from_module(Flip(), shape))(x), torch.flip(x, dims=[2, 3]) + 1.0)
+
+
+class SmallNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.c1(x)))
+        return self.fc((self.c2(y) + y).mean((2, 3)))
+
+
+def test_scripted_traced_and_compiled_modules_are_analysed() -> None:
+    """torch.jit.script / trace have no Python forward: they are read through their ONNX export;
+    torch.compile wraps the module it compiles, which is analysed."""
+    shape = (3, 16, 16)
+    base = analyze_graph(graph_from_module(SmallNet(), shape))
+    for m in (torch.jit.script(SmallNet()), torch.jit.trace(SmallNet().eval(), torch.zeros(1, *shape)),
+              torch.compile(SmallNet())):
+        g = graph_from_module(m, shape)
+        a = analyze_graph(g)
+        assert a.totals.params == sum(p.numel() for p in m.parameters()) == base.totals.params
+        assert a.totals.macs == base.totals.macs and a.unknown_ops == ()
+        assert {"c1", "bn", "c2", "fc"} <= {r.name for r in a.layers}
+        assert a.layer("c2").rf_max == (5, 5)
+        if isinstance(m, torch.jit.ScriptModule):
+            assert any("TorchScript module" in n for n in g.meta_dict()["notes"])

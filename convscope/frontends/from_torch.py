@@ -68,10 +68,15 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
     """The Graph of ``module`` for one input of ``shape`` (C, H, W).  ``capture``: ``fx`` (symbolic
     only; fails on data-dependent control flow), ``eager`` (run on zeros and record), or ``auto``
     (fx, and eager when fx cannot follow the forward)."""
+    compiled = getattr(module, "_orig_mod", None)
+    if isinstance(compiled, nn.Module):  # torch.compile(model): the model it wraps
+        module = compiled
     name = name or type(module).__name__
     dims = _check_shape(shape, name)
     if capture not in CAPTURES:
         raise InputError(f"capture must be one of {', '.join(CAPTURES)}, got '{capture}'")
+    if isinstance(module, torch.jit.ScriptModule):
+        return _from_torchscript(module, dims, name)
     notes: list[str] = []
     with _eval_mode(module), torch.no_grad():
         lo = Lowering(name, module.named_parameters(remove_duplicate=False))
@@ -104,6 +109,34 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
     graph = lo.build(list(dict.fromkeys(outputs)), {"frontend": "torch", "capture": used,
                                                     "notes": tuple(notes)})
     return fold(graph)
+
+
+def _from_torchscript(module: torch.jit.ScriptModule, dims: tuple[int, int, int], name: str) -> Graph:
+    """A scripted or traced module has no Python forward to trace: it is read through its ONNX
+    export (the TorchScript exporter, batch norms kept), whose scopes are its module paths."""
+    import tempfile
+    import warnings
+    from dataclasses import replace
+
+    try:
+        from convscope.frontends.from_onnx import load_onnx
+    except ImportError:
+        raise InputError(f"{name}: a TorchScript module is read through its ONNX export, which needs the onnx "
+                         "package: pip install 'convscope[onnx]' (or pass the module before torch.jit)") from None
+    with tempfile.TemporaryDirectory() as tmp, _eval_mode(module), torch.no_grad():
+        path = Path(tmp) / f"{name}.onnx"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module, (torch.zeros(1, *dims),), str(path), dynamo=False, do_constant_folding=False)
+        except Exception as exc:  # noqa: BLE001 - whatever the exporter cannot express
+            raise InputError(f"{name}: a TorchScript module is read through its ONNX export, which failed: "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        graph = load_onnx(str(path))
+    meta = graph.meta_dict()
+    meta["notes"] = (f"a TorchScript module ({type(module).__name__}): read through its ONNX export",
+                     *meta.get("notes", ()))
+    return replace(graph, meta=tuple(meta.items()))
 
 
 def _param_notes(lo: Lowering) -> list[str]:
