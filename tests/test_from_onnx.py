@@ -240,6 +240,28 @@ def test_an_unknown_op_that_hides_where_the_batch_went_leaves_what_follows_count
     assert a.totals.params == 108 + 10 and a.layer("fc").params == 10
 
 
+def test_a_channels_last_input_as_tensorflow_exports_write_it(tmp_path: Path) -> None:
+    """(N, H, W, C) input, normalised per channel, then transposed to (N, C, H, W): analysed as a
+    (C, H, W) input; --input is C,H,W as for any model."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 12, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3], [0.1] * 216)
+    mean = helper.make_tensor("mean", TensorProto.FLOAT, [3], [0.4, 0.5, 0.6])
+    nodes = [helper.make_node("Sub", ["x", "mean"], ["s"], name="sub"),
+             helper.make_node("Transpose", ["s"], ["t"], perm=[0, 3, 1, 2], name="to_nchw"),
+             helper.make_node("Conv", ["t", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2], name="conv"),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w, mean]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "nhwc.onnx"
+    onnx.save(model, str(path))
+    a = analyze_graph(load_onnx(str(path)))
+    assert a.input == (3, 16, 12) and a.unknown_ops == ()
+    assert a.layer("conv").out_shape == (8, 8, 6) and a.layer("conv").params == 216 and a.layer("conv").rf_max == (3, 3)
+    big = analyze_graph(load_onnx(str(path), (3, 32, 24)))
+    assert big.input == (3, 32, 24) and big.layer("conv").out_shape == (8, 16, 12)
+
+
 def test_lrn_as_model_zoos_write_it_and_as_pytorch_exports_it(tmp_path: Path) -> None:
     """Caffe-era models in the ONNX model zoo hold an LRN node; PyTorch's exporters write
     F.local_response_norm out (a 5-D pad and 3-D pool, through an If): both are one lrn layer."""

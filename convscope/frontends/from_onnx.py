@@ -28,6 +28,7 @@ from convscope.frontends._onnx_ops import FOLD, OPS, ONode, require_shape
 from convscope.frontends._torch_fold import fold
 from convscope.frontends._torch_values import ConstVal, Lowering, Opaque, TVal, Unsupported
 from convscope.ir.graph import Graph
+from convscope.ir import ops as O
 from convscope.ir.ops import OpKind
 
 __all__ = ["load_onnx"]
@@ -94,11 +95,12 @@ def load_onnx(path: str, input_shape: Sequence[int] | None = None) -> Graph:
     dims = _dims(inp)
     if len(dims) != 4:
         raise InputError(f"{path}: the input '{inp.name}' has shape {dims}; expected an image (N, C, H, W)")
-    declared = dims[1:]
+    nhwc = _nhwc(g, inp.name)  # a TensorFlow export: (N, H, W, C), transposed to (N, C, H, W) inside
+    declared = [dims[3], dims[1], dims[2]] if nhwc else dims[1:]
     if input_shape is not None:
         chw = tuple(int(v) for v in input_shape)
         if list(chw) != declared:
-            _set_input(inp, [dims[0], *chw])
+            _set_input(inp, [dims[0], chw[1], chw[2], chw[0]] if nhwc else [dims[0], *chw])
     elif all(isinstance(d, int) and d > 0 for d in declared):
         chw = tuple(declared)  # type: ignore[arg-type]
     else:
@@ -106,7 +108,7 @@ def load_onnx(path: str, input_shape: Sequence[int] | None = None) -> Graph:
     batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 1
     name = Path(path).stem
     try:
-        graph = _lower(model, inits, inp.name, chw, batch, name)  # type: ignore[arg-type]
+        graph = _lower(model, inits, inp.name, chw, batch, name, nhwc)  # type: ignore[arg-type]
     except (Unsupported, GraphError) as exc:
         raise InputError(f"{path}: {exc}") from None
     except ConvscopeError as exc:
@@ -122,8 +124,29 @@ def _set_input(inp: Any, dims: Sequence[int | str | None]) -> None:
             d.dim_param = str(v or "N")
 
 
+_LAYOUT_FREE = {"Sub", "Div", "Mul", "Add", "Cast", "Identity"}  # what a TF export does before its transpose
+
+
+def _nhwc(g: Any, input_name: str) -> str | None:
+    """The Transpose (perm 0,3,1,2) that turns a channels-last input into (N, C, H, W), when the
+    input reaches one through elementwise preprocessing only (TensorFlow/Keras exports); else None."""
+    frontier, seen = [input_name], set()
+    while frontier:
+        v = frontier.pop()
+        for node in g.node:
+            if v not in node.input or id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.op_type == "Transpose" and list(_attrs(node).get("perm", [])) == [0, 3, 1, 2]:
+                return node.output[0]
+            if node.op_type not in _LAYOUT_FREE:
+                return None
+            frontier.extend(node.output)
+    return None
+
+
 def _lower(model: onnx.ModelProto, inits: dict[str, np.ndarray], input_name: str, chw: tuple[int, int, int],
-           batch: int, name: str) -> Graph:
+           batch: int, name: str, nhwc: str | None = None) -> Graph:
     g = model.graph
     lo = Lowering(name, (), batch=batch)
     values: dict[str, Any] = {"": None}
@@ -133,6 +156,9 @@ def _lower(model: onnx.ModelProto, inits: dict[str, np.ndarray], input_name: str
             lo.add_param(k, int(arr.size))
         values[k] = ConstVal(arr, (k,) if is_param else ())
     values[input_name] = lo.input(chw)
+    if nhwc:  # the channels-last input the file declares is a view of the (C, H, W) input
+        values[input_name] = lo.emit("input.nhwc", OpKind.PERMUTE, O.PermuteAttrs((1, 2, 0)), [values[input_name]],
+                                     bpos=0, source="the channels-last input")
     shapes = _shapes(model)
     users: dict[str, list[Any]] = {}
     for node in g.node:
