@@ -593,6 +593,7 @@ class SmallNet(nn.Module):
         return self.fc((self.c2(y) + y).mean((2, 3)))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")  # torch.jit is deprecated
 def test_scripted_traced_and_compiled_modules_are_analysed() -> None:
     """torch.jit.script / trace have no Python forward: they are read through their ONNX export;
     torch.compile wraps the module it compiles, which is analysed."""
