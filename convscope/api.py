@@ -102,6 +102,10 @@ def _load_ref(ref: str, shape: tuple[int, ...] | None) -> Graph:
         raise InputError(f"{ref}: is a directory, not a model (give a spec .yaml, an .onnx file, zoo:NAME or "
                          "module.path:factory)")
     if Path(ref).exists():
+        if Path(ref).suffix.lower() in (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".torchscript"):
+            raise InputError(f"{ref}: a saved PyTorch model or checkpoint, which convscope does not unpickle (loading "
+                             "one runs code from the file): write a factory that builds the module, and give "
+                             "file.py:factory with --input C,H,W, or export it to ONNX")
         raise InputError(f"{ref}: unknown model file type (expected .yaml, .yml or .onnx)")
     raise InputError(f"'{ref}' is not a model: give a spec path (.yaml), zoo:NAME, an .onnx path, or "
                      "module.path:factory / file.py:factory")

@@ -265,6 +265,15 @@ def test_not_a_model(capsys) -> None:  # type: ignore[no-untyped-def]
     assert "is not a model" in capsys.readouterr().err
 
 
+def test_a_saved_pytorch_model_is_not_unpickled(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "model.pth"
+    f.write_bytes(b"PK\x03\x04 pretend zip")
+    assert main(["analyze", str(f), "--input", "3,32,32"]) == 2
+    err = capsys.readouterr().err
+    assert "model.pth: a saved PyTorch model or checkpoint, which convscope does not unpickle" in err
+    assert "file.py:factory" in err
+
+
 def test_unknown_zoo_name_suggests(capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["analyze", "zoo:resnet18"]) == 2
     assert "did you mean" in capsys.readouterr().err
