@@ -609,3 +609,21 @@ def test_scripted_traced_and_compiled_modules_are_analysed() -> None:
         assert a.layer("c2").rf_max == (5, 5)
         if isinstance(m, torch.jit.ScriptModule):
             assert any("TorchScript module" in n for n in g.meta_dict()["notes"])
+
+
+def test_less_common_activations_are_understood_and_rebuilt() -> None:
+    from convscope.backends.to_torch import build_module
+
+    acts = [nn.CELU(0.5), nn.Softsign(), nn.LogSigmoid(), nn.Tanhshrink(), nn.Hardshrink(0.3), nn.Softshrink(0.2)]
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), *acts, nn.Conv2d(8, 4, 3, padding=1))
+    g = graph_from_module(m, (3, 8, 8))
+    a = analyze_graph(g)
+    assert a.unknown_ops == () and a.totals.params == sum(p.numel() for p in m.parameters())
+    fns = [(n.attrs.fn, n.attrs.alpha) for n in g.nodes if n.op is OpKind.ACT]
+    assert fns == [("celu", 0.5), ("softsign", None), ("logsigmoid", None), ("tanhshrink", None),
+                   ("hardshrink", 0.3), ("softshrink", 0.2)]
+    assert a.layer("7").rf_max == (5, 5) and a.layer("7").rf_min == (5, 5)
+    built = build_module(g)
+    assert [type(x).__name__ for x in built.modules() if type(x) in {type(v) for v in acts}] == \
+        [type(v).__name__ for v in acts]
+    assert built(torch.randn(1, 3, 8, 8)).shape == (1, 4, 8, 8)

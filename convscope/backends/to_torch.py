@@ -72,7 +72,11 @@ def _act(a: O.ActAttrs, oracle: bool) -> nn.Module:
     table: dict[str, Callable[[], nn.Module]] = {
         "relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish, "hsigmoid": nn.Hardsigmoid,
         "swish": nn.SiLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
-        "softplus": nn.Softplus, "mish": nn.Mish, "selu": nn.SELU,
+        "softplus": nn.Softplus, "mish": nn.Mish, "selu": nn.SELU, "softsign": nn.Softsign,
+        "logsigmoid": nn.LogSigmoid, "tanhshrink": nn.Tanhshrink,
+        "celu": lambda: nn.CELU(a.alpha if a.alpha is not None else 1.0),
+        "hardshrink": lambda: nn.Hardshrink(a.alpha if a.alpha is not None else 0.5),
+        "softshrink": lambda: nn.Softshrink(a.alpha if a.alpha is not None else 0.5),
         "leaky_relu": lambda: nn.LeakyReLU(a.alpha if a.alpha is not None else 0.01),
         "elu": lambda: nn.ELU(a.alpha if a.alpha is not None else 1.0),
         "prelu": lambda: nn.PReLU(max(1, a.channels)),

@@ -197,7 +197,8 @@ def _binary(n: ONode) -> list[Any]:
 
 _ACTS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Selu": "selu", "Softplus": "softplus",
          "Mish": "mish", "HardSwish": "hardswish", "HardSigmoid": "hardsigmoid", "Gelu": "gelu", "Erf": "erf",
-         "Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Abs": "abs", "Neg": "neg", "Reciprocal": "reciprocal"}
+         "Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Abs": "abs", "Neg": "neg", "Reciprocal": "reciprocal",
+         "Softsign": "softsign"}
 
 
 @_op(*_ACTS)
@@ -205,11 +206,16 @@ def _act(n: ONode) -> list[Any]:
     return [n.call(_ACTS[n.op], n.tensor())]
 
 
-@_op("LeakyRelu", "Elu")
+@_op("LeakyRelu", "Elu", "Celu", "Shrink")
 def _act_alpha(n: ONode) -> list[Any]:
     if n.op == "LeakyRelu":
         return [n.call("leaky_relu", n.tensor(), float(n.attr("alpha", 0.01)))]
-    return [n.call("elu", n.tensor(), float(n.attr("alpha", 1.0)))]
+    if n.op == "Shrink":  # bias 0: hard shrink; bias = lambd: soft shrink
+        lambd, bias = float(n.attr("lambd", 0.5)), float(n.attr("bias", 0.0))
+        if bias not in (0.0, lambd):
+            raise Unsupported(f"Shrink with bias {bias} (neither 0 nor lambd {lambd})")
+        return [n.call("hardshrink" if bias == 0.0 else "softshrink", n.tensor(), lambd)]
+    return [n.call(n.op.lower(), n.tensor(), float(n.attr("alpha", 1.0)))]
 
 
 @_op("Clip")

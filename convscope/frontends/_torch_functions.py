@@ -114,6 +114,8 @@ ACT_FNS = {
     "hardswish": "hswish", "hardsigmoid": "hsigmoid", "mish": "mish", "softplus": "softplus",
     "selu": "selu", "elu": "elu", "leaky_relu": "leaky_relu", "exp": "exp", "log": "log", "sqrt": "sqrt",
     "rsqrt": "rsqrt", "abs": "abs", "neg": "neg", "reciprocal": "reciprocal", "erf": "erf",
+    "celu": "celu", "softsign": "softsign", "logsigmoid": "logsigmoid", "tanhshrink": "tanhshrink",
+    "hardshrink": "hardshrink", "softshrink": "softshrink",
 }
 
 
@@ -124,8 +126,10 @@ def _act(c: Call) -> TVal:
     alpha = None
     if fn == "leaky_relu":
         alpha = float(c.arg(1, "negative_slope", 0.01))
-    elif fn == "elu":
+    elif fn in ("elu", "celu"):
         alpha = float(c.arg(1, "alpha", 1.0))
+    elif fn in ("hardshrink", "softshrink"):
+        alpha = float(c.arg(1, "lambd", 0.5))
     return c.emit(OpKind.ACT, O.ActAttrs(fn, alpha), [x])
 
 

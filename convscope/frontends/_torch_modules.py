@@ -136,8 +136,16 @@ def _in(c: Call, m: nn.InstanceNorm2d) -> Any:
 _ACT_MODULES: dict[type, str] = {
     nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU: "silu",
     nn.GELU: "gelu", nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid", nn.Mish: "mish",
-    nn.Softplus: "softplus", nn.SELU: "selu",
+    nn.Softplus: "softplus", nn.SELU: "selu", nn.Softsign: "softsign", nn.LogSigmoid: "logsigmoid",
+    nn.Tanhshrink: "tanhshrink",
 }
+
+
+@_mod(nn.CELU, nn.Hardshrink, nn.Softshrink)
+def _act_with_parameter(c: Call, m: nn.Module) -> Any:
+    if isinstance(m, nn.CELU):
+        return _call(c, "celu", (c.tensor(), m.alpha))
+    return _call(c, "hardshrink" if isinstance(m, nn.Hardshrink) else "softshrink", (c.tensor(), m.lambd))
 
 
 @_mod(*_ACT_MODULES)

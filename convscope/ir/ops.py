@@ -100,7 +100,8 @@ class OpKind(str, Enum):
 ACTIVATIONS = frozenset(
     {
         "relu", "relu6", "leaky_relu", "elu", "selu", "prelu", "hswish", "hsigmoid",
-        "swish", "gelu", "sigmoid", "tanh", "softplus", "mish",
+        "swish", "gelu", "sigmoid", "tanh", "softplus", "mish", "celu", "softsign", "logsigmoid",
+        "tanhshrink", "hardshrink", "softshrink",  # celu: alpha; the shrinks: lambda in `alpha`
         # elementwise math that imported networks spell out (a hand-written LayerNorm's pow/sqrt,
         # GELU's erf): pointwise like the activations above.  pow: exponent in `alpha`;
         # clamp: bounds in `alpha` (min) and `beta` (max), None = unbounded.
