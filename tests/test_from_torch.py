@@ -627,3 +627,10 @@ def test_less_common_activations_are_understood_and_rebuilt() -> None:
     assert [type(x).__name__ for x in built.modules() if type(x) in {type(v) for v in acts}] == \
         [type(v).__name__ for v in acts]
     assert built(torch.randn(1, 3, 8, 8)).shape == (1, 4, 8, 8)
+
+
+def test_a_half_precision_model_says_which_dtype_the_bytes_are_for() -> None:
+    g = graph_from_module(SmallNet().half(), (3, 16, 16))
+    assert any("parameters are float16" in n and "--dtype fp16" in n for n in g.meta_dict()["notes"])
+    assert analyze_graph(g, dtype="fp16").totals.weight_bytes == 2 * sum(p.numel() for p in SmallNet().parameters())
+    assert not any("parameters are" in n for n in graph_from_module(SmallNet(), (3, 16, 16)).meta_dict()["notes"])
