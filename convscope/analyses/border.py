@@ -191,7 +191,7 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
 
 def footprint(node: Node) -> tuple[int, int]:
     """Input positions per axis that one output of the layer reads: the kernel, or for a transposed
-    convolution ``ceil(span / stride)``."""
+    convolution one more than its widest span in input steps (:func:`convT_span`)."""
     a = node.attrs
     k = a.kernel  # type: ignore[union-attr]
     if node.op is not OpKind.CONV_T:

@@ -319,31 +319,31 @@ def fit_overhead(*, backend: str, threads: int, dtype: str, store: LatencyStore,
     why = {name: reason for name, reason in run.failed}
     cache = core_cache_bytes()
     rows: dict[str, list[float]] = {}  # per runnable network: Σ kernel ms, nodes, cold weight MB, 1
-    label = _labels(nets)
-    for g in nets:
+    labelled = list(zip(_labels(nets), nets))
+    for label, g in labelled:
         c = cost(g, dtype=dtype)
         ks = kernels(g, backend, dtype=dtype, costs=c)
         t = store.layers(fp, backend, threads, dtype, [k.signature for k in ks])
         lost = [k.name for k in ks if k.signature not in t]
         if lost and any(why.get(n) == _BUSY for n in lost):
-            raise InputError(f"calibrate: some layers of {label[id(g)]} could not be timed ({_BUSY}); "
+            raise InputError(f"calibrate: some layers of {label} could not be timed ({_BUSY}); "
                              "run calibrate again when the machine is quieter")
         if lost:
-            out.append((label[id(g)], f"{backend} cannot run layer {lost[0]}: {why.get(lost[0], 'not timed')}"))
+            out.append((label, f"{backend} cannot run layer {lost[0]}: {why.get(lost[0], 'not timed')}"))
         else:
-            rows[label[id(g)]] = [sum(t[k.signature].ms for k in ks), _steps(g), sum(cold_weight_mb(ks, c, cache)), 1.0]
+            rows[label] = [sum(t[k.signature].ms for k in ks), _steps(g), sum(cold_weight_mb(ks, c, cache)), 1.0]
     times: dict[str, list[float]] = {}
     for r in range(ROUNDS):  # interleaved rounds: each network's figure spans the machine's drift
-        usable = [g for g in nets if label[id(g)] in rows]
-        for i, g in enumerate(usable):
+        usable = [(label, g) for label, g in labelled if label in rows]
+        for i, (label, g) in enumerate(usable):
             if progress:
-                progress(r * len(usable) + i, ROUNDS * len(usable), f"round {r + 1}/{ROUNDS}: {label[id(g)]} end to end")
+                progress(r * len(usable) + i, ROUNDS * len(usable), f"round {r + 1}/{ROUNDS}: {label} end to end")
             try:
-                times.setdefault(label[id(g)], []).append(_measure_quiet(g, backend, threads, dtype,
+                times.setdefault(label, []).append(_measure_quiet(g, backend, threads, dtype,
                                                                    time_limit_s / ROUNDS).median_ms)
             except _Unrunnable as exc:  # built for its layers, but not as a whole
-                out.append((label[id(g)], str(exc)))
-                del rows[label[id(g)]]
+                out.append((label, str(exc)))
+                del rows[label]
     if skipped is not None:
         skipped += out
     if len(rows) < MIN_OVERHEAD_NETS:
@@ -362,20 +362,20 @@ def fit_overhead(*, backend: str, threads: int, dtype: str, store: LatencyStore,
     return cal
 
 
-def _labels(nets: Sequence[Graph]) -> dict[int, str]:
+def _labels(nets: Sequence[Graph]) -> list[str]:
     """Each network's name, with its input size where two networks share a name (mobilenetv2 at
     112 and 192 px are two rows of the fit, not one)."""
     counts: dict[str, int] = {}
     for g in nets:
         counts[g.name] = counts.get(g.name, 0) + 1
-    out: dict[int, str] = {}
+    out: list[str] = []
     for g in nets:
         name = g.name
         if counts[name] > 1:
             name += "@" + "x".join(str(v) for v in g.input_shape[1:])
-        while name in out.values():  # the same network twice: keep both rows apart
+        while name in out:  # the same network twice: keep both rows apart
             name += "'"
-        out[id(g)] = name
+        out.append(name)
     return out
 
 

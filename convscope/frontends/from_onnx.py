@@ -127,9 +127,9 @@ def _set_input(inp: Any, dims: Sequence[int | str | None]) -> None:
 _LAYOUT_FREE = {"Sub", "Div", "Mul", "Add", "Cast", "Identity"}  # what a TF export does before its transpose
 
 
-def _nhwc(g: Any, input_name: str) -> str | None:
-    """The Transpose (perm 0,3,1,2) that turns a channels-last input into (N, C, H, W), when the
-    input reaches one through elementwise preprocessing only (TensorFlow/Keras exports); else None."""
+def _nhwc(g: Any, input_name: str) -> bool:
+    """Whether the input is channels-last: it reaches a Transpose (perm 0,3,1,2) to (N, C, H, W)
+    through elementwise preprocessing only (TensorFlow/Keras exports)."""
     frontier, seen = [input_name], set()
     while frontier:
         v = frontier.pop()
@@ -138,15 +138,15 @@ def _nhwc(g: Any, input_name: str) -> str | None:
                 continue
             seen.add(id(node))
             if node.op_type == "Transpose" and list(_attrs(node).get("perm", [])) == [0, 3, 1, 2]:
-                return node.output[0]
+                return True
             if node.op_type not in _LAYOUT_FREE:
-                return None
+                return False
             frontier.extend(node.output)
-    return None
+    return False
 
 
 def _lower(model: onnx.ModelProto, inits: dict[str, np.ndarray], input_name: str, chw: tuple[int, int, int],
-           batch: int, name: str, nhwc: str | None = None) -> Graph:
+           batch: int, name: str, nhwc: bool = False) -> Graph:
     g = model.graph
     lo = Lowering(name, (), batch=batch)
     values: dict[str, Any] = {"": None}

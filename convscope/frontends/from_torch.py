@@ -61,7 +61,7 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
 
 
 CAPTURES = ("auto", "fx", "eager")
-_DTYPE_FLAGS = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.qint8: "int8", torch.int8: "int8"}
+_DTYPE_FLAGS = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.int8: "int8"}
 
 
 def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | None = None,
@@ -108,10 +108,10 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
               for v in flat_values(out) if isinstance(v, Opaque)]
     notes += _param_notes(lo)
     kinds = {p.dtype for p in module.parameters()}
-    if len(kinds) == 1 and next(iter(kinds)) in _DTYPE_FLAGS:
-        flag = _DTYPE_FLAGS[next(iter(kinds))]
-        notes.append(f"the model's parameters are {str(next(iter(kinds))).removeprefix('torch.')}: bytes and latency "
-                     f"are for the dtype asked for (fp32 unless --dtype {flag})")
+    kind = kinds.pop() if len(kinds) == 1 else None
+    if kind in _DTYPE_FLAGS:
+        notes.append(f"the model's parameters are {str(kind).removeprefix('torch.')}: bytes and latency are for the "
+                     f"dtype asked for (fp32 unless --dtype {_DTYPE_FLAGS[kind]})")
     graph = lo.build(list(dict.fromkeys(outputs)), {"frontend": "torch", "capture": used,
                                                     "notes": tuple(notes)})
     return fold(graph)
