@@ -107,6 +107,19 @@ layers:
     assert g.node("q").out.shape == (4, 5, 25)
 
 
+def test_valid_padding_is_no_padding() -> None:
+    text = """
+name: t
+input: [1, 16, 12]
+layers:
+  - conv: {out: 4, k: 3, p: valid, name: a}
+  - conv: {out: 4, k: [3, 5], d: 2, p: valid, name: b}
+"""
+    g = graph_from_spec_text(text)
+    assert g.node("a").out.shape == (4, 14, 10)
+    assert g.node("b").out.shape == (4, 10, 2)
+
+
 def test_expressions_cin_and_from() -> None:
     text = """
 name: t

@@ -221,11 +221,14 @@ class Args:
         self.error(key, f"{self.op}: '{key}' must be an integer >= {minimum} or a list [h, w] of them, got {v!r}")
 
     def padding(self, key: str, default: tuple[tuple[int, int], tuple[int, int]]) -> tuple[tuple[int, int], tuple[int, int]]:
-        """``same`` (handled by the caller via ``default``), an int, [h, w] or [[top, bottom], [left, right]]."""
+        """``same`` (handled by the caller via ``default``), ``valid`` (no padding, PyTorch's word),
+        an int, [h, w] or [[top, bottom], [left, right]]."""
         self.used.add(key)
         if key not in self.data or self.data[key] == "same":
             return default
         v = self.data[key]
+        if v == "valid":
+            return ((0, 0), (0, 0))
         if _is_int(v) and v >= 0:
             return ((v, v), (v, v))
         if isinstance(v, list) and len(v) == 2:
@@ -233,7 +236,7 @@ class Args:
                 return ((v[0], v[0]), (v[1], v[1]))
             if all(isinstance(x, list) and len(x) == 2 and all(_is_int(y) and y >= 0 for y in x) for x in v):
                 return ((v[0][0], v[0][1]), (v[1][0], v[1][1]))
-        self.error(key, f"{self.op}: '{key}' must be 'same', an integer >= 0, [h, w] or "
+        self.error(key, f"{self.op}: '{key}' must be 'same', 'valid', an integer >= 0, [h, w] or "
                         f"[[top, bottom], [left, right]], got {v!r}")
 
     def done(self, accepted_extra: tuple[str, ...] = ()) -> None:
