@@ -96,7 +96,41 @@ def test_parallel_is_the_sum(nets: Path) -> None:
     c = compare(str(plan(nets, "  par:\n    parallel: [big.yaml, small.yaml, tiny.yaml]\n")), predictor=fake).candidate("par")
     total = macs(nets, "big") + macs(nets, "small") + macs(nets, "tiny")
     assert c.macs_per_frame == total and c.latency_ms == pytest.approx(total / 1e8) == pytest.approx(c.worst_ms)
-    assert c.peak_activation_bytes == max(n.analysis.totals.peak_activation_bytes for n in c.networks)
+    # big last: its peak (a's and its relu's outputs, 2 × 16×32×32×4 B) is above the others' with the frame held
+    assert c.peak_activation_bytes == 2 * 16 * 32 * 32 * 4
+
+
+def test_a_head_written_for_another_map_size_is_noted(nets: Path) -> None:
+    (nets / "head8.yaml").write_text(HEAD.replace("input: [8, 16, 16]", "input: [8, 8, 8]"))
+    body = "  tr:\n    trunk: {network: small.yaml, cut: b}\n    heads: [head8.yaml]\n"
+    c = compare(str(plan(nets, body)), predictor=fake).candidate("tr")
+    assert c.networks[1].analysis.input == (8, 16, 16)
+    assert c.notes == ("head 1 'head8.yaml' declares input [8, 8, 8]; it runs on the trunk's output [8, 16, 16], "
+                       "and is analysed there",)
+
+
+def test_peak_activations_keep_an_input_that_a_later_network_reads(nets: Path) -> None:
+    frame = 3 * 32 * 32 * 4
+    big_peak = 2 * 16 * 32 * 32 * 4  # conv a's output and its relu's; the frame is freed after a
+    (nets / "head2.yaml").write_text(HEAD.replace("out: 8, k: 3", "out: 64, k: 3"))
+    body = ("  twice:\n    parallel: [big.yaml, big.yaml]\n"
+            "  big_gate:\n    cascade: {gate: big.yaml, expert: tiny.yaml, rate: 0.5}\n"
+            "  no_expert:\n    cascade: {gate: tiny.yaml, expert: big.yaml, rate: 0}\n"
+            "  heads:\n    trunk: {network: small.yaml, cut: b}\n    heads: [head2.yaml, head2.yaml]\n"
+            "  only_small:\n    switch:\n      networks: {day: small.yaml, night: big.yaml}\n"
+            "      schedule: {day: 1.0, night: 0}\n      resident: one\n")
+    cmp = compare(str(plan(nets, body)), predictor=fake)
+    assert cmp.candidate("twice").networks[0].peak == big_peak
+    assert cmp.candidate("twice").peak_activation_bytes == big_peak + frame  # the frame waits for the second
+    assert cmp.candidate("big_gate").peak_activation_bytes == big_peak + frame  # ... and for the expert
+    assert cmp.candidate("no_expert").peak_activation_bytes == frame + 2 * 32 * 32 * 4  # tiny alone: frame and a
+    # head2: the trunk's output (8×16×16) held under the first head's conv (64×16×16) and its pooled output
+    cut, conv = 8 * 16 * 16 * 4, 64 * 16 * 16 * 4
+    assert cmp.candidate("heads").peak_activation_bytes == cut + conv + 64 * 4
+    sw = cmp.candidate("only_small")  # the night network never runs: it is never loaded and sets no peak
+    small = sw.networks[0].analysis.totals
+    assert sw.peak_activation_bytes == small.peak_activation_bytes == 2 * 8 * 32 * 32 * 4
+    assert sw.weight_bytes == small.weight_bytes
 
 
 def test_trunk_runs_the_cut_once_and_every_head(nets: Path) -> None:
@@ -105,6 +139,7 @@ def test_trunk_runs_the_cut_once_and_every_head(nets: Path) -> None:
     trunk, h1, h2 = c.networks
     assert trunk.analysis.layers[-1].name == "b" and trunk.analysis.totals.macs == 8 * 32 * 32 * 27 + 8 * 16 * 16 * 72
     assert h1.analysis.input == (8, 16, 16)  # the heads take the trunk's output shape
+    assert not c.notes
     assert c.macs_per_frame == trunk.analysis.totals.macs + 2 * macs(nets, "head", (8, 16, 16))
     body_one = body + "    run: one\n    schedule: [0.25, 0.75]\n"
     one = compare(str(plan(nets, body_one)), predictor=fake).candidate("tr")
@@ -211,6 +246,13 @@ ERRORS = {
     "unknown_kind": ("  c:\n    ensemble: [big.yaml]\n", r"candidate 'c' needs exactly one of single, switch, parallel, trunk, cascade"),
     "unknown_schedule_key": ("  s:\n    switch:\n      networks: {a: big.yaml}\n      schedule: {b: 1.0}\n",
                              r"'b' is not one of the networks \(a\)"),
+    "schedule_misses_a_network": ("  s:\n    switch:\n      networks: {a: big.yaml, b: small.yaml}\n      schedule: {a: 1.0}\n",
+                                  r"plan.yaml:8:17: candidate 's': schedule: no share for 'b'"),
+    "swap_without_one_resident": ("  s:\n    switch:\n      networks: {a: big.yaml, b: small.yaml}\n      swap_ms: 3\n",
+                                  r"plan.yaml:8:7: candidate 's': 'swap_ms' .* needs resident: one"),
+    "cascade_without_rate": ("  c:\n    cascade: {gate: tiny.yaml, expert: big.yaml}\n", r"plan.yaml:6:14: candidate 'c': cascade needs 'rate'"),
+    "rate_in_yaml_words": ("  c:\n    cascade: {gate: tiny.yaml, expert: big.yaml, rate: true}\n", r"must be in \[0, 1\], got true"),
+    "missing_input_in_yaml_words": ("  c:\n    single: big.yaml\n", r"'input' must be \[C, H, W\] \(three positive integers\), got null"),
 }
 
 
@@ -220,6 +262,8 @@ def test_plan_errors(case: str, nets: Path, capsys) -> None:  # type: ignore[no-
 
     body, pattern = ERRORS[case]
     p = plan(nets, body)
+    if case.startswith("missing_input"):
+        p.write_text(p.read_text().replace("input: [3, 32, 32]\n", ""))
     with pytest.raises(SpecError) as info:
         compare(str(p), predictor=fake)
     assert re.search(pattern, str(info.value)), str(info.value)
@@ -259,7 +303,7 @@ def test_network_results_serialise() -> None:
 def test_nan_and_infinite_numbers_are_plan_errors(nets: Path) -> None:
     for body, extra, what in (
         ("  s:\n    switch:\n      networks: {a: big.yaml, b: small.yaml}\n      schedule: {a: .nan, b: 1}\n", "",
-         "the share of 'a' must be a number >= 0, got nan"),
+         "the share of 'a' must be a number >= 0, got .nan"),
         ("  one:\n    single: big.yaml\n", "constraints: {fps: .inf}\n", "constraint 'fps' must be a positive number"),
     ):
         with pytest.raises(SpecError, match=what) as info:
@@ -342,7 +386,7 @@ def test_a_worst_case_counts_only_networks_that_run(nets: Path) -> None:
 def test_a_network_for_other_channels_is_a_plan_error(nets: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     (nets / "gray.yaml").write_text(NET.format(name="gray", c=8).replace("input: [3, 32, 32]", "input: [1, 32, 32]"))
     for body in ("  g:\n    single: gray.yaml\n", "  t:\n    trunk: {network: gray.yaml, cut: b}\n    heads: [head.yaml]\n",
-                 "  c:\n    cascade: {gate: tiny.yaml, expert: gray.yaml}\n"):
+                 "  c:\n    cascade: {gate: tiny.yaml, expert: gray.yaml, rate: 0.5}\n"):
         with pytest.raises(SpecError, match=r"'gray.yaml' takes 1 input channel\(s\), the plan's input \[3, 32, 32\] has 3"):
             compare(str(plan(nets, body)), predictor=fake)
     p = nets / "zoo_gray.yaml"

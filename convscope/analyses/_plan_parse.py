@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from convscope.frontends._spec_args import fail
-from convscope.frontends._yaml import Mark, YList, YMap, load_yaml, read_text_file
+from convscope.frontends._yaml import Mark, YList, YMap, load_yaml, read_text_file, shown
 
 __all__ = ["KINDS", "NetRef", "Constraints", "Candidate", "Plan", "load_plan", "parse_plan", "is_plan_file"]
 
@@ -101,7 +101,7 @@ class _Reader:
         where = f"candidate '{cand}', {role}"
         if not isinstance(v, str) or not v.strip():
             fail(self.file, mark, f"{where}: a network reference must be a spec path, an .onnx path, zoo:NAME or "
-                                  f"module.path:factory, got {v!r}")
+                                  f"module.path:factory, got {shown(v)}")
         v = v.strip()
         if v.startswith("zoo:"):
             return NetRef(v, v, role, mark)
@@ -132,10 +132,13 @@ class _Reader:
                      f"{what}: '{k}' is not one of the networks ({', '.join(names)})")
         out = []
         for n in names:
-            v = raw.get(n, 0.0)
-            vm = raw.vmark(n) if isinstance(raw, YMap) and n in raw else mark
+            if n not in raw:
+                fail(self.file, mark, f"{what}: no share for '{n}' (give every network its share of frames, "
+                                      "0 if it never runs)")
+            v = raw[n]
+            vm = raw.vmark(n) if isinstance(raw, YMap) else mark
             if not _number(v) or v < 0:
-                fail(self.file, vm, f"{what}: the share of '{n}' must be a number >= 0, got {v!r}")
+                fail(self.file, vm, f"{what}: the share of '{n}' must be a number >= 0, got {shown(v)}")
             out.append(float(v))
         total = sum(out)
         if abs(total - 1.0) > 1e-6:
@@ -162,10 +165,10 @@ def parse_plan(data: Any, *, file: str = "<plan>", base: Path | None = None) -> 
     if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0
                                                                   for x in shape)):
         fail(file, data.vmark("input") if "input" in data else data.mark,
-             f"'input' must be [C, H, W] (three positive integers), got {shape!r}")
+             f"'input' must be [C, H, W] (three positive integers), got {shown(shape)}")
     device = data.get("device", "local")
     if not isinstance(device, str) or not device:
-        fail(file, data.vmark("device"), f"'device' must be local, a profile name or a profile file, got {device!r}")
+        fail(file, data.vmark("device"), f"'device' must be local, a profile name or a profile file, got {shown(device)}")
     if device.lower().endswith((".yaml", ".yml")) and not Path(device).is_absolute():
         device = str((base or Path(".")) / device)
     constraints = _constraints(data, r)
@@ -189,7 +192,7 @@ def _constraints(data: YMap, r: _Reader) -> Constraints:
         if k not in _CONSTRAINTS:
             fail(r.file, raw.kmark(k), f"unknown constraint '{k}' (accepted: {', '.join(_CONSTRAINTS)})")
         if not _number(v) or v <= 0:
-            fail(r.file, raw.vmark(k), f"constraint '{k}' must be a positive number, got {v!r}")
+            fail(r.file, raw.vmark(k), f"constraint '{k}' must be a positive number, got {shown(v)}")
         values[k] = float(v)
     return Constraints(**values)
 
@@ -231,10 +234,13 @@ def _switch(name: str, v: Any, vm: Mark, body: YMap, r: _Reader) -> Candidate:
         shares = tuple(1.0 / len(names) for _ in names)
     resident = v.get("resident", "all")
     if resident not in ("all", "one"):
-        fail(r.file, v.vmark("resident"), f"candidate '{name}': 'resident' must be all or one, got {resident!r}")
+        fail(r.file, v.vmark("resident"), f"candidate '{name}': 'resident' must be all or one, got {shown(resident)}")
     swap = v.get("swap_ms")
     if swap is not None and (not _number(swap) or swap < 0):
-        fail(r.file, v.vmark("swap_ms"), f"candidate '{name}': 'swap_ms' must be a number >= 0, got {swap!r}")
+        fail(r.file, v.vmark("swap_ms"), f"candidate '{name}': 'swap_ms' must be a number >= 0, got {shown(swap)}")
+    if "swap_ms" in v and resident != "one":
+        fail(r.file, v.kmark("swap_ms"), f"candidate '{name}': 'swap_ms' (the time to load the next specialist) "
+                                         "needs resident: one; with resident: all nothing is swapped")
     return Candidate(name, "switch", refs, shares=shares, resident=resident,
                      swap_ms=float(swap) if swap is not None else None, mark=vm)
 
@@ -257,7 +263,7 @@ def _trunk(name: str, v: Any, vm: Mark, body: YMap, r: _Reader) -> Candidate:
             fail(r.file, v.kmark(k), f"candidate '{name}': unknown trunk key '{k}' (accepted: network, cut)")
     cut = v["cut"]
     if not isinstance(cut, str) or not cut:
-        fail(r.file, v.vmark("cut"), f"candidate '{name}': 'cut' must name a layer, got {cut!r}")
+        fail(r.file, v.vmark("cut"), f"candidate '{name}': 'cut' must name a layer, got {shown(cut)}")
     trunk = r.ref(v["network"], v.vmark("network"), name, "trunk")
     heads = body.get("heads")
     if not isinstance(heads, YList) or not heads:
@@ -265,7 +271,7 @@ def _trunk(name: str, v: Any, vm: Mark, body: YMap, r: _Reader) -> Candidate:
     refs = tuple(r.ref(h, heads.imark(i), name, f"head {i + 1}") for i, h in enumerate(heads))
     run = body.get("run", "all")
     if run not in ("all", "one"):
-        fail(r.file, body.vmark("run"), f"candidate '{name}': 'run' must be all or one, got {run!r}")
+        fail(r.file, body.vmark("run"), f"candidate '{name}': 'run' must be all or one, got {shown(run)}")
     shares: tuple[float, ...] = ()
     if run == "one":  # one head per frame: an optional list of shares, in the order of 'heads'
         sched = body.get("schedule")
@@ -274,7 +280,7 @@ def _trunk(name: str, v: Any, vm: Mark, body: YMap, r: _Reader) -> Candidate:
         else:
             if not isinstance(sched, YList) or len(sched) != len(refs) or not all(_number(x) and x >= 0 for x in sched):
                 fail(r.file, body.vmark("schedule"), f"candidate '{name}': schedule must list one share >= 0 per head "
-                                                     f"({len(refs)} heads), got {sched!r}")
+                                                     f"({len(refs)} heads), got {shown(sched)}")
             if abs(sum(sched) - 1.0) > 1e-6:
                 fail(r.file, body.vmark("schedule"), f"candidate '{name}': schedule: shares must sum to 1, they sum to {sum(sched):g}")
             shares = tuple(float(x) for x in sched)
@@ -289,10 +295,13 @@ def _cascade(name: str, v: Any, vm: Mark, body: YMap, r: _Reader) -> Candidate:
     for k in v:
         if k not in ("gate", "expert", "rate"):
             fail(r.file, v.kmark(k), f"candidate '{name}': unknown cascade key '{k}' (accepted: gate, expert, rate)")
-    rate = v.get("rate", 1.0)
+    if "rate" not in v:
+        fail(r.file, vm, f"candidate '{name}': cascade needs 'rate', the share of frames the gate passes to the "
+                         "expert (0 to 1, e.g. rate: 0.1)")
+    rate = v["rate"]
     if not _number(rate) or not 0 <= rate <= 1:
-        fail(r.file, v.vmark("rate") if "rate" in v else vm,
-             f"candidate '{name}': 'rate' (the share of frames the expert runs on) must be in [0, 1], got {rate!r}")
+        fail(r.file, v.vmark("rate"),
+             f"candidate '{name}': 'rate' (the share of frames the expert runs on) must be in [0, 1], got {shown(rate)}")
     gate = r.ref(v["gate"], v.vmark("gate"), name, "gate")
     expert = r.ref(v["expert"], v.vmark("expert"), name, "expert")
     return Candidate(name, "cascade", (gate, expert), rate=float(rate), mark=vm)

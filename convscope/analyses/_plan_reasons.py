@@ -15,6 +15,23 @@ SAME_COST = 0.9  # a specialist costing >= 90% of the big network's MACs per fra
 UNPRODUCTIVE_NOTE = 0.05  # mention networks with at least 5% of their MACs in unproductive layers
 
 
+def _px(shape: tuple[int, ...]) -> str:
+    """The plan's input resolution as a reader says it: "224 px", or "224×160 px"."""
+    h, w = shape[-2], shape[-1]
+    return f"{h} px" if h == w else f"{h}×{w} px"
+
+
+def _pct(x: float) -> str:
+    """A share in percent with the digits it needs: 37%, 0.4%, <0.1%."""
+    if x >= 9.5 or x == 0:
+        return f"{x:.0f}%"
+    return f"{x:.1f}%" if x >= 0.05 else "<0.1%"
+
+
+def _lower_bound(c: "CandidateResult") -> bool:
+    return any(n.analysis.unknown_ops or (n.analysis.latency and n.analysis.latency.untimed) for n in c.networks)
+
+
 def _band(c: "CandidateResult") -> str:
     return f"{fmt_ms(c.low_ms)}–{fmt_ms(c.high_ms)}"
 
@@ -29,7 +46,11 @@ def _lead(cmp: "Comparison") -> list[str]:
            f"({best.fps:.1f} fps) on {cmp.device}"
     if ranked and v.margin:
         nxt = min((c for c in ranked if c.name not in dict(v.failing)), key=lambda c: c.latency_ms, default=ranked[0])
-        line += f", {best.latency_ms and nxt.latency_ms / best.latency_ms:.2f}× faster than '{nxt.name}' ({fmt_ms(nxt.latency_ms)})"
+        ratio = best.latency_ms and nxt.latency_ms / best.latency_ms
+        line += (f", {ratio:.2f}× faster than '{nxt.name}' ({fmt_ms(nxt.latency_ms)})" if f"{ratio:.2f}" != "1.00" else
+                 f", as fast as '{nxt.name}' ({fmt_ms(nxt.latency_ms)})")
+    if _lower_bound(best):
+        line += " — but its time is a lower bound: some of its ops are unknown or could not be timed (see its notes)"
     out.append(line)
     if v.tied_with:
         others = ", ".join(f"'{n}' ({_band(cmp.candidate(n))})" for n in v.tied_with)
@@ -73,7 +94,7 @@ def _kind_notes(cmp: "Comparison") -> list[str]:
             elif big is not None:
                 lo = 100 * cheapest / big.macs_per_frame
                 hi = 100 * max(n.analysis.totals.macs for n in nets) / big.macs_per_frame
-                share = f"{lo:.0f}%" if round(lo) == round(hi) else f"{lo:.0f}%–{hi:.0f}%"
+                share = _pct(lo) if _pct(lo) == _pct(hi) else f"{_pct(lo)}–{_pct(hi)}"
                 held = (f"one specialist ({c.weight_bytes / 1e6:.1f} MB of weights) stays resident and a change of "
                         "specialist loads the next" if c.only_one else
                         f"{c.weight_bytes / 1e6:.1f} MB of weights stay resident")
@@ -97,15 +118,22 @@ def _kind_notes(cmp: "Comparison") -> list[str]:
             a = trunk.analysis
             if a.unproductive_share[1] >= UNPRODUCTIVE_NOTE:
                 un = a.unproductive_layers()
-                out.append(f"the trunk of '{c.name}' is partly unproductive at {a.resolution[0]} px: "
+                out.append(f"the trunk of '{c.name}' is partly unproductive at {_px(cmp.input)}: "
                            f"{len(un)} layer(s) after its border layer {a.border_layer} hold "
                            f"{100 * a.unproductive_share[1]:.0f}% of its MACs")
         elif c.kind == "cascade":
             gate, expert = nets
             rate = (c.latency_ms - gate.ms) / expert.ms if expert.ms else 0.0
-            out.append(f"'{c.name}': the gate ({fmt_ms(gate.ms)}) runs on every frame and the expert ({fmt_ms(expert.ms)}) "
-                       f"on {100 * rate:.0f}% of them: {fmt_ms(c.latency_ms)} expected, but {fmt_ms(c.worst_ms)} on a "
-                       "frame the gate passes — size the frame budget on the worst case if every frame must be on time")
+            head = f"'{c.name}': the gate ({fmt_ms(gate.ms)}) runs on every frame and the expert ({fmt_ms(expert.ms)})"
+            if c.worst_ms <= gate.ms:
+                out.append(f"{head} never (rate 0): {fmt_ms(c.latency_ms)} per frame")
+            elif rate >= 0.9995:
+                out.append(f"{head} on every frame too (rate 1): {fmt_ms(c.latency_ms)} per frame, the gate saving "
+                           "nothing")
+            else:
+                out.append(f"{head} on {_pct(100 * rate)} of them: {fmt_ms(c.latency_ms)} expected, but "
+                           f"{fmt_ms(c.worst_ms)} on a frame the gate passes — size the frame budget on the worst "
+                           "case if every frame must be on time")
     return out
 
 
@@ -120,7 +148,8 @@ def _unproductive_notes(cmp: "Comparison") -> list[str]:
                 continue
             seen.add(key)
             if a.unproductive_share[1] >= UNPRODUCTIVE_NOTE:
-                out.append(f"at {a.resolution[0]} px, {n.ref} has {100 * a.unproductive_share[1]:.0f}% of its MACs in "
+                where = _px(cmp.input) + (" (the plan's input, behind the trunk)" if c.kind == "trunk" else "")
+                out.append(f"at {where}, {n.ref} has {100 * a.unproductive_share[1]:.0f}% of its MACs in "
                            f"unproductive layers after its border layer {a.border_layer}; `convscope suggest` shows "
                            "what cutting them buys")
     return out

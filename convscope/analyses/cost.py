@@ -317,7 +317,14 @@ def cost(graph: Graph, *, dtype: DType | str = DType.FP32, batch: int = 1) -> Co
     )
 
 
-def _peak_live(graph: Graph, act: dict[str, int]) -> int:
+def peak_holding_input(graph: Graph, *, dtype: DType | str = DType.FP32, batch: int = 1) -> int:
+    """The peak of live activations when the input stays live to the end (another network reads it
+    after this one: specialists on one frame, heads on one trunk output, a gate before its expert)."""
+    b = DType.parse(dtype).bytes * batch
+    return _peak_live(graph, {n.name: n.out.numel * b for n in graph.nodes}, hold_inputs=True)
+
+
+def _peak_live(graph: Graph, act: dict[str, int], *, hold_inputs: bool = False) -> int:
     """Peak of live activation bytes in topological order; aliases share their input's buffer."""
     buffer: dict[str, str] = {}
     for node in graph.nodes:
@@ -333,6 +340,10 @@ def _peak_live(graph: Graph, act: dict[str, int]) -> int:
     end = len(graph.nodes)
     for o in graph.outputs:
         last_use[buffer[o]] = end
+    if hold_inputs:
+        for n in graph.nodes:
+            if n.op is OpKind.INPUT:
+                last_use[buffer[n.name]] = end
     live = 0
     peak = 0
     frees: dict[int, int] = {}

@@ -7,15 +7,18 @@ trunk's output shape) and its latency predicted on the plan's device.  Per candi
 * ``switch``:   one specialist per frame, chosen by schedule (shares p_i, uniform when not given):
   expected = Σ p_i·t_i, worst = max t_i over those with p_i > 0 (+ the swap cost when only one is
   resident and more than one runs); weights: all of them resident (``resident: all``) or the largest
-  one (``resident: one``).
+  one that runs (``resident: one``).
 * ``parallel``: every specialist on every frame, one after the other on one device: Σ t_i.
 * ``trunk``:    the trunk once, then all heads (``run: all``: t_trunk + Σ t_head) or one head per
   frame (``run: one``: t_trunk + Σ p_i·t_head_i, worst t_trunk + max t_head over p_i > 0).
 * ``cascade``:  the gate on every frame, the expert on a share ``rate`` of frames: expected
   t_gate + rate·t_expert, worst t_gate + t_expert (t_gate when rate is 0).
 
-MACs per frame follow the same weights; peak activation bytes are the largest of the networks'
-(they run one after the other); weight bytes add up over what is resident.  Uncertainty bands add up
+MACs per frame follow the same weights.  Peak activation bytes: the networks run one after the
+other, so the largest of their peaks, except that an input several networks read stays live while
+the first ones run (the frame under parallel specialists or a gate, the trunk's output under its
+heads; the best order is assumed); a network that never runs (share or rate 0) sets none.  Weight
+bytes add up over what is resident.  Uncertainty bands add up
 the networks' bands with the same weights (errors of one predictor on one device are correlated,
 so the bands are not shrunk as independent errors would be).  ``fps = 1000 / expected_ms``.
 
@@ -36,6 +39,7 @@ from typing import Any
 from convscope.analyses._plan_parse import KINDS, Candidate, Constraints, NetRef, Plan, is_plan_file, load_plan, \
     parse_plan
 from convscope.analyses.analyze import analyze_behind, analyze_graph
+from convscope.analyses.cost import DType, peak_holding_input
 from convscope.errors import ConvscopeError, GraphError, InputError, NothingUsable, SpecError
 from convscope.ir.graph import Graph
 from convscope.ir.transform import subgraph_until
@@ -64,6 +68,23 @@ class NetworkResult:
     measured_ms: float | None = None
     measured_low_ms: float | None = None
     measured_high_ms: float | None = None
+    peak_holding_input: int | None = None  # the peak when its input stays live to the end (see cost)
+
+    @property
+    def peak(self) -> int:
+        return self.analysis.totals.peak_activation_bytes
+
+    @property
+    def held_peak(self) -> int:
+        """The peak while the input stays live for a network that runs next (an upper bound when
+        the graph was not at hand: the peak plus the input)."""
+        if self.peak_holding_input is not None:
+            return self.peak_holding_input
+        a = self.analysis
+        n = 1
+        for d in a.input:
+            n *= d
+        return self.peak + n * a.batch * DType.parse(a.dtype).bytes
 
     @property
     def ms(self) -> float:
@@ -189,17 +210,26 @@ def _measured(nets: Sequence[NetworkResult], w: Sequence[float]) -> tuple[float 
 
 
 def _result(c: Candidate, nets: Sequence[NetworkResult], w: Sequence[float], worst: float,
-            weight_bytes: int, notes: tuple[str, ...] = ()) -> CandidateResult:
+            weight_bytes: int, peak: int, notes: tuple[str, ...] = ()) -> CandidateResult:
     m, ml, mh = _measured(nets, w)
     return CandidateResult(
         c.name, c.kind, _weighted(nets, w, "ms"), _weighted(nets, w, "low_ms"), _weighted(nets, w, "high_ms"),
         worst, sum(wi * n.analysis.totals.macs for wi, n in zip(w, nets)), weight_bytes,
-        max(n.analysis.totals.peak_activation_bytes for n in nets), tuple(nets), m, ml, mh, notes,
+        peak, tuple(nets), m, ml, mh, notes,
         (c.kind == "switch" and c.resident == "one") or (c.kind == "trunk" and c.run == "one"))
 
 
+def _one_input_peak(nets: Sequence[NetworkResult]) -> int:
+    """Peak of networks run one after the other on one input, which stays live until the last has
+    read it; the last is chosen to make the peak smallest."""
+    if len(nets) == 1:
+        return nets[0].peak
+    return min(max([nets[last].peak, *(n.held_peak for i, n in enumerate(nets) if i != last)])
+               for last in range(len(nets)))
+
+
 def _single(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
-    return _result(c, nets, [1.0], nets[0].ms, nets[0].analysis.totals.weight_bytes)
+    return _result(c, nets, [1.0], nets[0].ms, nets[0].analysis.totals.weight_bytes, nets[0].peak)
 
 
 def _running(nets: Sequence[NetworkResult], shares: Sequence[float]) -> list[NetworkResult]:
@@ -208,37 +238,43 @@ def _running(nets: Sequence[NetworkResult], shares: Sequence[float]) -> list[Net
 
 
 def _switch(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
-    weights = [n.analysis.totals.weight_bytes for n in nets]
     running = _running(nets, c.shares)
     worst = max(n.ms for n in running)
+    peak = max(n.peak for n in running)
     if c.resident == "all":
-        return _result(c, nets, c.shares, worst, sum(weights))
+        return _result(c, nets, c.shares, worst, sum(n.analysis.totals.weight_bytes for n in nets), peak)
+    loaded = max(n.analysis.totals.weight_bytes for n in running)  # only a specialist that runs is ever loaded
     notes: tuple[str, ...] = ()
     if len(running) > 1:  # a swap happens only between specialists that run
-        swap = c.swap_ms if c.swap_ms is not None else max(weights) / (DEFAULT_SWAP_MBPS * 1e6) * 1000
+        swap = c.swap_ms if c.swap_ms is not None else loaded / (DEFAULT_SWAP_MBPS * 1e6) * 1000
         worst += swap
         if c.swap_ms is None:
             notes = (f"a swap of specialists is assumed to take {swap:.1f} ms (weights read at "
                      f"{DEFAULT_SWAP_MBPS:g} MB/s); set swap_ms to your measured value",)
-    return _result(c, nets, c.shares, worst, max(weights), notes)
+    return _result(c, nets, c.shares, worst, loaded, peak, notes)
 
 
 def _parallel(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
     return _result(c, nets, [1.0] * len(nets), sum(n.ms for n in nets),
-                   sum(n.analysis.totals.weight_bytes for n in nets))
+                   sum(n.analysis.totals.weight_bytes for n in nets), _one_input_peak(nets))
 
 
 def _trunk(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
     trunk, heads = nets[0], nets[1:]
     w = [1.0, *([1.0] * len(heads) if c.run == "all" else c.shares)]
-    worst = trunk.ms + (sum(h.ms for h in heads) if c.run == "all" else max(h.ms for h in _running(heads, c.shares)))
-    return _result(c, nets, w, worst, sum(n.analysis.totals.weight_bytes for n in nets))
+    if c.run == "all":
+        worst, peak = trunk.ms + sum(h.ms for h in heads), _one_input_peak(heads)
+    else:
+        running = _running(heads, c.shares)
+        worst, peak = trunk.ms + max(h.ms for h in running), max(h.peak for h in running)
+    return _result(c, nets, w, worst, sum(n.analysis.totals.weight_bytes for n in nets), max(trunk.peak, peak))
 
 
 def _cascade(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
     gate, expert = nets
     return _result(c, nets, [1.0, c.rate], gate.ms + (expert.ms if c.rate > 0 else 0.0),
-                   gate.analysis.totals.weight_bytes + expert.analysis.totals.weight_bytes)
+                   gate.analysis.totals.weight_bytes + expert.analysis.totals.weight_bytes,
+                   max(gate.held_peak, expert.peak) if c.rate > 0 else gate.peak)
 
 
 _COMBINE: dict[str, Callable[[Candidate, Sequence[NetworkResult]], CandidateResult]] = {
@@ -420,7 +456,8 @@ class _Runner:
         if pred is None:
             raise InputError(f"{self.plan.file}: no latency prediction for device '{self.device}': run "
                              "`convscope calibrate` for this machine, or choose a device profile with --device")
-        result = NetworkResult(ref.ref, ref.role, analysis.with_latency(pred))
+        result = NetworkResult(ref.ref, ref.role, analysis.with_latency(pred),
+                               peak_holding_input=peak_holding_input(graph, dtype=analysis.dtype, batch=analysis.batch))
         if self.measurer is not None:
             self.progress(f"measuring {ref.ref}" + (f" up to {key[2]}" if key[2] else ""))
             m = self.measurer(graph)
@@ -479,7 +516,19 @@ class _Runner:
                 raise NothingUsable(f"{where}: candidate '{c.name}', {r.role} '{r.ref}': every layer is an op "
                                     "convscope does not know, so it has no cost or latency to compare")
         result = combine(c, nets)
-        return replace(result, notes=result.notes + _lower_bounds(nets))
+        return replace(result, notes=result.notes + self._resized_heads(c, placed) + _lower_bounds(nets))
+
+    def _resized_heads(self, c: Candidate, placed: Sequence[tuple[NetRef, Graph, Any]]) -> tuple[str, ...]:
+        """A head spec written for another feature-map size runs at the trunk's: say so."""
+        if c.kind != "trunk":
+            return ()
+        out = []
+        for r, g, _k in placed[1:]:
+            declared, got = self._declared(r), g.input_shape
+            if declared is not None and tuple(declared[1:]) != tuple(got[1:]):
+                out.append(f"{r.role} '{r.ref}' declares input {list(declared)}; it runs on the trunk's output "
+                           f"{list(got)}, and is analysed there")
+        return tuple(out)
 
 
 def _lower_bounds(nets: Sequence[NetworkResult]) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from convscope.errors import SpecError
-from convscope.frontends._yaml import Mark, YList, YMap
+from convscope.frontends._yaml import Mark, YList, YMap, shown
 
 __all__ = ["Args", "substitute", "has_dollar", "fail"]
 
@@ -123,7 +123,7 @@ class Args:
         if data is None:
             data = YMap()
         if not isinstance(data, dict):
-            fail(file, mark, f"{op}: arguments must be a mapping like {{k: 3}}, got {data!r}")
+            fail(file, mark, f"{op}: arguments must be a mapping like {{k: 3}}, got {shown(data)}")
         self.op = op
         self.data: dict[str, Any] = data
         self.file = file
@@ -164,7 +164,7 @@ class Args:
             return default  # type: ignore[no-any-return]
         v = self.data[key]
         if not _is_int(v) or v < minimum:
-            self.error(key, f"{self.op}: '{key}' must be an integer >= {minimum}, got {v!r}")
+            self.error(key, f"{self.op}: '{key}' must be an integer >= {minimum}, got {shown(v)}")
         return v  # type: ignore[no-any-return]
 
     def number(self, key: str, default: Any = ..., *, positive: bool = False, low: float | None = None,
@@ -189,21 +189,21 @@ class Args:
             if high is not None:
                 parts.append(f"<= {high:g}")
             rng = f" {' and '.join(parts)}" if parts else ""
-            self.error(key, f"{self.op}: '{key}' must be a number{rng}, got {v!r}")
+            self.error(key, f"{self.op}: '{key}' must be a number{rng}, got {shown(v)}")
         return float(v)
 
     def bool(self, key: str, default: bool) -> bool:
         self.used.add(key)
         v = self.data.get(key, default)
         if not isinstance(v, bool):
-            self.error(key, f"{self.op}: '{key}' must be true or false, got {v!r}")
+            self.error(key, f"{self.op}: '{key}' must be true or false, got {shown(v)}")
         return v
 
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
         self.used.add(key)
         v = self.data.get(key, default)
         if v not in choices:
-            self.error(key, f"{self.op}: '{key}' must be one of {', '.join(choices)}, got {v!r}")
+            self.error(key, f"{self.op}: '{key}' must be one of {', '.join(choices)}, got {shown(v)}")
         return v  # type: ignore[no-any-return]
 
     def pair(self, key: str, default: Any = ..., *, minimum: int = 1) -> tuple[int, int]:
@@ -218,7 +218,7 @@ class Args:
             return (v, v)
         if isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x >= minimum for x in v):
             return (v[0], v[1])
-        self.error(key, f"{self.op}: '{key}' must be an integer >= {minimum} or a list [h, w] of them, got {v!r}")
+        self.error(key, f"{self.op}: '{key}' must be an integer >= {minimum} or a list [h, w] of them, got {shown(v)}")
 
     def padding(self, key: str, default: tuple[tuple[int, int], tuple[int, int]]) -> tuple[tuple[int, int], tuple[int, int]]:
         """``same`` (handled by the caller via ``default``), ``valid`` (no padding, PyTorch's word),
@@ -237,7 +237,7 @@ class Args:
             if all(isinstance(x, list) and len(x) == 2 and all(_is_int(y) and y >= 0 for y in x) for x in v):
                 return ((v[0][0], v[0][1]), (v[1][0], v[1][1]))
         self.error(key, f"{self.op}: '{key}' must be 'same', 'valid', an integer >= 0, [h, w] or "
-                        f"[[top, bottom], [left, right]], got {v!r}")
+                        f"[[top, bottom], [left, right]], got {shown(v)}")
 
     def done(self, accepted_extra: tuple[str, ...] = ()) -> None:
         extra = [k for k in self.data if k not in self.used and k not in accepted_extra]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from convscope.frontends._spec_args import Args
+from convscope.frontends._yaml import shown
 from convscope.ir import ops as O
 from convscope.ir.graph import TensorInfo
 from convscope.ir.ops import UPSAMPLE_SPAN, OpKind
@@ -168,7 +169,7 @@ def _upsample(a: Args, ctx: Ctx) -> str:
         else:
             scale = (v, v)
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in scale):
-            a.error("scale", f"upsample: 'scale' must be a positive number or [h, w], got {v!r}")
+            a.error("scale", f"upsample: 'scale' must be a positive number or [h, w], got {shown(v)}")
         attrs = O.UpsampleAttrs(mode=mode, scale=(float(scale[0]), float(scale[1])))
     a.done()
     return ctx.add(OpKind.UPSAMPLE, attrs)

@@ -15,7 +15,7 @@ import yaml
 
 from convscope.errors import SpecError
 
-__all__ = ["YMap", "YList", "Mark", "load_yaml", "mark_of", "read_text_file"]
+__all__ = ["YMap", "YList", "Mark", "load_yaml", "mark_of", "read_text_file", "shown"]
 
 Mark = tuple[int, int]
 
@@ -52,6 +52,22 @@ class YList(list):  # type: ignore[type-arg]
 
     def imark(self, i: int) -> Mark:
         return self.marks[i] if i < len(self.marks) else self.mark
+
+
+def shown(v: Any) -> str:
+    """A value as the user wrote it in YAML, for error messages: null, true, .nan, [3, 32], {k: 3}
+    (Python's repr would say None, True, nan)."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+        return ".nan" if v != v else (".inf" if v > 0 else "-.inf")
+    if isinstance(v, list):
+        return "[" + ", ".join(shown(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {shown(x)}" for k, x in v.items()) + "}"
+    return repr(v)
 
 
 def _pos(node: yaml.Node) -> Mark:

@@ -27,7 +27,7 @@ from typing import Any
 from convscope.errors import GraphError, SpecError
 from convscope.frontends._spec_args import Args, fail, substitute
 from convscope.frontends._spec_ops import SHORTHAND, SIMPLE_OPS
-from convscope.frontends._yaml import Mark, YList, YMap, load_yaml, read_text_file
+from convscope.frontends._yaml import Mark, YList, YMap, load_yaml, read_text_file, shown
 from convscope.ir import ops as O
 from convscope.ir.graph import Graph, GraphBuilder, TensorInfo
 from convscope.ir.ops import OpKind
@@ -93,7 +93,7 @@ def graph_from_spec_data(data: Any, *, file: str = "<spec>", input_shape: Sequen
         if key in top:
             meta[key] = top[key]
     if "classes" in top and (not isinstance(top["classes"], int) or top["classes"] < 1):
-        fail(file, top.vmark("classes"), f"'classes' must be a positive integer, got {top['classes']!r}")
+        fail(file, top.vmark("classes"), f"'classes' must be a positive integer, got {shown(top['classes'])}")
     return walker.builder.build(outputs=outputs, meta=meta)
 
 
@@ -121,7 +121,7 @@ def _input_shape(top: YMap, file: str) -> tuple[int, ...]:
     v = top["input"]
     ok = isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
     if not ok:
-        fail(file, top.vmark("input"), f"'input' must be [C, H, W] (three integers), got {v!r}")
+        fail(file, top.vmark("input"), f"'input' must be [C, H, W] (three integers), got {shown(v)}")
     if any(x <= 0 for x in v):
         fail(file, top.vmark("input"), f"'input' sizes must be positive, got {list(v)}")
     return tuple(v)
@@ -144,7 +144,7 @@ def _blocks(top: YMap, file: str) -> dict[str, YMap]:
         fail(file, top.vmark("blocks"), "'blocks' must be a mapping of block name -> {args, layers}")
     for bname, body in raw.items():
         if not isinstance(bname, str):
-            fail(file, raw.kmark(bname), f"block name must be a string, got {bname!r}")
+            fail(file, raw.kmark(bname), f"block name must be a string, got {shown(bname)}")
         if bname in SIMPLE_OPS or bname in STRUCTURAL:
             fail(file, raw.kmark(bname), f"block name '{bname}' is already an op name")
         if not isinstance(body, YMap):
@@ -242,7 +242,7 @@ class _Walker:
 
     def resolve(self, ref: Any, ns: str, mark: Mark, key: str = "from") -> str:
         if not isinstance(ref, str):
-            fail(self.file, mark, f"'{key}' must name earlier layers, got {ref!r}")
+            fail(self.file, mark, f"'{key}' must name earlier layers, got {shown(ref)}")
         for cand in (_join(ns, ref), ref):
             if cand in self.builder or (key == "shares" and self.builder.has_scope(cand)):
                 return cand
@@ -298,9 +298,9 @@ class _Walker:
             from_ = item.get("from")
             shares = item.get("shares")
         else:
-            fail(self.file, mark, f"a layer must be an op name or a mapping, got {item!r}")
+            fail(self.file, mark, f"a layer must be an op name or a mapping, got {shown(item)}")
         if not isinstance(key, str):
-            fail(self.file, mark, f"op name must be a string, got {key!r}")
+            fail(self.file, mark, f"op name must be a string, got {shown(key)}")
         amark = item.vmark(key) if isinstance(item, YMap) else mark
         if key in SHORTHAND and args is not None and not isinstance(args, dict):
             args = YMap({SHORTHAND[key]: args})
@@ -321,9 +321,9 @@ class _Walker:
                 from_ = args["from"]
             args = _without(args, ("name", "from", "shares"))
         elif args is not None and not isinstance(args, dict) and (key in SIMPLE_OPS or key in self.blocks):
-            fail(self.file, amark, f"{key}: arguments must be a mapping like {{k: 3}}, got {args!r}")
+            fail(self.file, amark, f"{key}: arguments must be a mapping like {{k: 3}}, got {shown(args)}")
         if item_name is not None and (not isinstance(item_name, str) or not item_name):
-            fail(self.file, mark, f"'name' must be a non-empty string, got {item_name!r}")
+            fail(self.file, mark, f"'name' must be a non-empty string, got {shown(item_name)}")
         inputs = None
         if from_ is not None:
             refs = from_ if isinstance(from_, list) else [from_]
@@ -373,7 +373,7 @@ class _Walker:
         layers = a.raw("layers")
         a.done()
         if name is not None and (not isinstance(name, str) or not name):
-            a.error("name", f"'name' must be a non-empty string, got {name!r}")
+            a.error("name", f"'name' must be a non-empty string, got {shown(name)}")
         if not isinstance(layers, list) or not layers:
             a.error("layers" if "layers" in item else None, "repeat needs a non-empty 'layers' list")
         if name:
@@ -403,7 +403,7 @@ class _Walker:
         elif isinstance(shortcut, list):
             sc = self.walk_list(_as_list(shortcut), x, child_ns, f"{s}.shortcut", env, stack) if shortcut else x
         else:
-            a.error("shortcut", f"residual: 'shortcut' must be auto, identity or a list of layers, got {shortcut!r}")
+            a.error("shortcut", f"residual: 'shortcut' must be auto, identity or a list of layers, got {shown(shortcut)}")
         if b.info(sc).shape != b.info(y).shape:
             a.error(None, f"residual: the body's output {list(b.info(y).shape)} and the shortcut's "
                           f"{list(b.info(sc).shape)} cannot be added")
@@ -494,4 +494,4 @@ def _kind(v: Any) -> str:
         return f"a mapping (keys: {', '.join(map(str, v))})"
     if v is None:
         return "nothing"
-    return f"{type(v).__name__} {v!r}"
+    return f"{type(v).__name__} {shown(v)}"
