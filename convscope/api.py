@@ -16,7 +16,7 @@ from typing import Any
 from convscope.analyses.analyze import analyze_graph
 from convscope.analyses.border import feasible_range
 from convscope.analyses.cost import DType, checked_dtype_batch
-from convscope.errors import GraphError, InputError
+from convscope.errors import ConvscopeError, GraphError, InputError
 from convscope.ir.graph import Graph
 from convscope.ir.transform import with_input
 from convscope.results import Analysis
@@ -141,9 +141,31 @@ def analyze(
     """
     graph = load_graph(model, input=input)
     dt = checked_dtype_batch(dtype, batch)
-    a = analyze_graph(graph, dtype=dt, batch=batch)
+    a = analyze_graph(graph, dtype=dt, batch=batch, feasible=_feasible(model, graph))
     return _with_latency(a, graph, dict(device=device, backend=backend, threads=threads, fit=fit,
                                         on_missing=on_missing, progress=progress))
+
+
+RECAPTURE_LIMIT = 1024  # the largest resolution a model is captured again at to find its feasible range
+
+
+def _feasible(model: Any, graph: Graph) -> tuple[int | None, int | None]:
+    """The feasible range; a model (not a spec, zoo network or Graph) is captured again at a size its
+    graph cannot be re-inferred at (see :func:`feasible_range`)."""
+    recapture = not isinstance(model, (Graph, str, os.PathLike)) or (
+        isinstance(model, (str, os.PathLike)) and not os.fspath(model).startswith("zoo:")
+        and not os.fspath(model).lower().endswith((".yaml", ".yml")))
+    c = graph.input_shape[0]
+
+    def at(r: int) -> Graph | None:
+        if r > RECAPTURE_LIMIT:
+            return None
+        try:
+            return load_graph(model, input=(c, r, r))
+        except ConvscopeError:
+            return None
+
+    return feasible_range(graph, at=at if recapture and len(graph.input_shape) == 3 else None)
 
 
 def analyze_resolutions(
@@ -164,7 +186,7 @@ def analyze_resolutions(
     latency prediction when one is available (the options of :func:`analyze`)."""
     graph = load_graph(model, input=input)
     dt = checked_dtype_batch(dtype, batch)
-    feasible = feasible_range(graph)
+    feasible = _feasible(model, graph)
     latency = dict(device=device, backend=backend, threads=threads, fit=fit, on_missing=on_missing,
                    progress=progress)
     out = []
@@ -173,8 +195,10 @@ def analyze_resolutions(
         if r < 1:
             raise InputError(f"--res values must be positive, got {r}")
         try:
-            g = with_input(graph, (c, r, r))
-        except GraphError as exc:
+            # a model is captured again at each size (a fixed-size resize stays fixed, a classifier
+            # that expects one size refuses another); a spec or a Graph is re-inferred
+            g = with_input(graph, (c, r, r)) if isinstance(model, Graph) else load_graph(model, input=(c, r, r))
+        except (GraphError, ConvscopeError) as exc:
             raise InputError(f"{graph.name} at {r}x{r}: {exc}") from None
         adaptive = any(n.op.value.startswith("adaptive") for n in graph.nodes)
         a = analyze_graph(g, dtype=dt, batch=batch, feasible=None if adaptive else feasible)

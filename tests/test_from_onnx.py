@@ -328,3 +328,51 @@ def test_cli_and_errors(tmp_path: Path, export_dir: Path, capsys: pytest.Capture
 def test_the_onnx_front_end_imports_no_torch() -> None:
     code = "import sys, convscope.frontends.from_onnx; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- found by an audit on models of its own -----------------------------------------------------------
+def test_stacked_branches_export_like_the_original(tmp_path: Path) -> None:
+    from test_from_torch import _StackBranches
+
+    for how in ("sum", "flatten"):
+        m = _StackBranches(1, how)
+        a = analyze_graph(load_onnx(str(export(m, (8, 16, 16), tmp_path / f"stack_{how}.onnx"))))
+        ref = analyze_graph(captured_module(m, (8, 16, 16)))
+        assert a.unknown_ops == () and a.totals.macs == ref.totals.macs and a.totals.params == ref.totals.params
+        assert a.layer("out").rf_max == (5, 5)
+
+
+def captured_module(m: nn.Module, shape: tuple[int, ...]):  # type: ignore[no-untyped-def]
+    from convscope.frontends.from_torch import graph_from_module
+
+    return graph_from_module(m, shape)
+
+
+def test_split_to_sequence_and_a_computed_zero_bias(tmp_path: Path) -> None:
+    """What the dynamo exporter writes with optimize=False: torch.split as a sequence, and a zero bias
+    built from shapes for a bias-free convolution (no parameters)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    w1 = helper.make_tensor("w1", TensorProto.FLOAT, [4, 4, 3, 3], [0.1] * 144)
+    w2 = helper.make_tensor("w2", TensorProto.FLOAT, [4, 8, 1, 1], [0.1] * 32)
+    split = helper.make_tensor("split", TensorProto.INT64, [2], [4, 4])
+    one = helper.make_tensor("one", TensorProto.INT64, [], [1])
+    zero = helper.make_tensor("zero", TensorProto.INT64, [], [0])
+    nodes = [helper.make_node("SplitToSequence", ["x", "split"], ["seq"], axis=1, name="split"),
+             helper.make_node("SequenceAt", ["seq", "zero"], ["p0"], name="at0"),
+             helper.make_node("SequenceAt", ["seq", "one"], ["p1"], name="at1"),
+             helper.make_node("Shape", ["w1"], ["ws"], start=0, end=1, name="ws"),
+             helper.make_node("ConstantOfShape", ["ws"], ["b"], name="zeros",
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0])),
+             helper.make_node("Conv", ["p1", "w1", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Concat", ["p0", "c"], ["cat"], axis=1, name="cat"),
+             helper.make_node("Conv", ["cat", "w2"], ["y"], name="proj")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w1, w2, split, one, zero]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "seq.onnx"
+    onnx.save(model, str(path))
+    a = analyze_graph(load_onnx(str(path)))
+    assert a.unknown_ops == ()
+    assert a.layer("conv").params == 144 and a.totals.params == 144 + 32
+    assert a.totals.macs == 4 * 4 * 9 * 64 + 4 * 8 * 64
+    assert a.layer("proj").rf_max == (3, 3) and a.layer("proj").rf_min == (1, 1)

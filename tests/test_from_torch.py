@@ -634,3 +634,70 @@ def test_a_half_precision_model_says_which_dtype_the_bytes_are_for() -> None:
     assert any("parameters are float16" in n and "--dtype fp16" in n for n in g.meta_dict()["notes"])
     assert analyze_graph(g, dtype="fp16").totals.weight_bytes == 2 * sum(p.numel() for p in SmallNet().parameters())
     assert not any("parameters are" in n for n in graph_from_module(SmallNet(), (3, 16, 16)).meta_dict()["notes"])
+
+
+# --- found by an audit on models of its own (SK, CBAM, coordinate attention, fixed-size resize) -----
+class _StackBranches(nn.Module):
+    """SK-style: branches stacked on a new axis, then reduced over it (or flattened into channels)."""
+
+    def __init__(self, dim: int, how: str):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+        self.out = nn.Conv2d(16 if how == "flatten" else 8, 8, 3, padding=1)
+        self.dim, self.how = dim, how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.stack([self.a(x), self.b(x)], dim=self.dim)
+        s = s.flatten(1, 2) if self.how == "flatten" else getattr(s, self.how)(dim=self.dim)
+        return self.out(s)
+
+
+@pytest.mark.parametrize("dim,how", [(1, "sum"), (1, "mean"), (0, "sum"), (1, "flatten")])
+def test_stacked_branches_stay_feature_maps(dim: int, how: str) -> None:
+    m = _StackBranches(dim, how)
+    a = convscope.analyze(m, input=(8, 16, 16))
+    assert a.unknown_ops == ()
+    assert a.totals.macs == flop_macs(m, (8, 16, 16)) and a.totals.params == sum(p.numel() for p in m.parameters())
+    assert a.layer("out").rf_max == (5, 5) and a.layer("out").rf_min == (3, 3)
+
+
+class _SEExpandAs(nn.Module):
+    """The classic SE block, ``x * y.expand_as(x)``: the gate is recorded at the map's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc = nn.Sequential(nn.Linear(16, 4), nn.ReLU(), nn.Linear(4, 16), nn.Sigmoid())
+        self.c2, self.c3 = nn.Conv2d(16, 16, 3, padding=1, stride=2), nn.Conv2d(16, 16, 3, padding=1, stride=2)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.c1(x)
+        y = self.fc(x.mean((2, 3))).view(x.shape[0], 16, 1, 1)
+        x = self.c3(self.c2(x * y.expand_as(x)))
+        return self.head(x.mean((2, 3)))
+
+
+def test_the_feasible_range_of_a_model_with_fixed_size_ops_does_not_depend_on_the_input() -> None:
+    # c3 needs an input map larger than its kernel: at 7 px c2 gives 4×4, at 6 px 3×3
+    for r in (16, 32, 40):
+        assert convscope.analyze(_SEExpandAs(), input=(3, r, r)).feasible_resolution == (7, 9)
+
+
+class _FixedSize(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+        self.d = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.d(F.interpolate(self.c(x), size=(48, 48), mode="nearest"))
+
+
+def test_res_captures_the_model_again_at_each_size(capsys) -> None:  # type: ignore[no-untyped-def]
+    a32, a64 = convscope.api.analyze_resolutions(_FixedSize(), [32, 64], input=(3, 32, 32))
+    assert a64.layer("d").out_shape == (8, 48, 48)  # the resize stays at its fixed size
+    assert a64.totals.macs == flop_macs(_FixedSize(), (3, 64, 64)) != a32.totals.macs
+    flat = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 32 * 32, 10))
+    with pytest.raises(InputError, match=r"at 64x64: .*expects 4096 input features but gets 16384"):
+        convscope.api.analyze_resolutions(flat, [32, 64], input=(3, 32, 32))

@@ -20,6 +20,7 @@ At input resolution R (per axis):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from convscope.analyses.receptive_field import INF, NodeRF, RFResult, convT_span, receptive_field
@@ -111,9 +112,12 @@ def _last_spatial(graph: Graph, rfs: dict[str, NodeRF]) -> NodeRF | None:
     return last
 
 
-def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 8192) -> tuple[int | None, int | None]:
+def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 8192,
+                   at: Callable[[int], Graph | None] | None = None) -> tuple[int | None, int | None]:
     """[lo, hi] as defined above; lo is None when no resolution up to ``limit`` works (or the graph
-    has fixed-size reshapes that do not allow another resolution)."""
+    has fixed-size ops that do not allow another resolution).  ``at(r)``, when given, captures the
+    model again at r×r for a size the graph cannot be re-inferred at (a PyTorch ``expand_as`` or an
+    interpolation to another tensor's size is recorded with the size it had)."""
     rf = rf or receptive_field(graph)
     rfs = rf.as_dict()
     if len(graph.input_shape) != 3:  # not an image (tokens, a vector): no resolution to speak of
@@ -139,15 +143,22 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
     weighted = [n for n in graph.nodes if n.op in _WEIGHTED_SPATIAL and flaggable(n, [rfs[i] for i in n.inputs])]
     fast = not adaptive and all(n.op in _FAST_OPS or not n.out.spatial_axes for n in graph.nodes)
 
+    recaptured: list[int] = []
+
     def ok(r: int) -> bool:
         if fast:  # rule 1 holds for r >= need; only the map-size rule depends on r
             sizes = _spatial_sizes(graph, r)
             return sizes is not None and not any(_map_rule(n, sizes[n.inputs[0]]) for n in weighted)
         try:
             g = with_input(graph, (c, r, r))
+            g_rf = receptive_field(g) if adaptive else rf
         except GraphError:
-            return False  # a layer does not fit at this size
-        p = productivity(g, receptive_field(g) if adaptive else rf)
+            again = at(r) if at is not None else None  # a layer does not fit at this size, or it was
+            if again is None:  # recorded at a fixed size: the model itself decides
+                return False
+            recaptured.append(r)
+            g, g_rf = again, receptive_field(again)
+        p = productivity(g, g_rf)
         return not any(g.node(n).op in _WEIGHTED_SPATIAL for n in p.names)
 
     if fast:  # cheap enough to try every resolution: a merge may only line up at some sizes (even
@@ -183,7 +194,7 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
             r = mid
         else:
             lo = mid
-    for smaller in range(max(need, r - 64), r):  # a size the bisection stepped over (see above)
+    for smaller in range(max(need, r - (8 if recaptured else 64)), r):  # a size the bisection stepped over (see above)
         if ok(smaller):
             return smaller, hi
     return r, hi

@@ -101,6 +101,8 @@ def _image(x: TVal, op: str) -> None:
 @_op("Conv", "ConvTranspose")
 def _conv(n: ONode) -> list[TVal]:
     x, w, b = n.tensor(0), n.const(1), n.const(2) if len(n.ins) > 2 else None
+    if b is not None and not b.sources and not np.any(b.array()):
+        b = None  # a zero bias computed from shapes (dynamo with optimize=False feeds one to a bias-free conv)
     if n.op == "Conv" and w is not None and w.ndim == 3:  # 1-D: the PyTorch front end's conv1d
         pads = n.attr("pads", [0, 0])
         if n.attr("auto_pad", "NOTSET") not in ("NOTSET", "") or pads[0] != pads[1]:
@@ -360,6 +362,36 @@ def _split(n: ONode) -> list[Any]:
         each = -(-total // k)
         sizes = [min(each, total - i) for i in range(0, total, each)]
     return list(n.call("split", x, sizes, axis))
+
+
+@_op("SplitToSequence")
+def _split_to_sequence(n: ONode) -> list[Any]:
+    """A sequence (a Python tuple here) of the parts; SequenceAt and ConcatFromSequence read it."""
+    x = n.tensor()
+    axis = int(n.attr("axis", 0))
+    split = n.const(1) if len(n.ins) > 1 and n.ins[1] is not None else None
+    if split is None:
+        if int(n.attr("keepdims", 1)):
+            return [tuple(n.call("split", x, 1, axis))]
+        return [tuple(n.call("unbind", x, axis))]
+    sizes = split.array().astype(int).tolist()
+    return [tuple(n.call("split", x, sizes, axis))]
+
+
+@_op("SequenceAt")
+def _sequence_at(n: ONode) -> list[Any]:
+    seq, idx = n.ins[0], n.const(1)
+    if not isinstance(seq, tuple) or idx is None or idx.numel != 1:
+        raise Unsupported("SequenceAt of a sequence not made by SplitToSequence")
+    return [seq[int(idx.array().reshape(-1)[0])]]
+
+
+@_op("ConcatFromSequence")
+def _concat_from_sequence(n: ONode) -> list[Any]:
+    seq = n.ins[0]
+    if not isinstance(seq, tuple):
+        raise Unsupported("ConcatFromSequence of a sequence not made by SplitToSequence")
+    return [n.call("stack" if int(n.attr("new_axis", 0)) else "cat", list(seq), int(n.attr("axis")))]
 
 
 @_op("Slice")

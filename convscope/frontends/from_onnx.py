@@ -235,7 +235,8 @@ def _lower_node(n: ONode, node: Any, shapes: dict[str, list[int]]) -> list[Any]:
         return [ConstVal(np.asarray(value))]
     if consts and all(isinstance(v, ConstVal) for v in consts) and node.op_type in FOLD:
         arrays = [v.array() if v is not None else None for v in n.ins]
-        sources = tuple(dict.fromkeys(s for v in consts for s in v.sources))
+        sources = tuple(dict.fromkeys(s for v in consts for s in v.sources)) \
+            if node.op_type not in ("Shape", "Size") else ()  # a parameter's shape holds none of its values
         if node.op_type == "Identity" and sources:  # a deduplicated parameter: a parameter of its own
             n.lo.add_param(node.output[0], int(arrays[0].size))  # type: ignore[union-attr]
             sources = (node.output[0],)

@@ -369,13 +369,17 @@ def _reshape(a: O.ReshapeAttrs, inputs: Infos) -> TensorInfo:
     if len(x.shape) == 2 and x.channel_axis == 0 and x.spatial_axes == (1,) and shape in (
             (x.shape[0], 1, x.shape[1]), (x.shape[0], x.shape[1], 1)):
         return TensorInfo(shape, 0, (1, 2))  # (C, L) -> (C, 1, L): a 1-D map as a 2-D one (conv1d)
+    moved = _ones_moved(x, shape)
+    if moved is not None:
+        return moved
     # Positions survive when the spatial sizes stay as trailing axes (a channel shuffle's view);
     # channels survive only if the leading product is unchanged.
     sp = x.spatial
     if sp and x.spatial_axes == tuple(range(len(x.shape) - len(sp), len(x.shape))) and shape[-len(sp):] == sp:
         lead = len(shape) - len(sp)
-        # (H, W) -> (1, H, W): a map that lost its channels (a max over them) gains one again
-        ch = 0 if lead == 1 and (x.channel_axis == 0 or len(x.shape) == len(sp)) else None
+        # (H, W) -> (1, H, W): a map that lost its channels (a max over them) gains one again;
+        # (k, C, H, W) -> (k·C, H, W): channels merged with the axis before them (a flattened stack)
+        ch = 0 if lead == 1 and (x.channel_axis is not None or len(x.shape) == len(sp)) else None
         return TensorInfo(shape, ch, tuple(range(lead, len(shape))))
     # Positions flattened into one trailing axis, unflattened again: (C, H·W) -> (C, H, W) (tokens
     # turned back into a map: a non-local block, a transformer stage in a CNN).
@@ -390,6 +394,22 @@ def _reshape(a: O.ReshapeAttrs, inputs: Infos) -> TensorInfo:
     if len(shape) == 1:
         return TensorInfo(shape, 0, ())
     return TensorInfo(shape, None, ())
+
+
+def _ones_moved(x: TensorInfo, shape: tuple[int, ...]) -> TensorInfo | None:
+    """A view of a map with channels that only inserts or removes axes of size 1 (unsqueeze, squeeze,
+    a stack's new axis) keeps the channel and spatial axes where they move to; None when it drops
+    one of them, or when there is no map with channels to keep (the rules after this one decide)."""
+    if x.channel_axis is None or not x.spatial_axes:
+        return None
+    a = [i for i, d in enumerate(x.shape) if d != 1]
+    b = [i for i, d in enumerate(shape) if d != 1]
+    if [x.shape[i] for i in a] != [shape[i] for i in b]:
+        return None
+    to = dict(zip(a, b))
+    if x.channel_axis not in to or any(s not in to for s in x.spatial_axes):
+        return None
+    return TensorInfo(shape, to[x.channel_axis], tuple(to[s] for s in x.spatial_axes))
 
 
 @_handles(OpKind.PERMUTE)
