@@ -120,8 +120,10 @@ def eager_trace(module: nn.Module, lo: Lowering, shape: tuple[int, ...]) -> Any:
     except ConvscopeError:
         raise
     except Exception as exc:  # noqa: BLE001 - the user's forward may raise anything
-        raise InputError(f"{lo.b.name}: running the model on a zero input of shape {list(shape)} failed: "
-                         f"{type(exc).__name__}: {exc}") from None
+        raise InputError(f"{lo.b.name}: running the model on a zero input of shape {list(shape)} (a batch of {B}, "
+                         f"to tell the batch axis from the others) failed: {type(exc).__name__}: {exc}"
+                         "; is --input right, and does the forward work for any batch size (x.flatten(1), "
+                         "not x.view(1, -1))?") from None
     finally:
         for h in hooks:
             h.remove()
