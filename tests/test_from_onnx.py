@@ -376,3 +376,21 @@ def test_split_to_sequence_and_a_computed_zero_bias(tmp_path: Path) -> None:
     assert a.layer("conv").params == 144 and a.totals.params == 144 + 32
     assert a.totals.macs == 4 * 4 * 9 * 64 + 4 * 8 * 64
     assert a.layer("proj").rf_max == (3, 3) and a.layer("proj").rf_min == (1, 1)
+
+
+def test_a_pytorch_export_without_scopes_is_named_by_its_parameters(tmp_path: Path) -> None:
+    """A dynamo export converted to opset 17 loses its scope metadata; the weights keep their paths."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    w1 = helper.make_tensor("body.0.weight", TensorProto.FLOAT, [8, 3, 3, 3], [0.1] * 216)
+    w2 = helper.make_tensor("head.weight", TensorProto.FLOAT, [4, 8, 1, 1], [0.1] * 32)
+    nodes = [helper.make_node("Conv", ["x", "body.0.weight"], ["a"], pads=[1, 1, 1, 1], name="node_Conv_3"),
+             helper.make_node("Relu", ["a"], ["r"], name="node_Relu_4"),
+             helper.make_node("Conv", ["r", "head.weight"], ["y"], name="node_conv2d_1")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w1, w2]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "noscopes.onnx"
+    onnx.save(model, str(path))
+    a = analyze_graph(load_onnx(str(path)))
+    assert [r.name for r in a.layers if r.op == "conv"] == ["body.0", "head"]
+    assert a.layer("head").rf_max == (3, 3)

@@ -23,6 +23,7 @@ from convscope.frontends.from_spec import graph_from_spec_text
 from convscope.frontends.from_torch import graph_from_module
 from convscope.frontends.to_spec import graph_to_spec_text
 from convscope.ir.graph import Graph
+from convscope.ir.ops import OpKind
 from convscope.ir.transform import subgraph_until, with_input
 
 
@@ -79,7 +80,13 @@ def test_the_onnx_export_shares_the_same_weights(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(m, (torch.zeros(1, 3, 16, 16),), str(path), dynamo=False, do_constant_folding=False)
-    _check(load_graph(str(path)), m)
+    g = load_graph(str(path))
+    _check(g, m)
+    # each call of a module is named as the PyTorch front end names it: path, path_1, path_2
+    weighted = {OpKind.CONV, OpKind.LINEAR}
+    names = [n.name for n in g.nodes if n.op in weighted]
+    assert names == [n.name for n in graph_from_module(m, (3, 16, 16)).nodes if n.op in weighted]
+    assert {"block.0", "block.0_1", "conv2d", "head", "head_1"} <= set(names)
 
 
 def test_sharing_only_part_of_an_ops_weights_is_counted_again_with_a_note() -> None:

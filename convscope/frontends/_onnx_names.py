@@ -27,7 +27,7 @@ from convscope.ir.graph import Graph, GraphBuilder, Shares
 __all__ = ["NodeName", "node_names", "rename"]
 
 # ONNX op types -> the names the PyTorch front end gives the same functional ops.
-_OP_NAMES = {"reducemean": "mean", "concat": "cat", "globalaveragepool": "adaptive_avg_pool2d",
+_OP_NAMES = {"conv": "conv2d", "convtranspose": "conv_transpose2d", "reducemean": "mean", "concat": "cat", "globalaveragepool": "adaptive_avg_pool2d",
              "matmul": "matmul", "gemm": "linear", "averagepool": "avg_pool2d", "maxpool": "max_pool2d",
              "resize": "interpolate", "transpose": "permute", "softmax": "softmax", "reducesum": "sum",
              "reducemax": "amax", "reducemin": "amin", "depthtospace": "pixel_shuffle",
@@ -114,14 +114,26 @@ def node_names(nodes: Sequence[Any], params: Collection[str] = ()) -> tuple[list
         return [NodeName(s, op, bool(s) and s not in parents) for s, op in raw], True
     out = []
     counts: dict[str, int] = {}
-    for n in nodes:
-        if n.name:
+    owners = [_weight_owner(n, params) for n in nodes]
+    for n, owner in zip(nodes, owners):
+        if owner:  # a PyTorch export that lost its scopes (a dynamo export converted to an older
+            # opset drops the metadata): a layer with weights is named by its parameters' path
+            out.append(NodeName(owner, _short(n.op_type), True))
+        elif n.name:
             out.append(NodeName("", n.name, False))
         else:
             k = counts.get(n.op_type, 0)
             counts[n.op_type] = k + 1
             out.append(NodeName("", f"{n.op_type}_{k}", False))
-    return out, False
+    return out, any(owners)
+
+
+def _weight_owner(node: Any, params: Collection[str]) -> str | None:
+    """``body.0`` for a Conv/Gemm/MatMul that reads the initializer ``body.0.weight``."""
+    if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.input) < 2:
+        return None
+    w = node.input[1]
+    return w[: -len(".weight")] if w in params and w.endswith(".weight") and len(w) > len(".weight") else None
 
 
 def _folded_into(node: Any, cls: str, params: Collection[str]) -> str | None:

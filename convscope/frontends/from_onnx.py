@@ -260,6 +260,9 @@ def _lower_node(n: ONode, node: Any, shapes: dict[str, list[int]]) -> list[Any]:
         return list(out) if isinstance(out, list) else [out]
 
 
+_CALL_OPS = (OpKind.CONV, OpKind.CONV_T, OpKind.LINEAR)
+
+
 def _leaf_names(graph: Graph, names: Sequence[Any], produced: Sequence[tuple[int, list[str]]]) -> dict[str, str]:
     """For each leaf scope, its last node's output takes the bare module path."""
     last: dict[str, str] = {}
@@ -272,8 +275,22 @@ def _leaf_names(graph: Graph, names: Sequence[Any], produced: Sequence[tuple[int
                 last[nm.scope] = out.inputs[0]
             else:
                 last[nm.scope] = irs[0]
+    # A leaf module called more than once (one nn.Conv2d applied twice) has one weighted node per
+    # call: they take the path, then path_1, path_2…, as the PyTorch front end names them.
+    calls: dict[str, list[str]] = {}
+    for idx, irs in produced:
+        nm = names[idx]
+        if nm.leaf and nm.scope:
+            calls.setdefault(nm.scope, []).extend(
+                i for i in irs if graph.node(i).op in _CALL_OPS and i.startswith(nm.scope + "."))
     taken = {n.name for n in graph.nodes}
-    mapping = {}
+    mapping: dict[str, str] = {}
+    for scope, nodes in calls.items():
+        bare = [scope] + [f"{scope}_{k}" for k in range(1, len(nodes))]
+        if len(nodes) > 1 and not any(b in taken for b in bare):
+            mapping.update(zip(nodes, bare))
+            taken.update(bare)
+            last.pop(scope, None)
     for scope, node in last.items():
         if scope not in taken and node.startswith(scope + "."):
             mapping[node] = scope
