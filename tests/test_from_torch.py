@@ -701,3 +701,23 @@ def test_res_captures_the_model_again_at_each_size(capsys) -> None:  # type: ign
     flat = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 32 * 32, 10))
     with pytest.raises(InputError, match=r"at 64x64: .*expects 4096 input features but gets 16384"):
         convscope.api.analyze_resolutions(flat, [32, 64], input=(3, 32, 32))
+
+
+class _Transposed(nn.Module):
+    """Coordinate attention's W branch: pool over H, transpose H and W, a (3, 1) conv along what was W."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool_w = nn.AdaptiveAvgPool2d((1, None))
+        self.d = nn.Conv2d(4, 4, (3, 1), padding=(1, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.d(self.pool_w(self.c(x)).permute(0, 1, 3, 2))
+
+
+def test_receptive_fields_stay_on_the_image_axes_through_a_transpose() -> None:
+    a = convscope.analyze(_Transposed(), input=(3, 32, 24))
+    # rows of d run along the image's W: H is pooled whole, W grows 3 -> 5 (the gradient's support)
+    assert a.layer("d").out_shape == (4, 24, 1)
+    assert a.layer("d").rf_max == (math.inf, 5) and a.layer("d").rf_min == (math.inf, 5)

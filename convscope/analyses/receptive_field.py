@@ -320,19 +320,43 @@ def _input(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[Pair
 require_all(_RULES, OpKind, "receptive-field rule")
 
 
+def _swapped(x: NodeRF) -> NodeRF:
+    assert x.axes is not None
+    return NodeRF((x.axes[1], x.axes[0]), x.paths)
+
+
+def _image_axes(node: Node, x: TensorInfo, before: tuple[int, int]) -> tuple[int, int]:
+    """Which image axis (0 = H, 1 = W) each of a permute's output spatial axes, in positional
+    order, comes from (a transpose of H and W: coordinate attention, axial blocks)."""
+    perm = node.attrs.perm  # type: ignore[union-attr]
+    src = sorted(x.spatial_axes)
+    out = sorted(perm.index(s) for s in src if s in perm)
+    if len(src) != 2 or len(out) != 2:
+        return before
+    return before[src.index(perm[out[0]])], before[src.index(perm[out[1]])]
+
+
 def receptive_field(graph: Graph) -> RFResult:
-    """Propagate (r, j) sets through the graph in topological order."""
+    """Propagate (r, j) sets through the graph in topological order.  Pairs are kept per image axis
+    (H, W); a node whose spatial axes a permute swapped sees them in its own order while its rule
+    runs."""
     rf: dict[str, NodeRF] = {}
+    image: dict[str, tuple[int, int]] = {}  # per node: the image axis of its 1st and 2nd spatial axis
     for node in graph.nodes:
         ins = [rf[i] for i in node.inputs]
         infos = [graph.node(i).out for i in node.inputs]
+        mine = image[node.inputs[0]] if node.inputs else (0, 1)
+        image[node.name] = _image_axes(node, infos[0], mine) if node.op is OpKind.PERMUTE else mine
         if any(not x.known for x in ins):
             rf[node.name] = UNKNOWN_RF
             continue
+        ins = [_swapped(x) if image[i] == (1, 0) else x for x, i in zip(ins, node.inputs)]
         pairs = _RULES[node.op](node, ins, infos)
         if pairs is None:
             rf[node.name] = UNKNOWN_RF
             continue
+        if mine == (1, 0):  # back to image order
+            pairs = (pairs[1], pairs[0])
         paths = 1 if node.op is OpKind.INPUT else (0 if node.op is OpKind.ZERO else sum(x.paths for x in ins))
         rf[node.name] = NodeRF((AxisRF(pairs[0]), AxisRF(pairs[1])), paths)
     return RFResult(tuple(rf.items()))
