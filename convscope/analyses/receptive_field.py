@@ -200,7 +200,8 @@ def _upsample(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[P
     taps = UPSAMPLE_SPAN[a.mode]  # type: ignore[union-attr]
     out = []
     for pairs, size_in, size_out in ((h, infos[0].shape[1], node.out.shape[1]), (w, infos[0].shape[2], node.out.shape[2])):
-        out.append(_grow(pairs, taps, Fraction(size_in, size_out)))
+        # resampling by 1 along an axis reads the one position under each output
+        out.append(_grow(pairs, taps if size_in != size_out else 0, Fraction(size_in, size_out)))
     return out[0], out[1]
 
 

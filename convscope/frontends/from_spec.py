@@ -417,13 +417,15 @@ class _Walker:
             return x
         if not (xi.is_image and yi.is_image and len(xi.shape) == len(yi.shape) == 3):
             a.error(None, f"residual: auto shortcut needs feature maps, got {list(xi.shape)} -> {list(yi.shape)}")
+        body = self._body_stride(x, y)
         strides = []
-        for size, out in zip(xi.shape[1:], yi.shape[1:]):
+        for axis, (size, out) in enumerate(zip(xi.shape[1:], yi.shape[1:])):
             fit = [s for s in range(1, size + 1) if (size - 1) // s + 1 == out]
             if not fit:
                 a.error(None, f"residual: auto shortcut cannot map {list(xi.shape)} to {list(yi.shape)} "
                               "with a strided 1x1 convolution")
-            strides.append(min(fit, key=lambda s: abs(s - size / out)))
+            # the body's own stride when it fits (a ResNet downsample), else the closest that does
+            strides.append(body[axis] if body and body[axis] in fit else min(fit, key=lambda s: abs(s - size / out)))
         base = _join(ns, "downsample") if ns else f"{scope}.downsample"
         if f"{base}.0" in self.builder:
             base = f"{scope}.downsample"
@@ -433,6 +435,21 @@ class _Walker:
                         O.ConvAttrs(out_channels=yi.shape[0], kernel=(1, 1), stride=(strides[0], strides[1])),
                         (x,), m, generated=why)
         return self.add(f"{base}.1", OpKind.BATCHNORM, O.NormAttrs(), (conv,), m, generated=why)
+
+    def _body_stride(self, x: str, y: str) -> tuple[int, int] | None:
+        """The product of the strides on the body's path from ``x`` to ``y`` (first inputs), or None
+        when that path does not lead back to ``x`` through strided layers alone."""
+        h = w = 1
+        node = y
+        while node != x:
+            n = self.builder.get(node)
+            if not n.inputs or n.op in (OpKind.CONV_T, OpKind.UPSAMPLE):
+                return None
+            stride = getattr(n.attrs, "stride", None)
+            if stride is not None:
+                h, w = h * stride[0], w * stride[1]
+            node = n.inputs[0]
+        return h, w
 
     def _parallel(self, args: Any, j: int, x: str, ns: str, path: str, env: Mapping[str, Any],
                   stack: tuple[str, ...], mark: Mark, name: str | None, scope: str | None) -> str:
