@@ -308,8 +308,9 @@ class Sim:
             raise Invalid("identity shortcut needs equal shapes")
         (c, h, w), (co, oh, ow) = _image(shape), _image(y)
         # The body's own stride, from its output on a large input.  The generator keeps to shortcuts
-        # whose stride the sizes fix (one stride maps n to m, and it is the body's): when several
-        # fit, convscope picks one from the sizes at the file's input (/tmp/fuzz/BUGS.md, bug 1).
+        # whose stride the sizes fix (one stride maps n to m, and it is the body's), so the gradient
+        # oracle can rebuild the network at a larger input (FOUND["auto-shortcut-stride"] checks the
+        # case where several strides fit).
         big = 720
         probe = Sim(self.blocks).run(a["body"], (c, big, big), {})
         for n, m, bm in ((h, oh, probe[1]), (w, ow, probe[2])):
