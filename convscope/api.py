@@ -16,7 +16,7 @@ from typing import Any
 from convscope.analyses.analyze import analyze_graph
 from convscope.analyses.border import feasible_range
 from convscope.analyses.cost import DType, checked_dtype_batch
-from convscope.errors import ConvscopeError, GraphError, InputError
+from convscope.errors import ConvscopeError, InputError
 from convscope.ir.graph import Graph
 from convscope.ir.transform import with_input
 from convscope.results import Analysis
@@ -152,9 +152,11 @@ RECAPTURE_LIMIT = 1024  # the largest resolution a model is captured again at to
 def _feasible(model: Any, graph: Graph) -> tuple[int | None, int | None]:
     """The feasible range; a model (not a spec, zoo network or Graph) is captured again at a size its
     graph cannot be re-inferred at (see :func:`feasible_range`)."""
-    recapture = not isinstance(model, (Graph, str, os.PathLike)) or (
-        isinstance(model, (str, os.PathLike)) and not os.fspath(model).startswith("zoo:")
-        and not os.fspath(model).lower().endswith((".yaml", ".yml")))
+    if isinstance(model, (str, os.PathLike)):
+        ref = os.fspath(model)
+        recapture = not (ref.startswith("zoo:") or ref.lower().endswith((".yaml", ".yml")))
+    else:
+        recapture = not isinstance(model, Graph)
     c = graph.input_shape[0]
 
     def at(r: int) -> Graph | None:
@@ -195,10 +197,10 @@ def analyze_resolutions(
         if r < 1:
             raise InputError(f"--res values must be positive, got {r}")
         try:
-            # a model is captured again at each size (a fixed-size resize stays fixed, a classifier
-            # that expects one size refuses another); a spec or a Graph is re-inferred
-            g = with_input(graph, (c, r, r)) if isinstance(model, Graph) else load_graph(model, input=(c, r, r))
-        except (GraphError, ConvscopeError) as exc:
+            # loaded again at each size: a model is captured again (a fixed-size resize stays fixed, a
+            # classifier that expects one size refuses another), a spec rebuilt, a Graph re-inferred
+            g = load_graph(model, input=(c, r, r))
+        except ConvscopeError as exc:
             raise InputError(f"{graph.name} at {r}x{r}: {exc}") from None
         adaptive = any(n.op.value.startswith("adaptive") for n in graph.nodes)
         a = analyze_graph(g, dtype=dt, batch=batch, feasible=None if adaptive else feasible)

@@ -415,6 +415,7 @@ def test_unknown_ops_and_untimed_layers_are_noted_on_the_candidate(nets: Path) -
     assert "network 'flipnet.py:make': 1 unknown op(s) (cumsum)" in notes and "lower bounds" in notes
     assert "network 'flipnet.py:make': 1 layer(s) could not be timed (c): its latency is a lower bound" in notes
     assert "unknown" not in " ".join(cmp.candidate("b").notes)
+    assert cmp.verdict.best == "f" and "its time is a lower bound" in cmp.verdict.reasons[0]
     from convscope.errors import NothingUsable
 
     with pytest.raises(NothingUsable, match=r"plan.yaml:6:13: candidate 'o', network 'flipnet.py:only': every layer"):

@@ -414,6 +414,15 @@ class Gen:
         g = math.gcd(*ns)
         return self.rng.choice([d for d in range(1, g + 1) if g % d == 0])
 
+    def groups_and_bias(self, a: dict[str, Any], c: int, out: int) -> None:
+        """Sometimes groups (dividing both channel counts), sometimes a bias: conv and convT alike."""
+        if self.rng.random() < 0.4:
+            g = self.divisor(c, out)
+            if g > 1:
+                a["g"] = g
+        if self.rng.random() < 0.15:
+            a["bias"] = True
+
     def maybe_pair(self, a: int, b: int) -> Any:
         return a if a == b else [a, b]
 
@@ -446,12 +455,7 @@ class Gen:
             a["s"] = s
         if r.random() < 0.3:
             a["d"] = r.choice((2, [1, 2], [2, 1], 3))
-        if r.random() < 0.4:
-            g = self.divisor(c, out)
-            if g > 1:
-                a["g"] = g
-        if r.random() < 0.15:
-            a["bias"] = True
+        self.groups_and_bias(a, c, out)
         return {"conv": a}
 
     def dwconv(self, shape: Shape) -> dict[str, Any]:
@@ -482,12 +486,7 @@ class Gen:
             {"k": [2, 3], "s": [2, 1], "p": [0, 1]},
             {"k": 3, "s": 2, "p": 1, "op": 1},  # ragged: phases span 1 and 0 input steps
         )))
-        if r.random() < 0.4:
-            g = self.divisor(c, out)
-            if g > 1:
-                a["g"] = g
-        if r.random() < 0.15:
-            a["bias"] = True
+        self.groups_and_bias(a, c, out)
         return {"convT": a}
 
     def pool(self, shape: Shape) -> dict[str, Any]:

@@ -28,10 +28,6 @@ def _pct(x: float) -> str:
     return f"{x:.1f}%" if x >= 0.05 else "<0.1%"
 
 
-def _lower_bound(c: "CandidateResult") -> bool:
-    return any(n.analysis.unknown_ops or (n.analysis.latency and n.analysis.latency.untimed) for n in c.networks)
-
-
 def _band(c: "CandidateResult") -> str:
     return f"{fmt_ms(c.low_ms)}–{fmt_ms(c.high_ms)}"
 
@@ -49,7 +45,7 @@ def _lead(cmp: "Comparison") -> list[str]:
         ratio = best.latency_ms and nxt.latency_ms / best.latency_ms
         line += (f", {ratio:.2f}× faster than '{nxt.name}' ({fmt_ms(nxt.latency_ms)})" if f"{ratio:.2f}" != "1.00" else
                  f", as fast as '{nxt.name}' ({fmt_ms(nxt.latency_ms)})")
-    if _lower_bound(best):
+    if any(n.lower_bound for n in best.networks):
         line += " — but its time is a lower bound: some of its ops are unknown or could not be timed (see its notes)"
     out.append(line)
     if v.tied_with:

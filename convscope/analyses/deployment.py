@@ -29,6 +29,7 @@ whose bands overlap its band are a tie.  Reasons are derived from the numbers.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -81,10 +82,13 @@ class NetworkResult:
         if self.peak_holding_input is not None:
             return self.peak_holding_input
         a = self.analysis
-        n = 1
-        for d in a.input:
-            n *= d
-        return self.peak + n * a.batch * DType.parse(a.dtype).bytes
+        return self.peak + math.prod(a.input) * a.batch * DType.parse(a.dtype).bytes
+
+    @property
+    def lower_bound(self) -> bool:
+        """Its MACs or latency miss something: unknown ops, or layers that could not be timed."""
+        a = self.analysis
+        return bool(a.unknown_ops or (a.latency and a.latency.untimed))
 
     @property
     def ms(self) -> float:
