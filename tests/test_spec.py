@@ -120,6 +120,46 @@ layers:
     assert g.node("b").out.shape == (4, 10, 2)
 
 
+def test_explicit_same_keeps_the_size_for_even_kernels() -> None:
+    """``p: same`` means output = ceil(input / stride) for every kernel (PyTorch's padding="same":
+    the odd pixel at the bottom/right); an absent p stays the symmetric d*(k-1)//2 of FORMATS §1."""
+    import sys
+
+    import torch
+
+    from convscope.analyses.receptive_field import receptive_field
+    from convscope.backends.to_torch import build_module
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from oracles import gradient_support, torch_macs, torch_params
+
+    text = """
+name: t
+input: [3, 33, 32]
+layers:
+  - conv: {out: 8, k: 4, p: same, name: a}
+  - conv: {out: 8, k: [2, 3], d: [1, 2], p: same, s: 2, name: b}
+  - maxpool: {k: 2, s: 1, p: same, name: c}
+  - avgpool: {k: 4, s: 1, p: same, name: d}
+  - conv: {out: 8, k: 4, name: e}
+  - gap
+"""
+    g = graph_from_spec_text(text)
+    assert [g.node(n).out.shape for n in "abcde"] == [(8, 33, 32), (8, 17, 16), (8, 17, 16), (8, 17, 16), (8, 16, 15)]
+    assert g.node("a").attrs.padding == ((1, 2), (1, 2))
+    assert g.node("b").attrs.padding == ((0, 1), (2, 2))
+    assert g.node("e").attrs.padding == ((1, 1), (1, 1))
+    for oracle in (False, True):
+        assert build_module(g, oracle=oracle)(torch.randn(1, 3, 33, 32)).shape == (1, 8)
+    from convscope.analyses.cost import cost
+
+    assert cost(g).total.params == torch_params(g)
+    assert cost(g).total.macs == torch_macs(g)
+    rf = receptive_field(g).as_dict()
+    checks = gradient_support(g, list("abcde"))
+    assert all(c.reachable and c.measured == tuple(rf[c.layer].rf_max) for c in checks), checks
+
+
 def test_expressions_cin_and_from() -> None:
     text = """
 name: t

@@ -13,6 +13,7 @@ of the input gradient of one output position is exactly its receptive field.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -119,13 +120,20 @@ def _module_for(node: Node, graph: Graph, oracle: bool) -> nn.Module | None:
     if op in (OpKind.MAXPOOL, OpKind.AVGPOOL):
         assert isinstance(a, O.PoolAttrs)
         pad = _pad_args(a.padding)
-        if pad is None:
-            raise ConvscopeError(f"layer '{node.name}': asymmetric pool padding cannot be built")
+        include = a.count_include_pad if op is OpKind.AVGPOOL else True
+        if pad is None:  # padded beforehand: -inf for a max (never chosen), zeros for an average
+            (t, b), (l, r) = a.padding  # that counts the padding
+            if not include or a.ceil_mode:
+                raise ConvscopeError(f"layer '{node.name}': asymmetric padding on an average pool that does "
+                                     "not count the padding (or with ceil mode) cannot be built")
+            unpadded = replace(a, padding=((0, 0), (0, 0)))
+            fill = float("-inf") if op is OpKind.MAXPOOL and not oracle else 0.0
+            return nn.Sequential(nn.ConstantPad2d((l, r, t, b), fill),
+                                 _module_for(replace(node, attrs=unpadded), graph, oracle))
         if op is OpKind.MAXPOOL and not oracle:
             return nn.MaxPool2d(a.kernel, a.stride, pad, a.dilation, ceil_mode=a.ceil_mode)
         if a.dilation != (1, 1):
             raise ConvscopeError(f"layer '{node.name}': a dilated average pool cannot be built")
-        include = a.count_include_pad if op is OpKind.AVGPOOL else True
         return nn.AvgPool2d(a.kernel, a.stride, pad, ceil_mode=a.ceil_mode, count_include_pad=include)
     if op is OpKind.ADAPTIVE_MAXPOOL and oracle:
         return nn.AdaptiveAvgPool2d(a.size)  # type: ignore[union-attr]

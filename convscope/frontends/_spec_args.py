@@ -220,13 +220,17 @@ class Args:
             return (v[0], v[1])
         self.error(key, f"{self.op}: '{key}' must be an integer >= {minimum} or a list [h, w] of them, got {shown(v)}")
 
-    def padding(self, key: str, default: tuple[tuple[int, int], tuple[int, int]]) -> tuple[tuple[int, int], tuple[int, int]]:
-        """``same`` (handled by the caller via ``default``), ``valid`` (no padding, PyTorch's word),
-        an int, [h, w] or [[top, bottom], [left, right]]."""
+    def padding(self, key: str, default: tuple[tuple[int, int], tuple[int, int]],
+                same: tuple[tuple[int, int], tuple[int, int]] | None = None) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``default`` when the key is absent; ``same`` (the caller's padding that keeps the size,
+        ``default`` when not given), ``valid`` (no padding, PyTorch's word), an int, [h, w] or
+        [[top, bottom], [left, right]]."""
         self.used.add(key)
-        if key not in self.data or self.data[key] == "same":
+        if key not in self.data:
             return default
         v = self.data[key]
+        if v == "same":
+            return default if same is None else same
         if v == "valid":
             return ((0, 0), (0, 0))
         if _is_int(v) and v >= 0:

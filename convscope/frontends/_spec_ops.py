@@ -16,7 +16,7 @@ from convscope.ir import ops as O
 from convscope.ir.graph import TensorInfo
 from convscope.ir.ops import UPSAMPLE_SPAN, OpKind
 
-__all__ = ["SIMPLE_OPS", "Ctx", "same_padding"]
+__all__ = ["SIMPLE_OPS", "Ctx", "same_padding", "exact_same_padding"]
 
 
 class Ctx(Protocol):
@@ -50,9 +50,17 @@ def _op(name: str, shorthand: str | None = None) -> Callable[[Handler], Handler]
 
 
 def same_padding(k: tuple[int, int], d: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Symmetric padding ``d*(k-1)//2``: output size = ceil(input / stride) for odd kernels."""
+    """The default padding: symmetric ``d*(k-1)//2``; output size = ceil(input / stride) for odd
+    kernels, one less at stride 1 for even ones (PyTorch pads symmetrically)."""
     ph, pw = d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2
     return ((ph, ph), (pw, pw))
+
+
+def exact_same_padding(k: tuple[int, int], d: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """An explicit ``p: same``: ``d*(k-1)`` in all, the odd one at the bottom/right (PyTorch's
+    ``padding="same"``), so the output is ceil(input / stride) for every kernel."""
+    th, tw = d[0] * (k[0] - 1), d[1] * (k[1] - 1)
+    return ((th // 2, th - th // 2), (tw // 2, tw - tw // 2))
 
 
 def _need_image(a: Args, ctx: Ctx) -> tuple[int, int, int]:
@@ -63,11 +71,11 @@ def _need_image(a: Args, ctx: Ctx) -> tuple[int, int, int]:
     return c, h, w
 
 
-def _conv_common(a: Args) -> dict[str, Any]:
+def _conv_common(a: Args, transposed: bool = False) -> dict[str, Any]:
     k = a.pair("k")
     s = a.pair("s", (1, 1))
     d = a.pair("d", (1, 1))
-    p = a.padding("p", same_padding(k, d))
+    p = a.padding("p", same_padding(k, d), None if transposed else exact_same_padding(k, d))
     return {"kernel": k, "stride": s, "dilation": d, "padding": p, "bias": a.bool("bias", False),
             "fixed": a.bool("fixed", False)}
 
@@ -98,7 +106,7 @@ def _convT(a: Args, ctx: Ctx) -> str:
     _need_image(a, ctx)
     out = a.int("out")
     g = a.int("g", 1)
-    common = _conv_common(a)
+    common = _conv_common(a, transposed=True)
     op_ = a.pair("op", (0, 0), minimum=0)
     a.done()
     return ctx.add(OpKind.CONV_T, O.ConvAttrs(out_channels=out, groups=g, output_padding=op_, **common))
@@ -111,7 +119,8 @@ def _pool(kind: OpKind) -> Handler:
         s = a.pair("s", k)
         # p defaults to 0 (FORMATS.md §1); a stride-1 pool defaults to "same" padding so that it keeps
         # the size, as in the §1 example where a 3x3/1 max-pool branch is concatenated with convs.
-        p = a.padding("p", same_padding(k, (1, 1)) if s == (1, 1) else ((0, 0), (0, 0)))
+        p = a.padding("p", same_padding(k, (1, 1)) if s == (1, 1) else ((0, 0), (0, 0)),
+                      exact_same_padding(k, (1, 1)))
         ceil = a.bool("ceil", False)
         extra: dict[str, Any] = {}
         if kind is OpKind.AVGPOOL:
