@@ -84,6 +84,23 @@ def test_upsampling_nearest_and_bilinear() -> None:
     assert bil.rf_max == (3 + 4, 3 + 4) and bil.jump == (2, 2)
 
 
+def test_upsampling_jump_follows_the_resampler_coordinate_map() -> None:
+    """A scale maps coordinates by 1/scale, not by the rounded sizes (15 px ×1.5 = 22 px, still 2/3
+    per output pixel on both axes); aligned corners map by (in-1)/(out-1)."""
+    u = receptive_field(net([{"upsample": {"scale": 1.5, "name": "u"}}], (3, 15, 13))).of("u")
+    assert u.jump == (Fraction(2, 3), Fraction(2, 3))
+    s = receptive_field(net([{"upsample": {"size": [22, 19], "name": "u"}}], (3, 15, 13))).of("u")
+    assert s.jump == (Fraction(15, 22), Fraction(13, 19))
+    torch = pytest.importorskip("torch")
+    from convscope.api import load_graph
+
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1),
+                            torch.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True))
+    g = load_graph(m, input=(3, 16, 16))
+    up = [n.name for n in g.nodes if n.op.value == "upsample"]
+    assert receptive_field(g).of(up[0]).jump == (Fraction(15, 31), Fraction(15, 31))
+
+
 def test_bicubic_reads_four_taps() -> None:
     base = [{"conv": {"out": 4, "k": 3, "s": 4, "name": "a"}}]  # r 3, j 4
     cub = receptive_field(net(base + [{"upsample": {"scale": 2, "mode": "bicubic", "name": "u"}}])).of("u")

@@ -38,7 +38,7 @@ from fractions import Fraction
 from convscope._registry import registrar, require_all
 from convscope.analyses._pairs import INF, Num, Pairs
 from convscope.ir.graph import Graph, Node, TensorInfo
-from convscope.ir.ops import UPSAMPLE_SPAN, OpKind
+from convscope.ir.ops import UPSAMPLE_SPAN, OpKind, UpsampleAttrs
 
 __all__ = ["INF", "AxisRF", "NodeRF", "RFResult", "convT_span", "receptive_field"]
 
@@ -197,12 +197,26 @@ def _convT(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[Pair
 def _upsample(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
     a = node.attrs
     h, w = _union(ins)
-    taps = UPSAMPLE_SPAN[a.mode]  # type: ignore[union-attr]
+    assert isinstance(a, UpsampleAttrs)
+    taps = UPSAMPLE_SPAN[a.mode]
     out = []
-    for pairs, size_in, size_out in ((h, infos[0].shape[1], node.out.shape[1]), (w, infos[0].shape[2], node.out.shape[2])):
+    for axis, pairs in ((0, h), (1, w)):
+        size_in, size_out = infos[0].shape[axis + 1], node.out.shape[axis + 1]
         # resampling by 1 along an axis reads the one position under each output
-        out.append(_grow(pairs, taps if size_in != size_out else 0, Fraction(size_in, size_out)))
+        out.append(_grow(pairs, taps if size_in != size_out else 0, _resample_jump(a, axis, size_in, size_out)))
     return out[0], out[1]
+
+
+def _resample_jump(a: UpsampleAttrs, axis: int, size_in: int, size_out: int) -> Fraction:
+    """Input positions per output position, as the resampler maps coordinates: (in-1)/(out-1) with
+    aligned corners; 1/scale when a scale was given (PyTorch and ONNX map with the scale itself, not
+    with the rounded sizes: 15 px ×1.5 is 22 px, still 2/3 of an input pixel per output pixel);
+    otherwise in/out."""
+    if a.align_corners and size_out > 1:
+        return Fraction(size_in - 1, size_out - 1)
+    if a.scale is not None and a.scale[axis] > 0:
+        return 1 / Fraction(a.scale[axis]).limit_denominator(1 << 20)
+    return Fraction(size_in, size_out)
 
 
 @_rule(OpKind.PIXEL_SHUFFLE)
