@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from convscope.analyses.advice import Advice, Options, Progress, Suggestion, suggest_graph
 from convscope.api import load_graph
 from convscope.errors import InputError
-from convscope.frontends.to_spec import graph_to_spec_text, write_spec
+from convscope.frontends.to_spec import SpecWriteError, graph_to_spec_text
 from convscope.ir.graph import Graph
 from convscope.units import fmt_count, fmt_share
 
@@ -74,15 +75,15 @@ def suggest(
 
 def _header(adv: Advice, s: Suggestion | None, ref: str, file: str) -> list[str]:
     shape = "x".join(map(str, adv.input))
+    again = " ".join(["analyse it with: convscope analyze", shlex.quote(file), *adv.analyze_options])
     if s is None:
-        lines = [f"convscope suggest: the original network {ref} at input {shape}, as a spec",
-                 f"analyse it with: convscope analyze {file}"]
+        lines = [f"convscope suggest: the original network {ref} at input {shape}, as a spec", again]
     else:
         a, b = s.analysis, adv.base
         border = a.border_layer or "none"
         lines = [
             f"convscope suggest: {s.title} ({s.key}) — a variant of {ref} at input {shape}",
-            f"analyse it with: convscope analyze {file}",
+            again,
             f"params {fmt_count(a.totals.params)} (was {fmt_count(b.totals.params)}), MACs "
             f"{fmt_count(a.totals.macs)} (was {fmt_count(b.totals.macs)}), border layer {border}, unproductive "
             f"{fmt_share(a.unproductive_share[0])} of params",
@@ -100,27 +101,57 @@ def _header(adv: Advice, s: Suggestion | None, ref: str, file: str) -> list[str]
     return lines
 
 
+_WRITTEN = re.compile(r"^\d\d-[a-z0-9.-]+\.yaml$")
+_MARK = "# convscope suggest: "
+
+
 def write_variants(adv: Advice, directory: str | os.PathLike[str], *, ref: str | None = None,
                    include_refused: bool = False) -> dict[str, Path]:
     """Write ``00-original.yaml`` and one spec per recommended suggestion (``01-truncate.yaml``, … in
     the advice's order) into ``directory`` (created if needed).  Returns {key: path}; the original is
-    under the key ``original``.  A network the spec cannot express raises SpecWriteError naming the
-    layer, before anything is written."""
+    under the key ``original``.  Variant files an earlier run wrote there (``NN-key.yaml`` starting with
+    convscope's header) are removed first, so the directory holds this advice only; other files are
+    left alone.  A network the spec cannot express, or a path that cannot be written, raises before
+    anything is written (InputError / SpecWriteError naming the layer or the path)."""
     d = Path(directory)
     if d.exists() and not d.is_dir():
         raise InputError(f"--write {d}: exists and is not a directory")
     ref = ref or adv.model
     chosen = [s for s in adv.suggestions if include_refused or s.recommended]
-    for g in [adv.graph, *(s.graph for s in chosen)]:
-        graph_to_spec_text(g)  # refuse before writing anything
+    names = [("original", adv.graph, None, d / "00-original.yaml"),
+             *((s.key, s.graph, s, d / f"{i:02d}-{s.key}.yaml") for i, s in enumerate(chosen, start=1))]
+    texts = []
+    for key, g, s, path in names:  # refuse before writing anything
+        if path.exists() and not path.is_file():
+            raise InputError(f"--write {d}: {path} exists and is not a file (nothing was written)")
+        try:
+            texts.append((key, path, graph_to_spec_text(g, comment=_header(adv, s, ref, str(path)))))
+        except SpecWriteError as exc:
+            raise SpecWriteError(f"{exc} (nothing was written to {d})") from None
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"--write {d}: cannot create the directory: {exc.strerror or exc}") from None
+    if not os.access(d, os.W_OK):
+        raise InputError(f"--write {d}: the directory is not writable")
+    for old in sorted(d.iterdir()):
+        if _WRITTEN.match(old.name) and old.is_file() and _ours(old):
+            old.unlink()
     out: dict[str, Path] = {}
-    path = d / "00-original.yaml"
-    out["original"] = write_spec(adv.graph, path, comment=_header(adv, None, ref, str(path)))
-    for i, s in enumerate(chosen, start=1):
-        path = d / f"{i:02d}-{s.key}.yaml"
-        out[s.key] = write_spec(s.graph, path, comment=_header(adv, s, ref, str(path)))
+    for key, path, text in texts:
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write: {exc.strerror or exc} (written so far: "
+                             f"{', '.join(p.name for p in out.values()) or 'none'})") from None
+        out[key] = path
     return out
+
+
+def _ours(path: Path) -> bool:
+    """A variant file an earlier `suggest --write` wrote (its first line is convscope's header)."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            return f.readline().startswith(_MARK)
+    except (OSError, UnicodeDecodeError):
+        return False

@@ -229,3 +229,68 @@ def test_a_network_the_spec_cannot_express_is_refused_before_writing(tmp_path: P
     with pytest.raises(convscope.ConvscopeError, match="layer 'half' \\(slice\\)"):
         write_variants(adv, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_write_replaces_an_earlier_runs_variants_and_keeps_other_files(tmp_path: Path) -> None:
+    adv = convscope.suggest("zoo:vgg11-cifar", input=(3, 32, 32), batch=2)
+    first = write_variants(adv, tmp_path)
+    assert len(first) > 3
+    (tmp_path / "07-mine.yaml").write_text("name: mine\n")  # not convscope's: kept
+    only = suggest_graph(load_zoo("vgg11-cifar"), only=["truncate"], batch=2)
+    second = write_variants(only, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00-original.yaml", "01-truncate.yaml", "07-mine.yaml"]
+    head = second["truncate"].read_text().splitlines()[1]
+    assert head.endswith("01-truncate.yaml --batch 2")  # the command that gives the header's numbers again
+    assert analyze(str(second["truncate"]), batch=2).totals == only.suggestion("truncate").analysis.totals
+
+
+def test_write_checks_every_target_before_writing(tmp_path: Path) -> None:
+    from convscope.errors import InputError
+
+    (tmp_path / "01-truncate.yaml").mkdir()
+    adv = suggest_graph(load_zoo("vgg11-cifar"), only=["truncate"])
+    with pytest.raises(InputError, match="01-truncate.yaml exists and is not a file"):
+        write_variants(adv, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["01-truncate.yaml"]
+
+
+def test_resolution_and_truncate_say_when_a_flattened_head_changes() -> None:
+    g = graph_from_spec_text("""
+name: flat
+input: [3, 32, 32]
+layers:
+  - conv: {out: 8, k: 3, name: c1}
+  - maxpool: {k: 2}
+  - conv: {out: 8, k: 3, name: c2}
+  - maxpool: {k: 2}
+  - conv: {out: 8, k: 3, name: c3}
+  - maxpool: {k: 2}
+  - conv: {out: 8, k: 3, name: c4}
+  - maxpool: {k: 2}
+  - conv: {out: 8, k: 3, name: c5}
+  - flatten
+  - linear: {out: 10, name: fc}
+""")
+    adv = suggest_graph(g, only=["resolution", "truncate"])
+    res = adv.suggestion("resolution")
+    assert "fc" in res.changed and "stay as they are except 'fc'" in res.explanation
+    t = adv.suggestion("truncate")
+    assert "fc" in t.changed and "'fc' 330 -> " in t.explanation
+    if t.params_saved < 0:
+        assert any("adds parameters" in n for n in t.notes)
+
+
+def test_suggest_reports_unknown_ops(capsys) -> None:  # type: ignore[no-untyped-def]
+    b = GraphBuilder("odd")
+    b.add_input("x", (3, 16, 16))
+    x = b.add("c1", OpKind.CONV, O.ConvAttrs(out_channels=8, kernel=(3, 3), padding=((1, 1), (1, 1))), ["x"])
+    x = b.add("mystery", OpKind.UNKNOWN, O.UnknownAttrs(target="fft_fft2", shape=(8, 16, 16)), [x])
+    x = b.add("c2", OpKind.CONV, O.ConvAttrs(out_channels=8, kernel=(3, 3), padding=((1, 1), (1, 1))), [x])
+    x = b.add("gap", OpKind.GLOBAL_AVGPOOL, O.GlobalPoolAttrs(), [x])
+    g = b.build()
+    adv = suggest_graph(g)
+    assert adv.to_dict()["unknown_ops"] == [{"name": "mystery", "target": "fft_fft2"}]
+    con = Console(file=io.StringIO(), width=200)
+    render_advice(adv, con)
+    out = con.file.getvalue()  # type: ignore[attr-defined]
+    assert "1 unknown op(s): mystery (fft_fft2)" in out and "None" not in out

@@ -83,7 +83,8 @@ def test_bottleneck_closed_form() -> None:
 def test_width_closed_form() -> None:
     assert [scaled_channels(c, 0.5, 8) for c in (3, 8, 12, 32, 100, 1280)] == [3, 8, 8, 16, 48, 640]
     s = _one(_net(), "width-0.5")
-    assert s.changed == ("stem", "c1", "c2")  # fc sets the classes: kept
+    # fc keeps its classes but reads fewer channels: a PyTorch user edits it (and c1's BatchNorm) too
+    assert s.changed == ("stem", "c1", "c2", "c1bn", "fc")
     params = 3 * 16 * K + 16 * 32 * K + 2 * 32 + 32 * 64 * K + 64 * 10 + 10
     macs = P1 * (3 * 16 * K + 16 * 32 * K) + P2 * 32 * 64 * K + 64 * 10
     assert (s.analysis.totals.params, s.analysis.totals.macs) == (params, macs)
@@ -199,7 +200,8 @@ def test_truncate_vgg16_cifar_removes_exactly_the_unproductive_convs() -> None:
     bn = sum(2 * g.node(n).out.channels for n in removed if g.node(n).op is OpKind.BATCHNORM)  # type: ignore[operator]
     assert s.params_saved == unproductive_params + bn + (512 - 256) * 10
     assert s.analysis.border_layer is None and s.analysis.unproductive_share == (0.0, 0.0)
-    assert s.changed == ("avgpool",) and s.graph.node("avgpool").inputs == ("block3.1.relu",)
+    # the classifier reads 256 channels now: a PyTorch user edits it too
+    assert s.changed == ("avgpool", "classifier") and s.graph.node("avgpool").inputs == ("block3.1.relu",)
     assert s.recommended
 
 
@@ -315,3 +317,53 @@ layers:
         assert v.node("se.fc2").out.channels == concat.out.channels  # type: ignore[union-attr]
     v, changed = scale_width(g, 0.5)
     assert v.node("res.0.conv").out.channels == 16 and "res.last" in changed  # the body's first is free
+
+
+def test_remove_downsampling_keeps_unrelated_steps_apart() -> None:
+    """Two strided layers that change sizes alike but lie one behind the other (an upsampling between
+    them) are two steps, not one."""
+    g = _net("""\
+name: updown
+input: [3, 32, 32]
+layers:
+  - conv: {out: 16, k: 3, name: stem}
+  - conv: {out: 32, k: 3, s: 2, name: down1}
+  - upsample: {scale: 2}
+  - conv: {out: 32, k: 3, name: up_conv}
+  - maxpool: {k: 2, name: down2}
+  - conv: {out: 64, k: 3, name: c1}
+  - maxpool: {k: 2, name: p3}
+  - conv: {out: 64, k: 3, name: c2}
+  - maxpool: {k: 2, name: p4}
+  - conv: {out: 128, k: 3, name: c3}
+  - conv: {out: 128, k: 3, name: c4}
+  - gap
+  - linear: {out: 10}
+""")
+    from convscope.analyses._rewrites import _downsampling_groups
+
+    groups = _downsampling_groups(_base_of(g))
+    assert [[n.name for n in grp] for grp in groups] == [["down1"], ["down2"], ["p3"], ["p4"]]
+
+
+def _base_of(g: Graph):  # type: ignore[no-untyped-def]
+    from convscope.analyses import advice
+
+    return advice._base(g, Options(), advice.DType.FP32, 1, advice._Latency(None, None, 1, "fp32", None, None))
+
+
+def test_a_residual_blocks_strided_conv_and_shortcut_are_one_step() -> None:
+    from convscope.analyses._rewrites import _downsampling_groups
+
+    groups = _downsampling_groups(_base_of(load_zoo("resnet18-cifar")))
+    pairs = [sorted(n.name for n in grp) for grp in groups]
+    assert ["layer2.0.conv1", "layer2.0.downsample.0"] in pairs
+
+
+def test_truncate_stopped_by_the_depth_rule_says_so() -> None:
+    layers = "".join(f"  - conv: {{out: {c}, k: 3}}\n  - maxpool: {{k: 2}}\n" for c in (32, 64, 128))
+    layers += "  - conv: {out: 256, k: 3}\n" * 6 + "  - gap\n  - linear: {out: 10}\n"
+    s = _one(_net(f"name: deep\ninput: [3, 16, 16]\nlayers:\n{layers}"), "truncate")
+    stopped = [n for n in s.notes if n.startswith("stopped at")]
+    assert stopped and "stay for that" in stopped[0]
+    assert not any("because productive layers follow them" in n for n in s.notes)

@@ -130,6 +130,8 @@ def _one(op: OpKind, attrs: object, shape: tuple[int, ...] = (4, 8, 8)) -> Graph
     (OpKind.ACT, O.ActAttrs(fn="mish"), "mish"),
     (OpKind.PAD, O.PadAttrs(padding=((1, 1), (1, 1))), "pad"),
     (OpKind.UNKNOWN, O.UnknownAttrs(target="aten::weird", shape=(4, 8, 8)), "unknown"),
+    (OpKind.MEAN, O.ReduceAttrs(axes=(0,)), "a mean over axes \\[0\\]"),
+    (OpKind.MEAN, O.ReduceAttrs(axes=(1, 2), fn="sum"), "a sum over axes"),
 ])
 def test_what_the_spec_cannot_say_is_refused_naming_the_layer(op: OpKind, attrs: object, what: str) -> None:
     with pytest.raises(SpecWriteError, match=f"layer 'odd' \\({op.value}\\).*{what}|layer 'odd' \\({op.value}\\)"):
@@ -138,6 +140,17 @@ def test_what_the_spec_cannot_say_is_refused_naming_the_layer(op: OpKind, attrs:
         graph_to_spec_text(_one(op, attrs))
     except SpecWriteError as exc:
         assert exc.exit_status == 2 and "network spec" in str(exc)
+
+
+@pytest.mark.parametrize("fn, keep, written", [("mean", False, "gap"), ("max", True, "gmp: {keepdims: true")])
+def test_a_mean_over_the_spatial_axes_is_written_as_global_pooling(fn: str, keep: bool, written: str) -> None:
+    """``x.mean((2, 3))`` in a PyTorch model (axes 1, 2 of a C, H, W map, or -2, -1) is `gap`."""
+    for axes in ((1, 2), (-2, -1)):
+        g = _one(OpKind.MEAN, O.ReduceAttrs(axes=axes, keepdims=keep, fn=fn))
+        text = graph_to_spec_text(g)
+        assert written in text
+        back = graph_from_spec_text(text)
+        assert back.node("odd").out.shape == g.node("odd").out.shape
 
 
 def test_input_names_are_mapped_and_clashes_refused() -> None:

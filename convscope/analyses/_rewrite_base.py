@@ -18,7 +18,8 @@ from convscope.ir.graph import Graph, Node
 from convscope.ir.ops import WEIGHTED_OPS, OpKind
 from convscope.results import Analysis
 
-__all__ = ["Options", "Base", "Rewrite", "NotApplicable", "REWRITES", "TITLES", "rewrite", "POINTWISE"]
+__all__ = ["Options", "Base", "Rewrite", "NotApplicable", "REWRITES", "TITLES", "rewrite", "POINTWISE",
+           "reshaped_weights"]
 
 # Ops that act on each position alone and keep the shape (a rewrite may move a layer across them).
 POINTWISE = frozenset({OpKind.BATCHNORM, OpKind.ACT, OpKind.DROPOUT, OpKind.IDENTITY, OpKind.SCALE})
@@ -42,6 +43,21 @@ class Options:
         bad = [w for w in self.widths if not 0 < w < 1]
         if bad:
             raise ValueError(f"widths must be in (0, 1), got {bad[0]}")
+
+
+def reshaped_weights(before: Graph, after: Graph) -> list[str]:
+    """Layers of both graphs whose weights change shape (a BatchNorm after a narrower conv, a linear
+    layer that reads a flattened map of another size): a PyTorch user must edit these modules too."""
+    from convscope.analyses.cost import cost
+
+    old, new = cost(before), cost(after)
+    out = []
+    for n in after.nodes:
+        if n.name in before and n.op is not OpKind.INPUT:
+            a, b = old.of(n.name), new.of(n.name)
+            if a.cost.params != b.cost.params or a.weight_bytes != b.weight_bytes:
+                out.append(n.name)
+    return out
 
 
 class NotApplicable(Exception):

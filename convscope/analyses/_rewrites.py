@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from convscope.analyses._rewrite_base import POINTWISE, Base, NotApplicable, Rewrite, rewrite
+from convscope.analyses._rewrite_base import POINTWISE, Base, NotApplicable, Rewrite, reshaped_weights, rewrite
 from convscope.analyses._rewrite_depth import depth_report, refusal
 from convscope.analyses._rewrite_edit import Editor, NewNode, same_size_padding
 from convscope.analyses.border import productivity
@@ -119,14 +119,26 @@ def _truncation(base: Base, p: int, variant: Graph, *, stopped_early: bool) -> R
     removed = [n.name for n in g.nodes if n.name not in variant and n.op is not OpKind.INPUT]
     gone_flagged = [n for n in removed if n in base.flagged()]
     kept_flagged = sorted(base.flagged() - set(removed), key=g.position)
+    last = _last_kept(base, g.position(entry))  # the last productive layer before the head
+    followed = [n for n in kept_flagged if g.position(n) < last]
+    for_depth = [n for n in kept_flagged if g.position(n) > last]
     notes = []
-    if kept_flagged:
-        notes.append(f"{len(kept_flagged)} unproductive layer(s) stay because productive layers follow them: "
-                     + ", ".join(kept_flagged[:6]) + (" …" if len(kept_flagged) > 6 else ""))
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:6]) + (" …" if len(names) > 6 else "")
+
+    if followed:
+        notes.append(f"{len(followed)} unproductive layer(s) stay because productive layers follow them: "
+                     + listed(followed))
     if stopped_early:
         rules = base.options.rules
         notes.append(f"stopped at '{cut}' to keep at least {rules.min_spatial_layers} spatial layers and "
-                     f"{100 * rules.min_rf_coverage:.0f}% receptive-field coverage (seeds/004, seeds/002)")
+                     f"{100 * rules.min_rf_coverage:.0f}% receptive-field coverage (seeds/004, seeds/002)"
+                     + (f"; {len(for_depth)} unproductive layer(s) stay for that: {listed(for_depth)}"
+                        if for_depth else ""))
+    elif for_depth:
+        notes.append(f"{len(for_depth)} unproductive layer(s) stay because no cut point lies before them (a "
+                     f"later layer reads an earlier one): {listed(for_depth)}")
     c_old, c_new = g.node(g.node(entry).inputs[0]).out.channels, variant.node(cut).out.channels
     explanation = (
         f"Re-attach the head ('{entry}') to '{cut}' and drop the {len(removed)} layers after it, "
@@ -134,6 +146,15 @@ def _truncation(base: Base, p: int, variant: Graph, *, stopped_early: bool) -> R
         f"(rf_min >= input size) or their maps are no larger than their kernels, so they add cost without "
         f"context (seeds/002; border layer {base.prod.border_layer})."
         + (f" The head now reads {c_new} channels instead of {c_old}." if c_new != c_old else ""))
+    grown = [n for n in reshaped_weights(g, variant) if variant.position(n) > variant.position(cut)]
+    if grown:
+        before, after = cost(g), cost(variant)
+        explanation += (" The head's weights change with the map it reads (a flatten keeps every position): "
+                        + ", ".join(f"'{n}' {before.of(n).cost.params:,} -> {after.of(n).cost.params:,} params"
+                                    for n in grown) + ".")
+        if after.total.params > before.total.params:
+            notes.append("the cut saves MACs but adds parameters: the classifier behind the flatten grows with the "
+                         "larger map; a global pooling before it would keep it small")
     return Rewrite("truncate", "cut the unproductive tail", explanation, variant, (entry,), tuple(notes))
 
 
@@ -158,14 +179,33 @@ def _stride_one(node: Node, ed: Editor) -> bool:
 
 
 def _downsampling_groups(base: Base) -> list[list[Node]]:
-    """Strided convolutions and pools of the trunk, grouped by the size change they make: the
-    layers of one group (a block's strided conv and its 1x1 shortcut) must lose their stride together."""
-    groups: dict[tuple[tuple[int, ...], tuple[int, ...]], list[Node]] = {}
+    """Strided convolutions and pools of the trunk that make one downsampling step: the same size
+    change on parallel paths (a block's strided conv and its 1x1 shortcut), which must lose their stride
+    together.  A layer behind another one of the group (a later step that happens to change sizes
+    the same way, after an upsampling) starts a group of its own."""
+    groups: list[tuple[tuple[tuple[int, ...], tuple[int, ...]], list[Node], set[str]]] = []
     for n in base.trunk():
         if n.op in (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL) and max(n.attrs.stride) > 1:  # type: ignore[union-attr]
             key = (base.graph.node(n.inputs[0]).out.spatial, n.out.spatial)
-            groups.setdefault(key, []).append(n)
-    return list(groups.values())
+            behind = _ancestors(base.graph, n.name)
+            for k, members, _ in groups:
+                if k == key and not any(m.name in behind for m in members):
+                    members.append(n)
+                    break
+            else:
+                groups.append((key, [n], behind))
+    return [members for _, members, _ in groups]
+
+
+def _ancestors(graph: Graph, name: str) -> set[str]:
+    seen: set[str] = set()
+    todo = list(graph.node(name).inputs)
+    while todo:
+        x = todo.pop()
+        if x not in seen:
+            seen.add(x)
+            todo += graph.node(x).inputs
+    return seen
 
 
 def _best(base: Base, candidates: list[tuple[Graph, list[Node]]]) -> tuple[Graph, list[Node], tuple[int, int]]:
@@ -201,13 +241,14 @@ def remove_downsampling(base: Base) -> list[Rewrite]:
     if not candidates:
         raise NotApplicable("no strided convolution or pool can lose its stride and keep the network valid")
     variant, group, (after, _) = _best(base, candidates)
-    s = max(group[0].attrs.stride)  # type: ignore[union-attr]
+    sh, sw = group[0].attrs.stride  # type: ignore[union-attr]
+    s = max(sh, sw)
     names = ", ".join(f"'{n.name}'" for n in group)
     size_in = base.graph.node(group[0].inputs[0]).out.spatial
     explanation = (
         f"Take the stride {s} out of {names} (the step {size_in[0]}x{size_in[1]} -> {group[0].out.spatial[0]}x"
         f"{group[0].out.spatial[1]}): the receptive field grows {s}x slower after it, so {after} instead of "
-        f"{before} weighted layers are unproductive at {_res(base)}; every later layer runs on {s * s}x the "
+        f"{before} weighted layers are unproductive at {_res(base)}; every later layer runs on {sh * sw}x the "
         "positions (seeds/002: removing or repositioning pooling changes the receptive field's growth, "
         "at the cost of FLOPs).")
     return [Rewrite("remove-downsampling", "remove a downsampling step", explanation, variant,
@@ -328,6 +369,10 @@ def maxpool_into_stride(base: Base) -> list[Rewrite]:
 
 
 # -- input resolution --------------------------------------------------------------------------------
+def _span(lo: int, hi: float | None) -> str:
+    return f"{lo}–{hi} px" if hi is not None else f"{lo} px and up (no upper bound is known)"
+
+
 @rewrite("resolution", "change the input resolution")
 def resolution(base: Base) -> list[Rewrite]:
     c, h, w = base.graph.input_shape
@@ -347,10 +392,19 @@ def resolution(base: Base) -> list[Rewrite]:
         raise NotApplicable(f"no resolution keeps every layer productive (>= {lo} px) while the last layer still "
                             f"sees the whole image (<= {hi} px); {h} px is at or above {lo} px")
     else:
-        raise NotApplicable(f"{h} px is already within the feasible range {lo}–{hi} px")
+        raise NotApplicable(f"{h} px is already within the feasible range {_span(lo, hi)}")
     variant = rebuild(base.graph, input_shape=(c, target, target), name=base.variant_name("resolution"))
-    explanation = (f"Feed {target}x{target} instead of {h}x{w}: {why}. Feasible range: {lo}–{hi} px. "
-                   "The network's layers stay as they are; only the data changes (seeds/002, seeds/003).")
+    grown = reshaped_weights(base.graph, variant)
+    if grown:
+        before, after = cost(base.graph), cost(variant)
+        names = ", ".join(f"'{n}' ({before.of(n).cost.params:,} -> {after.of(n).cost.params:,} params)" for n in grown)
+        layers = (f"The layers stay as they are except {names}: {'it reads' if len(grown) == 1 else 'they read'} "
+                  "a map whose size follows the input (a flatten before a linear layer), so its weights change "
+                  "with the data")
+    else:
+        layers = "The network's layers stay as they are; only the data changes"
+    explanation = (f"Feed {target}x{target} instead of {h}x{w}: {why}. Feasible range: {_span(lo, hi)}. "
+                   f"{layers} (seeds/002, seeds/003).")
     return [Rewrite("resolution", "change the input resolution", explanation, variant,
                     (base.graph.inputs[0].name,))]
 

@@ -15,13 +15,15 @@ with the rule, and never recommended.
 from __future__ import annotations
 
 import importlib
+import os
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 # Importing the rewrite modules registers their rewrites.
 from convscope.analyses import _rewrite_conv, _rewrites  # noqa: F401
-from convscope.analyses._rewrite_base import REWRITES, TITLES, Base, NotApplicable, Options, Rewrite
+from convscope.analyses._rewrite_base import REWRITES, TITLES, Base, NotApplicable, Options, Rewrite, reshaped_weights
 from convscope.analyses._rewrite_depth import DepthReport, DepthRules, depth_from_analysis, depth_report, refusal
 from convscope.analyses.analyze import analyze_graph
 from convscope.analyses.border import productivity
@@ -130,6 +132,7 @@ class Advice:
     graph: Graph = field(repr=False, compare=False)
     origin: str = "spec"  # spec | zoo | pytorch | onnx | graph
     interrupted: bool = False  # Ctrl-C: the rewrites tried so far
+    analyze_options: tuple[str, ...] = ()  # the `analyze` options that give the same numbers (--batch 4 …)
 
     def suggestion(self, key: str) -> Suggestion:
         for s in self.suggestions:
@@ -157,6 +160,7 @@ class Advice:
             "depth_warnings": [w.to_dict() for w in self.depth.warnings],
             "suggestions": [s.to_dict() for s in self.suggestions],
             "not_applicable": [{"key": k, "title": t, "reason": r} for k, t, r in self.not_applicable],
+            "unknown_ops": [{"name": n, "target": t} for n, t in self.base.unknown_ops],
         }
 
 
@@ -215,7 +219,8 @@ def _evaluate(base: Base, rw: Rewrite, dtype: DType, batch: int, latency: _Laten
     new = {n.name for n in v.nodes if n.op is not OpKind.INPUT}
     removed = tuple(n.name for n in g.nodes if n.name in old - new)
     added = tuple(n.name for n in v.nodes if n.name in new - old)
-    changed = tuple(n for n in rw.changed if n in new and n not in added)
+    edited = [n for n in rw.changed if n in new and n not in added]  # what the rewrite edited, then
+    changed = tuple(edited + [n for n in reshaped_weights(g, v) if n not in edited])  # weights reshaped by it
     return Suggestion(rw.key, rw.title, rw.explanation, changed, removed, added, analysis, depth,
                       base.analysis, v, refusal(base.depth, depth), rw.notes)
 
@@ -303,4 +308,16 @@ def suggest_graph(
         progress("done", len(keys), len(keys))
     by_ms = base.analysis.latency is not None and all(s.analysis.latency is not None for s in found)
     return Advice(graph.name, graph.input_shape, base.analysis, base.depth, tuple(_order(found, by_ms)),
-                  tuple(skipped), "ms" if by_ms else "macs", latency.note, graph, origin, interrupted)
+                  tuple(skipped), "ms" if by_ms else "macs", latency.note, graph, origin, interrupted,
+                  _analyze_options(dt, batch, device, backend, fit, threads))
+
+
+def _analyze_options(dt: DType, batch: int, device: Any, backend: str | None, fit: Any,
+                     threads: int | None) -> tuple[str, ...]:
+    """The options `convscope analyze` needs to give a written variant's numbers again."""
+    out: list[str] = []
+    for flag, value, default in (("--batch", batch, 1), ("--dtype", dt.value, "fp32"), ("--device", device, None),
+                                 ("--backend", backend, None), ("--fit", fit, None), ("--threads", threads, None)):
+        if value is not None and value != default and isinstance(value, (str, int, os.PathLike)):
+            out += [flag, shlex.quote(os.fspath(value) if isinstance(value, os.PathLike) else str(value))]
+    return tuple(out)

@@ -117,7 +117,6 @@ def run(args: argparse.Namespace) -> int:
         print("convscope suggest: interrupted: the table shows the rewrites tried so far", file=sys.stderr)
         return 130
     if unwritten is not None:
-        print(f"convscope suggest: error: {unwritten} (nothing was written to {args.write}; the advice above "
-              "stands)", file=sys.stderr)
+        print(f"convscope suggest: error: {unwritten}; the advice above stands", file=sys.stderr)
         return unwritten.exit_status
     return 0

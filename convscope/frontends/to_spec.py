@@ -123,6 +123,18 @@ def _global(node: Node, graph: Graph) -> tuple[str, dict[str, Any]]:
     return node.op.value, ({"keepdims": True} if node.attrs.keepdims else {})  # type: ignore[union-attr]
 
 
+@_writes(OpKind.MEAN)
+def _mean(node: Node, graph: Graph) -> tuple[str, dict[str, Any]]:
+    """``x.mean((2, 3))`` / ``amax`` over the spatial axes of a feature map is global pooling."""
+    a = node.attrs
+    assert isinstance(a, O.ReduceAttrs)
+    x = graph.node(node.inputs[0]).out
+    spatial = tuple(sorted(ax % len(x.shape) for ax in a.axes)) == x.spatial_axes if x.is_image else False
+    if not spatial or a.fn not in ("mean", "max"):
+        raise _refuse(node, f"a {a.fn} over axes {list(a.axes)} of a {list(x.shape)} tensor")
+    return ("gap" if a.fn == "mean" else "gmp"), ({"keepdims": True} if a.keepdims else {})
+
+
 @_writes(OpKind.UPSAMPLE)
 def _upsample(node: Node, graph: Graph) -> tuple[str, dict[str, Any]]:
     a = node.attrs

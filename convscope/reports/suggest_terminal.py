@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convscope.analyses.advice import Advice, Suggestion
-from convscope.reports.terminal import table_layout
+from convscope.reports.terminal import render_caveats, table_layout
 from convscope.results import Analysis
 from convscope.units import fmt_count, fmt_ms, fmt_rf, fmt_share
 
@@ -137,6 +137,7 @@ def render_advice(adv: Advice, console: Console, *, written: dict[str, Path] | N
     lo, hi = adv.base.feasible_resolution
     console.print(Text(f"feasible input resolution (no unproductive convolution, last layer sees the whole input): "
                        f"{fmt_rf(lo)}–{fmt_rf(hi)} px"))
+    render_caveats(adv.base, console)
     if written:
         d = next(iter(written.values())).parent
         console.print(Text(f"wrote {len(written)} spec file(s) to {d}/ (the original and "

@@ -121,6 +121,13 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
                        f"{fmt_share(a.unproductive_share[1])} of MACs", style="red")
     summary.append(f"; feasible input resolution {fmt_rf(lo)}–{fmt_rf(hi)} px")
     console.print(summary)
+    render_caveats(a, console)
+
+
+def render_caveats(a: Analysis, console: Console) -> None:
+    """What a reader of the numbers must know: an empty feasible range, the front end's notes, the
+    ops convscope does not know (analyze and suggest both print these)."""
+    lo, hi = a.feasible_resolution
     if lo is not None and hi is not None and lo > hi:
         console.print("  (no resolution is both free of unproductive layers and fully seen by the last layer)")
     for note in a.notes:
