@@ -22,11 +22,18 @@ $(STAMP): pyproject.toml
 
 # The main job: the receptive-field analysis of a zoo network, then the camera question (issue 5):
 # time the plan's layers here (cached: a second run is quick), compare the five designs, write report.html.
+# A machine too busy to time its layers (calibrate says so and keeps what it timed) still gets an
+# answer: the same comparison on the shipped desktop-cpu profile, labelled as such.
 demo: $(STAMP)
 	$(BIN)/convscope zoo list
 	$(BIN)/convscope analyze zoo:vgg16-cifar
-	$(BIN)/convscope calibrate examples/camera/plan.yaml
-	$(BIN)/convscope compare examples/camera/plan.yaml --html report.html
+	@if $(BIN)/convscope calibrate examples/camera/plan.yaml; then \
+	  $(BIN)/convscope compare examples/camera/plan.yaml --html report.html; \
+	else \
+	  echo "calibrate could not finish here (see above; run it again when the machine is quieter):"; \
+	  echo "comparing on the analytic desktop-cpu profile instead"; \
+	  $(BIN)/convscope compare examples/camera/plan.yaml --device desktop-cpu --html report.html; \
+	fi
 	@echo "report written: $(CURDIR)/report.html"
 
 test: $(STAMP) browser
