@@ -61,10 +61,19 @@ def test_scales_marks_are_uniform_in_every_class() -> None:
     ("synthetic:scales:k=3", "bad parameter 'k=3'"),
     ("synthetic:scales:d=9", "d=9 must be between 1 and half the image side"),
     ("synthetic:scales:n=abc", "parameter values must be numbers"),
+    ("synthetic:scales:noise=nan", "noise a finite number >= 0, got n=2000, test=1000, noise=nan"),
+    ("synthetic:scales:noise=inf", "noise a finite number >= 0, got .*noise=inf"),
 ])
 def test_synthetic_errors(ref: str, msg: str) -> None:
     with pytest.raises(InputError, match=msg):
         make_synthetic(ref, (1, 16, 16))
+
+
+def test_a_training_split_too_small_to_train_is_refused() -> None:
+    """One image makes no training step (a batch needs two): refused, not reported as trained."""
+    with pytest.raises(InputError, match=r"data set too small: 1 training image\(s\), at least 2 needed"):
+        load_data("synthetic:scales:n=1,test=1", (1, 16, 16))
+    assert len(load_data("synthetic:scales:n=2,test=1", (1, 16, 16)).train) == 2
 
 
 def test_synthetic_data_set_is_normalised() -> None:
@@ -125,6 +134,36 @@ def test_folder_errors_name_the_path(tmp_path: Path) -> None:
         load_data(tmp_path / "file.txt", (3, 8, 8))
     with pytest.raises(InputError, match="images have 3 channels, the network takes 2|grey or RGB"):
         load_data(_folder(tmp_path / "pets"), (2, 8, 8))
+
+
+def test_a_train_folder_without_test_split_says_so(tmp_path: Path) -> None:
+    for cls in ("a", "b"):
+        _png(tmp_path / "train" / cls / "0.png", (1, 2, 3))
+    with pytest.raises(InputError, match=r"has .*train but no test split \(no test, val, valid, validation folder"):
+        load_data(tmp_path, (3, 8, 8))
+
+
+def test_16_bit_grey_images_are_scaled_not_clipped(tmp_path: Path) -> None:
+    ramp = np.linspace(0, 65535, 16 * 16).reshape(16, 16).astype(np.uint16)
+    for cls in ("a", "b"):
+        for i in range(3):
+            p = tmp_path / cls / f"{i}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            PIL.fromarray(ramp).save(p)
+    assert PIL.open(tmp_path / "a" / "0.png").mode in ("I;16", "I")
+    for c in (1, 3):
+        ds = load_data(tmp_path, (c, 16, 16))
+        x = ds.train.images(torch.arange(1))[0] * 255
+        expected = torch.from_numpy(np.round(ramp / 257.0)).float()
+        assert torch.allclose(x, expected.expand(c, -1, -1), atol=0.5)  # 0..255, not white
+
+
+def test_appledouble_files_are_skipped(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "pets", per_class=3)
+    (root / "cats" / "._0.png").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    ds = load_data(root, (3, 8, 8))
+    assert ds.info.train + ds.info.test == 6
+    ds.train.images(torch.arange(len(ds.train)))  # no file fails to decode
 
 
 def test_unreadable_image_is_named(tmp_path: Path) -> None:
@@ -201,6 +240,63 @@ def test_cifar_wrong_content(tmp_path: Path) -> None:
         pickle.dump({b"data": np.zeros((3, 10), dtype=np.uint8), b"labels": [0, 1, 2]}, f, protocol=2)
     (tmp_path / "test_batch").write_bytes(b"garbage")
     with pytest.raises(InputError, match=r"data_batch_1: not a CIFAR batch \(data \(3, 10\)"):
+        load_data(tmp_path, (3, 32, 32))
+
+
+def _write_batch(path: Path, labels: list, *, protocol: int = 2, str_keys: bool = False) -> np.ndarray:  # type: ignore[type-arg]
+    data = np.random.default_rng(len(labels)).integers(0, 256, (len(labels), 3072), dtype=np.uint8)
+    d = {"data": data, "labels": labels, "batch_label": "x"}
+    with open(path, "wb") as f:
+        pickle.dump(d if str_keys else {k.encode(): v for k, v in d.items()}, f, protocol=protocol)
+    return data
+
+
+@pytest.mark.parametrize("protocol,str_keys", [(pickle.HIGHEST_PROTOCOL, False), (4, True), (5, True)])
+def test_cifar_batches_written_by_python_3(tmp_path: Path, protocol: int, str_keys: bool) -> None:
+    """Protocol 5 rebuilds arrays with numpy's _frombuffer; Python 3 dicts have str keys."""
+    _write_batch(tmp_path / "data_batch_1", [0, 1, 2, 1], protocol=protocol, str_keys=str_keys)
+    test = _write_batch(tmp_path / "test_batch", [2, 0], protocol=protocol, str_keys=str_keys)
+    with open(tmp_path / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": ["x", "y", "z"]}, f, protocol=protocol)
+    ds = load_data(tmp_path, (3, 32, 32))
+    assert ds.info.classes == ("x", "y", "z") and ds.test.labels.tolist() == [2, 0]
+    assert torch.allclose(ds.test.images(torch.arange(2)), torch.from_numpy(test.reshape(2, 3, 32, 32) / 255.0).float())
+
+
+def test_cifar_protocol_5_still_refuses_code(tmp_path: Path) -> None:
+    Path("/tmp/convscope-pwned-test").unlink(missing_ok=True)
+    _write_batch(tmp_path / "data_batch_1", [0, 1], protocol=5)
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump({"data": _Evil(), "labels": [0]}, f, protocol=5)
+    with pytest.raises(InputError, match=r"test_batch: not a readable CIFAR batch \(refusing to load posix.system"):
+        load_data(tmp_path, (3, 32, 32))
+    assert not Path("/tmp/convscope-pwned-test").exists()
+
+
+@pytest.mark.parametrize("labels,found", [([0, -1, 1], "-1"), ([0, 1, 256], "256"), ([0, 1.5, 1], "1.5"),
+                                          ([0, "cat", 1], "'cat'"), ([0, [1], 2], r"\[1\]")])
+def test_cifar_labels_must_be_class_indices(tmp_path: Path, labels: list, found: str) -> None:  # type: ignore[type-arg]
+    _write_batch(tmp_path / "data_batch_1", labels)
+    _write_batch(tmp_path / "test_batch", [0, 1])
+    with pytest.raises(InputError, match=rf"data_batch_1: labels must be a list of integer class indices 0..255, "
+                                         rf"found {found}$"):
+        load_data(tmp_path, (3, 32, 32))
+
+
+def test_cifar_with_one_class_is_refused(tmp_path: Path) -> None:
+    _write_batch(tmp_path / "data_batch_1", [3] * 5)
+    _write_batch(tmp_path / "test_batch", [3, 3])
+    with pytest.raises(InputError, match="the training split holds 1 class; need at least two classes"):
+        load_data(tmp_path, (3, 32, 32))
+
+
+def test_cifar_without_a_test_batch_says_so(tmp_path: Path) -> None:
+    _write_batch(tmp_path / "data_batch_1", [0, 1])
+    with pytest.raises(InputError, match=r"training batches \(data_batch_\*\) but no test batch: .*test_batch is "
+                                         "missing"):
+        load_data(tmp_path, (3, 32, 32))
+    (tmp_path / "data_batch_1").rename(tmp_path / "train")
+    with pytest.raises(InputError, match=r"training batches \(train\) but no test batch: .*test is missing"):
         load_data(tmp_path, (3, 32, 32))
 
 

@@ -165,6 +165,35 @@ def test_verdict_inconclusive_and_no_prediction() -> None:
     assert verdict(rows, test_accuracy=None, chance=1 / 3, n_test=600, n_probe_test=600).status == "inconclusive"
 
 
+def test_saturation_is_capped_when_samples_do_not_exceed_the_width() -> None:
+    """n samples give a covariance of rank <= n - 1: with n <= width the saturation measures the sample count."""
+    rng = np.random.default_rng(0)
+    acc = OnlineCovariance(32)
+    acc.update(torch.from_numpy(rng.normal(size=(16, 32))))  # full-rank data, 16 samples
+    sat, k = saturation_from_covariance(acc.covariance())
+    assert k <= 15 and sat < 0.5
+    row = LayerProbe("c", "conv", (5, 5), 0.5, True, 32, sat, k, 0.5, 1.0, 64, samples=16)
+    assert row.saturation_capped and row.to_dict()["saturation_capped"] is True
+    assert not LayerProbe("c", "conv", (5, 5), 0.5, True, 32, 0.9, 29, 0.5, 1.0, 64, samples=33).saturation_capped
+    assert not LayerProbe("c", "conv", (5, 5), 0.5, True, 32, None, None, None, None, 64, samples=16,
+                          error="x").saturation_capped
+
+
+def test_verdict_leaves_capped_saturations_out() -> None:
+    kw: dict = {"test_accuracy": 0.9, "chance": 0.1, "n_test": 1000, "n_probe_test": 1000}
+    before = [_row("a", 0.8, 0.9, False), _row("b", 0.9, 0.7, False)]
+    capped = LayerProbe("d", "conv", (9, 9), 1.2, True, 512, 0.02, 10, 0.9, 1.0, 2048, samples=15)
+    # the only unproductive layer's saturation (0.02) is capped: no saturation criterion, so not "agrees"
+    v = verdict([*before, capped], **kw)
+    assert v.status == "partly" and v.saturation_after is None and v.saturation_before is None
+    assert "saturation not compared" in v.reasons[1] and "capped by too few samples: d" in v.reasons[1]
+    # a capped productive layer is left out of the median of the productive ones
+    low = LayerProbe("e", "conv", (9, 9), 0.5, False, 512, 0.01, 5, 0.5, 1.0, 2048, samples=15)
+    v = verdict([*before, low, _row("u", 0.9, 0.75, True)], **kw)
+    assert v.saturation_before == pytest.approx(0.8) and v.status == "agrees"
+    assert "(left out, saturation capped by too few samples: e)" in v.reasons[1]
+
+
 # -- the head ---------------------------------------------------------------------------------------
 def _net(head: list) -> dict:  # type: ignore[type-arg]
     return {"name": "t", "input": [3, 8, 8], "layers": [{"conv": {"out": 4, "k": 3, "name": "c"}}, "relu", *head]}

@@ -66,6 +66,8 @@ def test_table(net: Path, capsys: Any) -> None:
 @pytest.mark.parametrize("data,msg", [
     ("/nonexistent/cameras", "--data /nonexistent/cameras: no such directory"),
     ("synthetic:blobs", "unknown synthetic data set 'blobs'"),
+    ("synthetic:scales:noise=nan", "noise a finite number >= 0, got n=2000, test=1000, noise=nan"),
+    ("synthetic:scales:n=1,test=1", "data set too small: 1 training image(s), at least 2 needed"),
 ])
 def test_bad_data_is_exit_2_with_the_path(net: Path, data: str, msg: str, capsys: Any) -> None:
     assert main(["probe", str(net), "--data", data, "--no-checkpoint"]) == 2
@@ -78,6 +80,10 @@ def test_bad_settings_are_exit_2(net: Path, capsys: Any) -> None:
     assert "--lr must be a positive number, got -1.0" in capsys.readouterr().err
     assert main(["probe", str(net), "--data", "synthetic:scales", "--device", "tpu", "--no-checkpoint"]) == 2
     assert "--device must be auto, cpu or cuda[:N], got 'tpu'" in capsys.readouterr().err
+    for device in ("meta", "mps", "cpu:0:1"):  # devices torch knows, or not, but probe cannot train on
+        assert main(["probe", str(net), "--data", "synthetic:scales", "--device", device, "--no-checkpoint"]) == 2
+        err = capsys.readouterr().err
+        assert f"--device must be auto, cpu or cuda[:N], got '{device}'" in err and "Traceback" not in err
     if not __import__("torch").cuda.is_available():
         assert main(["probe", str(net), "--data", "synthetic:scales", "--device", "cuda", "--no-checkpoint"]) == 2
         assert "no CUDA device is available here" in capsys.readouterr().err
@@ -113,6 +119,33 @@ def test_render_reads_the_result() -> None:
     render_probe(_result(complete=False), Console(width=140, file=buf, color_system=None))
     assert "partial result: 1/5 epoch(s) trained, 4 layer(s) measured; rerun the same command to resume" in \
         " ".join(buf.getvalue().split())
+
+
+def test_a_partial_result_without_checkpoint_does_not_promise_a_resume() -> None:
+    r = _result(complete=False).with_updates(checkpoint=None)
+    buf = io.StringIO()
+    render_probe(r, Console(width=140, file=buf, color_system=None))
+    out = " ".join(buf.getvalue().split())
+    assert "no checkpoint was kept (--no-checkpoint), so a rerun starts over" in out and "resume" not in out
+    html = probe_section(r)
+    assert "no checkpoint was kept" in html and "resume" not in html
+    assert "rerun the same command to resume from the checkpoint" in probe_section(_result(complete=False))
+
+
+def test_a_capped_saturation_is_marked() -> None:
+    r = _result()
+    capped = LayerProbe("c5", "conv", (38, 38), 2.38, True, 512, 0.02, 10, 0.99, 1.0, 2048, 15)
+    r = r.with_updates(layers=(*r.layers[:3], capped, r.layers[3]))
+    buf = io.StringIO()
+    render_probe(r, Console(width=140, file=buf, color_system=None))
+    out = buf.getvalue()
+    lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
+    assert "0.020*" in lines["c5"] and "0.750*" not in lines["c4"]
+    assert "* saturation capped" in " ".join(out.split())
+    assert "0.020*" in probe_section(r) and "* saturation capped" in probe_section(r)
+    assert "* saturation capped" not in probe_section(_result())
+    d = r.to_dict()
+    assert [x["saturation_capped"] for x in d["layers"]] == [False, False, False, True, False]
 
 
 def test_html_section_escapes_and_marks() -> None:

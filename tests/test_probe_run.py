@@ -4,6 +4,7 @@ whose needed context is known; checkpoints, resuming, interruption."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from convscope.backends.data import from_arrays, load_data
 from convscope.backends.probe import ProbeConfig, ProbeInterrupted, fit_head, probe
 from convscope.backends.probe_stats import as_samples
 from convscope.backends.to_torch import build_module
-from convscope.errors import InputError
+from convscope.errors import ConvscopeError, InputError
 from convscope.frontends.from_spec import graph_from_spec_data
 from convscope.probe.synthetic import make_synthetic
 
@@ -169,6 +170,26 @@ def test_an_interrupted_measurement_keeps_the_finished_layers(tiny: Any, tmp_pat
     _same(resumed, probe(tiny, data, config=cfg, checkpoint=False))
 
 
+# Linear layers of 2500 features: more than the probe's 2048, so they are randomly projected.
+WIDE = {"name": "wide", "input": [1, 12, 12], "layers": [
+    {"conv": {"out": 8, "k": 3, "name": "c1"}}, "relu", {"conv": {"out": 8, "k": 3, "name": "c2"}}, "relu",
+    "flatten", {"linear": {"out": 2500, "name": "fc1"}}, "relu", {"linear": {"out": 2500, "name": "fc2"}}, "relu",
+    {"linear": {"out": 3, "name": "head"}}]}
+
+
+def test_a_resumed_measurement_projects_wide_layers_as_an_uninterrupted_one(tmp_path: Path) -> None:
+    """The projection of a wide layer is seeded by the layer, not by its place among the layers left to do."""
+    wide = graph_from_spec_data(WIDE)
+    cfg = ProbeConfig(epochs=1, batch_size=32, lr=3e-3, threads=1)
+    data = "synthetic:scales:n=300,test=200"
+    with pytest.raises(ProbeInterrupted) as stop:
+        probe(wide, data, config=cfg, checkpoint=tmp_path, progress=_StopAt("measure layers", after=1))
+    assert [x.name for x in stop.value.partial.layers] == ["c1"]
+    resumed = probe(wide, data, config=cfg, checkpoint=tmp_path)
+    assert [x.probe_dims for x in resumed.layers] == [128, 128, 2048, 2048, 3]
+    _same(resumed, probe(wide, data, config=cfg, checkpoint=False))
+
+
 def test_a_checkpoint_of_another_run_is_not_reused(tiny: Any, tmp_path: Path) -> None:
     cfg = ProbeConfig(epochs=1, batch_size=32, lr=3e-3, threads=1)
     data = "synthetic:scales:n=100,test=60"
@@ -197,6 +218,41 @@ def test_a_layer_that_fails_is_recorded_and_the_rest_measured(tiny: Any, monkeyp
     bad = r.layer("c1")
     assert bad.error == "RuntimeError: out of memory (simulated)" and bad.probe_accuracy is None
     assert all(x.probe_accuracy is not None for x in r.layers if x.name != "c1") and r.complete
+
+
+def test_a_layer_without_eigendecomposition_is_recorded(tiny: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy's LinAlgError (degenerate activations) is reported on its layer, like out of memory."""
+    from convscope.backends import probe as probe_mod
+
+    real, calls = probe_mod.saturation_from_covariance, []
+
+    def degenerate(*a: Any, **k: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise np.linalg.LinAlgError("Eigenvalues did not converge")
+        return real(*a, **k)
+
+    monkeypatch.setattr(probe_mod, "saturation_from_covariance", degenerate)
+    r = probe(tiny, "synthetic:scales:n=100,test=60", config=ProbeConfig(epochs=0, batch_size=32, threads=1),
+              checkpoint=False)
+    assert r.layer("c2").error == "LinAlgError: Eigenvalues did not converge" and r.layer("c2").saturation is None
+    assert all(x.saturation is not None for x in r.layers if x.name != "c2") and r.complete
+
+
+def test_divergence_is_reported_without_a_torch_warning(tiny: Any) -> None:
+    s = make_synthetic("synthetic:scales:n=64,test=10", (1, 16, 16))
+    x = s.x_train.copy()
+    x[0, 0, 0, 0] = np.nan  # every normalised image turns NaN: the first loss is NaN
+    ds = from_arrays(x, s.y_train, s.x_test, s.y_test, (1, 16, 16), classes=s.classes, name="nan")
+    always = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)  # torch warns once per process otherwise: an earlier test may have used it up
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ConvscopeError, match=r"training diverged in epoch 1 \(loss nan\): lower --lr"):
+                probe(tiny, ds, config=ProbeConfig(epochs=1, batch_size=32, threads=1), checkpoint=False)
+    finally:
+        torch.set_warn_always(always)
 
 
 def test_the_readme_example_file_is_this_network() -> None:

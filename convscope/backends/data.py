@@ -5,7 +5,8 @@
 * ``synthetic:NAME[:key=value,...]`` — generated here (:mod:`convscope.probe.synthetic`);
 * a CIFAR-10/100 "python version" directory (``data_batch_1..5`` + ``test_batch``, or ``train`` +
   ``test``).  Those files are pickles: they are read with an unpickler that only accepts the
-  objects such a batch holds (dicts, lists, bytes and numpy arrays) and refuses anything else;
+  objects such a batch holds (dicts, lists, bytes and numpy arrays, at any pickle protocol) and
+  refuses anything else; keys may be bytes (as in the published files) or str;
 * an image folder: ``DIR/CLASS/*.png|jpg|…`` (split 80/20 per class, seeded), or
   ``DIR/train/CLASS/…`` with ``DIR/test/CLASS/…`` (or ``val``).  Reading images needs Pillow.
 
@@ -41,6 +42,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pg
 CACHE_BYTES = 1 << 30
 _TEST_DIRS = ("test", "val", "valid", "validation")
 _NORM_SAMPLES = 1000
+MIN_TRAIN = 2  # a training step needs two images (BatchNorm cannot train on one)
 
 
 class Split:
@@ -143,6 +145,12 @@ def _finish(info: DataInfo, train: Split, test: Split, shape: tuple[int, int, in
             notes: Sequence[str], seed: int) -> DataSet:
     if len(train) == 0 or len(test) == 0:
         raise InputError(f"--data {info.ref}: the {'training' if len(train) == 0 else 'test'} split is empty")
+    if len(train) < MIN_TRAIN:
+        raise InputError(f"--data {info.ref}: data set too small: {len(train)} training image(s), at least "
+                         f"{MIN_TRAIN} needed")
+    present = int(torch.unique(train.labels).numel())
+    if present < 2:
+        raise InputError(f"--data {info.ref}: the training split holds {present} class; need at least two classes")
     mean, std = _norm_stats(train, seed)
     return DataSet(info, train, test, shape, mean, std, fingerprint, tuple(notes))
 
@@ -200,6 +208,8 @@ _CIFAR_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"), ("numpy", "dtype"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    # protocol 5 (pickle.HIGHEST_PROTOCOL): an array is rebuilt from its bytes (frombuffer + reshape)
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
     ("_codecs", "encode"),  # how Python 3 writes bytes at pickle protocol 2 (text -> bytes; runs no code)
 }
 
@@ -215,39 +225,74 @@ class _BatchUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+_MAX_LABEL = 255  # CIFAR labels are class indices (one byte in the binary version of the format)
+
+
+def _get(d: dict[Any, Any], *keys: str) -> Any:
+    """The first of ``keys`` in a batch dict, as bytes (Python 2 pickles) or str (Python 3 ones)."""
+    for k in keys:
+        for key in (k.encode(), k):
+            if key in d:
+                return d[key]
+    return None
+
+
+def _labels(raw: Any, path: Path) -> np.ndarray | None:
+    """The labels as int64, None when there are none; refuses anything but class indices 0.._MAX_LABEL."""
+    if raw is None:
+        return None
+    what = f"{path}: labels must be a list of integer class indices 0..{_MAX_LABEL}"
+    if not isinstance(raw, (list, tuple, np.ndarray)) or (isinstance(raw, np.ndarray) and raw.ndim != 1):
+        found = f"an array of shape {raw.shape}" if isinstance(raw, np.ndarray) else f"{type(raw).__name__} {raw!r:.40}"
+        raise InputError(f"{what}, found {found}")
+    bad = next((v for v in raw if isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                or not 0 <= v <= _MAX_LABEL), None)
+    if bad is not None:
+        raise InputError(f"{what}, found {(bad.item() if isinstance(bad, np.generic) else bad)!r}")
+    return np.asarray(raw, dtype=np.int64)
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
             d = _BatchUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
     except (OSError, pickle.UnpicklingError, EOFError, ValueError, ModuleNotFoundError) as exc:
         raise InputError(f"{path}: not a readable CIFAR batch ({exc})") from None
-    if not isinstance(d, dict) or b"data" not in d:
-        raise InputError(f"{path}: not a CIFAR batch (expected a dict with b'data' and b'labels')")
-    labels = d.get(b"labels", d.get(b"fine_labels"))
-    data = np.asarray(d[b"data"])
+    if not isinstance(d, dict) or _get(d, "data") is None:
+        raise InputError(f"{path}: not a CIFAR batch (expected a dict with 'data' and 'labels')")
+    labels = _labels(_get(d, "labels", "fine_labels"), path)
+    data = np.asarray(_get(d, "data"))
     if labels is None or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != data.shape[0]:
         raise InputError(f"{path}: not a CIFAR batch (data {data.shape}, labels "
                          f"{None if labels is None else len(labels)}; expected N×3072 and N labels)")
-    return data.reshape(-1, 3, 32, 32).astype(np.uint8), np.asarray(labels, dtype=np.int64)
+    return data.reshape(-1, 3, 32, 32).astype(np.uint8), labels
 
 
 def _cifar_files(root: Path) -> tuple[list[Path], list[Path]] | None:
-    train = sorted(root.glob("data_batch_*"))
+    """The training and test batches of a CIFAR directory; None when ``root`` holds no CIFAR batch."""
+    train = sorted(p for p in root.glob("data_batch_*") if p.is_file())
     if train and (root / "test_batch").is_file():
         return train, [root / "test_batch"]
     if (root / "train").is_file() and (root / "test").is_file():
         return [root / "train"], [root / "test"]
+    if train or (root / "train").is_file():
+        have, need = ("data_batch_*", "test_batch") if train else ("train", "test")
+        raise InputError(f"--data {root}: a CIFAR batch directory with training batches ({have}) but no test "
+                         f"batch: {root / need} is missing")
+    if (root / "test_batch").is_file():
+        raise InputError(f"--data {root}: a CIFAR batch directory with test_batch but no training batches "
+                         "(data_batch_1..5)")
     return None
 
 
 def _cifar_names(root: Path, k: int) -> tuple[str, ...]:
-    for meta, key in (("batches.meta", b"label_names"), ("meta", b"fine_label_names")):
+    for meta, key in (("batches.meta", "label_names"), ("meta", "fine_label_names")):
         p = root / meta
         if p.is_file():
             try:
                 with open(p, "rb") as f:
                     d = _BatchUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
-                names = [n.decode() if isinstance(n, bytes) else str(n) for n in d[key]]
+                names = [n.decode() if isinstance(n, bytes) else str(n) for n in _get(d, key)]
                 if len(names) >= k:
                     return tuple(names)
             except (InputError, OSError, pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError,
@@ -285,6 +330,9 @@ def _fingerprint(root: Path, files: Sequence[Path], shape: tuple[int, ...]) -> s
 
 
 # -- image folders --------------------------------------------------------------------------------
+_WIDE_GREY = ("I", "I;16", "I;16L", "I;16B", "I;16N")  # 16-bit greyscale (PNG, TIFF) as Pillow opens it
+
+
 def _read_image(path: Path, channels: int) -> torch.Tensor:
     try:
         from PIL import Image
@@ -292,6 +340,9 @@ def _read_image(path: Path, channels: int) -> torch.Tensor:
         raise InputError("reading an image folder needs Pillow: pip install 'convscope[probe]'") from None
     try:
         with Image.open(path) as im:
+            if im.mode in _WIDE_GREY:  # convert() would clip 16-bit values to 255: scale them first
+                im = Image.fromarray((np.clip(np.asarray(im, dtype=np.float64), 0, 65535) / 257.0)
+                                     .round().astype(np.uint8), "L")
             arr = np.asarray(im.convert("L" if channels == 1 else "RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: cannot read image ({exc})") from None
@@ -303,7 +354,9 @@ def _class_files(d: Path) -> dict[str, list[Path]]:
     out: dict[str, list[Path]] = {}
     try:
         for sub in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            out[sub.name] = sorted(p for p in sub.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            # "._x.jpg": macOS AppleDouble metadata beside x.jpg, not an image
+            out[sub.name] = sorted(p for p in sub.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                                   and not p.name.startswith("._") and p.is_file())
     except OSError as exc:
         raise InputError(f"{d}: cannot list the image folder ({exc.strerror or exc})") from None
     return out
@@ -337,6 +390,9 @@ def _load_folder(root: Path, ref: str, shape: tuple[int, int, int], seed: int) -
         notes.append(f"{ref}: split 80/20 per class (seed {seed})")
     empty = [c for c, f in train_by.items() if not f]
     classes = [c for c, f in train_by.items() if f]
+    if len(classes) < 2 and (root / "train").is_dir() and test_dir is None:
+        raise InputError(f"--data {ref}: has {root / 'train'} but no test split (no {', '.join(_TEST_DIRS)} "
+                         f"folder beside it); expected DIR/train/CLASS with DIR/test/CLASS, or DIR/CLASS")
     if len(classes) < 2:
         raise InputError(f"--data {ref}: found {len(classes)} class folder(s) with images; expected at least two "
                          f"(DIR/CLASS/*.png|.jpg…, or DIR/train/CLASS and DIR/test/CLASS)")

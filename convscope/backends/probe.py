@@ -26,11 +26,12 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -159,7 +160,9 @@ def _device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise InputError(f"--device must be auto, cpu or cuda[:N], got '{name}'") from None
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda[:N], got '{name}'")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {name}: no CUDA device is available here (use auto or cpu)")
     return dev
@@ -206,7 +209,7 @@ def _epoch(module: GraphModule, opt: torch.optim.Optimizer, ds: DataSet, cfg: Pr
         logits = _logits(module, x)
         loss = F.cross_entropy(logits, y)
         if not torch.isfinite(loss):
-            raise ConvscopeError(f"training diverged in epoch {epoch + 1} (loss {float(loss)}): lower --lr")
+            raise ConvscopeError(f"training diverged in epoch {epoch + 1} (loss {float(loss.detach())}): lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
@@ -313,12 +316,14 @@ def _collect(module: GraphModule, ds: DataSet, split: Split, idx: torch.Tensor, 
 
 def _measure_group(module: GraphModule, ds: DataSet, rows: Sequence[LayerRow], res: tuple[int, int],
                    cfg: ProbeConfig, device: torch.device, idx_tr: torch.Tensor, idx_te: torch.Tensor,
-                   progress: Progress, label: str) -> Iterator[LayerProbe]:
-    """One pass over the probe samples for the whole group, then each layer's numbers in turn."""
+                   progress: Progress, label: str, position: Mapping[str, int]) -> Iterator[LayerProbe]:
+    """One pass over the probe samples for the whole group, then each layer's numbers in turn.
+    ``position``: each layer's index among all weighted layers, which seeds its random projection
+    (so a layer is projected the same way whichever group it falls in, resumed or not)."""
     width = {r.name: (r.out_shape[0] if len(r.out_shape) == 3 else math.prod(r.out_shape)) for r in rows}
     covs = {r.name: OnlineCovariance(width[r.name], device) for r in rows}
-    proj = {r.name: projection_for(pooled_dims(r.out_shape, cfg.probe_dims), cfg.probe_dims, cfg.seed + i, device)
-            for i, r in enumerate(rows)}
+    proj = {r.name: projection_for(pooled_dims(r.out_shape, cfg.probe_dims), cfg.probe_dims,
+                                   cfg.seed + position[r.name], device) for r in rows}
     step = cfg.batch_size * 2
     progress.start(f"{label}: forward passes", math.ceil(len(idx_tr) / step) + math.ceil(len(idx_te) / step))
     ftr = _collect(module, ds, ds.train, idx_tr, rows, cfg, device, None, proj, progress)
@@ -332,7 +337,8 @@ def _measure_group(module: GraphModule, ds: DataSet, rows: Sequence[LayerRow], r
             sat, k = saturation_from_covariance(covs[r.name].covariance())
             acc, acc_tr = fit_linear_probe(ftr[r.name], ytr, fte[r.name], yte, len(ds.info.classes))
             yield replace(base, saturation=sat, eigendirections=k, probe_accuracy=acc, probe_train_accuracy=acc_tr)
-        except (RuntimeError, ArithmeticError) as exc:  # e.g. out of memory on one wide layer
+        # e.g. out of memory on one wide layer, or no eigendecomposition of degenerate activations
+        except (RuntimeError, ArithmeticError, np.linalg.LinAlgError) as exc:
             yield replace(base, error=f"{type(exc).__name__}: {exc}")
         del ftr[r.name], fte[r.name]
 
@@ -345,11 +351,12 @@ def _measure(module: GraphModule, ds: DataSet, analysis: Analysis, cfg: ProbeCon
     idx_te = _subset(len(ds.test), cfg.probe_samples, cfg.seed + 2)
     done = run.load_layers(probe_key) if run is not None else {}
     todo = [r for r in rows if r.name not in done]
+    position = {r.name: i for i, r in enumerate(rows)}
     try:
         for group in _groups(todo, cfg, len(idx_tr) + len(idx_te)):
             label = f"layers {group[0].name}…{group[-1].name}" if len(group) > 1 else f"layer {group[0].name}"
             measure = _measure_group(module, ds, group, analysis.resolution, cfg, device, idx_tr, idx_te, progress,
-                                     label)
+                                     label, position)
             first = next(measure)  # the passes over the data; then one bar over all layers
             progress.start("measure layers", len(rows))
             if len(done):

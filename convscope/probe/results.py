@@ -4,7 +4,7 @@
 
     {"schema_version": 1, "model": ..., "input": [C, H, W], "data": {...}, "epochs": N, "seed": S,
      "train_accuracy": a, "test_accuracy": b, "border_layer": "...",
-     "layers": [{"name", "rf_min", "unproductive", "saturation", "probe_accuracy", ...}],
+     "layers": [{"name", "rf_min", "unproductive", "saturation", "saturation_capped", "probe_accuracy", ...}],
      "verdict": {"status": "agrees|partly|disagrees|inconclusive|no_prediction", ...}}
 """
 
@@ -16,9 +16,12 @@ from typing import Any
 
 from convscope.units import json_number
 
-__all__ = ["SCHEMA_VERSION", "DataInfo", "EpochRecord", "LayerProbe", "ProbeResult", "Verdict"]
+__all__ = ["CAPPED_NOTE", "SCHEMA_VERSION", "DataInfo", "EpochRecord", "LayerProbe", "ProbeResult", "Verdict"]
 
 SCHEMA_VERSION = 1
+# The footnote of a saturation marked "*" in the reports (see LayerProbe.saturation_capped).
+CAPPED_NOTE = ("* saturation capped: the layer has no more covariance samples than its width, so at most "
+               "samples − 1 directions can count (left out of the verdict's saturation criterion)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +82,20 @@ class LayerProbe:
         """A layer before any global operation (the ones the border can flag)."""
         return self.rf_min is not None
 
+    @property
+    def saturation_capped(self) -> bool:
+        """The saturation is bounded by the samples, not by the layer: n samples give a covariance of
+        rank at most n − 1, so with ``samples <= width`` no more than n − 1 of the width directions
+        can be counted, whatever the layer represents."""
+        return self.saturation is not None and self.samples <= self.width
+
     def to_dict(self) -> dict[str, Any]:
         d = {
             "name": self.name, "op": self.op,
             "rf_min": None if self.rf_min is None else [json_number(v) for v in self.rf_min],
             "rf_ratio": self.rf_ratio, "unproductive": self.unproductive, "width": self.width,
-            "saturation": self.saturation, "eigendirections": self.eigendirections,
+            "saturation": self.saturation, "saturation_capped": self.saturation_capped,
+            "eigendirections": self.eigendirections,
             "probe_accuracy": self.probe_accuracy, "probe_train_accuracy": self.probe_train_accuracy,
             "probe_dims": self.probe_dims, "samples": self.samples,
         }

@@ -17,7 +17,10 @@ before any global operation take part (the head cannot be flagged); P = the meas
 * probe criterion: ``gain = max acc(U) − max acc(P)`` is at most ``max(δ, 2σ)``, where δ = 0.02 by
   default and σ = sqrt(p(1−p)/n) is the standard error of the best productive probe accuracy ``p``
   on the ``n`` held-out probe samples (a gain inside that band is noise, not new information);
-* saturation criterion: the median saturation of U is below the median saturation of P.
+* saturation criterion: the median saturation of U is below the median saturation of P.  Layers
+  whose saturation is capped by the sample count (``samples <= width``: the covariance of n samples
+  has rank at most n − 1, see ``LayerProbe.saturation_capped``) take no part in it; if that leaves
+  P or U without a layer, the criterion is not evaluated and does not hold.
 
 ``agrees`` when both criteria hold, ``partly`` when one does, ``disagrees`` when neither does.
 The *plateau layer* is the first measured layer whose probe accuracy is within the same band of
@@ -66,11 +69,29 @@ class _Row(NamedTuple):
     probe: float
     saturation: float
     unproductive: bool
+    capped: bool
 
 
 def _measured(layers: Sequence[LayerProbe]) -> list[_Row]:
-    return [_Row(r.name, r.probe_accuracy, r.saturation, r.unproductive) for r in layers
+    return [_Row(r.name, r.probe_accuracy, r.saturation, r.unproductive, r.saturation_capped) for r in layers
             if r.is_spatial and r.error is None and r.probe_accuracy is not None and r.saturation is not None]
+
+
+def _saturation_criterion(rows: Sequence[_Row]) -> tuple[bool, float | None, float | None, str]:
+    """The saturation criterion over the layers whose saturation is not capped: (holds, median of P,
+    median of U, the reason's text)."""
+    capped = [r.name for r in rows if r.capped]
+    sat_before = [r.saturation for r in rows if not r.capped and not r.unproductive]
+    sat_after = [r.saturation for r in rows if not r.capped and r.unproductive]
+    left_out = (f" (left out, saturation capped by too few samples: {', '.join(capped)})" if capped else "")
+    if not sat_before or not sat_after:
+        side = "after" if not sat_after else "before"
+        return False, None, None, (f"saturation not compared: no layer {side} the border has more covariance "
+                                   f"samples than its width{left_out}")
+    sat_p, sat_u = float(statistics.median(sat_before)), float(statistics.median(sat_after))
+    ok = sat_u < sat_p
+    return ok, sat_p, sat_u, (f"median saturation {sat_u:.3f} after the border vs {sat_p:.3f} before: "
+                              + ("lower, as predicted" if ok else "not lower") + left_out)
 
 
 def plateau_layer(layers: Sequence[LayerProbe], n_test: int, delta: float = DEFAULT_DELTA) -> str | None:
@@ -114,16 +135,13 @@ def verdict(
     best_u = max(r.probe for r in after)
     band = _band(best_p, n_probe_test, delta)
     gain = best_u - best_p
-    sat_p = float(statistics.median(r.saturation for r in before))
-    sat_u = float(statistics.median(r.saturation for r in after))
     probe_ok = gain <= band
-    sat_ok = sat_u < sat_p
+    sat_ok, sat_p, sat_u, sat_reason = _saturation_criterion(rows)
     reasons = (
         f"probe accuracy after the border gains {gain:+.3f} over the best productive layer "
         f"({best_u:.3f} vs {best_p:.3f}; noise band {band:.3f}): "
         + ("no gain, as predicted" if probe_ok else "the unproductive layers still add information"),
-        f"median saturation {sat_u:.3f} after the border vs {sat_p:.3f} before: "
-        + ("lower, as predicted" if sat_ok else "not lower"),
+        sat_reason,
     )
     status = "agrees" if probe_ok and sat_ok else ("partly" if probe_ok or sat_ok else "disagrees")
     return Verdict(status, reasons, probe_gain=gain, gain_threshold=band, saturation_before=sat_p,

@@ -28,6 +28,7 @@ Parameters (``synthetic:scales:d=6,n=4000``): ``d`` offset in pixels (default ``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -91,8 +92,8 @@ def _make_scales(shape: tuple[int, int, int], p: Mapping[str, Any]) -> Synthetic
                          f"({min(h, w) // 2} for {h}x{w})")
     n, n_test = int(p.get("n", 2000)), int(p.get("test", 1000))
     noise, seed = float(p.get("noise", 0.2)), int(p.get("seed", 0))
-    if n < 1 or n_test < 1 or noise < 0:
-        raise InputError(f"synthetic:scales: n, test must be positive and noise >= 0, got n={n}, "
+    if n < 1 or n_test < 1 or not (noise >= 0 and math.isfinite(noise)):
+        raise InputError(f"synthetic:scales: n, test must be positive and noise a finite number >= 0, got n={n}, "
                          f"test={n_test}, noise={noise}")
     rng = np.random.default_rng(seed)
     xtr, ytr = _scales_images(n, shape, d, noise, rng)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from convscope.errors import InputError
-from convscope.probe.results import ProbeResult
+from convscope.probe.results import CAPPED_NOTE, ProbeResult
 from convscope.reports._svg import line_chart
 from convscope.reports.html import esc, page, table
 from convscope.units import fmt_rf
@@ -73,14 +73,17 @@ def probe_section(r: ProbeResult) -> str:
     for x in r.layers:
         rf = "∞" if x.rf_min is None else "×".join(fmt_rf(a) for a in x.rf_min)
         mark = "border" if x.name == r.border_layer else ("unproductive" if x.unproductive else "")
-        rows.append([x.name, x.op, rf, _f(x.rf_ratio, "{:.2f}"), x.width, _f(x.saturation), x.eigendirections or "",
+        sat = _f(x.saturation) + ("*" if x.saturation_capped else "")
+        rows.append([x.name, x.op, rf, _f(x.rf_ratio, "{:.2f}"), x.width, sat, x.eigendirections or "",
                      _f(x.probe_accuracy), _f(x.probe_train_accuracy), x.probe_dims or "", x.error or mark])
         classes.append("border" if x.name == r.border_layer else ("unproductive" if x.unproductive else ""))
     verdict = (f'<div class="verdict"><b>verdict: {esc(v.status.replace("_", " "))}</b><ul>'
                + "".join(f"<li>{esc(s)}</li>" for s in v.reasons) + "</ul></div>")
-    partial = "" if r.complete else ('<p class="verdict">Partial result of an interrupted run: rerun the same '
-                                     "command to resume from the checkpoint.</p>")
-    notes = "".join(f'<p class="note">{esc(n)}</p>' for n in r.notes)
+    then = ("rerun the same command to resume from the checkpoint." if r.checkpoint else
+            "no checkpoint was kept (--no-checkpoint), so a rerun starts over.")
+    partial = "" if r.complete else f'<p class="verdict">Partial result of an interrupted run: {then}</p>'
+    capped = [x for x in r.layers if x.saturation_capped]
+    notes = "".join(f'<p class="note">{esc(n)}</p>' for n in ((CAPPED_NOTE,) if capped else ()) + r.notes)
     return (
         f'<section class="probe"><h2>{esc(r.model)}: measured signals against the predicted border</h2>'
         + partial + table(["", ""], summary, cls="summary") + verdict

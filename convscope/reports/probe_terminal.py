@@ -18,7 +18,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from convscope.probe.results import LayerProbe, ProbeResult
+from convscope.probe.results import CAPPED_NOTE, LayerProbe, ProbeResult
 from convscope.reports.terminal import table_layout
 from convscope.units import fmt_rf
 
@@ -52,6 +52,10 @@ def _mark(r: LayerProbe, border: str | None) -> tuple[str, str | None]:
     return "", None
 
 
+def _saturation(r: LayerProbe) -> str:
+    return _num(r.saturation) + ("*" if r.saturation_capped else "")
+
+
 def _rf(r: LayerProbe) -> str:
     if r.rf_min is None:
         return "∞"
@@ -76,9 +80,11 @@ def render_probe(r: ProbeResult, console: Console) -> None:
     for row in r.layers:
         mark, style = _mark(row, r.border_layer)
         cells = (Text(row.name), row.op, _rf(row), _num(row.rf_ratio, "{:.2f}"), str(row.width),
-                 _num(row.saturation), _num(row.probe_accuracy), _bar(row.probe_accuracy), Text(mark))
+                 _saturation(row), _num(row.probe_accuracy), _bar(row.probe_accuracy), Text(mark))
         t.add_row(*(cells[i] for i in keep), style=style)
     console.print(t)
+    if any(x.saturation_capped for x in r.layers):
+        console.print(Text(CAPPED_NOTE, style="dim"))
     tr = r.training
     console.print(f"[bold]accuracy[/bold] train {_num(r.train_accuracy) or '-'} · test {_num(r.test_accuracy) or '-'} "
                   f"(chance {r.chance:.3f}) · {tr.get('optimizer')} lr {tr.get('lr'):g} · batch {tr.get('batch_size')} · "
@@ -97,9 +103,10 @@ def render_probe(r: ProbeResult, console: Console) -> None:
         console.print(Text(f"note: {note}", style="dim"))
     if not r.complete:
         done = sum(1 for x in r.layers if x.error is None)
+        then = (f"rerun the same command to resume (checkpoint {r.checkpoint})" if r.checkpoint else
+                "no checkpoint was kept (--no-checkpoint), so a rerun starts over")
         console.print(Text.assemble(("partial result", "bold yellow"), (
-            f": {len(r.history)}/{r.epochs} epoch(s) trained, {done} layer(s) measured; rerun the same command to "
-            "resume" + (f" (checkpoint {r.checkpoint})" if r.checkpoint else ""))))
+            f": {len(r.history)}/{r.epochs} epoch(s) trained, {done} layer(s) measured; {then}")))
 
 
 class RichBars:
