@@ -214,6 +214,14 @@ def test_resolution_moves_into_the_feasible_range() -> None:
     assert down.analysis.input == (3, hi, hi) and down.macs_saved > 0
 
 
+def test_resolution_does_not_shrink_the_image_for_a_network_too_shallow_for_it() -> None:
+    """Two 3x3 convs see 5 px: feeding 5 px images instead of 32 px would discard the detail."""
+    adv = suggest_graph(_net(TWO), only=["resolution"])
+    assert not adv.suggestions
+    ((key, _, why),) = adv.not_applicable
+    assert key == "resolution" and "sees only 5 px of the 32 px input" in why and "too shallow" in why
+
+
 TWO = """\
 name: two
 input: [3, 32, 32]

@@ -385,6 +385,10 @@ def resolution(base: Base) -> list[Rewrite]:
     if h < lo:
         target, why = lo, (f"the smallest resolution at which no convolution is unproductive (now {h} px: "
                            f"{len(base.flagged_weighted())} unproductive weighted layers)")
+    elif top is not None and h > top >= lo and 2 * top < h:
+        raise NotApplicable(f"the last spatial layer sees only {top} px of the {h} px input; shrinking the input "
+                            f"that far would discard most of its detail: the network is too shallow for {h} px "
+                            "(more depth or downsampling would let it see the whole image)")
     elif top is not None and h > top >= lo:
         target, why = top, (f"the last spatial layer's rf_max; above it no output sees the whole image, and at "
                             f"it every layer stays productive (>= {lo} px)")
