@@ -149,9 +149,15 @@ def test_shipped_profiles(name: str) -> None:
     ("name: x\npeak_gflops: {conv: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1\noverhead_us: {torch: 1}\n",
      ":2:14", "lacks grouped"),
     ("name: x\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: -2\n"
-     "overhead_us: {torch: 1}\n", ":3:16", "bandwidth_gbs must be a positive number, got -2"),
+     "overhead_us: {torch: 1}\n", ":3:16", "bandwidth_gbs must be a positive finite number, got -2"),
     ("name: x\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: fast}\nbandwidth_gbs: 1\n"
-     "overhead_us: {torch: 1}\n", ":2:", "peak_gflops.elementwise must be a positive number, got 'fast'"),
+     "overhead_us: {torch: 1}\n", ":2:", "peak_gflops.elementwise must be a positive finite number, got 'fast'"),
+    ("name: x\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1\n"
+     "overhead_us: {torch: .inf}\n", ":4:22", "overhead_us.torch must be a positive finite number, got .inf"),
+    ("name: x\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1\n"
+     "overhead_us: {torch: 1}\nuncertainty: [0.5, .inf]\n", ":5:14", "finite factors"),
+    ("name: [a, b]\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1\n"
+     "overhead_us: {torch: 1}\n", ":1:7", "'name' must be a non-empty string"),
     ("name: x\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1\n"
      "overhead_us: {pytorch: 1}\n", ":4:15", "unknown overhead_us entry 'pytorch'"),
     ("name: x\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1\n"
@@ -166,6 +172,16 @@ def test_profile_errors_name_file_line_and_value(tmp_path: Path, text: str, wher
     assert f"board.yaml{where}" in str(e.value) and what in str(e.value)
 
 
+def test_profile_numbers_in_exponent_form_and_a_missing_dtype_names_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "board.yaml"  # YAML 1.1 reads 1e3 (no decimal point) as a string
+    f.write_text("name: b\npeak_gflops: {conv: 1e3, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 2e1\n"
+                 "overhead_us: {torch: 1}\n")
+    prof = load_profile(str(f))
+    assert prof.bandwidth == 20e9 and dict(prof.peak_flops)[OpClass.CONV] == 1e12
+    with pytest.raises(InputError, match=r"'b' \(.*board.yaml\) does not support int8"):
+        prof.dtype_factor("int8")
+
+
 def test_unknown_profile_name_suggests() -> None:
     with pytest.raises(InputError, match="did you mean raspi4"):
         load_profile("raspi")
@@ -175,8 +191,12 @@ def test_no_calibration_means_no_prediction_or_a_clear_error() -> None:
     g = load_graph("zoo:allconv")
     assert predict(g) is None
     assert analyze("zoo:allconv").latency is None
-    with pytest.raises(InputError, match="run `convscope calibrate"):
+    with pytest.raises(InputError, match="run `convscope calibrate --backend torch --threads [0-9]+` first"):
         predict(g, device="local")
+    with pytest.raises(InputError, match="run `convscope calibrate --backend torch --threads [0-9]+ --dtype fp16`"):
+        predict(g, device="local", dtype="fp16")
+    with pytest.raises(InputError, match="no int8 timings: `convscope calibrate` times fp32, fp16, bf16"):
+        predict(g, device="local", dtype="int8")
     with pytest.raises(InputError, match="--fit needs a device profile"):
         predict(g, fit="x.csv")
     with pytest.raises(InputError, match="unknown backend 'tensorrt'"):

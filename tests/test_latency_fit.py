@@ -119,7 +119,40 @@ def _err(tmp_path: Path, text: str) -> str:
 
 def test_too_few_networks(tmp_path: Path) -> None:
     msg = _err(tmp_path, "network,latency_ms\n" + "".join(f"nets/n{i}.yaml,{i + 1}\n" for i in range(4)))
-    assert "t.csv" in msg and "4 measured network(s)" in msg and "at least 5" in msg
+    assert "t.csv" in msg and "4 different measured network(s)" in msg and "at least 5" in msg
+
+
+def test_repeated_rows_count_once_and_must_agree(tmp_path: Path) -> None:
+    rows = "".join(f"nets/n{i % 2}.yaml,{1 + i % 2}\n" for i in range(6))  # 6 rows, 2 networks
+    msg = _err(tmp_path, "network,latency_ms\n" + rows)
+    assert "2 different measured network(s)" in msg and "count once" in msg
+    msg = _err(tmp_path, "network,latency_ms\n" + "".join(f"nets/n{i}.yaml,{i + 1}\n" for i in range(6))
+               + "nets/n0.yaml,9\n")
+    assert "t.csv:8:" in msg and "'nets/n0.yaml' is listed with 1 ms (line 2) and 9 ms (line 8)" in msg
+
+
+def test_a_spreadsheets_byte_order_mark_is_read(tmp_path: Path) -> None:
+    nets = write_nets(tmp_path, SHAPES[:6])
+    csv = write_csv(tmp_path, nets, [analytic(load_graph(str(n)), TRUE).ms for n in nets])
+    csv.write_bytes(b"\xef\xbb\xbf" + csv.read_bytes())
+    fit = predict(load_graph(str(nets[0])), device="desktop-cpu", fit=str(csv))
+    assert fit is not None and fit.tier == "fitted"
+
+
+def test_coefficients_the_networks_cannot_separate_stay_at_the_profile(tmp_path: Path) -> None:
+    """Plain networks (no grouped conv, no matmul beyond the classifier) measured on a device exactly
+    1.5x slower than the profile: the fit recovers 1.5 on what they separate, and every coefficient it
+    cannot fit stays at the profile's value, not at a multi-start's 0.1x or 10x."""
+    from convscope.analyses._latency_fitted import FEATURES, PRIOR, fit_csv
+    from convscope.analyses._latency_profiles import load_profile
+
+    prof = load_profile("raspi4")
+    nets = write_nets(tmp_path, SHAPES)
+    csv = write_csv(tmp_path, nets, [1.5 * analytic(load_graph(str(n)), prof).ms for n in nets])
+    model = fit_csv(csv, prof, prof.backend, "fp32")
+    held = [j for j, f in enumerate(FEATURES) if f not in model.fitted]
+    assert "grouped" not in model.fitted and held and all(model.theta[j] == PRIOR[j] for j in held)
+    assert model.rms < 0.05
 
 
 def test_missing_column(tmp_path: Path) -> None:
@@ -139,7 +172,9 @@ def test_missing_network_names_the_line(tmp_path: Path) -> None:
 
 
 def test_ill_conditioned(tmp_path: Path) -> None:
-    msg = _err(tmp_path, "network,latency_ms\n" + "nets/n0.yaml,3\n" * 6)
+    """Six files of one architecture: six networks by name, one by what the fit can see."""
+    write_nets(tmp_path, [SHAPES[0]] * 6, prefix="same")
+    msg = _err(tmp_path, "network,latency_ms\n" + "".join(f"nets/same{i}.yaml,3\n" for i in range(6)))
     assert "ill-conditioned" in msg and "same features" in msg
 
 

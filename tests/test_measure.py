@@ -149,6 +149,9 @@ def test_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = json.loads(capsys.readouterr().out)
     assert FIELDS <= set(d) and d["threads"] == 1 and d["model"] == "tiny" and d["ref"] == str(spec)
     assert main(["measure", str(spec), "--backend", "torch", "--batch", "0"]) == 2
+    for bad in ("nan", "inf", "0"):
+        assert main(["measure", str(spec), "--time-limit", bad]) == 2
+        assert "--time-limit: must be a positive finite number" in capsys.readouterr().err
     assert main(["measure", str(spec), "--threads", "1", "--time-limit", "0.2", "--width", "120"]) == 0
     assert "threads" in capsys.readouterr().out
 

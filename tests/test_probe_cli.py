@@ -76,8 +76,9 @@ def test_bad_data_is_exit_2_with_the_path(net: Path, data: str, msg: str, capsys
 
 
 def test_bad_settings_are_exit_2(net: Path, capsys: Any) -> None:
-    assert main(["probe", str(net), "--data", "synthetic:scales", "--lr", "-1"]) == 2
-    assert "--lr must be a positive number, got -1.0" in capsys.readouterr().err
+    for lr in ("-1", "nan", "inf"):
+        assert main(["probe", str(net), "--data", "synthetic:scales", "--lr", lr]) == 2
+        assert f"argument --lr: must be a positive finite number, got '{lr}'" in capsys.readouterr().err
     assert main(["probe", str(net), "--data", "synthetic:scales", "--device", "tpu", "--no-checkpoint"]) == 2
     assert "--device must be auto, cpu or cuda[:N], got 'tpu'" in capsys.readouterr().err
     for device in ("meta", "mps", "cpu:0:1"):  # devices torch knows, or not, but probe cannot train on

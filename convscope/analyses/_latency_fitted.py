@@ -129,22 +129,27 @@ def _objective(nets: Sequence[NetFeatures], y: np.ndarray, theta: Theta) -> floa
 
 def _alternate(nets: Sequence[NetFeatures], y: np.ndarray, theta: np.ndarray,
                iterations: int) -> tuple[np.ndarray, list[int], float]:
-    best, best_err, cols = theta, _objective(nets, y, theta), []
+    """``theta`` only sets the first bound assignment (a start 10x off the profile); every returned
+    coefficient is either fitted or the profile's own value, never the start's."""
+    prior = np.asarray(PRIOR, dtype=float)
+    best, best_err, best_cols = prior, _objective(nets, y, prior), []
     for _ in range(iterations):
         x = np.array([n.row(theta) for n in nets])
         cols = select_columns(x, y, ORDER)
         if not cols:
             break
         held = [j for j in range(len(PRIOR)) if j not in cols]
-        target = y - x[:, held] @ theta[held]
+        target = y - x[:, held] @ prior[held]
         f = fit_relative(x[:, cols], target, [PRIOR[j] for j in cols], lam=LAM, weights=y)
-        new = theta.copy()
+        new = prior.copy()
         new[cols] = f.coef
         err = _objective(nets, y, new)
-        if err >= best_err - 1e-12:
+        if best_cols and err >= best_err - 1e-12:
             break
-        theta, best, best_err = new, new, err
-    return best, cols, best_err
+        if err < best_err or not best_cols:
+            best, best_err, best_cols = new, err, cols
+        theta = new
+    return best, best_cols, best_err
 
 
 # Starting points: the profile, and the profile with compute or memory 10x off either way (the
@@ -235,7 +240,7 @@ def read_csv(path: str | os.PathLike[str]) -> list[CsvRow]:
 
     file = os.fspath(path)
     try:
-        text = Path(file).read_text(encoding="utf-8")
+        text = Path(file).read_text(encoding="utf-8-sig")  # a spreadsheet's "CSV UTF-8" starts with a BOM
     except OSError as exc:
         raise InputError(f"--fit {file}: cannot read: {exc.strerror or exc}") from None
     lines = [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.lstrip().startswith("#")]
@@ -270,6 +275,24 @@ def read_csv(path: str | os.PathLike[str]) -> list[CsvRow]:
     return out
 
 
+def _merged(rows: list[CsvRow], file: str) -> list[CsvRow]:
+    """One row per (network, batch, input): repeated measurements of a network are one data point (their
+    median), not several; measurements of one network that differ by more than 1.5x are an error."""
+    groups: dict[tuple[str, int, tuple[int, ...] | None], list[CsvRow]] = {}
+    for r in rows:
+        groups.setdefault((r.resolved, r.batch, r.input), []).append(r)
+    out = []
+    for same in groups.values():
+        lo, hi = min(same, key=lambda r: r.latency_ms), max(same, key=lambda r: r.latency_ms)
+        if hi.latency_ms > 1.5 * lo.latency_ms:
+            raise SpecError(f"network '{lo.ref}' is listed with {lo.latency_ms:g} ms (line {lo.line}) and "
+                            f"{hi.latency_ms:g} ms (line {hi.line}): measurements of one network should agree; "
+                            "keep one, or give them different batch/input columns", file=file, line=hi.line)
+        ms = float(np.median([r.latency_ms for r in same]))
+        out.append(CsvRow(same[0].line, same[0].ref, same[0].resolved, ms, same[0].batch, same[0].input))
+    return out
+
+
 def _graph(row: CsvRow, file: str) -> Graph:
     from convscope.api import load_graph
 
@@ -292,10 +315,11 @@ def fit_csv(path: str | os.PathLike[str], profile: DeviceProfile, backend: str, 
 @lru_cache(maxsize=32)
 def _fit_cached(path: str, _mtime: int, _size: int, _key: str, profile: DeviceProfile, backend: str,
                 dtype: str) -> FittedModel:
-    rows = read_csv(path)
+    rows = _merged(read_csv(path), path)
     if len(rows) < MIN_ROWS:
-        raise SpecError(f"{len(rows)} measured network(s); the fitted tier needs at least {MIN_ROWS} "
-                        "(10-20 different networks measured on the target are recommended)", file=path)
+        raise SpecError(f"{len(rows)} different measured network(s); the fitted tier needs at least {MIN_ROWS} "
+                        "(10-20 different networks measured on the target are recommended; rows of the same "
+                        "network, batch and input count once)", file=path)
     nets = [net_features(kernels(_graph(r, path), backend, batch=r.batch, dtype=dtype), profile, backend, dtype)
             for r in rows]
     y = np.array([r.latency_ms for r in rows])

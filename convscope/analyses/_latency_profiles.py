@@ -19,6 +19,7 @@ user writes their own in the same format (``convscope analyze net.yaml --device 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -28,7 +29,7 @@ from typing import Any
 from convscope.analyses._latency_kernels import BACKENDS, OpClass
 from convscope.analyses.cost import DType
 from convscope.errors import InputError, SpecError
-from convscope.frontends._yaml import YMap, load_yaml
+from convscope.frontends._yaml import YMap, load_yaml, shown
 
 __all__ = ["DeviceProfile", "load_profile", "profile_names", "parse_profile"]
 
@@ -63,8 +64,9 @@ class DeviceProfile:
         d = DType.parse(dtype).value
         table = dict(self.dtypes)
         if d not in table:
-            raise InputError(f"device profile '{self.name}' does not support {d} "
-                             f"(it lists {', '.join(table)})")
+            where = f" ({self.path})" if self.path else ""
+            raise InputError(f"device profile '{self.name}'{where} does not support {d} "
+                             f"(its dtypes: {', '.join(table)}; add {d}: FACTOR under dtypes to use it)")
         return table[d]
 
     def overhead(self, backend: str) -> float:
@@ -102,9 +104,7 @@ def load_profile(ref: str | os.PathLike[str]) -> DeviceProfile:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise InputError(f"{text_ref}: cannot read the device profile: {exc.strerror or exc}") from None
-        prof = parse_profile(text, text_ref)
-        object.__setattr__(prof, "path", str(path))
-        return prof
+        return parse_profile(text, text_ref)
     close = difflib.get_close_matches(text_ref, profile_names(), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise InputError(f"'{text_ref}' is not a device profile{hint}: give 'local', one of "
@@ -116,11 +116,23 @@ def _err(file: str, data: YMap, key: str | None, msg: str) -> SpecError:
     return SpecError(msg, file=file, line=line, column=col)
 
 
+def _number(v: Any) -> float | None:
+    """A finite number, also written as YAML 1.1 reads ``1e3`` (a string: no decimal point)."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            return None
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
 def _positive(file: str, m: YMap, key: Any, what: str) -> float:
-    v = m[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        raise _err(file, m, key, f"{what} must be a positive number, got {v!r}")
-    return float(v)
+    v = _number(m[key])
+    if v is None or not v > 0:
+        raise _err(file, m, key, f"{what} must be a positive finite number, got {shown(m[key])}")
+    return v
 
 
 def _table(file: str, top: YMap, key: str, allowed: tuple[str, ...], required: bool) -> dict[str, float]:
@@ -162,6 +174,10 @@ def parse_profile(text: str, file: str) -> DeviceProfile:
     backend = str(top.get("backend", next(iter(overhead))))
     if backend not in overhead:
         raise _err(file, top, "backend", f"backend '{backend}' has no entry in overhead_us ({', '.join(overhead)})")
+    if not isinstance(top["name"], str) or not top["name"].strip():
+        raise _err(file, top, "name", f"'name' must be a non-empty string, got {shown(top['name'])}")
+    if "description" in top and not isinstance(top["description"], str):
+        raise _err(file, top, "description", f"'description' must be a string, got {shown(top['description'])}")
     sources = top.get("sources", [])
     if not isinstance(sources, list):
         raise _err(file, top, "sources", "'sources' must be a list of strings")
@@ -171,7 +187,7 @@ def parse_profile(text: str, file: str) -> DeviceProfile:
         bandwidth=_positive(file, top, "bandwidth_gbs", "bandwidth_gbs") * 1e9,
         overhead_s=tuple((b, v * 1e-6) for b, v in overhead.items()),
         dtypes=tuple(dtypes.items()), uncertainty=unc, sources=tuple(str(s) for s in sources),
-        backend=backend,
+        backend=backend, path=file,
     )
 
 
@@ -179,9 +195,9 @@ def _uncertainty(file: str, top: YMap) -> tuple[float, float]:
     if "uncertainty" not in top:
         return (0.5, 2.0)
     u = top["uncertainty"]
-    ok = isinstance(u, list) and len(u) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                      for x in u)
-    if not ok or not (0 < u[0] <= 1 <= u[1]):
-        raise _err(file, top, "uncertainty", f"'uncertainty' must be [low, high] factors with "
-                                             f"0 < low <= 1 <= high, got {u!r}")
-    return (float(u[0]), float(u[1]))
+    vals = [_number(x) for x in u] if isinstance(u, list) and len(u) == 2 else [None]
+    lo, hi = (vals + [None])[:2]
+    if lo is None or hi is None or not (0 < lo <= 1 <= hi):
+        raise _err(file, top, "uncertainty", f"'uncertainty' must be [low, high] finite factors with "
+                                             f"0 < low <= 1 <= high, got {shown(u)}")
+    return (lo, hi)

@@ -104,22 +104,28 @@ def analytic(graph: Graph, profile: DeviceProfile, *, backend: str = "torch", ba
                              per_layer(graph, ks, ms, backend), DType.parse(dtype).value, threads, tuple(notes))
 
 
+CALIBRATED_DTYPES = ("fp32", "fp16", "bf16")  # what `convscope calibrate --dtype` times
+
+
 def _local(graph: Graph, *, backend: str, batch: int, dtype: str, threads: int | None, required: bool,
            on_missing: str, progress: Progress | None, store: Any) -> LatencyPrediction | None:
-    from convscope.backends._cache import cache_path, default_threads, device_fingerprint, open_store
+    from convscope.backends._cache import default_threads, device_fingerprint, lookup_store
 
     if backend not in LOCAL_BACKENDS:
         raise InputError(f"backend '{backend}' cannot be calibrated here (local backends: {', '.join(LOCAL_BACKENDS)})")
     n = threads or default_threads()
     fp = device_fingerprint(backend)
-    exists = store is not None or cache_path().exists()  # never create a cache just to look into it
-    st = store if store is not None else open_store() if exists else None
+    st = store if store is not None else lookup_store(required=required)  # never created just to look into it
     cal = st.calibration(fp, backend, n, dtype) if st is not None else None
     if cal is None:
         if not required:
             return None
+        if dtype not in CALIBRATED_DTYPES:
+            raise InputError(f"the local tier has no {dtype} timings: `convscope calibrate` times "
+                             f"{', '.join(CALIBRATED_DTYPES)}; for {dtype} give --device with a profile that lists it")
+        flag = "" if dtype == "fp32" else f" --dtype {dtype}"
         raise InputError(f"no calibration for this machine ({fp.label()}), backend {backend}, {n} threads, {dtype}: "
-                         f"run `convscope calibrate --backend {backend} --threads {n}` first")
+                         f"run `convscope calibrate --backend {backend} --threads {n}{flag}` first")
     assert st is not None
     costs = cost(graph, dtype=dtype, batch=batch)
     ks = list(kernels(graph, backend, batch=batch, dtype=dtype, costs=costs))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,17 @@ def int_list_arg(text: str, what: str) -> list[int]:
     if not values or any(v <= 0 for v in values):
         raise InputError(f"{what} must be positive integers, got '{text}'")
     return values
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (``nan``, ``inf`` and 0 are refused with exit status 2)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got '{text}'")
+    return v
 
 
 def add_json_arg(p: argparse.ArgumentParser) -> None:

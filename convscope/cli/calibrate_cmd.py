@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from convscope.analyses.latency import CALIBRATED_DTYPES
 from convscope.cli._common import add_json_arg, console, json_to_stdout, shape_arg, write_json
 from convscope.errors import InputError
 
@@ -59,7 +60,7 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "cuda"),
                    help="runtime to time (default torch: PyTorch eager on the CPU)")
     p.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: physical cores)")
-    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="element type (default fp32)")
+    p.add_argument("--dtype", default="fp32", choices=CALIBRATED_DTYPES, help="element type (default fp32)")
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import argparse
 
 from rich.table import Table
 
-from convscope.cli._common import add_json_arg, console, json_to_stdout, shape_arg, write_json
+from convscope.cli._common import add_json_arg, console, json_to_stdout, positive_float, shape_arg, write_json
 from convscope.cli.calibrate_cmd import add_runtime_args, progress_bar
 from convscope.errors import InputError
 from convscope.units import fmt_ms
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_runtime_args(p)
     p.add_argument("--input", metavar="C,H,W", help="input shape (required for PyTorch factories)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
-    p.add_argument("--time-limit", type=float, default=10.0, metavar="S", help="seconds per network (default 10)")
+    p.add_argument("--time-limit", type=positive_float, default=10.0, metavar="S", help="seconds per network (default 10)")
     p.add_argument("--min-runs", type=int, default=10, metavar="N", help="runs before stopping early (default 10)")
     add_json_arg(p)
     p.add_argument("--width", type=int, metavar="COLS", help="terminal width for the output")

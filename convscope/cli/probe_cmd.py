@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from convscope.cli._common import add_json_arg, console, emit, shape_arg
+from convscope.cli._common import add_json_arg, console, emit, positive_float, shape_arg
 
 HELP = "train briefly and check the predicted border with saturation and linear probes"
 DESCRIPTION = """\
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--epochs", type=int, default=5, metavar="N", help="training epochs (default 5; 0: random weights)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="training batch size (default 64)")
     p.add_argument("--optimizer", default="adam", choices=("adam", "sgd"), help="default adam")
-    p.add_argument("--lr", type=float, metavar="X", help="learning rate (default 1e-3 for adam, 0.05 for sgd)")
+    p.add_argument("--lr", type=positive_float, metavar="X", help="learning rate (default 1e-3 for adam, 0.05 for sgd)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for weights, shuffles and splits (default 0)")
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="default: cuda when available")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)")
