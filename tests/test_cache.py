@@ -5,7 +5,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -138,3 +141,177 @@ def test_the_cli_says_so_in_one_plain_line(tmp_path: Path, monkeypatch: pytest.M
     err = capsys.readouterr().err
     assert err.startswith("convscope calibrate: warning: latency cache") and "was unreadable" in err
     assert "CacheWarning" not in err and len(err.strip().splitlines()) == 1
+
+
+# -- a cache location that cannot be used, a read-only cache, a locked one -------------------------
+
+TINY = """name: tiny
+input: [3, 16, 16]
+layers:
+  - conv: {out: 8, k: 3}
+  - relu
+  - gap
+  - linear: {out: 4}
+"""
+
+
+def _calibrated(path: Path, spec: Path) -> float:
+    """A cache at ``path`` that calibrates this machine for the network in ``spec``; its local prediction."""
+    from convscope.analyses._latency_kernels import kernels
+    from convscope.frontends.from_spec import graph_from_spec_text
+
+    spec.write_text(TINY)
+    g = graph_from_spec_text(TINY, file=str(spec))
+    st = open_store(path)
+    fp, n = device_fingerprint("torch"), _cache.default_threads()
+    ks = kernels(g, "torch")
+    for k in ks:
+        st.put_layer(fp, "torch", n, "fp32", k.signature, LayerTiming(0.5, 0.5, 0.5, 5))
+    st.put_device(fp)
+    st.put_calibration(fp, "torch", n, "fp32", Calibration(1.0, 0.0, 0.25, (0.9, 1.1), (("x", 1.0, 1.0),), "cpu"))
+    st.close()
+    return 0.5 * len(ks) + 0.25
+
+
+@pytest.mark.parametrize("where", ["a file", "uncreatable"])
+def test_an_unusable_cache_location_is_an_input_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str], where: str) -> None:
+    from convscope.analyses.latency import predict
+    from convscope.cli import main
+    from convscope.errors import InputError
+    from convscope.frontends.from_spec import graph_from_spec_text
+
+    if where == "a file":
+        env = tmp_path / "cachefile"
+        env.write_text("not a directory")
+        why = "is a file, not a directory"
+    else:
+        if not Path("/proc/self").is_dir():
+            pytest.skip("needs Linux /proc, where nobody can create a directory")
+        env = Path("/proc/nonexistent/x")
+        why = "cannot create /proc/nonexistent/x"
+    monkeypatch.setenv("CONVSCOPE_CACHE", str(env))
+    said = f"CONVSCOPE_CACHE={env} is not a usable directory"
+    with pytest.raises(InputError, match=f"{said}: .*{why}"):
+        open_store()
+    with pytest.raises(InputError, match=said):
+        _cache.lookup_store(required=True)
+    g = graph_from_spec_text(TINY, file="tiny.yaml")
+    if where == "a file":
+        with pytest.warns(CacheWarning, match=said):
+            assert predict(g) is None  # plain analyze: no local tier, and a warning why
+    else:
+        assert predict(g) is None  # plain analyze creates nothing to find out, so it cannot tell
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    for argv in (["calibrate", str(spec)], ["analyze", str(spec), "--device", "local"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert said in err and why in err and "internal error" not in err and "run `convscope calibrate" not in err
+    assert not env.is_dir()
+
+
+@pytest.fixture
+def read_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:
+    """Makes the cache at a path read-only: permissions where they bind, else (root) an SQLite that
+    refuses to open it for writing, and opens a WAL file read-only only as immutable, as on a
+    read-only file system."""
+    restore: list[tuple[Path, int]] = []
+
+    def make(path: Path) -> None:
+        if os.geteuid() != 0:
+            for p in (path, path.parent):
+                restore.append((p, p.stat().st_mode))
+                p.chmod(0o555 if p.is_dir() else 0o444)
+            return
+        real = sqlite3.connect
+
+        def connect(database: Any, *args: Any, **kw: Any) -> sqlite3.Connection:
+            name = unquote(str(database))
+            if str(path) in name and not kw.get("uri"):
+                raise sqlite3.OperationalError("attempt to write a readonly database")
+            if str(path) in name and "immutable=1" not in name:
+                raise sqlite3.OperationalError("unable to open database file")
+            return real(database, *args, **kw)
+
+        monkeypatch.setattr(sqlite3, "connect", connect)
+
+    yield make
+    for p, mode in reversed(restore):
+        p.chmod(mode)
+
+
+def test_a_read_only_cache_is_read_and_never_moved_aside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str],
+                                                         read_only: Callable[[Path], None]) -> None:
+    import warnings
+
+    from convscope.analyses.latency import predict
+    from convscope.cli import main
+    from convscope.errors import InputError
+    from convscope.frontends.from_spec import graph_from_spec_text
+
+    path = tmp_path / "ro" / "latency.sqlite"
+    spec = tmp_path / "tiny.yaml"
+    expect = _calibrated(path, spec)
+    before = path.read_bytes()
+    monkeypatch.setenv("CONVSCOPE_CACHE", str(path.parent))
+    read_only(path)
+    g = graph_from_spec_text(TINY, file=str(spec))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)  # reading a read-only cache is nothing to warn about
+        for device in (None, "local"):
+            pred = predict(g, device=device)
+            assert pred is not None and pred.tier == "local" and pred.ms == pytest.approx(expect)
+        assert [r[1:4] for r in open_store(path).calibrations()] == [("torch", _cache.default_threads(), "fp32")]
+    with pytest.raises(InputError, match=f"latency cache {path} is read-only"):
+        open_store(path).put_device(FP)  # calibrate writing there
+    st = open_store(path, lookup=True)  # a lookup measuring what is missing keeps it for this run
+    with pytest.warns(CacheWarning, match="not kept"):
+        st.put_layer(FP, "torch", 2, "fp32", "new", T)
+    assert st.layers(FP, "torch", 2, "fp32", ["new"]) == {"new": T}
+    assert main(["analyze", str(spec)]) == 0 and main(["calibrate", "--list"]) == 0
+    assert "internal error" not in capsys.readouterr().err
+    assert main(["calibrate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert f"latency cache {path} is read-only" in err and "internal error" not in err
+    assert path.read_bytes() == before and not list(path.parent.glob("*.corrupt-*"))
+
+
+def test_a_locked_cache_is_not_corrupt_and_a_lookup_does_not_wait_for_it(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from convscope.analyses.latency import predict
+    from convscope.errors import InputError
+    from convscope.frontends.from_spec import graph_from_spec_text
+
+    path = tmp_path / "latency.sqlite"
+    expect = _calibrated(path, tmp_path / "tiny.yaml")
+    holder = sqlite3.connect(str(path), isolation_level=None)
+    holder.execute("PRAGMA journal_mode = DELETE")  # without WAL an exclusive lock keeps readers out too
+    holder.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setenv("CONVSCOPE_CACHE", str(tmp_path))
+    monkeypatch.setattr(_cache, "READ_WAIT_S", 0.2, raising=False)
+    monkeypatch.setattr(_cache, "WRITE_WAIT_S", 0.2, raising=False)
+    g = graph_from_spec_text(TINY, file="tiny.yaml")
+    t0 = time.perf_counter()
+    with pytest.warns(CacheWarning, match="locked by another process"):
+        assert predict(g) is None  # as if uncalibrated
+    assert time.perf_counter() - t0 < 10
+    with pytest.raises(InputError, match=f"latency cache {path} is locked by another process"):
+        open_store(path)  # calibrate
+    assert not list(tmp_path.glob("*.corrupt-*"))
+    holder.execute("ROLLBACK")
+    holder.close()
+    pred = predict(g)
+    assert pred is not None and pred.ms == pytest.approx(expect)
+
+
+@pytest.mark.parametrize("message, corrupt", [
+    ("file is not a database", True), ("database disk image is malformed", True),
+    ("attempt to write a readonly database", False), ("database is locked", False),
+    ("unable to open database file", False), ("disk I/O error", False)])
+def test_only_real_corruption_counts_as_corrupt(message: str, corrupt: bool) -> None:
+    cls = sqlite3.DatabaseError if corrupt else sqlite3.OperationalError
+    assert (_cache._kind(cls(message)) == "corrupt") is corrupt

@@ -11,7 +11,11 @@ library version or thread count therefore never reuses another's numbers.
 Safety: WAL journal, a busy timeout, and every write in its own transaction, so concurrent
 ``calibrate`` runs interleave and an interrupted run leaves only whole rows.  A file that is not a
 readable store (corrupt, truncated, another program's) is moved aside to ``*.corrupt-<time>`` and
-rebuilt, with a :class:`CacheWarning`.  Nothing here imports torch.
+rebuilt, with a :class:`CacheWarning`; only that: a cache that is read-only, locked or cannot be
+opened is never moved.  A read-only cache is read (from a snapshot in memory); writing to it, or a
+``CONVSCOPE_CACHE`` that cannot hold a cache (a file, a directory that cannot be created), is an
+:class:`InputError`.  Looking figures up (the local tier) never waits long: a cache locked past
+``READ_WAIT_S`` or unreadable is an empty one, with a warning.  Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -30,10 +34,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from convscope.errors import InputError
+
 __all__ = ["CacheWarning", "cache_path", "default_threads", "Fingerprint", "device_fingerprint", "LayerTiming", "Calibration",
-           "LatencyStore", "open_store"]
+           "LatencyStore", "open_store", "lookup_store"]
 
 SCHEMA = 1
+READ_WAIT_S = 5.0  # how long a lookup waits for a locked cache before going on without it
+WRITE_WAIT_S = 60.0  # how long a write (and calibrate) waits
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS devices (fingerprint TEXT PRIMARY KEY, description TEXT NOT NULL);
@@ -50,7 +58,7 @@ CREATE TABLE IF NOT EXISTS calibrations (
 
 
 class CacheWarning(UserWarning):
-    """The cache file was unreadable and has been rebuilt."""
+    """The cache was unreadable and has been rebuilt, or could not be read or written."""
 
 
 def cache_path() -> Path:
@@ -164,35 +172,73 @@ class Calibration:
 
 
 class LatencyStore:
-    """One SQLite file.  Open with :func:`open_store`; every method is one short transaction."""
+    """One SQLite file.  Open with :func:`open_store` (or :func:`lookup_store`); every method is one
+    short transaction.
 
-    def __init__(self, path: Path):
+    ``lookup=False`` (``calibrate``, ``calibrate --list``): a cache that cannot be used is an
+    :class:`InputError` naming it, a locked one is waited for up to ``WRITE_WAIT_S``.  ``lookup=True``
+    (the local tier looking figures up): a cache that cannot be read (locked past ``READ_WAIT_S``,
+    unreadable) is an empty one, with a :class:`CacheWarning`.  A cache this process cannot write
+    (read-only file system, permissions) is read from a snapshot in memory: lookups work, and
+    writing is an InputError, or with ``lookup=True`` kept in memory for this run only."""
+
+    def __init__(self, path: Path, *, lookup: bool = False):
         self.path = path
+        self.lookup = lookup
         self.warnings: list[str] = []
+        self.readonly = False  # True: ``_conn`` is a snapshot in memory, not the file
+        self._readonly_why = ""
+        self._told: set[str] = set()
         self._conn = self._open()
 
     # -- opening, and rebuilding a broken file ---------------------------------------------------
+    def _warn(self, msg: str, key: str | None = None) -> None:
+        if key is not None:
+            if key in self._told:
+                return
+            self._told.add(key)
+        self.warnings.append(msg)
+        warnings.warn(msg, CacheWarning, stacklevel=4)
+
+    def _wait_s(self) -> float:
+        return READ_WAIT_S if self.lookup else WRITE_WAIT_S
+
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 60000")
+        conn = sqlite3.connect(str(self.path), timeout=self._wait_s(), isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(self._wait_s() * 1000)}")
         return conn
 
     def _open(self) -> sqlite3.Connection:
+        _make_dir(self.path)
+        why = _not_writable(self.path)
+        if why:
+            return self._snapshot(why)
+        conn = None
         try:
             conn = self._connect()
             self._init(conn)
             return conn
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise
-            return self._rebuild(str(exc))
+            if conn is not None:
+                conn.close()
+            kind = _kind(exc)
+            if kind == "corrupt":
+                return self._rebuild(str(exc))
+            if kind == "readonly":
+                return self._snapshot(str(exc))
+            return self._unavailable(kind, str(exc))
 
     def _init(self, conn: sqlite3.Connection) -> None:
         if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-            raise sqlite3.DatabaseError("integrity check failed")
-        conn.execute("PRAGMA journal_mode = WAL")
+            raise _Unreadable("integrity check failed")
+        schema = _schema(conn)
+        if schema is not None and schema != str(SCHEMA):
+            raise _Unreadable(f"schema version {schema}, expected {SCHEMA}")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] not in ("wal", "memory"):
+            conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        if schema is not None and _has_tables(conn):
+            return  # nothing to write: a reader takes no write lock
         with _transaction(conn):
             for stmt in _TABLES.split(";"):
                 if stmt.strip():
@@ -201,33 +247,133 @@ class LatencyStore:
             if row is None:
                 conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
             elif row[0] != str(SCHEMA):
-                raise sqlite3.DatabaseError(f"schema version {row[0]}, expected {SCHEMA}")
+                raise _Unreadable(f"schema version {row[0]}, expected {SCHEMA}")
+
+    def _connect_ro(self) -> sqlite3.Connection:
+        """The file opened read-only, in a read transaction.  ``immutable=1`` where SQLite cannot
+        open a WAL file read-only (no ``-shm`` beside it and none can be made: a read-only file
+        system), where nobody else can be writing it either."""
+        uri = self.path.absolute().as_uri()
+        err: sqlite3.DatabaseError | None = None
+        for query in ("?mode=ro", "?mode=ro&immutable=1"):
+            conn = None
+            try:
+                conn = sqlite3.connect(uri + query, uri=True, timeout=self._wait_s(), isolation_level=None)
+                conn.execute(f"PRAGMA busy_timeout = {int(self._wait_s() * 1000)}")
+                conn.execute("BEGIN")
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # takes the read lock
+                return conn
+            except sqlite3.DatabaseError as exc:
+                if conn is not None:
+                    conn.close()
+                if _kind(exc) != "readonly":
+                    raise
+                err = exc
+        assert err is not None
+        raise err
+
+    def _snapshot(self, why: str) -> sqlite3.Connection:
+        """A cache this process cannot write: copied into memory, where lookups find its figures."""
+        self.readonly, self._readonly_why = True, why
+        try:
+            src = self._connect_ro()
+            try:
+                if src.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                    raise _Unreadable("integrity check failed")
+                mem = sqlite3.connect(":memory:", isolation_level=None)
+                src.backup(mem)
+            finally:
+                src.close()
+            self._init(mem)
+            return mem
+        except sqlite3.DatabaseError as exc:
+            kind = _kind(exc)
+            detail = f"{exc}; it is read-only ({why}), so it cannot be moved aside" if kind == "corrupt" else str(exc)
+            return self._unavailable(kind, detail)
+
+    def _unavailable(self, kind: str, why: str) -> sqlite3.Connection:
+        """No usable file: an InputError, or for a lookup an empty store in memory and a warning."""
+        if kind == "busy":
+            msg = f"latency cache {self.path} is locked by another process ({why})"
+        elif kind == "corrupt":
+            msg = f"latency cache {self.path} is unreadable ({why})"
+        else:
+            msg = f"latency cache {self.path} cannot be opened ({why})"
+        if not self.lookup:
+            hint = "; try again when that process is done" if kind == "busy" else \
+                "; set CONVSCOPE_CACHE to a directory this process can write"
+            raise InputError(msg + hint)
+        self.readonly, self._readonly_why = True, msg
+        self._warn(msg + "; going on without cached timings")
+        mem = sqlite3.connect(":memory:", isolation_level=None)
+        self._init(mem)
+        return mem
 
     def _rebuild(self, why: str) -> sqlite3.Connection:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         moved = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        for suffix in ("", "-wal", "-shm"):
-            p = Path(str(self.path) + suffix)
-            if p.exists():
-                p.replace(Path(str(moved) + suffix))
-        msg = f"latency cache {self.path} was unreadable ({why}); moved it to {moved.name} and started a new one"
-        self.warnings.append(msg)
-        warnings.warn(msg, CacheWarning, stacklevel=3)
-        conn = self._connect()
-        self._init(conn)
-        return conn
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                p = Path(str(self.path) + suffix)
+                if p.exists():
+                    p.replace(Path(str(moved) + suffix))
+        except OSError as exc:
+            return self._unavailable("corrupt", f"{why}; it cannot be moved aside: {exc.strerror or exc}")
+        self._warn(f"latency cache {self.path} was unreadable ({why}); moved it to {moved.name} and started a new one")
+        conn = None
+        try:
+            conn = self._connect()
+            self._init(conn)
+            return conn
+        except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
+            return self._unavailable(_kind(exc), str(exc))
 
     def close(self) -> None:
         self._conn.close()
 
+    # -- reading and writing ---------------------------------------------------------------------
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            msg = f"latency cache {self.path} cannot be read ({exc})"
+            if not self.lookup:
+                raise InputError(msg) from None
+            self._warn(msg + "; going on without cached timings", key="read")
+            return []
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        if self.readonly:
+            if not self.lookup:
+                raise InputError(f"latency cache {self.path} is read-only ({self._readonly_why}): timings cannot be "
+                                 "stored there; set CONVSCOPE_CACHE to a directory this process can write")
+            self._warn(f"latency cache {self.path} cannot be written ({self._readonly_why}): "
+                       "the timings measured now are not kept", key="write")
+            with _transaction(self._conn):  # the snapshot in memory
+                yield
+            return
+        if self.lookup:  # a lookup waits briefly to read, as long as calibrate to write
+            self._conn.execute(f"PRAGMA busy_timeout = {int(WRITE_WAIT_S * 1000)}")
+        try:
+            with _transaction(self._conn):
+                yield
+        except sqlite3.OperationalError as exc:
+            raise InputError(f"latency cache {self.path}: timings cannot be stored ({exc})") from None
+        finally:
+            if self.lookup:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(READ_WAIT_S * 1000)}")
+
     # -- layers ----------------------------------------------------------------------------------
     def put_device(self, fp: Fingerprint) -> None:
-        with _transaction(self._conn):
+        with self._writing():
             self._conn.execute("INSERT OR REPLACE INTO devices VALUES (?, ?)", (fp.key, json.dumps(fp.description)))
 
     def put_layer(self, fp: Fingerprint, backend: str, threads: int, dtype: str, signature: str,
                   t: LayerTiming) -> None:
-        with _transaction(self._conn):
+        with self._writing():
             self._conn.execute(
                 "INSERT OR REPLACE INTO layers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (fp.key, backend, threads, dtype, signature, t.ms, t.p10_ms, t.p90_ms, t.runs, time.time()))
@@ -238,7 +384,7 @@ class LatencyStore:
         out: dict[str, LayerTiming] = {}
         for chunk in _chunks(wanted, 400):
             marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(
+            rows = self._read(
                 f"SELECT signature, ms, p10_ms, p90_ms, runs FROM layers WHERE fingerprint = ? AND backend = ? "
                 f"AND threads = ? AND dtype = ? AND signature IN ({marks})", (fp.key, backend, threads, dtype, *chunk))
             for sig, ms, lo, hi, runs in rows:
@@ -247,27 +393,126 @@ class LatencyStore:
 
     def count_layers(self, fp: Fingerprint | None = None) -> int:
         if fp is None:
-            return int(self._conn.execute("SELECT COUNT(*) FROM layers").fetchone()[0])
-        return int(self._conn.execute("SELECT COUNT(*) FROM layers WHERE fingerprint = ?", (fp.key,)).fetchone()[0])
+            rows = self._read("SELECT COUNT(*) FROM layers")
+        else:
+            rows = self._read("SELECT COUNT(*) FROM layers WHERE fingerprint = ?", (fp.key,))
+        return int(rows[0][0]) if rows else 0
 
     # -- calibrations ----------------------------------------------------------------------------
     def put_calibration(self, fp: Fingerprint, backend: str, threads: int, dtype: str, cal: Calibration) -> None:
-        with _transaction(self._conn):
+        with self._writing():
             self._conn.execute("INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?, ?, ?)",
                                (fp.key, backend, threads, dtype, json.dumps(cal.to_dict()), time.time()))
 
     def calibration(self, fp: Fingerprint, backend: str, threads: int, dtype: str) -> Calibration | None:
-        row = self._conn.execute(
+        rows = self._read(
             "SELECT data FROM calibrations WHERE fingerprint = ? AND backend = ? AND threads = ? AND dtype = ?",
-            (fp.key, backend, threads, dtype)).fetchone()
-        return Calibration.from_dict(json.loads(row[0])) if row else None
+            (fp.key, backend, threads, dtype))
+        return Calibration.from_dict(json.loads(rows[0][0])) if rows else None
 
     def calibrations(self) -> list[tuple[str, str, int, str, float]]:
         """(device description, backend, threads, dtype, created) of every calibration."""
-        rows = self._conn.execute(
+        rows = self._read(
             "SELECT d.description, c.backend, c.threads, c.dtype, c.created FROM calibrations c "
             "LEFT JOIN devices d ON d.fingerprint = c.fingerprint ORDER BY c.created")
         return [(desc or "?", b, t, dt, cr) for desc, b, t, dt, cr in rows]
+
+
+class _Unreadable(sqlite3.DatabaseError):
+    """The file opens but is not our store (failed integrity check, another schema): moved aside."""
+
+
+def _kind(exc: sqlite3.Error) -> str:
+    """Why SQLite failed: ``corrupt`` (only this moves a file aside), ``busy``, ``readonly`` or ``other``."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    text = str(exc).lower()
+    if isinstance(exc, _Unreadable) or name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) \
+            or "not a database" in text or "malformed" in text:
+        return "corrupt"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text or "busy" in text:
+        return "busy"
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")) \
+            or any(w in text for w in ("readonly", "read-only", "unable to open", "permission")):
+        return "readonly"
+    return "other"
+
+
+def _schema(conn: sqlite3.Connection) -> str | None:
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    return None if row is None else str(row[0])
+
+
+def _has_tables(conn: sqlite3.Connection) -> bool:
+    names = {"meta", "devices", "layers", "calibrations"}
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return names <= {r[0] for r in rows}
+
+
+def _not_writable(path: Path) -> str:
+    """Why this process cannot write the cache at ``path`` (its directory must exist), or ``""``."""
+    d = path.parent
+    try:
+        if os.statvfs(d).f_flag & getattr(os, "ST_RDONLY", 1):
+            return "read-only file system"
+    except (OSError, AttributeError):
+        pass
+    for p in (d, path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if (p == d or p.exists()) and not os.access(p, os.W_OK):
+            return f"no permission to write {p}"
+    return ""
+
+
+def _location_problem(path: Path, *, probe: bool) -> str:
+    """Why no cache can live at ``path``, or ``""``.  ``probe``: try to create a missing directory
+    (and remove what was created) rather than assume it can be."""
+    if path.is_dir():
+        return f"{path} is a directory, not a database file"
+    d = path.parent
+    if d.is_dir():
+        return ""
+    made: list[Path] = []
+    a = d
+    while not a.exists() and a.parent != a:  # a missing directory, or one below a file
+        made.append(a)
+        a = a.parent
+    if not a.is_dir():
+        env = os.environ.get("CONVSCOPE_CACHE", "")
+        hint = " (a cache file's name ends in .sqlite or .db)" if env and Path(env).expanduser() == a else ""
+        return f"{a} is a file, not a directory{hint}"
+    if not probe:
+        return ""
+    try:
+        d.mkdir(parents=True)
+    except OSError as exc:
+        return f"cannot create {d}: {exc.strerror or exc}"
+    for m in made:  # the probe leaves nothing behind
+        try:
+            m.rmdir()
+        except OSError:
+            break
+    return ""
+
+
+def _unusable(path: Path, why: str) -> str:
+    env = os.environ.get("CONVSCOPE_CACHE")
+    if env and cache_path() == path:
+        what = "cache file" if Path(env).suffix in (".sqlite", ".db") else "directory"
+        return f"CONVSCOPE_CACHE={env} is not a usable {what}: {why}"
+    return f"the latency cache {path} cannot be used: {why}"
+
+
+def _make_dir(path: Path) -> None:
+    """The cache's directory, created if missing; an InputError where it cannot be."""
+    why = _location_problem(path, probe=False)
+    if not why and not path.parent.is_dir():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            why = f"cannot create {path.parent}: {exc.strerror or exc}"
+    if why:
+        raise InputError(_unusable(path, why))
 
 
 @contextmanager
@@ -286,8 +531,26 @@ def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
         yield items[i:i + n]
 
 
-def open_store(path: str | os.PathLike[str] | None = None) -> LatencyStore:
-    return LatencyStore(Path(path) if path is not None else cache_path())
+def open_store(path: str | os.PathLike[str] | None = None, *, lookup: bool = False) -> LatencyStore:
+    """The cache at ``path`` (default :func:`cache_path`), created if missing; see :class:`LatencyStore`
+    for ``lookup``.  A location that cannot hold it is an :class:`InputError`."""
+    return LatencyStore(Path(path) if path is not None else cache_path(), lookup=lookup)
+
+
+def lookup_store(*, required: bool = False) -> LatencyStore | None:
+    """The cache for looking figures up, or None where there is none yet: never created just to look
+    into it.  A location that cannot hold a cache (``CONVSCOPE_CACHE`` naming a file, or a directory
+    that cannot be created) is an :class:`InputError` if ``required``, else a :class:`CacheWarning`."""
+    path = cache_path()
+    if path.is_file():
+        return open_store(path, lookup=True)
+    why = _location_problem(path, probe=required)
+    if why:
+        msg = _unusable(path, why)
+        if required:
+            raise InputError(msg)
+        warnings.warn(msg + "; the local latency tier is off", CacheWarning, stacklevel=2)
+    return None
 
 
 def default_threads() -> int:
