@@ -170,8 +170,9 @@ def _measure_missing(graph: Graph, missing: list[Kernel], backend: str, batch: i
                               threads=threads, store=store, fp=fp, progress=progress, retries=1, wait_s=10.0)
     if run.interrupted:
         raise KeyboardInterrupt
+    kept = "not kept: the cache is read-only" if getattr(store, "readonly", False) else "cached for next time"
     return [f"measured {run.measured} layer configuration(s) missing from the cache now "
-            f"({time.perf_counter() - t0:.1f} s); they are cached for next time"]
+            f"({time.perf_counter() - t0:.1f} s); they are {kept}"]
 
 
 def predict(graph: Graph, *, device: str | os.PathLike[str] | DeviceProfile | None = None, backend: str | None = None,
