@@ -26,6 +26,17 @@ def fmt_bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
+def fmt_mb(n: float) -> str:
+    """Decimal megabytes, as plan constraints (``weights_mb``) count them; kB or B below 0.1 MB, so a
+    small network's weights do not read as 0.0 MB."""
+    n = float(n)
+    if abs(n) >= 1e5:
+        return f"{n / 1e6:.1f} MB"
+    if abs(n) >= 1e3:
+        return f"{n / 1e3:.1f} kB"
+    return f"{n:.0f} B"
+
+
 def fmt_ms(ms: float | None) -> str:
     if ms is None:
         return "-"

@@ -437,3 +437,27 @@ def test_a_bad_cut_points_at_the_cut_and_names_what_is_there(nets: Path) -> None
 def test_compare_given_a_network_spec_says_so(nets: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["compare", str(nets / "big.yaml")]) == 2
     assert "this is a network spec (it has 'layers'), not a deployment plan" in capsys.readouterr().err
+
+
+def test_the_html_report_links_each_network_to_its_own_numbers(nets: Path) -> None:
+    """Anchors are unique even where names read alike ('x-y'/'z' and 'x'/'y-z'); one head behind two
+    different cuts is two sections (its receptive fields differ), drawn in the plan's pixels; a
+    network used twice with the same numbers is one section; small weights do not read as 0.0 MB."""
+    import re
+    from collections import Counter
+
+    from convscope.reports.compare_report import comparison_html
+
+    body = ("  t_late:\n    trunk: {network: small.yaml, cut: b}\n    heads: [head.yaml]\n"
+            "  t_early:\n    trunk: {network: small.yaml, cut: a}\n    heads: [head.yaml]\n"
+            "  x-y:\n    switch:\n      networks: {z: tiny.yaml}\n"
+            "  x:\n    switch:\n      networks: {y-z: big.yaml}\n"
+            "  again:\n    single: tiny.yaml\n")
+    cmp = compare(str(plan(nets, body)), predictor=fake)
+    html = comparison_html(cmp)
+    ids = Counter(re.findall(r'id="(net-[^"]+)"', html))
+    assert len(ids) == 7 and max(ids.values()) == 1
+    assert set(re.findall(r'href="#(net-[^"]+)"', html)) == set(ids)
+    assert html.count("the same network and numbers as") == 1  # 'again' repeats x-y's tiny
+    assert html.count("behind the trunk, in the plan&#x27;s 32×32 input pixels") == 4  # 2 heads: title + aria
+    assert "0.0 MB" not in html and " kB" in html

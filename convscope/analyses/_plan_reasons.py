@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from convscope.units import fmt_count, fmt_ms
+from convscope.units import fmt_count, fmt_mb, fmt_ms
 
 if TYPE_CHECKING:
     from convscope.analyses.deployment import CandidateResult, Comparison
@@ -85,15 +85,15 @@ def _kind_notes(cmp: "Comparison") -> list[str]:
                     cost = (f"even the cheapest is {what} the single network '{big.name}' ({fmt_count(cheapest)} vs "
                             f"{fmt_count(big.macs_per_frame)} MACs; the costliest {fmt_count(dearest)})")
                 out.append(f"the specialists of '{c.name}' save nothing per frame: {cost}, and "
-                           + (f"one of them is resident at a time ({c.weight_bytes / 1e6:.1f} MB)" if c.only_one else
-                              f"{len(nets)} of them keep {c.weight_bytes / 1e6:.1f} MB of weights resident"))
+                           + (f"one of them is resident at a time ({fmt_mb(c.weight_bytes)})" if c.only_one else
+                              f"{len(nets)} of them keep {fmt_mb(c.weight_bytes)} of weights resident"))
             elif big is not None:
                 lo = 100 * cheapest / big.macs_per_frame
                 hi = 100 * max(n.analysis.totals.macs for n in nets) / big.macs_per_frame
                 share = _pct(lo) if _pct(lo) == _pct(hi) else f"{_pct(lo)}–{_pct(hi)}"
-                held = (f"one specialist ({c.weight_bytes / 1e6:.1f} MB of weights) stays resident and a change of "
+                held = (f"one specialist ({fmt_mb(c.weight_bytes)} of weights) stays resident and a change of "
                         "specialist loads the next" if c.only_one else
-                        f"{c.weight_bytes / 1e6:.1f} MB of weights stay resident")
+                        f"{fmt_mb(c.weight_bytes)} of weights stay resident")
                 out.append(f"each specialist of '{c.name}' costs {share} of '{big.name}' per frame; only one runs per "
                            f"frame, but {held}")
         elif c.kind == "parallel":

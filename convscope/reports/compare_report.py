@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import re
-
 from pathlib import Path
 
 from rich.console import Console
@@ -14,13 +14,13 @@ from convscope.errors import InputError
 from convscope.reports._svg import bar_chart
 from convscope.reports.html import _Raw, analysis_section, esc, page, table
 from convscope.reports.terminal import table_layout
-from convscope.units import fmt_count, fmt_ms
+from convscope.units import fmt_count, fmt_mb, fmt_ms
 
 __all__ = ["render_comparison", "comparison_html", "write_comparison_html"]
 
 
 def _mb(b: float) -> str:
-    return f"{b / 1e6:.1f} MB"
+    return fmt_mb(b)
 
 
 NARROW = 120  # below this many columns the tables drop what the verdict and the HTML report repeat
@@ -79,9 +79,11 @@ def render_comparison(cmp: Comparison, console: Console) -> None:
             console.print(f"  note ({c.name}): {note}")
 
 
-def _anchor(candidate: str, role: str) -> str:
-    """An HTML id for a network of a candidate: no spaces or other characters an id cannot hold."""
-    return "net-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{candidate}-{role}")
+def _anchors(cmp: Comparison) -> dict[tuple[int, int], str]:
+    """An HTML id per (candidate, network) position: readable, without characters an id cannot hold,
+    and unique (the positions make it so: 'x-y'/'z' and 'x'/'y-z' would read the same)."""
+    return {(i, j): f"net-{i}-{j}-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{c.name}-{n.role}")
+            for i, c in enumerate(cmp.candidates) for j, n in enumerate(c.networks)}
 
 
 def comparison_html(cmp: Comparison) -> str:
@@ -103,29 +105,31 @@ def comparison_html(cmp: Comparison) -> str:
         classes.append("best" if c.name == v.best else "")
     cand_table = table(["candidate", "kind", "MACs/frame", "expected", "band", "worst", "fps", "weights", "peak act.",
                         "measured"], rows, cls="candidates", row_classes=classes)
+    anchors = _anchors(cmp)
     net_rows = []
-    for c in cmp.candidates:
-        for n in c.networks:
+    for i, c in enumerate(cmp.candidates):
+        for j, n in enumerate(c.networks):
             a = n.analysis
             net_rows.append([c.name, n.role, n.ref, fmt_count(a.totals.macs), fmt_ms(n.ms), a.border_layer or "none",
                              f"{100 * a.unproductive_share[0]:.0f}% / {100 * a.unproductive_share[1]:.0f}%",
-                             _Raw(f'<a href="#{_anchor(c.name, n.role)}">details</a>')])
+                             _Raw(f'<a href="#{esc(anchors[i, j])}">details</a>')])
     net_table = table(["candidate", "role", "network", "MACs", "predicted", "border layer", "unproductive", ""],
                       net_rows, cls="networks")
     verdict = "".join(f"<li>{esc(r)}</li>" for r in v.reasons)
     notes = "".join(f'<p class="note">note ({esc(c.name)}): {esc(note)}</p>' for c in cmp.candidates for note in c.notes)
     sections = []
-    seen: set[tuple[str, tuple[int, ...]]] = set()
-    for c in cmp.candidates:
-        for n in c.networks:
-            key = (n.ref + n.role if c.kind == "trunk" else n.ref, n.analysis.input)
-            anchor = _anchor(c.name, n.role)
-            if key in seen:
+    first: dict[str, str] = {}  # an analysis (its JSON) -> the anchor of its section
+    for i, c in enumerate(cmp.candidates):
+        for j, n in enumerate(c.networks):
+            anchor = anchors[i, j]
+            behind = cmp.input[1:] if c.kind == "trunk" and n.role.startswith("head") else None
+            key = json.dumps([n.analysis.to_dict(), behind], sort_keys=True, default=str)
+            if key in first:  # the same network with the same numbers (a specialist used twice)
                 sections.append(f'<p id="{esc(anchor)}" class="note">{esc(c.name)} / {esc(n.role)}: {esc(n.ref)} — '
-                                "the same network as above.</p>")
+                                f'the same network and numbers as <a href="#{esc(first[key])}">above</a>.</p>')
                 continue
-            seen.add(key)
-            sections.append(analysis_section(n.analysis, anchor=anchor))
+            first[key] = anchor
+            sections.append(analysis_section(n.analysis, anchor=anchor, plan_input=behind))
     constraints = ", ".join(f"{k} {x:g}" for k, x in cmp.constraints.to_dict().items()) or "none"
     body = (
         f"<h1>Which design is fastest? — {esc(cmp.plan)}</h1>"

@@ -48,20 +48,27 @@ def _num(v: object) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def rf_growth_chart(a: Analysis, name: str = "rf-growth") -> str:
-    # The layers that grow the receptive field (1x1 convs, e.g. shortcuts, only repeat their input's).
-    rows = [r for r in a.layers if r.op in _SPATIAL_OPS and r.rf_min is not None
-            and not (r.kernel == (1, 1) and r.op in ("conv", "convT"))]
+def rf_growth_chart(a: Analysis, name: str = "rf-growth", plan_input: Sequence[int] | None = None) -> str:
+    """rf_min and rf_max of the spatial layers against depth, the input side and the border marked.
+    ``plan_input``: a head behind a deployment plan's trunk, whose receptive fields are in the pixels
+    of the plan's input (H, W), not of the feature map it reads."""
+    spatial = [r for r in a.layers if r.op in _SPATIAL_OPS and r.rf_min is not None]
+    # The layers that grow the receptive field (1x1 convs, e.g. shortcuts, only repeat their input's),
+    # or all spatial layers of a network that has only 1x1 ones (a head behind a trunk).
+    rows = [r for r in spatial if not (r.kernel == (1, 1) and r.op in ("conv", "convT"))] or spatial
     if not rows:
         return ""
+    side = plan_input[0] if plan_input is not None else a.resolution[0]
+    where = (f"behind the trunk, in the plan's {plan_input[0]}×{plan_input[1]} input pixels" if plan_input is not None
+             else f"at {a.resolution[0]}×{a.resolution[1]}")
     labels = [r.name for r in rows]
     rmin = [_num(r.rf_min[0]) for r in rows]  # type: ignore[index]
     rmax = [_num(r.rf_max[0]) if r.rf_max and _num(r.rf_max[0]) is not None else None for r in rows]
     border = next((i for i, r in enumerate(rows) if r.name == a.border_layer), None)
     return line_chart(
-        name, f"Receptive field against depth — {a.model} at {a.resolution[0]}×{a.resolution[1]}",
+        name, f"Receptive field against depth — {a.model} {where}",
         [("rf_min", rmin), ("rf_max", rmax)], x_labels=labels, y_label="input pixels",
-        hlines=[(f"input {a.resolution[0]} px", float(a.resolution[0]))],
+        hlines=[(f"input {side} px", float(side))],
         vline=(f"border: {a.border_layer}", border) if border is not None else None,
     )
 
@@ -77,7 +84,10 @@ def layer_time_chart(a: Analysis, name: str = "layer-time") -> str:
                      [r.name for r in top], [r.ms or 0.0 for r in top], unit="ms")
 
 
-def analysis_section(a: Analysis, *, anchor: str | None = None) -> str:
+def analysis_section(a: Analysis, *, anchor: str | None = None, plan_input: Sequence[int] | None = None) -> str:
+    """One network's summary, receptive-field chart, layer-time chart and layer table; ``plan_input``
+    for a head behind a plan's trunk (its receptive fields, border and feasible range are in the
+    plan's input pixels)."""
     t = a.totals
     lo, hi = a.feasible_resolution
     n_un = len(a.unproductive_layers())
@@ -91,6 +101,9 @@ def analysis_section(a: Analysis, *, anchor: str | None = None) -> str:
                                 f"{fmt_share(a.unproductive_share[1])} of MACs"),
         ("feasible resolution", f"{fmt_rf(lo)}–{fmt_rf(hi)} px"),
     ]
+    if plan_input is not None:
+        summary.insert(1, ("receptive fields", f"in the pixels of the plan's {plan_input[0]}×{plan_input[1]} input, "
+                                               "as the head sees it behind the trunk"))
     if a.latency is not None:
         lat = a.latency
         summary.append(("predicted latency", f"{fmt_ms(lat.ms)} [{fmt_ms(lat.low_ms)} – {fmt_ms(lat.high_ms)}] "
@@ -110,7 +123,7 @@ def analysis_section(a: Analysis, *, anchor: str | None = None) -> str:
     return (
         f'<section class="analysis"{ident}><h2>{esc(a.model)} at {a.resolution[0]}×{a.resolution[1]}</h2>'
         + table(["", ""], summary, cls="summary")
-        + f'<figure>{rf_growth_chart(a)}</figure>'
+        + f'<figure>{rf_growth_chart(a, plan_input=plan_input)}</figure>'
         + (f"<figure>{layer_time_chart(a)}</figure>" if a.latency is not None else "")
         + "<details><summary>all layers</summary>"
         + table(["layer", "op", "out shape", "params", "MACs", "rf min", "rf max", "jump", "ms", ""],
