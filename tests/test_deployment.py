@@ -230,6 +230,10 @@ def test_reasons_name_the_facts(nets: Path) -> None:
     assert {"name", "kind", "macs_per_frame", "latency_ms", "low_ms", "high_ms", "worst_ms", "fps", "weight_bytes",
             "peak_activation_bytes", "measured_ms", "networks"} <= set(d["candidates"][0])
     assert set(d["candidates"][0]["networks"][0]) >= {"ref", "border_layer", "unproductive_share"}
+    none = compare(str(plan(nets, body, "constraints: {fps: 1e9}\n")), predictor=fake)
+    text = " ".join(none.verdict.reasons)
+    assert "no candidate meets the constraints" in text and "'gate' fails" in text
+    assert "'one' does not meet the constraints" in text and "'tod' does not meet the constraints" in text
 
 
 # --- every plan error: a clear message naming the file and position, exit status 2 -------------------

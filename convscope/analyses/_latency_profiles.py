@@ -117,14 +117,9 @@ def _err(file: str, data: YMap, key: str | None, msg: str) -> SpecError:
 
 
 def _number(v: Any) -> float | None:
-    """A finite number, also written as YAML 1.1 reads ``1e3`` (a string: no decimal point)."""
+    """A finite number (``1e3`` included: the loader reads YAML 1.2 floats), else None."""
     if isinstance(v, bool):
         return None
-    if isinstance(v, str):
-        try:
-            v = float(v)
-        except ValueError:
-            return None
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 

@@ -57,8 +57,8 @@ def _lead(cmp: "Comparison") -> list[str]:
     if not v.meets_constraints:
         out.append(f"no candidate meets the constraints ({', '.join(f'{k} {x:g}' for k, x in cmp.constraints.to_dict().items())}); "
                    f"'{best.name}' fails: {dict(v.failing)[best.name]}")
-    if v.meets_constraints:  # when none does, the line above says so; otherwise name the ones that fail
-        for name, why in v.failing:
+    for name, why in v.failing:  # every other candidate that fails, and why
+        if v.meets_constraints or name != best.name:
             out.append(f"'{name}' does not meet the constraints: {why}")
     return out
 

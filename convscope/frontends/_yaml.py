@@ -8,6 +8,7 @@ would silently keep the last one).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,18 @@ __all__ = ["YMap", "YList", "Mark", "load_yaml", "mark_of", "read_text_file", "s
 Mark = tuple[int, int]
 
 try:  # the C composer is ~10x faster; the Python constructor is only used for scalars
-    _Loader: Any = yaml.CSafeLoader
+    _Base: Any = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover
-    _Loader = yaml.SafeLoader
+    _Base = yaml.SafeLoader
+
+
+class _Loader(_Base):  # type: ignore[misc, valid-type]
+    """Safe loading, with YAML 1.2's floats: ``1e9`` and ``2.5E-3`` are numbers (YAML 1.1, which
+    PyYAML follows, reads an exponent without a decimal point as a string)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                              list("-+0123456789."))
 _SCALARS = yaml.SafeLoader("")
 
 
