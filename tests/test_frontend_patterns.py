@@ -278,3 +278,46 @@ def test_max_unpooling_by_the_pools_indices() -> None:
     # c 3 (j 1) -> pool 4 (j 2) -> m 4 + 2·2 = 8 -> unpool: 8, j 1 -> pool 9 (j 2) -> unpool 9 (j 1) -> d 11
     assert [a.layer(n).rf_max for n in ("p", "m", "u", "d")] == [(4, 4), (8, 8), (8, 8), (11, 11)]
     assert sum("max_unpool2d analysed as a nearest upsampling" in n for n in g.meta_dict()["notes"]) == 2
+
+
+class TokenGroups(nn.Module):
+    """Tokens whose features are split into groups for a per-group MLP, then turned back into a map:
+    positions are untouched, so the 3x3 conv after it grows the receptive field (4 + 2·4 = 12)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 4, 4)
+        self.mlp = nn.Linear(8, 8)
+        self.conv = nn.Conv2d(32, 16, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        b, c, h, w = x.shape
+        t = self.mlp(x.flatten(2).transpose(1, 2).reshape(b, h * w, 4, 8))
+        return self.conv(t.reshape(b, h * w, c).transpose(1, 2).reshape(b, c, h, w))
+
+
+def test_splitting_token_features_keeps_positions_and_the_range_is_found() -> None:
+    from convscope.api import analyze
+
+    a = analyze(TokenGroups(), input=SHAPE)
+    assert a.layer("mlp").rf_max == (4, 4) and a.layer("conv").rf_max == (12, 12)
+    # the map is rebuilt from tokens (its sizes are not followed through the reshapes): the range is
+    # found by capturing the model again at each size
+    assert a.feasible_resolution == (16, 12)  # a 3x3 conv needs a 4x4 map: 16 px; it sees 12 px
+
+
+class AfterUnknown(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.c = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(torch.fft.fft2(self.a(x)).real)
+
+
+def test_the_ranges_top_is_unknown_when_the_last_layers_receptive_field_is() -> None:
+    a = analyze_graph(graph_from_module(AfterUnknown(), SHAPE))
+    assert a.unknown_ops and a.layer("c").rf_max is None
+    assert a.feasible_resolution[1] is None  # not layer a's 3 px

@@ -104,10 +104,16 @@ def productivity(graph: Graph, rf: RFResult | None = None, *, among: frozenset[s
 
 
 def _last_spatial(graph: Graph, rfs: dict[str, NodeRF]) -> NodeRF | None:
+    """The receptive field of the last spatial layer; None when it is unknown (an op convscope does
+    not know lies before it: the range's top is then not known either, never an earlier layer's)."""
     last = None
     for node in graph.nodes:
         x = rfs[node.name]
-        if node.out.spatial_axes and x.known and not x.constant and not x.is_global and node.op is not OpKind.INPUT:
+        if not node.out.spatial_axes or x.constant or node.op is OpKind.INPUT:
+            continue
+        if not x.known:
+            last = None
+        elif not x.is_global:
             last = x
     return last
 
@@ -142,6 +148,9 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
     c = graph.input_shape[0]
     weighted = [n for n in graph.nodes if n.op in _WEIGHTED_SPATIAL and flaggable(n, [rfs[i] for i in n.inputs])]
     fast = not adaptive and all(n.op in _FAST_OPS or not n.out.spatial_axes for n in graph.nodes)
+    h0, w0 = graph.input_shape[1:]
+    if fast and h0 == w0 and _spatial_sizes(graph, h0) is None:  # a map rebuilt from tokens: the sizes
+        fast = False  # are not followed through the non-spatial ops between; infer the graph instead
 
     recaptured: list[int] = []
 

@@ -388,6 +388,12 @@ def _reshape(a: O.ReshapeAttrs, inputs: Infos) -> TensorInfo:
         lead = len(shape) - 2
         ch = x.channel_axis if x.channel_axis is not None and x.channel_axis < lead else None
         return TensorInfo(shape, ch, (lead, lead + 1))
+    # Tokens whose features are split into groups or merged back, positions untouched: (N, C) ->
+    # (N, g, C/g) and back (a grouped per-token MLP, multi-head attention's head split).
+    feats = shape[len(sp):]  # (an axis of size 1 among them is an unsqueeze: a 1-D conv's view, not this)
+    if sp and x.spatial_axes == tuple(range(len(sp))) and shape[:len(sp)] == sp and feats and min(feats) > 1 \
+            and x.channel_axis is not None and x.channel_axis >= len(sp):
+        return TensorInfo(shape, len(shape) - 1, tuple(range(len(sp))))
     # A channel vector viewed as a 1×1 map: (C,) -> (C, 1, 1) (an SE gate's view(b, c, 1, 1)).
     if not sp and x.channel_axis is not None and len(x.shape) == 1 and shape == (x.shape[0], 1, 1):
         return TensorInfo(shape, 0, (1, 2))
