@@ -394,3 +394,35 @@ def test_a_pytorch_export_without_scopes_is_named_by_its_parameters(tmp_path: Pa
     a = analyze_graph(load_onnx(str(path)))
     assert [r.name for r in a.layers if r.op == "conv"] == ["body.0", "head"]
     assert a.layer("head").rf_max == (3, 3)
+
+
+class _FixedResize(nn.Module):
+    """An FPN-style merge: the coarse map resized to the fine one's size, which the exporter records
+    as a constant (no dynamic axes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c2, self.c3, self.c4 = nn.Conv2d(3, 16, 3, 2, 1), nn.Conv2d(16, 32, 3, 2, 1), nn.Conv2d(32, 64, 3, 2, 1)
+        self.lat2, self.lat3, self.lat4 = nn.Conv2d(16, 24, 1), nn.Conv2d(32, 24, 1), nn.Conv2d(64, 24, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c2 = self.c2(x)
+        c3 = self.c3(c2)
+        p3 = self.lat3(c3) + F.interpolate(self.lat4(self.c4(c3)), size=c3.shape[-2:], mode="nearest")
+        return self.lat2(c2) + F.interpolate(p3, size=c2.shape[-2:], mode="nearest")
+
+
+def test_a_fixed_size_export_at_another_size_says_why(tmp_path: Path) -> None:
+    from convscope.errors import InputError
+    from convscope.frontends.from_onnx import load_onnx
+
+    path = tmp_path / "fixed.onnx"
+    with warnings.catch_warnings():  # as exported by default (constant folding on)
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_FixedResize().eval(), (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False)
+    assert load_onnx(str(path)).node("lat2").out.shape == (24, 16, 16)
+    with pytest.raises(InputError) as e:
+        load_onnx(str(path), (3, 64, 64))
+    msg = str(e.value)
+    assert "ONNX shape inference gives no shape" in msg and "is not supported" not in msg
+    assert "exported for input [3, 32, 32] with fixed sizes" in msg

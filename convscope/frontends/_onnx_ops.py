@@ -553,6 +553,7 @@ FOLD: dict[str, Callable[[list[np.ndarray], dict[str, Any]], Any]] = {
 
 def require_shape(n: ONode, shapes: dict[str, list[int]], out: str) -> list[int]:
     if out not in shapes:
-        raise InputError(f"node '{n.source}' ({n.op}) is not supported and ONNX shape inference gives no "
-                         f"shape for its output '{out}'")
+        raise InputError(f"node '{n.source}' ({n.op}): ONNX shape inference gives no shape for its output "
+                         f"'{out}' (an op it does not know, or inputs whose shapes do not fit together), so the "
+                         "network cannot be followed past it")
     return shapes[out]

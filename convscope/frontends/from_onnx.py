@@ -107,12 +107,15 @@ def load_onnx(path: str, input_shape: Sequence[int] | None = None) -> Graph:
         raise InputError(f"{path}: the input '{inp.name}' has no fixed size ({dims}): give --input C,H,W")
     batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 1
     name = Path(path).stem
+    resized = all(isinstance(d, int) and d > 0 for d in declared) and list(chw) != declared
+    hint = (f" (the model was exported for input {declared} with fixed sizes inside it; analyse it at that "
+            "size, or export it with dynamic height and width)") if resized else ""
     try:
         graph = _lower(model, inits, inp.name, chw, batch, name, nhwc)  # type: ignore[arg-type]
     except (Unsupported, GraphError) as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise InputError(f"{path}: {exc}{hint}") from None
     except ConvscopeError as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise InputError(f"{path}: {exc}{hint}") from None
     return graph
 
 
