@@ -208,19 +208,24 @@ class LatencyStore:
         conn.execute(f"PRAGMA busy_timeout = {int(self._wait_s() * 1000)}")
         return conn
 
+    def _connect_init(self) -> sqlite3.Connection:
+        """A connection with the tables in place (closed again if that fails)."""
+        conn = self._connect()
+        try:
+            self._init(conn)
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        return conn
+
     def _open(self) -> sqlite3.Connection:
         _make_dir(self.path)
         why = _not_writable(self.path)
         if why:
             return self._snapshot(why)
-        conn = None
         try:
-            conn = self._connect()
-            self._init(conn)
-            return conn
+            return self._connect_init()
         except sqlite3.DatabaseError as exc:
-            if conn is not None:
-                conn.close()
             kind = _kind(exc)
             if kind == "corrupt":
                 return self._rebuild(str(exc))
@@ -320,14 +325,9 @@ class LatencyStore:
         except OSError as exc:
             return self._unavailable("corrupt", f"{why}; it cannot be moved aside: {exc.strerror or exc}")
         self._warn(f"latency cache {self.path} was unreadable ({why}); moved it to {moved.name} and started a new one")
-        conn = None
         try:
-            conn = self._connect()
-            self._init(conn)
-            return conn
+            return self._connect_init()
         except sqlite3.DatabaseError as exc:
-            if conn is not None:
-                conn.close()
             return self._unavailable(_kind(exc), str(exc))
 
     def close(self) -> None:
