@@ -116,6 +116,9 @@ def load_onnx(path: str, input_shape: Sequence[int] | None = None) -> Graph:
         raise InputError(f"{path}: {exc}{hint}") from None
     except ConvscopeError as exc:
         raise InputError(f"{path}: {exc}{hint}") from None
+    clash = [n for n in graph.nodes if resized and n.op is OpKind.UNKNOWN and "mismatch" in n.attrs.target]  # type: ignore[union-attr]
+    if clash:  # a known op whose inputs no longer fit at this size: not an op to report as unknown
+        raise InputError(f"{path}: layer '{clash[0].name}': {clash[0].attrs.target}{hint}")  # type: ignore[union-attr]
     return graph
 
 
