@@ -275,9 +275,10 @@ layers:
     res = adv.suggestion("resolution")
     assert "fc" in res.changed and "stay as they are except 'fc'" in res.explanation
     t = adv.suggestion("truncate")
-    assert "fc" in t.changed and "'fc' 330 -> " in t.explanation
-    if t.params_saved < 0:
-        assert any("adds parameters" in n for n in t.notes)
+    # fc read c5's 8x2x2 map (32·10 + 10 = 330 params); cut after c4 it reads 8x4x4 (128·10 + 10 = 1,290):
+    # c5's 8·8·9 = 576 params go, fc gains 960, so the cut adds 384
+    assert "fc" in t.changed and "'fc' 330 -> 1,290 params" in t.explanation
+    assert t.params_saved == -384 and any("adds parameters" in n for n in t.notes)
 
 
 def test_suggest_reports_unknown_ops(capsys) -> None:  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ from convscope.ir.ops import WEIGHTED_OPS, OpKind
 from convscope.results import Analysis
 
 __all__ = ["Options", "Base", "Rewrite", "NotApplicable", "REWRITES", "TITLES", "rewrite", "POINTWISE",
-           "reshaped_weights"]
+           "layer_params", "reshaped_weights"]
 
 # Ops that act on each position alone and keep the shape (a rewrite may move a layer across them).
 POINTWISE = frozenset({OpKind.BATCHNORM, OpKind.ACT, OpKind.DROPOUT, OpKind.IDENTITY, OpKind.SCALE})
@@ -45,19 +45,20 @@ class Options:
             raise ValueError(f"widths must be in (0, 1), got {bad[0]}")
 
 
-def reshaped_weights(before: Graph, after: Graph) -> list[str]:
-    """Layers of both graphs whose weights change shape (a BatchNorm after a narrower conv, a linear
-    layer that reads a flattened map of another size): a PyTorch user must edit these modules too."""
+def layer_params(x: Analysis | Graph) -> dict[str, int]:
+    """Parameters per layer, in graph order: an analysis's rows, or a graph's costs."""
+    if isinstance(x, Analysis):
+        return {r.name: r.params for r in x.layers}
     from convscope.analyses.cost import cost
 
-    old, new = cost(before), cost(after)
-    out = []
-    for n in after.nodes:
-        if n.name in before and n.op is not OpKind.INPUT:
-            a, b = old.of(n.name), new.of(n.name)
-            if a.cost.params != b.cost.params or a.weight_bytes != b.weight_bytes:
-                out.append(n.name)
-    return out
+    return {n.name: n.cost.params for n in cost(x).nodes}
+
+
+def reshaped_weights(before: dict[str, int], after: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Layers of both networks whose weights change shape (a BatchNorm after a narrower conv, a linear
+    layer that reads a flattened map of another size: a PyTorch user must edit these modules too),
+    as name -> (params before, params after) in ``after``'s order; see :func:`layer_params`."""
+    return {n: (before[n], p) for n, p in after.items() if n in before and before[n] != p}
 
 
 class NotApplicable(Exception):

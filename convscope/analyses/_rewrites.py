@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from convscope.analyses._rewrite_base import POINTWISE, Base, NotApplicable, Rewrite, reshaped_weights, rewrite
+from convscope.analyses._rewrite_base import POINTWISE, Base, NotApplicable, Rewrite, layer_params, \
+    reshaped_weights, rewrite
 from convscope.analyses._rewrite_depth import depth_report, refusal
 from convscope.analyses._rewrite_edit import Editor, NewNode, same_size_padding
 from convscope.analyses.border import productivity
@@ -146,13 +147,13 @@ def _truncation(base: Base, p: int, variant: Graph, *, stopped_early: bool) -> R
         f"(rf_min >= input size) or their maps are no larger than their kernels, so they add cost without "
         f"context (seeds/002; border layer {base.prod.border_layer})."
         + (f" The head now reads {c_new} channels instead of {c_old}." if c_new != c_old else ""))
-    grown = [n for n in reshaped_weights(g, variant) if variant.position(n) > variant.position(cut)]
+    after = layer_params(variant)
+    grown = {n: ps for n, ps in reshaped_weights(layer_params(base.analysis), after).items()
+             if variant.position(n) > variant.position(cut)}
     if grown:
-        before, after = cost(g), cost(variant)
         explanation += (" The head's weights change with the map it reads (a flatten keeps every position): "
-                        + ", ".join(f"'{n}' {before.of(n).cost.params:,} -> {after.of(n).cost.params:,} params"
-                                    for n in grown) + ".")
-        if after.total.params > before.total.params:
+                        + ", ".join(f"'{n}' {old:,} -> {new:,} params" for n, (old, new) in grown.items()) + ".")
+        if sum(after.values()) > base.analysis.totals.params:
             notes.append("the cut saves MACs but adds parameters: the classifier behind the flatten grows with the "
                          "larger map; a global pooling before it would keep it small")
     return Rewrite("truncate", "cut the unproductive tail", explanation, variant, (entry,), tuple(notes))
@@ -398,10 +399,9 @@ def resolution(base: Base) -> list[Rewrite]:
     else:
         raise NotApplicable(f"{h} px is already within the feasible range {_span(lo, hi)}")
     variant = rebuild(base.graph, input_shape=(c, target, target), name=base.variant_name("resolution"))
-    grown = reshaped_weights(base.graph, variant)
+    grown = reshaped_weights(layer_params(base.analysis), layer_params(variant))
     if grown:
-        before, after = cost(base.graph), cost(variant)
-        names = ", ".join(f"'{n}' ({before.of(n).cost.params:,} -> {after.of(n).cost.params:,} params)" for n in grown)
+        names = ", ".join(f"'{n}' ({old:,} -> {new:,} params)" for n, (old, new) in grown.items())
         layers = (f"The layers stay as they are except {names}: {'it reads' if len(grown) == 1 else 'they read'} "
                   "a map whose size follows the input (a flatten before a linear layer), so its weights change "
                   "with the data")

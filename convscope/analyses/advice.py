@@ -23,7 +23,8 @@ from typing import Any
 
 # Importing the rewrite modules registers their rewrites.
 from convscope.analyses import _rewrite_conv, _rewrites  # noqa: F401
-from convscope.analyses._rewrite_base import REWRITES, TITLES, Base, NotApplicable, Options, Rewrite, reshaped_weights
+from convscope.analyses._rewrite_base import REWRITES, TITLES, Base, NotApplicable, Options, Rewrite, layer_params, \
+    reshaped_weights
 from convscope.analyses._rewrite_depth import DepthReport, DepthRules, depth_from_analysis, depth_report, refusal
 from convscope.analyses.analyze import analyze_graph
 from convscope.analyses.border import productivity
@@ -220,7 +221,8 @@ def _evaluate(base: Base, rw: Rewrite, dtype: DType, batch: int, latency: _Laten
     removed = tuple(n.name for n in g.nodes if n.name in old - new)
     added = tuple(n.name for n in v.nodes if n.name in new - old)
     edited = [n for n in rw.changed if n in new and n not in added]  # what the rewrite edited, then
-    changed = tuple(edited + [n for n in reshaped_weights(g, v) if n not in edited])  # weights reshaped by it
+    reshaped = reshaped_weights(layer_params(base.analysis), layer_params(analysis))
+    changed = tuple(edited + [n for n in reshaped if n not in edited])  # and the weights reshaped by it
     return Suggestion(rw.key, rw.title, rw.explanation, changed, removed, added, analysis, depth,
                       base.analysis, v, refusal(base.depth, depth), rw.notes)
 

@@ -19,10 +19,6 @@ from convscope.units import fmt_count, fmt_mb, fmt_ms
 __all__ = ["render_comparison", "comparison_html", "write_comparison_html"]
 
 
-def _mb(b: float) -> str:
-    return fmt_mb(b)
-
-
 NARROW = 120  # below this many columns the tables drop what the verdict and the HTML report repeat
 
 
@@ -46,8 +42,8 @@ def render_comparison(cmp: Comparison, console: Console) -> None:
         if narrow and c.worst_ms > c.latency_ms * 1.0005:
             expected += f" ({fmt_ms(c.worst_ms).removesuffix(' ms')})"
         row = [c.name + mark, c.kind, fmt_count(c.macs_per_frame), expected,
-               f"{fmt_ms(c.low_ms)}–{fmt_ms(c.high_ms)}", fmt_ms(c.worst_ms), f"{c.fps:.1f}", _mb(c.weight_bytes),
-               _mb(c.peak_activation_bytes)]
+               f"{fmt_ms(c.low_ms)}–{fmt_ms(c.high_ms)}", fmt_ms(c.worst_ms), f"{c.fps:.1f}", fmt_mb(c.weight_bytes),
+               fmt_mb(c.peak_activation_bytes)]
         if measured:
             row.append(fmt_ms(c.measured_ms) if c.measured_ms is not None else "-")
         style = "bold green" if c.name == v.best else ("yellow" if c.name in v.tied_with else None)
@@ -100,7 +96,7 @@ def comparison_html(cmp: Comparison) -> str:
     classes = []
     for c in ranked:
         rows.append([c.name, c.kind, fmt_count(c.macs_per_frame), fmt_ms(c.latency_ms), f"{fmt_ms(c.low_ms)}–{fmt_ms(c.high_ms)}",
-                     fmt_ms(c.worst_ms), f"{c.fps:.1f}", _mb(c.weight_bytes), _mb(c.peak_activation_bytes),
+                     fmt_ms(c.worst_ms), f"{c.fps:.1f}", fmt_mb(c.weight_bytes), fmt_mb(c.peak_activation_bytes),
                      fmt_ms(c.measured_ms) if c.measured_ms is not None else "—"])
         classes.append("best" if c.name == v.best else "")
     cand_table = table(["candidate", "kind", "MACs/frame", "expected", "band", "worst", "fps", "weights", "peak act.",
