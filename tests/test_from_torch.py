@@ -274,6 +274,8 @@ def test_an_unknown_op_is_reported_with_its_name_and_shape_never_guessed() -> No
     assert [t for _, t in a.unknown_ops] == ["LPPool2d", "fft_fft2", "real"]
     assert g.node("lp").out.shape == (8, 4, 4)
     assert a.layer("head").rf_max is None  # after an unknown op: unknown
+    rows = {r["name"]: r for r in a.to_dict()["layers"]}  # JSON: unknown is null, global [null, null]
+    assert rows["head"]["rf_max"] is None and rows["conv"]["rf_max"] == [3, 3]
     unused = m.lstm_like.weight.numel() + m.lstm_like.bias.numel()
     assert a.totals.params == sum(p.numel() for p in m.parameters()) - unused
     assert any("never used by forward" in n for n in g.meta_dict()["notes"])
