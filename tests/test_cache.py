@@ -315,3 +315,24 @@ def test_a_locked_cache_is_not_corrupt_and_a_lookup_does_not_wait_for_it(tmp_pat
 def test_only_real_corruption_counts_as_corrupt(message: str, corrupt: bool) -> None:
     cls = sqlite3.DatabaseError if corrupt else sqlite3.OperationalError
     assert (_cache._kind(cls(message)) == "corrupt") is corrupt
+
+
+def test_another_programs_database_is_neither_moved_nor_written(tmp_path: Path) -> None:
+    from convscope.errors import InputError
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)")
+        conn.execute("INSERT INTO orders (item) VALUES ('camera')")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(InputError, match="another program's SQLite database \\(tables orders\\)"):
+        open_store(path)  # calibrate writing there
+    with pytest.warns(CacheWarning, match="another program's SQLite database"):
+        st = open_store(path, lookup=True)  # a lookup: no cached figures, nothing touched
+    assert st.layers(FP, "torch", 2, "fp32", ["x"]) == {}
+    st.close()
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()

@@ -465,3 +465,28 @@ def test_the_html_report_links_each_network_to_its_own_numbers(nets: Path) -> No
     assert html.count("the same network and numbers as") == 1  # 'again' repeats x-y's tiny
     assert html.count("behind the trunk, in the plan&#x27;s 32×32 input pixels") == 4  # 2 heads: title + aria
     assert "0.0 MB" not in html and " kB" in html
+
+
+def test_ctrl_c_during_measure_keeps_the_predictions_and_what_was_measured(nets: Path) -> None:
+    """The second network's timing is cut short: the first keeps its figure, the second (a partial
+    figure) and the third are left unmeasured, every prediction is kept, and the verdict says so."""
+    from types import SimpleNamespace
+
+    calls: list[str] = []
+
+    def measurer(graph):  # type: ignore[no-untyped-def]
+        calls.append(graph.name)
+        return SimpleNamespace(median_ms=1.0, p10_ms=0.9, p90_ms=1.1, interrupted=len(calls) == 2)
+
+    body = "  a:\n    single: big.yaml\n  b:\n    single: small.yaml\n  c:\n    single: tiny.yaml\n"
+    cmp = compare(str(plan(nets, body)), predictor=fake, measure=True, measurer=measurer)
+    assert calls == ["big", "small"] and cmp.interrupted and cmp.to_dict()["interrupted"] is True
+    assert [c.measured_ms for c in cmp.candidates] == [1.0, None, None]
+    assert all(c.latency_ms > 0 for c in cmp.candidates)
+    assert any("interrupted" in r and "b, c not measured" in r for r in cmp.verdict.reasons)
+
+    def ctrl_c(graph):  # type: ignore[no-untyped-def]  # while the module is built
+        raise KeyboardInterrupt
+
+    cmp = compare(str(plan(nets, body)), predictor=fake, measure=True, measurer=ctrl_c)
+    assert cmp.interrupted and all(c.measured_ms is None for c in cmp.candidates)

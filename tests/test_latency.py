@@ -163,6 +163,8 @@ def test_shipped_profiles(name: str) -> None:
     ("name: x\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1\n"
      "overhead_us: {torch: 1}\nuncertainty: [2, 3]\n", ":5:14", "0 < low <= 1 <= high"),
     ("name: x\nbandwidth_gbs: 1\noverhead_us: {torch: 1}\n", ":1:1", "missing required key 'peak_gflops'"),
+    ("name: x\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1\n"
+     "overhead_us: {}\n", ":4:1", "'overhead_us' needs at least one backend"),
 ])
 def test_profile_errors_name_file_line_and_value(tmp_path: Path, text: str, where: str, what: str) -> None:
     f = tmp_path / "board.yaml"
@@ -180,6 +182,20 @@ def test_profile_numbers_in_exponent_form_and_a_missing_dtype_names_the_file(tmp
     assert prof.bandwidth == 20e9 and dict(prof.peak_flops)[OpClass.CONV] == 1e12
     with pytest.raises(InputError, match=r"'b' \(.*board.yaml\) does not support int8"):
         prof.dtype_factor("int8")
+
+
+def test_a_profile_or_timings_file_that_is_not_text_is_a_clear_error(tmp_path: Path) -> None:
+    from convscope.analyses._latency_fitted import read_csv
+
+    (tmp_path / "board.yaml").write_bytes(b"name: \xff\xfe\n")
+    with pytest.raises(InputError, match="board.yaml: cannot read the device profile: not UTF-8 text"):
+        load_profile(str(tmp_path / "board.yaml"))
+    (tmp_path / "t.csv").write_bytes(b"network,latency_ms\n\x80,1\n")
+    with pytest.raises(InputError, match="t.csv: cannot read: not UTF-8 text"):
+        read_csv(tmp_path / "t.csv")
+    (tmp_path / "t.csv").write_text("network,latency_ms,batch\nzoo:allconv,1,\u00b2\n")  # '²'.isdigit()
+    with pytest.raises(SpecError, match="t.csv:2.*batch must be a positive integer, got '\u00b2'"):
+        read_csv(tmp_path / "t.csv")
 
 
 def test_unknown_profile_name_suggests() -> None:

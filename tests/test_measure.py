@@ -176,3 +176,30 @@ candidates:
     # the set-up once at the top, like `measure MODEL` (FORMATS.md §5), and each candidate's median
     assert (d["backend"], d["threads"], d["batch"], d["input"]) == ("torch", 1, 1, [3, 16, 16])
     assert d["device"] == both["networks"][0]["device"] and one["median_ms"] == one["measured_ms"]
+
+
+def test_ctrl_c_while_measuring_a_plan_stops_keeps_the_runs_so_far_and_exits_130(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    (tmp_path / "a.yaml").write_text(TINY)
+    (tmp_path / "b.yaml").write_text(TINY.replace("out: 8", "out: 6"))
+    (tmp_path / "c.yaml").write_text(TINY.replace("out: 8", "out: 4"))
+    (tmp_path / "plan.yaml").write_text("name: p\ninput: [3, 16, 16]\ncandidates:\n  one:\n    single: a.yaml\n"
+                                        "  two:\n    parallel: [a.yaml, b.yaml]\n  three:\n    single: c.yaml\n")
+    real, seen = M.measure_graph, []
+
+    def cut_second(g, **kw):  # type: ignore[no-untyped-def]  # Ctrl-C during the second network's runs
+        seen.append(g.name)
+        m = real(g, **kw)
+        return replace(m, interrupted=True) if len(seen) == 2 else m
+
+    monkeypatch.setattr(M, "measure_graph", cut_second)
+    assert main(["measure", str(tmp_path / "plan.yaml"), "--threads", "1", "--time-limit", "0.2",
+                 "--min-runs", "3", "--json", "-"]) == 130
+    d = json.loads(capsys.readouterr().out)
+    one, two, three = d["candidates"]
+    assert len(seen) == 2 and d["interrupted"] is True  # c.yaml never started
+    assert one["measured_ms"] > 0 and two["measured_ms"] is None and three["measured_ms"] is None
+    assert [n["ref"] for n in two["networks"]] == ["a.yaml", "b.yaml"] and two["networks"][1]["interrupted"]
+    assert three["networks"] == []

@@ -243,6 +243,8 @@ def read_csv(path: str | os.PathLike[str]) -> list[CsvRow]:
         text = Path(file).read_text(encoding="utf-8-sig")  # a spreadsheet's "CSV UTF-8" starts with a BOM
     except OSError as exc:
         raise InputError(f"--fit {file}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"--fit {file}: cannot read: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     lines = [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise SpecError("empty: expected a header 'network,latency_ms' and one row per measured network", file=file)
@@ -263,7 +265,7 @@ def read_csv(path: str | os.PathLike[str]) -> list[CsvRow]:
             raise SpecError(f"latency_ms must be a positive number of milliseconds, got {d.get('latency_ms')!r}",
                             file=file, line=line)
         batch = d.get("batch") or "1"
-        if not batch.isdigit() or int(batch) < 1:
+        if not batch.isdecimal() or int(batch) < 1:
             raise SpecError(f"batch must be a positive integer, got {batch!r}", file=file, line=line)
         try:
             shape = parse_shape(d["input"], "input") if d.get("input") else None

@@ -104,6 +104,9 @@ def load_profile(ref: str | os.PathLike[str]) -> DeviceProfile:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise InputError(f"{text_ref}: cannot read the device profile: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{text_ref}: cannot read the device profile: not UTF-8 text ({exc.reason} at "
+                             f"byte {exc.start})") from None
         return parse_profile(text, text_ref)
     close = difflib.get_close_matches(text_ref, profile_names(), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -166,6 +169,8 @@ def parse_profile(text: str, file: str) -> DeviceProfile:
     overhead = _table(file, top, "overhead_us", BACKENDS, False)
     dtypes = _table(file, top, "dtypes", tuple(d.value for d in DType), False) if "dtypes" in top else {"fp32": 1.0}
     unc = _uncertainty(file, top)
+    if not overhead:
+        raise _err(file, top, "overhead_us", f"'overhead_us' needs at least one backend ({', '.join(BACKENDS)})")
     backend = str(top.get("backend", next(iter(overhead))))
     if backend not in overhead:
         raise _err(file, top, "backend", f"backend '{backend}' has no entry in overhead_us ({', '.join(overhead)})")

@@ -160,4 +160,8 @@ def reasons(cmp: "Comparison", swaps: list[tuple[str, str]] | None) -> list[str]
         else:
             pairs = ", ".join(f"'{a}' vs '{b}'" for a, b in swaps)
             out.append(f"measured here: the prediction ordered {pairs} the other way round")
+    if cmp.interrupted:
+        left = [c.name for c in cmp.candidates if c.measured_ms is None]
+        out.append("measurement interrupted (Ctrl-C): " + (f"{', '.join(left)} not measured; " if left else "")
+                   + "the predictions are complete")
     return out

@@ -182,6 +182,7 @@ class Comparison:
     verdict: Verdict
     constraints: Constraints = field(default_factory=Constraints)
     file: str = ""
+    interrupted: bool = False  # Ctrl-C during --measure: the networks not yet timed have no measured figure
 
     def candidate(self, name: str) -> CandidateResult:
         for c in self.candidates:
@@ -197,6 +198,7 @@ class Comparison:
             "schema_version": SCHEMA_VERSION, "plan": self.plan, "input": list(self.input), "device": self.device,
             "tier": self.tier, "constraints": self.constraints.to_dict(),
             "candidates": [c.to_dict() for c in self.candidates], "verdict": self.verdict.to_dict(),
+            **({"interrupted": True} if self.interrupted else {}),
         }
 
 
@@ -402,6 +404,7 @@ class _Runner:
         self.kw = predict_kw
         self.cache: dict[tuple[Any, ...], NetworkResult] = {}
         self.declared: dict[str, tuple[int, ...] | None] = {}  # resolved ref -> the input it declares
+        self.interrupted = False  # a measurement was cut short by Ctrl-C: measure nothing more
 
     def _fail(self, ref: NetRef, message: str) -> ConvscopeError:
         return SpecError(message, file=self.plan.file, line=ref.mark[0] or None, column=ref.mark[1] or None)
@@ -462,10 +465,16 @@ class _Runner:
                              "`convscope calibrate` for this machine, or choose a device profile with --device")
         result = NetworkResult(ref.ref, ref.role, analysis.with_latency(pred),
                                peak_holding_input=peak_holding_input(graph, dtype=analysis.dtype, batch=analysis.batch))
-        if self.measurer is not None:
+        if self.measurer is not None and not self.interrupted:
             self.progress(f"measuring {ref.ref}" + (f" up to {key[2]}" if key[2] else ""))
-            m = self.measurer(graph)
-            result = replace(result, measured_ms=m.median_ms, measured_low_ms=m.p10_ms, measured_high_ms=m.p90_ms)
+            try:
+                m = self.measurer(graph)
+            except KeyboardInterrupt:  # while building or warming up: the predictions are still kept
+                m = None
+            self.interrupted = m is None or bool(getattr(m, "interrupted", False))
+            if not self.interrupted:  # a figure cut short is not set beside complete ones
+                result = replace(result, measured_ms=m.median_ms, measured_low_ms=m.p10_ms,
+                                 measured_high_ms=m.p90_ms)
         self.cache[ckey] = result
         return result
 
@@ -608,7 +617,8 @@ def compare(
         from convscope.analyses.latency import load_profile
 
         shown = load_profile(dev).name
-    cmp = Comparison(plan.name, plan.input, shown, tier, results, verdict, plan.constraints, plan.file)
+    cmp = Comparison(plan.name, plan.input, shown, tier, results, verdict, plan.constraints, plan.file,
+                     runner.interrupted)
     from convscope.analyses._plan_reasons import reasons
 
     return replace(cmp, verdict=replace(verdict, reasons=tuple(reasons(cmp, swaps if measure else None)),

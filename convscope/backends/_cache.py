@@ -10,9 +10,10 @@ library version or thread count therefore never reuses another's numbers.
 
 Safety: WAL journal, a busy timeout, and every write in its own transaction, so concurrent
 ``calibrate`` runs interleave and an interrupted run leaves only whole rows.  A file that is not a
-readable store (corrupt, truncated, another program's) is moved aside to ``*.corrupt-<time>`` and
+readable store (corrupt, truncated, another schema) is moved aside to ``*.corrupt-<time>`` and
 rebuilt, with a :class:`CacheWarning`; only that: a cache that is read-only, locked or cannot be
-opened is never moved.  A read-only cache is read (from a snapshot in memory); writing to it, or a
+opened is never moved, and another program's SQLite database is neither moved nor written (an
+InputError, or for a lookup a warning and no cached figures).  A read-only cache is read (from a snapshot in memory); writing to it, or a
 ``CONVSCOPE_CACHE`` that cannot hold a cache (a file, a directory that cannot be created), is an
 :class:`InputError`.  Looking figures up (the local tier) never waits long: a cache locked past
 ``READ_WAIT_S`` or unreadable is an empty one, with a warning.  Nothing here imports torch.
@@ -237,6 +238,11 @@ class LatencyStore:
         if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
             raise _Unreadable("integrity check failed")
         schema = _schema(conn)
+        if schema is None:
+            theirs = sorted(_tables(conn) - _OURS)
+            if theirs:  # before anything is written to it (the journal mode included)
+                raise _Foreign(f"it is another program's SQLite database (tables {', '.join(theirs[:5])}), "
+                               "which convscope leaves alone")
         if schema is not None and schema != str(SCHEMA):
             raise _Unreadable(f"schema version {schema}, expected {SCHEMA}")
         if conn.execute("PRAGMA journal_mode").fetchone()[0] not in ("wal", "memory"):
@@ -302,6 +308,8 @@ class LatencyStore:
             msg = f"latency cache {self.path} is locked by another process ({why})"
         elif kind == "corrupt":
             msg = f"latency cache {self.path} is unreadable ({why})"
+        elif kind == "foreign":
+            msg = f"latency cache {self.path}: {why}"
         else:
             msg = f"latency cache {self.path} cannot be opened ({why})"
         if not self.lookup:
@@ -418,6 +426,10 @@ class LatencyStore:
         return [(desc or "?", b, t, dt, cr) for desc, b, t, dt, cr in rows]
 
 
+class _Foreign(sqlite3.DatabaseError):
+    """The file is someone else's SQLite database: never moved, never written."""
+
+
 class _Unreadable(sqlite3.DatabaseError):
     """The file opens but is not our store (failed integrity check, another schema): moved aside."""
 
@@ -426,6 +438,8 @@ def _kind(exc: sqlite3.Error) -> str:
     """Why SQLite failed: ``corrupt`` (only this moves a file aside), ``busy``, ``readonly`` or ``other``."""
     name = getattr(exc, "sqlite_errorname", None) or ""
     text = str(exc).lower()
+    if isinstance(exc, _Foreign):
+        return "foreign"
     if isinstance(exc, _Unreadable) or name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) \
             or "not a database" in text or "malformed" in text:
         return "corrupt"
@@ -444,10 +458,15 @@ def _schema(conn: sqlite3.Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
+_OURS = frozenset({"meta", "devices", "layers", "calibrations"})
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+
+
 def _has_tables(conn: sqlite3.Connection) -> bool:
-    names = {"meta", "devices", "layers", "calibrations"}
-    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    return names <= {r[0] for r in rows}
+    return _OURS <= _tables(conn)
 
 
 def _not_writable(path: Path) -> str:
@@ -558,7 +577,7 @@ def default_threads() -> int:
     local tier finds the calibration ``calibrate`` made: ``OMP_NUM_THREADS`` if set, else the number
     of physical cores this process may run on (PyTorch's own default on Linux), else logical CPUs."""
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
+    if env.isdecimal() and int(env) > 0:
         return int(env)
     try:
         allowed = len(os.sched_getaffinity(0))

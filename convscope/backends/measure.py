@@ -210,6 +210,7 @@ class PlanMeasurement:
     input: tuple[int, ...]
     candidates: tuple[tuple[str, str, float | None, float | None, float | None], ...]  # name, kind, ms, p10, p90
     networks: tuple[tuple[str, str, str, Measurement], ...]  # candidate, role, ref, measurement
+    interrupted: bool = False  # Ctrl-C: the networks measured so far (the last one cut short), no more
 
     def to_dict(self) -> dict[str, Any]:
         first = self.networks[0][3] if self.networks else None  # every network ran on the same set-up
@@ -220,6 +221,7 @@ class PlanMeasurement:
                             "networks": [dict(role=r, ref=ref, **x.to_dict()) for c, r, ref, x in self.networks
                                          if c == n]}
                            for n, k, m, lo, hi in self.candidates],
+            **({"interrupted": True} if self.interrupted else {}),
         }
 
 
@@ -230,17 +232,30 @@ def measure_plan(path: str, *, progress: Callable[[str], None] | None = None, **
 
     plan = load_plan(path)
     done: dict[tuple[str, tuple[int, ...], str | None], Measurement] = {}
-    cands, rows = [], []
+    cands: list[tuple[str, str, float | None, float | None, float | None]] = []
+    rows: list[tuple[str, str, str, Measurement]] = []
+    stopped = False
     for c, placed in plan_networks(plan):
-        nets = []
+        nets, cut = [], False
         for ref, g, key in placed:
+            if stopped:
+                break
             if key not in done:
                 if progress:
                     progress(f"measuring {ref.ref} ({c.name}, {ref.role})")
-                done[key] = measure_graph(g, **kw)
+                try:
+                    done[key] = measure_graph(g, **kw)
+                except KeyboardInterrupt:  # while building: keep what was measured before
+                    stopped = True
+                    break
+                stopped = done[key].interrupted
             m = done[key]
+            cut = cut or m.interrupted
             rows.append((c.name, ref.role, ref.ref, m))
             nets.append(NetworkResult(ref.ref, ref.role, analyze_graph(g), m.median_ms, m.p10_ms, m.p90_ms))
-        r = combine(c, nets)
-        cands.append((c.name, c.kind, r.measured_ms, r.measured_low_ms, r.measured_high_ms))
-    return PlanMeasurement(plan.name, plan.input, tuple(cands), tuple(rows))
+        if len(nets) == len(placed) and not cut:
+            r = combine(c, nets)
+            cands.append((c.name, c.kind, r.measured_ms, r.measured_low_ms, r.measured_high_ms))
+        else:  # a network not measured, or cut short: no figure per frame for this candidate
+            cands.append((c.name, c.kind, None, None, None))
+    return PlanMeasurement(plan.name, plan.input, tuple(cands), tuple(rows), stopped)

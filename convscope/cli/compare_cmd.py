@@ -62,4 +62,4 @@ def run(args: argparse.Namespace) -> int:
     from convscope.reports.compare_report import render_comparison, write_comparison_html
 
     emit(cmp, args, render_comparison, write_comparison_html)
-    return 0
+    return 130 if cmp.interrupted else 0

@@ -82,10 +82,11 @@ def _plan(args: argparse.Namespace, kw: dict) -> int:  # type: ignore[type-arg]
         raise InputError("--input does not apply to a plan: the plan states its input")
     with progress_bar() as prog:
         pm = measure_plan(args.model, progress=(lambda s: prog(0, 0, s)) if prog else None, **kw)
+    status = 130 if pm.interrupted else 0
     if args.json:
         write_json(pm.to_dict(), args.json)
     if json_to_stdout(args):
-        return 0
+        return status
     con = console(args)
     t = Table(title=f"{pm.plan} — measured, input {'×'.join(map(str, pm.input))}", title_justify="left",
               header_style="bold")
@@ -96,8 +97,13 @@ def _plan(args: argparse.Namespace, kw: dict) -> int:  # type: ignore[type-arg]
                   str(m.runs), str(m.threads))
     con.print(t)
     for name, kind, ms, lo, hi in pm.candidates:
-        con.print(f"  {name} ({kind}): {fmt_ms(ms)} per frame (p10 {fmt_ms(lo)} – p90 {fmt_ms(hi)})")
+        if ms is None:
+            con.print(f"  {name} ({kind}): not measured (interrupted)")
+        else:
+            con.print(f"  {name} ({kind}): {fmt_ms(ms)} per frame (p10 {fmt_ms(lo)} – p90 {fmt_ms(hi)})")
     notes = dict.fromkeys(f"{ref}: {n}" for _, _, ref, m in pm.networks for n in m.notes)  # each network once
     for n in notes:
         con.print(f"  [yellow]note:[/yellow] {n}")
-    return 0
+    if pm.interrupted:
+        con.print("  [yellow]interrupted:[/yellow] the networks measured so far are shown; the rest were not timed")
+    return status

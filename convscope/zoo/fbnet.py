@@ -35,7 +35,7 @@ def parse_ops(ops: str) -> list[str]:
         raise InputError(f"FBNet needs 22 block choices, got {len(parts)} in {ops!r}")
     out = []
     for p in parts:
-        if p.isdigit() and int(p) < len(CHOICES):
+        if p.isdecimal() and int(p) < len(CHOICES):
             out.append(CHOICES[int(p)])
         elif p in CHOICES:
             out.append(p)

@@ -43,7 +43,7 @@ def parse_arch(arch: str) -> list[list[tuple[str, int]]]:
             op, _, src = e.partition("~")
             if op not in OPS:
                 raise InputError(f"NAS-Bench-201 arch: unknown op {op!r} (ops: {', '.join(OPS)})")
-            if not src.isdigit() or int(src) >= k:
+            if not src.isdecimal() or int(src) >= k:
                 raise InputError(f"NAS-Bench-201 arch: edge {e!r} into node {k} must come from a node < {k}")
             parsed.append((op, int(src)))
         nodes.append(parsed)
