@@ -25,6 +25,7 @@ from convscope.analyses.analyze import analyze_graph
 from convscope.cli import main
 from convscope.errors import InputError
 from convscope.frontends.from_onnx import load_onnx
+from convscope.frontends.from_torch import graph_from_module
 from convscope.ir.ops import OpKind
 
 EXPORTS: dict[str, Path] = {}
@@ -44,6 +45,19 @@ def export(module: nn.Module, shape: tuple[int, ...], path: Path, **kw: object) 
                               do_constant_folding=False, **kw)
         finally:
             logging.disable(logging.NOTSET)
+    return path
+
+
+def export_dynamo(module: nn.Module, shape: tuple[int, ...], path: Path, **kw: object) -> Path:
+    """The same through the dynamo exporter (``torch.export`` underneath)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            prog = torch.onnx.export(module.eval(), (torch.zeros(1, *shape),), dynamo=True, verbose=False, **kw)
+        finally:
+            logging.disable(logging.NOTSET)
+    prog.save(str(path))
     return path
 
 
@@ -71,16 +85,7 @@ def test_export_matches_the_pytorch_original(name: str, export_dir: Path) -> Non
 
 
 def test_dynamo_export_names_come_from_its_metadata(tmp_path: Path) -> None:
-    m = make("squeezenet")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            prog = torch.onnx.export(m.eval(), (torch.zeros(1, 3, 64, 64),), dynamo=True, optimize=False, verbose=False)
-        finally:
-            logging.disable(logging.NOTSET)
-    path = tmp_path / "sq.onnx"
-    prog.save(str(path))
+    path = export_dynamo(make("squeezenet"), (3, 64, 64), tmp_path / "sq.onnx", optimize=False)
     assert all(n.name.startswith("node_") for n in onnx.load(str(path)).graph.node)
     a = analyze_graph(load_onnx(str(path)))
     _, _, t = captured("squeezenet")
@@ -118,15 +123,7 @@ def test_dynamo_export_a_convolution_with_its_batch_norm_folded_keeps_its_name(t
     m.add_module("conv1", nn.Conv2d(3, 8, 3, padding=1))
     m.add_module("bn1", nn.BatchNorm2d(8))
     m.add_module("act", nn.ReLU())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            prog = torch.onnx.export(m.eval(), (torch.zeros(1, 3, 16, 16),), dynamo=True, verbose=False)
-        finally:
-            logging.disable(logging.NOTSET)
-    path = tmp_path / "cb.onnx"
-    prog.save(str(path))
+    path = export_dynamo(m, (3, 16, 16), tmp_path / "cb.onnx")
     convs = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
     assert len(convs) == 1 and "bn1" in str(convs[0].metadata_props)  # the exporter folded bn1 into conv1
     g = load_onnx(str(path))
@@ -439,3 +436,33 @@ def test_a_fixed_size_export_at_another_size_says_why(model: type[nn.Module], sa
     msg = str(e.value)
     assert said in msg and "is not supported" not in msg
     assert "exported for input [3, 32, 32] with fixed sizes" in msg
+
+
+class PlainNorms(nn.Module):
+    """Norms without learnable scale or bias: the exporters write their ones and zeros as constants."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16, affine=False)
+        self.inn = nn.InstanceNorm2d(16)
+        self.gn = nn.GroupNorm(4, 16, affine=False)
+        self.ln = nn.LayerNorm(16, elementwise_affine=False)
+        self.gn2 = nn.GroupNorm(4, 16)  # learnable: counted (trained values: at their initial ones and
+        nn.init.normal_(self.gn2.weight)  # zeros the dynamo exporter merges them with the constants)
+        nn.init.normal_(self.gn2.bias)
+        self.b = nn.Conv2d(16, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.gn(self.inn(self.bn(self.a(x))))
+        x = self.ln(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.b(self.gn2(x))
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_norms_without_learnable_affine_have_no_parameters(exporter: str, tmp_path: Path) -> None:
+    m = PlainNorms()
+    write = export if exporter == "torchscript" else export_dynamo
+    a = analyze_graph(load_onnx(str(write(m, (3, 16, 16), tmp_path / "n.onnx"))))
+    assert a.totals.params == sum(p.numel() for p in m.parameters())
+    assert a.totals.macs == analyze_graph(graph_from_module(m, (3, 16, 16))).totals.macs

@@ -499,10 +499,11 @@ def _pixel_shuffle(c: Call) -> TVal:
 
 # -- normalisation ---------------------------------------------------------------------------------
 def _params(c: Call, *xs: Any) -> bool:
-    """Count the parameters among ``xs``; True if any was given."""
+    """Count the parameters among ``xs``; True if any of them derives from a parameter (a scale of
+    constant ones, as an exporter writes for a norm without learnable affine, is not one)."""
     given = [x for x in xs if isinstance(x, ConstVal)]
     c.lo.count(tuple(s for x in given for s in x.sources))
-    return bool(given)
+    return any(x.sources for x in given)
 
 
 @_fn("batch_norm")

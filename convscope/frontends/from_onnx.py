@@ -13,6 +13,7 @@ ONNX shape inference gives it; nothing is guessed.  Layer names: see ``_onnx_nam
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -151,13 +152,31 @@ def _nhwc(g: Any, input_name: str) -> bool:
     return False
 
 
+_TORCH_CONSTANT = re.compile(r"val_\d+")
+_WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "BatchNormalization", "InstanceNormalization",
+                       "LayerNormalization", "GroupNormalization", "PRelu"})
+
+
+def _exporter_constant(name: str, arr: np.ndarray) -> bool:
+    """PyTorch's dynamo exporter names a parameter by its module path, and a value it computed val_N:
+    a parameter folded into a new shape, or a constant of its own making, such as the scale of ones
+    and the bias of zeros of a norm without learnable affine, which is no parameter.  (A learnable
+    norm still at its initial ones and zeros is merged with those constants by the exporter: the file
+    cannot tell them apart.)"""
+    return bool(_TORCH_CONSTANT.fullmatch(name)) and bool(np.all(arr == 1) or np.all(arr == 0))
+
+
 def _lower(model: onnx.ModelProto, inits: dict[str, np.ndarray], input_name: str, chw: tuple[int, int, int],
            batch: int, name: str, nhwc: bool = False) -> Graph:
     g = model.graph
     lo = Lowering(name, (), batch=batch)
     values: dict[str, Any] = {"": None}
+    made_by_torch = model.producer_name == "pytorch"
+    # a single number is a constant, unless it is the weight or bias of a layer with one channel
+    one_channel = {x for node in g.node if node.op_type in _WEIGHTED for x in node.input[1:3]}
     for k, arr in inits.items():
-        is_param = arr.dtype.kind == "f" and arr.size > 1
+        is_param = arr.dtype.kind == "f" and (arr.size > 1 or k in one_channel) \
+            and not (made_by_torch and _exporter_constant(k, arr))
         if is_param:
             lo.add_param(k, int(arr.size))
         values[k] = ConstVal(arr, (k,) if is_param else ())
