@@ -466,3 +466,59 @@ def test_norms_without_learnable_affine_have_no_parameters(exporter: str, tmp_pa
     a = analyze_graph(load_onnx(str(write(m, (3, 16, 16), tmp_path / "n.onnx"))))
     assert a.totals.params == sum(p.numel() for p in m.parameters())
     assert a.totals.macs == analyze_graph(graph_from_module(m, (3, 16, 16))).totals.macs
+
+
+class StdConv(nn.Conv2d):
+    """A weight-standardised convolution (BiT): the exporter writes the standardisation of the
+    weights as ReduceMean, Sub, Pow, Sqrt, Div on constants, which fold to the weights."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+class Broadcasts(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.c = StdConv(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        return self.c(y + y.mean(1, keepdim=True).expand(-1, 8, -1, -1))  # channels grown: not in the IR
+
+
+def test_folded_weight_standardisation_and_a_channel_expand_onnx_cannot_shape(tmp_path: Path) -> None:
+    m = Broadcasts()
+    path = export(m, (3, 16, 16), tmp_path / "b.onnx")
+    g = load_onnx(str(path))
+    a = analyze_graph(g)
+    assert a.totals.params == sum(p.numel() for p in m.parameters()) and a.layer("a").op == "conv"
+    assert [t for _, t in a.unknown_ops] == ["Expand (expand [1, 1, 16, 16] to [1, 8, 16, 16])"]
+    assert g.node(a.unknown_ops[0][0]).out.shape == (8, 16, 16) and a.layer("c").rf_max is None
+    assert load_onnx(str(path), input_shape=(3, 24, 24)).node(a.unknown_ops[0][0]).out.shape == (8, 24, 24)
+
+
+class Shift(nn.Module):
+    """A temporal-shift-style module: a zero map with a slice written into it (ScatterND in ONNX)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.c = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        out = torch.zeros_like(y)
+        out[:, :, 1:] = y[:, :, :-1]
+        return self.c(out)
+
+
+def test_a_fixed_size_export_whose_constants_do_not_fit_another_size_is_never_an_internal_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = export(Shift(), (3, 16, 16), tmp_path / "s.onnx")
+    assert main(["analyze", str(path), "--device", "raspi4", "--json", "-"]) == 0  # the feasible range tries others
+    d = json.loads(capsys.readouterr().out)
+    assert [u["target"] for u in d["unknown_ops"]] == ["ScatterND"]
+    assert main(["analyze", str(path), "--input", "3,20,20"]) == 2
+    err = capsys.readouterr().err
+    assert "shape mismatch" in err and "exported for input [3, 16, 16]" in err and "internal error" not in err

@@ -423,8 +423,16 @@ def _gather(n: ONode) -> list[Any]:
 def _expand(n: ONode) -> list[Any]:
     x, shape = n.tensor(), n.ints(1, "shape")
     assert shape is not None
-    target = np.broadcast_shapes(tuple(x.shape), tuple(shape))
-    return [n.call("expand", x, tuple(int(v) for v in target))]
+    try:
+        target = np.broadcast_shapes(tuple(x.shape), tuple(shape))
+    except ValueError:
+        raise InputError(f"node '{n.source}' (Expand): a tensor of shape {list(x.shape)} cannot be expanded to "
+                         f"{list(shape)} (shape mismatch)") from None
+    try:
+        return [n.call("expand", x, tuple(int(v) for v in target))]
+    except Unsupported as exc:  # growing the channels: unknown, with the shape computed here (ONNX
+        exc.shapes = [[int(v) for v in target]]  # shape inference has none when the shape is computed)
+        raise
 
 
 @_op("Resize", "Upsample")
@@ -538,7 +546,8 @@ FOLD: dict[str, Callable[[list[np.ndarray], dict[str, Any]], Any]] = {
     "ConstantOfShape": lambda i, a: np.full(i[0].astype(np.int64), a["value"].reshape(-1)[0] if "value" in a else 0.0),
     "Range": lambda i, a: np.arange(i[0].item(), i[1].item(), i[2].item()),
     "Expand": lambda i, a: i[0] * np.ones(i[1].astype(np.int64), dtype=i[0].dtype),
-    "ReduceProd": lambda i, a: np.prod(i[0], keepdims=bool(a.get("keepdims", 1))),
+    "ReduceProd": lambda i, a: np.prod(i[0], axis=tuple(_axes(i, a)) or None, keepdims=bool(a.get("keepdims", 1))),
+    "ReduceMean": lambda i, a: np.mean(i[0], axis=tuple(_axes(i, a)) or None, keepdims=bool(a.get("keepdims", 1))),
     "Mod": lambda i, a: np.fmod(i[0], i[1]) if a.get("fmod") else np.mod(i[0], i[1]),
     "Abs": lambda i, a: np.abs(i[0]), "Sign": lambda i, a: np.sign(i[0]), "Exp": lambda i, a: np.exp(i[0]),
     "Log": lambda i, a: np.log(i[0]), "Reciprocal": lambda i, a: 1.0 / i[0], "Relu": lambda i, a: np.maximum(i[0], 0),

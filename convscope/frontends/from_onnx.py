@@ -265,7 +265,12 @@ def _lower_node(n: ONode, node: Any, shapes: dict[str, list[int]]) -> list[Any]:
         if node.op_type == "Identity" and sources:  # a deduplicated parameter: a parameter of its own
             n.lo.add_param(node.output[0], int(arrays[0].size))  # type: ignore[union-attr]
             sources = (node.output[0],)
-        return [ConstVal(np.asarray(FOLD[node.op_type](arrays, n.attrs)), sources)]  # type: ignore[arg-type]
+        try:
+            value = np.asarray(FOLD[node.op_type](arrays, n.attrs))  # type: ignore[arg-type]
+        except (ValueError, IndexError) as exc:  # fixed sizes that do not fit (another input size)
+            raise InputError(f"node '{n.source}' ({node.op_type}): its constant inputs do not fit together "
+                             f"(shape mismatch: {exc})") from None
+        return [ConstVal(value, sources)]
     tensors = [v for v in n.ins if isinstance(v, TVal)]
     if any(isinstance(v, Opaque) for v in n.ins) and not tensors:
         return [Opaque(f"{node.op_type} of a value without batch", ())] * len(node.output)
@@ -278,7 +283,9 @@ def _lower_node(n: ONode, node: Any, shapes: dict[str, list[int]]) -> list[Any]:
     except (Unsupported, GraphError) as exc:
         reason = exc.detail if isinstance(exc, GraphError) else str(exc)
         n.lo.rollback(mark)
-        observed = [_Observed(require_shape(n, shapes, o)) for o in node.output if o]
+        known = getattr(exc, "shapes", None)  # what the handler computed where shape inference has nothing
+        observed = [_Observed(known[i] if known and o not in shapes else require_shape(n, shapes, o))
+                    for i, o in enumerate(node.output) if o]
         what = node.op_type + (f" ({reason})" if reason else "")
         out = n.lo.unknown(n.name, what, observed if len(observed) > 1 else observed[0], tensors,
                            params=n.lo.count_operands(n.ins), source=n.source)
