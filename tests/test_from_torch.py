@@ -307,6 +307,45 @@ def test_data_dependent_control_flow_falls_back_to_running_the_model() -> None:
     assert [n.name for n in g.nodes] == ["input", "a", "b", "add", "relu"]
 
 
+class Writes(nn.Module):
+    """Writes into part of a tensor (symbolic tracing cannot follow item assignment)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 7, padding=3)
+        self.c = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        if self.how == "channels":  # exactly cat(b(y), y[:, 4:]) (b reads a copy: the oracle's autograd
+            y[:, :4] = self.b(y.clone())  # needs the y it read unchanged)
+        elif self.how == "add":  # exactly cat(y[:, :4] + b(y), y[:, 4:])
+            y[:, :4] += self.b(y.clone())
+        elif self.how == "shift":  # a temporal-shift-style write: unknown, never dropped
+            out = torch.zeros_like(y)
+            out[:, :, 1:] = y[:, :, :-1]
+            y = out
+        else:  # an in-place op on a view changes y too
+            y[:, :4].mul_(self.b(y))
+        return self.c(y)
+
+
+@pytest.mark.parametrize("how, rf", [("channels", (11, 11)), ("add", (11, 11)), ("shift", None), ("view", None)])
+def test_a_write_into_part_of_a_tensor_is_followed_or_unknown_never_dropped(how: str, rf: tuple[int, int] | None) -> None:
+    m = Writes(how)
+    g = graph_from_module(m, (3, 16, 16))
+    a = analyze_graph(g)
+    assert g.meta_dict()["capture"] == "eager" and a.layer("c").rf_max == rf
+    unused = sum(p.numel() for p in m.b.parameters()) if how == "shift" else 0
+    assert a.totals.params == sum(p.numel() for p in m.parameters()) - unused
+    if rf is not None:
+        check, = module_rf(m, {"c": (float(rf[0]), float(rf[1]))}, axes=(0,))
+        assert a.unknown_ops == () and check.reachable and check.error() == 0, check
+    else:
+        assert len(a.unknown_ops) == 1 and g.node("c").inputs == (a.unknown_ops[0][0],)
+
+
 def test_shared_weights_are_counted_once_and_mode_is_restored() -> None:
     class Shared(nn.Module):
         def __init__(self) -> None:

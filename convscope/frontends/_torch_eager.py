@@ -19,8 +19,9 @@ from torch.overrides import TorchFunctionMode
 
 from convscope.errors import ConvscopeError, InputError
 from convscope.frontends._torch_modules import is_leaf
+from convscope.frontends._torch_functions import canonical
 from convscope.frontends._torch_trace import call_leaf, dispatch, name_of
-from convscope.frontends._torch_values import B, ConstVal, Lowering, Opaque, TVal, flat_values
+from convscope.frontends._torch_values import B, ConstVal, Lowering, Opaque, TVal, flat_values, user_source
 
 __all__ = ["eager_trace"]
 
@@ -32,9 +33,12 @@ class _Recorder(TorchFunctionMode):
         self.values: dict[int, Any] = {}  # id(real tensor) -> TVal / ConstVal
         self.keep: list[torch.Tensor] = []  # keeps ids unique while recording
         self.leaf_depth = 0
+        self.stale: dict[int, tuple[torch.Tensor, Any]] = {}  # a tensor changed through a view of it
 
     def resolve(self, a: Any) -> Any:
         if isinstance(a, torch.Tensor):
+            if id(a) in self.stale:  # read after an in-place op on a view of it: unknown from here on
+                self.refresh(a)
             v = self.values.get(id(a))
             return v if v is not None else self.lo.const(a)
         if isinstance(a, (tuple, list)) and not hasattr(a, "_fields"):
@@ -57,13 +61,71 @@ class _Recorder(TorchFunctionMode):
                            kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if self.leaf_depth or not _has_tensor(out):
+        if self.leaf_depth:
             return out
         what = name_of(func)
+        if what == "__setitem__" and len(args) == 3 and isinstance(args[0], torch.Tensor):
+            self.write(*args)  # returns None: the tensor written into is what changes
+            return out
+        if not _has_tensor(out):
+            return out
         rargs, rkwargs = self.resolve(args), self.resolve(kwargs)
         value = dispatch(self.lo, what, rargs, rkwargs, lambda a, k: out)
         self.bind(out, value)
+        base = out._base if isinstance(out, torch.Tensor) else None
+        if canonical(what)[1] and base is not None and id(base) in self.values:
+            self.stale[id(base)] = (base, value)  # x[:, :4].relu_() changes x too
         return out
+
+    def refresh(self, base: torch.Tensor) -> None:
+        """The tensor a view of which an in-place op changed: an unknown op reading its old value and
+        the view's new one (``x[idx] = view`` right after, as ``x[idx] += y`` does, says exactly how)."""
+        _, view = self.stale.pop(id(base))
+        old = self.resolve(base)
+        tensors = [x for x in (old, view) if isinstance(x, TVal)]
+        if tensors:
+            self.bind(base, self.lo.unknown(self.lo.here("inplace_view"), "an in-place op on a view of this "
+                                            "tensor", base, tensors, source=user_source()))
+
+
+    def write(self, target: torch.Tensor, index: Any, value: Any) -> None:
+        """``target[index] = value``: from now on the target is a new value that reads both (a write
+        of channels ``[:, a:b]`` is exactly a concatenation; any other write is an unknown op)."""
+        self.stale.pop(id(target), None)  # x[idx] += y: the write below says what changed
+        t, v = self.resolve(target), self.resolve(value)
+        tensors = [x for x in (t, v) if isinstance(x, TVal)]
+        if not tensors:  # constants written into a constant: read it again where it is used
+            self.values.pop(id(target), None)
+            return
+        new = _channel_write(self.lo, target, t, index, v)
+        if new is None:
+            new = self.lo.unknown(self.lo.here("setitem"), "setitem (a write into part of a tensor, x[i] = y)",
+                                  target, tensors, source=user_source())
+        self.bind(target, new)
+
+
+def _channel_write(lo: Lowering, real: torch.Tensor, t: Any, index: Any, v: Any) -> Any:
+    """``x[:, a:b] = y`` with y of the region's own shape, as cat(x[:, :a], y, x[:, b:]); else None."""
+    idx = index if isinstance(index, tuple) else (index,)
+    if idx and idx[-1] is Ellipsis:
+        idx = idx[:-1]
+    if not (isinstance(t, TVal) and isinstance(v, TVal) and t.ndim == 4 and t.bpos == 0 and 2 <= len(idx) <= 4):
+        return None
+    whole = slice(None)
+    if idx[0] != whole or any(i != whole for i in idx[2:]) or not isinstance(idx[1], slice) \
+            or idx[1].step not in (None, 1):
+        return None
+    a, b, _ = idx[1].indices(t.shape[1])
+    if b <= a or v.shape != t.shape[:1] + (b - a,) + t.shape[2:]:
+        return None
+    parts = []
+    for lo_c, hi_c in ((0, a), (b, t.shape[1])):
+        if hi_c > lo_c:
+            sl = (whole, slice(lo_c, hi_c))
+            parts.append(dispatch(lo, "getitem", (t, sl), {}, lambda _a, _k, sl=sl: real[sl]))
+        if lo_c == 0:
+            parts.append(v)
+    return dispatch(lo, "cat", (parts, 1), {}, lambda _a, _k: real)
 
 
 def _has_tensor(out: Any) -> bool:

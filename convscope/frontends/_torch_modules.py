@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.fx._symbolic_trace import _maybe_revert_all_patches
@@ -285,8 +286,8 @@ def run_real(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     def real(v: Any) -> Any:
         if isinstance(v, TVal):
             return torch.zeros(v.shape)
-        if isinstance(v, ConstVal):
-            return v.tensor
+        if isinstance(v, ConstVal):  # a torch tensor, or an array made here (zeros_like)
+            return v.tensor if isinstance(v.tensor, torch.Tensor) else torch.from_numpy(np.asarray(v.tensor))
         if isinstance(v, LazyVal):
             return real(v.get())
         if isinstance(v, (tuple, list)):

@@ -47,6 +47,12 @@ class DataDependent(Exception):
     """The forward branches on tensor values: symbolic tracing cannot follow it."""
 
 
+# Calls whose result shares memory with their operand: an in-place op on it changes the operand too.
+_VIEWS = frozenset({"getitem", "view", "view_as", "reshape", "narrow", "select", "split", "chunk", "unbind",
+                    "tensor_split", "transpose", "permute", "t", "movedim", "swapaxes", "flatten", "unflatten",
+                    "squeeze", "unsqueeze", "expand", "expand_as", "as_strided", "diagonal", "unfold", "detach"})
+
+
 class ShapedProxy(torch.fx.Proxy):
     """A proxy that knows its value: a TVal, a ConstVal, or a lazily emitted value."""
 
@@ -54,6 +60,7 @@ class ShapedProxy(torch.fx.Proxy):
         self.tracer = tracer
         self.node = None  # type: ignore[assignment]  # no fx graph is built
         self.value = value
+        self.is_view = False  # made by a view op (see _VIEWS)
 
     def __repr__(self) -> str:
         v = self.resolved
@@ -168,9 +175,17 @@ class ShapeTracer(torch.fx.Tracer):
         if kind == "call_function" and target is operator.getitem and not isinstance(args[0], ShapedProxy):
             return args[0][args[1]]
         what = target if kind == "call_method" else name_of(target)
+        name, inplace = canonical(what)
+        if inplace and args and getattr(args[0], "is_view", False):  # it changes the tensor viewed too, which
+            raise DataDependent(f"{what} in place on a view")  # running the model follows (x[:, :4].relu_())
         uargs, ukwargs = self.unwrap(args), self.unwrap(kwargs)
-        return self.wrap(dispatch(self.lo, what, uargs, ukwargs, lambda a, k: _run(kind, target, a, k),
-                                  inplace_target=args[0] if args else None))
+        out = self.wrap(dispatch(self.lo, what, uargs, ukwargs, lambda a, k: _run(kind, target, a, k),
+                                 inplace_target=args[0] if args else None))
+        if name in _VIEWS:
+            for p in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(p, ShapedProxy):
+                    p.is_view = True
+        return out
 
     def _getattr(self, obj: Any, attr: str) -> Any:
         if isinstance(obj, ShapedProxy) and hasattr(ShapedProxy, attr):
