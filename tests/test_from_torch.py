@@ -417,6 +417,10 @@ def _user_file(tmp_path: Path, body: str) -> str:
     ("def make(): raise ValueError('bad width')\n", "make", ["--input", "3,8,8"], "raised ValueError: bad width"),
     ("def make(): return 42\n", "make", ["--input", "3,8,8"], "returned a int, not a torch.nn.Module"),
     ("def make(:\n", "make", ["--input", "3,8,8"], "net.py:1: syntax error"),
+    ("import sys\nsys.exit('needs a GPU')\n", "make", ["--input", "3,8,8"], "called sys.exit('needs a GPU')"),
+    ("import sys\ndef make(): sys.exit(0)\n", "make", ["--input", "3,8,8"], "calling make() called sys.exit(0)"),
+    ("import sys, torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n        sys.exit(1)\n"
+     "def make(): return M()\n", "make", ["--input", "3,8,8"], "failed: SystemExit: 1"),
     ("from torch import nn\ndef make(): return nn.Conv2d(3, 4, 3)\n", "make", ["--input", "3,8"], "C,H,W"),
 ])
 def test_cli_factory_errors_exit_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str,

@@ -181,7 +181,7 @@ def eager_trace(module: nn.Module, lo: Lowering, shape: tuple[int, ...]) -> Any:
             out = module(x)
     except ConvscopeError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the user's forward may raise anything
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's forward may raise anything
         raise InputError(f"{lo.b.name}: running the model on a zero input of shape {list(shape)} (a batch of {B}, "
                          f"to tell the batch axis from the others) failed: {type(exc).__name__}: {exc}"
                          "; is --input right, and does the forward work for any batch size (x.flatten(1), "

@@ -87,7 +87,7 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
             out, used = trace(module, lo, dims), "fx"
         except ConvscopeError:
             raise
-        except Exception as exc:  # noqa: BLE001 - data-dependent control flow, or Python fx cannot follow
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - data-dependent control flow, or Python fx cannot follow
             from convscope.frontends._torch_eager import eager_trace
 
             if capture == "fx":
@@ -135,7 +135,7 @@ def _from_torchscript(module: torch.jit.ScriptModule, dims: tuple[int, int, int]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(module, (torch.zeros(1, *dims),), str(path), dynamo=False, do_constant_folding=False)
-        except Exception as exc:  # noqa: BLE001 - whatever the exporter cannot express
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever the exporter cannot express
             raise InputError(f"{name}: a TorchScript module is read through its ONNX export, which failed: "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
         graph = load_onnx(str(path))
@@ -182,6 +182,8 @@ def graph_from_factory(modpath_or_file: str, fn_name: str, shape: Sequence[int] 
         raise InputError(f"{ref}: '{fn_name}' is a {type(factory).__name__}, not a function")
     try:
         model = factory()
+    except SystemExit as exc:  # sys.exit() or an argparse call in the user's code: not convscope's exit
+        raise InputError(f"{ref}: calling {fn_name}() called sys.exit({exc.code!r})") from None
     except Exception as exc:  # noqa: BLE001 - the user's factory may raise anything
         raise InputError(f"{ref}: calling {fn_name}() raised {type(exc).__name__}: {exc}") from None
     if not isinstance(model, nn.Module):
@@ -227,5 +229,8 @@ def _import(target: str, ref: str) -> Any:
         raise
     except SyntaxError as exc:
         raise InputError(f"{ref}: {exc.filename}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except SystemExit as exc:  # a script's sys.exit() or argparse run at import
+        raise InputError(f"{ref}: importing {target} called sys.exit({exc.code!r}) (a script, not a module "
+                         "to import? keep the code that runs at import behind `if __name__ == \"__main__\":`)") from None
     except Exception as exc:  # noqa: BLE001 - the user's module may raise anything at import
         raise InputError(f"{ref}: importing {target} failed: {type(exc).__name__}: {exc}") from None
