@@ -522,3 +522,25 @@ def test_a_fixed_size_export_whose_constants_do_not_fit_another_size_is_never_an
     assert main(["analyze", str(path), "--input", "3,20,20"]) == 2
     err = capsys.readouterr().err
     assert "shape mismatch" in err and "exported for input [3, 16, 16]" in err and "internal error" not in err
+
+
+class Collide(nn.Module):
+    """Submodules called like the functional ops used before them (F.relu, ``+``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.add = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv1(x))
+        return self.relu(self.add(y + y))
+
+
+def test_a_functional_op_never_takes_a_modules_path_in_either_front_end(tmp_path: Path) -> None:
+    m = Collide()
+    want = [("conv1", "conv"), ("relu_1", "act"), ("add_1", "add"), ("add", "conv"), ("relu", "act")]
+    g = graph_from_module(m, (3, 8, 8))
+    assert [(n.name, n.op.value) for n in g.nodes[1:]] == want
+    o = load_onnx(str(export(m, (3, 8, 8), tmp_path / "c.onnx")))
+    assert [(n.name, n.op.value) for n in o.nodes[1:]] == want

@@ -170,6 +170,7 @@ class Lowering:
         self._const_nodes: dict[tuple[int, tuple[int, ...], tuple[str, ...]], tuple[str, Any]] = {}
         self.notes: list[str] = []
         self.scope: list[str] = []
+        self.modules: frozenset[str] = frozenset()  # the model's module paths (names functional ops leave alone)
 
     # -- names -------------------------------------------------------------------------------------
     def unique(self, base: str) -> str:
@@ -182,8 +183,15 @@ class Lowering:
         return f"{base}_{k}"
 
     def here(self, what: str) -> str:
-        """The default name of a functional op: ``scope.what`` (``layer1.0.add``)."""
-        return f"{self.scope[-1]}.{what}" if self.scope and self.scope[-1] else what
+        """The default name of a functional op: ``scope.what`` (``layer1.0.add``); never a module's
+        path (an ``x + y`` before a submodule called ``add``: the module keeps ``add``)."""
+        name = f"{self.scope[-1]}.{what}" if self.scope and self.scope[-1] else what
+        if name in self.modules:
+            k = 1
+            while f"{name}_{k}" in self.modules:
+                k += 1
+            name = f"{name}_{k}"
+        return name
 
     # -- parameters --------------------------------------------------------------------------------
     def add_param(self, name: str, size: int) -> None:

@@ -324,8 +324,17 @@ def _leaf_names(graph: Graph, names: Sequence[Any], produced: Sequence[tuple[int
             taken.update(bare)
             last.pop(scope, None)
     for scope, node in last.items():
-        if scope not in taken and node.startswith(scope + "."):
-            mapping[node] = scope
-            taken.add(scope)
+        if not node.startswith(scope + "."):
+            continue
+        if scope in taken and scope not in mapping.values():  # a functional op named like the module
+            k = 1  # (an elementwise "add" before a module called add): it yields the path, as the
+            while f"{scope}_{k}" in taken:  # PyTorch front end names it
+                k += 1
+            mapping[scope] = f"{scope}_{k}"
+            taken.add(f"{scope}_{k}")
+        elif scope in taken:
+            continue
+        mapping[node] = scope
+        taken.add(scope)
     return mapping
 

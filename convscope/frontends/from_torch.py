@@ -80,7 +80,7 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
         return _from_torchscript(module, dims, name)
     notes: list[str] = []
     with _eval_mode(module), torch.no_grad():
-        lo = Lowering(name, module.named_parameters(remove_duplicate=False))
+        lo = _lowering(module, name)
         try:
             if capture == "eager":
                 raise DataDependent("eager capture was asked for")
@@ -96,7 +96,7 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
             if capture == "auto":
                 notes.append(f"symbolic tracing stopped ({why}); the model was run on a zero input instead, "
                              "so control flow follows the branch that input takes")
-            lo = Lowering(name, module.named_parameters(remove_duplicate=False))
+            lo = _lowering(module, name)
             out, used = eager_trace(module, lo, dims), "eager"
     outputs = [v.node for v in flat_values(out) if isinstance(v, TVal)]
     if not outputs:
@@ -189,6 +189,12 @@ def graph_from_factory(modpath_or_file: str, fn_name: str, shape: Sequence[int] 
     if not isinstance(model, nn.Module):
         raise InputError(f"{ref}: {fn_name}() returned a {type(model).__name__}, not a torch.nn.Module")
     return graph_from_module(model, dims, name=fn_name)
+
+
+def _lowering(module: nn.Module, name: str) -> Lowering:
+    lo = Lowering(name, module.named_parameters(remove_duplicate=False))
+    lo.modules = frozenset(p for p, _ in module.named_modules() if p)
+    return lo
 
 
 @contextmanager
