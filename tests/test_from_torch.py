@@ -9,8 +9,10 @@ import functools
 import importlib
 import json
 import math
+import re
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -766,3 +768,28 @@ def test_receptive_fields_stay_on_the_image_axes_through_a_transpose() -> None:
     # rows of d run along the image's W: H is pooled whole, W grows 3 -> 5 (the gradient's support)
     assert a.layer("d").out_shape == (4, 24, 1)
     assert a.layer("d").rf_max == (math.inf, 5) and a.layer("d").rf_min == (math.inf, 5)
+
+
+class _Seq(nn.Module):
+    def __init__(self, fn: Any, *mods: nn.Module) -> None:
+        super().__init__()
+        self.conv, self.mods, self.fn = nn.Conv2d(3, 8, 3, padding=1), nn.ModuleList(mods), fn
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.fn(self, self.conv(x))
+
+
+@pytest.mark.parametrize("model, message", [
+    (_Seq(lambda m, y: torch.split(y, [3, 3], 1)[0]), "split sizes [3, 3] must add up to the 8"),
+    (_Seq(lambda m, y: F.pad(y, (16, 16), mode="reflect")), "reflect padding (16, 16) must be smaller than the input width 16"),
+    (_Seq(lambda m, y: m.mods[0](y), nn.Conv2d(8, 8, 3, padding=17, padding_mode="circular")), "more than once"),
+    (_Seq(lambda m, y: m.mods[0](y), nn.GroupNorm(4, 16)), "expects 16 channels but gets 8"),
+    (_Seq(lambda m, y: F.group_norm(y, 3)), "8 channels cannot be split into 3 groups"),
+    (_Seq(lambda m, y: m.mods[0](y), nn.InstanceNorm2d(16, affine=True)), "expects 16 channels but gets 8"),
+    (_Seq(lambda m, y: m.mods[0](y), nn.PReLU(16)), "expects 16 channels but gets 8"),
+])
+def test_what_pytorch_would_refuse_to_run_is_an_input_error(model: nn.Module, message: str) -> None:
+    with pytest.raises((RuntimeError, ValueError)):
+        model(torch.zeros(2, 3, 16, 16))  # PyTorch refuses it too
+    with pytest.raises(InputError, match=re.escape(message)):
+        graph_from_module(model, (3, 16, 16))

@@ -478,7 +478,20 @@ def _pad(c: Call) -> Any:
     if not any(p):
         return x
     top, bottom = (p[2], p[3]) if len(p) == 4 else (0, 0)
+    check_pad(c, x, ((top, bottom), (p[0], p[1])), mode)
     return c.emit(OpKind.PAD, O.PadAttrs(((top, bottom), (p[0], p[1])), mode), [x])
+
+
+def check_pad(c: Call, x: TVal, pads: Sequence[tuple[int, int]], mode: str) -> None:
+    """Reflect padding must be smaller than the side it mirrors, circular no larger (PyTorch refuses
+    the rest); the sides are the last two axes of ``x``."""
+    for (before, after), side, axis in zip(pads, x.shape[-2:], ("height", "width")):
+        if mode == "reflect" and max(before, after) >= side:
+            raise InputError(f"layer '{c.name}': reflect padding ({before}, {after}) must be smaller than the "
+                             f"input {axis} {side} (is --input right?)")
+        if mode == "circular" and max(before, after) > side:
+            raise InputError(f"layer '{c.name}': circular padding ({before}, {after}) wraps around the input "
+                             f"{axis} {side} more than once (is --input right?)")
 
 
 @_fn("channel_shuffle", "native_channel_shuffle")
@@ -563,8 +576,14 @@ def _group_norm(c: Call) -> TVal:
         raise Unsupported(f"{c.what} of a tensor of shape {list(x.shape)}")
     if c.what == "group_norm":
         groups, w, b, eps = int(c.arg(1, "num_groups")), c.arg(2, "weight", None), c.arg(3, "bias", None), c.arg(4, "eps", 1e-5)
+        if groups < 1 or x.shape[1] % groups:
+            raise InputError(f"layer '{c.name}': {x.shape[1]} channels cannot be split into {groups} groups "
+                             "(is --input / the input shape right?)")
     else:  # instance norm: one group per channel
         groups, w, b, eps = x.shape[1], c.arg(3, "weight", None), c.arg(4, "bias", None), c.arg(7, "eps", 1e-5)
+    for v in (w, b):
+        if isinstance(v, ConstVal):
+            c.expect("channels", v.numel, x.shape[1])
     affine = _params(c, w, b)
     return c.emit(OpKind.GROUPNORM, O.NormAttrs(affine, None, groups, float(eps)), [x])
 

@@ -20,7 +20,7 @@ from torch.fx._symbolic_trace import _maybe_revert_all_patches
 from torch.nn.utils import parametrize
 
 from convscope._registry import registrar
-from convscope.frontends._torch_functions import FUNCTIONS, Call
+from convscope.frontends._torch_functions import FUNCTIONS, Call, check_pad
 from convscope.frontends._torch_values import ConstVal, LazyVal, Lowering, TVal, Unsupported
 from convscope.ir import ops as O
 from convscope.ir.ops import OpKind
@@ -83,6 +83,8 @@ def _call(c: Call, what: str, args: tuple[Any, ...], kwargs: dict[str, Any] | No
 def _conv(c: Call, m: nn.Conv2d) -> Any:
     # reflect / replicate / circular padding fill the border differently, but reach the same input
     # positions and cost the same: the padding mode does not change the node.
+    if m.padding_mode in ("reflect", "circular") and isinstance(m.padding, tuple):
+        check_pad(c, c.tensor(), tuple((p, p) for p in m.padding), m.padding_mode)
     return _call(c, "conv2d", (c.tensor(), _param(c, m, "weight"), _param(c, m, "bias"), m.stride, m.padding,
                                m.dilation, m.groups))
 
@@ -173,7 +175,10 @@ def _hardtanh(c: Call, m: nn.Hardtanh) -> Any:
 @_mod(nn.PReLU)
 def _prelu(c: Call, m: nn.PReLU) -> TVal:
     c.lo.count(_param(c, m, "weight").sources)  # type: ignore[union-attr]
-    return c.emit(OpKind.ACT, O.ActAttrs("prelu", channels=m.num_parameters), [c.tensor()])
+    x = c.tensor()
+    if m.num_parameters != 1 and x.bpos == 0 and x.ndim >= 2:
+        c.expect("channels", m.num_parameters, x.shape[1])
+    return c.emit(OpKind.ACT, O.ActAttrs("prelu", channels=m.num_parameters), [x])
 
 
 @_mod(nn.Softmax, nn.LogSoftmax)
