@@ -25,6 +25,9 @@ After any upsampling the output grid is no longer uniform (neighbouring outputs 
 for the layers *after* it the model's ``j/f`` is the average over output phases: their r may differ
 from the true support by up to one coarse jump per upsampling layer on the path (fractions such as
 2.5 px show this).  Layers up to and including the upsampling are exact; the tests measure both.
+A transposed convolution whose dilation sends neighbouring outputs to input positions out of order
+(k=3, s=3, d=2 maps outputs 0, 1, 2 to inputs 0, -1, 0) breaks that bound: the average then
+understates r by up to (d-1) coarse jumps.
 
 Numbers are ints where exact and :class:`fractions.Fraction` after upsampling; ∞ is ``math.inf``.
 """
