@@ -222,6 +222,8 @@ class Analysis:
         }
         if self.latency is not None:
             d["latency"] = self.latency.to_dict()
+            for row in d["layers"]:  # every row has its "ms" (FORMATS.md §4): null for an unknown op
+                row.setdefault("ms", None)
         if self.notes:
             d["notes"] = list(self.notes)
         return d

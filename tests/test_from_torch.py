@@ -278,6 +278,9 @@ def test_an_unknown_op_is_reported_with_its_name_and_shape_never_guessed() -> No
     assert a.layer("head").rf_max is None  # after an unknown op: unknown
     rows = {r["name"]: r for r in a.to_dict()["layers"]}  # JSON: unknown is null, global [null, null]
     assert rows["head"]["rf_max"] is None and rows["conv"]["rf_max"] == [3, 3]
+    d = convscope.analyze(m, input=(3, 8, 8), device="raspi4").to_dict()  # with latency: every row its "ms"
+    assert all("ms" in r for r in d["layers"]) and [r["name"] for r in d["layers"] if r["ms"] is None] == \
+        [n for n, _ in a.unknown_ops]
     unused = m.lstm_like.weight.numel() + m.lstm_like.bias.numel()
     assert a.totals.params == sum(p.numel() for p in m.parameters()) - unused
     assert any("never used by forward" in n for n in g.meta_dict()["notes"])

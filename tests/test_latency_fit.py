@@ -129,6 +129,10 @@ def test_repeated_rows_count_once_and_must_agree(tmp_path: Path) -> None:
     msg = _err(tmp_path, "network,latency_ms\n" + "".join(f"nets/n{i}.yaml,{i + 1}\n" for i in range(6))
                + "nets/n0.yaml,9\n")
     assert "t.csv:8:" in msg and "'nets/n0.yaml' is listed with 1 ms (line 2) and 9 ms (line 8)" in msg
+    own = "x".join(str(v) for v in load_graph(str(tmp_path / "nets/n0.yaml")).input_shape)
+    msg = _err(tmp_path, "network,latency_ms,batch,input\n" + "".join(f"nets/n{i}.yaml,{i + 1}\n" for i in range(6))
+               + f"nets/n0.yaml,9,1,{own}\n")  # its own input written out: the same network
+    assert "t.csv:8:" in msg and "is listed with 1 ms (line 2) and 9 ms (line 8)" in msg
 
 
 def test_a_spreadsheets_byte_order_mark_is_read(tmp_path: Path) -> None:

@@ -277,21 +277,26 @@ def read_csv(path: str | os.PathLike[str]) -> list[CsvRow]:
     return out
 
 
-def _merged(rows: list[CsvRow], file: str) -> list[CsvRow]:
-    """One row per (network, batch, input): repeated measurements of a network are one data point (their
-    median), not several; measurements of one network that differ by more than 1.5x are an error."""
-    groups: dict[tuple[str, int, tuple[int, ...] | None], list[CsvRow]] = {}
+def _merged(rows: list[CsvRow], file: str) -> list[tuple[CsvRow, Graph]]:
+    """One row per (network, batch, input it runs at): repeated measurements of a network are one data
+    point (their median), not several, whether the input column is left out or gives the network's own;
+    measurements of one network that differ by more than 1.5x are an error.  Each row with its graph."""
+    groups: dict[tuple[str, int, tuple[int, ...]], list[CsvRow]] = {}
+    graphs: dict[tuple[str, int, tuple[int, ...]], Graph] = {}
     for r in rows:
-        groups.setdefault((r.resolved, r.batch, r.input), []).append(r)
+        g = _graph(r, file)
+        key = (r.resolved, r.batch, tuple(g.input_shape))
+        groups.setdefault(key, []).append(r)
+        graphs.setdefault(key, g)
     out = []
-    for same in groups.values():
+    for key, same in groups.items():
         lo, hi = min(same, key=lambda r: r.latency_ms), max(same, key=lambda r: r.latency_ms)
         if hi.latency_ms > 1.5 * lo.latency_ms:
             raise SpecError(f"network '{lo.ref}' is listed with {lo.latency_ms:g} ms (line {lo.line}) and "
                             f"{hi.latency_ms:g} ms (line {hi.line}): measurements of one network should agree; "
                             "keep one, or give them different batch/input columns", file=file, line=hi.line)
         ms = float(np.median([r.latency_ms for r in same]))
-        out.append(CsvRow(same[0].line, same[0].ref, same[0].resolved, ms, same[0].batch, same[0].input))
+        out.append((CsvRow(same[0].line, same[0].ref, same[0].resolved, ms, same[0].batch, same[0].input), graphs[key]))
     return out
 
 
@@ -317,13 +322,13 @@ def fit_csv(path: str | os.PathLike[str], profile: DeviceProfile, backend: str, 
 @lru_cache(maxsize=32)
 def _fit_cached(path: str, _mtime: int, _size: int, _key: str, profile: DeviceProfile, backend: str,
                 dtype: str) -> FittedModel:
-    rows = _merged(read_csv(path), path)
+    merged = _merged(read_csv(path), path)
+    rows = [r for r, _ in merged]
     if len(rows) < MIN_ROWS:
         raise SpecError(f"{len(rows)} different measured network(s); the fitted tier needs at least {MIN_ROWS} "
                         "(10-20 different networks measured on the target are recommended; rows of the same "
                         "network, batch and input count once)", file=path)
-    nets = [net_features(kernels(_graph(r, path), backend, batch=r.batch, dtype=dtype), profile, backend, dtype)
-            for r in rows]
+    nets = [net_features(kernels(g, backend, batch=r.batch, dtype=dtype), profile, backend, dtype) for r, g in merged]
     y = np.array([r.latency_ms for r in rows])
     distinct = {tuple(np.round(n.row(PRIOR), 9)) for n in nets}
     if len(distinct) < 2 or np.ptp(y) == 0:
