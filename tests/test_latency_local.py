@@ -133,7 +133,8 @@ def test_kernel_graph_is_the_kernel_alone() -> None:
     assert kg.input_shape == (3, 16, 16)
 
 
-def test_calibrate_then_analyze_shows_local_predictions(quiet: None, capsys: pytest.CaptureFixture[str]) -> None:
+def test_calibrate_then_analyze_shows_local_predictions(quiet: None, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     g = tiny(r=24)
     # the first two share a name (one network at two sizes): two rows of the fit, told apart by size
     over = [tiny(max(i - 1, 0), r, c) for i, (r, c) in enumerate([(8, 4), (16, 8), (32, 8), (16, 16), (24, 12), (40, 4)])]
@@ -154,6 +155,16 @@ def test_calibrate_then_analyze_shows_local_predictions(quiet: None, capsys: pyt
     assert d["latency"]["tier"] == "local" and d["latency"]["threads"] == 1
     assert main(["calibrate", "--list", "--json", "-"]) == 0
     assert json.loads(capsys.readouterr().out)["calibrations"][0]["threads"] == 1
+    from dataclasses import replace
+
+    from convscope.backends import calibrate as C
+
+    monkeypatch.setattr(C, "calibrate", lambda *a, **k: replace(again, warnings=("latency cache X was unreadable",)))
+    for extra in (["--json", "-"], []):  # a warning goes to stderr, as every command's, and into the JSON
+        assert main(["calibrate", str(spec), *extra]) == 0
+        out = capsys.readouterr()
+        assert out.err.splitlines() == ["convscope calibrate: warning: latency cache X was unreadable"]
+        assert "was unreadable" not in out.out or json.loads(out.out)["warnings"] == ["latency cache X was unreadable"]
 
 
 def test_a_machine_that_stays_busy_measures_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

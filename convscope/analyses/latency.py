@@ -211,4 +211,5 @@ def predict(graph: Graph, *, device: str | os.PathLike[str] | DeviceProfile | No
         from convscope.analyses._latency_fitted import fitted
 
         return fitted(graph, profile, fit, backend=backend, batch=batch, dtype=dt, threads=threads)
-    return analytic(graph, profile, backend=backend, batch=batch, dtype=dt, threads=threads)
+    return analytic(graph, profile, backend=backend, batch=batch, dtype=dt)  # a profile is the whole device:
+    # a thread count is not one of its numbers, so none is reported with the figure

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from convscope.api import analyze, analyze_resolutions
 from convscope.cli._common import add_json_arg, console, int_list_arg, json_to_stdout, shape_arg, write_json
@@ -78,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
     results = _results(args)
     if all(r.all_unknown for r in results):
         raise NothingUsable(f"{args.model}: every layer is an op convscope does not know")
+    asked = [f"--{k} {v}" for k, v in (("backend", args.backend), ("threads", args.threads)) if v is not None]
+    if asked and args.device is None and all(r.latency is None for r in results):  # said, not silently dropped
+        print(f"convscope analyze: note: no latency prediction for {' '.join(asked)}: this machine is not "
+              f"calibrated for it (run `convscope calibrate {' '.join(asked)}`), or give a profile with --device",
+              file=sys.stderr)
     if args.json:
         data = results[0].to_dict() if len(results) == 1 else {  # the wrapper for several resolutions
             "schema_version": SCHEMA_VERSION, "results": [r.to_dict() for r in results]}

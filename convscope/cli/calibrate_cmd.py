@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -117,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True), progress_bar() as prog:
         report = calibrate(graphs, backend=args.backend, threads=args.threads, dtype=args.dtype, batch=args.batch,
                            refit=args.refit, force=args.force, progress=prog, passes=args.passes)
+    for w in report.warnings:  # recorded while the progress bar ran; on stderr like every command's
+        print(f"convscope calibrate: warning: {w}", file=sys.stderr)
     if args.json:
         write_json(report.to_dict(), args.json)
     if not json_to_stdout(args):
@@ -125,8 +128,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _render(r, con) -> None:  # type: ignore[no-untyped-def]
-    for w in r.warnings:
-        con.print(f"[yellow]warning:[/yellow] {w}")
     state = "[red]interrupted[/red]" if r.interrupted else "calibrated"
     con.print(f"[bold]{state}[/bold] {r.device} · {r.backend} · {r.threads} threads · {r.dtype} · batch {r.batch}")
     con.print(f"  {r.kernels} unique layer configurations: {r.measured} measured now, {r.cached} already cached "
