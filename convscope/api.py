@@ -26,6 +26,9 @@ __all__ = ["load_graph", "analyze", "analyze_resolutions", "parse_shape", "descr
 _FACTORY = re.compile(r"^(?P<mod>[^:]+):(?P<fn>[A-Za-z_][A-Za-z0-9_]*)$")
 
 
+MAX_SIDE = 1 << 24  # as in a spec (a larger size is a typo)
+
+
 def parse_shape(text: str | Sequence[int], what: str = "input") -> tuple[int, ...]:
     """'3,224,224' or (3, 224, 224) -> (3, 224, 224), with an error that quotes the value."""
     if isinstance(text, str):
@@ -38,6 +41,8 @@ def parse_shape(text: str | Sequence[int], what: str = "input") -> tuple[int, ..
         shape = tuple(int(v) for v in text)
     if len(shape) != 3 or any(s <= 0 for s in shape):
         raise InputError(f"{what} must be three positive integers C,H,W, got '{text}'")
+    if any(s > MAX_SIDE for s in shape):
+        raise InputError(f"{what} sizes must be at most {MAX_SIDE}, got '{text}'")
     return shape
 
 

@@ -272,8 +272,8 @@ BAD = {
     "unclosed_flow": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 8, k: 3\n  - relu\n",
                       r"invalid YAML: did not find expected ',' or '}' \(while parsing a flow mapping that starts at "
                       r"line 4, column 11\)"),
-    "huge_repeat": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - repeat: 99999999999\n    layers: [relu]\n",
-                    r":4:13: repeat: at most 10000 copies, got 99999999999"),
+    "huge_repeat": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - repeat: 99999\n    layers: [relu]\n",
+                    r":4:13: repeat: at most 10000 copies, got 99999"),
     "nested_too_deep": ("name: t\ninput: [3, 8, 8]\nlayers:\n" + "".join(
         "  " * (i + 1) + "- repeat: 1\n" + "  " * (i + 2) + "layers:\n" for i in range(300)) + "  " * 302 + "- relu\n",
                         r":4:3: the layers nest too deeply"),
@@ -290,6 +290,13 @@ BAD = {
                              r"pixel_unshuffle by 2 needs height and width divisible by 2, got 9x8"),
     "upsample_mode": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - upsample: {scale: 2, mode: cubic}\n",
                       r":4:32: upsample: 'mode' must be one of nearest, bilinear, bicubic, got 'cubic'"),
+    "upsample_infinite": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - upsample: {scale: [2, .inf]}\n",
+                          r":4:23: upsample: 'scale' must be a positive number up to 1024 .*got \[2, .inf\]"),
+    "huge_dilation": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 4, k: 3, d: 100000000000000000000}\n",
+                      r":4:29: conv: 'd' must be .*got 100000000000000000000 \(at most 16777216\)"),
+    "huge_input": ("name: t\ninput: [3, 99999999999, 8]\nlayers: [relu]\n", r":2:8: 'input' sizes must be at most"),
+    "recursive_alias": ("name: t\ninput: [3, 8, 8]\nlayers: &l\n  - relu\n  - repeat: 2\n    layers: *l\n",
+                        r":3:9: a YAML alias \(\*name\) refers to a mapping or list that contains it"),
 }
 
 

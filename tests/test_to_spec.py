@@ -100,6 +100,10 @@ def test_names_are_quoted_only_when_yaml_would_change_them() -> None:
     text = graph_to_spec_text(g)
     assert 'name: "1.0"' in text and 'name: "yes"' in text and "name: layers.2.leaky_relu" in text
     assert yaml.safe_load(text)["layers"][0]["conv"]["name"] == "1.0"
+    g = graph_from_spec_text("name: '2e1'\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 4, k: 3, name: '1e3'}\n", file="e.yaml")
+    text = graph_to_spec_text(g)  # YAML 1.2, as convscope reads specs, takes 1e3 for a number
+    assert 'name: "2e1"' in text and 'name: "1e3"' in text
+    assert [n.name for n in graph_from_spec_text(text, file="back.yaml").nodes] == [n.name for n in g.nodes]
 
 
 def test_written_file_is_what_analyze_reads(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -246,8 +246,10 @@ def _adaptive(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[P
         if n_out == 1:
             out.append(GLOBAL)
             continue
-        # Bin i covers [floor(i·n/m), ceil((i+1)·n/m)): the widest bin is the kernel.
-        k = max(-(-(i + 1) * n_in // n_out) - (i * n_in // n_out) for i in range(n_out))
+        # Bin i covers [floor(i·n/m), ceil((i+1)·n/m)): the widest bin is the kernel.  More bins than
+        # positions: each bin is one position, or two where a bin straddles a boundary.
+        k = (1 if n_out % n_in == 0 else 2) if n_out > n_in else \
+            max(-(-(i + 1) * n_in // n_out) - (i * n_in // n_out) for i in range(n_out))
         out.append(_grow(pairs, k - 1, Fraction(n_in, n_out)))
     return out[0], out[1]
 

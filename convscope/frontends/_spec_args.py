@@ -104,8 +104,17 @@ def substitute(value: Any, env: Mapping[str, Any], file: str, mark: Mark | None,
     return [substitute(v, env, file, mark, memo) for v in value]
 
 
+MAX_INT = 1 << 24  # channels, kernels, strides, sizes: a larger value is a typo (and overflows the cost)
+
+
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, int) and not isinstance(v, bool) and v <= MAX_INT
+
+
+def _huge(v: Any) -> bool:
+    items = v if isinstance(v, list) else [v]
+    flat = [y for x in items for y in (x if isinstance(x, list) else [x])]
+    return any(isinstance(x, int) and not isinstance(x, bool) and x > MAX_INT for x in flat)
 
 
 # How PyTorch and other tools spell the spec's short argument names.
@@ -136,6 +145,8 @@ class Args:
         return self.mark
 
     def error(self, key: str | None, message: str) -> NoReturn:
+        if key is not None and isinstance(self.data, dict) and _huge(self.data.get(key)):
+            message += f" (at most {MAX_INT})"
         fail(self.file, self.where(key), message)
 
     def missing(self, key: str) -> NoReturn:

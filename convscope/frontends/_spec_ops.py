@@ -163,6 +163,9 @@ _op("gap")(_global(OpKind.GLOBAL_AVGPOOL))
 _op("gmp")(_global(OpKind.GLOBAL_MAXPOOL))
 
 
+MAX_SCALE = 1024  # a larger factor (or .inf) is a typo
+
+
 @_op("upsample", "scale")
 def _upsample(a: Args, ctx: Ctx) -> str:
     _need_image(a, ctx)
@@ -177,8 +180,9 @@ def _upsample(a: Args, ctx: Ctx) -> str:
             scale = (v[0], v[1])
         else:
             scale = (v, v)
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in scale):
-            a.error("scale", f"upsample: 'scale' must be a positive number or [h, w], got {shown(v)}")
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= MAX_SCALE for x in scale):
+            a.error("scale", f"upsample: 'scale' must be a positive number up to {MAX_SCALE} or [h, w] of them, "
+                             f"got {shown(v)}")
         attrs = O.UpsampleAttrs(mode=mode, scale=(float(scale[0]), float(scale[1])))
     a.done()
     return ctx.add(OpKind.UPSAMPLE, attrs)

@@ -84,12 +84,18 @@ def _pos(node: yaml.Node) -> Mark:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _convert(node: yaml.Node, file: str) -> Any:
+def _convert(node: yaml.Node, file: str, active: frozenset[int] = frozenset()) -> Any:
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        if id(node) in active:  # an alias inside the very thing it names (&l [..., *l])
+            line, col = _pos(node)
+            raise SpecError("a YAML alias (*name) refers to a mapping or list that contains it: the structure "
+                            "would be infinite", file=file, line=line, column=col)
+        active = active | {id(node)}
     if isinstance(node, yaml.MappingNode):
         out = YMap()
         out.mark = _pos(node)
         for knode, vnode in node.value:
-            key = _convert(knode, file)
+            key = _convert(knode, file, active)
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 line, col = _pos(knode)
                 raise SpecError("a key must be a plain value", file=file, line=line, column=col)
@@ -98,7 +104,7 @@ def _convert(node: yaml.Node, file: str) -> Any:
                 first = out.key_marks[key][0]
                 raise SpecError(f"duplicate key '{key}' (first given on line {first})", file=file,
                                 line=line, column=col)
-            out[key] = _convert(vnode, file)
+            out[key] = _convert(vnode, file, active)
             out.key_marks[key] = _pos(knode)
             out.value_marks[key] = _pos(vnode)
         return out
@@ -106,7 +112,7 @@ def _convert(node: yaml.Node, file: str) -> Any:
         seq = YList()
         seq.mark = _pos(node)
         for item in node.value:
-            seq.append(_convert(item, file))
+            seq.append(_convert(item, file, active))
             seq.marks.append(_pos(item))
         return seq
     return _SCALARS.construct_object(node, deep=True)
@@ -147,6 +153,8 @@ def load_yaml(text: str, file: str) -> Any:
         raise SpecError(f"invalid YAML: {problem}", file=file) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {exc}", file=file) from None
+    except RecursionError:
+        raise SpecError("invalid YAML: nested too deeply", file=file) from None
     if node is None:
         return None
     try:
@@ -156,6 +164,8 @@ def load_yaml(text: str, file: str) -> Any:
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
         raise SpecError(f"invalid YAML value: {exc.problem}", file=file, line=line, column=col) from None
+    except RecursionError:
+        raise SpecError("invalid YAML: nested too deeply", file=file) from None
 
 
 def mark_of(container: Any, key: Any = None) -> Mark | None:

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from convscope.errors import GraphError, SpecError
-from convscope.frontends._spec_args import Args, fail, substitute
+from convscope.frontends._spec_args import MAX_INT, Args, fail, substitute
 from convscope.frontends._spec_ops import SHORTHAND, SIMPLE_OPS
 from convscope.frontends._yaml import Mark, YList, YMap, load_yaml, read_text_file, shown
 from convscope.ir import ops as O
@@ -124,6 +124,8 @@ def _input_shape(top: YMap, file: str) -> tuple[int, ...]:
         fail(file, top.vmark("input"), f"'input' must be [C, H, W] (three integers), got {shown(v)}")
     if any(x <= 0 for x in v):
         fail(file, top.vmark("input"), f"'input' sizes must be positive, got {list(v)}")
+    if any(x > MAX_INT for x in v):
+        fail(file, top.vmark("input"), f"'input' sizes must be at most {MAX_INT}, got {list(v)}")
     return tuple(v)
 
 

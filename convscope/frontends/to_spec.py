@@ -22,11 +22,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from convscope._registry import registrar
-from convscope.errors import InputError
+from convscope.errors import InputError, SpecError
 from convscope.frontends._spec_ops import same_padding
+from convscope.frontends._yaml import load_yaml
 from convscope.ir import ops as O
 from convscope.ir.graph import Graph, Node
 from convscope.ir.ops import OpKind
@@ -322,9 +321,9 @@ def _plain_ok(v: str) -> bool:
     """Whether ``v`` reads back as the same string without quotes, in a block and in a flow context."""
     if _PLAIN.fullmatch(v):  # the common case (layer names): letters, digits, _ . - /
         return v.lower() not in _YAML_WORDS
-    try:
-        return bool(yaml.safe_load(f"k: {v}") == {"k": v} and yaml.safe_load(f"[{v}]") == [v])
-    except yaml.YAMLError:
+    try:  # read back as convscope reads specs (YAML 1.2 numbers: 1e3 is a float there)
+        return bool(load_yaml(f"k: {v}", "-") == {"k": v} and load_yaml(f"[{v}]", "-") == [v])
+    except SpecError:
         return False
 
 
