@@ -170,6 +170,7 @@ blocks:
     layers:
       - conv: {out: "${cin * t}", k: 1, name: up}
       - conv: {out: "${cin}", k: 1, name: down}
+      - relu: {name: "act_${t + 1}x$t"}
 layers:
   - conv: {out: 8, k: 3, name: a}
   - expand: {t: 6, name: e}
@@ -181,6 +182,7 @@ layers:
     assert g.node("e.up").out.shape == (48, 16, 16)
     assert g.node("e.down").out.shape == (8, 16, 16)
     assert g.node("sum").inputs == ("e.down", "side")
+    assert g.node("e.act_7x6").inputs == ("e.down",)  # substitutions inside a name: text
     assert g.node("cat").out.shape == (16, 16, 16)
 
 
@@ -294,6 +296,9 @@ BAD = {
                           r":4:23: upsample: 'scale' must be a positive number up to 1024 .*got \[2, .inf\]"),
     "huge_dilation": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 4, k: 3, d: 100000000000000000000}\n",
                       r":4:29: conv: 'd' must be .*got 100000000000000000000 \(at most 16777216\)"),
+    "undefined_inside_a_string": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {c: 4}\n"
+                                  "    layers: [conv: {out: $c, k: 1, name: x_$undefined}]\nlayers: [b]\n",
+                                  r":6:42: '\$undefined' uses 'undefined', which is not an argument here"),
     "huge_input": ("name: t\ninput: [3, 99999999999, 8]\nlayers: [relu]\n", r":2:8: 'input' sizes must be at most"),
     "recursive_alias": ("name: t\ninput: [3, 8, 8]\nlayers: &l\n  - relu\n  - repeat: 2\n    layers: *l\n",
                         r":3:9: a YAML alias \(\*name\) refers to a mapping or list that contains it"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -61,12 +62,20 @@ def _substitute_str(text: str, env: Mapping[str, Any]) -> Any:
     return _eval(tree, env, text)
 
 
+_INSIDE = re.compile(r"\$(\{[^{}]*\}|[A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _interpolate(text: str, env: Mapping[str, Any]) -> str:
+    """``conv_$tag`` / ``stage${i + 1}``: each substitution inside a longer string, as text."""
+    return _INSIDE.sub(lambda m: str(_substitute_str("$" + m.group(1), env)), text)
+
+
 def has_dollar(value: Any, memo: dict[int, bool] | None = None) -> bool:
     """Does ``value`` (deeply) contain a ``$`` substitution?  ``memo`` caches by object id."""
     if memo is not None and id(value) in memo:
         return memo[id(value)]
     if isinstance(value, str):
-        found = value.startswith("$")
+        found = "$" in value
     elif isinstance(value, dict):
         found = any(has_dollar(v, memo) for v in value.values())
     elif isinstance(value, list):
@@ -83,10 +92,10 @@ def substitute(value: Any, env: Mapping[str, Any], file: str, mark: Mark | None,
     """Replace ``$name`` and ``${expr}`` strings (deeply) by their values in ``env``.  Parts without
     any ``$`` are returned as they are (no copy)."""
     if isinstance(value, str):
-        if not value.startswith("$"):
+        if "$" not in value:
             return value
         try:
-            return _substitute_str(value, env)
+            return _substitute_str(value, env) if value.startswith("$") else _interpolate(value, env)
         except (ValueError, ZeroDivisionError, TypeError) as exc:
             fail(file, mark, str(exc))
     if not isinstance(value, (dict, list)) or not has_dollar(value, memo):
