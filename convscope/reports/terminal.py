@@ -37,7 +37,8 @@ def _kernel(r: LayerRow) -> str:
     if r.stride and r.stride != (1, 1):
         parts.append(f"/{r.stride[0]}" if r.stride[0] == r.stride[1] else f"/{r.stride[0]}×{r.stride[1]}")
     if r.dilation and r.dilation != (1, 1):
-        parts.append(f" d{r.dilation[0]}")
+        d = r.dilation
+        parts.append(f" d{d[0]}" if d[0] == d[1] else f" d{d[0]}×{d[1]}")
     if r.groups and r.groups > 1:
         parts.append(f" g{r.groups}")
     return "".join(parts)
@@ -113,7 +114,7 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
     summary = Text()
     summary.append("summary ", style="bold")
     summary.append(f"at {a.resolution[0]}×{a.resolution[1]}: border layer ")
-    summary.append(a.border_layer or "none (every layer's rf_min stays within the input)",
+    summary.append(a.border_layer or "none (no layer's rf_min exceeds the input on both axes)",
                    style="yellow" if a.border_layer else None)
     summary.append(f"; {n_un} unproductive layer{'s' if n_un != 1 else ''}")
     if n_un:
