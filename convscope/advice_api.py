@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from convscope.analyses.advice import Advice, Options, Progress, Suggestion, suggest_graph
-from convscope.api import load_graph
+from convscope.api import feasible_of, load_graph
 from convscope.errors import InputError
 from convscope.frontends.to_spec import SpecWriteError, graph_to_spec_text
 from convscope.ir.graph import Graph
@@ -70,7 +70,8 @@ def suggest(
     calibrated; a profile name or file: analytic); without a latency model latency is left out."""
     graph = load_graph(model, input=input)
     return suggest_graph(graph, device=device, backend=backend, dtype=dtype, batch=batch, threads=threads,
-                         fit=fit, options=options, only=only, progress=progress, origin=origin_of(model))
+                         fit=fit, options=options, only=only, progress=progress, origin=origin_of(model),
+                         feasible=feasible_of(model, graph))
 
 
 def _header(adv: Advice, s: Suggestion | None, ref: str, file: str) -> list[str]:

@@ -146,7 +146,7 @@ def analyze(
     """
     graph = load_graph(model, input=input)
     dt = checked_dtype_batch(dtype, batch)
-    a = analyze_graph(graph, dtype=dt, batch=batch, feasible=_feasible(model, graph))
+    a = analyze_graph(graph, dtype=dt, batch=batch, feasible=feasible_of(model, graph))
     return _with_latency(a, graph, dict(device=device, backend=backend, threads=threads, fit=fit,
                                         on_missing=on_missing, progress=progress))
 
@@ -154,7 +154,7 @@ def analyze(
 RECAPTURE_LIMIT = 1024  # the largest resolution a model is captured again at to find its feasible range
 
 
-def _feasible(model: Any, graph: Graph) -> tuple[int | None, int | None]:
+def feasible_of(model: Any, graph: Graph) -> tuple[int | None, int | None]:
     """The feasible range; a model (not a spec, zoo network or Graph) is captured again at a size its
     graph cannot be re-inferred at (see :func:`feasible_range`)."""
     if isinstance(model, (str, os.PathLike)):
@@ -193,7 +193,7 @@ def analyze_resolutions(
     latency prediction when one is available (the options of :func:`analyze`)."""
     graph = load_graph(model, input=input)
     dt = checked_dtype_batch(dtype, batch)
-    feasible = _feasible(model, graph)
+    feasible = feasible_of(model, graph)
     latency = dict(device=device, backend=backend, threads=threads, fit=fit, on_missing=on_missing,
                    progress=progress)
     out = []

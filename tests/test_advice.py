@@ -295,3 +295,39 @@ def test_suggest_reports_unknown_ops(capsys) -> None:  # type: ignore[no-untyped
     render_advice(adv, con)
     out = con.file.getvalue()  # type: ignore[attr-defined]
     assert "1 unknown op(s): mystery (fft_fft2)" in out and "None" not in out
+
+
+FIXED_SE = '''
+import torch.nn as nn, torch.nn.functional as F
+class SENet(nn.Module):  # an SE gate as view(b, c, 1, 1).expand_as(x): sizes fixed where captured
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 32, 3, 1, 1); self.fc1 = nn.Linear(32, 8); self.fc2 = nn.Linear(8, 32)
+        self.c2 = nn.Conv2d(32, 32, 3, 2, 1); self.c3 = nn.Conv2d(32, 32, 3, 1, 1); self.c4 = nn.Conv2d(32, 32, 3, 1, 1)
+        self.fc = nn.Linear(32, 10)
+    def forward(self, x):
+        x = F.relu(self.c1(x))
+        b, c, _, _ = x.shape
+        s = self.fc2(F.relu(self.fc1(x.mean((2, 3))))).sigmoid().view(b, c, 1, 1)
+        x = F.relu(self.c4(F.relu(self.c3(F.relu(self.c2(x * s.expand_as(x)))))))
+        return self.fc(x.mean((2, 3)))
+def senet(): return SENet()
+'''
+
+
+def test_suggest_and_compare_find_a_models_feasible_range_as_analyze_does(tmp_path: Path) -> None:
+    """The graph of this model cannot be re-inferred at other sizes; analyze captures the model again,
+    and so must suggest and compare, or they would miss the resolution advice with a false reason."""
+    from convscope.analyses.deployment import compare
+
+    (tmp_path / "se.py").write_text(FIXED_SE)
+    ref = f"{tmp_path / 'se.py'}:senet"
+    a = analyze(ref, input=(3, 8, 8), device="raspi4")
+    assert a.feasible_resolution == (10, 13)
+    adv = convscope.suggest(ref, input=(3, 8, 8), device="raspi4")
+    assert adv.base.feasible_resolution == a.feasible_resolution
+    why = {k: r for k, _, r in adv.not_applicable}["resolution"]
+    assert "feed 10x10" in why and "--input 3,10,10" in why
+    (tmp_path / "plan.yaml").write_text("name: p\ninput: [3, 8, 8]\ncandidates:\n  one:\n    single: se.py:senet\n")
+    cmp = compare(str(tmp_path / "plan.yaml"), device="raspi4")
+    assert cmp.candidates[0].networks[0].analysis.feasible_resolution == (10, 13)

@@ -398,7 +398,11 @@ def resolution(base: Base) -> list[Rewrite]:
                             f"sees the whole image (<= {hi} px); {h} px is at or above {lo} px")
     else:
         raise NotApplicable(f"{h} px is already within the feasible range {_span(lo, hi)}")
-    variant = rebuild(base.graph, input_shape=(c, target, target), name=base.variant_name("resolution"))
+    try:
+        variant = rebuild(base.graph, input_shape=(c, target, target), name=base.variant_name("resolution"))
+    except GraphError as exc:
+        raise NotApplicable(f"feed {target}x{target} ({why}); the captured graph holds sizes fixed at {h} px "
+                            f"({exc.detail}), so analyse the model itself with --input {c},{target},{target}") from None
     grown = reshaped_weights(layer_params(base.analysis), layer_params(variant))
     if grown:
         names = ", ".join(f"'{n}' ({old:,} -> {new:,} params)" for n, (old, new) in grown.items())

@@ -206,9 +206,10 @@ def _attach(a: Analysis, latency: _Latency, graph: Graph) -> Analysis:
     return a.with_latency(pred) if pred is not None else a
 
 
-def _base(graph: Graph, opts: Options, dtype: DType, batch: int, latency: _Latency) -> Base:
+def _base(graph: Graph, opts: Options, dtype: DType, batch: int, latency: _Latency,
+          feasible: tuple[int | None, int | None] | None) -> Base:
     rf = receptive_field(graph)
-    analysis = _attach(analyze_graph(graph, dtype=dtype, batch=batch), latency, graph)
+    analysis = _attach(analyze_graph(graph, dtype=dtype, batch=batch, feasible=feasible), latency, graph)
     return Base(graph, analysis, rf.as_dict(), productivity(graph, rf), depth_report(graph, opts.rules, rf), opts)
 
 
@@ -285,14 +286,17 @@ def suggest_graph(
     only: Sequence[str] | None = None,
     progress: Progress | None = None,
     origin: str = "graph",
+    feasible: tuple[int | None, int | None] | None = None,
 ) -> Advice:
     """Every applicable rewrite of ``graph``, analysed and sorted by what it saves (see module doc).
-    On Ctrl-C the rewrites tried so far are returned, with ``interrupted`` set."""
+    On Ctrl-C the rewrites tried so far are returned, with ``interrupted`` set.  ``feasible``: the
+    original's feasible range when the caller found it by capturing a model again at other sizes
+    (:func:`convscope.api.feasible_of`)."""
     dt = _check(graph, dtype, batch)
     opts = options or Options()
     keys, wanted = _selection(only, opts)
     latency = _Latency(device, backend, batch, dt.value, threads, fit)
-    base = _base(graph, opts, dt, batch, latency)
+    base = _base(graph, opts, dt, batch, latency, feasible)
     found: list[Suggestion] = []
     skipped: list[tuple[str, str, str]] = []
     interrupted = False

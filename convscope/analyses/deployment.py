@@ -450,7 +450,15 @@ class _Runner:
         if ckey in self.cache:
             return replace(self.cache[ckey], role=ref.role, ref=ref.ref)
         self.progress(f"analysing {ref.ref}" + (f" up to {key[2]}" if key[2] else ""))
-        analysis = analyze_graph(graph) if behind is None else analyze_behind(behind[0], graph)
+        if behind is not None:
+            analysis = analyze_behind(behind[0], graph)
+        elif key[2] is None:  # a whole network: its feasible range as `analyze` finds it (a model captured
+            from convscope.api import feasible_of  # again at other sizes where its graph cannot be re-inferred)
+
+            with _importable_beside(self.plan.file):
+                analysis = analyze_graph(graph, feasible=feasible_of(ref.resolved, graph))
+        else:
+            analysis = analyze_graph(graph)
         try:
             pred = self.predictor(graph, device=self.device, **self.kw)
         except ConvscopeError as exc:
