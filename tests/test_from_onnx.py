@@ -544,3 +544,31 @@ def test_a_functional_op_never_takes_a_modules_path_in_either_front_end(tmp_path
     assert [(n.name, n.op.value) for n in g.nodes[1:]] == want
     o = load_onnx(str(export(m, (3, 8, 8), tmp_path / "c.onnx")))
     assert [(n.name, n.op.value) for n in o.nodes[1:]] == want
+
+
+class WrittenHard(nn.Module):
+    """MobileNetV3's activations written out, as most repositories do."""
+
+    def __init__(self, form: str) -> None:
+        super().__init__()
+        self.form = form
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c1(x)
+        if self.form == "relu6":
+            y = y * F.relu6(y + 3) / 6
+        elif self.form == "clamp":
+            y = y * (torch.clamp(y + 3, 0, 6) / 6)
+        else:  # an SE-style hard-sigmoid gate, not a swish
+            y = y * (F.relu6(self.c2(y) + 3.0) / 6.0)
+        return self.c2(y)
+
+
+@pytest.mark.parametrize("form, fn", [("relu6", "hswish"), ("clamp", "hswish"), ("gate", "hsigmoid")])
+def test_hard_swish_and_sigmoid_written_out_are_one_activation(form: str, fn: str, tmp_path: Path) -> None:
+    m = WrittenHard(form)
+    for g in (graph_from_module(m, (3, 8, 8)), load_onnx(str(export(m, (3, 8, 8), tmp_path / "h.onnx")))):
+        acts = [n.attrs.fn for n in g.nodes if n.op is OpKind.ACT]  # type: ignore[union-attr]
+        assert acts == [fn] and not [n for n in g.nodes if n.op in (OpKind.CONSTANT, OpKind.ADD, OpKind.SCALE)]
+        assert analyze_graph(g).totals.params == sum(p.numel() for p in m.parameters())

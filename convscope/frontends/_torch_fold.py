@@ -7,7 +7,9 @@ ops the IR has a name for become that op, so an exported model reads like its or
   ``pixel_unshuffle``, and as depth-to-space / space-to-depth are written by hand, in either channel
   order) -> ``pixel_shuffle(r)`` / ``pixel_unshuffle(r)``;
 * ``x * sigmoid(x)`` -> ``swish`` (SiLU as ONNX exports it);
-* ``x * 0.5 * (1 + erf(x / sqrt 2))`` -> ``gelu`` (GELU as older ONNX opsets export it).
+* ``x * 0.5 * (1 + erf(x / sqrt 2))`` -> ``gelu`` (GELU as older ONNX opsets export it);
+* ``relu6(x + 3) / 6`` (or ``clamp(x + 3, 0, 6) / 6``) -> ``hsigmoid``, and ``x * relu6(x + 3) / 6``,
+  ``x * hsigmoid(x)`` -> ``hswish`` (MobileNetV3's activations as most code writes them out).
 
 A pattern folds only when its inner nodes feed nothing else; the folded node keeps the name of
 the pattern's last node.
@@ -138,8 +140,58 @@ def _gelu(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | N
     return None
 
 
+def _relu6_plus_3(graph: Graph, users: dict[str, list[str]], name: str, user: str) -> tuple[str, tuple[str, ...]] | None:
+    """``name`` = relu6(x + 3) (or clamp(x + 3, 0, 6)) read only by ``user``: (x, its inner nodes)."""
+    r = graph.node(name)
+    a = r.attrs
+    six = isinstance(a, O.ActAttrs) and (a.fn == "relu6" or (a.fn == "clamp" and a.alpha == 0 and a.beta == 6))
+    if r.op is not OpKind.ACT or not six or not _only_user(graph, users, name, user):
+        return None
+    add = graph.node(r.inputs[0])
+    if add.op is not OpKind.ADD or len(add.inputs) != 2 or not _only_user(graph, users, add.name, name):
+        return None
+    three = next((i for i in add.inputs if _const_value(graph, i) == 3.0), None)
+    x = next((i for i in add.inputs if i != three), None)
+    if three is None or x is None:
+        return None
+    return x, (name, add.name) + ((three,) if users[three] == [add.name] else ())
+
+
+def _sixth(n: Node) -> bool:
+    v = _scale(n)
+    return v is not None and abs(v - 1 / 6) < 1e-6
+
+
+def _hard(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | None:
+    """relu6(x + 3) / 6 -> hsigmoid(x); (x * relu6(x + 3)) / 6 -> hswish(x)."""
+    if not _sixth(n):
+        return None
+    inner = graph.node(n.inputs[0])
+    found = _relu6_plus_3(graph, users, inner.name, n.name)
+    if found is not None:
+        return OpKind.ACT, O.ActAttrs("hsigmoid"), (found[0],), found[1]
+    if inner.op is not OpKind.MUL or len(inner.inputs) != 2 or not _only_user(graph, users, inner.name, n.name):
+        return None
+    for x, other in (inner.inputs, inner.inputs[::-1]):
+        found = _relu6_plus_3(graph, users, other, inner.name)
+        if found is not None and found[0] == x:
+            return OpKind.ACT, O.ActAttrs("hswish"), (x,), (inner.name,) + found[1]
+    return None
+
+
+def _hswish(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | None:
+    """x * hsigmoid(x) -> hswish(x) (after ``_hard`` made the hsigmoid)."""
+    if n.op is not OpKind.MUL or len(n.inputs) != 2:
+        return None
+    for a, b in (n.inputs, n.inputs[::-1]):
+        s = graph.node(b)
+        if _is_act(s, "hsigmoid") and s.inputs == (a,) and _only_user(graph, users, s.name, n.name):
+            return OpKind.ACT, O.ActAttrs("hswish"), (a,), (s.name,)
+    return None
+
+
 _PATTERNS: tuple[Callable[[Graph, dict[str, list[str]], Node], Replacement | None], ...] = (
-    _shuffle, _pixel_shuffle, _swish, _gelu)
+    _shuffle, _pixel_shuffle, _swish, _gelu, _hard, _hswish)
 
 
 def _dead(graph: Graph) -> set[str]:
@@ -163,6 +215,17 @@ def _dead(graph: Graph) -> set[str]:
 
 
 def fold(graph: Graph) -> Graph:
+    """The graph with every pattern folded, again until nothing changes (``x * (relu6(x + 3) / 6)``
+    folds to hsigmoid, then to hswish)."""
+    for _ in range(4):
+        folded = _fold_once(graph)
+        if folded is graph:
+            return graph
+        graph = folded
+    return graph
+
+
+def _fold_once(graph: Graph) -> Graph:
     users = graph.consumers()
     replace: dict[str, Replacement] = {}
     dropped: set[str] = _dead(graph)
