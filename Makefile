@@ -8,6 +8,9 @@ STAMP  := $(VENV)/.installed
 # torch is pinned: 2.13.0 is the CPU build on this machine's disk; an open range would pull a
 # multi-GB CUDA build (see DEVELOPERS.md).
 TORCH  ?= torch==2.13.0
+# Where pip finds torch: empty = pip's own configuration (this project's machines); elsewhere
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU build.
+TORCH_INDEX ?=
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test setup bench clean browser
@@ -16,7 +19,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 

@@ -95,8 +95,9 @@ def _header(adv: Advice, s: Suggestion | None, ref: str, file: str) -> list[str]
             if names:
                 lines += textwrap.wrap(f"{what}: {', '.join(names)}", 100, subsequent_indent="  ")
     if adv.origin == "pytorch":
-        lines.append("PyTorch model: the layer names are module paths of your nn.Module; the lines above say "
-                     "which modules to change.")
+        lines.append("PyTorch model: the layer names are module paths of your nn.Module (a functional call, "
+                     "F.conv2d on your own weights, is named after the function: conv2d, conv2d_1…); the lines "
+                     "above say which modules to change.")
     elif adv.origin == "onnx":
         lines.append("ONNX model: the layer names are the graph's node names.")
     return lines

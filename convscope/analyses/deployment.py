@@ -30,6 +30,7 @@ whose bands overlap its band are a tie.  Reasons are derived from the numbers.
 from __future__ import annotations
 
 import math
+import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -462,6 +463,9 @@ class _Runner:
         try:
             pred = self.predictor(graph, device=self.device, **self.kw)
         except ConvscopeError as exc:
+            if "convscope calibrate" in str(exc):  # this machine, not calibrated: the quick way for a plan
+                exc = InputError(f"{exc} (`convscope calibrate {shlex.quote(self.plan.file)}` times only this "
+                                 "plan's layers)")
             if self.device != self.plan.device:  # --device on the command line
                 raise InputError(f"{self.plan.file}: --device {self.device}: {exc}") from None
             line, col = self.plan.device_mark
@@ -470,7 +474,8 @@ class _Runner:
             raise InputError(f"{where}: device '{self.device}'{default}: {exc}") from None
         if pred is None:
             raise InputError(f"{self.plan.file}: no latency prediction for device '{self.device}': run "
-                             "`convscope calibrate` for this machine, or choose a device profile with --device")
+                             f"`convscope calibrate {shlex.quote(self.plan.file)}` for this machine, or choose a "
+                             "device profile with --device")
         result = NetworkResult(ref.ref, ref.role, analysis.with_latency(pred),
                                peak_holding_input=peak_holding_input(graph, dtype=analysis.dtype, batch=analysis.batch))
         if self.measurer is not None and not self.interrupted:

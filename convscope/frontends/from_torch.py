@@ -177,7 +177,7 @@ def graph_from_factory(modpath_or_file: str, fn_name: str, shape: Sequence[int] 
     if factory is None:
         names = sorted(n for n, v in vars(pymod).items() if callable(v) and not n.startswith("_"))
         raise InputError(f"{ref}: '{fn_name}' is not defined in {modpath_or_file}"
-                         + (f" (it defines: {', '.join(names[:12])})" if names else ""))
+                         + (f" (it defines: {', '.join(names[:12])}{', …' if len(names) > 12 else ''})" if names else ""))
     if not callable(factory):
         raise InputError(f"{ref}: '{fn_name}' is a {type(factory).__name__}, not a function")
     try:
