@@ -89,14 +89,19 @@ def _pixel_shuffle(graph: Graph, users: dict[str, list[str]], n: Node) -> Replac
     return None
 
 
-def _swish(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | None:
+def _self_gated(graph: Graph, users: dict[str, list[str]], n: Node, gate: str, act: str) -> Replacement | None:
+    """n = x * gate(x), the gate read by n alone -> act(x)."""
     if n.op is not OpKind.MUL or len(n.inputs) != 2:
         return None
     for a, b in (n.inputs, n.inputs[::-1]):
         s = graph.node(b)
-        if _is_act(s, "sigmoid") and s.inputs == (a,) and _only_user(graph, users, s.name, n.name):
-            return OpKind.ACT, O.ActAttrs("swish"), (a,), (s.name,)
+        if _is_act(s, gate) and s.inputs == (a,) and _only_user(graph, users, s.name, n.name):
+            return OpKind.ACT, O.ActAttrs(act), (a,), (s.name,)
     return None
+
+
+def _swish(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | None:
+    return _self_gated(graph, users, n, "sigmoid", "swish")
 
 
 def _is_act(n: Node, fn: str) -> bool:
@@ -181,13 +186,7 @@ def _hard(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | N
 
 def _hswish(graph: Graph, users: dict[str, list[str]], n: Node) -> Replacement | None:
     """x * hsigmoid(x) -> hswish(x) (after ``_hard`` made the hsigmoid)."""
-    if n.op is not OpKind.MUL or len(n.inputs) != 2:
-        return None
-    for a, b in (n.inputs, n.inputs[::-1]):
-        s = graph.node(b)
-        if _is_act(s, "hsigmoid") and s.inputs == (a,) and _only_user(graph, users, s.name, n.name):
-            return OpKind.ACT, O.ActAttrs("hswish"), (a,), (s.name,)
-    return None
+    return _self_gated(graph, users, n, "hsigmoid", "hswish")
 
 
 _PATTERNS: tuple[Callable[[Graph, dict[str, list[str]], Node], Replacement | None], ...] = (
