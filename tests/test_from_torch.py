@@ -796,3 +796,42 @@ def test_what_pytorch_would_refuse_to_run_is_an_input_error(model: nn.Module, me
         model(torch.zeros(2, 3, 16, 16))  # PyTorch refuses it too
     with pytest.raises(InputError, match=re.escape(message)):
         graph_from_module(model, (3, 16, 16))
+
+
+class Patterns(nn.Module):
+    """A user's forward hook; ``x += y`` with an alias of x; channels split into groups by view and
+    merged again (SKNet's branch sum)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.c1, self.c2, self.c3 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        if how == "hook":
+            self.c1.register_forward_hook(lambda m, i, o: F.avg_pool2d(o, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.c1(x)
+        if self.how == "alias":
+            s = x
+            x += self.c2(x)  # in place: s is the sum too
+            return self.c3(s)
+        if self.how == "groups":
+            b, c, h, w = x.shape
+            y = x.view(b, 2, 4, h, w)
+            y = (y * y.mean((3, 4), keepdim=True).softmax(1)).sum(1)  # (B, 4, H, W)
+            return self.c2(torch.cat([y, y], 1).view(b, 2, 4, h, w).view(b, 8, h, w))
+        return self.c3(self.c2(x))
+
+
+@pytest.mark.parametrize("how, rf", [("hook", (12, 12)), ("alias", (5, 7)), ("groups", (5, math.inf))])
+def test_hooks_in_place_aliases_and_grouped_views_are_followed(how: str, rf: tuple[int, int]) -> None:
+    """rf (min, max) of the last conv: after the hook's 2x2 pool 3 -> 4 (jump 2) -> 8 -> 12; the alias
+    reads c1 + c2(c1): 3 and 5, then + 2; the grouped view keeps positions: 3 -> 5 (its gate is global)."""
+    m = Patterns(how)
+    g = graph_from_module(m, (3, 16, 16))
+    a = analyze_graph(g)
+    assert a.unknown_ops == () and a.totals.macs == flop_macs(m, (3, 16, 16))
+    last = a.layer(a.layers[-1].name)
+    assert (last.rf_min[0], last.rf_max[0]) == rf  # type: ignore[index]
+    if how == "hook":
+        assert g.meta_dict()["capture"] == "eager" and "forward hooks on c1" in g.meta_dict()["notes"][0]

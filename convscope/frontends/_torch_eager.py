@@ -20,7 +20,7 @@ from torch.overrides import TorchFunctionMode
 from convscope.errors import ConvscopeError, InputError
 from convscope.frontends._torch_modules import is_leaf
 from convscope.frontends._torch_functions import canonical
-from convscope.frontends._torch_trace import call_leaf, dispatch, name_of
+from convscope.frontends._torch_trace import call_leaf, dispatch, hooked_modules, name_of
 from convscope.frontends._torch_values import B, ConstVal, Lowering, Opaque, TVal, flat_values, user_source
 
 __all__ = ["eager_trace"]
@@ -139,9 +139,15 @@ def eager_trace(module: nn.Module, lo: Lowering, shape: tuple[int, ...]) -> Any:
     rec = _Recorder(lo)
     paths = {m: p for p, m in module.named_modules()}
     hooks = []
+    mods = dict(module.named_modules())
+    hooked = {mods[p] for p in hooked_modules(module)}  # the user's hooks change what such a module
+    # returns: what runs inside it is recorded, the hooks' own work too
+
+    def leaf(m: nn.Module) -> bool:
+        return is_leaf(m) and m not in hooked
 
     def pre(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if is_leaf(m):
+        if leaf(m):
             if rec.leaf_depth == 0:
                 rec.pending.append((rec.resolve(args), rec.resolve(kwargs)))  # type: ignore[attr-defined]
             rec.leaf_depth += 1
@@ -149,7 +155,7 @@ def eager_trace(module: nn.Module, lo: Lowering, shape: tuple[int, ...]) -> Any:
             lo.scope.append(paths.get(m, type(m).__name__.lower()))
 
     def post(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
-        if not is_leaf(m):
+        if not leaf(m):
             lo.scope.pop()
             return
         if rec.leaf_depth == 1:

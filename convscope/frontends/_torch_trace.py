@@ -60,7 +60,8 @@ class ShapedProxy(torch.fx.Proxy):
         self.tracer = tracer
         self.node = None  # type: ignore[assignment]  # no fx graph is built
         self.value = value
-        self.is_view = False  # made by a view op (see _VIEWS)
+        self.view_of: ShapedProxy | None = None  # the tensor a view op (see _VIEWS) made this from
+        self.stale = ""  # why: changed in place through a view of it
 
     def __repr__(self) -> str:
         v = self.resolved
@@ -115,6 +116,24 @@ class ShapedProxy(torch.fx.Proxy):
 
     def __len__(self) -> int:
         return self.shape[0]
+
+    # ``x += y`` changes the tensor x in place (an alias of x sees it); without these Python would
+    # compute x + y and rebind the name alone.  (A constant, a parameter perhaps, is never changed.)
+    def _inplace(self, op: Any, plain: Any, other: Any) -> Any:
+        target = op if isinstance(self.resolved, TVal) else plain
+        return self.tracer.create_proxy("call_function", target, (self, other), {})
+
+    def __iadd__(self, other: Any) -> Any:
+        return self._inplace(operator.iadd, operator.add, other)
+
+    def __isub__(self, other: Any) -> Any:
+        return self._inplace(operator.isub, operator.sub, other)
+
+    def __imul__(self, other: Any) -> Any:
+        return self._inplace(operator.imul, operator.mul, other)
+
+    def __itruediv__(self, other: Any) -> Any:
+        return self._inplace(operator.itruediv, operator.truediv, other)
 
 
 class ShapeTracer(torch.fx.Tracer):
@@ -176,15 +195,19 @@ class ShapeTracer(torch.fx.Tracer):
             return args[0][args[1]]
         what = target if kind == "call_method" else name_of(target)
         name, inplace = canonical(what)
-        if inplace and args and getattr(args[0], "is_view", False):  # it changes the tensor viewed too, which
-            raise DataDependent(f"{what} in place on a view")  # running the model follows (x[:, :4].relu_())
+        _fresh(args, kwargs)
+        if inplace and args and isinstance(args[0], ShapedProxy):
+            base = args[0].view_of
+            while base is not None:  # x[:, :4].relu_() changes x too
+                base.stale = f"{what} on a view"
+                base = base.view_of
         uargs, ukwargs = self.unwrap(args), self.unwrap(kwargs)
         out = self.wrap(dispatch(self.lo, what, uargs, ukwargs, lambda a, k: _run(kind, target, a, k),
                                  inplace_target=args[0] if args else None))
-        if name in _VIEWS:
+        if name in _VIEWS and args and isinstance(args[0], ShapedProxy):
             for p in out if isinstance(out, (tuple, list)) else (out,):
                 if isinstance(p, ShapedProxy):
-                    p.is_view = True
+                    p.view_of = args[0]
         return out
 
     def _getattr(self, obj: Any, attr: str) -> Any:
@@ -214,6 +237,7 @@ class ShapeTracer(torch.fx.Tracer):
 
     def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         path = self.path_of_module(m)
+        _fresh(args, kwargs)
         if not is_leaf(m):
             self.lo.scope.append(path)
             try:
@@ -338,8 +362,27 @@ def call_leaf(lo: Lowering, m: nn.Module, path: str, args: tuple[Any, ...], kwar
         return unknown_module(lo, m, path, observed, tensors, reason, source)
 
 
+def _fresh(args: Any, kwargs: Any) -> None:
+    """No argument was changed in place through a view of it since it was made (x[:, :4].relu_()
+    then x read again): symbolic tracing cannot say how; running the model follows it."""
+    stale = [a for a in flat_values((args, kwargs)) if isinstance(a, ShapedProxy) and a.stale]
+    if stale:
+        raise DataDependent(f"a tensor changed in place through a view of it ({stale[0].stale}) is read again")
+
+
+def hooked_modules(module: nn.Module) -> list[str]:
+    """Paths of the modules that carry forward hooks or pre-hooks of the user's (or torch's global ones)."""
+    from torch.nn.modules import module as mm
+
+    everywhere = bool(getattr(mm, "_global_forward_hooks", None) or getattr(mm, "_global_forward_pre_hooks", None))
+    return [p for p, m in module.named_modules() if everywhere or m._forward_hooks or m._forward_pre_hooks]
+
+
 def trace(module: nn.Module, lo: Lowering, shape: tuple[int, ...]) -> Any:
     """Trace ``module`` on an input of ``shape`` (no batch); returns the output value(s)."""
+    hooked = hooked_modules(module)
+    if hooked:  # symbolic tracing calls forward itself, past the hooks: running the model follows them
+        raise DataDependent(f"forward hooks on {', '.join(p or '(the model)' for p in hooked[:3])}")
     tracer = ShapeTracer(lo)
     tracer._input_shape = shape
     try:

@@ -378,8 +378,9 @@ def _reshape(a: O.ReshapeAttrs, inputs: Infos) -> TensorInfo:
     if sp and x.spatial_axes == tuple(range(len(x.shape) - len(sp), len(x.shape))) and shape[-len(sp):] == sp:
         lead = len(shape) - len(sp)
         # (H, W) -> (1, H, W): a map that lost its channels (a max over them) gains one again;
-        # (k, C, H, W) -> (k·C, H, W): channels merged with the axis before them (a flattened stack)
-        ch = 0 if lead == 1 and (x.channel_axis is not None or len(x.shape) == len(sp)) else None
+        # (k, C, H, W) -> (k·C, H, W): channels merged with the axis before them (a flattened stack),
+        # and (g, C/g, H, W) -> (C, H, W): channels split into groups and merged again
+        ch = 0 if lead == 1 else None
         return TensorInfo(shape, ch, tuple(range(lead, len(shape))))
     # Positions flattened into one trailing axis, unflattened again: (C, H·W) -> (C, H, W) (tokens
     # turned back into a map: a non-local block, a transformer stage in a CNN).
@@ -508,6 +509,9 @@ def _mean(a: O.ReduceAttrs, inputs: Infos) -> TensorInfo:
     shape = tuple(x.shape[i] for i in keep)
     ch = keep.index(x.channel_axis) if x.channel_axis in keep else None
     sp = tuple(keep.index(s) for s in x.spatial_axes if s in keep)
+    if ch is None and len(sp) == 2 and sp == (len(shape) - 2, len(shape) - 1) and len(shape) == 3 \
+            and x.channel_axis is None:  # (k, C, H, W) summed over k (SKNet's branches): a (C, H, W) map
+        ch = 0
     return TensorInfo(shape, ch, sp)
 
 
