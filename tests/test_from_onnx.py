@@ -572,3 +572,27 @@ def test_hard_swish_and_sigmoid_written_out_are_one_activation(form: str, fn: st
         acts = [n.attrs.fn for n in g.nodes if n.op is OpKind.ACT]  # type: ignore[union-attr]
         assert acts == [fn] and not [n for n in g.nodes if n.op in (OpKind.CONSTANT, OpKind.ADD, OpKind.SCALE)]
         assert analyze_graph(g).totals.params == sum(p.numel() for p in m.parameters())
+
+
+class ConstAndStrided(nn.Module):
+    """A Linear on a learned parameter (a constant to the graph) added to the map, and a strided slice
+    (YOLOv5's Focus) that ONNX shape inference gives no shape for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(8, 8))
+        self.mlp = nn.Linear(8, 8)
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c1(x) + self.mlp(self.pos)  # (8, 8) broadcast over (B, 8, 8, 8)
+        return self.c2(y[:, :, ::2, ::2])
+
+
+def test_constants_from_parameters_and_strided_slices_are_not_refused(tmp_path: Path) -> None:
+    m = ConstAndStrided()
+    t = analyze_graph(graph_from_module(m, (3, 8, 8)))
+    a = analyze_graph(load_onnx(str(export(m, (3, 8, 8), tmp_path / "c.onnx"))))
+    assert a.totals.params == t.totals.params == sum(p.numel() for p in m.parameters())
+    assert [n for n, _ in a.unknown_ops] and all("Slice" in w for _, w in a.unknown_ops)
+    assert a.layers[-1].out_shape == (8, 4, 4) and a.layers[-1].rf_max is None

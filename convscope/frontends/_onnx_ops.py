@@ -404,7 +404,11 @@ def _slice(n: ONode) -> list[Any]:
     for st, en, ax, sp in zip(starts or [], ends or [], axes, steps):
         size = x.shape[ax % x.ndim]
         idx[ax % x.ndim] = slice(max(-size, min(st, size)), max(-size - 1, min(en, size)), sp)
-    return [n.call("getitem", x, tuple(idx))]
+    try:
+        return [n.call("getitem", x, tuple(idx))]
+    except Unsupported as exc:  # a strided slice: unknown, with the shape computed here
+        exc.shapes = [[len(range(*s.indices(d))) if isinstance(s, slice) else d for s, d in zip(idx, x.shape)]]
+        raise
 
 
 @_op("Gather")
@@ -555,6 +559,10 @@ FOLD: dict[str, Callable[[list[np.ndarray], dict[str, Any]], Any]] = {
     "ReduceSum": lambda i, a: np.sum(i[0], axis=tuple(_axes(i, a)) or None, keepdims=bool(a.get("keepdims", 1))),
     "ReduceMax": lambda i, a: np.max(i[0], axis=tuple(_axes(i, a)) or None, keepdims=bool(a.get("keepdims", 1))),
     "ReduceMin": lambda i, a: np.min(i[0], axis=tuple(_axes(i, a)) or None, keepdims=bool(a.get("keepdims", 1))),
+    "MatMul": lambda i, a: np.matmul(i[0], i[1]),
+    "Gemm": lambda i, a: a.get("alpha", 1.0) * np.matmul(i[0].T if a.get("transA") else i[0],
+                                                          i[1].T if a.get("transB") else i[1])
+    + (a.get("beta", 1.0) * i[2] if len(i) > 2 and i[2] is not None else 0),
     "Tile": lambda i, a: np.tile(i[0], i[1].astype(np.int64)), "Trilu": lambda i, a: (
         np.triu(i[0], int(i[1]) if len(i) > 1 else 0) if a.get("upper", 1) else np.tril(i[0], int(i[1]) if len(i) > 1 else 0)),
 }
