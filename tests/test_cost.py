@@ -85,3 +85,25 @@ def test_aliasing_ops_do_not_add_memory() -> None:
 def test_flops_are_twice_macs() -> None:
     c = cost(g([{"conv": {"out": 4, "k": 3}}]))
     assert c.total.flops == 2 * c.total.macs
+
+
+def test_a_parameter_used_as_a_tensor_is_weights_once_for_the_batch() -> None:
+    """conv -> + pos (a learned 8x16x16 position embedding) -> 1x1 conv, at batch 4 in fp32: pos is
+    8192 bytes of weights at any batch, read by the add; it is no activation and adds no peak."""
+    from convscope.ir import ops as O
+    from convscope.ir.graph import GraphBuilder
+    from convscope.ir.ops import OpKind
+
+    b = GraphBuilder("pos")
+    b.add_input("x", (3, 16, 16))
+    b.add("conv", OpKind.CONV, O.ConvAttrs(out_channels=8, kernel=(3, 3), padding=((1, 1), (1, 1))), ["x"])
+    b.add("pos", OpKind.CONSTANT, O.ConstAttrs(shape=(8, 16, 16), params=2048), [])
+    b.add("add", OpKind.ADD, O.NoAttrs(), ["conv", "pos"])
+    b.add("head", OpKind.CONV, O.ConvAttrs(out_channels=2, kernel=(1, 1)), ["add"])
+    r = cost(b.build(), batch=4)
+    rows = {n.name: n for n in r.nodes}
+    act = 8 * 16 * 16 * 4 * 4  # one 8x16x16 fp32 map per image, 4 images
+    assert (rows["pos"].activation_bytes, rows["pos"].bytes_read, rows["pos"].bytes_written) == (0, 0, 0)
+    assert rows["pos"].weight_bytes == 8192 and rows["add"].bytes_read == act + 8192
+    assert r.peak_activation_bytes == 2 * act  # conv's and add's outputs, never pos
+    assert r.total.params == 3 * 8 * 9 + 2048 + 8 * 2  # no biases

@@ -23,7 +23,9 @@
   identity, dropout, flatten, reshape), and the peak of live activations when nodes run in
   topological order and each output is freed after its last reader (ops that relabel memory share
   their input's buffer).  In-place execution is not assumed, so the peak is an upper bound for
-  runtimes that do it.
+  runtimes that do it.  A ``constant`` (a parameter used as a tensor, a position embedding; or a
+  fixed buffer) is one tensor for the whole batch: a parameter's bytes are weight bytes, a buffer's
+  are held once; its readers read those bytes, and nothing is computed or written for it.
 """
 
 from __future__ import annotations
@@ -295,7 +297,8 @@ def cost(graph: Graph, *, dtype: DType | str = DType.FP32, batch: int = 1) -> Co
     b = dt.bytes
     rows: list[NodeCost] = []
     total = Cost()
-    act: dict[str, int] = {}
+    act: dict[str, int] = {}  # activation bytes a node holds (the peak counts these)
+    reads: dict[str, int] = {}  # bytes a reader of the node reads
     for node in graph.nodes:
         c = node_cost(graph, node)
         weights_read = c.params * b  # every weight a call reads, held here or not
@@ -304,10 +307,22 @@ def cost(graph: Graph, *, dtype: DType | str = DType.FP32, batch: int = 1) -> Co
         out_bytes = node.out.numel * b * batch
         act[node.name] = out_bytes
         wbytes = c.params * b
-        if node.op in ALIAS_OPS or node.op is OpKind.INPUT:
+        if node.op is OpKind.CONSTANT:  # one tensor for the batch; a parameter's bytes are weights
+            held = node.out.numel * b
+            reads[node.name] = held
+            weight = node.attrs.params > 0 or node.shares is not None  # type: ignore[union-attr]
+            out_bytes = act[node.name] = 0 if weight else held
+            read = written = 0
+        elif node.op in ALIAS_OPS and node.inputs and graph.node(node.inputs[0]).op is OpKind.CONSTANT:
+            reads[node.name] = reads[node.inputs[0]]  # a constant relabelled (a view of a parameter)
+            out_bytes = act[node.name] = act[node.inputs[0]]
+            read = written = 0
+        elif node.op in ALIAS_OPS or node.op is OpKind.INPUT:
+            reads[node.name] = out_bytes
             read = written = 0
         else:
-            read = sum(act[i] for i in node.inputs) + weights_read
+            reads[node.name] = out_bytes
+            read = sum(reads[i] for i in node.inputs) + weights_read
             written = out_bytes
         rows.append(NodeCost(node.name, c, wbytes, out_bytes, read, written, weights_read))
     peak = _peak_live(graph, act)
