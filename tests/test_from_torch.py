@@ -835,3 +835,29 @@ def test_hooks_in_place_aliases_and_grouped_views_are_followed(how: str, rf: tup
     assert (last.rf_min[0], last.rf_max[0]) == rf  # type: ignore[index]
     if how == "hook":
         assert g.meta_dict()["capture"] == "eager" and "forward hooks on c1" in g.meta_dict()["notes"][0]
+
+
+class QueryDecoder(nn.Module):
+    """DETR-style: learned queries through self-attention (constants only), then cross-attention."""
+
+    def __init__(self, d: int = 16, nq: int = 6) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, d, 4, 4)
+        self.query = nn.Parameter(torch.randn(nq, d))
+        self.self_attn = nn.MultiheadAttention(d, 2, batch_first=True)
+        self.cross = nn.MultiheadAttention(d, 2, batch_first=True)
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mem = self.c1(x).flatten(2).transpose(1, 2)
+        q = self.query.unsqueeze(0).expand(x.shape[0], -1, -1)
+        q = q + self.self_attn(q, q, q, need_weights=False)[0]
+        return self.head(q + self.cross(q, mem, mem, need_weights=False)[0])
+
+
+def test_a_module_run_on_parameters_alone_keeps_its_parameters() -> None:
+    m = QueryDecoder()
+    g = graph_from_module(m, (3, 32, 32))
+    a = analyze_graph(g)
+    assert a.totals.params == sum(p.numel() for p in m.parameters())
+    assert not any("never used" in n for n in g.meta_dict()["notes"])

@@ -529,6 +529,11 @@ def _axes(ins: list[np.ndarray], attrs: dict[str, Any]) -> list[int]:
     return [int(a) for a in (ins[1] if len(ins) > 1 and ins[1] is not None else attrs.get("axes", []))]
 
 
+def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
 # Numpy evaluation of nodes whose inputs are all constants (shape arithmetic, folded weights).
 FOLD: dict[str, Callable[[list[np.ndarray], dict[str, Any]], Any]] = {
     "Identity": lambda i, a: i[0], "Cast": lambda i, a: i[0], "CastLike": lambda i, a: i[0].astype(i[1].dtype),
@@ -560,6 +565,8 @@ FOLD: dict[str, Callable[[list[np.ndarray], dict[str, Any]], Any]] = {
     "ReduceMax": lambda i, a: np.max(i[0], axis=tuple(_axes(i, a)) or None, keepdims=bool(a.get("keepdims", 1))),
     "ReduceMin": lambda i, a: np.min(i[0], axis=tuple(_axes(i, a)) or None, keepdims=bool(a.get("keepdims", 1))),
     "MatMul": lambda i, a: np.matmul(i[0], i[1]),
+    "Softmax": lambda i, a: _softmax(i[0], int(a.get("axis", -1))),
+    "Sigmoid": lambda i, a: 1.0 / (1.0 + np.exp(-i[0])), "Tanh": lambda i, a: np.tanh(i[0]),
     "Gemm": lambda i, a: a.get("alpha", 1.0) * np.matmul(i[0].T if a.get("transA") else i[0],
                                                           i[1].T if a.get("transB") else i[1])
     + (a.get("beta", 1.0) * i[2] if len(i) > 2 and i[2] is not None else 0),

@@ -313,9 +313,12 @@ _SHAPE_ONLY = frozenset({"new_zeros", "new_ones", "new_full", "new_empty", "zero
 def _constant(out: Any, values: list[Any], own: tuple[str, ...] = ()) -> Any:
     """The result of a call that reads no input-dependent tensor, as a constant held by the
     parameters its operands (and ``own``, a module's) derive from."""
+    sources = tuple(dict.fromkeys([s for v in values if isinstance(v, ConstVal) for s in v.sources] + list(own)))
+    if isinstance(out, (tuple, list)):  # (output, weights) of an attention on constants: each part
+        return _retuple(out, [_constant(o, values, own) for o in out]) if isinstance(out, tuple) \
+            else [_constant(o, values, own) for o in out]  # keeps the parameters it derives from
     if not isinstance(out, torch.Tensor):
         return out
-    sources = tuple(dict.fromkeys([s for v in values if isinstance(v, ConstVal) for s in v.sources] + list(own)))
     return ConstVal(out.detach(), sources)
 
 
