@@ -207,7 +207,7 @@ def _attach(a: Analysis, latency: _Latency, graph: Graph) -> Analysis:
 
 
 def _base(graph: Graph, opts: Options, dtype: DType, batch: int, latency: _Latency,
-          feasible: tuple[int | None, int | None] | None) -> Base:
+          feasible: tuple[int | None, int | None] | None = None) -> Base:
     rf = receptive_field(graph)
     analysis = _attach(analyze_graph(graph, dtype=dtype, batch=batch, feasible=feasible), latency, graph)
     return Base(graph, analysis, rf.as_dict(), productivity(graph, rf), depth_report(graph, opts.rules, rf), opts)
