@@ -17,6 +17,7 @@ from convscope.analyses.analyze import analyze_graph
 from convscope.analyses.border import feasible_range
 from convscope.analyses.cost import DType, checked_dtype_batch
 from convscope.errors import ConvscopeError, InputError
+from convscope.frontends._spec_args import MAX_INT
 from convscope.ir.graph import Graph
 from convscope.ir.transform import with_input
 from convscope.results import Analysis
@@ -24,9 +25,6 @@ from convscope.results import Analysis
 __all__ = ["load_graph", "analyze", "analyze_resolutions", "parse_shape", "describe_ref"]
 
 _FACTORY = re.compile(r"^(?P<mod>[^:]+):(?P<fn>[A-Za-z_][A-Za-z0-9_]*)$")
-
-
-MAX_SIDE = 1 << 24  # as in a spec (a larger size is a typo)
 
 
 def parse_shape(text: str | Sequence[int], what: str = "input") -> tuple[int, ...]:
@@ -41,8 +39,8 @@ def parse_shape(text: str | Sequence[int], what: str = "input") -> tuple[int, ..
         shape = tuple(int(v) for v in text)
     if len(shape) != 3 or any(s <= 0 for s in shape):
         raise InputError(f"{what} must be three positive integers C,H,W, got '{text}'")
-    if any(s > MAX_SIDE for s in shape):
-        raise InputError(f"{what} sizes must be at most {MAX_SIDE}, got '{text}'")
+    if any(s > MAX_INT for s in shape):  # the bound a spec has (a larger size is a typo)
+        raise InputError(f"{what} sizes must be at most {MAX_INT}, got '{text}'")
     return shape
 
 

@@ -5,7 +5,7 @@ Exit statuses (FORMATS.md §3): 0 done, 1 the analysis found nothing usable, 2 b
 
 from __future__ import annotations
 
-__all__ = ["ConvscopeError", "GraphError", "SpecError", "InputError", "NothingUsable"]
+__all__ = ["ConvscopeError", "GraphError", "SpecError", "InputError", "NothingUsable", "NotCalibrated"]
 
 
 class ConvscopeError(Exception):
@@ -50,3 +50,7 @@ class NothingUsable(ConvscopeError):
     """The analysis ran but found nothing usable (exit status 1)."""
 
     exit_status = 1
+
+
+class NotCalibrated(InputError):
+    """The local tier was asked for, and this machine has no calibration for the set-up."""

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+from fixtures import TINY
 
 from convscope.backends import _cache
 from convscope.backends._cache import (Calibration, CacheWarning, Fingerprint, LayerTiming, cache_path,
@@ -145,14 +146,6 @@ def test_the_cli_says_so_in_one_plain_line(tmp_path: Path, monkeypatch: pytest.M
 
 # -- a cache location that cannot be used, a read-only cache, a locked one -------------------------
 
-TINY = """name: tiny
-input: [3, 16, 16]
-layers:
-  - conv: {out: 8, k: 3}
-  - relu
-  - gap
-  - linear: {out: 4}
-"""
 
 
 def _calibrated(path: Path, spec: Path) -> float:

@@ -490,3 +490,12 @@ def test_ctrl_c_during_measure_keeps_the_predictions_and_what_was_measured(nets:
 
     cmp = compare(str(plan(nets, body)), predictor=fake, measure=True, measurer=ctrl_c)
     assert cmp.interrupted and all(c.measured_ms is None for c in cmp.candidates)
+
+
+def test_an_uncalibrated_machine_is_told_to_calibrate_the_plan(nets: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("CONVSCOPE_CACHE", str(nets / "empty-cache"))
+    p = nets / "local.yaml"
+    p.write_text("name: t\ninput: [3, 32, 32]\ncandidates:\n  one:\n    single: big.yaml\n")
+    assert main(["compare", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "no calibration for this machine" in err and f"`convscope calibrate {p}` times only this plan's" in err

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures import TINY
 
 from convscope.backends import _interference as itf
 from convscope.backends import measure as M
@@ -16,15 +17,6 @@ from convscope.cli import main
 from convscope.errors import InputError
 from convscope.frontends.from_spec import graph_from_spec_text
 
-TINY = """name: tiny
-input: [3, 16, 16]
-layers:
-  - conv: {out: 8, k: 3}
-  - bn
-  - relu
-  - gap
-  - linear: {out: 4}
-"""
 FIELDS = {"schema_version", "model", "backend", "device", "threads", "batch", "input", "median_ms", "p10_ms",
           "p90_ms", "runs"}
 

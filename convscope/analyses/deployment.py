@@ -42,7 +42,7 @@ from convscope.analyses._plan_parse import KINDS, Candidate, Constraints, NetRef
     parse_plan
 from convscope.analyses.analyze import analyze_behind, analyze_graph
 from convscope.analyses.cost import DType, peak_holding_input
-from convscope.errors import ConvscopeError, GraphError, InputError, NothingUsable, SpecError
+from convscope.errors import ConvscopeError, GraphError, InputError, NotCalibrated, NothingUsable, SpecError
 from convscope.ir.graph import Graph
 from convscope.ir.transform import subgraph_until
 from convscope.results import SCHEMA_VERSION, Analysis, LatencyPrediction
@@ -463,7 +463,7 @@ class _Runner:
         try:
             pred = self.predictor(graph, device=self.device, **self.kw)
         except ConvscopeError as exc:
-            if "convscope calibrate" in str(exc):  # this machine, not calibrated: the quick way for a plan
+            if isinstance(exc, NotCalibrated):  # this machine, not calibrated: the quick way for a plan
                 exc = InputError(f"{exc} (`convscope calibrate {shlex.quote(self.plan.file)}` times only this "
                                  "plan's layers)")
             if self.device != self.plan.device:  # --device on the command line

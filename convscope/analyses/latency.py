@@ -29,7 +29,7 @@ from typing import Any
 from convscope.analyses._latency_kernels import BACKENDS, FUSION, Kernel, check_backend, folded_nodes, kernels
 from convscope.analyses._latency_profiles import DeviceProfile, load_profile, profile_names
 from convscope.analyses.cost import CostResult, DType, cost
-from convscope.errors import InputError
+from convscope.errors import InputError, NotCalibrated
 from convscope.ir.graph import Graph
 from convscope.ir.ops import OpKind
 from convscope.results import LatencyPrediction
@@ -124,8 +124,8 @@ def _local(graph: Graph, *, backend: str, batch: int, dtype: str, threads: int |
             raise InputError(f"the local tier has no {dtype} timings: `convscope calibrate` times "
                              f"{', '.join(CALIBRATED_DTYPES)}; for {dtype} give --device with a profile that lists it")
         flag = "" if dtype == "fp32" else f" --dtype {dtype}"
-        raise InputError(f"no calibration for this machine ({fp.label()}), backend {backend}, {n} threads, {dtype}: "
-                         f"run `convscope calibrate --backend {backend} --threads {n}{flag}` first")
+        raise NotCalibrated(f"no calibration for this machine ({fp.label()}), backend {backend}, {n} threads, "
+                            f"{dtype}: run `convscope calibrate --backend {backend} --threads {n}{flag}` first")
     assert st is not None
     costs = cost(graph, dtype=dtype, batch=batch)
     ks = list(kernels(graph, backend, batch=batch, dtype=dtype, costs=costs))

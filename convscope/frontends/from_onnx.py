@@ -172,10 +172,10 @@ def _lower(model: onnx.ModelProto, inits: dict[str, np.ndarray], input_name: str
     lo = Lowering(name, (), batch=batch)
     values: dict[str, Any] = {"": None}
     made_by_torch = model.producer_name == "pytorch"
-    # a single number is a constant, unless it is the weight or bias of a layer with one channel
-    one_channel = {x for node in g.node if node.op_type in _WEIGHTED for x in node.input[1:3]}
+    # a single number is a constant, unless it is the weight or bias of a layer (one with one channel)
+    layer_weights = {x for node in g.node if node.op_type in _WEIGHTED for x in node.input[1:3]}
     for k, arr in inits.items():
-        is_param = arr.dtype.kind == "f" and (arr.size > 1 or k in one_channel) \
+        is_param = arr.dtype.kind == "f" and (arr.size > 1 or k in layer_weights) \
             and not (made_by_torch and _exporter_constant(k, arr))
         if is_param:
             lo.add_param(k, int(arr.size))
