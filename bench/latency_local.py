@@ -122,6 +122,32 @@ def measure_rounds(nets: list[tuple[str, Any]], threads: int | None, limit: floa
     return out
 
 
+def steadiness(threads: int | None, seconds: float = 20.0) -> tuple[float, float, float, float]:
+    """How steady this machine's own speed is: a fixed 384x384 matmul run for ``seconds``, its
+    throughput averaged over each second.  Returns (p10, p90, min, max) of those one-second figures
+    over their median: the floor under any per-network agreement, since a kernel timed in one second
+    and a network measured in another see different machines."""
+    import torch
+
+    from convscope.backends._cache import default_threads
+    from convscope.backends._runners import threads_set
+
+    with threads_set(threads or default_threads()):
+        a, b = torch.randn(384, 384), torch.randn(384, 384)
+        for _ in range(20):
+            a @ b
+        per_s: list[float] = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0, n = time.perf_counter(), 0
+            while time.perf_counter() - t0 < 1.0:
+                a @ b
+                n += 1
+            per_s.append(n / (time.perf_counter() - t0))
+    r = np.asarray(per_s) / np.median(per_s)
+    return float(np.percentile(r, 10)), float(np.percentile(r, 90)), float(r.min()), float(r.max())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int)
@@ -158,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{'predicted':>11}{'band':>18}{'error':>8}")
     print(head + "\n" + "-" * len(head))
     preds = [predict(g, device="local", threads=args.threads, **kw) for _, g in nets]
+    steady = steadiness(args.threads) if args.backend != "cuda" else None
     measured = measure_rounds(nets, args.threads, args.time_limit, args.rounds, **kw)
     for (label, g), pred, m in zip(nets, preds, measured):
         macs = cost(g).total.macs
@@ -184,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     adj = p / common  # speed during calibrate against its speed during measure (it drifts by ±10-20%)
     print(f"median predicted/measured ×{common:.3f}; with that common factor divided out (a diagnosis, not "
           f"the bar): {100 * within(adj, y, .1):.0f}% within ±10%, {100 * within(adj, y, .2):.0f}% within ±20%")
+    if steady is not None:
+        print(f"this machine's own speed (a fixed matmul, one-second averages over 20 s, before measuring): "
+              f"p10 ×{steady[0]:.2f}, p90 ×{steady[1]:.2f}, min ×{steady[2]:.2f}, max ×{steady[3]:.2f} of its median")
     print(f"bar: Spearman >= 0.97 and >= 80% within ±10% -> "
           f"{'met' if spearman(p, y) >= 0.97 and within(p, y, .1) >= 0.8 else 'NOT met'}")
     return 0
