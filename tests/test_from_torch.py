@@ -835,6 +835,34 @@ def test_hooks_in_place_aliases_and_grouped_views_are_followed(how: str, rf: tup
     assert (last.rf_min[0], last.rf_max[0]) == rf  # type: ignore[index]
     if how == "hook":
         assert g.meta_dict()["capture"] == "eager" and "forward hooks on c1" in g.meta_dict()["notes"][0]
+        assert [r.name for r in a.layers if r.op == "conv"] == ["c1", "c2", "c3"]  # module paths, hooked or not
+
+
+class _PreHooked(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.c2.register_forward_pre_hook(lambda m, args: (F.max_pool2d(args[0], 2),))  # halves c2's input
+        self.block.register_forward_hook(lambda m, i, o: o * 2)  # on a container: its output doubled
+
+
+def _pre_hooked_forward(self: _PreHooked, x: torch.Tensor) -> torch.Tensor:
+    return self.c2(self.block(x))
+
+
+_PreHooked.forward = _pre_hooked_forward  # type: ignore[method-assign]
+
+
+def test_pre_hooks_and_hooks_on_containers_are_followed_under_module_paths() -> None:
+    m = _PreHooked()
+    a = analyze_graph(graph_from_module(m, (3, 16, 16)))
+    assert [r.name for r in a.layers if r.op == "conv"] == ["block.0", "c2"]
+    c2 = a.layer("c2")
+    assert c2.out_shape == tuple(m(torch.zeros(1, 3, 16, 16)).shape[1:]) == (8, 8, 8)
+    assert c2.rf_max == (3 + 1 + 2 * 2, 3 + 1 + 2 * 2)  # 3, pool 2 -> 4 (jump 2), conv 3 -> 8
+    assert a.totals.macs == flop_macs(m, (3, 16, 16)) and a.unknown_ops == ()
+    assert [r.op for r in a.layers][:5] == ["conv", "relu", "scale", "maxpool", "conv"]  # the hooks' ops recorded
 
 
 class QueryDecoder(nn.Module):

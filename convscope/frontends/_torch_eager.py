@@ -128,6 +128,12 @@ def _channel_write(lo: Lowering, real: torch.Tensor, t: Any, index: Any, v: Any)
     return dispatch(lo, "cat", (parts, 1), {}, lambda _a, _k: real)
 
 
+def _global_hooks() -> bool:
+    from torch.nn.modules import module as mm
+
+    return bool(getattr(mm, "_global_forward_hooks", None) or getattr(mm, "_global_forward_pre_hooks", None))
+
+
 def _has_tensor(out: Any) -> bool:
     if isinstance(out, torch.Tensor):
         return True
@@ -139,12 +145,16 @@ def eager_trace(module: nn.Module, lo: Lowering, shape: tuple[int, ...]) -> Any:
     rec = _Recorder(lo)
     paths = {m: p for p, m in module.named_modules()}
     hooks = []
-    mods = dict(module.named_modules())
-    hooked = {mods[p] for p in hooked_modules(module)}  # the user's hooks change what such a module
-    # returns: what runs inside it is recorded, the hooks' own work too
+    # The user's hooks may change what a module receives or returns.  Ours run inside theirs: the
+    # pre-hook after their pre-hooks (it sees the arguments they made), the post-hook before their
+    # hooks (prepended: it binds the module's own output, under the module's path); what their hooks
+    # do then is recorded as the functional ops it is.
+
+    # torch's global hooks run before any module's own: under them a module's inside is recorded.
+    inside = bool(hooked_modules(module)) and _global_hooks()
 
     def leaf(m: nn.Module) -> bool:
-        return is_leaf(m) and m not in hooked
+        return is_leaf(m) and not inside
 
     def pre(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if leaf(m):
@@ -179,7 +189,7 @@ def eager_trace(module: nn.Module, lo: Lowering, shape: tuple[int, ...]) -> Any:
         if m is module:
             continue
         hooks.append(m.register_forward_pre_hook(pre, with_kwargs=True))
-        hooks.append(m.register_forward_hook(post, with_kwargs=True))
+        hooks.append(m.register_forward_hook(post, with_kwargs=True, prepend=True))
     x = torch.zeros(B, *shape)
     rec.values[id(x)] = lo.input(shape)
     try:
