@@ -321,3 +321,46 @@ def test_the_ranges_top_is_unknown_when_the_last_layers_receptive_field_is() -> 
     a = analyze_graph(graph_from_module(AfterUnknown(), SHAPE))
     assert a.unknown_ops and a.layer("c").rf_max is None
     assert a.feasible_resolution[1] is None  # not layer a's 3 px
+
+
+class WindowAttention(nn.Module):
+    """Swin's window attention: the map split into 4x4 windows (batch and windows merged by reshape),
+    attention inside each window, the windows put back; a residual around it."""
+
+    def __init__(self, c: int = 16, w: int = 4) -> None:
+        super().__init__()
+        self.w = w
+        self.stem = nn.Conv2d(3, c, 2, 2)
+        self.attn = nn.MultiheadAttention(c, 2, batch_first=True)
+        self.head = nn.Linear(c, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x).permute(0, 2, 3, 1)
+        b, h, w_, c = x.shape
+        y = x.view(b, h // self.w, self.w, w_ // self.w, self.w, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, self.w ** 2, c)
+        y = self.attn(y, y, y, need_weights=False)[0]
+        y = y.view(b, h // self.w, w_ // self.w, self.w, self.w, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w_, c)
+        return self.head((x + y).mean((1, 2)))
+
+
+def test_window_attention_is_reported_never_guessed(tmp_path: Path) -> None:
+    """Positions split into windows are not followed: the receptive field after the split is unknown
+    (it is the window's, 8 px here, not the whole image's), said in a note or as an unknown op; the
+    windows' attention never becomes a constant of the zero input the model was run on."""
+    torch.manual_seed(0)
+    m = WindowAttention().eval()
+    a = analyze_graph(graph_from_module(m, SHAPE))
+    assert [u[0] for u in a.unknown_ops] == ["add"]  # the batch merged with the windows: not followed
+    assert "constant" not in {r.op for r in a.layers} and a.layer("head").rf_max is None
+    params = sum(p.numel() for p in m.parameters())
+    assert a.totals.params == params - sum(p.numel() for p in m.attn.parameters())
+    assert any("attn.in_proj_weight" in n for n in a.notes)  # the uncounted, named
+    b = _onnx(m, tmp_path / "window.onnx")  # batch 1: the windows are a reshape within the sample
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:  # attention's products
+        m(torch.zeros(1, *SHAPE))  # counted (autograd on: not the fused inference kernel, which is not)
+    assert not b.unknown_ops and b.totals.params == params and b.totals.macs == counter.get_total_flops() / 2
+    assert b.layer("stem").rf_max == (2, 2) and b.layer("head").rf_max is None
+    assert any(n.startswith("receptive fields are unknown from ") and "[16, 16, 16] to [4, 4, 4, 4, 16]" in n
+               for n in b.notes)

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from convscope.analyses.border import feasible_range, productivity
 from convscope.analyses.cost import DType, cost
-from convscope.analyses.receptive_field import receptive_field
+from convscope.analyses.receptive_field import RFResult, receptive_field, relayout_lost
 from convscope.ir.graph import Graph, GraphBuilder, Node, Shares
 from convscope.ir.ops import KERNEL_OPS, OpKind
 from convscope.results import Analysis, LayerRow, Totals
@@ -86,8 +86,19 @@ def analyze_graph(
         unknown_ops=unknown,
         dtype=c.dtype.value,
         batch=batch,
-        notes=tuple(str(n) for n in graph.meta_dict().get("notes", ())),
+        notes=tuple(str(n) for n in graph.meta_dict().get("notes", ())) + _lost_note(graph, rf),
     )
+
+
+def _lost_note(graph: Graph, rf: RFResult) -> tuple[str, ...]:
+    lost = relayout_lost(graph, rf)
+    if not lost:
+        return ()
+    n = graph.node(lost[0])
+    before = graph.node(n.inputs[0]).out.shape
+    return (f"receptive fields are unknown from {lost[0]} on{f' (and {len(lost) - 1} more)' if len(lost) > 1 else ''}: "
+            f"it reshapes {list(before)} to {list(n.out.shape)}, splitting positions into axes that convscope does "
+            "not follow (a window partition, a patchify by reshape); shapes, parameters and MACs are exact",)
 
 
 def analyze_behind(trunk: Graph, head: Graph, *, dtype: DType | str = DType.FP32, batch: int = 1) -> Analysis:

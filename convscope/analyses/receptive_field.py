@@ -294,10 +294,30 @@ def _zero(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairS
 
 
 @_rule(OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PERMUTE)
-def _relayout(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
-    if infos[0].spatial_axes and not node.out.spatial_axes:
-        return GLOBAL, GLOBAL  # positions merged into features: nothing spatial is left
+def _relayout(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet] | None:
+    x = infos[0]
+    if x.spatial_axes and not node.out.spatial_axes:
+        positions = 1
+        for s in x.spatial:
+            positions *= s
+        if len(node.out.shape) <= 1 or positions in node.out.shape:
+            return GLOBAL, GLOBAL  # positions merged into features or into one axis (which the
+            # attention after such a reshape mixes): nothing spatial is left
+        # positions split into axes the layout does not follow (a window partition, a patchify by
+        # reshape): what later reads them could mix all positions or only a window's; not guessed
+        return None
     return _union(ins)
+
+
+def relayout_lost(graph: Graph, rf: RFResult) -> list[str]:
+    """Names of the reshapes where positions went into axes the analysis does not follow: the
+    receptive field is unknown from each of them on (see ``_relayout``)."""
+    out = []
+    for n in graph.nodes:
+        if n.op in (OpKind.FLATTEN, OpKind.RESHAPE) and not rf.of(n.name).known \
+                and all(rf.of(i).known for i in n.inputs):
+            out.append(n.name)
+    return out
 
 
 @_rule(OpKind.LINEAR)

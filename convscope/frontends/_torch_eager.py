@@ -56,6 +56,9 @@ class _Recorder(TorchFunctionMode):
         elif isinstance(real, (tuple, list)) and isinstance(value, (tuple, list)):
             for r, v in zip(real, value):
                 self.bind(r, v)
+        elif isinstance(real, (tuple, list)) and isinstance(value, Opaque):
+            for r in real:  # (output, weights) of a module that read what the graph cannot follow
+                self.bind(r, value)
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
