@@ -889,3 +889,13 @@ def test_a_module_run_on_parameters_alone_keeps_its_parameters() -> None:
     a = analyze_graph(g)
     assert a.totals.params == sum(p.numel() for p in m.parameters())
     assert not any("never used" in n for n in g.meta_dict()["notes"])
+
+
+def test_lazy_modules_take_their_shapes_from_a_first_forward() -> None:
+    m = nn.Sequential(nn.LazyConv2d(8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
+    a = analyze_graph(graph_from_module(m, (3, 16, 16)))
+    assert a.totals.params == sum(p.numel() for p in m.parameters()) == 3 * 8 * 9 + 8 + 8 * 14 * 14 * 3 + 3
+    assert a.totals.macs == flop_macs(m, (3, 16, 16)) and any("lazy modules (0, 3)" in n for n in a.notes)
+    wrong = nn.Sequential(nn.Conv2d(4, 8, 3), nn.Flatten(), nn.LazyLinear(3))
+    with pytest.raises(InputError, match=r"lazy modules \(2\) .* expected input\[2, 3, 16, 16\] to have 4 channels"):
+        graph_from_module(wrong, (3, 16, 16))

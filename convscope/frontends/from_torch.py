@@ -80,6 +80,7 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
         return _from_torchscript(module, dims, name)
     notes: list[str] = []
     with _eval_mode(module), torch.no_grad():
+        notes += _materialise(module, dims, name)
         lo = _lowering(module, name)
         try:
             if capture == "eager":
@@ -115,6 +116,24 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
     graph = lo.build(list(dict.fromkeys(outputs)), {"frontend": "torch", "capture": used,
                                                     "notes": tuple(notes)})
     return fold(graph)
+
+
+def _materialise(module: nn.Module, dims: tuple[int, int, int], name: str) -> list[str]:
+    """Lazy modules (``nn.LazyLinear``, ``nn.LazyConv2d``) get their parameters' shapes from their
+    first input, as in PyTorch: one forward on zeros of the input (batch 2) gives them theirs."""
+    from torch.nn.parameter import is_lazy
+
+    lazy = [p for p, m in module.named_modules() if any(is_lazy(t) for t in (*m.parameters(False), *m.buffers(False)))]
+    if not lazy:
+        return []
+    try:
+        module(torch.zeros(2, *dims))
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's forward may raise anything
+        raise InputError(f"{name}: lazy modules ({', '.join(lazy[:3])}) take their shapes from a first forward, "
+                         f"and running the model on a zero input of shape {list(dims)} failed: "
+                         f"{type(exc).__name__}: {exc}") from None
+    return [f"lazy modules ({', '.join(lazy[:3])}{'…' if len(lazy) > 3 else ''}) took their parameters' shapes "
+            f"from a first forward at {'×'.join(map(str, dims))}"]
 
 
 def _from_torchscript(module: torch.jit.ScriptModule, dims: tuple[int, int, int], name: str) -> Graph:
