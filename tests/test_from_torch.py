@@ -11,6 +11,7 @@ import json
 import math
 import re
 import textwrap
+from collections import namedtuple
 from pathlib import Path
 from typing import Any
 
@@ -899,3 +900,37 @@ def test_lazy_modules_take_their_shapes_from_a_first_forward() -> None:
     wrong = nn.Sequential(nn.Conv2d(4, 8, 3), nn.Flatten(), nn.LazyLinear(3))
     with pytest.raises(InputError, match=r"lazy modules \(2\) .* expected input\[2, 3, 16, 16\] to have 4 channels"):
         graph_from_module(wrong, (3, 16, 16))
+
+
+Pair = namedtuple("Pair", "out aux")
+
+
+class _Assorted(nn.Module):
+    """Less common pieces users write: std/var over positions and channels (a hand-written instance
+    norm), Softmax2d, FeatureAlphaDropout, F.logsigmoid, a namedtuple returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.soft, self.drop = nn.Softmax2d(), nn.FeatureAlphaDropout(0.2)
+
+    def forward(self, x: torch.Tensor) -> Pair:
+        y = self.a(x)
+        y = (y - y.mean((2, 3), keepdim=True)) / (y.std((2, 3), keepdim=True) + 1e-5)
+        y = self.drop(self.soft(y)) * torch.var(y, 1, keepdim=True, correction=0) + F.logsigmoid(y)
+        return Pair(self.b(y), y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("capture", ["fx", "eager"])
+def test_std_var_softmax2d_and_named_tuples_are_followed(capture: str) -> None:
+    m = _Assorted()
+    g = graph_from_module(m, (3, 16, 16), capture=capture)
+    a = analyze_graph(g)
+    assert a.unknown_ops == () and a.totals.macs == flop_macs(m, (3, 16, 16))
+    assert a.totals.params == sum(p.numel() for p in m.parameters())
+    assert list(g.outputs) == ["b", "mean_1"]  # both fields of the named tuple
+    assert a.layer("b").rf_min == (5, 5) and a.layer("b").rf_max == (math.inf, math.inf)  # std over positions
+    assert a.layer("std").op == "sqrt" and a.layer("var").op == "mean" and a.layer("soft").op == "softmax"
+    # the elementwise work of std: mean, deviation, its square, mean, correction, root
+    assert [a.layer(n).op for n in ("std.mean", "std.sub", "std.mul", "std.mean_1", "std.mul_1", "std")] == \
+        ["mean", "add", "mul", "mean", "scale", "sqrt"]  # (a subtraction is an add)

@@ -20,7 +20,7 @@ from torch.overrides import TorchFunctionMode
 from convscope.errors import ConvscopeError, InputError
 from convscope.frontends._torch_modules import is_leaf
 from convscope.frontends._torch_functions import canonical
-from convscope.frontends._torch_trace import call_leaf, dispatch, hooked_modules, name_of
+from convscope.frontends._torch_trace import _retuple, call_leaf, dispatch, hooked_modules, name_of
 from convscope.frontends._torch_values import B, ConstVal, Lowering, Opaque, TVal, flat_values, user_source
 
 __all__ = ["eager_trace"]
@@ -41,8 +41,10 @@ class _Recorder(TorchFunctionMode):
                 self.refresh(a)
             v = self.values.get(id(a))
             return v if v is not None else self.lo.const(a)
-        if isinstance(a, (tuple, list)) and not hasattr(a, "_fields"):
-            return type(a)(self.resolve(x) for x in a)
+        if isinstance(a, tuple):
+            return _retuple(a, [self.resolve(x) for x in a])
+        if isinstance(a, list):
+            return [self.resolve(x) for x in a]
         if isinstance(a, dict):
             return {k: self.resolve(x) for k, x in a.items()}
         return a

@@ -114,7 +114,8 @@ ACT_FNS = {
     "hardswish": "hswish", "hardsigmoid": "hsigmoid", "mish": "mish", "softplus": "softplus",
     "selu": "selu", "elu": "elu", "leaky_relu": "leaky_relu", "exp": "exp", "log": "log", "sqrt": "sqrt",
     "rsqrt": "rsqrt", "abs": "abs", "neg": "neg", "reciprocal": "reciprocal", "erf": "erf",
-    "celu": "celu", "softsign": "softsign", "logsigmoid": "logsigmoid", "tanhshrink": "tanhshrink",
+    "celu": "celu", "softsign": "softsign", "logsigmoid": "logsigmoid", "log_sigmoid": "logsigmoid",
+    "tanhshrink": "tanhshrink",
     "hardshrink": "hardshrink", "softshrink": "softshrink",
 }
 
@@ -586,6 +587,34 @@ def _group_norm(c: Call) -> TVal:
             c.expect("channels", v.numel, x.shape[1])
     affine = _params(c, w, b)
     return c.emit(OpKind.GROUPNORM, O.NormAttrs(affine, None, groups, float(eps)), [x])
+
+
+@_fn("var", "std")
+def _var_std(c: Call) -> Any:
+    """var / std over some axes, as the ops they are made of: the mean, the deviation from it, its
+    square, the mean of that, the Bessel correction (a scale), and for std a square root."""
+    x = c.tensor()
+    dims = c.arg(1, "dim", None)
+    if dims is None:
+        raise Unsupported(f"{c.what} over every axis, the batch included")
+    third = c.arg(2, "unbiased", None)
+    legacy = isinstance(third, bool)  # std(x, dim, unbiased, keepdim)
+    keep = bool(c.arg(3, "keepdim", False)) if legacy else bool(c.kwargs.get("keepdim", False))
+    corr = (1 if third else 0) if legacy else c.kwargs.get("correction", 1 if c.kwargs.get("unbiased", True) else 0)
+    if not isinstance(corr, (int, float)):
+        raise Unsupported(f"{c.what} with correction {corr!r}")
+    n = 1
+    for d in [dims] if isinstance(dims, int) else list(dims):
+        n *= x.shape[x.axis(d)]
+
+    def part(what: str, *args: Any, last: bool = False) -> Any:
+        return FUNCTIONS[what](Call(c.lo, c.name if last else f"{c.name}.{what}", what, args, {}, c.source))
+    dev = part("sub", x, part("mean", x, dims, True))
+    scaled = corr != 0 and n > corr  # (n <= corr: PyTorch divides by zero or less, a value we leave unscaled)
+    v = part("mean", part("mul", dev, dev), dims, keep, last=c.what == "var" and not scaled)
+    if scaled:
+        v = part("mul", v, n / (n - corr), last=c.what == "var")
+    return part("sqrt", v, last=True) if c.what == "std" else v
 
 
 # -- attention -------------------------------------------------------------------------------------

@@ -186,7 +186,12 @@ def _softmax(c: Call, m: Any) -> Any:
     return _call(c, "softmax", (c.tensor(), m.dim))
 
 
-@_mod(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+@_mod(nn.Softmax2d)
+def _softmax2d(c: Call, m: Any) -> Any:
+    return _call(c, "softmax", (c.tensor(), -3))  # over the channels of a (N, C, H, W) map
+
+
+@_mod(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 def _dropout(c: Call, m: nn.modules.dropout._DropoutNd) -> Any:
     return _call(c, "dropout", (c.tensor(), m.p))
 

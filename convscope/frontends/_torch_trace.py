@@ -149,7 +149,7 @@ class ShapeTracer(torch.fx.Tracer):
     def wrap(self, v: Any) -> Any:
         if isinstance(v, (TVal, ConstVal, LazyVal, Opaque)):
             return ShapedProxy(self, v)
-        if isinstance(v, tuple) and not hasattr(v, "_fields"):
+        if isinstance(v, tuple):
             return _retuple(v, [self.wrap(x) for x in v])
         if isinstance(v, list):
             return [self.wrap(x) for x in v]
@@ -164,8 +164,8 @@ class ShapeTracer(torch.fx.Tracer):
             raise Unsupported(f"a value fx could not follow: {a}")
         if isinstance(a, torch.Tensor):
             return self.lo.const(a)
-        if isinstance(a, tuple) and not hasattr(a, "_fields"):
-            return tuple(self.unwrap(x) for x in a)
+        if isinstance(a, tuple):
+            return _retuple(a, [self.unwrap(x) for x in a])
         if isinstance(a, list):
             return [self.unwrap(x) for x in a]
         if isinstance(a, dict):
@@ -323,8 +323,11 @@ def _constant(out: Any, values: list[Any], own: tuple[str, ...] = ()) -> Any:
 
 
 def _retuple(v: tuple[Any, ...], items: list[Any]) -> tuple[Any, ...]:
-    """``items`` as a tuple of ``v``'s kind: torch's (values, indices) results keep their fields."""
-    return type(v)(items) if type(v).__module__ == "torch.return_types" else tuple(items)
+    """``items`` as a tuple of ``v``'s kind: torch's (values, indices) results and the user's named
+    tuples keep their fields."""
+    if type(v).__module__ == "torch.return_types":
+        return type(v)(items)
+    return type(v)(*items) if hasattr(v, "_fields") else tuple(items)
 
 
 def _resolve_lazy(obj: Any) -> Any:
