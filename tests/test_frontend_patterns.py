@@ -111,9 +111,24 @@ class StackSum(nn.Module):
         return self.d(torch.cat([a, torch.stack([a, b, c], 0).sum(0), c], 1))
 
 
+class L2Norm(nn.Module):
+    """SSD's L2Norm, written out (the norm over channels expanded to them) and as F.normalize, which
+    ONNX writes as ReduceL2 and an Expand of the channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.d = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 3, padding=1)
+        self.w = nn.Parameter(torch.ones(16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c(x)
+        n = y.pow(2).sum(1, keepdim=True).sqrt() + 1e-10
+        return self.d(self.w[None, :, None, None] * (y / n.expand_as(y))) + self.d(F.normalize(y, dim=1))
+
+
 MODELS = {"tokens_back": TokensBack, "classic_se": ClassicSE, "group_norm": GroupNormNet, "max_gate": MaxGate,
-          "eca": ECA, "stack_sum": StackSum}
-EXACT = {"tokens_back", "classic_se", "group_norm", "max_gate", "stack_sum"}  # nothing unknown: MACs exact too
+          "eca": ECA, "stack_sum": StackSum, "l2norm": L2Norm}
+EXACT = {"tokens_back", "classic_se", "group_norm", "max_gate", "stack_sum", "l2norm"}  # nothing unknown: MACs exact too
 
 
 def _onnx(m: nn.Module, path: Path) -> Analysis:

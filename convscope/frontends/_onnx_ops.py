@@ -484,6 +484,23 @@ def _reduce(n: ONode) -> list[Any]:
     return [n.call(_REDUCE[n.op], x, axes, bool(n.attr("keepdims", 1)))]
 
 
+@_op("ReduceL2", "ReduceL1", "ReduceSumSquare")
+def _reduce_norm(n: ONode) -> list[Any]:
+    """The norms as the ops they are made of: |x| or x·x, the sum, and for L2 the square root."""
+    x = n.tensor()
+    axes = n.ints(1, "axes")
+    if not axes:
+        raise Unsupported(f"{n.op} over every axis")
+    keep = bool(n.attr("keepdims", 1))
+
+    def part(what: str, *args: Any, last: bool = False) -> Any:
+        return FUNCTIONS[what](Call(n.lo, n.name if last else f"{n.name}.{what}", what, args, {}, n.source))
+    if n.op == "ReduceL1":
+        return [part("sum", part("abs", x), axes, keep, last=True)]
+    total = part("sum", part("mul", x, x), axes, keep, last=n.op == "ReduceSumSquare")
+    return [total if n.op == "ReduceSumSquare" else part("sqrt", total, last=True)]
+
+
 @_op("DepthToSpace", "SpaceToDepth")
 def _depth_to_space(n: ONode) -> list[Any]:
     # DCR and CRD order the channels differently; shapes, cost and receptive field are the same.

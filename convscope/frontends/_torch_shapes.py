@@ -164,8 +164,9 @@ def _view(c: Any) -> TVal:
 
 
 def _expand(c: Any) -> TVal:
-    """expand / expand_as / broadcast_to: only the batch axis, or the spatial axes of a (C, 1, 1) map
-    (an SE gate's ``y.expand_as(x)``, a nearest upsampling from 1x1) may grow."""
+    """expand / expand_as / broadcast_to: only the batch axis, the spatial axes of a (C, 1, 1) map
+    (an SE gate's ``y.expand_as(x)``, a nearest upsampling from 1x1) or the channels of a (1, H, W)
+    one (a norm over channels, ``x / n.expand_as(x)``: the copies concatenated) may grow."""
     x = c.tensor()
     target = tuple(c.arg(1, "other").shape) if c.what == "expand_as" else tuple(
         _sizes(c.args[1:] or [c.kwargs.get("size")]))
@@ -175,8 +176,14 @@ def _expand(c: Any) -> TVal:
     grown = [i for i, (s, t) in enumerate(zip(x.shape, out)) if s != t and i != x.bpos]
     if not grown:
         return TVal(x.node, x.shape, x.bpos)
-    if x.ndim == 4 and x.bpos == 0 and set(grown) <= {2, 3} and all(x.shape[i] == 1 for i in grown):
-        return c.emit(OpKind.UPSAMPLE, O.UpsampleAttrs("nearest", size=(out[2], out[3])), [x])
+    if x.ndim == 4 and x.bpos == 0 and set(grown) <= {1, 2, 3} and all(x.shape[i] == 1 for i in grown):
+        y = x
+        if set(grown) & {2, 3}:
+            y = c.emit(OpKind.UPSAMPLE, O.UpsampleAttrs("nearest", size=(out[2], out[3])), [x],
+                       name=f"{c.name}.spatial" if 1 in grown else None)
+        if 1 in grown:  # one channel repeated (a norm over channels divided into each): copies of it
+            y = c.emit(OpKind.CONCAT, O.AxisAttrs(0), [y] * out[1])
+        return y
     raise Unsupported(f"expand {list(x.shape)} to {list(out)}")
 
 
