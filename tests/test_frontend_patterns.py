@@ -126,9 +126,24 @@ class L2Norm(nn.Module):
         return self.d(self.w[None, :, None, None] * (y / n.expand_as(y))) + self.d(F.normalize(y, dim=1))
 
 
+class WhereAct(nn.Module):
+    """A hand-written leaky activation with torch.where and a comparison, and a mask of two maps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.d = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.e = nn.Conv2d(8, 8, 5, padding=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c(x)
+        y = torch.where(y > 0, y, 0.1 * y)
+        z = self.d(y)
+        return self.e(torch.where(z >= y, z, 0.0))  # e's input reads c's map (5 px) and d's (5 px + 2)
+
+
 MODELS = {"tokens_back": TokensBack, "classic_se": ClassicSE, "group_norm": GroupNormNet, "max_gate": MaxGate,
-          "eca": ECA, "stack_sum": StackSum, "l2norm": L2Norm}
-EXACT = {"tokens_back", "classic_se", "group_norm", "max_gate", "stack_sum", "l2norm"}  # nothing unknown: MACs exact too
+          "eca": ECA, "stack_sum": StackSum, "l2norm": L2Norm, "where": WhereAct}
+EXACT = {"tokens_back", "classic_se", "group_norm", "max_gate", "stack_sum", "l2norm", "where"}  # nothing unknown: MACs exact too
 
 
 def _onnx(m: nn.Module, path: Path) -> Analysis:
@@ -379,3 +394,9 @@ def test_window_attention_is_reported_never_guessed(tmp_path: Path) -> None:
     assert b.layer("stem").rf_max == (2, 2) and b.layer("head").rf_max is None
     assert any(n.startswith("receptive fields are unknown from ") and "[16, 16, 16] to [4, 4, 4, 4, 16]" in n
                for n in b.notes)
+
+
+def test_where_and_comparisons_are_elementwise() -> None:
+    a = analyze_graph(graph_from_module(WhereAct(), SHAPE))
+    assert a.layer("e").rf_min == (7, 7) and a.layer("e").rf_max == (9, 9)  # the union of both paths
+    assert a.unknown_ops == ()

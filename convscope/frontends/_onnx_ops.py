@@ -197,6 +197,16 @@ def _binary(n: ONode) -> list[Any]:
     return [out]
 
 
+_COMPARE = {"Greater": "gt", "Less": "lt", "GreaterOrEqual": "ge", "LessOrEqual": "le", "Equal": "eq"}
+
+
+@_op(*_COMPARE, "Where")
+def _compare(n: ONode) -> list[Any]:
+    if n.op == "Where":
+        return [n.call("where", *n.ins[:3])]
+    return [n.call(_COMPARE[n.op], n.ins[0], n.ins[1])]
+
+
 _ACTS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Selu": "selu", "Softplus": "softplus",
          "Mish": "mish", "HardSwish": "hardswish", "HardSigmoid": "hardsigmoid", "Gelu": "gelu", "Erf": "erf",
          "Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Abs": "abs", "Neg": "neg", "Reciprocal": "reciprocal",

@@ -240,6 +240,41 @@ def _with_scalar(c: Call, what: str, x: TVal, s: float, scalar_first: bool) -> A
     return c.emit(OpKind.ADD, O.NoAttrs(), [x, ConstVal(np.array(s, dtype=np.float32))])
 
 
+_COMPARE = ("gt", "lt", "ge", "le", "eq", "ne", "greater", "less", "greater_equal", "less_equal", "not_equal")
+
+
+@_fn(*_COMPARE)
+def _compare(c: Call) -> Any:
+    """A comparison is elementwise, like an add: of a tensor and a scalar, or of two tensors."""
+    a, b = c.arg(0, "input"), c.arg(1, "other")
+    sa, sb = _scalar(a), _scalar(b)
+    if sb is not None and isinstance(a, TVal):
+        return c.emit(OpKind.ADD, O.NoAttrs(), [a, ConstVal(np.array(sb, dtype=np.float32))])
+    if sa is not None and isinstance(b, TVal):
+        return c.emit(OpKind.ADD, O.NoAttrs(), [b, ConstVal(np.array(sa, dtype=np.float32))])
+    return _elementwise(c, [a, b])
+
+
+@_fn("where")
+def _where(c: Call) -> Any:
+    """where(cond, a, b): one element chosen per position, elementwise in all three (an add of them,
+    to receptive field and cost; a scalar operand is a constant)."""
+    if len(c.args) + len(c.kwargs) < 3:
+        raise Unsupported("where(cond) alone (the positions of the true elements)")
+    xs = [c.arg(0, "condition"), c.arg(1, "input"), c.arg(2, "other")]
+    xs = [v if isinstance(v, (TVal, ConstVal)) or _scalar(v) is None else ConstVal(np.array(_scalar(v), dtype=np.float32))
+          for v in xs]
+    return _elementwise(c, xs)
+
+
+def _elementwise(c: Call, xs: list[Any]) -> Any:
+    if any(not isinstance(x, (TVal, ConstVal)) for x in xs):
+        raise Unsupported(f"{c.what} of {', '.join(type(x).__name__ for x in xs)}")
+    ins = [x for x in xs if isinstance(x, TVal)] + [x for x in xs if isinstance(x, ConstVal)]
+    _same_batch_axis(ins)
+    return c.emit(OpKind.ADD, O.NoAttrs(), ins)
+
+
 @_fn("matmul", "bmm", "mm")
 def _matmul(c: Call) -> TVal:
     a, b = c.arg(0, "input"), c.arg(1, "other")
