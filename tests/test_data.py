@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,13 +61,28 @@ def test_scales_marks_are_uniform_in_every_class() -> None:
     ("synthetic:nope", "unknown synthetic data set 'nope'"),
     ("synthetic:scales:k=3", "bad parameter 'k=3'"),
     ("synthetic:scales:d=9", "d=9 must be between 1 and half the image side"),
-    ("synthetic:scales:n=abc", "parameter values must be numbers"),
+    ("synthetic:scales:n=abc", "n must be an integer, got 'abc'"),
+    ("synthetic:scales:d=2.5", "d must be an integer, got '2.5'"),
+    ("synthetic:scales:noise=x", "noise must be a number, got 'x'"),
+    ("synthetic:scales:seed=-1", r"seed=-1 is out of range: 0 <= seed < 2\*\*32"),
+    ("synthetic:scales:seed=4294967296", r"seed=4294967296 is out of range"),
+    ("synthetic:scales:n=99999999999", r"n=99999999999 images of 1x16x16 would take 95,367.4 GiB; the limit is "
+                                       r"4 GiB per split \(n <= 4194304 at this size\)"),
+    ("synthetic:scales:test=4194305", r"test=4194305 images .* \(test <= 4194304 at this size\)"),
     ("synthetic:scales:noise=nan", "noise a finite number >= 0, got n=2000, test=1000, noise=nan"),
     ("synthetic:scales:noise=inf", "noise a finite number >= 0, got .*noise=inf"),
 ])
 def test_synthetic_errors(ref: str, msg: str) -> None:
     with pytest.raises(InputError, match=msg):
         make_synthetic(ref, (1, 16, 16))
+
+
+def test_synthetic_size_limit_counts_the_default_too() -> None:
+    """A huge input makes even the default n too large: refused before anything is allocated."""
+    with pytest.raises(InputError, match=r"n=2000 \(the default\) images of 3x1024x1024 .* \(n <= 341 at this size\)"):
+        make_synthetic("synthetic:scales", (3, 1024, 1024))
+    top = make_synthetic("synthetic:scales:n=2,test=1,seed=4294967295", (1, 8, 8))  # the largest seed is fine
+    assert dict(top.params)["seed"] == 2**32 - 1
 
 
 def test_a_training_split_too_small_to_train_is_refused() -> None:
@@ -141,6 +157,19 @@ def test_a_train_folder_without_test_split_says_so(tmp_path: Path) -> None:
         _png(tmp_path / "train" / cls / "0.png", (1, 2, 3))
     with pytest.raises(InputError, match=r"has .*train but no test split \(no test, val, valid, validation folder"):
         load_data(tmp_path, (3, 8, 8))
+    # beside other class folders too: train/ is not one class merging its sub-folders
+    _folder(tmp_path, per_class=3)
+    with pytest.raises(InputError, match=r"has .*train but no test split"):
+        load_data(tmp_path, (3, 8, 8))
+
+
+def test_a_class_called_train_holding_images_is_a_class(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "vehicles", per_class=3)
+    for i in range(3):
+        _png(root / "train" / f"{i}.png", (10, 200, 10))
+    _png(root / "train" / "nested" / "3.png", (10, 200, 10))
+    ds = load_data(root, (3, 8, 8))
+    assert ds.info.classes == ("cats", "dogs", "train") and ds.info.train + ds.info.test == 10
 
 
 def test_16_bit_grey_images_are_scaled_not_clipped(tmp_path: Path) -> None:
@@ -158,6 +187,48 @@ def test_16_bit_grey_images_are_scaled_not_clipped(tmp_path: Path) -> None:
         assert torch.allclose(x, expected.expand(c, -1, -1), atol=0.5)  # 0..255, not white
 
 
+def _save_array(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PIL.fromarray(arr).save(path)
+
+
+@pytest.mark.parametrize("dtype,top,mode", [(np.float32, 1.0, "F"), (np.float32, 255.0, "F"),
+                                            (np.float32, 400.0, "F"), (np.int32, 65535, "I")])
+def test_32_bit_float_and_int_images_are_not_black(tmp_path: Path, dtype: Any, top: float, mode: str) -> None:
+    """Mode F: values in [0, 1] scaled to 0..255, others clipped to 0..255; mode I: 0..65535 scaled
+    to 0..255 (as 16-bit images)."""
+    ramp = np.linspace(0, top, 16 * 16).reshape(16, 16).astype(dtype)
+    for cls in ("a", "b"):
+        for i in range(3):
+            _save_array(tmp_path / cls / f"{i}.tiff", ramp)
+    assert PIL.open(tmp_path / "a" / "0.tiff").mode == mode
+    if mode == "F":
+        want = np.clip(ramp.astype(np.float64) * (255.0 if top <= 1 else 1.0), 0, 255)
+    else:
+        want = ramp / 257.0
+    for c in (1, 3):
+        ds = load_data(tmp_path, (c, 16, 16))
+        x = ds.train.images(torch.arange(1))[0] * 255
+        assert float(x.max()) > 200  # not black
+        assert torch.allclose(x, torch.from_numpy(np.round(want)).float().expand(c, -1, -1), atol=0.5)
+        kind = "32-bit floats" if mode == "F" else "16/32-bit integers"
+        assert any(f"6 image(s) of {kind}" in n for n in ds.notes)
+
+
+def test_channel_conversion_of_a_folder_is_noted(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "pets", per_class=3)  # RGB
+    for i in range(2):
+        _save_array(root / "cats" / f"g{i}.png", np.full((8, 8), 90, np.uint8))  # grey
+    grey = load_data(root, (1, 8, 8))
+    assert f"{root}: 6 of 8 images are colour (or palette) images, converted to grey for the network's 1 channel" \
+        in grey.notes
+    rgb = load_data(root, (3, 8, 8))
+    assert f"{root}: 2 of 8 images are grey, repeated to the network's 3 channels" in rgb.notes
+    assert not any("converted to grey" in n for n in rgb.notes)
+    only_rgb = load_data(_folder(tmp_path / "rgb", per_class=2), (3, 8, 8))
+    assert not any("grey" in n for n in only_rgb.notes)
+
+
 def test_appledouble_files_are_skipped(tmp_path: Path) -> None:
     root = _folder(tmp_path / "pets", per_class=3)
     (root / "cats" / "._0.png").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
@@ -166,13 +237,61 @@ def test_appledouble_files_are_skipped(tmp_path: Path) -> None:
     ds.train.images(torch.arange(len(ds.train)))  # no file fails to decode
 
 
-def test_unreadable_image_is_named(tmp_path: Path) -> None:
+def test_unreadable_files_are_skipped_up_front_with_one_note(tmp_path: Path) -> None:
+    """Every header is read when the folder is listed: files Pillow cannot open are left out (not found
+    mid-training), named in one note (the first three, then a count)."""
+    root = _folder(tmp_path / "pets", per_class=5)
+    for i in range(4):
+        (root / "dogs" / f"bad{i}.png").write_bytes(b"not a png")
+    (root / "cats" / "link.png").symlink_to(root / "nowhere.png")  # a broken link is unreadable too
+    ds = load_data(root, (3, 8, 8))
+    assert ds.info.train + ds.info.test == 10
+    ds.train.images(torch.arange(len(ds.train)))
+    ds.test.images(torch.arange(len(ds.test)))  # every file left decodes
+    [note] = [n for n in ds.notes if "skipped 5 unreadable" in n]
+    assert note.startswith(f"{root}: skipped 5 unreadable file(s)")
+    assert "cats/link.png (No such file or directory); dogs/bad0.png (cannot identify image file); " in note
+    assert note.endswith("; and 2 more")
+    # a class whose every file is unreadable is an empty class: skipped with the usual note ...
+    for i in range(3):
+        (root / "birds" / f"{i}.png").parent.mkdir(exist_ok=True)
+        (root / "birds" / f"{i}.png").write_bytes(b"junk")
+    ds = load_data(root, (3, 8, 8))
+    assert ds.info.classes == ("cats", "dogs") and any("without readable images: birds" in n for n in ds.notes)
+    # ... and too few classes left is the usual error, which says files were skipped
+    for p in (root / "cats").iterdir():
+        p.unlink()
+    with pytest.raises(InputError, match=r"found 1 class folder\(s\) with images \(7 unreadable file\(s\) skipped"):
+        load_data(root, (3, 8, 8))
+
+
+def test_an_image_that_fails_to_decode_later_is_named(tmp_path: Path) -> None:
+    """A truncated PNG passes the header check; decoding it is an InputError naming the file."""
     root = _folder(tmp_path / "pets", per_class=3)
     for p in (root / "cats").iterdir():
-        p.write_bytes(b"not a png")
-    with pytest.raises(InputError, match=r"cats/\d\.png: cannot read image"):
+        p.write_bytes(p.read_bytes()[:60])
+    assert PIL.open(root / "cats" / "0.png").size == (20, 12)  # the header reads
+    ds = None
+    with pytest.raises(InputError, match=r"cats/\d\.png: cannot read image \(.*truncated"):
         ds = load_data(root, (3, 8, 8))
         ds.train.images(torch.arange(len(ds.train)))
+    assert ds is None
+
+
+def test_hidden_files_and_folders_in_class_folders_are_skipped(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "pets", per_class=3)
+    _png(root / "cats" / ".thumbnails" / "x.png", (0, 255, 0))
+    _png(root / "cats" / ".ipynb_checkpoints" / "deep" / "y.png", (0, 255, 0))
+    _png(root / "dogs" / ".hidden.png", (0, 255, 0))
+    (root / "dogs" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    _png(root / "dogs" / "nested" / "z.png", (10, 10, 200))  # visible sub-folders are searched
+    ds = load_data(root, (3, 8, 8))
+    assert ds.info.train + ds.info.test == 7 and not any("skipped" in n for n in ds.notes)
+    x = torch.cat([ds.train.images(torch.arange(len(ds.train))), ds.test.images(torch.arange(len(ds.test)))])
+    assert float(x[:, 1].max()) < 0.1  # no green image was read
+    hidden_root = tmp_path / ".data" / "pets"  # a hidden folder above the data set is not a hidden path in it
+    _folder(hidden_root, per_class=2)
+    assert load_data(hidden_root, (3, 8, 8)).info.train + load_data(hidden_root, (3, 8, 8)).info.test == 4
 
 
 def test_missing_pillow_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,7 +327,8 @@ def test_cifar_batches(tmp_path: Path) -> None:
     assert ds.train.labels.tolist() == train[0][1] + train[1][1]
     small = load_data(tmp_path, (1, 16, 16))
     assert small.train.images(torch.arange(2)).shape == (2, 1, 16, 16)
-    assert any("resized to 16x16" in n for n in small.notes) and any("grey" in n for n in small.notes)
+    assert any("resized to 16x16" in n for n in small.notes)
+    assert len([n for n in small.notes if "grey" in n]) == 1  # one note for both splits
 
 
 def test_cifar100_layout(tmp_path: Path) -> None:

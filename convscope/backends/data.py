@@ -7,8 +7,11 @@
   ``test``).  Those files are pickles: they are read with an unpickler that only accepts the
   objects such a batch holds (dicts, lists, bytes and numpy arrays, at any pickle protocol) and
   refuses anything else; keys may be bytes (as in the published files) or str;
-* an image folder: ``DIR/CLASS/*.png|jpg|…`` (split 80/20 per class, seeded), or
-  ``DIR/train/CLASS/…`` with ``DIR/test/CLASS/…`` (or ``val``).  Reading images needs Pillow.
+* an image folder: ``DIR/CLASS/**/*.png|jpg|…`` (searched recursively; split 80/20 per class,
+  seeded), or ``DIR/train/CLASS/…`` with ``DIR/test/CLASS/…`` (or ``val``).  Paths with a component
+  starting with '.' (hidden files and folders, macOS ``._x`` files) are skipped.  Every file's
+  header is read when the folder is listed; files Pillow cannot open are skipped with a note.
+  Reading images needs Pillow.
 
 Images are resized to the network's input (bilinear, antialiased when shrinking, through
 ``torch.nn.functional.interpolate``), converted to its channel count (grey ↔ RGB), and normalised
@@ -23,6 +26,7 @@ import hashlib
 import io
 import os
 import pickle
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,7 +313,7 @@ def _load_cifar(root: Path, ref: str, shape: tuple[int, int, int], seed: int,
         xs, ys = zip(*(_read_batch(p) for p in part))
         x = torch.from_numpy(np.concatenate(xs)).to(torch.float32)
         x, note = _fit_channels(x, shape[0], ref)
-        if note:
+        if note and note not in notes:  # one note for both splits
             notes.append(note)
         x = torch.cat([resize(x[i:i + 2048], shape[1:]).round().clamp(0, 255).to(torch.uint8)
                        for i in range(0, len(x), 2048)])
@@ -330,35 +334,107 @@ def _fingerprint(root: Path, files: Sequence[Path], shape: tuple[int, ...]) -> s
 
 
 # -- image folders --------------------------------------------------------------------------------
-_WIDE_GREY = ("I", "I;16", "I;16L", "I;16B", "I;16N")  # 16-bit greyscale (PNG, TIFF) as Pillow opens it
+_GREY_MODES = ("1", "L", "LA", "La", "F")  # and every integer mode ("I", "I;16", "I;16B", …)
+_SHOW_SKIPPED = 3  # unreadable files named in the note
 
 
-def _read_image(path: Path, channels: int) -> torch.Tensor:
+def _pil() -> Any:
     try:
         from PIL import Image
     except ImportError:
         raise InputError("reading an image folder needs Pillow: pip install 'convscope[probe]'") from None
+    return Image
+
+
+def _image_errors(image: Any) -> tuple[type[BaseException], ...]:
+    """What Pillow raises for a file it cannot open or decode (plugins raise more than OSError)."""
+    return (OSError, ValueError, SyntaxError, EOFError, struct.error, image.DecompressionBombError)
+
+
+def _is_grey(mode: str) -> bool:
+    return mode in _GREY_MODES or mode.startswith("I")
+
+
+def _to_8bit(im: Any, image: Any) -> Any:
+    """An image of more than 8 bits per value as 8-bit grey ('L'): 32-bit float (mode F) values in
+    [0, 1] scaled to 0..255, other float values clipped to 0..255; 16/32-bit integers (modes I,
+    I;16…) scaled from 0..65535 to 0..255 (beyond: clipped).  convert() would clip instead of scale,
+    or turn a float image black."""
+    if im.mode == "F":
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        if a.size and a.min() >= 0.0 and a.max() <= 1.0:
+            a = a * 255.0
+        return image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8), "L")
+    if im.mode.startswith("I"):
+        a = np.asarray(im, dtype=np.float64)
+        return image.fromarray((np.clip(a, 0, 65535) / 257.0).round().astype(np.uint8), "L")
+    return im
+
+
+def _read_image(path: Path, channels: int) -> torch.Tensor:
+    image = _pil()
     try:
-        with Image.open(path) as im:
-            if im.mode in _WIDE_GREY:  # convert() would clip 16-bit values to 255: scale them first
-                im = Image.fromarray((np.clip(np.asarray(im, dtype=np.float64), 0, 65535) / 257.0)
-                                     .round().astype(np.uint8), "L")
-            arr = np.asarray(im.convert("L" if channels == 1 else "RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        with image.open(path) as im:
+            arr = np.asarray(_to_8bit(im, image).convert("L" if channels == 1 else "RGB"))
+    except _image_errors(image) as exc:
         raise InputError(f"{path}: cannot read image ({exc})") from None
     t = torch.from_numpy(arr.copy())
     return t[None] if t.dim() == 2 else t.permute(2, 0, 1)
 
 
-def _class_files(d: Path) -> dict[str, list[Path]]:
-    out: dict[str, list[Path]] = {}
+def _hidden(name: str) -> bool:
+    return name.startswith(".")  # hidden files and folders; "._x.jpg": macOS AppleDouble metadata
+
+
+def _image_files(d: Path, unreadable: list[tuple[Path, str]]) -> list[Path]:
+    """Image files under ``d`` at any depth, sorted; paths with a hidden component are skipped.
+    Sub-folders that cannot be listed are added to ``unreadable``."""
+    out: list[Path] = []
+
+    def failed(exc: OSError) -> None:
+        unreadable.append((Path(exc.filename or d), exc.strerror or str(exc)))
+
+    for top, dirs, files in os.walk(d, onerror=failed):
+        dirs[:] = [x for x in dirs if not _hidden(x)]
+        out += [Path(top) / f for f in files if not _hidden(f) and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(p for p in out if p.is_file() or not p.exists())  # a broken link: reported as unreadable
+
+
+def _class_dirs(d: Path) -> list[Path]:
     try:
-        for sub in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            # "._x.jpg": macOS AppleDouble metadata beside x.jpg, not an image
-            out[sub.name] = sorted(p for p in sub.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                                   and not p.name.startswith("._") and p.is_file())
+        return sorted(p for p in d.iterdir() if p.is_dir() and not _hidden(p.name))
     except OSError as exc:
         raise InputError(f"{d}: cannot list the image folder ({exc.strerror or exc})") from None
+
+
+def _class_files(d: Path, unreadable: list[tuple[Path, str]]) -> dict[str, list[Path]]:
+    return {sub.name: _image_files(sub, unreadable) for sub in _class_dirs(d)}
+
+
+def _why(exc: BaseException, path: Path) -> str:
+    """Why a file cannot be opened, without repeating its path."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).replace(f" '{path}'", "").replace(str(path), "").strip() or type(exc).__name__
+
+
+def _readable(by_class: dict[str, list[Path]], image: Any, unreadable: list[tuple[Path, str]],
+              modes: dict[str, int]) -> dict[str, list[Path]]:
+    """The files whose header Pillow reads (no decoding: cheap); the others go to ``unreadable``.
+    ``modes`` counts the readable files' Pillow modes."""
+    errors = _image_errors(image)
+    out: dict[str, list[Path]] = {}
+    for name, files in by_class.items():
+        keep = out[name] = []
+        for f in files:
+            try:
+                with image.open(f) as im:
+                    mode = str(im.mode)
+            except errors as exc:
+                unreadable.append((f, _why(exc, f)))
+                continue
+            keep.append(f)
+            modes[mode] = modes.get(mode, 0) + 1
     return out
 
 
@@ -375,29 +451,81 @@ def _split_per_class(by_class: dict[str, list[Path]], seed: int, test_share: flo
     return train, test
 
 
+def _is_split_folder(d: Path) -> bool:
+    """``DIR/train`` laid out as a split (class folders only), not a class called "train" (images)."""
+    try:
+        entries = [p for p in d.iterdir() if not _hidden(p.name)]
+    except OSError:
+        return False
+    return any(p.is_dir() for p in entries) and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in entries)
+
+
+def _rel(p: Path, root: Path) -> str:
+    try:
+        return str(p.relative_to(root))
+    except ValueError:
+        return str(p)
+
+
+def _folder_notes(ref: str, root: Path, channels: int, unreadable: Sequence[tuple[Path, str]],
+                  modes: dict[str, int]) -> list[str]:
+    notes = []
+    if unreadable:
+        first = "; ".join(f"{_rel(p, root)} ({why})" for p, why in unreadable[:_SHOW_SKIPPED])
+        more = f"; and {len(unreadable) - _SHOW_SKIPPED} more" if len(unreadable) > _SHOW_SKIPPED else ""
+        notes.append(f"{ref}: skipped {len(unreadable)} unreadable file(s) (not an image Pillow can open): "
+                     f"{first}{more}")
+    total = sum(modes.values())
+    grey = sum(n for m, n in modes.items() if _is_grey(m))
+    if channels == 1 and total - grey:
+        notes.append(f"{ref}: {total - grey} of {total} images are colour (or palette) images, converted to grey "
+                     "for the network's 1 channel")
+    if channels == 3 and grey:
+        notes.append(f"{ref}: {grey} of {total} images are grey, repeated to the network's 3 channels")
+    floats = modes.get("F", 0)
+    if floats:
+        notes.append(f"{ref}: {floats} image(s) of 32-bit floats: values in [0, 1] scaled to 0..255, others "
+                     "clipped to 0..255")
+    wide = sum(n for m, n in modes.items() if m.startswith("I"))
+    if wide:
+        notes.append(f"{ref}: {wide} image(s) of 16/32-bit integers scaled from 0..65535 to 0..255")
+    return notes
+
+
 def _load_folder(root: Path, ref: str, shape: tuple[int, int, int], seed: int) -> DataSet:
     if shape[0] not in (1, 3):
         raise InputError(f"--data {ref}: image folders give grey or RGB images; the network takes {shape[0]} channels")
+    image = _pil()
     test_dir = next((root / t for t in _TEST_DIRS if (root / t).is_dir()), None)
+    no_test = (f"--data {ref}: has {root / 'train'} but no test split (no {', '.join(_TEST_DIRS)} folder beside "
+               "it); expected DIR/train/CLASS with DIR/test/CLASS, or DIR/CLASS")
     notes = []
+    unreadable: list[tuple[Path, str]] = []
+    modes: dict[str, int] = {}
     if (root / "train").is_dir() and test_dir is not None:
-        train_by, test_by = _class_files(root / "train"), _class_files(test_dir)
+        train_by = _readable(_class_files(root / "train", unreadable), image, unreadable, modes)
+        test_by = _readable(_class_files(test_dir, unreadable), image, unreadable, modes)
         extra = sorted(set(test_by) - set(train_by))
         if extra:
             raise InputError(f"{test_dir}: classes {', '.join(extra)} have no folder in {root / 'train'}")
     else:
-        train_by, test_by = _split_per_class(_class_files(root), seed)
+        if (root / "train").is_dir() and _is_split_folder(root / "train"):
+            raise InputError(no_test)  # else train/ would be one class holding all the others
+        train_by, test_by = _split_per_class(_readable(_class_files(root, unreadable), image, unreadable, modes),
+                                             seed)
         notes.append(f"{ref}: split 80/20 per class (seed {seed})")
     empty = [c for c, f in train_by.items() if not f]
     classes = [c for c, f in train_by.items() if f]
     if len(classes) < 2 and (root / "train").is_dir() and test_dir is None:
-        raise InputError(f"--data {ref}: has {root / 'train'} but no test split (no {', '.join(_TEST_DIRS)} "
-                         f"folder beside it); expected DIR/train/CLASS with DIR/test/CLASS, or DIR/CLASS")
+        raise InputError(no_test)
     if len(classes) < 2:
-        raise InputError(f"--data {ref}: found {len(classes)} class folder(s) with images; expected at least two "
-                         f"(DIR/CLASS/*.png|.jpg…, or DIR/train/CLASS and DIR/test/CLASS)")
+        skipped = f" ({len(unreadable)} unreadable file(s) skipped, e.g. {_rel(unreadable[0][0], root)})" \
+            if unreadable else ""
+        raise InputError(f"--data {ref}: found {len(classes)} class folder(s) with images{skipped}; expected at least "
+                         f"two (DIR/CLASS/*.png|.jpg…, or DIR/train/CLASS and DIR/test/CLASS)")
+    notes += _folder_notes(ref, root, shape[0], unreadable, modes)
     if empty:
-        notes.append(f"{ref}: skipped class folders without images: {', '.join(empty)}")
+        notes.append(f"{ref}: skipped class folders without readable images: {', '.join(empty)}")
     splits = []
     all_files: list[Path] = []
     for by in (train_by, test_by):

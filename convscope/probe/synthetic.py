@@ -23,7 +23,8 @@ needs less context than the image holds and layers past the network's border hav
 integrate.
 
 Parameters (``synthetic:scales:d=6,n=4000``): ``d`` offset in pixels (default ``min(H, W) // 4``),
-``n`` training images (2000), ``test`` held-out images (1000), ``noise`` (0.2), ``seed`` (0).
+``n`` training images (2000), ``test`` held-out images (1000), ``noise`` (0.2), ``seed`` (0, below
+2**32).  ``n`` and ``test`` are bounded so that each split stays within ``MAX_SPLIT_BYTES`` (float32).
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ import numpy as np
 
 from convscope.errors import InputError
 
-__all__ = ["SYNTHETIC", "SyntheticData", "make_synthetic", "parse_synthetic_ref"]
+__all__ = ["MAX_SEED", "MAX_SPLIT_BYTES", "SYNTHETIC", "SyntheticData", "make_synthetic", "parse_synthetic_ref"]
+
+MAX_SEED = 2**32 - 1  # seeds are 0..MAX_SEED (what every generator of a probe run accepts)
+MAX_SPLIT_BYTES = 4 << 30  # one generated split (N×C×H×W float32) at most
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,15 @@ def _make_scales(shape: tuple[int, int, int], p: Mapping[str, Any]) -> Synthetic
     if n < 1 or n_test < 1 or not (noise >= 0 and math.isfinite(noise)):
         raise InputError(f"synthetic:scales: n, test must be positive and noise a finite number >= 0, got n={n}, "
                          f"test={n_test}, noise={noise}")
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(f"synthetic:scales: seed={seed} is out of range: 0 <= seed < 2**32")
+    per_image = 4 * shape[0] * h * w
+    for key, value in (("n", n), ("test", n_test)):
+        if value * per_image > MAX_SPLIT_BYTES:
+            given = "" if key in p else " (the default)"
+            raise InputError(f"synthetic:scales: {key}={value}{given} images of {shape[0]}x{h}x{w} would take "
+                             f"{value * per_image / 2**30:,.1f} GiB; the limit is {MAX_SPLIT_BYTES >> 30} GiB per split "
+                             f"({key} <= {MAX_SPLIT_BYTES // per_image} at this size)")
     rng = np.random.default_rng(seed)
     xtr, ytr = _scales_images(n, shape, d, noise, rng)
     xte, yte = _scales_images(n_test, shape, d, noise, rng)
@@ -132,8 +145,11 @@ def make_synthetic(ref: str, shape: tuple[int, ...]) -> SyntheticData:
     name, raw = parse_synthetic_ref(ref)
     if len(shape) != 3:
         raise InputError(f"--data {ref}: synthetic images need a C,H,W input, the network takes {shape}")
-    try:
-        params: dict[str, Any] = {k: (float(v) if k == "noise" else int(v)) for k, v in raw.items()}
-    except ValueError:
-        raise InputError(f"--data {ref}: parameter values must be numbers ({raw})") from None
+    params: dict[str, Any] = {}
+    for k, v in raw.items():
+        try:
+            params[k] = float(v) if k == "noise" else int(v)
+        except ValueError:
+            kind = "a number" if k == "noise" else "an integer"
+            raise InputError(f"--data {ref}: {k} must be {kind}, got '{v}'") from None
     return SYNTHETIC[name]((shape[0], shape[1], shape[2]), params)
