@@ -118,8 +118,12 @@ def test_render_reads_the_result() -> None:
     assert "note: a note" in out and "partial result" not in out
     buf = io.StringIO()
     render_probe(_result(complete=False), Console(width=140, file=buf, color_system=None))
-    assert "partial result: 1/5 epoch(s) trained, 4 layer(s) measured; rerun the same command to resume" in \
-        " ".join(buf.getvalue().split())
+    partial = " ".join(buf.getvalue().split())
+    assert "partial result: 1/5 epoch(s) trained, 4 layer(s) measured; rerun the same command to resume" in partial
+    # the last finished epoch's test accuracy, said to be that
+    assert "accuracy train 0.990 · test 0.900 (after epoch 1/5) (chance 0.333)" in partial
+    assert "test 0.900 (after epoch 1/5)" in probe_section(_result(complete=False))
+    assert "test 0.980 (chance" in out
 
 
 def test_a_partial_result_without_checkpoint_does_not_promise_a_resume() -> None:
@@ -187,3 +191,136 @@ def test_an_image_folder_end_to_end(net: Path, tmp_path: Path, capsys: Any) -> N
     assert d["layers"][0]["probe_accuracy"] == 1.0  # colour alone tells the classes apart
     assert d["test_accuracy"] == 1.0
     assert "replaced the head: layer 'head' now has 2 outputs (was 10)" in d["notes"]
+
+
+@pytest.mark.parametrize("flag,target,msg", [
+    ("--json", "missing/r.json", "--json {d}/missing/r.json: cannot write: {d}/missing does not exist"),
+    ("--html", "missing/r.html", "--html {d}/missing/r.html: cannot write: {d}/missing does not exist"),
+    ("--html", "adir", "--html {d}/adir: is a directory, not a file"),
+    ("--json", "afile/r.json", "--json {d}/afile/r.json: cannot write: {d}/afile is not a directory"),
+])
+def test_an_unwritable_output_is_refused_before_the_run(net: Path, tmp_path: Path, capsys: Any, monkeypatch: Any,
+                                                        flag: str, target: str, msg: str) -> None:
+    from convscope.backends import probe as probe_mod
+
+    def never(*a: Any, **k: Any) -> ProbeResult:
+        raise AssertionError("the run started")  # would be exit status 3
+
+    monkeypatch.setattr(probe_mod, "probe", never)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    assert main(["probe", str(net), "--data", "synthetic:scales", flag, str(tmp_path / target)]) == 2
+    err = capsys.readouterr().err
+    assert msg.format(d=tmp_path) in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile", "tiny.yaml"]  # the check left no file
+
+
+def test_an_existing_output_file_is_not_touched_by_the_check(net: Path, tmp_path: Path, monkeypatch: Any) -> None:
+    from convscope.backends import probe as probe_mod
+
+    out = tmp_path / "old.json"
+    out.write_text("old")
+
+    def interrupted(*a: Any, **k: Any) -> ProbeResult:
+        assert out.read_text() == "old"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(probe_mod, "probe", interrupted)
+    assert main(["probe", str(net), "--data", "synthetic:scales", "--json", str(out)]) == 130
+    assert out.read_text() == "old"
+
+
+def test_an_output_that_fails_at_the_end_loses_nothing_else(net: Path, tmp_path: Path, capsys: Any,
+                                                            monkeypatch: Any) -> None:
+    """The check passed, then writing the HTML failed (a full disk): the JSON is written, the table
+    printed, the error named, exit status 2."""
+    from convscope.backends import probe as probe_mod
+    from convscope.errors import InputError
+    from convscope.reports import probe_html
+
+    def full(r: Any, path: str) -> None:
+        raise InputError(f"--html {path}: cannot write: No space left on device")
+
+    monkeypatch.setattr(probe_mod, "probe", lambda *a, **k: _result())
+    monkeypatch.setattr(probe_html, "write_probe_html", full)
+    out, html = tmp_path / "r.json", tmp_path / "r.html"
+    assert main(["probe", str(net), "--data", "synthetic:scales", "--json", str(out), "--html", str(html),
+                 "--width", "140"]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(out.read_text())["complete"] is True
+    assert "verdict agrees" in captured.out and "wrote" not in captured.out
+    assert f"--html {html}: cannot write: No space left on device" in captured.err
+    # with the JSON on stdout, the JSON is still written
+    assert main(["probe", str(net), "--data", "synthetic:scales", "--json", "-", "--html", str(html)]) == 2
+    assert json.loads(capsys.readouterr().out)["model"] == "tiny"
+
+
+def test_ctrl_c_before_training_says_there_is_nothing_to_write(net: Path, tmp_path: Path, capsys: Any,
+                                                               monkeypatch: Any) -> None:
+    from convscope.backends import probe as probe_mod
+
+    def loading(*a: Any, **k: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(probe_mod, "load_data", loading)
+    out = tmp_path / "r.json"
+    assert main(["probe", str(net), "--data", "synthetic:scales", "--json", str(out), "--no-checkpoint"]) == 130
+    assert "interrupted while loading the model or the data, before training; nothing to write" in \
+        capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_ctrl_c_in_the_batchnorm_pass_of_epochs_0_writes_the_partial_result(net: Path, tmp_path: Path, capsys: Any,
+                                                                           monkeypatch: Any) -> None:
+    from convscope.backends import probe as probe_mod
+
+    def interrupted(*a: Any, **k: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(probe_mod, "_recalibrate_batchnorm", interrupted)
+    out = tmp_path / "r.json"
+    assert main(["probe", str(net), "--data", "synthetic:scales:n=20,test=10", "--epochs", "0", "--threads", "1",
+                 "--no-checkpoint", "--json", str(out)]) == 130
+    d = json.loads(out.read_text())
+    assert d["complete"] is False and d["layers"] == [] and d["model"] == "tiny-border"
+    assert "interrupted; partial results written" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--seed", "-5"], "--seed must be an integer with 0 <= seed < 2**32, got -5"),
+    (["--seed", "9" * 23], "--seed must be an integer with 0 <= seed < 2**32, got " + "9" * 23),
+    (["--seed", "4294967296"], "got 4294967296"),
+    (["--data", "synthetic:scales:seed=-1"], "synthetic:scales: seed=-1 is out of range: 0 <= seed < 2**32"),
+    (["--data", "synthetic:scales:n=99999999999"], "synthetic:scales: n=99999999999 images of 1x16x16 would take"),
+    (["--data", "synthetic:scales:d=2.5"], "d must be an integer, got '2.5'"),
+    (["--threads", "9" * 20], "--threads must be an integer from 1 to 4096, got " + "9" * 20),
+    (["--threads", "0"], "--threads must be an integer from 1 to 4096, got 0"),
+])
+def test_out_of_range_seeds_and_sizes_are_exit_2(net: Path, argv: list[str], msg: str, capsys: Any) -> None:
+    args = ["probe", str(net), "--data", "synthetic:scales:n=20,test=10", "--no-checkpoint", "--epochs", "0"]
+    assert main(args + argv) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "internal error" not in err and "Traceback" not in err
+
+
+def test_an_unwritable_default_checkpoint_names_the_default(net: Path, tmp_path: Path, capsys: Any,
+                                                            monkeypatch: Any) -> None:
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("CONVSCOPE_CACHE", str(tmp_path / "afile" / "cache"))
+    argv = ["probe", str(net), "--data", "synthetic:scales:n=20,test=10", "--epochs", "0", "--threads", "1"]
+    assert main(argv) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"the default checkpoint directory {tmp_path}/afile/cache/probe: cannot write there (Not a directory)" in err
+    assert "give --checkpoint DIR elsewhere, or --no-checkpoint" in err and "--checkpoint /" not in err
+    assert main([*argv, "--checkpoint", str(tmp_path / "afile" / "ck")]) == 2
+    assert f"--checkpoint {tmp_path}/afile/ck: cannot write there" in capsys.readouterr().err
+    assert main([*argv, "--no-checkpoint"]) == 0
+
+
+def test_epochs_0_reports_the_test_accuracy_in_its_field(net: Path, capsys: Any) -> None:
+    assert main(["probe", str(net), "--data", "synthetic:scales:n=20,test=10", "--epochs", "0", "--threads", "1",
+                 "--no-checkpoint", "--json", "-"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["test_accuracy"] in [k / 10 for k in range(11)] and d["history"] == []
+    assert d["verdict"]["status"] == "inconclusive" and d["verdict"]["reasons"] == ["the network was not trained"]
+    assert "not trained (--epochs 0): random weights" in d["notes"]

@@ -170,6 +170,53 @@ def test_an_interrupted_measurement_keeps_the_finished_layers(tiny: Any, tmp_pat
     _same(resumed, probe(tiny, data, config=cfg, checkpoint=False))
 
 
+def test_ctrl_c_in_the_final_accuracy_pass_keeps_every_layer(tiny: Any, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the last layer was measured, the training accuracy is measured: Ctrl-C there still gives
+    the partial result, with every layer and the finished epochs' test accuracy."""
+    from convscope.backends import probe as probe_mod
+
+    real = probe_mod._accuracy
+
+    def accuracy(module: Any, ds: Any, split: Any, *a: Any) -> float:
+        if split is ds.train:
+            raise KeyboardInterrupt
+        return real(module, ds, split, *a)
+
+    monkeypatch.setattr(probe_mod, "_accuracy", accuracy)
+    cfg = ProbeConfig(epochs=1, batch_size=32, lr=3e-3, threads=1)
+    try:
+        probe(tiny, "synthetic:scales:n=100,test=60", config=cfg, checkpoint=tmp_path)
+    except ProbeInterrupted as stop:
+        partial = stop.partial
+    except KeyboardInterrupt:  # not raised as such: it would end the test session
+        pytest.fail("Ctrl-C escaped without the partial result")
+    else:
+        pytest.fail("the run was not interrupted")
+    assert not partial.complete and len(partial.history) == 1
+    assert [x.name for x in partial.layers] == ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "head"]
+    assert partial.test_accuracy == partial.history[0].test_accuracy and partial.train_accuracy is None
+    monkeypatch.setattr(probe_mod, "_accuracy", real)
+    spy = _StopAt("never")
+    resumed = probe(tiny, "synthetic:scales:n=100,test=60", config=cfg, checkpoint=tmp_path, progress=spy)
+    assert resumed.complete and spy.starts == []  # nothing trained or measured again
+
+
+def test_a_checkpoint_that_cannot_be_written_midway_does_not_stop_the_run(tiny: Any, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from convscope.backends import probe_run
+
+    def full(path: Path, write: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(probe_run, "_atomic_write", full)
+    r = probe(tiny, "synthetic:scales:n=100,test=60", config=ProbeConfig(epochs=1, batch_size=32, threads=1),
+              checkpoint=tmp_path)
+    assert r.complete and all(x.probe_accuracy is not None for x in r.layers)
+    assert f"checkpoints stopped: cannot write {tmp_path}/model.pt (No space left on device); the run went on " \
+           "without them, so a rerun may redo some of it" in r.notes
+
+
 # Linear layers of 2500 features: more than the probe's 2048, so they are randomly projected.
 WIDE = {"name": "wide", "input": [1, 12, 12], "layers": [
     {"conv": {"out": 8, "k": 3, "name": "c1"}}, "relu", {"conv": {"out": 8, "k": 3, "name": "c2"}}, "relu",

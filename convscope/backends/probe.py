@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from convscope.analyses.analyze import analyze_graph
 from convscope.api import load_graph
 from convscope.backends.data import DataSet, Split, load_data
-from convscope.backends.probe_run import RunDir, default_cache_dir, run_key
+from convscope.backends.probe_run import RunDir, check_writable, default_cache_dir, run_key
 from convscope.backends.probe_stats import (
     DEFAULT_PROBE_DIMS,
     OnlineCovariance,
@@ -55,11 +55,13 @@ from convscope.ir.ops import OpKind
 from convscope.ir.transform import rebuild
 from convscope.probe.results import DataInfo, EpochRecord, LayerProbe, ProbeResult, Verdict
 from convscope.probe.rules import DEFAULT_DELTA, saturation_from_covariance, verdict
+from convscope.probe.synthetic import MAX_SEED
 from convscope.results import Analysis, LayerRow
 
 __all__ = ["FEATURE_BYTES", "ProbeConfig", "ProbeInterrupted", "Progress", "fit_head", "probe"]
 
 FEATURE_BYTES = 512 << 20
+MAX_THREADS = 4096
 _PASS_THROUGH = frozenset({OpKind.ACT, OpKind.DROPOUT, OpKind.FLATTEN, OpKind.IDENTITY, OpKind.SOFTMAX,
                            OpKind.GLOBAL_AVGPOOL, OpKind.GLOBAL_MAXPOOL, OpKind.BATCHNORM, OpKind.SCALE,
                            OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL})
@@ -84,10 +86,12 @@ class ProbeConfig:
                              f"{self.batch_size} (>= 2), probe samples {self.probe_samples} (>= 10)")
         if self.optimizer not in ("adam", "sgd"):
             raise InputError(f"--optimizer must be adam or sgd, got '{self.optimizer}'")
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"--threads must be a positive integer, got {self.threads}")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise InputError(f"--threads must be an integer from 1 to {MAX_THREADS}, got {self.threads}")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"--lr must be a positive number, got {self.lr}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"--seed must be an integer with 0 <= seed < 2**32, got {self.seed}")
 
     @property
     def learning_rate(self) -> float:
@@ -262,11 +266,11 @@ def _train(module: GraphModule, ds: DataSet, cfg: ProbeConfig, run: RunDir | Non
             loss, train_acc = _epoch(module, opt, ds, cfg, epoch, device, progress)
             _recalibrate_batchnorm(module, ds, cfg, device)
             test_acc = _accuracy(module, ds, ds.test, all_test, device, 2 * cfg.batch_size)
+            history.append(EpochRecord(epoch + 1, loss, train_acc, test_acc, time.perf_counter() - t0))
+            if run is not None:
+                run.save_training(module, opt, epoch + 1, history)
         except KeyboardInterrupt:
             raise ProbeInterrupted(partial(history, ())) from None
-        history.append(EpochRecord(epoch + 1, loss, train_acc, test_acc, time.perf_counter() - t0))
-        if run is not None:
-            run.save_training(module, opt, epoch + 1, history)
     return history, start
 
 
@@ -415,13 +419,18 @@ def _run_dir(graph: Graph, ds: DataSet, config: ProbeConfig, checkpoint: str | P
     probe_key = run_key({"train": train_key, "samples": config.probe_samples, "dims": config.probe_dims})
     if checkpoint is False:
         return None, probe_key
-    where = Path(checkpoint) if isinstance(checkpoint, (str, Path)) else default_cache_dir() / "probe" / train_key[:16]
-    return RunDir(where, train_key, {"model": graph.name, "data": ds.info.ref}, fresh=fresh), probe_key
+    given = isinstance(checkpoint, (str, Path))
+    where = Path(checkpoint) if given else default_cache_dir() / "probe" / train_key[:16]
+    return RunDir(where, train_key, {"model": graph.name, "data": ds.info.ref}, fresh=fresh,
+                  default=not given), probe_key
 
 
 def _probe(model: Any, data: str | Path | DataSet, input: Sequence[int] | None, config: ProbeConfig,
            checkpoint: str | Path | bool | None, fresh: bool, progress: Progress) -> ProbeResult:
     device = _device(config.device)
+    if checkpoint is not False:  # before the model and the data are loaded (the run directory is made later)
+        given = isinstance(checkpoint, (str, Path))
+        check_writable(Path(checkpoint) if given else default_cache_dir() / "probe", default=not given)
     graph = load_graph(model, input=input)
     if len(graph.inputs) != 1 or len(graph.input_shape) != 3:
         raise InputError(f"{graph.name}: probe needs one image input (C, H, W), the network takes "
@@ -435,26 +444,41 @@ def _probe(model: Any, data: str | Path | DataSet, input: Sequence[int] | None, 
     notes = [n for n in (head_note, *ds.notes) if n]
 
     def result(history: Sequence[EpochRecord], layers: Sequence[LayerProbe], *, complete: bool = False,
-               train_acc: float | None = None, n_probe: int = 1) -> ProbeResult:
-        test_acc = history[-1].test_accuracy if history and len(history) == config.epochs else None
+               train_acc: float | None = None, test_acc: float | None = None, n_probe: int = 1) -> ProbeResult:
+        trained = bool(history) and len(history) == config.epochs
+        if trained:
+            test_acc = history[-1].test_accuracy
         v = Verdict("inconclusive", ("the run was interrupted",)) if not complete else verdict(
-            layers, test_accuracy=test_acc, chance=1 / len(ds.info.classes), n_test=len(ds.test),
-            n_probe_test=n_probe, delta=config.delta)
+            layers, test_accuracy=test_acc if trained else None, chance=1 / len(ds.info.classes),
+            n_test=len(ds.test), n_probe_test=n_probe, delta=config.delta)
         extra = [n for n in (_context_note(ds.info, analysis.weighted_layers()),) if n]
+        if run is not None and run.failed:
+            extra.append(run.failed)
         return ProbeResult(graph.name, graph.input_shape, ds.info, config.epochs, config.seed, str(device),
                            config.training_dict(), tuple(history), train_acc, test_acc, analysis.border_layer,
                            tuple(layers), v, complete, str(run.path) if run else None, tuple(notes + extra))
 
     module = build_module(graph, seed=config.seed).to(device)
-    history, resumed = _train(module, ds, config, run, device, progress, result)
-    if resumed:
-        notes.append(f"resumed from the checkpoint: {resumed} of {config.epochs} epoch(s) were done")
-    if config.epochs == 0:  # untrained: BatchNorm statistics of the random network, as after an epoch
-        _recalibrate_batchnorm(module, ds, config, device)
-    layers, n_probe = _measure(module, ds, analysis, config, device, run, probe_key, progress, result, history)
-    train_acc = _accuracy(module, ds, ds.train, _subset(len(ds.train), config.probe_samples, config.seed + 1),
-                          device, 2 * config.batch_size)
-    if config.epochs == 0:
-        test_acc = _accuracy(module, ds, ds.test, torch.arange(len(ds.test)), device, 2 * config.batch_size)
-        notes.append(f"not trained (--epochs 0): random weights, test accuracy {test_acc:.3f}")
-    return result(history, layers, complete=True, train_acc=train_acc, n_probe=n_probe)
+    # From here on Ctrl-C gives what was finished (ProbeInterrupted): _train and _measure raise it
+    # with their partial results; any other moment (the BatchNorm pass of --epochs 0, the final
+    # accuracy passes, a checkpoint being read) with what is done by then.
+    history: list[EpochRecord] = []
+    layers: list[LayerProbe] = []
+    test_acc: float | None = None  # of the untrained network (--epochs 0); else the last epoch's
+    try:
+        history, resumed = _train(module, ds, config, run, device, progress, result)
+        if resumed:
+            notes.append(f"resumed from the checkpoint: {resumed} of {config.epochs} epoch(s) were done")
+        if config.epochs == 0:  # untrained: BatchNorm statistics of the random network, as after an epoch
+            notes.append("not trained (--epochs 0): random weights")
+            _recalibrate_batchnorm(module, ds, config, device)
+            test_acc = _accuracy(module, ds, ds.test, torch.arange(len(ds.test)), device, 2 * config.batch_size)
+        layers, n_probe = _measure(module, ds, analysis, config, device, run, probe_key, progress,
+                                   lambda h, ls: result(h, ls, test_acc=test_acc), history)
+        train_acc = _accuracy(module, ds, ds.train, _subset(len(ds.train), config.probe_samples, config.seed + 1),
+                              device, 2 * config.batch_size)
+    except ProbeInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise ProbeInterrupted(result(history, layers, test_acc=test_acc if config.epochs == 0 else None)) from None
+    return result(history, layers, complete=True, train_acc=train_acc, test_acc=test_acc, n_probe=n_probe)

@@ -9,6 +9,8 @@ the data set's fingerprint, the seed and the training settings.  The directory h
 * ``layers-<probe key>.json`` — the measured layers so far (probe settings are part of that key).
 
 Every file is written to a temporary name and renamed, so a crash never leaves half a checkpoint.
+The directory is created, and tried with a small file, when the run starts; if writing a checkpoint
+fails later (a full disk), the run goes on without checkpoints and ``failed`` says why.
 The default directory is ``<cache>/probe/<key>``, where ``<cache>`` is ``$CONVSCOPE_CACHE`` (the
 directory of the latency cache too; if it names a ``.sqlite``/``.db`` file, that file's directory),
 else ``$XDG_CACHE_HOME/convscope`` (``~/.cache/convscope``).
@@ -29,7 +31,7 @@ import torch
 from convscope.errors import InputError
 from convscope.probe.results import EpochRecord, LayerProbe
 
-__all__ = ["RunDir", "default_cache_dir", "run_key"]
+__all__ = ["RunDir", "check_writable", "default_cache_dir", "run_key"]
 
 _FILES = ("run.json", "model.pt")
 
@@ -48,6 +50,21 @@ def run_key(parts: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def check_writable(path: Path, *, default: bool = False) -> None:
+    """Create the directory ``path`` and write a file there, or raise an InputError that says which
+    directory it is: ``default`` when the user gave no ``--checkpoint``."""
+    what = f"the default checkpoint directory {path}" if default else f"--checkpoint {path}"
+    instead = "give --checkpoint DIR elsewhere, or --no-checkpoint" if default else \
+        "give another directory, or --no-checkpoint"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"{what}: cannot write there ({exc.strerror or exc}); {instead}") from None
+
+
 def _atomic_write(path: Path, write: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
@@ -57,17 +74,18 @@ def _atomic_write(path: Path, write: Any) -> None:
 class RunDir:
     """Checkpoint files of one run.  ``fresh`` discards what an earlier run of the same key left."""
 
-    def __init__(self, path: Path, key: str, describe: Mapping[str, Any], *, fresh: bool = False):
+    def __init__(self, path: Path, key: str, describe: Mapping[str, Any], *, fresh: bool = False,
+                 default: bool = False):
+        """``default``: ``path`` is the default run directory (the user gave no ``--checkpoint``)."""
         self.path = path
         self.key = key
         self.describe = dict(describe)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"--checkpoint {path}: cannot create the directory ({exc.strerror or exc})") from None
+        self.failed: str | None = None  # why checkpoints stopped being written, once they did
+        what = f"the default checkpoint directory {path}" if default else f"--checkpoint {path}"
+        check_writable(path, default=default)
         meta = self._read_meta()
         if meta is not None and meta.get("key") != key and not fresh:
-            raise InputError(f"--checkpoint {path}: holds the checkpoint of another run ({meta.get('model')} on "
+            raise InputError(f"{what}: holds the checkpoint of another run ({meta.get('model')} on "
                              f"{meta.get('data')}); use another directory, or --fresh to start over there")
         if fresh or (meta is not None and meta.get("key") != key):
             self._clear()
@@ -107,12 +125,22 @@ class RunDir:
         history = [EpochRecord.from_dict(h) for h in meta.get("history", [])][:epoch]
         return (epoch, history) if len(history) == epoch else (0, [])
 
+    def _write(self, path: Path, write: Any) -> None:
+        """Write one checkpoint file; a failure stops checkpointing (noted in ``failed``), not the run."""
+        if self.failed:
+            return
+        try:
+            _atomic_write(path, write)
+        except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as a RuntimeError
+            self.failed = (f"checkpoints stopped: cannot write {path} ({exc.strerror or exc}); the run went on "
+                           "without them, so a rerun may redo some of it")
+
     def save_training(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
                       history: Sequence[EpochRecord]) -> None:
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}
-        _atomic_write(self.path / "model.pt", lambda p: torch.save(state, p))
+        self._write(self.path / "model.pt", lambda p: torch.save(state, p))
         meta = {**self.describe, "key": self.key, "epochs_done": epoch, "history": [h.to_dict() for h in history]}
-        _atomic_write(self.path / "run.json", lambda p: p.write_text(json.dumps(meta, indent=1), encoding="utf-8"))
+        self._write(self.path / "run.json", lambda p: p.write_text(json.dumps(meta, indent=1), encoding="utf-8"))
 
     # -- measured layers ------------------------------------------------------------------------
     def _layers_file(self, probe_key: str) -> Path:
@@ -128,4 +156,4 @@ class RunDir:
 
     def save_layers(self, probe_key: str, layers: Sequence[LayerProbe]) -> None:
         text = json.dumps([r.to_dict() for r in layers], indent=1)
-        _atomic_write(self._layers_file(probe_key), lambda p: p.write_text(text, encoding="utf-8"))
+        self._write(self._layers_file(probe_key), lambda p: p.write_text(text, encoding="utf-8"))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
-from convscope.cli._common import add_json_arg, console, emit, positive_float, shape_arg
+from convscope.cli._common import add_json_arg, console, json_to_stdout, positive_float, shape_arg, write_json
+from convscope.errors import InputError
 
 HELP = "train briefly and check the predicted border with saturation and linear probes"
 DESCRIPTION = """\
@@ -60,11 +63,53 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(handler=run)
 
 
-def _output(result: Any, args: argparse.Namespace) -> None:
+def _check_output(flag: str, target: str | None) -> None:
+    """Refuse an output file that cannot be written before the run, not after it (exit status 2)."""
+    if not target or (flag == "--json" and target == "-"):
+        return
+    path = Path(target)
+    if path.is_dir():
+        raise InputError(f"{flag} {target}: is a directory, not a file")
+    if not path.parent.is_dir():
+        why = "is not a directory" if path.parent.exists() else "does not exist"
+        raise InputError(f"{flag} {target}: cannot write: {path.parent} {why}")
+    existed = path.exists()
+    try:
+        with open(path, "a", encoding="utf-8"):  # appends nothing: an existing file is left as it is
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        raise InputError(f"{flag} {target}: cannot write: {exc.strerror or exc}") from None
+
+
+def _output(result: Any, args: argparse.Namespace) -> list[str]:
+    """Every output asked for; one that fails does not stop the others (the table is printed unless
+    the JSON goes to stdout).  Returns the failures' messages."""
     from convscope.reports.probe_html import write_probe_html
     from convscope.reports.probe_terminal import render_probe
 
-    emit(result, args, render_probe, write_probe_html)
+    failed = []
+    if args.json:
+        try:
+            write_json(result.to_dict(), args.json)
+        except InputError as exc:
+            failed.append(str(exc))
+    wrote_html = False
+    if args.html:
+        try:
+            write_probe_html(result, args.html)
+            wrote_html = True
+        except InputError as exc:
+            failed.append(str(exc))
+    if not json_to_stdout(args):
+        con = console(args)
+        render_probe(result, con)
+        if wrote_html:
+            con.print(f"wrote {args.html}")
+    for message in failed:
+        print(f"convscope probe: error: {message}", file=sys.stderr)
+    return failed
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,13 +120,22 @@ def run(args: argparse.Namespace) -> int:
                       seed=args.seed, device=args.device, probe_samples=args.probe_samples, threads=args.threads)
     shape = shape_arg(args.input) if args.input is not None else None
     checkpoint = False if args.no_checkpoint else args.checkpoint
+    _check_output("--json", args.json)
+    _check_output("--html", args.html)
     try:
         with progress_bars(console(args, stderr=True)) as bars:
             result = probe(args.model, args.data, input=shape, config=cfg, checkpoint=checkpoint, fresh=args.fresh,
                            progress=bars)
     except ProbeInterrupted as stop:
-        _output(stop.partial, args)
-        console(args, stderr=True).print("convscope probe: interrupted; partial results written")
+        failed = _output(stop.partial, args)
+        what = "partial results written" if not failed else "the partial results that could be written were"
+        print(f"convscope probe: interrupted; {what}", file=sys.stderr)
         return 130
-    _output(result, args)
+    except KeyboardInterrupt:  # before training started: no result yet
+        print("convscope probe: interrupted while loading the model or the data, before training; nothing to write",
+              file=sys.stderr)
+        return 130
+    if _output(result, args):
+        print("convscope probe: the run finished and its other outputs were written", file=sys.stderr)
+        return 2
     return 0

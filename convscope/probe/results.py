@@ -157,6 +157,16 @@ class ProbeResult:
     def resolution(self) -> tuple[int, int]:
         return (self.input[1], self.input[2]) if len(self.input) == 3 else (self.input[-1], self.input[-1])
 
+    def test_accuracy_text(self) -> str:
+        """The test accuracy as the reports show it: the final one, else (a partial result) the last
+        finished epoch's, marked with that epoch; '-' when there is none."""
+        if self.test_accuracy is not None:
+            return f"{self.test_accuracy:.3f}"
+        if self.history:
+            last = self.history[-1]
+            return f"{last.test_accuracy:.3f} (after epoch {last.epoch}/{self.epochs})"
+        return "-"
+
     def layer(self, name: str) -> LayerProbe:
         for r in self.layers:
             if r.name == name:

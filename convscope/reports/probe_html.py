@@ -65,7 +65,7 @@ def probe_section(r: ProbeResult) -> str:
         ("data", f"{d.ref} ({d.kind}): {d.train} train / {d.test} test images, {len(d.classes)} classes"),
         ("training", f"{len(r.history)}/{r.epochs} epoch(s), {tr.get('optimizer')} lr {tr.get('lr')}, "
                      f"batch {tr.get('batch_size')}, seed {r.seed}, {r.device}"),
-        ("accuracy", f"train {_f(r.train_accuracy) or '-'}, test {_f(r.test_accuracy) or '-'} (chance {r.chance:.3f})"),
+        ("accuracy", f"train {_f(r.train_accuracy) or '-'}, test {r.test_accuracy_text()} (chance {r.chance:.3f})"),
         ("predicted border", r.border_layer or "none"),
         ("probes stop improving at", v.plateau_layer or "-"),
     ]

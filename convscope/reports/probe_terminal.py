@@ -86,7 +86,7 @@ def render_probe(r: ProbeResult, console: Console) -> None:
     if any(x.saturation_capped for x in r.layers):
         console.print(Text(CAPPED_NOTE, style="dim"))
     tr = r.training
-    console.print(f"[bold]accuracy[/bold] train {_num(r.train_accuracy) or '-'} · test {_num(r.test_accuracy) or '-'} "
+    console.print(f"[bold]accuracy[/bold] train {_num(r.train_accuracy) or '-'} · test {r.test_accuracy_text()} "
                   f"(chance {r.chance:.3f}) · {tr.get('optimizer')} lr {tr.get('lr'):g} · batch {tr.get('batch_size')} · "
                   f"seed {r.seed} · {r.device}")
     v = r.verdict
