@@ -125,3 +125,11 @@ def test_analyze_html_is_one_self_contained_file(tmp_path) -> None:  # type: ign
     assert text.startswith("<!doctype html>") and text.count('data-plot="rf-growth"') == 2
     assert "border: block3.2.conv" in text
     assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in text
+
+
+def test_a_thread_count_out_of_range_is_refused_by_every_command(capsys) -> None:  # type: ignore[no-untyped-def]
+    for argv in (["analyze", "zoo:vgg11-cifar"], ["measure", "zoo:vgg11-cifar"], ["calibrate"],
+                 ["compare", "examples/camera/plan.yaml"], ["probe", "zoo:vgg11-cifar", "--data", "synthetic:scales"]):
+        for bad in ("100000", "0", "two"):
+            assert main([*argv, "--threads", bad]) == 2
+            assert "argument --threads: must be an integer from 1 to 4096" in capsys.readouterr().err

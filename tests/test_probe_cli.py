@@ -255,14 +255,15 @@ def test_an_output_that_fails_at_the_end_loses_nothing_else(net: Path, tmp_path:
     assert json.loads(capsys.readouterr().out)["model"] == "tiny"
 
 
+def _ctrl_c(*a: Any, **k: Any) -> Any:
+    raise KeyboardInterrupt
+
+
 def test_ctrl_c_before_training_says_there_is_nothing_to_write(net: Path, tmp_path: Path, capsys: Any,
                                                                monkeypatch: Any) -> None:
     from convscope.backends import probe as probe_mod
 
-    def loading(*a: Any, **k: Any) -> Any:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(probe_mod, "load_data", loading)
+    monkeypatch.setattr(probe_mod, "load_data", _ctrl_c)
     out = tmp_path / "r.json"
     assert main(["probe", str(net), "--data", "synthetic:scales", "--json", str(out), "--no-checkpoint"]) == 130
     assert "interrupted while loading the model or the data, before training; nothing to write" in \
@@ -274,10 +275,7 @@ def test_ctrl_c_in_the_batchnorm_pass_of_epochs_0_writes_the_partial_result(net:
                                                                            monkeypatch: Any) -> None:
     from convscope.backends import probe as probe_mod
 
-    def interrupted(*a: Any, **k: Any) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(probe_mod, "_recalibrate_batchnorm", interrupted)
+    monkeypatch.setattr(probe_mod, "_recalibrate_batchnorm", _ctrl_c)
     out = tmp_path / "r.json"
     assert main(["probe", str(net), "--data", "synthetic:scales:n=20,test=10", "--epochs", "0", "--threads", "1",
                  "--no-checkpoint", "--json", str(out)]) == 130
@@ -293,8 +291,8 @@ def test_ctrl_c_in_the_batchnorm_pass_of_epochs_0_writes_the_partial_result(net:
     (["--data", "synthetic:scales:seed=-1"], "synthetic:scales: seed=-1 is out of range: 0 <= seed < 2**32"),
     (["--data", "synthetic:scales:n=99999999999"], "synthetic:scales: n=99999999999 images of 1x16x16 would take"),
     (["--data", "synthetic:scales:d=2.5"], "d must be an integer, got '2.5'"),
-    (["--threads", "9" * 20], "--threads must be an integer from 1 to 4096, got " + "9" * 20),
-    (["--threads", "0"], "--threads must be an integer from 1 to 4096, got 0"),
+    (["--threads", "9" * 20], "--threads: must be an integer from 1 to 4096, got " + "9" * 20),
+    (["--threads", "0"], "--threads: must be an integer from 1 to 4096, got 0"),
 ])
 def test_out_of_range_seeds_and_sizes_are_exit_2(net: Path, argv: list[str], msg: str, capsys: Any) -> None:
     args = ["probe", str(net), "--data", "synthetic:scales:n=20,test=10", "--no-checkpoint", "--epochs", "0"]

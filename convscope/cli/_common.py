@@ -64,6 +64,21 @@ def positive_float(text: str) -> float:
     return v
 
 
+MAX_THREADS = 4096  # more than any machine's cores; far fewer than would exhaust its threads
+
+
+def threads_arg(text: str) -> int:
+    """An argparse type: a thread count from 1 to MAX_THREADS (exit status 2 otherwise; an
+    absurd count made the runtime spawn threads until the process crashed)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_THREADS}, got '{text}'") from None
+    if not 1 <= n <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_THREADS}, got {n}")
+    return n
+
+
 def add_json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE|-", help="write the result as JSON to FILE, or to stdout with '-' "
                                                     "(the table is then not printed)")

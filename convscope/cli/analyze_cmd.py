@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from convscope.api import analyze, analyze_resolutions
-from convscope.cli._common import add_json_arg, console, int_list_arg, json_to_stdout, shape_arg, write_json
+from convscope.cli._common import add_json_arg, console, int_list_arg, json_to_stdout, shape_arg, write_json, threads_arg
 from convscope.cli.calibrate_cmd import progress_bar
 from convscope.errors import InputError, NothingUsable
 from convscope.reports.terminal import render_analysis
@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     lat.add_argument("--backend", choices=("torch", "onnxruntime", "cuda", "tflite"),
                      help="runtime whose fusion rules and overheads apply (default: the profile's own runtime, "
                           "torch on this machine)")
-    lat.add_argument("--threads", type=int, metavar="N", help="threads of the local calibration (default: physical cores)")
+    lat.add_argument("--threads", type=threads_arg, metavar="N", help="threads of the local calibration (default: physical cores)")
     p.set_defaults(handler=run)
 
 

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from convscope.analyses.latency import CALIBRATED_DTYPES
-from convscope.cli._common import add_json_arg, console, json_to_stdout, shape_arg, write_json
+from convscope.cli._common import add_json_arg, console, json_to_stdout, shape_arg, write_json, threads_arg
 from convscope.errors import InputError
 
 HELP = "time each unique layer configuration on this machine, for the local latency tier"
@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "cuda"),
                    help="runtime to time (default torch: PyTorch eager on the CPU)")
-    p.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: physical cores)")
+    p.add_argument("--threads", type=threads_arg, metavar="N", help="intra-op threads (default: physical cores)")
     p.add_argument("--dtype", default="fp32", choices=CALIBRATED_DTYPES, help="element type (default fp32)")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from convscope.analyses.deployment import compare, load_plan
-from convscope.cli._common import add_json_arg, console, emit
+from convscope.cli._common import add_json_arg, console, emit, threads_arg
 from convscope.errors import InputError
 
 HELP = "compare deployment plans: one big network, specialists, a shared trunk with heads, a gated expert"
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--backend", choices=("torch", "onnxruntime", "cuda", "tflite"),
                    help="runtime for prediction and --measure (default: the device profile's own runtime; torch "
                         "on this machine; cuda: PyTorch on the first GPU)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for local prediction and --measure")
+    p.add_argument("--threads", type=threads_arg, metavar="N", help="CPU threads for local prediction and --measure")
     p.add_argument("--width", type=int, metavar="COLS", help="terminal width")
     p.set_defaults(handler=run)
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from convscope.cli._common import add_json_arg, console, json_to_stdout, positive_float, shape_arg, write_json
+from convscope.cli._common import add_json_arg, console, json_to_stdout, positive_float, shape_arg, write_json, threads_arg
 from convscope.errors import InputError
 
 HELP = "train briefly and check the predicted border with saturation and linear probes"
@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--lr", type=positive_float, metavar="X", help="learning rate (default 1e-3 for adam, 0.05 for sgd)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for weights, shuffles and splits (default 0)")
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda", help="default: cuda when available")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=threads_arg, metavar="N", help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--probe-samples", type=int, default=5000, metavar="N",
                    help="training images the probes learn from, and at most as many held-out ones (default 5000)")
     p.add_argument("--checkpoint", metavar="DIR", help="checkpoint directory (default: a run directory under "
