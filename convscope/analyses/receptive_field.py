@@ -34,6 +34,7 @@ Numbers are ints where exact and :class:`fractions.Fraction` after upsampling; â
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -297,10 +298,7 @@ def _zero(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairS
 def _relayout(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet] | None:
     x = infos[0]
     if x.spatial_axes and not node.out.spatial_axes:
-        positions = 1
-        for s in x.spatial:
-            positions *= s
-        if len(node.out.shape) <= 1 or positions in node.out.shape:
+        if len(node.out.shape) <= 1 or math.prod(x.spatial) in node.out.shape:
             return GLOBAL, GLOBAL  # positions merged into features or into one axis (which the
             # attention after such a reshape mixes): nothing spatial is left
         # positions split into axes the layout does not follow (a window partition, a patchify by

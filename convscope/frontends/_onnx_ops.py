@@ -502,9 +502,7 @@ def _reduce_norm(n: ONode) -> list[Any]:
     if not axes:
         raise Unsupported(f"{n.op} over every axis")
     keep = bool(n.attr("keepdims", 1))
-
-    def part(what: str, *args: Any, last: bool = False) -> Any:
-        return FUNCTIONS[what](Call(n.lo, n.name if last else f"{n.name}.{what}", what, args, {}, n.source))
+    part = Call(n.lo, n.name, n.op, (), {}, n.source).part
     if n.op == "ReduceL1":
         return [part("sum", part("abs", x), axes, keep, last=True)]
     total = part("sum", part("mul", x, x), axes, keep, last=n.op == "ReduceSumSquare")

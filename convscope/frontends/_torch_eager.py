@@ -20,7 +20,7 @@ from torch.overrides import TorchFunctionMode
 from convscope.errors import ConvscopeError, InputError
 from convscope.frontends._torch_modules import is_leaf
 from convscope.frontends._torch_functions import canonical
-from convscope.frontends._torch_trace import _retuple, call_leaf, dispatch, hooked_modules, name_of
+from convscope.frontends._torch_trace import retuple, call_leaf, dispatch, global_hooks, name_of
 from convscope.frontends._torch_values import B, ConstVal, Lowering, Opaque, TVal, flat_values, user_source
 
 __all__ = ["eager_trace"]
@@ -42,7 +42,7 @@ class _Recorder(TorchFunctionMode):
             v = self.values.get(id(a))
             return v if v is not None else self.lo.const(a)
         if isinstance(a, tuple):
-            return _retuple(a, [self.resolve(x) for x in a])
+            return retuple(a, [self.resolve(x) for x in a])
         if isinstance(a, list):
             return [self.resolve(x) for x in a]
         if isinstance(a, dict):
@@ -133,12 +133,6 @@ def _channel_write(lo: Lowering, real: torch.Tensor, t: Any, index: Any, v: Any)
     return dispatch(lo, "cat", (parts, 1), {}, lambda _a, _k: real)
 
 
-def _global_hooks() -> bool:
-    from torch.nn.modules import module as mm
-
-    return bool(getattr(mm, "_global_forward_hooks", None) or getattr(mm, "_global_forward_pre_hooks", None))
-
-
 def _has_tensor(out: Any) -> bool:
     if isinstance(out, torch.Tensor):
         return True
@@ -153,10 +147,9 @@ def eager_trace(module: nn.Module, lo: Lowering, shape: tuple[int, ...]) -> Any:
     # The user's hooks may change what a module receives or returns.  Ours run inside theirs: the
     # pre-hook after their pre-hooks (it sees the arguments they made), the post-hook before their
     # hooks (prepended: it binds the module's own output, under the module's path); what their hooks
-    # do then is recorded as the functional ops it is.
-
-    # torch's global hooks run before any module's own: under them a module's inside is recorded.
-    inside = bool(hooked_modules(module)) and _global_hooks()
+    # do then is recorded as the functional ops it is.  torch's global hooks run before any
+    # module's own: under them a module's inside is recorded instead.
+    inside = global_hooks()
 
     def leaf(m: nn.Module) -> bool:
         return is_leaf(m) and not inside

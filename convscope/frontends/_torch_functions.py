@@ -56,6 +56,11 @@ class Call:
             raise Unsupported(f"{self.what} needs its argument '{key}'")
         return default
 
+    def part(self, what: str, *args: Any, last: bool = False) -> Any:
+        """One of the ops this call is made of (``what`` on ``args``), named ``<name>.<what>``; the
+        ``last`` one, whose value is the call's, takes the call's own name."""
+        return FUNCTIONS[what](Call(self.lo, self.name if last else f"{self.name}.{what}", what, args, {}, self.source))
+
     def tensor(self, i: int = 0, key: str = "input") -> TVal:
         x = self.arg(i, key)
         if not isinstance(x, TVal):
@@ -246,28 +251,22 @@ _COMPARE = ("gt", "lt", "ge", "le", "eq", "ne", "greater", "less", "greater_equa
 @_fn(*_COMPARE)
 def _compare(c: Call) -> Any:
     """A comparison is elementwise, like an add: of a tensor and a scalar, or of two tensors."""
-    a, b = c.arg(0, "input"), c.arg(1, "other")
-    sa, sb = _scalar(a), _scalar(b)
-    if sb is not None and isinstance(a, TVal):
-        return c.emit(OpKind.ADD, O.NoAttrs(), [a, ConstVal(np.array(sb, dtype=np.float32))])
-    if sa is not None and isinstance(b, TVal):
-        return c.emit(OpKind.ADD, O.NoAttrs(), [b, ConstVal(np.array(sa, dtype=np.float32))])
-    return _elementwise(c, [a, b])
+    return _elementwise(c, [c.arg(0, "input"), c.arg(1, "other")])
 
 
 @_fn("where")
 def _where(c: Call) -> Any:
     """where(cond, a, b): one element chosen per position, elementwise in all three (an add of them,
-    to receptive field and cost; a scalar operand is a constant)."""
+    to receptive field and cost)."""
     if len(c.args) + len(c.kwargs) < 3:
         raise Unsupported("where(cond) alone (the positions of the true elements)")
-    xs = [c.arg(0, "condition"), c.arg(1, "input"), c.arg(2, "other")]
-    xs = [v if isinstance(v, (TVal, ConstVal)) or _scalar(v) is None else ConstVal(np.array(_scalar(v), dtype=np.float32))
-          for v in xs]
-    return _elementwise(c, xs)
+    return _elementwise(c, [c.arg(0, "condition"), c.arg(1, "input"), c.arg(2, "other")])
 
 
 def _elementwise(c: Call, xs: list[Any]) -> Any:
+    """One ADD node over ``xs`` (tensors first; a scalar operand is a constant)."""
+    xs = [x if isinstance(x, (TVal, ConstVal)) or (s := _scalar(x)) is None else ConstVal(np.array(s, dtype=np.float32))
+          for x in xs]
     if any(not isinstance(x, (TVal, ConstVal)) for x in xs):
         raise Unsupported(f"{c.what} of {', '.join(type(x).__name__ for x in xs)}")
     ins = [x for x in xs if isinstance(x, TVal)] + [x for x in xs if isinstance(x, ConstVal)]
@@ -589,8 +588,7 @@ def _normalize(c: Call) -> Any:
     x = c.tensor()
     p, dim = float(c.arg(1, "p", 2.0)), int(c.arg(2, "dim", 1))
 
-    def part(what: str, *args: Any, last: bool = False) -> Any:
-        return FUNCTIONS[what](Call(c.lo, c.name if last else f"{c.name}.{what}", what, args, {}, c.source))
+    part = c.part
     total = part("sum", part("pow", x if p == 2.0 else part("abs", x), p), dim, True)
     return part("div", x, part("pow", total, 1.0 / p), last=True)
 
@@ -642,8 +640,7 @@ def _var_std(c: Call) -> Any:
     for d in [dims] if isinstance(dims, int) else list(dims):
         n *= x.shape[x.axis(d)]
 
-    def part(what: str, *args: Any, last: bool = False) -> Any:
-        return FUNCTIONS[what](Call(c.lo, c.name if last else f"{c.name}.{what}", what, args, {}, c.source))
+    part = c.part
     dev = part("sub", x, part("mean", x, dims, True))
     scaled = corr != 0 and n > corr  # (n <= corr: PyTorch divides by zero or less, a value we leave unscaled)
     v = part("mean", part("mul", dev, dev), dims, keep, last=c.what == "var" and not scaled)

@@ -150,7 +150,7 @@ class ShapeTracer(torch.fx.Tracer):
         if isinstance(v, (TVal, ConstVal, LazyVal, Opaque)):
             return ShapedProxy(self, v)
         if isinstance(v, tuple):
-            return _retuple(v, [self.wrap(x) for x in v])
+            return retuple(v, [self.wrap(x) for x in v])
         if isinstance(v, list):
             return [self.wrap(x) for x in v]
         return v
@@ -165,7 +165,7 @@ class ShapeTracer(torch.fx.Tracer):
         if isinstance(a, torch.Tensor):
             return self.lo.const(a)
         if isinstance(a, tuple):
-            return _retuple(a, [self.unwrap(x) for x in a])
+            return retuple(a, [self.unwrap(x) for x in a])
         if isinstance(a, list):
             return [self.unwrap(x) for x in a]
         if isinstance(a, dict):
@@ -315,14 +315,14 @@ def _constant(out: Any, values: list[Any], own: tuple[str, ...] = ()) -> Any:
     parameters its operands (and ``own``, a module's) derive from."""
     sources = tuple(dict.fromkeys([s for v in values if isinstance(v, ConstVal) for s in v.sources] + list(own)))
     if isinstance(out, (tuple, list)):  # (output, weights) of an attention on constants: each part
-        return _retuple(out, [_constant(o, values, own) for o in out]) if isinstance(out, tuple) \
+        return retuple(out, [_constant(o, values, own) for o in out]) if isinstance(out, tuple) \
             else [_constant(o, values, own) for o in out]  # keeps the parameters it derives from
     if not isinstance(out, torch.Tensor):
         return out
     return ConstVal(out.detach(), sources)
 
 
-def _retuple(v: tuple[Any, ...], items: list[Any]) -> tuple[Any, ...]:
+def retuple(v: tuple[Any, ...], items: list[Any]) -> tuple[Any, ...]:
     """``items`` as a tuple of ``v``'s kind: torch's (values, indices) results and the user's named
     tuples keep their fields."""
     if type(v).__module__ == "torch.return_types":
@@ -334,7 +334,7 @@ def _resolve_lazy(obj: Any) -> Any:
     if isinstance(obj, LazyVal):
         return obj.get()
     if isinstance(obj, tuple):
-        return _retuple(obj, [_resolve_lazy(x) for x in obj])
+        return retuple(obj, [_resolve_lazy(x) for x in obj])
     if isinstance(obj, list):
         return [_resolve_lazy(x) for x in obj]
     if isinstance(obj, dict):
@@ -376,11 +376,16 @@ def _fresh(args: Any, kwargs: Any) -> None:
         raise DataDependent(f"a tensor changed in place through a view of it ({stale[0].stale}) is read again")
 
 
-def hooked_modules(module: nn.Module) -> list[str]:
-    """Paths of the modules that carry forward hooks or pre-hooks of the user's (or torch's global ones)."""
+def global_hooks() -> bool:
+    """torch's global module forward hooks or pre-hooks are set (they run on every module)."""
     from torch.nn.modules import module as mm
 
-    everywhere = bool(getattr(mm, "_global_forward_hooks", None) or getattr(mm, "_global_forward_pre_hooks", None))
+    return bool(getattr(mm, "_global_forward_hooks", None) or getattr(mm, "_global_forward_pre_hooks", None))
+
+
+def hooked_modules(module: nn.Module) -> list[str]:
+    """Paths of the modules that carry forward hooks or pre-hooks of the user's (or torch's global ones)."""
+    everywhere = global_hooks()
     return [p for p, m in module.named_modules() if everywhere or m._forward_hooks or m._forward_pre_hooks]
 
 
