@@ -94,6 +94,10 @@ def _header(adv: Advice, s: Suggestion | None, ref: str, file: str) -> list[str]
         for what, names in (("changed", s.changed), ("removed", s.removed), ("added", s.added)):
             if names:
                 lines += textwrap.wrap(f"{what}: {', '.join(names)}", 100, subsequent_indent="  ")
+    if adv.graph.unlisted_params:
+        lines += textwrap.wrap(f"the {fmt_count(adv.graph.unlisted_params)} parameters of the model that no layer "
+                               "holds (forward never uses them) count in convscope's params for the model, but a spec "
+                               "has no place for them: analysed again, this file counts that many fewer.", 100)
     if adv.origin == "pytorch":
         lines.append("PyTorch model: the layer names are module paths of your nn.Module (a functional call, "
                      "F.conv2d on your own weights, is named after the function: conv2d, conv2d_1…); the lines "

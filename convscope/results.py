@@ -96,6 +96,7 @@ class Totals:
     activation_bytes: int
     peak_activation_bytes: int
     bytes_moved: int
+    unlisted_params: int = 0  # in ``params``, held by no layer row (see ir.graph.UNLISTED_PARAMS)
 
     @property
     def flops(self) -> int:
@@ -111,6 +112,7 @@ class Totals:
             "elementwise_ops": self.elementwise_ops,
             "activation_bytes": self.activation_bytes,
             "bytes_moved": self.bytes_moved,
+            "unlisted_params": self.unlisted_params,
         }
 
 

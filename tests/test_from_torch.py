@@ -283,7 +283,10 @@ def test_an_unknown_op_is_reported_with_its_name_and_shape_never_guessed() -> No
     assert all("ms" in r for r in d["layers"]) and [r["name"] for r in d["layers"] if r["ms"] is None] == \
         [n for n, _ in a.unknown_ops]
     unused = m.lstm_like.weight.numel() + m.lstm_like.bias.numel()
-    assert a.totals.params == sum(p.numel() for p in m.parameters()) - unused
+    # the total counts every parameter, as sum(p.numel()) does; the unused ones sit in no layer row
+    assert a.totals.params == sum(p.numel() for p in m.parameters())
+    assert a.totals.unlisted_params == unused == a.totals.params - sum(r.params for r in a.layers)
+    assert a.totals.weight_bytes == 4 * a.totals.params
     assert any("never used by forward" in n for n in g.meta_dict()["notes"])
 
 
@@ -344,7 +347,8 @@ def test_a_write_into_part_of_a_tensor_is_followed_or_unknown_never_dropped(how:
     a = analyze_graph(g)
     assert g.meta_dict()["capture"] == "eager" and a.layer("c").rf_max == rf
     unused = sum(p.numel() for p in m.b.parameters()) if how == "shift" else 0
-    assert a.totals.params == sum(p.numel() for p in m.parameters()) - unused
+    assert a.totals.params == sum(p.numel() for p in m.parameters())  # every parameter, as sum(numel)
+    assert sum(r.params for r in a.layers) == a.totals.params - unused and a.totals.unlisted_params == unused
     if rf is not None:
         check, = module_rf(m, {"c": (float(rf[0]), float(rf[1]))}, axes=(0,))
         assert a.unknown_ops == () and check.reachable and check.error() == 0, check
@@ -515,6 +519,7 @@ def test_a_branch_that_folds_the_batch_into_another_axis_is_unknown_never_a_cons
     assert not [r for r in a.layers if r.op == "constant"]
     assert any("72 parameters in 2 tensors belong to layers that read a tensor convscope cannot follow" in n
                for n in a.notes)
+    assert a.totals.params == sum(p.numel() for p in Unfold().parameters()) and a.totals.unlisted_params == 72
 
 
 class EinsumAttention(nn.Module):

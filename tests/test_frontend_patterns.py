@@ -383,8 +383,10 @@ def test_window_attention_is_reported_never_guessed(tmp_path: Path) -> None:
     assert [u[0] for u in a.unknown_ops] == ["add"]  # the batch merged with the windows: not followed
     assert "constant" not in {r.op for r in a.layers} and a.layer("head").rf_max is None
     params = sum(p.numel() for p in m.parameters())
-    assert a.totals.params == params - sum(p.numel() for p in m.attn.parameters())
-    assert any("attn.in_proj_weight" in n for n in a.notes)  # the uncounted, named
+    assert a.totals.params == params  # the total counts them, as sum(numel) does; no layer row holds them
+    assert a.totals.unlisted_params == sum(p.numel() for p in m.attn.parameters())
+    assert sum(r.params for r in a.layers) == params - a.totals.unlisted_params
+    assert any("attn.in_proj_weight" in n for n in a.notes)  # the ones in no layer, named
     b = _onnx(m, tmp_path / "window.onnx")  # batch 1: the windows are a reshape within the sample
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

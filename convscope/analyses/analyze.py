@@ -73,7 +73,7 @@ def analyze_graph(
     un_macs = sum(x.macs for x in rows if x.unproductive)
     share = (un_params / total.params if total.params else 0.0, un_macs / total.macs if total.macs else 0.0)
     totals = Totals(total.params, total.macs, total.elementwise_ops, c.weight_bytes, c.activation_bytes,
-                    c.peak_activation_bytes, c.bytes_moved)
+                    c.peak_activation_bytes, c.bytes_moved, graph.unlisted_params)
     unknown = tuple((n.name, n.attrs.target) for n in graph.nodes if n.op is OpKind.UNKNOWN)  # type: ignore[union-attr]
     return Analysis(
         model=graph.name,

@@ -325,6 +325,7 @@ def cost(graph: Graph, *, dtype: DType | str = DType.FP32, batch: int = 1) -> Co
             read = sum(reads[i] for i in node.inputs) + weights_read
             written = out_bytes
         rows.append(NodeCost(node.name, c, wbytes, out_bytes, read, written, weights_read))
+    total = total + Cost(graph.unlisted_params, 0, 0)  # held by no node; sum(p.numel()) counts them
     peak = _peak_live(graph, act)
     return CostResult(
         tuple(rows), total, total.params * b, sum(act.values()), peak,

@@ -12,8 +12,8 @@ with the op's name and the shape observed by running it, and everything after it
 receptive field: nothing is guessed.  The module is analysed in eval mode (dropout and stochastic
 depth are identities), and restored to its mode afterwards.
 
-``graph.meta['notes']`` lists what a reader should know: parameters forward never uses (not
-counted), weights shared by several calls (counted once per call), and the capture fallback.
+``graph.meta['notes']`` lists what a reader should know: parameters forward never uses (counted
+in the total, as ``sum(p.numel())`` counts them, under ``meta['unlisted_params']``: in no layer), weights shared by several calls (counted once per call), and the capture fallback.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from convscope.errors import ConvscopeError, InputError
 from convscope.frontends._torch_fold import fold
 from convscope.frontends._torch_trace import DataDependent, trace
 from convscope.frontends._torch_values import Lowering, Opaque, TVal, flat_values
-from convscope.ir.graph import Graph
+from convscope.ir.graph import UNLISTED_PARAMS, Graph
 
 __all__ = ["graph_from_factory", "graph_from_module"]
 
@@ -108,13 +108,16 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
     notes += [f"an output without a batch axis in front is left out (from {v.what})"
               for v in flat_values(out) if isinstance(v, Opaque)]
     notes += _param_notes(lo)
+    unlisted = sum(lo.param_sizes[n] for n in dict.fromkeys(lo.param_names.values()) if n not in lo.counted)
     kinds = {p.dtype for p in module.parameters()}
     kind = kinds.pop() if len(kinds) == 1 else None
     if kind in _DTYPE_FLAGS:
         notes.append(f"the model's parameters are {str(kind).removeprefix('torch.')}: bytes and latency are for the "
                      f"dtype asked for (fp32 unless --dtype {_DTYPE_FLAGS[kind]})")
-    graph = lo.build(list(dict.fromkeys(outputs)), {"frontend": "torch", "capture": used,
-                                                    "notes": tuple(notes)})
+    meta = {"frontend": "torch", "capture": used, "notes": tuple(notes)}
+    if unlisted:
+        meta[UNLISTED_PARAMS] = unlisted
+    graph = lo.build(list(dict.fromkeys(outputs)), meta)
     return fold(graph)
 
 
@@ -171,10 +174,12 @@ def _param_notes(lo: Lowering) -> list[str]:
     if lost:
         size = sum(lo.param_sizes[n] for n in lost)
         notes.append(f"{size} parameters in {len(lost)} tensors belong to layers that read a tensor convscope cannot "
-                     f"follow (see the unknown ops) and are not counted (e.g. {', '.join(lost[:3])})")
+                     f"follow (see the unknown ops): counted in the total params, in no layer "
+                     f"(e.g. {', '.join(lost[:3])})")
     if unused:
         size = sum(lo.param_sizes[n] for n in unused)
-        notes.append(f"{size} parameters in {len(unused)} tensors are never used by forward and not counted "
+        notes.append(f"{size} parameters in {len(unused)} tensors are never used by forward: counted in the total "
+                     f"params (as sum(p.numel()) counts them), in no layer, and they cost no time "
                      f"(e.g. {', '.join(unused[:3])})")
     for n, k in lo.twice.items():
         notes.append(f"parameter {n} is used by {k} calls and counted {k} times (shared weights)")

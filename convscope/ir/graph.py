@@ -91,6 +91,12 @@ class Node:
         return d
 
 
+# Graph meta key: parameters of the model that no node holds (a PyTorch module's parameters that
+# forward never uses, or that belong to layers the front end could not follow).  The cost totals
+# count them, as ``sum(p.numel())`` does; no layer row does.
+UNLISTED_PARAMS = "unlisted_params"
+
+
 @dataclass(frozen=True, slots=True)
 class Graph:
     """A validated DAG.  ``nodes`` is in topological order; ``outputs`` names the result nodes."""
@@ -141,6 +147,11 @@ class Graph:
 
     def meta_dict(self) -> dict[str, Any]:
         return dict(self.meta)
+
+    @property
+    def unlisted_params(self) -> int:
+        """Parameters of the model that no node holds (see ``UNLISTED_PARAMS``)."""
+        return int(self.meta_dict().get(UNLISTED_PARAMS, 0))
 
     # -- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

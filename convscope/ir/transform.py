@@ -8,7 +8,7 @@ from typing import Any
 
 from convscope.errors import GraphError
 from convscope.ir import ops as O
-from convscope.ir.graph import Graph, GraphBuilder, Node, Shares
+from convscope.ir.graph import UNLISTED_PARAMS, Graph, GraphBuilder, Node, Shares
 from convscope.ir.ops import OpKind
 
 __all__ = ["with_input", "rebuild", "subgraph_until"]
@@ -103,4 +103,6 @@ def subgraph_until(graph: Graph, layer: str, *, name: str | None = None) -> Grap
         else:
             b.add(node.name, node.op, node.attrs, node.inputs, source=node.source,
                   shares=shares(b, node, node.name, node.op, node.attrs, node.inputs))
-    return b.build(outputs=[layer], meta=graph.meta_dict())
+    meta = graph.meta_dict()
+    meta.pop(UNLISTED_PARAMS, None)  # a part of the network holds only the parameters of its layers
+    return b.build(outputs=[layer], meta=meta)
