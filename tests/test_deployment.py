@@ -256,7 +256,7 @@ ERRORS = {
                                   r"plan.yaml:8:7: candidate 's': 'swap_ms' .* needs resident: one"),
     "cascade_without_rate": ("  c:\n    cascade: {gate: tiny.yaml, expert: big.yaml}\n", r"plan.yaml:6:14: candidate 'c': cascade needs 'rate'"),
     "rate_in_yaml_words": ("  c:\n    cascade: {gate: tiny.yaml, expert: big.yaml, rate: true}\n", r"must be in \[0, 1\], got true"),
-    "missing_input_in_yaml_words": ("  c:\n    single: big.yaml\n", r"'input' must be \[C, H, W\] \(three positive integers\), got null"),
+    "missing_input_in_yaml_words": ("  c:\n    single: big.yaml\n", r"1:1: 'input' is required and must be \[C, H, W\] \(three positive integers\), it is missing"),
 }
 
 
@@ -499,3 +499,70 @@ def test_an_uncalibrated_machine_is_told_to_calibrate_the_plan(nets: Path, monke
     assert main(["compare", str(p)]) == 2
     err = capsys.readouterr().err
     assert "no calibration for this machine" in err and f"`convscope calibrate {p}` times only this plan's" in err
+
+
+# --- a third audit: keys YAML reads as numbers, ONNX node names, messages in a plan's words -------
+def test_switch_networks_named_by_numbers_or_booleans_take_their_schedule(nets: Path) -> None:
+    body = ("  hours:\n    switch:\n      networks: {6: small.yaml, 18: big.yaml}\n      schedule: {6: 0.25, 18: 0.75}\n"
+            "  onoff:\n    switch:\n      networks: {on: small.yaml, off: big.yaml}\n      schedule: {on: 1.0, off: 0}\n")
+    cmp = compare(str(plan(nets, body)), predictor=fake)
+    big, small = macs(nets, "big"), macs(nets, "small")
+    assert cmp.candidate("hours").macs_per_frame == pytest.approx(0.25 * small + 0.75 * big)
+    assert cmp.candidate("onoff").macs_per_frame == pytest.approx(small)
+    with pytest.raises(SpecError, match=r"plan.yaml:8:18: candidate 'hours': schedule: '7' is not one of the "
+                                        r"networks \(6, 18\)"):
+        compare(str(plan(nets, body.replace("{6: 0.25", "{7: 0.25"))), predictor=fake)
+
+
+def test_an_onnx_trunk_is_cut_at_its_node_name_in_the_file(nets: Path) -> None:
+    pytest.importorskip("onnx")
+    import torch
+    from torch import nn
+
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    torch.onnx.export(m.eval(), (torch.zeros(1, 3, 32, 32),), str(nets / "net.onnx"), dynamo=False)
+    body = "  t:\n    trunk: {network: net.onnx, cut: %s}\n    heads: [head.yaml]\n"
+    by_file = compare(str(plan(nets, body % "/2/Conv")), predictor=fake).candidate("t")  # the name Netron shows
+    by_path = compare(str(plan(nets, body % "'2'")), predictor=fake).candidate("t")  # the module path
+    assert by_file.networks[0].role == by_path.networks[0].role == "trunk up to 2"
+    assert by_file.macs_per_frame == by_path.macs_per_frame > 0
+    p = nets / "gray_onnx.yaml"  # an ONNX network for other channels: said in the plan's words
+    p.write_text("name: g\ninput: [1, 32, 32]\ndevice: profile-x\ncandidates:\n  g:\n    single: net.onnx\n")
+    with pytest.raises(SpecError, match=r"gray_onnx.yaml:6:13: candidate 'g': network 'net.onnx' takes 3 input "
+                                        r"channel\(s\), the plan's input \[1, 32, 32\] has 1"):
+        compare(str(p), predictor=fake)
+
+
+def test_errors_loading_a_network_name_the_candidate_and_the_plans_input(nets: Path) -> None:
+    (nets / "facts.py").write_text("import torch.nn as nn\ndef net():\n    return nn.Sequential(nn.Conv2d(3, 4, 3), "
+                                   "nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))\n")
+    p = nets / "gray.yaml"
+    p.write_text("name: g\ninput: [1, 32, 32]\ndevice: profile-x\ncandidates:\n  g:\n    single: facts.py:net\n")
+    with pytest.raises(SpecError, match=r"candidate 'g': network 'facts.py:net': .*expects 3 input channels but gets 1 "
+                                        r"\(the plan's input is \[1, 32, 32\]\)") as e:
+        compare(str(p), predictor=fake)
+    assert "--input" not in str(e.value)
+    p.write_text("name: g\ninput: [3, 32, 32]\ndevice: profile-x\ncandidates:\n  z:\n    single: facts.py:nett\n")
+    with pytest.raises(SpecError, match=r"gray.yaml:6:13: candidate 'z': network 'facts.py:nett': .*'nett' is not "
+                                        r"defined in .*facts.py \(it defines: net\)"):
+        compare(str(p), predictor=fake)
+    p.write_text("name: g\ndevice: profile-x\ncandidates:\n  z:\n    single: big.yaml\n")
+    with pytest.raises(SpecError, match=r"'input' is required and must be \[C, H, W\].*it is missing"):
+        compare(str(p), predictor=fake)
+
+
+def test_a_specialist_that_never_runs_is_left_out_of_the_reasons(nets: Path) -> None:
+    body = ("  one_big:\n    single: small.yaml\n"
+            "  sw:\n    switch:\n      networks: {x: tiny.yaml, y: small.yaml}\n      schedule: {x: 0.0, y: 1.0}\n")
+    cmp = compare(str(plan(nets, body)), predictor=fake)
+    line, = [r for r in cmp.verdict.reasons if "specialists of 'sw'" in r]
+    assert "save nothing per frame" in line and "2 of them keep" in line  # y is as costly; both stay resident
+
+
+def test_an_html_report_needs_a_file_name(nets: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    p = plan(nets, "  a:\n    single: small.yaml\n")
+    for cmd in (["compare", str(p)], ["analyze", str(nets / "small.yaml")]):
+        assert main([*cmd, "--html", "-"]) == 2
+        assert "needs a file name for the report" in capsys.readouterr().err
+    assert not (Path.cwd() / "-").exists()

@@ -126,17 +126,18 @@ class _Reader:
     def shares(self, raw: Any, names: list[str], mark: Mark, what: str) -> tuple[float, ...]:
         if not isinstance(raw, dict):
             fail(self.file, mark, f"{what} must map each network to its share of frames, e.g. {{day: 0.5, night: 0.5}}")
+        keys = {str(k): k for k in raw}  # a key YAML reads as a number or a boolean names its network too
         for k in raw:
-            if k not in names:
+            if str(k) not in names:
                 fail(self.file, raw.kmark(k) if isinstance(raw, YMap) else mark,
                      f"{what}: '{k}' is not one of the networks ({', '.join(names)})")
         out = []
         for n in names:
-            if n not in raw:
+            if n not in keys:
                 fail(self.file, mark, f"{what}: no share for '{n}' (give every network its share of frames, "
                                       "0 if it never runs)")
-            v = raw[n]
-            vm = raw.vmark(n) if isinstance(raw, YMap) else mark
+            v = raw[keys[n]]
+            vm = raw.vmark(keys[n]) if isinstance(raw, YMap) else mark
             if not _number(v) or v < 0:
                 fail(self.file, vm, f"{what}: the share of '{n}' must be a number >= 0, got {shown(v)}")
             out.append(float(v))
@@ -164,8 +165,9 @@ def parse_plan(data: Any, *, file: str = "<plan>", base: Path | None = None) -> 
     shape = data.get("input")
     if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0
                                                                   for x in shape)):
+        got = f"got {shown(shape)}" if "input" in data else "it is missing"
         fail(file, data.vmark("input") if "input" in data else data.mark,
-             f"'input' must be [C, H, W] (three positive integers), got {shown(shape)}")
+             f"'input' is required and must be [C, H, W] (three positive integers), {got}")
     device = data.get("device", "local")
     if not isinstance(device, str) or not device:
         fail(file, data.vmark("device"), f"'device' must be local, a profile name or a profile file, got {shown(device)}")

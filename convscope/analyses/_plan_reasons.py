@@ -74,6 +74,7 @@ def _kind_notes(cmp: "Comparison") -> list[str]:
     for c in cmp.candidates:
         nets = c.networks
         if c.kind == "switch":
+            nets = c.running  # a specialist the schedule never runs says nothing about the cost per frame
             cheapest = min(n.analysis.totals.macs for n in nets)
             if big is not None and cheapest >= SAME_COST * big.macs_per_frame:
                 what = "as costly as" if cheapest <= big.macs_per_frame else "costlier than"
@@ -86,7 +87,7 @@ def _kind_notes(cmp: "Comparison") -> list[str]:
                             f"{fmt_count(big.macs_per_frame)} MACs; the costliest {fmt_count(dearest)})")
                 out.append(f"the specialists of '{c.name}' save nothing per frame: {cost}, and "
                            + (f"one of them is resident at a time ({fmt_mb(c.weight_bytes)})" if c.only_one else
-                              f"{len(nets)} of them keep {fmt_mb(c.weight_bytes)} of weights resident"))
+                              f"{len(c.networks)} of them keep {fmt_mb(c.weight_bytes)} of weights resident"))
             elif big is not None:
                 lo = 100 * cheapest / big.macs_per_frame
                 hi = 100 * max(n.analysis.totals.macs for n in nets) / big.macs_per_frame

@@ -48,6 +48,8 @@ from convscope.ir.transform import subgraph_until
 from convscope.results import SCHEMA_VERSION, Analysis, LatencyPrediction
 from convscope.units import json_number
 
+_INPUT_HINT = " (is --input / the input shape right?)"  # a front end's hint, which a plan words its own way
+
 __all__ = [
     "KINDS", "Plan", "Candidate", "Constraints", "NetRef", "load_plan", "parse_plan", "NetworkResult",
     "CandidateResult", "Verdict", "Comparison", "compare", "combine", "decide", "DEFAULT_SWAP_MBPS", "plan_graphs",
@@ -137,6 +139,12 @@ class CandidateResult:
     measured_high_ms: float | None = None
     notes: tuple[str, ...] = ()
     only_one: bool = False  # switch: one specialist resident; trunk: one head per frame
+    weights: tuple[float, ...] = ()  # how often each network runs per frame (a switch's schedule)
+
+    @property
+    def running(self) -> tuple[NetworkResult, ...]:
+        """The networks that ever run (a specialist with a share of 0 never does)."""
+        return tuple(n for n, w in zip(self.networks, self.weights) if w > 0) or self.networks
 
     @property
     def fps(self) -> float:
@@ -223,7 +231,7 @@ def _result(c: Candidate, nets: Sequence[NetworkResult], w: Sequence[float], wor
         c.name, c.kind, _weighted(nets, w, "ms"), _weighted(nets, w, "low_ms"), _weighted(nets, w, "high_ms"),
         worst, sum(wi * n.analysis.totals.macs for wi, n in zip(w, nets)), weight_bytes,
         peak, tuple(nets), m, ml, mh, notes,
-        (c.kind == "switch" and c.resident == "one") or (c.kind == "trunk" and c.run == "one"))
+        (c.kind == "switch" and c.resident == "one") or (c.kind == "trunk" and c.run == "one"), tuple(w))
 
 
 def _one_input_peak(nets: Sequence[NetworkResult]) -> int:
@@ -410,14 +418,15 @@ class _Runner:
     def _fail(self, ref: NetRef, message: str) -> ConvscopeError:
         return SpecError(message, file=self.plan.file, line=ref.mark[0] or None, column=ref.mark[1] or None)
 
-    def _load(self, ref: NetRef, shape: tuple[int, ...], what: str) -> Graph:
+    def _load(self, c: Candidate, ref: NetRef, shape: tuple[int, ...], what: str) -> Graph:
         from convscope.api import load_graph
 
         try:
             with _importable_beside(self.plan.file):
                 return load_graph(ref.resolved, input=shape)
         except ConvscopeError as exc:
-            raise self._fail(ref, f"{what} '{ref.ref}': {exc}") from None
+            why = str(exc).replace(_INPUT_HINT, f" (the plan's input is {list(self.plan.input)})")
+            raise self._fail(ref, f"candidate '{c.name}': {what} '{ref.ref}': {why}") from None
 
     def _declared(self, ref: NetRef) -> tuple[int, ...] | None:
         """The input a network declares itself (None: it has none, e.g. a PyTorch factory); read once
@@ -435,8 +444,8 @@ class _Runner:
     def _check_channels(self, c: Candidate, ref: NetRef) -> None:
         """A spec or zoo network takes the plan's height and width, but not other channels: a
         grey-scale network in an RGB plan (or the reverse) is a plan error, never silently rebuilt.
-        (ONNX and PyTorch networks are loaded at the plan's input and refuse other channels there.)"""
-        if not (ref.resolved.startswith("zoo:") or ref.resolved.lower().endswith((".yaml", ".yml"))):
+        (PyTorch networks are loaded at the plan's input and refuse other channels there.)"""
+        if not (ref.resolved.startswith("zoo:") or ref.resolved.lower().endswith((".yaml", ".yml", ".onnx"))):
             return
         declared = self._declared(ref)
         if declared is not None and declared[0] != self.plan.input[0]:
@@ -494,13 +503,15 @@ class _Runner:
     def graphs(self, c: Candidate) -> list[tuple[NetRef, Graph, tuple[str, tuple[int, ...], str | None]]]:
         """The networks a candidate runs, loaded at the shapes they get (a trunk cut, heads at its
         output), each with its cache key; plan errors name the file and line."""
+        from convscope.api import load_graph
+
         shape = self.plan.input
         for r in c.networks if c.kind != "trunk" else c.networks[:1]:
             self._check_channels(c, r)
         if c.kind != "trunk":
-            return [(r, self._load(r, shape, r.role), (r.resolved, shape, None)) for r in c.networks]
+            return [(r, self._load(c, r, shape, r.role), (r.resolved, shape, None)) for r in c.networks]
         trunk_ref, heads = c.networks[0], c.networks[1:]
-        full = self._load(trunk_ref, shape, "trunk")
+        full = self._load(c, trunk_ref, shape, "trunk")
         try:
             trunk = subgraph_until(full, c.cut or "")
         except GraphError as exc:
@@ -518,10 +529,10 @@ class _Runner:
                 raise self._fail(h, f"candidate '{c.name}': {h.role} does not fit the trunk's output {list(out.shape)}: "
                                     f"'{h.ref}' takes {declared[0]} input channels, the trunk gives {out.shape[0]}")
             try:
-                head = self._load(h, out.shape, "head")
+                with _importable_beside(self.plan.file):
+                    head = load_graph(h.resolved, input=out.shape)
             except ConvscopeError as exc:
-                why = exc.detail if isinstance(exc, SpecError) and exc.file == self.plan.file else str(exc)
-                why = why.replace(" (is --input / the input shape right?)", "")
+                why = str(exc).replace(_INPUT_HINT, "")
                 raise self._fail(h, f"candidate '{c.name}': {h.role} does not fit the trunk's output "
                                     f"{list(out.shape)}: {why}") from None
             got.append((h, head, (h.resolved, out.shape, None)))

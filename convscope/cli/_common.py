@@ -79,6 +79,15 @@ def threads_arg(text: str) -> int:
     return n
 
 
+def html_arg(text: str) -> str:
+    """An argparse type: the file an HTML report goes to ('-' is not one: a report is a file a browser
+    opens, and stdout carries the table or the JSON)."""
+    if text.strip() in ("", "-"):
+        raise argparse.ArgumentTypeError(f"needs a file name for the report, got '{text}' (only --json writes to "
+                                         "stdout with '-')")
+    return text
+
+
 def add_json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE|-", help="write the result as JSON to FILE, or to stdout with '-' "
                                                     "(the table is then not printed)")

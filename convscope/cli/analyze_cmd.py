@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from convscope.api import analyze, analyze_resolutions
-from convscope.cli._common import add_json_arg, console, int_list_arg, json_to_stdout, shape_arg, write_json, threads_arg
+from convscope.cli._common import add_json_arg, console, html_arg, int_list_arg, json_to_stdout, shape_arg, write_json, threads_arg
 from convscope.cli.calibrate_cmd import progress_bar
 from convscope.errors import InputError, NothingUsable
 from convscope.reports.terminal import render_analysis
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                                     "overrides a spec's input)")
     p.add_argument("--res", metavar="R1,R2,...", help="analyse at these square resolutions (H = W = R)")
     add_json_arg(p)
-    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
+    p.add_argument("--html", metavar="FILE", type=html_arg, help="also write a self-contained HTML report")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16", "int8"),
                    help="element type for weight and activation bytes (default fp32)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size for MACs and bytes (default 1)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from convscope.analyses.deployment import compare, load_plan
-from convscope.cli._common import add_json_arg, console, emit, threads_arg
+from convscope.cli._common import add_json_arg, console, html_arg, emit, threads_arg
 from convscope.errors import InputError
 
 HELP = "compare deployment plans: one big network, specialists, a shared trunk with heads, a gated expert"
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("plan", metavar="PLAN", help="a deployment plan (.yaml, FORMATS.md §2)")
     p.add_argument("--device", metavar="NAME", help="override the plan's device: local, a profile name or a profile file")
     add_json_arg(p)
-    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report with plots")
+    p.add_argument("--html", metavar="FILE", type=html_arg, help="write a self-contained HTML report with plots")
     p.add_argument("--measure", action="store_true", help="also build every network (random weights) and time it here")
     p.add_argument("--backend", choices=("torch", "onnxruntime", "cuda", "tflite"),
                    help="runtime for prediction and --measure (default: the device profile's own runtime; torch "

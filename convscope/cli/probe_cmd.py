@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from convscope.cli._common import add_json_arg, console, json_to_stdout, positive_float, shape_arg, write_json, threads_arg
+from convscope.cli._common import add_json_arg, console, html_arg, json_to_stdout, positive_float, shape_arg, write_json, threads_arg
 from convscope.errors import InputError
 
 HELP = "train briefly and check the predicted border with saturation and linear probes"
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--no-checkpoint", action="store_true", help="write no checkpoints")
     add_json_arg(p)
-    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report with the plots")
+    p.add_argument("--html", metavar="FILE", type=html_arg, help="also write a self-contained HTML report with the plots")
     p.add_argument("--width", type=int, metavar="COLS", help="terminal width for the table")
     p.set_defaults(handler=run)
 

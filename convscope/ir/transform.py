@@ -82,7 +82,12 @@ def subgraph_until(graph: Graph, layer: str, *, name: str | None = None) -> Grap
     """The part of the network needed to compute ``layer`` (it and its ancestors), with ``layer`` as
     the output: a trunk cut at that layer.  ``layer`` may also name a scope (``layer3`` for the nodes
     ``layer3.*``, like a PyTorch container module): the cut is then at the scope's last node.
-    Raises GraphError if nothing has that name."""
+    Raises GraphError if nothing has that name.  In an imported ONNX graph, a node's own name in
+    the file (``/layer3/layer3.1/conv2/Conv``, what Netron shows) names the layer too."""
+    if layer not in graph and graph.meta_dict().get("frontend") == "onnx":
+        same = [n.name for n in graph.nodes if n.source == layer]
+        if len(same) == 1:
+            layer = same[0]
     if layer not in graph:
         inside = [n.name for n in graph.nodes if n.name.startswith(layer + ".")]
         if inside:
