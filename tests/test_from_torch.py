@@ -624,7 +624,11 @@ def test_flip_is_a_slice_read_backwards(tmp_path: Path) -> None:
         a = analyze_graph(graph)
         assert a.unknown_ops == ()
         assert a.totals.params == sum(p.numel() for p in m.parameters()) and a.totals.macs == flop_macs(m, shape)
-        assert a.layer("b").rf_max == (7, 7)
+        # y + flip(y): position k reads the input around k and around 15 - k, which no (r, j) pair is
+        assert a.layer("a").rf_max == (3, 3) and a.layer("b").rf_max is None
+        assert any("it merges a flipped or transposed map with one that is not" in n for n in a.notes), a.notes
+    wide, = module_rf(m, {"b": (7.0, 7.0)}, axes=(1,), fixed_side=16)  # the oracle: wider than any one path
+    assert wide.measured[0] is not None and wide.measured[0] > 7, wide
     flips = [n for n in g.nodes if n.op is OpKind.SLICE]
     assert [(n.attrs.axis, n.attrs.reverse) for n in flips] == [(2, True), (1, True), (2, True)]
     # the module convscope builds from the graph flips the same way
@@ -634,6 +638,35 @@ def test_flip_is_a_slice_read_backwards(tmp_path: Path) -> None:
 
     x = torch.randn(1, *shape)
     assert torch.equal(build_module(graph_from_module(Flip(), shape))(x), torch.flip(x, dims=[2, 3]) + 1.0)
+
+
+class FlippedBack(nn.Module):
+    """Paths that are flipped or transposed and then turned back line up again (test-time
+    augmentation, axial blocks); a channel flip moves no position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 5, padding=2)
+        self.c = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        y = y + torch.flip(self.b(torch.flip(y, dims=[2, 3])), dims=[3, 2]) + torch.flip(y, dims=[1])
+        return self.c(y + self.b(y.transpose(2, 3)).transpose(2, 3))
+
+
+def test_flipped_or_transposed_paths_turned_back_keep_their_receptive_field(tmp_path: Path) -> None:
+    from test_from_onnx import export
+
+    from convscope.frontends.from_onnx import load_onnx
+
+    m, shape = FlippedBack(), (3, 16, 16)
+    for graph in (graph_from_module(m, shape), load_onnx(str(export(m, shape, tmp_path / "back.onnx")))):
+        a = analyze_graph(graph)
+        assert a.layer("c").rf_min == (5, 5) and a.layer("c").rf_max == (13, 13), graph.meta_dict().get("frontend")
+        assert not any("flipped or transposed" in n for n in a.notes)
+    check, = module_rf(m, {"c": (13.0, 13.0)}, axes=(0,))
+    assert check.reachable and check.error() == 0, check
 
 
 class SmallNet(nn.Module):

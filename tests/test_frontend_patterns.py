@@ -402,3 +402,25 @@ def test_where_and_comparisons_are_elementwise() -> None:
     a = analyze_graph(graph_from_module(WhereAct(), SHAPE))
     assert a.layer("e").rf_min == (7, 7) and a.layer("e").rf_max == (9, 9)  # the union of both paths
     assert a.unknown_ops == ()
+
+
+class TokenNorm(nn.Module):
+    """Windows folded into the batch, a LayerNorm over the tokens' features (MobileViT, Swin)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.ln, self.fc = nn.Conv2d(3, 16, 3, padding=1), nn.LayerNorm(16), nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c(x)
+        b, c, h, w = y.shape
+        t = y.reshape(b, c, 2, h // 2, 2, w // 2).permute(0, 2, 4, 3, 5, 1).reshape(b * 4, h * w // 4, c)
+        t = self.fc(self.ln(t))
+        return t.reshape(b, 2, 2, h // 2, w // 2, c).permute(0, 5, 3, 1, 4, 2).reshape(b, c, h, w)
+
+
+def test_a_layer_norm_on_batch_folded_tokens_holds_its_own_parameters(tmp_path: Path) -> None:
+    m = TokenNorm().eval()
+    a = _onnx(m, tmp_path / "tokens.onnx")  # batch 1: the windows are an axis of the sample
+    assert a.layer("ln").params == 32 and a.totals.params == sum(p.numel() for p in m.parameters())
+    assert a.totals.macs == _flop_macs(m)

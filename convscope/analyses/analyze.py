@@ -91,14 +91,23 @@ def analyze_graph(
 
 
 def _lost_note(graph: Graph, rf: RFResult) -> tuple[str, ...]:
+    out = []
     lost = relayout_lost(graph, rf)
-    if not lost:
-        return ()
-    n = graph.node(lost[0])
-    before = graph.node(n.inputs[0]).out.shape
-    return (f"receptive fields are unknown from {lost[0]} on{f' (and {len(lost) - 1} more)' if len(lost) > 1 else ''}: "
-            f"it reshapes {list(before)} to {list(n.out.shape)}, splitting positions into axes that convscope does "
-            "not follow (a window partition, a patchify by reshape); shapes, parameters and MACs are exact",)
+    if lost:
+        n = graph.node(lost[0])
+        before = graph.node(n.inputs[0]).out.shape
+        out.append(f"receptive fields are unknown from {lost[0]} on{_more(lost)}: it reshapes {list(before)} to "
+                   f"{list(n.out.shape)}, splitting positions into axes that convscope does not follow (a window "
+                   "partition, a patchify by reshape); shapes, parameters and MACs are exact")
+    if rf.misaligned:
+        out.append(f"receptive fields are unknown from {rf.misaligned[0]} on{_more(rf.misaligned)}: it merges a "
+                   "flipped or transposed map with one that is not, so each output position reads two separate "
+                   "regions of the input, which (r, j) pairs cannot express; shapes, parameters and MACs are exact")
+    return tuple(out)
+
+
+def _more(names: list[str] | tuple[str, ...]) -> str:
+    return f" (and {len(names) - 1} more)" if len(names) > 1 else ""
 
 
 def analyze_behind(trunk: Graph, head: Graph, *, dtype: DType | str = DType.FP32, batch: int = 1) -> Analysis:

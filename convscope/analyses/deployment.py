@@ -645,5 +645,5 @@ def compare(
                      runner.interrupted)
     from convscope.analyses._plan_reasons import reasons
 
-    return replace(cmp, verdict=replace(verdict, reasons=tuple(reasons(cmp, swaps if measure else None)),
+    return replace(cmp, verdict=replace(verdict, reasons=tuple(reasons(cmp, swaps if held is not None else None)),
                                         ranking_held=held))

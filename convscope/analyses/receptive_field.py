@@ -130,6 +130,7 @@ class RFResult:
     """Receptive field of every node; ``of(name)`` for one."""
 
     nodes: tuple[tuple[str, NodeRF], ...]
+    misaligned: tuple[str, ...] = ()  # merges of paths whose positions do not line up (see receptive_field)
 
     def of(self, name: str) -> NodeRF:
         return dict(self.nodes)[name]
@@ -374,20 +375,60 @@ def _image_axes(node: Node, x: TensorInfo, before: tuple[int, int]) -> tuple[int
     return before[src.index(perm[out[0]])], before[src.index(perm[out[1]])]
 
 
+def _local(x: NodeRF) -> bool:
+    """The node's value depends on input positions near each of its own (not constant, not global)."""
+    return x.axes is not None and any(a.rf_max_finite is not None for a in x.axes)
+
+
+def _mirrored(node: Node, x: TensorInfo, image: tuple[int, int], before: tuple[bool, bool]) -> tuple[bool, bool]:
+    """A slice read backwards along a spatial axis (torch.flip, an ONNX Slice with step -1) mirrors
+    that image axis: output position i reads input position n-1-i."""
+    a = node.attrs
+    if node.op is not OpKind.SLICE or not a.reverse or a.axis not in x.spatial_axes:  # type: ignore[union-attr]
+        return before
+    k = image[sorted(x.spatial_axes).index(a.axis)]  # type: ignore[union-attr]
+    return (not before[0], before[1]) if k == 0 else (before[0], not before[1])
+
+
+def _merges_positions(node: Node, x: TensorInfo) -> bool:
+    """Whether the op combines its inputs position by position (a concat along a spatial axis puts
+    them side by side instead)."""
+    if node.op is OpKind.CONCAT:
+        return node.attrs.axis not in x.spatial_axes  # type: ignore[union-attr]
+    return len(node.inputs) > 1
+
+
 def receptive_field(graph: Graph) -> RFResult:
     """Propagate (r, j) sets through the graph in topological order.  Pairs are kept per image axis
     (H, W); a node whose spatial axes a permute swapped sees them in its own order while its rule
-    runs."""
+    runs.
+
+    Merges assume their inputs' positions line up (the union of pair sets).  A path whose image axes
+    a permute swapped, or that a flip mirrored, does not line up with one that was not: output
+    position (i, k) then reads the input around (i, k) and around (k, i) or (i, n-1-k), an extent the
+    pairs cannot express, so the merge and what follows it are unknown (``RFResult.misaligned``)
+    rather than guessed.  Flipping or transposing back lines the paths up again (test-time
+    augmentation, axial attention)."""
     rf: dict[str, NodeRF] = {}
     image: dict[str, tuple[int, int]] = {}  # per node: the image axis of its 1st and 2nd spatial axis
+    mirror: dict[str, tuple[bool, bool]] = {}  # per node: is image axis H / W read backwards
+    misaligned: list[str] = []
     for node in graph.nodes:
         ins = [rf[i] for i in node.inputs]
         infos = [graph.node(i).out for i in node.inputs]
         mine = image[node.inputs[0]] if node.inputs else (0, 1)
         image[node.name] = _image_axes(node, infos[0], mine) if node.op is OpKind.PERMUTE else mine
+        mirror[node.name] = _mirrored(node, infos[0], mine, mirror[node.inputs[0]]) if node.inputs else (False, False)
         if any(not x.known for x in ins):
             rf[node.name] = UNKNOWN_RF
             continue
+        local = [i for i, x in zip(node.inputs, ins) if _local(x)]
+        if local and _merges_positions(node, infos[0]):
+            image[node.name], mirror[node.name] = image[local[0]], mirror[local[0]]
+            if len({(image[i], mirror[i]) for i in local}) > 1:
+                misaligned.append(node.name)
+                rf[node.name] = UNKNOWN_RF
+                continue
         ins = [_swapped(x) if image[i] == (1, 0) else x for x, i in zip(ins, node.inputs)]
         pairs = _RULES[node.op](node, ins, infos)
         if pairs is None:
@@ -397,4 +438,4 @@ def receptive_field(graph: Graph) -> RFResult:
             pairs = (pairs[1], pairs[0])
         paths = 1 if node.op is OpKind.INPUT else (0 if node.op is OpKind.ZERO else sum(x.paths for x in ins))
         rf[node.name] = NodeRF((AxisRF(pairs[0]), AxisRF(pairs[1])), paths)
-    return RFResult(tuple(rf.items()))
+    return RFResult(tuple(rf.items()), tuple(misaligned))

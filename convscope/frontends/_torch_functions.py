@@ -578,7 +578,7 @@ def _layer_norm(c: Call) -> TVal:
     if (w is None) != (b is None):
         c.lo.notes.append(f"{c.name}: a LayerNorm with only a weight or only a bias is counted with both")
     affine = _params(c, w, b)
-    return c.emit(OpKind.LAYERNORM, O.NormAttrs(affine, x.ndim - 2, 1, float(c.arg(4, "eps", 1e-5))), [x])
+    return c.emit(OpKind.LAYERNORM, O.NormAttrs(affine, x.ir_axis(x.ndim - 1), 1, float(c.arg(4, "eps", 1e-5))), [x])
 
 
 @_fn("normalize")
