@@ -2,11 +2,13 @@
 
 A model reference is a :class:`~convscope.ir.Graph`, a spec path (``.yaml``/``.yml``), ``zoo:NAME``,
 an ``.onnx`` path, ``module.path:factory`` / ``file.py:factory`` (a callable returning an
-``nn.Module``), or an ``nn.Module`` itself.  Nothing here prints.
+``nn.Module``, or the name of an ``nn.Module`` instance the file makes: ``file.py:net`` for
+``net = Net()``), or an ``nn.Module`` itself.  Nothing here prints.
 """
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 from collections.abc import Sequence
@@ -28,7 +30,9 @@ _FACTORY = re.compile(r"^(?P<mod>[^:]+):(?P<fn>[A-Za-z_][A-Za-z0-9_]*)$")
 
 
 def parse_shape(text: str | Sequence[int], what: str = "input") -> tuple[int, ...]:
-    """'3,224,224' or (3, 224, 224) -> (3, 224, 224), with an error that quotes the value."""
+    """'3,224,224' or (3, 224, 224) -> (3, 224, 224), with an error that quotes the value.  A sequence
+    holds integers (``int``, NumPy or 0-d integer tensors, ``torch.Size``): 32.5 is refused, not
+    truncated, and so is a tensor given for its shape."""
     if isinstance(text, str):
         parts = [p.strip() for p in text.replace("x", ",").split(",")]
         try:
@@ -36,12 +40,43 @@ def parse_shape(text: str | Sequence[int], what: str = "input") -> tuple[int, ..
         except ValueError:
             raise InputError(f"{what} must be C,H,W (integers), got '{text}'") from None
     else:
-        shape = tuple(int(v) for v in text)
+        shape = _int_shape(text, what)
     if len(shape) != 3 or any(s <= 0 for s in shape):
-        raise InputError(f"{what} must be three positive integers C,H,W, got '{text}'")
+        batch = " (without the batch axis)" if len(shape) == 4 and shape[0] == 1 and all(s > 0 for s in shape) else ""
+        raise InputError(f"{what} must be three positive integers C,H,W{batch}, got '{text}'")
     if any(s > MAX_INT for s in shape):  # the bound a spec has (a larger size is a typo)
         raise InputError(f"{what} sizes must be at most {MAX_INT}, got '{text}'")
     return shape
+
+
+def _int_shape(value: Any, what: str) -> tuple[int, ...]:
+    """The integers of a sequence, or an InputError that says which value is not one."""
+    dims = getattr(value, "shape", None)
+    if dims is not None and hasattr(value, "dtype") and len(dims) != 1:  # a tensor or array, not a shape
+        size = [int(d) for d in dims]
+        chw = f"; for this one, input={tuple(size[-3:])}" if len(size) >= 3 else ""
+        raise InputError(f"{what} must be the shape C,H,W (three positive integers), not a tensor or array "
+                         f"({type(value).__name__} of shape {size}){chw}")
+    try:
+        items = list(value)
+    except TypeError:
+        raise InputError(f"{what} must be three positive integers C,H,W, got {value!r}") from None
+    shape: list[int] = []
+    for v in items:
+        try:
+            if isinstance(v, bool):
+                raise TypeError
+            shape.append(operator.index(v))  # int, NumPy integers, 0-d integer tensors; never a float
+        except TypeError:
+            got = f"[{', '.join(map(_shown, items))}]" if len(items) < 8 else type(value).__name__
+            raise InputError(f"{what} must be three positive integers C,H,W, got {got}: {_shown(v)} is not an "
+                             "integer") from None
+    return tuple(shape)
+
+
+def _shown(v: Any) -> str:
+    """A value as the user wrote it: 32.5, not tensor(32.5) or np.float64(32.5)."""
+    return repr(v.item()) if hasattr(v, "item") and getattr(v, "ndim", 1) == 0 else repr(v)
 
 
 def describe_ref(model: Any) -> str:

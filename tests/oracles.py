@@ -26,7 +26,7 @@ from convscope.ir.graph import Graph, GraphBuilder, Node
 from convscope.ir.ops import OpKind
 from convscope.ir.transform import rebuild, with_input
 
-__all__ = ["torch_params", "torch_macs", "thin", "gradient_support", "RFCheck", "upsampling_tolerance"]
+__all__ = ["torch_params", "torch_macs", "thin", "gradient_support", "RFCheck"]
 
 
 def torch_params(graph: Graph) -> int:
@@ -106,7 +106,7 @@ class RFCheck:
         return all((m == self.size) if math.isinf(e) else (m == e) for e, m in zip(self.expected, self.measured))
 
 
-_OFFSETS = 3
+_OFFSETS = 12  # consecutive positions probed after resampling: every phase of periods 2, 3, 4, 6 and 12
 
 
 def _support(grad: torch.Tensor) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -225,19 +225,3 @@ def _measure(module: torch.nn.Module, shape: tuple[int, int, int], part: list[st
 def _expected(rf: dict, name: str) -> tuple[float, float]:  # type: ignore[type-arg]
     m = rf[name].rf_max
     return (float(m[0]), float(m[1]))
-
-
-def upsampling_tolerance(graph: Graph) -> dict[str, float]:
-    """Per layer: the sum of the input jumps of the upsampling layers before it (how far the (r, j)
-    model may be off after an upsampling, see receptive_field.py); 0 = it must be exact."""
-    rf = receptive_field(graph).as_dict()
-    tol: dict[str, float] = {}
-    for n in graph.nodes:
-        t = max((tol[i] for i in n.inputs), default=0.0)
-        for i in n.inputs:
-            src = graph.node(i)
-            if src.op in (OpKind.UPSAMPLE, OpKind.PIXEL_SHUFFLE) or (src.op is OpKind.CONV_T and max(src.attrs.stride) > 1):  # type: ignore[union-attr]
-                jumps = [float(j) for j in (rf[src.inputs[0]].jump or ()) if j is not None]
-                t = max(t, tol[i] + max(jumps, default=0.0))
-        tol[n.name] = t
-    return tol

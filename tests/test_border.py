@@ -128,16 +128,17 @@ def test_feasible_lower_bound_of_a_network_that_only_runs_at_even_sizes() -> Non
 
 
 def test_the_feasible_range_is_whole_resolutions_behind_an_upsampling() -> None:
-    """rf_max behind an upsampling is a fraction (j/f); the largest resolution the last layer still
-    sees entirely is its floor (FORMATS.md §4 shows whole numbers)."""
+    """Behind an upsampling the jump is a fraction (j/f) but rf_max, found position by position, is
+    whole, and so is the feasible range (FORMATS.md §4 shows whole numbers)."""
     from convscope.frontends.from_spec import graph_from_spec_text
 
     g = graph_from_spec_text("name: u\ninput: [1, 32, 32]\nlayers:\n  - conv: {out: 4, k: 3}\n"
                         "  - convT: {out: 4, k: 2, s: 2, p: 0}\n  - maxpool: {k: 2}\n  - upsample: {scale: 2}\n"
                         "  - conv: {out: 4, k: 3, name: last}\n")
     a = analyze_graph(g)
-    rf = next(r for r in a.layers if r.name == "last").rf_max[0]
-    assert rf != int(rf) and a.feasible_resolution[1] == int(rf)
+    last = next(r for r in a.layers if r.name == "last")
+    rf = last.rf_max[0]
+    assert last.jump[0] != int(last.jump[0]) and isinstance(rf, int) and a.feasible_resolution[1] == rf
     assert isinstance(a.to_dict()["feasible_resolution"][1], int)
 
 

@@ -133,3 +133,44 @@ def test_a_thread_count_out_of_range_is_refused_by_every_command(capsys) -> None
         for bad in ("100000", "0", "two"):
             assert main([*argv, "--threads", bad]) == 2
             assert "argument --threads: must be an integer from 1 to 4096" in capsys.readouterr().err
+
+
+def test_an_input_shape_is_three_integers_never_truncated_nor_a_tensor() -> None:
+    """input=(3, 32.5, 32) was analysed at 32 and a tensor raised a bare ValueError: both are an
+    InputError that says what was given and what is taken, in analyze, suggest and the module path."""
+    import numpy as np
+    import pytest
+    import torch
+
+    import convscope
+    from convscope.errors import InputError
+    from convscope.frontends.from_torch import graph_from_module
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    bad = {(3, 32.5, 32): r"input must be three positive integers C,H,W, got \[3, 32.5, 32\]: 32.5 is not an integer",
+           torch.zeros(1, 3, 32, 32): r"input must be the shape C,H,W \(three positive integers\), not a tensor or "
+                                      r"array \(Tensor of shape \[1, 3, 32, 32\]\); for this one, input=\(3, 32, 32\)",
+           torch.tensor([3.0, 32.0, 32.0]): r"got \[3.0, 32.0, 32.0\]: 3.0 is not an integer",
+           (1, 3, 32, 32): r"three positive integers C,H,W \(without the batch axis\)",
+           224: r"input must be three positive integers C,H,W, got 224"}
+    for value, message in bad.items():
+        for fn, model in ((convscope.analyze, "zoo:allconv"), (convscope.suggest, net), (convscope.analyze, net)):
+            with pytest.raises(InputError, match=message):
+                fn(model, input=value)
+    with pytest.raises(InputError, match=r"Sequential: the input shape must be three positive integers C,H,W, got "
+                                         r"\[3, 32.5, 32\]"):
+        graph_from_module(net, (3, 32.5, 32))
+    for good in (torch.Size([3, 32, 32]), torch.tensor([3, 32, 32]), np.array([3, 32, 32]), (np.int64(3), 32, 32)):
+        assert convscope.analyze(net, input=good).input == (3, 32, 32)
+
+
+def test_a_module_instance_named_in_a_file_is_the_model(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """file.py:net where net = Net() was called as a factory (forward() without its input)."""
+    (tmp_path / "mynet.py").write_text("import torch\n\n"
+                                       "def make():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())\n\n"
+                                       "net = make()\n")
+    monkeypatch.chdir(tmp_path)
+    for ref in ("mynet.py:net", "mynet:net", "mynet.py:make"):
+        assert main(["analyze", ref, "--input", "3,16,16", "--json", "-"]) == 0, capsys.readouterr().err
+        d = json.loads(capsys.readouterr().out)
+        assert [r["name"] for r in d["layers"]][:1] == ["0"] and d["totals"]["params"] == 3 * 8 * 9 + 8

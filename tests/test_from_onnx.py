@@ -307,7 +307,9 @@ def test_depth_to_space_space_to_depth_and_reductions(tmp_path: Path) -> None:
     assert ops["conv"] == ("conv", (16, 8, 8), (6, 6))
     assert ops["d2s"] == ("pixel_shuffle", (4, 16, 16), (6, 6))
     assert ops["sum"][:2] == ("sum", (1, 16, 16)) and ops["min"][:2] == ("amin", (1, 16, 16))
-    assert ops["up"] == ("upsample", (1, 32, 32), (9, 9))  # four cubic taps: 3 more input pixels
+    # four cubic taps read four neighbours of d2s, which cover two or three conv positions (2 px
+    # apart): 8 or 10 px by position (9 on average)
+    assert ops["up"] == ("upsample", (1, 32, 32), (10, 10)) and a.layer("up").rf_min == (8, 8)
 
 
 def test_cli_and_errors(tmp_path: Path, export_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -597,3 +599,86 @@ def test_constants_from_parameters_and_strided_slices_are_not_refused(tmp_path: 
     assert a.totals.params == t.totals.params == sum(p.numel() for p in m.parameters())
     assert [n for n, _ in a.unknown_ops] and all("Slice" in w for _, w in a.unknown_ops)
     assert a.layers[-1].out_shape == (8, 4, 4) and a.layers[-1].rf_max is None
+
+
+def test_a_fixed_size_file_analysed_at_another_size_says_the_file_would_refuse_it(tmp_path: Path,
+                                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """--input at another size than the file fixes: analysed there (another resolution is what the user
+    asks to see), with a note that ONNX Runtime would refuse that input; a dynamic file has no note."""
+    m = make("squeezenet")
+    fixed = export(m, (3, 64, 64), tmp_path / "fixed.onnx")
+    dynamic = export(m, (3, 64, 64), tmp_path / "dyn.onnx", input_names=["img"],
+                     dynamic_axes={"img": {0: "N", 2: "H", 3: "W"}})
+    note = ("the file fixes its input at [3, 64, 64]; analysed at [3, 96, 80] as asked (the ONNX model itself "
+            "accepts only its own size)")
+    a = analyze_graph(load_onnx(str(fixed), (3, 96, 80)))
+    assert a.input == (3, 96, 80) and note in a.notes
+    assert not any("fixes its input" in n for n in analyze_graph(load_onnx(str(fixed))).notes)
+    assert not any("fixes its input" in n for n in analyze_graph(load_onnx(str(fixed), (3, 64, 64))).notes)
+    assert not any("fixes its input" in n for n in analyze_graph(load_onnx(str(dynamic), (3, 96, 80))).notes)
+    assert main(["analyze", str(fixed), "--input", "3,96,80", "--json", "-"]) == 0
+    assert note in json.loads(capsys.readouterr().out)["notes"]
+
+
+def test_buffers_read_as_operands_count_as_parameters_with_a_note(tmp_path: Path) -> None:
+    """ONNX keeps a buffer as it keeps a parameter: a position table added, mean and std subtracted
+    and divided by, a sampling grid baked in by the exporter, all count (as before) and one note says
+    how many values and which tensors; a conv's weights, and a GroupNorm's affine written out as Mul
+    and Add, are not in it."""
+
+    class Normalised(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+            self.conv = nn.Conv2d(3, 96, 4, 4)
+            self.register_buffer("pos", torch.randn(1, 96, 16, 16))
+            self.gn = nn.GroupNorm(4, 96)
+            nn.init.normal_(self.gn.weight)  # not ones and zeros, which the dynamo exporter merges with its own
+            nn.init.normal_(self.gn.bias)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.gn(self.conv((x - self.mean) / self.std) + self.pos)
+
+    class Warped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            grid = F.affine_grid(torch.tensor([[[1.0, 0.1, 0.0], [0.0, 1.0, 0.0]]]), [1, 3, 32, 32], align_corners=False)
+            return self.conv(F.grid_sample(x, grid, align_corners=False))
+
+    m = Normalised()
+    weights = sum(p.numel() for p in m.parameters())
+    for path in (export(m, (3, 64, 64), tmp_path / "n.onnx"), export_dynamo(m, (3, 64, 64), tmp_path / "nd.onnx")):
+        a = analyze_graph(load_onnx(str(path)))
+        assert a.totals.params == weights + 24576 + 6  # counted, as ONNX cannot tell them apart
+        assert [n for n in a.notes if "buffers" in n] == [(
+            "24582 values in 3 constant tensor(s) that are no conv, linear or norm layer's weights (pos, mean, std) "
+            "count as parameters: ONNX does not tell parameters from buffers")]
+    grid = analyze_graph(load_onnx(str(export_dynamo(Warped(), (3, 32, 32), tmp_path / "w.onnx"))))
+    assert any(n.startswith("2048 values in 1 constant tensor(s)") for n in grid.notes)
+    plain = analyze_graph(load_onnx(str(export(make("squeezenet"), (3, 64, 64), tmp_path / "sq.onnx"))))
+    assert not any("buffers" in n for n in plain.notes)
+
+
+def test_batch_norms_the_exporter_folded_into_convolutions_are_noted(tmp_path: Path) -> None:
+    import warnings
+
+    from torch import nn
+
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                      nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1)).eval()
+    numel = sum(p.numel() for p in m.parameters())
+    got = {}
+    for fold in (True, False):
+        path = tmp_path / f"fold{fold}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(m, (torch.zeros(1, 3, 16, 16),), str(path), dynamo=False, do_constant_folding=fold)
+        got[fold] = analyze_graph(load_onnx(str(path)))
+    folded = [n for n in got[True].notes if "hold a batch norm the exporter folded" in n]
+    assert got[True].totals.params == numel - 2 * 8 - 2 * 8 + 8  # two norms gone, the second conv's bias new
+    assert len(folded) == 1 and folded[0].startswith("2 convolution(s)") and "do_constant_folding=False" in folded[0]
+    assert got[False].totals.params == numel and not any("folded" in n for n in got[False].notes)

@@ -305,8 +305,9 @@ def test_max_unpooling_by_the_pools_indices() -> None:
     assert a.layer("u").out_shape == (8, 32, 32) and a.layer("d").out_shape == (4, 32, 32)
     assert a.totals.params == sum(p.numel() for p in m.parameters()) == torch_params(g)
     assert a.totals.macs == _flop_macs(m) == torch_macs(g)
-    # c 3 (j 1) -> pool 4 (j 2) -> m 4 + 2·2 = 8 -> unpool: 8, j 1 -> pool 9 (j 2) -> unpool 9 (j 1) -> d 11
-    assert [a.layer(n).rf_max for n in ("p", "m", "u", "d")] == [(4, 4), (8, 8), (8, 8), (11, 11)]
+    # c 3 (j 1) -> pool 4 (j 2) -> m 4 + 2·2 = 8 -> unpool 8 (each pair of outputs reads one m
+    # position) -> pool 8 (a pair) -> unpool 8 -> d: three neighbours read two m positions, 8 + 2 = 10
+    assert [a.layer(n).rf_max for n in ("p", "m", "u", "d")] == [(4, 4), (8, 8), (8, 8), (10, 10)]
     assert sum("max_unpool2d analysed as a nearest upsampling" in n for n in g.meta_dict()["notes"]) == 2
 
 

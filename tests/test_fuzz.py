@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from oracles import gradient_support, torch_macs, torch_params, upsampling_tolerance
+from oracles import gradient_support, torch_macs, torch_params
 
 from convscope.api import analyze, analyze_resolutions, load_graph
 from convscope.backends.to_torch import build_module
@@ -728,7 +728,6 @@ def _check_rows(d: dict[str, Any], expect: Expect) -> None:
 def _check_rf(graph: Any, rows: dict[str, Any]) -> None:
     names = [n.name for n in graph.nodes if n.op in SPATIAL and n.out.is_image and rows[n.name].rf_max is not None]
     assert names
-    tol = upsampling_tolerance(graph)
     # An infinite (global) RF covers every input row that some layer reads, but a kernel shorter
     # than its stride (a 1x1 stride-2 conv) or a floor-mode window that drops the last rows leaves
     # rows that nothing reads: the support then need not touch both borders, which the oracle
@@ -753,15 +752,14 @@ def _check_rf(graph: Any, rows: dict[str, Any]) -> None:
                 bad.append((c.layer, "not measured", expected))
             continue
         measured += 1
-        t = tol[c.layer]
         jumps = rows[c.layer].jump or (None, None)
         for e, m, j in zip(expected, c.measured, jumps):
             # global: the whole input, but for the border rows that nothing reads (a stride past its
             # kernel, padding offsets), at most a jump on either side
             slack = 2 * float(j if j is not None else max_jump)
-            ok = (m >= c.size - slack) if math.isinf(e) else (m == e if t == 0 else abs(m - e) <= t)
+            ok = (m >= c.size - slack) if math.isinf(e) else m == e
             if not ok:
-                bad.append((c.layer, expected, c.measured, t))
+                bad.append((c.layer, expected, c.measured))
                 break
     assert not bad, f"rf_max differs from the gradient support: {bad[:4]}"
     assert measured, "no layer could be measured"

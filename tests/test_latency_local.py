@@ -265,3 +265,76 @@ def test_a_network_the_exporter_refuses_is_a_clear_error(capfd, monkeypatch: pyt
     with pytest.raises(InputError, match="exporting it to ONNX failed .*aten::made_up"):
         ort_session(build_module(g), [torch.randn(1, 3, 8, 8)], 1)
     assert capfd.readouterr().out == ""  # the exporter's TorchScript dump stays off stdout
+
+
+HUGE = """name: huge
+input: [3, 100000, 100000]
+layers:
+  - conv: {out: 100000, k: 3}
+"""
+
+
+def test_a_layer_that_does_not_fit_in_memory_is_not_timed_and_said_so(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A valid spec too large to run (120 GB of input, petabytes of output): the machine is
+    calibrated, so its layer is measured on demand; it must be refused before anything is allocated,
+    listed as not timed with the bytes, the prediction a lower bound, exit 0 (never an internal error)."""
+    from convscope.backends import _runners
+
+    monkeypatch.setattr(_runners, "free_memory", lambda device: 2**30, raising=False)  # the same on every machine
+    g = graph_from_spec_text(HUGE, file="huge.yaml")
+    fill(g, skip=1)
+    pred = predict(g, device="local")
+    assert pred is not None and pred.untimed == ("layers.0.conv",)
+    assert any(n.startswith("not timed: layer 'layers.0.conv' does not fit in memory: running it needs at least ")
+               and "this machine has 1.00 GiB free" in n for n in pred.notes)
+    assert any("1 kernel(s) could not be timed (layers.0.conv): the prediction is a lower bound" in n for n in pred.notes)
+    spec = tmp_path / "huge.yaml"
+    spec.write_text(HUGE)
+    assert main(["analyze", str(spec), "--json", "-"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["latency"]["tier"] == "local" and any("does not fit in memory" in n for n in d["latency"]["notes"])
+    assert main(["measure", str(spec)]) == 2  # measuring it end to end: a clear error naming the network
+    assert "network 'huge' does not fit in memory: running it needs at least" in capsys.readouterr().err
+
+
+ALLOC = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+         "allocate 120000000000 bytes. Error code 12 (Cannot allocate memory)")
+
+
+@pytest.mark.parametrize("where", ["inputs", "forward", "onnxruntime"])
+def test_an_allocation_that_fails_while_timing_is_a_layer_not_timed(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """Past the estimate (memory taken meanwhile), PyTorch's "can't allocate" while a layer's inputs
+    are made, while it runs, or while its ONNX Runtime session is built: a layer not timed, in
+    PyTorch's words, never an internal error.  The baseline kernel is not touched."""
+    import torch
+
+    from convscope.backends import _runners, to_torch
+    from convscope.backends import calibrate as C
+
+    def refuse() -> None:
+        raise RuntimeError(ALLOC)
+
+    backend = "onnxruntime" if where == "onnxruntime" else "torch"
+    g = tiny()
+    k = kernels(g, backend)[0]
+    mine = f"kernel:{k.name}"
+    if where == "inputs":
+        real_inputs = _runners._inputs
+        monkeypatch.setattr(_runners, "_inputs", lambda graph, *a: refuse() if graph.name == mine else real_inputs(graph, *a))
+    elif where == "forward":
+        real_build = to_torch.build_module
+
+        class Refuses(torch.nn.Module):
+            def forward(self, *xs):  # type: ignore[no-untyped-def]
+                refuse()
+
+        monkeypatch.setattr(to_torch, "build_module", lambda graph, **kw: Refuses() if graph.name == mine
+                            else real_build(graph, **kw))
+    else:
+        real_session = C.ort_session
+        monkeypatch.setattr(C, "ort_session", lambda m, xs, n: refuse() if tuple(xs[0].shape) == (1, 3, 16, 16)
+                            else real_session(m, xs, n))
+    run = C.measure_kernels([(g, k)], backend=backend, batch=1, dtype="fp32", threads=1, store=open_store(),
+                            fp=device_fingerprint(backend), passes=1, retries=0)
+    assert run.measured == 0 and run.failed == ((k.name, f"layer '{k.name}' does not fit in memory: {ALLOC}"),)

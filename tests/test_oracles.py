@@ -11,7 +11,7 @@ from convscope.api import load_graph
 from convscope.frontends.from_spec import graph_from_spec_data
 from convscope.ir.ops import OpKind
 from convscope.zoo import zoo_entries
-from oracles import gradient_support, torch_macs, torch_params, upsampling_tolerance
+from oracles import gradient_support, torch_macs, torch_params
 
 ZOO = [e.name for e in zoo_entries()]
 SPATIAL = (OpKind.CONV, OpKind.CONV_T, OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.ADAPTIVE_AVGPOOL,
@@ -87,14 +87,8 @@ def test_hand_made_networks_against_the_oracles(case: str) -> None:
     g = graph_from_spec_data({"name": case, "input": [3, side, side], "layers": HAND[case]})
     assert cost(g).total.params == torch_params(g)
     assert cost(g).total.macs == torch_macs(g)
-    tol = upsampling_tolerance(g)
-    checks = gradient_support(g, _spatial_layers(g))
-    exact = [c for c in checks if tol[c.layer] == 0]
-    after = [c for c in checks if tol[c.layer] > 0]
-    assert exact and all(c.ok for c in exact), [c for c in exact if not c.ok]
-    for c in after:  # after an upsampling the model averages over output phases
-        assert c.measured is not None
-        assert all(abs(e - m) <= tol[c.layer] for e, m in zip(c.expected, c.measured)), c
+    checks = gradient_support(g, _spatial_layers(g))  # after resampling: the widest of every phase
+    assert checks and all(c.ok for c in checks), [c for c in checks if not c.ok]
 
 
 def test_ragged_transposed_conv_is_exact_there_and_an_upper_bound_after() -> None:

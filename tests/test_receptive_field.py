@@ -67,13 +67,16 @@ def test_transposed_conv_shrinks_the_jump() -> None:
         {"convT": {"out": 4, "k": 4, "s": 2, "name": "up"}},          # r 3 + 1*2 = 5, j 1
         {"conv": {"out": 4, "k": 3, "name": "after"}},               # r 5 + 2*1 = 7
         {"convT": {"out": 4, "k": 2, "s": 2, "name": "up2"}},         # r 7, j 1/2
-        {"conv": {"out": 4, "k": 3, "name": "half"}},                # r 7 + 2*(1/2) = 8
+        {"conv": {"out": 4, "k": 3, "name": "half"}},                # r 7 + 2*(1/2) = 8 on average
     ]
     rf = receptive_field(net(layers))
     assert rf.of("up").rf_max == (5, 5) and rf.of("up").jump == (1, 1)
     assert rf.of("after").rf_max == (7, 7)
     assert rf.of("up2").jump == (Fraction(1, 2), Fraction(1, 2))
-    assert rf.of("half").rf_max == (8, 8)
+    # position by position: half reads two neighbours of `after`, whose supports (after `up`, which
+    # sends outputs 2m and 2m+1 to the same inputs) are 0 or 2 pixels apart: 7 or 9 px, never the 8
+    # that j = 1/2 averages
+    assert rf.of("half").rf_min == (7, 7) and rf.of("half").rf_max == (9, 9)
 
 
 def test_upsampling_nearest_and_bilinear() -> None:
@@ -117,7 +120,9 @@ def test_pixel_unshuffle_is_a_window_and_pixel_shuffle_an_upsampling() -> None:
     assert rf.of("down").rf_max == (4, 4) and rf.of("down").jump == (2, 2)
     assert rf.of("b").rf_max == (8, 8)
     assert rf.of("up").rf_max == (8, 8) and rf.of("up").jump == (Fraction(2, 3), Fraction(2, 3))
-    assert rf.of("c").rf_max == (Fraction(28, 3), Fraction(28, 3))
+    # three neighbours of `up` read one or two positions of b (3 outputs per input): 8 or 8 + 2 px,
+    # never the 28/3 that j = 2/3 averages
+    assert rf.of("c").rf_min == (8, 8) and rf.of("c").rf_max == (10, 10)
     g = net(layers, input=(3, 32, 32))
     assert g.node("down").out.shape == (16, 16, 16) and g.node("up").out.shape == (4, 48, 48)
 

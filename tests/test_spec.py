@@ -92,6 +92,66 @@ layers:
     assert "layer2.0.downsample.0" in names and "layer2.0.downsample.1" in names and "layer2.0.add" in names
 
 
+TWO_RESIDUALS = """
+name: t
+input: [3, 16, 16]
+blocks:
+  two:
+    args: {c: null}
+    layers:
+      - residual: {body: [conv: {out: $c, k: 3}]}
+      - residual: {body: [conv: {out: 8, k: 3, s: 2}]}
+layers: [two: {c: C}]
+"""
+
+
+def test_residual_names_follow_from_positions_not_from_shapes() -> None:
+    """Two unnamed residuals in one block: the first takes the block's downsample and add, the second
+    its own path for both, whether or not the first needed a projection (C=8 needs one, C=3 not)."""
+    def names(c: int) -> list[str]:
+        return [n.name for n in graph_from_spec_text(TWO_RESIDUALS.replace("C", str(c)))]
+
+    second = ["layers.0.1.0.conv", "layers.0.1.downsample.0", "layers.0.1.downsample.1", "layers.0.1.add"]
+    assert names(3) == ["input", "layers.0.0.0.conv", "layers.0.add", *second]
+    assert names(8) == ["input", "layers.0.0.0.conv", "layers.0.downsample.0", "layers.0.downsample.1",
+                        "layers.0.add", *second]
+
+
+def test_an_outer_residual_takes_the_block_names_before_one_in_its_body() -> None:
+    text = """
+name: t
+input: [3, 16, 16]
+blocks:
+  nest:
+    layers:
+      - residual:
+          body:
+            - residual: {body: [conv: {out: 8, k: 3, s: 2}]}
+            - conv: {out: 16, k: 3}
+layers: [nest: {name: blk}]
+"""
+    g = graph_from_spec_text(text)
+    assert g.node("blk.0.0.downsample.0").out.shape == (8, 8, 8)  # the inner residual's projection
+    assert g.node("blk.0.0.add").inputs == ("blk.0.0.0.conv", "blk.0.0.downsample.1")
+    assert g.node("blk.downsample.0").out.shape == (16, 8, 8)  # the outer one's
+    assert g.node("blk.add").inputs == ("blk.0.1.conv", "blk.downsample.1")
+
+
+def test_parallel_with_an_empty_branch_adds_the_input() -> None:
+    """An empty branch is the input itself: a shortcut written as a parallel."""
+    text = """
+name: t
+input: [4, 8, 8]
+layers:
+  - parallel: {merge: add, branches: [[conv: {out: 4, k: 3, name: c}], []]}
+  - parallel: {branches: [[], [conv: {out: 2, k: 1, name: d}]]}
+"""
+    g = graph_from_spec_text(text)
+    assert g.node("layers.0.add").inputs == ("c", "input")
+    assert g.node("layers.1.concat").inputs == ("layers.0.add", "d")
+    assert g.node("layers.1.concat").out.shape == (6, 8, 8)
+
+
 def test_non_square_kernels_strides_and_inputs() -> None:
     text = """
 name: t
@@ -302,6 +362,29 @@ BAD = {
     "huge_input": ("name: t\ninput: [3, 99999999999, 8]\nlayers: [relu]\n", r":2:8: 'input' sizes must be at most"),
     "recursive_alias": ("name: t\ninput: [3, 8, 8]\nlayers: &l\n  - relu\n  - repeat: 2\n    layers: *l\n",
                         r":3:9: a YAML alias \(\*name\) refers to a mapping or list that contains it"),
+    "parallel_one_branch": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - parallel:\n      merge: add\n"
+                            "      branches:\n        - [conv: {out: 3, k: 3}]\n",
+                            r":7:9: parallel needs at least two branches to merge, got one \(an empty branch \[\] is the "
+                            r"input itself; for one path, write its layers in place of the parallel\)"),
+    "parallel_one_empty_branch": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - parallel: {branches: [[]]}\n",
+                                  r":4:26: parallel needs at least two branches"),
+    "unused_block_argument": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {c: null, unused: 3}\n"
+                              "    layers: [conv: {out: $c, k: 1}]\nlayers: [b: {c: 4}]\n",
+                              r":5:21: block 'b' declares argument 'unused' but no layer uses \$unused"),
+    "unused_block_argument_uncalled": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {c: 4}\n"
+                                       "    layers: [conv: {out: \"${cin}\", k: 1, name: c}]\nlayers: [relu]\n",
+                                       r":5:12: block 'b' declares argument 'c' but no layer uses \$c"),
+    "block_argument_name": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {c: null, name: x}\n"
+                            "    layers: [conv: {out: $c, k: 1, name: $name}]\nlayers: [b: {c: 4, name: y}]\n",
+                            r":5:21: block 'b': 'name' cannot be an argument: it is reserved for the layer item that "
+                            r"calls the block \(reserved: name, from, shares\)"),
+    "block_argument_from": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args:\n      from: a\n"
+                            "    layers: [relu: {from: $from}]\nlayers: [b]\n",
+                            r":6:7: block 'b': 'from' cannot be an argument: it is reserved .*\(reserved: name, from, "
+                            r"shares\)"),
+    "block_argument_not_a_name": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {in: 3}\n"
+                                  "    layers: [conv: {out: $in, k: 1}]\nlayers: [b]\n",
+                                  r":5:12: block 'b': argument name 'in' cannot be written \$in in the layers"),
 }
 
 
@@ -317,6 +400,20 @@ def test_bad_input_gives_a_clear_message_and_exit_status_2(case: str, spec, caps
     assert "Traceback" not in err
     assert str(path) in err
     assert re.search(pattern, err), err
+
+
+def test_a_file_that_is_not_utf8_names_the_first_bad_byte(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """file:line:column of the first byte that is not UTF-8, the column in characters (é is one)."""
+    f = tmp_path / "latin1.yaml"
+    f.write_bytes("name: t\ninput: [3, 8, 8]\n# café, not ".encode() + b"caf\xe9\nlayers: [relu]\n")
+    assert main(["analyze", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert f"{f}:3:16: byte 0xe9 is not UTF-8: a spec file must be UTF-8 text (save it as UTF-8)" in err, err
+    assert "Traceback" not in err
+    f.write_bytes("name: t\n".encode("utf-16"))
+    assert main(["analyze", str(f)]) == 2
+    assert f"{f}:1:1: byte 0xff is not UTF-8: a spec file must be UTF-8 text (this one looks like UTF-16" \
+        in capsys.readouterr().err
 
 
 def test_missing_file(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -171,8 +171,11 @@ def _measure_missing(graph: Graph, missing: list[Kernel], backend: str, batch: i
     if run.interrupted:
         raise KeyboardInterrupt
     kept = "not kept: the cache is read-only" if getattr(store, "readonly", False) else "cached for next time"
+    failed = list(getattr(run, "failed", ()))
     return [f"measured {run.measured} layer configuration(s) missing from the cache now "
-            f"({time.perf_counter() - t0:.1f} s); they are {kept}"]
+            f"({time.perf_counter() - t0:.1f} s); they are {kept}"] + \
+        [f"not timed: {why}" if why.startswith(f"layer '{name}'") else f"not timed: {name}: {why}"
+         for name, why in failed[:4]]
 
 
 def predict(graph: Graph, *, device: str | os.PathLike[str] | DeviceProfile | None = None, backend: str | None = None,

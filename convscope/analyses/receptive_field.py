@@ -21,15 +21,14 @@ output positions).  The input starts at ``{(1, 1)}``.
   ``constant`` (a parameter or literal the network holds), which merges add nothing to.
 * ``unknown`` ops: unknown, and so is everything downstream (reported, never guessed).
 
-After any upsampling the output grid is no longer uniform (neighbouring outputs share an input), so
-for the layers *after* it the model's ``j/f`` is the average over output phases: their r may differ
-from the true support by up to one coarse jump per upsampling layer on the path (fractions such as
-2.5 px show this).  Layers up to and including the upsampling are exact; the tests measure both.
-A transposed convolution whose dilation sends neighbouring outputs to input positions out of order
-(k=3, s=3, d=2 maps outputs 0, 1, 2 to inputs 0, -1, 0) breaks that bound: the average then
-understates r by up to (d-1) coarse jumps.
+After any resampling (upsampling, a strided transposed conv, a pixel shuffle, adaptive pooling with
+unequal bins) the output grid is no longer uniform: neighbouring outputs read different numbers of
+input positions, and ``r + a·j`` with the average jump ``j/f`` is an average over output phases.  For
+those nodes ``rf_min`` and ``rf_max`` are replaced by the true supports, found position by position
+(``_rf_exact``); the pairs and the jump stay as they are.
 
-Numbers are ints where exact and :class:`fractions.Fraction` after upsampling; ∞ is ``math.inf``.
+Numbers are ints where exact (rf_min and rf_max wherever every path can be followed back) and
+:class:`fractions.Fraction` for jumps after upsampling; ∞ is ``math.inf``.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from fractions import Fraction
 
 from convscope._registry import registrar, require_all
 from convscope.analyses._pairs import INF, Num, Pairs
+from convscope.analyses._rf_exact import Exact, periods, resample_inv, supports
 from convscope.ir.graph import Graph, Node, TensorInfo
 from convscope.ir.ops import UPSAMPLE_SPAN, OpKind, UpsampleAttrs
 
@@ -63,6 +63,7 @@ class AxisRF:
     The summaries (rf_min, rf_max, …) are computed once, at construction."""
 
     pairs: PairSet
+    exact: tuple[int, int] | None = None  # (narrowest, widest) finite support found position by position
     rf_min: Num | None = field(init=False)
     rf_max: Num | None = field(init=False)
     rf_max_finite: Num | None = field(init=False)
@@ -73,7 +74,10 @@ class AxisRF:
         set_ = object.__setattr__
         p = self.pairs
         top = p.max_finite_r
-        set_(self, "rf_min", p.min_r)
+        low = p.min_r
+        if self.exact is not None and top is not None:  # after resampling: true supports, not averages
+            low, top = self.exact
+        set_(self, "rf_min", low)
         set_(self, "rf_max", INF if p.has_global else top)
         set_(self, "rf_max_finite", top)
         set_(self, "jump", p.min_finite_j)
@@ -208,20 +212,8 @@ def _upsample(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[P
     for axis, pairs in ((0, h), (1, w)):
         size_in, size_out = infos[0].shape[axis + 1], node.out.shape[axis + 1]
         # resampling by 1 along an axis reads the one position under each output
-        out.append(_grow(pairs, taps if size_in != size_out else 0, _resample_jump(a, axis, size_in, size_out)))
+        out.append(_grow(pairs, taps if size_in != size_out else 0, resample_inv(a, axis, size_in, size_out)))
     return out[0], out[1]
-
-
-def _resample_jump(a: UpsampleAttrs, axis: int, size_in: int, size_out: int) -> Fraction:
-    """Input positions per output position, as the resampler maps coordinates: (in-1)/(out-1) with
-    aligned corners; 1/scale when a scale was given (PyTorch and ONNX map with the scale itself, not
-    with the rounded sizes: 15 px ×1.5 is 22 px, still 2/3 of an input pixel per output pixel);
-    otherwise in/out."""
-    if a.align_corners and size_out > 1:
-        return Fraction(size_in - 1, size_out - 1)
-    if a.scale is not None and a.scale[axis] > 0:
-        return 1 / Fraction(a.scale[axis]).limit_denominator(1 << 20)
-    return Fraction(size_in, size_out)
 
 
 @_rule(OpKind.PIXEL_SHUFFLE)
@@ -412,10 +404,15 @@ def receptive_field(graph: Graph) -> RFResult:
     rf: dict[str, NodeRF] = {}
     image: dict[str, tuple[int, int]] = {}  # per node: the image axis of its 1st and 2nd spatial axis
     mirror: dict[str, tuple[bool, bool]] = {}  # per node: is image axis H / W read backwards
+    period: dict[str, tuple[int, int]] = {}  # per node: positions (own axes) that cover every phase
+    resampled: set[str] = set()  # nodes with a resampling op on some path from the input
     misaligned: list[str] = []
     for node in graph.nodes:
         ins = [rf[i] for i in node.inputs]
         infos = [graph.node(i).out for i in node.inputs]
+        period[node.name] = periods(node, [period[i] for i in node.inputs], infos)
+        if _resamples(node, infos) or any(i in resampled for i in node.inputs):
+            resampled.add(node.name)
         mine = image[node.inputs[0]] if node.inputs else (0, 1)
         image[node.name] = _image_axes(node, infos[0], mine) if node.op is OpKind.PERMUTE else mine
         mirror[node.name] = _mirrored(node, infos[0], mine, mirror[node.inputs[0]]) if node.inputs else (False, False)
@@ -438,4 +435,39 @@ def receptive_field(graph: Graph) -> RFResult:
             pairs = (pairs[1], pairs[0])
         paths = 1 if node.op is OpKind.INPUT else (0 if node.op is OpKind.ZERO else sum(x.paths for x in ins))
         rf[node.name] = NodeRF((AxisRF(pairs[0]), AxisRF(pairs[1])), paths)
+    if resampled:
+        _exact_after_resampling(graph, rf, image, period, resampled)
     return RFResult(tuple(rf.items()), tuple(misaligned))
+
+
+def _resamples(node: Node, infos: list[TensorInfo]) -> bool:
+    """Ops after which neighbouring output positions may read different numbers of input positions."""
+    if node.op is OpKind.CONV_T:
+        return node.attrs.stride != (1, 1)  # type: ignore[union-attr]
+    if node.op in (OpKind.UPSAMPLE, OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL):
+        return bool(infos) and infos[0].spatial != node.out.spatial
+    return node.op is OpKind.PIXEL_SHUFFLE
+
+
+def _exact_after_resampling(graph: Graph, rf: dict[str, NodeRF], image: dict[str, tuple[int, int]],
+                            period: dict[str, tuple[int, int]], resampled: set[str]) -> None:
+    """Replace the average supports of the nodes after a resampling op by the true ones, found
+    position by position (see ``_rf_exact``); a node whose paths cannot all be followed keeps the
+    average."""
+    def local(name: str) -> bool:
+        x = rf[name]
+        return x.axes is not None and any(a.rf_max_finite is not None for a in x.axes)
+
+    ex = Exact(graph, image, local)
+    for name in resampled:
+        node, x = graph.node(name), rf[name]
+        if x.axes is None or not local(name) or len(node.out.spatial_axes) != 2:
+            continue
+        axes = list(x.axes)
+        for axis in (0, 1):
+            if axes[axis].rf_max_finite is None:
+                continue
+            got = supports(ex, node, axis, period[name][image[name].index(axis)])
+            if got is not None:
+                axes[axis] = AxisRF(axes[axis].pairs, got)
+        rf[name] = NodeRF((axes[0], axes[1]), x.paths)

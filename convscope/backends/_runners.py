@@ -20,10 +20,18 @@ inside its network disagree by up to 3x.  :func:`steady_allocator` tells glibc t
 memory (``M_TRIM_THRESHOLD`` 1 GiB, ``M_MMAP_THRESHOLD`` 32 MiB): what a long-running inference
 process with jemalloc/tcmalloc, or glibc after enough runs, sees.  Both ``measure`` and
 ``calibrate`` time in that state; elsewhere than glibc it does nothing.
+
+Memory: a network that cannot fit is an :class:`InputError` naming what it needs, never a crash.
+:func:`prepare` refuses one whose weights and peak of live activations (``cost``) exceed the memory
+free on the device (``MemAvailable``, or the GPU's free memory) before allocating anything (an
+allocation the kernel grants but cannot back would get the process killed); an allocation that
+fails anyway, while building or running, is turned into the same error.  ``calibrate`` then lists
+the layer as not timed, and the local tier's prediction as a lower bound.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import sys
@@ -36,10 +44,13 @@ from typing import Any
 import torch
 
 from convscope.analyses._latency_kernels import check_backend
+from convscope.analyses.cost import cost
 from convscope.errors import InputError
 from convscope.ir.graph import Graph
+from convscope.units import fmt_bytes
 
-__all__ = ["Runner", "prepare", "torch_dtype", "threads_set", "ort_session", "steady_allocator", "MEASURABLE"]
+__all__ = ["Runner", "prepare", "torch_dtype", "threads_set", "ort_session", "steady_allocator", "check_fits",
+           "free_memory", "guarded", "MEASURABLE"]
 
 MEASURABLE = ("torch", "cuda", "onnxruntime")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -89,8 +100,14 @@ def _torch_runner(graph: Graph, batch: int, dtype: str, threads: int, device: st
     sync = torch.cuda.synchronize if device == "cuda" else _nothing
 
     def enqueue() -> Any:
-        with torch.inference_mode():
-            return module(*xs)
+        try:
+            with torch.inference_mode():
+                return module(*xs)
+        except (MemoryError, RuntimeError) as exc:  # its outputs did not fit: said as an InputError
+            err = _memory_error(exc, graph)
+            if err is None:
+                raise
+            raise err from None
 
     def call() -> Any:
         out = enqueue()
@@ -154,7 +171,76 @@ def _ort_runner(graph: Graph, batch: int, dtype: str, threads: int, label: str) 
     xs = _inputs(graph, batch, torch.float32, "cpu")
     sess = ort_session(module, xs, threads)
     feed = {f"x{i}": x.numpy() for i, x in enumerate(xs)}
-    return Runner(lambda: sess.run(None, feed), label, threads)
+    return Runner(guarded(functools.partial(sess.run, None, feed), graph), label, threads)
+
+
+# -- memory ----------------------------------------------------------------------------------------
+def guarded(fn: Callable[[], Any], graph: Graph) -> Callable[[], Any]:
+    """``fn`` with a failed allocation turned into an InputError (see :func:`_memory_error`)."""
+
+    def call() -> Any:
+        try:
+            return fn()
+        except Exception as exc:  # ONNX Runtime's errors are not RuntimeErrors; others raised again
+            err = _memory_error(exc, graph)
+            if err is None:
+                raise
+            raise err from None
+
+    return call
+
+
+def _memory_error(exc: BaseException, graph: Graph) -> InputError | None:
+    """``exc`` as an InputError if it is a failed allocation (PyTorch's "can't allocate", CUDA out
+    of memory, ONNX Runtime's "Failed to allocate", MemoryError), else None."""
+    text = str(exc)
+    if not (isinstance(exc, MemoryError) or "allocate" in text.lower() or "out of memory" in text.lower()):
+        return None
+    first = next((ln.strip() for ln in text.splitlines() if "allocate" in ln.lower() or "memory" in ln.lower()),
+                 type(exc).__name__)
+    return InputError(f"{_what(graph)} does not fit in memory: {first[:200]}")
+
+
+def _what(graph: Graph) -> str:
+    """A kernel graph of calibrate (``kernel:NAME``) is its layer; anything else its network."""
+    return f"layer '{graph.name[7:]}'" if graph.name.startswith("kernel:") else f"network '{graph.name}'"
+
+
+def free_memory(device: str) -> int | None:
+    """Bytes a new allocation can take on ``device`` ('cpu': ``MemAvailable`` of /proc/meminfo;
+    'cuda': the GPU's free memory); None where that is not known."""
+    if device == "cuda":  # what PyTorch's caching allocator holds unused is free to it as well
+        try:
+            return int(torch.cuda.mem_get_info()[0]) + torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
+        except (RuntimeError, AssertionError):
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_fits(graph: Graph, *, batch: int, dtype: str, device: str) -> None:
+    """InputError if the weights and the peak of live activations of ``graph`` exceed the memory free
+    on ``device``: nothing is allocated to find out."""
+    free = free_memory(device)
+    if free is None:
+        return
+    c = cost(graph, dtype=dtype if dtype in _DTYPES else "fp32", batch=batch)
+    need = c.weight_bytes + c.peak_activation_bytes
+    if need <= free:
+        return
+    big = max(c.nodes, key=lambda n: n.activation_bytes + n.weight_bytes)
+    largest = "" if graph.name.startswith("kernel:") else \
+        f"; the largest, '{big.name}', holds {fmt_bytes(big.activation_bytes + big.weight_bytes)}"
+    where = "the GPU" if device == "cuda" else "this machine"
+    raise InputError(f"{_what(graph)} does not fit in memory: running it needs at least {fmt_bytes(need)} "
+                     f"({fmt_bytes(c.weight_bytes)} of weights, {fmt_bytes(c.peak_activation_bytes)} of live "
+                     f"activations at batch {batch}{largest}), and {where} has {fmt_bytes(free)} free")
 
 
 _STEADY: list[bool] = []
@@ -188,6 +274,16 @@ def prepare(graph: Graph, *, backend: str, batch: int, dtype: str, threads: int,
                          f"analytic tier); measure with {', '.join(MEASURABLE)}")
     if backend == "cuda" and not torch.cuda.is_available():
         raise InputError("backend 'cuda': no CUDA device is available on this machine")
-    if backend == "onnxruntime":
-        return _ort_runner(graph, batch, dtype, threads, label)
-    return _torch_runner(graph, batch, dtype, threads, "cuda" if backend == "cuda" else "cpu", label)
+    device = "cuda" if backend == "cuda" else "cpu"
+    check_fits(graph, batch=batch, dtype=dtype, device=device)
+    try:
+        if backend == "onnxruntime":
+            return _ort_runner(graph, batch, dtype, threads, label)
+        return _torch_runner(graph, batch, dtype, threads, device, label)
+    except InputError:
+        raise
+    except Exception as exc:  # an allocation failing while the weights and inputs are made
+        err = _memory_error(exc, graph)
+        if err is None:
+            raise
+        raise err from None

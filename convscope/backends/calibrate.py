@@ -26,6 +26,7 @@ timing is written to the cache as soon as it is taken, so an interrupted run kee
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -41,7 +42,8 @@ from convscope.analyses.latency import cold_weight_mb
 from convscope.backends import _interference as itf
 from convscope.backends._cache import Calibration, Fingerprint, LatencyStore, LayerTiming, default_threads, \
     core_cache_bytes, device_fingerprint, open_store
-from convscope.backends._runners import Runner, ort_session, prepare, steady_allocator, threads_set, torch_dtype
+from convscope.backends._runners import Runner, check_fits, guarded, ort_session, prepare, steady_allocator, \
+    threads_set, torch_dtype
 from convscope.backends.measure import Progress, measure_graph, time_runs
 from convscope.errors import ConvscopeError, InputError
 from convscope.ir import ops as O
@@ -116,15 +118,19 @@ def _baseline_graph(backend: str) -> Graph:
 
 
 def _runner_for(g: Graph, backend: str, batch: int, dtype: str, threads: int) -> Runner:
+    """A layer that does not fit in memory is an InputError (``_runners``): a layer not timed."""
     steady_allocator()
     if backend == "onnxruntime":
         from convscope.backends.to_torch import build_module
 
-        module = build_module(g)
-        xs = [torch.randn((batch, *n.out.shape)) for n in g.inputs]
-        sess = ort_session(module, xs, threads)
-        feed = {f"x{i}": x.numpy() for i, x in enumerate(xs)}
-        return Runner(lambda: sess.run(None, feed), "", threads)
+        check_fits(g, batch=batch, dtype="fp32", device="cpu")
+
+        def session() -> Any:
+            xs = [torch.randn((batch, *n.out.shape)) for n in g.inputs]
+            return ort_session(build_module(g), xs, threads), {f"x{i}": x.numpy() for i, x in enumerate(xs)}
+
+        sess, feed = guarded(session, g)()
+        return Runner(guarded(functools.partial(sess.run, None, feed), g), "", threads)
     return prepare(g, backend=backend, batch=batch, dtype=dtype, threads=threads, label="")
 
 

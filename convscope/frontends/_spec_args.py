@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from convscope.errors import SpecError
 from convscope.frontends._yaml import Mark, YList, YMap, shown
 
-__all__ = ["Args", "substitute", "has_dollar", "fail"]
+__all__ = ["Args", "substitute", "has_dollar", "names_used", "fail"]
 
 
 def fail(file: str, mark: Mark | None, message: str) -> NoReturn:
@@ -85,6 +85,33 @@ def has_dollar(value: Any, memo: dict[int, bool] | None = None) -> bool:
     if memo is not None and isinstance(value, (dict, list)):
         memo[id(value)] = found
     return found
+
+
+def _expr_names(body: str) -> set[str]:
+    """The names an expression (the part after ``$``, braces removed) reads; none when it does not
+    parse (the substitution itself says so, where it is used)."""
+    try:
+        tree = ast.parse(body.strip(), mode="eval")
+    except SyntaxError:
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
+def names_used(value: Any) -> set[str]:
+    """The argument names the ``$name`` / ``${expression}`` substitutions in ``value`` (deeply, in
+    the values :func:`substitute` replaces) read."""
+    if isinstance(value, str):
+        if "$" not in value:
+            return set()
+        if value.startswith("$"):
+            body = value[1:]
+            return _expr_names(body[1:-1] if body.startswith("{") and body.endswith("}") else body)
+        return {n for m in _INSIDE.finditer(value) for n in _expr_names(m.group(1).strip("{}"))}
+    if isinstance(value, dict):
+        return {n for v in value.values() for n in names_used(v)}
+    if isinstance(value, list):
+        return {n for v in value for n in names_used(v)}
+    return set()
 
 
 def substitute(value: Any, env: Mapping[str, Any], file: str, mark: Mark | None,

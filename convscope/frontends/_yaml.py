@@ -127,9 +127,24 @@ def read_text_file(path: str | os.PathLike[str], kind: str) -> str:
     if p.is_dir():
         raise SpecError(f"is a directory, not a {kind} file", file=str(path))
     try:
-        return p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = p.read_bytes()
+    except OSError as exc:
         raise SpecError(f"cannot read: {exc}", file=str(path)) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col = _byte_position(data, exc.start)
+        bom = data.startswith((b"\xff\xfe", b"\xfe\xff"))
+        raise SpecError(f"byte 0x{data[exc.start]:02x} is not UTF-8: a {kind} file must be UTF-8 text"
+                        + (" (this one looks like UTF-16: save it as UTF-8)" if bom else " (save it as UTF-8)"),
+                        file=str(path), line=line, column=col) from None
+
+
+def _byte_position(data: bytes, offset: int) -> Mark:
+    """The 1-based line and column (in characters) of the byte at ``offset``; the bytes before it
+    are valid UTF-8 (it is the first that is not)."""
+    start = data.rfind(b"\n", 0, offset) + 1
+    return data.count(b"\n", 0, offset) + 1, len(data[start:offset].decode("utf-8", errors="replace")) + 1
 
 
 def load_yaml(text: str, file: str) -> Any:

@@ -1,7 +1,8 @@
 """ONNX front end: an ``.onnx`` file -> Graph (onnx and its shape inference; no torch, nothing run).
 
 The model must have one image input (N, C, H, W).  ``input_shape`` (C, H, W) overrides its size;
-a model whose size is symbolic needs it.  Initializers are parameters when they are floating point
+a model whose size is symbolic needs it.  A file that fixes its size is analysed at another one when
+asked (to see another resolution), with a note that the ONNX model itself accepts only its own.  Initializers are parameters when they are floating point
 and hold more than one value (a conv weight, a layer scale, a position embedding); each counts once,
 at its first use (BatchNorm's running statistics are read, not counted, as PyTorch counts them).
 Nodes are lowered in order through ``_onnx_ops`` (the same IR handlers as the PyTorch front end),
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +122,16 @@ def load_onnx(path: str, input_shape: Sequence[int] | None = None) -> Graph:
     clash = [n for n in graph.nodes if resized and n.op is OpKind.UNKNOWN and "mismatch" in n.attrs.target]  # type: ignore[union-attr]
     if clash:  # a known op whose inputs no longer fit at this size: not an op to report as unknown
         raise InputError(f"{path}: layer '{clash[0].name}': {clash[0].attrs.target}{hint}")  # type: ignore[union-attr]
+    if resized:  # analysed where asked (to see another resolution), but the file itself would refuse it
+        graph = _with_notes(graph, f"the file fixes its input at {declared}; analysed at {list(chw)} as asked "
+                                   "(the ONNX model itself accepts only its own size)")
     return graph
+
+
+def _with_notes(graph: Graph, *notes: str) -> Graph:
+    meta = graph.meta_dict()
+    meta["notes"] = (*meta.get("notes", ()), *notes)
+    return replace(graph, meta=tuple(meta.items()))
 
 
 def _set_input(inp: Any, dims: Sequence[int | str | None]) -> None:
@@ -222,10 +233,72 @@ def _lower(model: onnx.ModelProto, inits: dict[str, np.ndarray], input_name: str
                              "cannot follow back to the input")
         raise InputError("no graph output is computed from the input")
     graph = lo.build(list(dict.fromkeys(outputs)), {"frontend": "onnx", "producer": model.producer_name,
-                                                    "notes": tuple(lo.notes)})
+                                                    "notes": (*lo.notes, *_operand_params_note(lo, g, users, values),
+                                                              *_folded_norms_note(g))})
     if from_torch:
         graph = rename(graph, _leaf_names(graph, names, produced))
     return fold(graph)
+
+
+def _norm_affines(g: Any, users: dict[str, list[Any]], values: dict[str, Any]) -> set[str]:
+    """The parameters of a norm's affine written out after it as Mul and Add (GroupNorm as both
+    PyTorch exporters write it: InstanceNormalization, Reshape back, Mul by the weight, Add the bias)."""
+    out: set[str] = set()
+    for node in g.node:
+        if node.op_type != "InstanceNormalization":
+            continue
+        v = node.output[0]
+        while len(users.get(v, [])) == 1 and users[v][0].op_type in ("Reshape", "Mul", "Add"):
+            reader = users[v][0]
+            if reader.op_type != "Reshape":
+                other = [values.get(i) for i in reader.input if i != v]
+                if len(other) != 1 or not isinstance(other[0], ConstVal):
+                    break
+                out.update(other[0].sources)
+            v = reader.output[0]
+    return out
+
+
+def _operand_params_note(lo: Lowering, g: Any, users: dict[str, list[Any]], values: dict[str, Any]) -> list[str]:
+    """ONNX keeps parameters and buffers alike as initializers, so a buffer read as an operand (a
+    position table added, the mean and std of a normalisation, a sampling grid) counts as parameters
+    as a parameter read so does (a layer scale, a class token).  The note names them: the tensors
+    counted that no weighted layer holds (conv, linear, norm, PReLU), less a norm's affine written
+    out as elementwise ops (after an InstanceNormalization, or a PyTorch module's ``weight`` and
+    ``bias``: a LayerNorm spelled out at an old opset)."""
+    affine = _norm_affines(g, users, values)
+    extra = [p for p in lo.param_sizes if p in lo.counted and p not in lo.owner and p not in affine
+             and p.rsplit(".", 1)[-1] not in ("weight", "bias")]
+    if not extra:
+        return []
+    extra.sort(key=lambda p: -lo.param_sizes[p])
+    size = sum(lo.param_sizes[p] for p in extra)
+    return [f"{size} values in {len(extra)} constant tensor(s) that are no conv, linear or norm layer's weights "
+            f"({', '.join(extra[:3])}{', …' if len(extra) > 3 else ''}) count as parameters: ONNX does not tell "
+            "parameters from buffers"]
+
+
+_FOLDED_WEIGHT = re.compile(r"onnx::Conv_\d+")  # the TorchScript exporter's name for a weight it computed
+
+
+def _folded_norms_note(g: Any) -> list[str]:
+    """Both PyTorch exporters fold an eval-mode BatchNorm into the convolution before it unless told
+    not to: the file then lacks the norm's parameters (2 per channel), and a folded conv gains a bias.
+    The torch.export-based exporter marks such a conv (``FuseBatchNormIntoConv``); the TorchScript one
+    names the weight it computed ``onnx::Conv_N`` instead of the module's ``layer.weight``."""
+    folded = []
+    for node in g.node:
+        if node.op_type != "Conv":
+            continue
+        rules = " ".join(p.value for p in node.metadata_props if p.key.endswith("rule_name"))
+        if "BatchNorm" in rules or (len(node.input) > 1 and _FOLDED_WEIGHT.fullmatch(node.input[1])):
+            folded.append(node.name or node.output[0])
+    if not folded:
+        return []
+    return [f"{len(folded)} convolution(s) hold a batch norm the exporter folded into them (e.g. {folded[0]}): "
+            "the module's BatchNorm parameters (2 per channel) are not in this file, and a folded convolution "
+            "has a bias; export with do_constant_folding=False (dynamo=False) or optimize=False (the "
+            "torch.export-based exporter) to analyse the network as it is built"]
 
 
 def _lower_lrn(n: ONode, m: LRNMatch, values: dict[str, Any]) -> list[Any]:

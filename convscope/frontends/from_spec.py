@@ -12,20 +12,25 @@ Generated names follow PyTorch module paths: the unnamed op at index 3 of the to
 as is (``stem``), inside a named scope it is prefixed by it (``layer3.0`` + ``conv2``).  Unnamed
 ``residual`` and ``parallel`` items are transparent for the names of their named children, so a
 block ``[residual: {body: [conv: {name: conv1}, …]}, relu]`` called as ``layer1.0`` yields
-``layer1.0.conv1`` (and its shortcut ``layer1.0.downsample.0``/``.1`` and merge ``layer1.0.add``
-when those names are free); a repeat copy whose body is one unnamed composite item gives it its own
-scope.  Inside a block, ``$cin`` is the call's input channel count.
+``layer1.0.conv1``, and its shortcut ``layer1.0.downsample.0``/``.1`` and merge ``layer1.0.add``.
+Those two names go together and follow from the positions alone: the first unnamed residual of a
+scope (in file order, an outer one before those in its body) takes them there, unless a layer
+before it already has one of them; any other residual puts both under its own path
+(``layer1.0.1.downsample.0``, ``layer1.0.1.add``), whether or not an earlier one needed a
+projection.  A repeat copy whose body is one unnamed composite item gives it its own scope.
+Inside a block, ``$cin`` is the call's input channel count.
 """
 
 from __future__ import annotations
 
 import difflib
+import keyword
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from convscope.errors import GraphError, SpecError
-from convscope.frontends._spec_args import MAX_INT, Args, fail, substitute
+from convscope.frontends._spec_args import MAX_INT, Args, fail, names_used, substitute
 from convscope.frontends._spec_ops import SHORTHAND, SIMPLE_OPS
 from convscope.frontends._yaml import Mark, YList, YMap, load_yaml, read_text_file, shown
 from convscope.ir import ops as O
@@ -35,6 +40,9 @@ from convscope.ir.ops import OpKind
 __all__ = ["load_spec", "graph_from_spec_text", "graph_from_spec_data", "SPEC_OPS"]
 
 STRUCTURAL = ("repeat", "residual", "parallel")
+# Keys a layer item takes for itself, also inside its arguments (``basic: {c: 16, name: layer1.0}``):
+# they never reach a block, so none can be a block argument.
+ITEM_KEYS = ("name", "from", "shares")
 SPEC_OPS = tuple(sorted(SIMPLE_OPS)) + STRUCTURAL
 _TOP_KEYS = ("name", "input", "classes", "blocks", "layers", "description", "outputs")
 
@@ -160,7 +168,26 @@ def _blocks(top: YMap, file: str) -> dict[str, YMap]:
         args = body.get("args", YMap())
         if args is not None and not isinstance(args, YMap):
             fail(file, body.vmark("args"), f"block '{bname}': 'args' must be a mapping name -> default (null = required)")
+        _check_block_args(bname, args or YMap(), body["layers"], file)
     return dict(raw)
+
+
+def _check_block_args(bname: str, args: YMap, layers: Any, file: str) -> None:
+    """Each declared argument is a name the layers can use, and they do use it."""
+    used = names_used(layers)
+    for key in args:
+        if key in ITEM_KEYS:
+            fail(file, args.kmark(key), f"block '{bname}': '{key}' cannot be an argument: it is reserved for the "
+                                        f"layer item that calls the block (reserved: {', '.join(ITEM_KEYS)}); "
+                                        "choose another argument name")
+        if not isinstance(key, str) or not key.isidentifier() or keyword.iskeyword(key):
+            fail(file, args.kmark(key), f"block '{bname}': argument name {shown(key)} cannot be written ${key} in "
+                                        "the layers: an argument name is letters, digits and _ (not starting with "
+                                        "a digit), and not a reserved word such as in, if, and, or, not, None")
+        if key not in used:
+            fail(file, args.kmark(key), f"block '{bname}' declares argument '{key}' but no layer uses ${key} "
+                                        f"(use it in the block's layers, as ${key} or ${{{key} * 2}}, or remove it "
+                                        "from 'args')")
 
 
 def _without(args: dict[str, Any], keys: tuple[str, ...]) -> YMap:
@@ -221,6 +248,7 @@ class _Walker:
         self.blocks = blocks
         self.builder = builder
         self.generated: dict[str, str] = {}  # names convscope chose for layers the spec implies
+        self.claimed: set[str] = set()  # prefixes a residual has taken for its downsample and add
 
     # -- helpers ---------------------------------------------------------------------------------
     def add(self, name: str, op: OpKind, attrs: Any, inputs: tuple[str, ...], mark: Mark,
@@ -290,7 +318,7 @@ class _Walker:
         elif isinstance(item, dict):
             if "repeat" in item:
                 return self._repeat(item, j, x, ns, path, env, stack, mark, scope)
-            keys = [k for k in item if k not in ("name", "from", "shares")]
+            keys = [k for k in item if k not in ITEM_KEYS]
             if len(keys) != 1:
                 fail(self.file, mark, "a layer is a mapping with exactly one op, like '- conv: {out: 16, k: 3}'"
                                       f" (got keys: {', '.join(map(str, item)) or 'none'})")
@@ -308,7 +336,7 @@ class _Walker:
             args = YMap({SHORTHAND[key]: args})
             args.mark = amark
             args.value_marks = {SHORTHAND[key]: amark}
-        if isinstance(args, dict) and ("name" in args or "from" in args or "shares" in args):
+        if isinstance(args, dict) and any(k in args for k in ITEM_KEYS):
             if "shares" in args:
                 if shares is not None:
                     fail(self.file, amark, "'shares' is given twice (on the item and in its arguments)")
@@ -321,7 +349,7 @@ class _Walker:
                 if from_ is not None:
                     fail(self.file, amark, "'from' is given twice (on the item and in its arguments)")
                 from_ = args["from"]
-            args = _without(args, ("name", "from", "shares"))
+            args = _without(args, ITEM_KEYS)
         elif args is not None and not isinstance(args, dict) and (key in SIMPLE_OPS or key in self.blocks):
             fail(self.file, amark, f"{key}: arguments must be a mapping like {{k: 3}}, got {shown(args)}")
         if item_name is not None and (not isinstance(item_name, str) or not item_name):
@@ -396,12 +424,13 @@ class _Walker:
         if not isinstance(body, list) or not body:
             a.error("body" if a.has("body") else None, "residual needs a non-empty 'body' list of layers")
         s, child_ns = self._scope(j, ns, path, name, scope)
+        prefix = self._residual_prefix(s, child_ns, name)
         y = self.walk_list(_as_list(body), x, child_ns, s, env, stack)
         b = self.builder
         if shortcut == "identity":
             sc = x
         elif shortcut == "auto":
-            sc = self._auto_shortcut(x, y, child_ns, s, a)
+            sc = self._auto_shortcut(x, y, prefix, a)
         elif isinstance(shortcut, list):
             sc = self.walk_list(_as_list(shortcut), x, child_ns, f"{s}.shortcut", env, stack) if shortcut else x
         else:
@@ -409,11 +438,22 @@ class _Walker:
         if b.info(sc).shape != b.info(y).shape:
             a.error(None, f"residual: the body's output {list(b.info(y).shape)} and the shortcut's "
                           f"{list(b.info(sc).shape)} cannot be added")
-        add = f"{child_ns}.add" if name is None and child_ns and f"{child_ns}.add" not in b else f"{s}.add"
-        return self.add(add, OpKind.ADD, O.NoAttrs(), (y, sc), mark,
+        return self.add(f"{prefix}.add", OpKind.ADD, O.NoAttrs(), (y, sc), mark,
                         generated=f"the residual's add at {self.file}:{mark[0]}:{mark[1]}")
 
-    def _auto_shortcut(self, x: str, y: str, ns: str, scope: str, a: Args) -> str:
+    def _residual_prefix(self, s: str, child_ns: str, name: str | None) -> str:
+        """Where a residual's generated layers go (``PREFIX.downsample.0``/``.1``, ``PREFIX.add``):
+        the namespace of its named children (``layer1.0``, as PyTorch's module path) for the first
+        unnamed residual there, else its own scope ``s``.  Decided before its body is walked, from
+        the positions alone: whether this or another residual needs a projection never changes it."""
+        prefix = s
+        if name is None and child_ns and child_ns != s and child_ns not in self.claimed \
+                and not any(f"{child_ns}.{n}" in self.builder for n in ("add", "downsample.0", "downsample.1")):
+            prefix = child_ns
+        self.claimed.add(prefix)
+        return prefix
+
+    def _auto_shortcut(self, x: str, y: str, prefix: str, a: Args) -> str:
         xi, yi = self.builder.info(x), self.builder.info(y)
         if xi.shape == yi.shape:
             return x
@@ -428,9 +468,7 @@ class _Walker:
                               "with a strided 1x1 convolution")
             # the body's own stride when it fits (a ResNet downsample), else the closest that does
             strides.append(body[axis] if body and body[axis] in fit else min(fit, key=lambda s: abs(s - size / out)))
-        base = _join(ns, "downsample") if ns else f"{scope}.downsample"
-        if f"{base}.0" in self.builder:
-            base = f"{scope}.downsample"
+        base = f"{prefix}.downsample"
         m = a.mark or (0, 0)
         why = f"the residual's auto shortcut at {self.file}:{m[0]}:{m[1]}"
         conv = self.add(f"{base}.0", OpKind.CONV,
@@ -461,15 +499,17 @@ class _Walker:
         a.done()
         if not isinstance(branches, list) or not branches:
             a.error("branches" if a.has("branches") else None, "parallel needs a non-empty 'branches' list")
+        if len(branches) < 2:
+            a.error("branches", "parallel needs at least two branches to merge, got one (an empty branch [] is the "
+                                "input itself; for one path, write its layers in place of the parallel)")
         s, child_ns = self._scope(j, ns, path, name, scope)
         outs = []
         for bi, br in enumerate(branches):
             br_list = br if isinstance(br, list) else _as_list(br)
+            # an empty branch is the input itself: a shortcut, written [] (parallel: {branches: [[...], []]})
             outs.append(self.walk_list(br_list, x, child_ns, f"{s}.{bi}", env, stack) if br_list else x)
         kind = OpKind.CONCAT if merge == "concat" else OpKind.ADD
         attrs: Any = O.AxisAttrs(axis=0) if kind is OpKind.CONCAT else O.NoAttrs()
-        if len(outs) == 1:
-            return outs[0]
         return self.add(f"{s}.{merge}", kind, attrs, tuple(outs), mark)
 
     def _call(self, block: str, args: Any, j: int, x: str, ns: str, path: str, stack: tuple[str, ...],

@@ -1,4 +1,4 @@
-"""PyTorch front end: an ``nn.Module`` (or a factory that builds one) -> Graph.
+"""PyTorch front end: an ``nn.Module`` (or a factory that builds one, or a module's name in a file) -> Graph.
 
 Capture (see ``_torch_trace``): symbolic tracing with ``torch.fx``, where every proxy knows its
 shape and every call is lowered at once to IR nodes through the tables in ``_torch_functions`` and
@@ -40,12 +40,10 @@ __all__ = ["graph_from_factory", "graph_from_module"]
 
 
 def _check_shape(shape: Any, what: str) -> tuple[int, int, int]:
-    try:
-        dims = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise InputError(f"{what}: the input shape must be C,H,W (three integers), got {shape!r}") from None
-    if len(dims) != 3 or min(dims) < 1:
-        raise InputError(f"{what}: the input shape must be three positive integers C,H,W, got {list(dims)}")
+    """Three positive integers, as :func:`convscope.api.parse_shape` takes them (32.5 or a tensor refused)."""
+    from convscope.api import parse_shape
+
+    dims = parse_shape(shape, f"{what}: the input shape")
     return dims[0], dims[1], dims[2]
 
 
@@ -191,7 +189,8 @@ def _param_notes(lo: Lowering) -> list[str]:
 def graph_from_factory(modpath_or_file: str, fn_name: str, shape: Sequence[int] | None) -> Graph:
     """``module.path:factory`` (imported) or ``file.py:factory`` (loaded from the file, relative to
     the working directory): call the factory with no arguments and capture the module it returns.
-    Importing runs the user's code; nothing is unpickled."""
+    The name may also be an ``nn.Module`` instance the file builds at import (``net = Net()``): that
+    module is captured as it is, not called.  Importing runs the user's code; nothing is unpickled."""
     ref = f"{modpath_or_file}:{fn_name}"
     if shape is None:
         raise InputError(f"{ref}: a PyTorch model needs --input C,H,W")
@@ -202,8 +201,10 @@ def graph_from_factory(modpath_or_file: str, fn_name: str, shape: Sequence[int] 
         names = sorted(n for n, v in vars(pymod).items() if callable(v) and not n.startswith("_"))
         raise InputError(f"{ref}: '{fn_name}' is not defined in {modpath_or_file}"
                          + (f" (it defines: {', '.join(names[:12])}{', …' if len(names) > 12 else ''})" if names else ""))
+    if isinstance(factory, nn.Module):  # an instance built at import: the model itself, not a factory
+        return graph_from_module(factory, dims, name=fn_name)
     if not callable(factory):
-        raise InputError(f"{ref}: '{fn_name}' is a {type(factory).__name__}, not a function")
+        raise InputError(f"{ref}: '{fn_name}' is a {type(factory).__name__}, not a function or an nn.Module")
     try:
         model = factory()
     except SystemExit as exc:  # sys.exit() or an argparse call in the user's code: not convscope's exit

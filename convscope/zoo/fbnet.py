@@ -72,7 +72,7 @@ def _block(choice: str, cin: int, cout: int, s: int, base: str) -> list[dict[str
     ]
     if cin == cout and s == 1:
         return [{"residual": {"name": base, "body": body, "shortcut": "identity"}}]
-    return [{"parallel": {"name": base, "branches": [body]}}]
+    return [{op: {**args, "name": f"{base}.{args['name']}"}} for layer in body for op, args in layer.items()]
 
 
 def spec_data(ops: str | None = None, input_shape: Sequence[int] | None = None, *, classes: int = 100) -> dict[str, Any]:

@@ -1,0 +1,260 @@
+"""Exact receptive fields after resampling, by following output positions back to the input.
+
+The ``(r, j)`` pairs are exact on a uniform grid.  After an upsampling, a transposed convolution with
+a stride, a pixel shuffle or an adaptive pool whose bins differ, neighbouring output positions no
+longer read equally many input positions: the support of an output depends on its *phase* (its
+index modulo the resampling period).  ``j/f`` is then the average jump, and ``r + a·j`` the average
+support, which no position need have (2.5 px where positions have 2 and 3).
+
+For those nodes this module finds the true supports: it takes one output position per phase, maps
+its index interval back through every op on every path (the index arithmetic each op does, borders
+ignored, as for an input larger than the receptive field), and measures the interval each path
+reaches in the input.  ``rf_max`` is then the widest support of any position (the hull of all
+finite paths), ``rf_min`` the narrowest single path of any position: the numbers the gradient of
+one output position shows, for the position that has them.
+
+The period of a node (how many consecutive positions cover every phase) is carried forward: a
+resampler whose input index is ``o·p/q`` multiplies it by q; a stride s divides it by gcd(period, s).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable
+from fractions import Fraction
+
+from convscope.ir.graph import Graph, Node, TensorInfo
+from convscope.ir.ops import UPSAMPLE_SPAN, OpKind, UpsampleAttrs
+
+Interval = tuple[int, int]
+MAX_PERIOD = 64  # phases probed at most (a longer period is sampled by its first 64 positions)
+
+
+def resample_inv(a: UpsampleAttrs, axis: int, size_in: int, size_out: int) -> Fraction:
+    """Input positions per output position, as the resampler maps coordinates: (in-1)/(out-1) with
+    aligned corners; 1/scale when a scale was given (PyTorch and ONNX map with the scale itself, not
+    with the rounded sizes: 15 px ×1.5 is 22 px, still 2/3 of an input pixel per output pixel);
+    otherwise in/out."""
+    if a.align_corners and size_out > 1:
+        return Fraction(size_in - 1, size_out - 1)
+    if a.scale is not None and a.scale[axis] > 0:
+        return 1 / Fraction(a.scale[axis]).limit_denominator(1 << 20)
+    return Fraction(size_in, size_out)
+
+
+Map = Callable[[int, int], "Interval | None"]
+
+
+def _axis_map(node: Node, k: int, x: TensorInfo) -> Map:
+    """For output positions lo..hi along own spatial axis ``k``: the interval of input ``x`` (the
+    same axis of it) they read; None when that input feeds none of them.  Built once per node and
+    axis, as integer arithmetic."""
+    op, a = node.op, node.attrs
+    if op in (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL):
+        s, p = a.stride[k], a.padding[k][0]  # type: ignore[union-attr]
+        reach = a.dilation[k] * (a.kernel[k] - 1) - p  # type: ignore[union-attr]
+        return lambda lo, hi: (lo * s - p, hi * s + reach)
+    if op is OpKind.CONV_T:
+        s, p = a.stride[k], a.padding[k][0]  # type: ignore[union-attr]
+        shifts = [p - t * a.dilation[k] for t in range(a.kernel[k])]  # type: ignore[union-attr]
+
+        def convT(lo: int, hi: int) -> Interval | None:
+            first = last = None
+            for c in shifts:  # input i reaches output i·s - p + t·d
+                i0, i1 = -((-(lo + c)) // s), (hi + c) // s
+                if i0 <= i1:
+                    first = i0 if first is None or i0 < first else first
+                    last = i1 if last is None or i1 > last else last
+            return None if first is None or last is None else (first, last)
+        return convT
+    if op is OpKind.UPSAMPLE:
+        n_in, n_out = x.spatial[k], node.out.spatial[k]
+        if n_in == n_out:
+            return lambda lo, hi: (lo, hi)
+        assert isinstance(a, UpsampleAttrs)
+        inv, span = resample_inv(a, k, n_in, n_out), UPSAMPLE_SPAN[a.mode]
+        num, den = inv.numerator, inv.denominator
+        if span == 0:  # nearest: floor(o · in/out)
+            return lambda lo, hi: (lo * num // den, hi * num // den)
+        below, above = (span - 1) // 2, (span + 1) // 2
+        aligned = a.align_corners
+
+        def taps(o: int) -> Interval:  # the positions the coordinate src of output o weighs (nonzero)
+            # src = o·inv (aligned corners) or (o + 1/2)·inv - 1/2, as the fraction n / d
+            n, d = (o * num, den) if aligned else ((2 * o + 1) * num - den, 2 * den)
+            fl = n // d
+            return (fl, fl) if n % d == 0 else (fl - below, fl + above)
+        return lambda lo, hi: (taps(lo)[0], taps(hi)[1])
+    if op is OpKind.PIXEL_SHUFFLE:
+        r = a.factor  # type: ignore[union-attr]
+        return lambda lo, hi: (lo // r, hi // r)
+    if op is OpKind.PIXEL_UNSHUFFLE:
+        r = a.factor  # type: ignore[union-attr]
+        return lambda lo, hi: (lo * r, hi * r + r - 1)
+    if op in (OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL):
+        n_in, n_out = x.spatial[k], node.out.spatial[k]
+        return lambda lo, hi: (lo * n_in // n_out, -(-(hi + 1) * n_in // n_out) - 1)
+    if op is OpKind.PAD:
+        p = a.padding[k][0]  # type: ignore[union-attr]
+        return lambda lo, hi: (lo - p, hi - p)
+    if op is OpKind.SLICE and a.axis == node.out.spatial_axes[k]:  # type: ignore[union-attr]
+        start, last = a.start, a.stop - 1  # type: ignore[union-attr]
+        if a.reverse:  # type: ignore[union-attr]
+            return lambda lo, hi: (last - hi, last - lo)
+        return lambda lo, hi: (start + lo, start + hi)
+    return lambda lo, hi: (lo, hi)
+
+
+def _side_by_side(offset: int, n: int) -> Map:
+    """A concat along a spatial axis: the input at ``offset`` holds output positions offset..offset+n-1."""
+    def part(lo: int, hi: int) -> Interval | None:
+        a, b = max(lo, offset) - offset, min(hi, offset + n - 1) - offset
+        return (a, b) if a <= b else None
+    return part
+
+
+class Exact:
+    """Supports of single output positions, followed back to the input.  ``image[name]`` gives the
+    image axis (0 = H, 1 = W) of a node's first and second spatial axis; ``local(name)`` says whether
+    a node has finite paths at all."""
+
+    def __init__(self, graph: Graph, image: dict[str, tuple[int, int]], local: Callable[[str], bool]):
+        self.g, self.image, self.local = graph, image, local
+        self._maps: dict[tuple[str, int], list[tuple[str, Map | None]]] = {}
+
+    def back(self, name: str, axis: int, lo: int, hi: int) -> tuple[int, int] | None:
+        """(narrowest path, hull of all paths): the widths of the input intervals along image axis
+        ``axis`` that positions lo..hi of node ``name`` read; None when some op on the way cannot be
+        followed or no path is finite.  Intervals are carried back node by node, latest first (no
+        recursion: a backbone of a thousand layers is as easy as ten).  Every op maps the ends of an
+        interval monotonically, so per node the hull of the paths' intervals is one interval, and the
+        narrowest path comes from an interval no other one lies inside: only those are kept."""
+        g = self.g
+        pending: dict[str, tuple[Interval, list[Interval]]] = {name: ((lo, hi), [(lo, hi)])}
+        queue = [-g.position(name)]  # the latest pending node first: all its readers are done
+        narrow: int | None = None
+        hull: Interval | None = None
+        while queue:
+            node = g.nodes[-heapq.heappop(queue)]
+            box, minimal = pending.pop(node.name)
+            if node.op is OpKind.INPUT:
+                hull = box if hull is None else (min(hull[0], box[0]), max(hull[1], box[1]))
+                width = min(b - a + 1 for a, b in minimal)
+                narrow = width if narrow is None else min(narrow, width)
+                continue
+            if len(node.out.spatial_axes) != 2:
+                return None
+            k = self.image[node.name].index(axis)
+            mapped: dict[str, tuple[Interval, list[Interval]]] = {}
+            for span in (box, *minimal):
+                for src, got in self._through(node, k, *span):
+                    if got is None:
+                        return None
+                    if src not in mapped:
+                        mapped[src] = (got, [])
+                    if span is not box:
+                        mapped[src][1].append(got)
+            for src, (got, mins) in mapped.items():
+                if src not in pending:
+                    pending[src] = (got, [])
+                    heapq.heappush(queue, -g.position(src))
+                old, kept = pending[src]
+                for iv in mins:
+                    _keep_minimal(kept, iv)
+                pending[src] = ((min(old[0], got[0]), max(old[1], got[1])), kept)
+        if hull is None or narrow is None:
+            return None
+        return narrow, hull[1] - hull[0] + 1
+
+    def _through(self, node: Node, k: int, lo: int, hi: int) -> list[tuple[str, Interval | None]]:
+        """(input, the interval of it that positions lo..hi read) for each local input that feeds
+        them; None for the interval when that input's layout cannot be followed."""
+        key = (node.name, k)
+        maps = self._maps.get(key)
+        if maps is None:
+            maps = self._maps[key] = self._build(node, k)
+        out: list[tuple[str, Interval | None]] = []
+        for name, fn in maps:
+            if fn is None:
+                out.append((name, None))
+                continue
+            span = fn(lo, hi)
+            if span is not None:
+                out.append((name, span))
+        return out
+
+    def _build(self, node: Node, k: int) -> list[tuple[str, Map | None]]:
+        maps: list[tuple[str, Map | None]] = []
+        offset = 0
+        side_by_side = node.op is OpKind.CONCAT and node.attrs.axis == node.out.spatial_axes[k]  # type: ignore[union-attr]
+        for name in node.inputs:
+            x = self.g.node(name).out
+            image = len(x.spatial_axes) == 2
+            n = x.spatial[k] if image else 0
+            fn = _side_by_side(offset, n) if side_by_side else _axis_map(node, k, x) if image else None
+            offset += n
+            if self.local(name):
+                maps.append((name, fn))
+        return maps
+
+
+def _keep_minimal(kept: list[Interval], iv: Interval) -> None:
+    """Add ``iv`` to ``kept``, an antichain of intervals (none inside another): a path whose interval
+    contains another's is never the narrowest, here or at the input."""
+    a, b = iv
+    for x, y in kept:
+        if x >= a and y <= b:  # something narrower is already there (or the same)
+            return
+    kept[:] = [(x, y) for x, y in kept if not (a >= x and b <= y)]
+    kept.append(iv)
+
+
+def periods(node: Node, ins: list[tuple[int, int]], infos: list[TensorInfo]) -> tuple[int, int]:
+    """How many consecutive output positions (per own spatial axis) cover every phase of the node,
+    from its inputs' periods: a multiple of the true period, capped at MAX_PERIOD."""
+    one = 1  # both axes alike: a permute may swap them
+    for p in ins:
+        one = math.lcm(one, *p)
+    base = [one, one]
+    if len(node.out.spatial_axes) != 2 or not infos or len(infos[0].spatial_axes) != 2:
+        return base[0], base[1]
+    op, a, x = node.op, node.attrs, infos[0]
+    out = []
+    for k in (0, 1):
+        p = base[k]
+        if op in (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL):
+            p //= math.gcd(p, a.stride[k])  # type: ignore[union-attr]
+        elif op is OpKind.CONV_T:
+            p *= a.stride[k]  # type: ignore[union-attr]
+        elif op is OpKind.UPSAMPLE and x.spatial[k] != node.out.spatial[k]:
+            assert isinstance(a, UpsampleAttrs)
+            inv = resample_inv(a, k, x.spatial[k], node.out.spatial[k])
+            p *= inv.denominator
+        elif op is OpKind.PIXEL_SHUFFLE:
+            p *= a.factor  # type: ignore[union-attr]
+        elif op is OpKind.PIXEL_UNSHUFFLE:
+            p //= math.gcd(p, a.factor)  # type: ignore[union-attr]
+        elif op in (OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL):
+            n_in, n_out = x.spatial[k], node.out.spatial[k]
+            if n_in % n_out or n_out > n_in:
+                p *= Fraction(n_in, n_out).denominator
+            else:
+                p //= math.gcd(p, n_in // n_out)
+        out.append(min(p, MAX_PERIOD * 16))
+    return out[0], out[1]
+
+
+def supports(ex: Exact, node: Node, axis: int, period: int) -> tuple[int, int] | None:
+    """(narrowest path, widest hull) over ``period`` consecutive positions of image axis ``axis`` of
+    ``node``, from its middle; None when a path cannot be followed or none is finite."""
+    k = ex.image[node.name].index(axis)
+    start = node.out.spatial[k] // 2
+    narrow = wide = None
+    for o in range(start, start + min(period, MAX_PERIOD)):
+        got = ex.back(node.name, axis, o, o)
+        if got is None:
+            return None
+        narrow = got[0] if narrow is None else min(narrow, got[0])
+        wide = got[1] if wide is None else max(wide, got[1])
+    return None if narrow is None or wide is None else (narrow, wide)
