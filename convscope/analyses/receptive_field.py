@@ -410,9 +410,9 @@ def receptive_field(graph: Graph) -> RFResult:
     for node in graph.nodes:
         ins = [rf[i] for i in node.inputs]
         infos = [graph.node(i).out for i in node.inputs]
-        period[node.name] = periods(node, [period[i] for i in node.inputs], infos)
         if _resamples(node, infos) or any(i in resampled for i in node.inputs):
             resampled.add(node.name)
+            period[node.name] = periods(node, [period.get(i, (1, 1)) for i in node.inputs], infos)
         mine = image[node.inputs[0]] if node.inputs else (0, 1)
         image[node.name] = _image_axes(node, infos[0], mine) if node.op is OpKind.PERMUTE else mine
         mirror[node.name] = _mirrored(node, infos[0], mine, mirror[node.inputs[0]]) if node.inputs else (False, False)
