@@ -970,3 +970,28 @@ def test_std_var_softmax2d_and_named_tuples_are_followed(capture: str) -> None:
     # the elementwise work of std: mean, deviation, its square, mean, correction, root
     assert [a.layer(n).op for n in ("std.mean", "std.sub", "std.mul", "std.mean_1", "std.mul_1", "std")] == \
         ["mean", "add", "mul", "mean", "scale", "sqrt"]  # (a subtraction is an add)
+
+
+class EinsumWeight(nn.Module):
+    """A 1x1 convolution written as an einsum with a parameter (channel mixing in MLP-style blocks)."""
+
+    def __init__(self, eq: str) -> None:
+        super().__init__()
+        self.eq = eq
+        self.c, self.h = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(16, 4, 3, padding=1)
+        self.w = nn.Parameter(torch.randn(16, 8) if eq.startswith("oc") else torch.randn(8, 16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c(x)
+        return self.h(torch.einsum(self.eq, self.w, y) if self.eq.startswith("oc") else torch.einsum(self.eq, y, self.w))
+
+
+@pytest.mark.parametrize("eq", ["oc,bchw->bohw", "bchw,co->bohw"])
+def test_an_einsum_with_a_weight_is_a_linear_layer_over_the_contracted_axis(eq: str) -> None:
+    m, shape = EinsumWeight(eq).eval(), (3, 16, 12)
+    a = analyze_graph(graph_from_module(m, shape))
+    assert a.unknown_ops == () and a.layer("einsum").op == "linear" and a.layer("einsum").params == 128
+    assert a.totals.params == sum(p.numel() for p in m.parameters()) and a.totals.macs == flop_macs(m, shape)
+    assert a.layer("h").rf_max == (5, 5)
+    check, = module_rf(m, {"h": (5.0, 5.0)}, axes=(0,))
+    assert check.reachable and check.error() == 0, check

@@ -301,6 +301,10 @@ def _einsum(c: Call) -> TVal:
     lhs, out = eq.replace(" ", "").split("->")
     ia, ib = lhs.split(",") if lhs.count(",") == 1 else ("", "")
     a, b = ops
+    if isinstance(a, ConstVal) and isinstance(b, TVal):
+        return _einsum_weight(c, eq, b, ib, a, ia, out)
+    if isinstance(a, TVal) and isinstance(b, ConstVal):
+        return _einsum_weight(c, eq, a, ia, b, ib, out)
     if not (isinstance(a, TVal) and isinstance(b, TVal)):
         raise Unsupported("einsum with a constant operand")
     if len(ia) != a.ndim or len(ib) != b.ndim or any(len(set(t)) != len(t) for t in (ia, ib, out)):
@@ -322,6 +326,32 @@ def _einsum(c: Call) -> TVal:
     y = _matmul(replace(c, what="matmul", args=(pa, pb), kwargs={}))
     order = batch + m + n
     return perm(y, [order.index(x) for x in out], ".out")
+
+
+def _einsum_weight(c: Call, eq: str, x: TVal, ix: str, w: ConstVal, iw: str, out: str) -> TVal:
+    """An einsum of a tensor with a 2-D weight that contracts one of its axes ('oc,bchw->bohw', a 1x1
+    convolution written out; 'btc,cd->btd'): a linear layer over that axis, between permutes."""
+    shared = [i for i in iw if i in ix]
+    if w.ndim != 2 or len(iw) != 2 or len(ix) != x.ndim or len(shared) != 1 or \
+            any(len(set(t)) != len(t) for t in (ix, iw, out)):
+        raise Unsupported(f"einsum '{eq}' with a constant operand that is not one 2-D weight contracting one axis")
+    k = shared[0]
+    n = next(i for i in iw if i != k)
+    kept = [i for i in ix if i != k]
+    if k in out or sorted(out) != sorted(kept + [n]):
+        raise Unsupported(f"einsum '{eq}' with a constant operand that is not one 2-D weight contracting one axis")
+    c.expect(f"features along '{k}'", w.shape[iw.index(k)], x.shape[ix.index(k)])
+
+    def perm(v: TVal, order: list[int], suffix: str) -> TVal:
+        if order == list(range(len(order))):
+            return v
+        return FUNCTIONS["permute"](replace(c, what="permute", args=(v, *order), kwargs={}, name=c.name + suffix))
+
+    weight = w if iw == n + k else ConstVal(w.tensor.T if isinstance(w.tensor, np.ndarray) else w.tensor.t(), w.sources)
+    y = FUNCTIONS["linear"](replace(c, what="linear", args=(perm(x, [ix.index(i) for i in kept + [k]], ".in"), weight),
+                                    kwargs={}))
+    order = kept + [n]
+    return perm(y, [order.index(i) for i in out], ".out")
 
 
 def _emit_weighted(c: Call, op: OpKind, attrs: O.Attrs, x: TVal, w: ConstVal, bias: ConstVal | None) -> TVal:
