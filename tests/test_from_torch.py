@@ -995,3 +995,24 @@ def test_an_einsum_with_a_weight_is_a_linear_layer_over_the_contracted_axis(eq: 
     assert a.layer("h").rf_max == (5, 5)
     check, = module_rf(m, {"h": (5.0, 5.0)}, axes=(0,))
     assert check.reachable and check.error() == 0, check
+
+
+class ConvLSTMHead(nn.Module):
+    """A CRNN-style head: columns of a feature map read by an LSTM whose last hidden state is
+    classified (the state is (layers, batch, hidden): the batch is not in front)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.lstm, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.LSTM(8, 16, batch_first=True), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, (h, c) = self.lstm(self.c(x).mean(2).transpose(1, 2))
+        return self.fc(h[-1])
+
+
+def test_an_unknown_ops_nested_outputs_are_followed_where_the_batch_is_not_in_front() -> None:
+    m = ConvLSTMHead().eval()
+    a = analyze_graph(graph_from_module(m, (3, 16, 16)))
+    assert [n for n, _ in a.unknown_ops] == ["lstm.0", "lstm.1.0", "lstm.1.1"]
+    assert a.layer("fc").params == 68 and a.layer("fc").rf_max is None  # after the unknown op: unknown
+    assert a.totals.params == sum(p.numel() for p in m.parameters())

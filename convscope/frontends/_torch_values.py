@@ -339,6 +339,9 @@ class Lowering:
 
         def one(t: Any, suffix: str) -> Any:
             nonlocal params
+            if isinstance(t, (tuple, list)) and not isinstance(t, (TVal, ConstVal)):  # (out, (h, c)) of an LSTM
+                return type(t)(one(u, f"{suffix}.{i}") for i, u in enumerate(t)) if not hasattr(t, "_fields") \
+                    else type(t)(*(one(u, f"{suffix}.{i}") for i, u in enumerate(t)))
             if not hasattr(t, "shape") or isinstance(t, (TVal, ConstVal)):
                 return t
             bpos = _unknown_bpos(tuple(t.shape), inputs, self.batch)
@@ -365,13 +368,17 @@ class Lowering:
 def _unknown_bpos(shape: tuple[int, ...], inputs: Sequence[TVal], batch: int) -> int | None:
     """Where the batch axis of an unknown op's output is: first, as PyTorch keeps it, or where the
     op's input kept it when the output has the input's rank (an exporter may have moved the batch,
-    as ONNX does around a gather); None when neither holds (the output is then opaque)."""
+    as ONNX does around a gather), or the one axis as long as the batch (an LSTM's hidden state,
+    (layers, batch, hidden)); None when none holds (the output is then opaque)."""
     if not shape:
         return None
     for x in inputs:
         if x.bpos != NO_BATCH and x.ndim == len(shape) and shape[x.bpos] == batch:
             return x.bpos
-    return 0 if shape[0] == batch else None
+    if shape[0] == batch:
+        return 0
+    at = [i for i, n in enumerate(shape) if n == batch]  # an RNN's state (layers, batch, hidden)
+    return at[0] if len(at) == 1 else None
 
 
 def user_source() -> str | None:
