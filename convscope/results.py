@@ -133,10 +133,20 @@ class LatencyPrediction:
     notes: tuple[str, ...] = ()
     untimed: tuple[str, ...] = ()  # layers whose kernels could not be timed: the total is a lower bound
 
+    @property
+    def overhead_ms(self) -> float:
+        """What the total adds to the sum of the layers' ``ms``: the per-network (per-call) terms the
+        local and fitted tiers fit; 0 for the analytic tier, whose per-kernel overhead is inside each
+        layer."""
+        rows = sum(float(ms) for _, ms in self.per_layer if ms is not None)
+        d = float(self.ms) - rows if self.per_layer else 0.0
+        return 0.0 if abs(d) < 1e-9 * max(1.0, abs(float(self.ms))) else d  # (a fitted intercept may be negative)
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "tier": self.tier, "device": self.device, "backend": self.backend, "batch": self.batch,
             "ms": float(self.ms), "low_ms": float(self.low_ms), "high_ms": float(self.high_ms), "dtype": self.dtype,
+            "overhead_ms": self.overhead_ms,
         }
         if self.threads is not None:
             d["threads"] = self.threads

@@ -329,3 +329,14 @@ def test_another_programs_database_is_neither_moved_nor_written(tmp_path: Path) 
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     conn.close()
+
+
+def test_a_file_corrupt_twice_in_one_second_keeps_both_copies(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    for k in range(2):
+        path.write_bytes(f"not a database, copy {k}".encode() * 100)
+        with pytest.warns(CacheWarning, match="was unreadable"):
+            open_store(path).close()
+    kept = sorted(p.read_bytes()[:22] for p in tmp_path.glob("c.sqlite.corrupt-*") if "-wal" not in p.name
+                  and "-shm" not in p.name)
+    assert kept == [b"not a database, copy 0", b"not a database, copy 1"]

@@ -174,3 +174,37 @@ def test_a_module_instance_named_in_a_file_is_the_model(tmp_path, monkeypatch, c
         assert main(["analyze", ref, "--input", "3,16,16", "--json", "-"]) == 0, capsys.readouterr().err
         d = json.loads(capsys.readouterr().out)
         assert [r["name"] for r in d["layers"]][:1] == ["0"] and d["totals"]["params"] == 3 * 8 * 9 + 8
+
+
+# --- a CLI audit: exit statuses and messages ------------------------------------------------------
+def test_nothing_to_time_or_measure_is_exit_1_and_small_usage_errors_are_2(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("CONVSCOPE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "odd.py").write_text("import torch\nimport torch.nn as nn\n"
+                                     "class Odd(nn.Module):\n    def forward(self, x):\n"
+                                     "        return torch.fft.fft2(x).real\n"
+                                     "def make():\n    return Odd()\n")
+    model = str(tmp_path / "odd.py") + ":make"
+    assert main(["calibrate", model, "--input", "3,16,16"]) == 1
+    assert "every layer is an op convscope does not know, so there is nothing to time" in capsys.readouterr().err
+    assert main(["measure", model, "--input", "3,16,16", "--time-limit", "0.2"]) == 1
+    assert "convscope does not know" in capsys.readouterr().err
+    assert main(["zoo", "list", "extra"]) == 2 and "zoo list takes no NAME" in capsys.readouterr().err
+    assert main(["measure", "zoo:allconv", "--batch", "0"]) == 2
+    assert "--batch must be a positive integer, got 0" in capsys.readouterr().err
+    assert main(["calibrate", "zoo:allconv", "--passes", "0"]) == 2
+    assert "--passes must be a positive integer, got 0" in capsys.readouterr().err
+    from pathlib import Path
+
+    assert main(["analyze", str(Path(__file__).parent.parent / "examples" / "camera" / "plan.yaml")]) == 2
+    assert "this is a deployment plan (it has 'candidates')" in capsys.readouterr().err
+
+
+def test_the_latency_total_is_the_rows_plus_the_overhead(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["analyze", "zoo:resnet18-cifar", "--device", "raspi4", "--json", "-"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    rows = sum(r["ms"] for r in d["layers"])
+    assert d["latency"]["overhead_ms"] == 0.0 and abs(d["latency"]["ms"] - rows) < 1e-9 * rows
+    from convscope.results import LatencyPrediction
+
+    fitted = LatencyPrediction("fitted", "x", "torch", 1, 1.5, 1.2, 1.8, per_layer=(("a", 1.0), ("b", 0.25)))
+    assert fitted.overhead_ms == 0.25 and fitted.to_dict()["overhead_ms"] == 0.25

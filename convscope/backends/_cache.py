@@ -325,6 +325,10 @@ class LatencyStore:
     def _rebuild(self, why: str) -> sqlite3.Connection:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         moved = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while any(Path(str(moved) + sfx).exists() for sfx in ("", "-wal", "-shm")):  # twice in one second
+            n += 1
+            moved = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
         try:
             for suffix in ("", "-wal", "-shm"):
                 p = Path(str(self.path) + suffix)

@@ -45,7 +45,7 @@ from convscope.backends._cache import Calibration, Fingerprint, LatencyStore, La
 from convscope.backends._runners import Runner, check_fits, guarded, ort_session, prepare, steady_allocator, \
     threads_set, torch_dtype
 from convscope.backends.measure import Progress, measure_graph, time_runs
-from convscope.errors import ConvscopeError, InputError
+from convscope.errors import ConvscopeError, InputError, NothingUsable
 from convscope.ir import ops as O
 from convscope.ir.graph import Graph, GraphBuilder
 from convscope.ir.ops import OpKind
@@ -332,8 +332,8 @@ def fit_overhead(*, backend: str, threads: int, dtype: str, store: LatencyStore,
         t = store.layers(fp, backend, threads, dtype, [k.signature for k in ks])
         lost = [k.name for k in ks if k.signature not in t]
         if lost and any(why.get(n) == _BUSY for n in lost):
-            raise InputError(f"calibrate: some layers of {label} could not be timed ({_BUSY}); "
-                             "run calibrate again when the machine is quieter")
+            raise NothingUsable(f"some layers of {label} could not be timed ({_BUSY}); the layers timed are "
+                                "kept: run calibrate again when the machine is quieter")
         if lost:
             out.append((label, f"{backend} cannot run layer {lost[0]}: {why.get(lost[0], 'not timed')}"))
         else:
@@ -403,8 +403,8 @@ def _measure_quiet(g: Graph, backend: str, threads: int, dtype: str, limit: floa
     if m.interrupted:
         raise KeyboardInterrupt
     if m.interference:
-        raise InputError(f"calibrate: {g.name} could not be timed without interference: other processes "
-                         "kept the CPUs busy; run calibrate again when the machine is quieter")
+        raise NothingUsable(f"{g.name} could not be timed without interference: other processes kept the CPUs "
+                            "busy; the layers timed are kept: run calibrate again when the machine is quieter")
     return m
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from convscope.errors import ConvscopeError
+from convscope.errors import ConvscopeError, NothingUsable
 from convscope.ir import ops as O
 from convscope.ir.graph import Graph, Node
 from convscope.ir.ops import OpKind
@@ -342,8 +342,8 @@ def _functional(node: Node, oracle: bool) -> Fn:
         mode = p.mode
         return lambda t: F.pad(t, (l_, r_, t_, b_), mode=mode)
     if op is OpKind.UNKNOWN:
-        raise ConvscopeError(f"layer '{node.name}' is an op convscope does not know "
-                             f"({a.target}): the network cannot be built")  # type: ignore[union-attr]
+        raise NothingUsable(f"layer '{node.name}' is an op convscope does not know "
+                            f"({a.target}): the network cannot be built")  # type: ignore[union-attr]
     raise ConvscopeError(f"layer '{node.name}': no builder for op '{op.value}'")
 
 

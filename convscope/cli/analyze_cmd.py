@@ -23,6 +23,8 @@ MACs, and the feasible input-resolution range.  With a latency prediction (this 
 device, backend and an uncertainty band.
 """
 EPILOG = """\
+exit status: 0 done, 1 nothing usable (every layer an op convscope does not know), 2 bad input.
+
 examples:
   convscope analyze zoo:resnet18-imagenet --input 3,32,32
   convscope analyze my_net.yaml --res 32,64,224 --json -
@@ -57,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     lat.add_argument("--backend", choices=("torch", "onnxruntime", "cuda", "tflite"),
                      help="runtime whose fusion rules and overheads apply (default: the profile's own runtime, "
                           "torch on this machine)")
-    lat.add_argument("--threads", type=threads_arg, metavar="N", help="threads of the local calibration (default: physical cores)")
+    lat.add_argument("--threads", type=threads_arg, metavar="N", help="threads of the local calibration (default: OMP_NUM_THREADS if set, else the physical cores)")
     p.set_defaults(handler=run)
 
 
@@ -81,9 +83,11 @@ def run(args: argparse.Namespace) -> int:
         raise NothingUsable(f"{args.model}: every layer is an op convscope does not know")
     asked = [f"--{k} {v}" for k, v in (("backend", args.backend), ("threads", args.threads)) if v is not None]
     if asked and args.device is None and all(r.latency is None for r in results):  # said, not silently dropped
-        print(f"convscope analyze: note: no latency prediction for {' '.join(asked)}: this machine is not "
-              f"calibrated for it (run `convscope calibrate {' '.join(asked)}`), or give a profile with --device",
-              file=sys.stderr)
+        why = f"this machine is not calibrated for it (run `convscope calibrate {' '.join(asked)}`)"
+        if args.backend == "cuda" and not _has_cuda():
+            why = "this machine has no CUDA device to calibrate"
+        print(f"convscope analyze: note: no latency prediction for {' '.join(asked)}: {why}, or give a profile "
+              "with --device", file=sys.stderr)
     if args.json:
         data = results[0].to_dict() if len(results) == 1 else {  # the wrapper for several resolutions
             "schema_version": SCHEMA_VERSION, "results": [r.to_dict() for r in results]}
@@ -99,3 +103,11 @@ def run(args: argparse.Namespace) -> int:
         if args.html:
             con.print(f"wrote {args.html}")
     return 0
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())

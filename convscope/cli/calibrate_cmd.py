@@ -14,7 +14,7 @@ from rich.table import Table
 
 from convscope.analyses.latency import CALIBRATED_DTYPES
 from convscope.cli._common import add_json_arg, console, json_to_stdout, shape_arg, write_json, threads_arg
-from convscope.errors import InputError
+from convscope.errors import InputError, NothingUsable
 
 HELP = "time each unique layer configuration on this machine, for the local latency tier"
 DESCRIPTION = """\
@@ -30,6 +30,9 @@ it runs, at the shape it runs at.  Runs disturbed by other processes are repeate
 what was measured.
 """
 EPILOG = """\
+exit status: 0 done, 1 nothing could be timed (a network of unknown ops, a machine that stayed
+busy: the layers timed are kept), 2 bad input, 130 interrupted (the measured layers are kept).
+
 examples:
   convscope calibrate
   convscope calibrate my_net.yaml zoo:mobilenetv2 --threads 1
@@ -60,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "cuda"),
                    help="runtime to time (default torch: PyTorch eager on the CPU)")
-    p.add_argument("--threads", type=threads_arg, metavar="N", help="intra-op threads (default: physical cores)")
+    p.add_argument("--threads", type=threads_arg, metavar="N", help="intra-op threads (default: OMP_NUM_THREADS if set, else the physical cores)")
     p.add_argument("--dtype", default="fp32", choices=CALIBRATED_DTYPES, help="element type (default fp32)")
 
 
@@ -109,12 +112,17 @@ def _graphs(args: argparse.Namespace) -> list | None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list(args)
-    if (args.threads is not None and args.threads < 1) or args.batch < 1 or args.passes < 1:
-        raise InputError(f"--threads, --batch and --passes must be positive integers, got {args.threads}, "
-                         f"{args.batch} and {args.passes}")
+    for flag, value in (("--threads", args.threads), ("--batch", args.batch), ("--passes", args.passes)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be a positive integer, got {value}")
     from convscope.backends.calibrate import calibrate
+    from convscope.ir.ops import OpKind
 
     graphs = _graphs(args)
+    for g in graphs:
+        if all(n.op in (OpKind.INPUT, OpKind.UNKNOWN) for n in g.nodes):
+            raise NothingUsable(f"{g.name}: every layer is an op convscope does not know, so there is nothing to "
+                                "time")
     with warnings.catch_warnings(record=True), progress_bar() as prog:
         report = calibrate(graphs, backend=args.backend, threads=args.threads, dtype=args.dtype, batch=args.batch,
                            refit=args.refit, force=args.force, progress=prog, passes=args.passes)

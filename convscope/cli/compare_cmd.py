@@ -18,6 +18,9 @@ plan's input.  Then a verdict: the fastest candidate that meets the constraints,
 sure (overlapping uncertainty bands are a tie), and why.
 """
 EPILOG = """\
+exit status: 0 done (also when no candidate meets the constraints: the verdict says so), 1 a network
+with nothing usable, 2 bad input, 130 interrupted (predictions and what was measured are kept).
+
 examples:
   convscope compare examples/camera/plan.yaml --html report.html
   convscope compare examples/camera/plan.yaml --device raspi4 --json -
@@ -36,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--backend", choices=("torch", "onnxruntime", "cuda", "tflite"),
                    help="runtime for prediction and --measure (default: the device profile's own runtime; torch "
                         "on this machine; cuda: PyTorch on the first GPU)")
-    p.add_argument("--threads", type=threads_arg, metavar="N", help="CPU threads for local prediction and --measure")
+    p.add_argument("--threads", type=threads_arg, metavar="N", help="CPU threads for local prediction and --measure (default: OMP_NUM_THREADS if set, else the physical cores)")
     p.add_argument("--width", type=int, metavar="COLS", help="terminal width")
     p.set_defaults(handler=run)
 

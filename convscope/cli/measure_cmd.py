@@ -22,6 +22,9 @@ With a deployment PLAN (FORMATS.md §2) every network of every candidate is meas
 puts it, and each candidate's measured cost per frame is shown.
 """
 EPILOG = """\
+exit status: 0 done, 1 nothing to measure (an op convscope cannot build), 2 bad input, 130
+interrupted (the runs so far are reported).
+
 examples:
   convscope measure zoo:mobilenetv2 --batch 1 --json -
   convscope measure my_net.yaml --threads 1 --time-limit 30
@@ -36,16 +39,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_runtime_args(p)
     p.add_argument("--input", metavar="C,H,W", help="input shape (required for PyTorch factories)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
-    p.add_argument("--time-limit", type=positive_float, default=10.0, metavar="S", help="seconds per network (default 10)")
-    p.add_argument("--min-runs", type=int, default=10, metavar="N", help="runs before stopping early (default 10)")
+    p.add_argument("--time-limit", type=positive_float, default=10.0, metavar="S",
+                   help="seconds per network at most (default 10); timing stops earlier once the median is stable, "
+                        "or after 2000 runs; on a busy machine it may go on to three times the limit")
+    p.add_argument("--min-runs", type=int, default=10, metavar="N",
+                   help="undisturbed runs needed before the median may be called stable and timing stop early "
+                        "(default 10); not a minimum when the time limit comes first")
     add_json_arg(p)
     p.add_argument("--width", type=int, metavar="COLS", help="terminal width for the output")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.threads is not None and args.threads < 1) or args.batch < 1 or args.min_runs < 1 or args.time_limit <= 0:
-        raise InputError("--threads, --batch, --min-runs and --time-limit must be positive")
+    for flag, value in (("--threads", args.threads), ("--batch", args.batch), ("--min-runs", args.min_runs)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be a positive integer, got {value}")
     kw = dict(backend=args.backend, batch=args.batch, threads=args.threads, dtype=args.dtype,
               time_limit_s=args.time_limit, min_runs=args.min_runs)
     from convscope.analyses._plan_parse import is_plan_file

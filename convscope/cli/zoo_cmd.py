@@ -14,6 +14,8 @@ from convscope.zoo import GENERATED, zoo_entries, zoo_spec_text
 
 HELP = "list the built-in reference networks, or show one's spec"
 EPILOG = """\
+exit status: 0 done, 2 bad input (an unknown name).
+
 examples:
   convscope zoo list
   convscope zoo show resnet18-cifar
@@ -25,7 +27,8 @@ examples:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("zoo", help=HELP, description=HELP + ".", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", nargs="?", default="list", choices=("list", "show"))
+    p.add_argument("action", nargs="?", default="list", choices=("list", "show"),
+                   help="list: every network with its input, classes and description (the default); show: a network's spec")
     p.add_argument("name", nargs="?", metavar="NAME", help="for show: a zoo name (with or without 'zoo:')")
     p.add_argument("--width", type=int, metavar="COLS", help="terminal width")
     p.set_defaults(handler=run)
@@ -33,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "list":
+        if args.name:
+            raise InputError(f"zoo list takes no NAME, got '{args.name}' (to see one network: convscope zoo show "
+                             f"{args.name})")
         render_zoo_list(zoo_entries(), console(args))
         return 0
     if not args.name:

@@ -63,6 +63,10 @@ def graph_from_spec_data(data: Any, *, file: str = "<spec>", input_shape: Sequen
     if not isinstance(data, dict):
         fail(file, getattr(data, "mark", (1, 1)), "a network spec must be a mapping with 'name', 'input' and 'layers'")
     top = data if isinstance(data, YMap) else _wrap(data)
+    if "candidates" in top and "layers" not in top:
+        fail(file, top.kmark("candidates"), "this is a deployment plan (it has 'candidates'), not a network spec: "
+                                            "compare its candidates with `convscope compare`, or give a network "
+                                            "with 'layers' (docs/FORMATS.md §1)")
     for key in top:
         if key not in _TOP_KEYS:
             fail(file, top.kmark(key), f"unknown key '{key}'{_suggest(str(key), _TOP_KEYS)} "

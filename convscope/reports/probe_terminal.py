@@ -131,5 +131,5 @@ def progress_bars(console: Console, prefix: str = "") -> Iterator[RichBars]:
     """Bars on ``console`` (stderr in the CLI) that vanish when the work is done."""
     columns = (TextColumn(prefix + "{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
         yield RichBars(progress)
