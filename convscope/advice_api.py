@@ -94,10 +94,10 @@ def _header(adv: Advice, s: Suggestion | None, ref: str, file: str) -> list[str]
         for what, names in (("changed", s.changed), ("removed", s.removed), ("added", s.added)):
             if names:
                 lines += textwrap.wrap(f"{what}: {', '.join(names)}", 100, subsequent_indent="  ")
-    if adv.graph.unlisted_params:
-        lines += textwrap.wrap(f"the {fmt_count(adv.graph.unlisted_params)} parameters of the model that no layer "
-                               "holds (forward never uses them) count in convscope's params for the model, but a spec "
-                               "has no place for them: analysed again, this file counts that many fewer.", 100)
+    if adv.left_out_params:
+        lines += textwrap.wrap(f"the {fmt_count(adv.left_out_params)} parameters of the model that no layer holds "
+                               "(forward never uses them) are not in this spec, nor in the numbers above: `convscope "
+                               "analyze` of the model itself counts them in its params.", 100)
     if adv.origin == "pytorch":
         lines.append("PyTorch model: the layer names are module paths of your nn.Module (a functional call, "
                      "F.conv2d on your own weights, is named after the function: conv2d, conv2d_1…); the lines "
@@ -117,7 +117,7 @@ def write_variants(adv: Advice, directory: str | os.PathLike[str], *, ref: str |
     the advice's order) into ``directory`` (created if needed).  Returns {key: path}; the original is
     under the key ``original``.  Variant files an earlier run wrote there (``NN-key.yaml`` starting with
     convscope's header) are removed first, so the directory holds this advice only; other files are
-    left alone.  A network the spec cannot express, or a path that cannot be written, raises before
+    left alone, and a file of the user's with a name this would write is refused (nothing is written).  A network the spec cannot express, or a path that cannot be written, raises before
     anything is written (InputError / SpecWriteError naming the layer or the path)."""
     d = Path(directory)
     if d.exists() and not d.is_dir():
@@ -130,6 +130,9 @@ def write_variants(adv: Advice, directory: str | os.PathLike[str], *, ref: str |
     for key, g, s, path in names:  # refuse before writing anything
         if path.exists() and not path.is_file():
             raise InputError(f"--write {d}: {path} exists and is not a file (nothing was written)")
+        if path.is_file() and not _ours(path):
+            raise InputError(f"--write {d}: {path} exists and is not a file convscope suggest wrote (it lacks the "
+                             "'# convscope suggest:' header); nothing was written: move it, or write elsewhere")
         try:
             texts.append((key, path, graph_to_spec_text(g, comment=_header(adv, s, ref, str(path)))))
         except SpecWriteError as exc:

@@ -375,3 +375,47 @@ def test_truncate_stopped_by_the_depth_rule_says_so() -> None:
     stopped = [n for n in s.notes if n.startswith("stopped at")]
     assert stopped and "stay for that" in stopped[0]
     assert not any("because productive layers follow them" in n for n in s.notes)
+
+
+# --- a suggest audit: axes, stems, rounding, files --------------------------------------------------
+def test_resolution_speaks_of_the_narrower_axis_and_refuses_an_empty_range() -> None:
+    """A last layer that sees 14 px vertically and 26 px horizontally sees a square image whole only up to
+    14 px; with no resolution both productive and fully seen, nothing is suggested."""
+    wide = _net("name: cf\ninput: [3, 32, 32]\nlayers:\n  - conv: {out: 16, k: 3}\n  - conv: {out: 16, k: 3}\n"
+                "  - maxpool: {k: 2}\n  - conv: {out: 16, k: 3}\n  - conv: {out: 16, k: [3, 5], d: [1, 2]}\n"
+                "  - gap\n  - linear: {out: 10}\n")
+    last = [r for r in analyze(wide).layers if r.op == "conv"][-1]
+    assert last.rf_max == (14, 26)
+    adv = suggest_graph(wide, only=["resolution"])
+    ((_, _, why),) = adv.not_applicable
+    assert "sees only 14 px of the 32 px input" in why
+    allconv = suggest_graph(load_zoo("allconv"), only=["resolution"])
+    lo, hi = analyze(load_zoo("allconv")).feasible_resolution
+    assert lo > hi and not allconv.suggestions and "no resolution keeps every layer productive" in \
+        allconv.not_applicable[0][2]
+
+
+def test_a_stem_behind_a_normalisation_is_left_alone() -> None:
+    g = _net("name: s\ninput: [3, 32, 32]\nlayers:\n  - bn\n  - conv: {out: 32, k: 3, name: stem}\n  - relu\n"
+             "  - conv: {out: 32, k: 3, name: c2}\n  - relu\n  - conv: {out: 64, k: 3, s: 2, name: c3}\n"
+             "  - relu\n  - conv: {out: 64, k: 3, name: c4}\n  - gap\n  - linear: {out: 2}\n")
+    s = _one(g, "depthwise-separable")
+    assert "stem" not in s.changed and s.changed == ("c2", "c3", "c4")
+
+
+@pytest.mark.parametrize("c, alpha, want", [(40, 0.5, 24), (72, 0.5, 40), (56, 0.5, 32), (64, 0.75, 48),
+                                            (16, 0.5, 8), (8, 0.5, 8), (96, 0.25, 24)])
+def test_width_rounds_as_mobilenets_make_divisible(c: int, alpha: float, want: int) -> None:
+    assert scaled_channels(c, alpha, 8) == want
+
+
+def test_write_refuses_to_overwrite_a_users_own_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from convscope.advice_api import write_variants
+    from convscope.errors import InputError
+
+    adv = suggest_graph(load_zoo("vgg11-cifar"), only=["truncate"])
+    mine = tmp_path / "01-truncate.yaml"
+    mine.write_text("name: mine\n")
+    with pytest.raises(InputError, match="is not a file convscope suggest wrote"):
+        write_variants(adv, tmp_path)
+    assert mine.read_text() == "name: mine\n" and not (tmp_path / "00-original.yaml").exists()

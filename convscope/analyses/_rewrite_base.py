@@ -87,11 +87,22 @@ class Base:
     options: Options = Options()
     head_entry: str | None = field(init=False)
     global_names: frozenset[str] = field(init=False)
+    stems: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "global_names",
                            frozenset(n for n, r in self.rf.items() if r.is_global))
         object.__setattr__(self, "head_entry", _head_entry(self.graph, self.rf))
+        behind: dict[str, bool] = {}  # a weighted layer lies between the node and the image
+        for n in self.graph.nodes:
+            behind[n.name] = any(behind[i] or self.graph.node(i).op in WEIGHTED_OPS for i in n.inputs)
+        object.__setattr__(self, "stems", frozenset(n.name for n in self.graph.nodes
+                                                    if n.op in WEIGHTED_OPS and not behind[n.name]))
+
+    def is_stem(self, node: Node) -> bool:
+        """The layer reads the image itself, or through ops without weights (a normalisation written
+        in forward, (x - mean) / std; a BatchNorm first): few channels, left alone by the rewrites."""
+        return node.name in self.stems
 
     def flagged(self) -> frozenset[str]:
         return self.prod.names

@@ -41,7 +41,7 @@ def full_convs(base: Base) -> list[Node]:
             continue
         a = n.attrs
         assert isinstance(a, O.ConvAttrs)
-        if a.groups == 1 and max(a.kernel) > 1 and base.graph.node(n.inputs[0]).op is not OpKind.INPUT:
+        if a.groups == 1 and max(a.kernel) > 1 and not base.is_stem(n):
             out.append(n)
     if not out:
         raise NotApplicable("no full spatial convolution (k > 1, one group) outside the stem")
@@ -171,10 +171,13 @@ def bottleneck(base: Base) -> list[Rewrite]:
 
 # -- width multiplier --------------------------------------------------------------------------------
 def scaled_channels(c: int, alpha: float, divisor: int) -> int:
-    """MobileNet's make_divisible without the 10% guard: channel counts up to ``divisor`` stay."""
+    """MobileNet's make_divisible: c·alpha to the nearest multiple of ``divisor`` (halves up), never
+    below it and never more than 10% below c·alpha; channel counts up to ``divisor`` stay."""
     if c <= divisor:
         return c
-    return max(divisor, int(round(c * alpha / divisor)) * divisor)
+    v = c * alpha
+    out = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * v else out
 
 
 def _output_layers(g: Graph) -> set[str]:

@@ -16,7 +16,7 @@ from convscope.analyses._rewrite_base import POINTWISE, Base, NotApplicable, Rew
     reshaped_weights, rewrite
 from convscope.analyses._rewrite_depth import depth_report, refusal
 from convscope.analyses._rewrite_edit import Editor, NewNode, same_size_padding
-from convscope.analyses.border import productivity
+from convscope.analyses.border import _last_spatial, productivity
 from convscope.analyses.cost import cost
 from convscope.analyses.receptive_field import receptive_field
 from convscope.errors import GraphError
@@ -145,13 +145,15 @@ def _truncation(base: Base, p: int, variant: Graph, *, stopped_early: bool) -> R
         f"Re-attach the head ('{entry}') to '{cut}' and drop the {len(removed)} layers after it, "
         f"{len(gone_flagged)} of them unproductive at {_res(base)}: their inputs already see the whole image "
         f"(rf_min >= input size) or their maps are no larger than their kernels, so they add cost without "
-        f"context (seeds/002; border layer {base.prod.border_layer})."
+        f"context (seeds/002; border layer {base.prod.border_layer or 'none'})."
         + (f" The head now reads {c_new} channels instead of {c_old}." if c_new != c_old else ""))
     after = layer_params(variant)
     grown = {n: ps for n, ps in reshaped_weights(layer_params(base.analysis), after).items()
              if variant.position(n) > variant.position(cut)}
     if grown:
-        explanation += (" The head's weights change with the map it reads (a flatten keeps every position): "
+        flat = any(n.op is OpKind.FLATTEN and variant.position(n.name) > variant.position(cut) for n in variant.nodes)
+        explanation += (" The head's weights change with the map it reads"
+                        + (" (a flatten keeps every position)" if flat else "") + ": "
                         + ", ".join(f"'{n}' {old:,} -> {new:,} params" for n, (old, new) in grown.items()) + ".")
         if sum(after.values()) > base.analysis.totals.params:
             notes.append("the cut saves MACs but adds parameters: the classifier behind the flatten grows with the "
@@ -246,10 +248,12 @@ def remove_downsampling(base: Base) -> list[Rewrite]:
     s = max(sh, sw)
     names = ", ".join(f"'{n.name}'" for n in group)
     size_in = base.graph.node(group[0].inputs[0]).out.spatial
+    ratio = (size_in[0] * size_in[1]) / (group[0].out.spatial[0] * group[0].out.spatial[1])
+    more = f"{ratio:.0f}x" if ratio == int(ratio) else f"{ratio:.1f}x"
     explanation = (
         f"Take the stride {s} out of {names} (the step {size_in[0]}x{size_in[1]} -> {group[0].out.spatial[0]}x"
         f"{group[0].out.spatial[1]}): the receptive field grows {s}x slower after it, so {after} instead of "
-        f"{before} weighted layers are unproductive at {_res(base)}; every later layer runs on {sh * sw}x the "
+        f"{before} weighted layers are unproductive at {_res(base)}; every later layer runs on {more} the "
         "positions (seeds/002: removing or repositioning pooling changes the receptive field's growth, "
         "at the cost of FLOPs).")
     return [Rewrite("remove-downsampling", "remove a downsampling step", explanation, variant,
@@ -383,6 +387,13 @@ def resolution(base: Base) -> list[Rewrite]:
     if lo is None:
         raise NotApplicable("no input resolution makes every layer productive")
     top = math.floor(hi) if hi is not None else None
+    last = _last_spatial(base.graph, base.rf)  # what the last spatial layer sees of a square input on
+    seen = last.rf_max_finite if last is not None else None  # both axes: its narrower one
+    if top is not None and seen is not None and None not in seen:
+        top = min(top, math.floor(min(seen)))  # type: ignore[type-var]
+    if top is not None and top < lo:
+        raise NotApplicable(f"no resolution keeps every layer productive (>= {lo} px) while the last layer still "
+                            f"sees the whole image (<= {top} px on both axes)")
     if h < lo:
         target, why = lo, (f"the smallest resolution at which no convolution is unproductive (now {h} px: "
                            f"{len(base.flagged_weighted())} unproductive weighted layers)")
@@ -391,13 +402,10 @@ def resolution(base: Base) -> list[Rewrite]:
                             f"that far would discard most of its detail: the network is too shallow for {h} px "
                             "(more depth or downsampling would let it see the whole image)")
     elif top is not None and h > top >= lo:
-        target, why = top, (f"the last spatial layer's rf_max; above it no output sees the whole image, and at "
-                            f"it every layer stays productive (>= {lo} px)")
-    elif top is not None and top < lo:
-        raise NotApplicable(f"no resolution keeps every layer productive (>= {lo} px) while the last layer still "
-                            f"sees the whole image (<= {hi} px); {h} px is at or above {lo} px")
+        target, why = top, (f"the last spatial layer's rf_max (on its narrower axis); above it no output sees the "
+                            f"whole image, and at it every layer stays productive (>= {lo} px)")
     else:
-        raise NotApplicable(f"{h} px is already within the feasible range {_span(lo, hi)}")
+        raise NotApplicable(f"{h} px is already within the feasible range {_span(lo, top)}")
     try:
         variant = rebuild(base.graph, input_shape=(c, target, target), name=base.variant_name("resolution"))
     except GraphError as exc:
@@ -411,7 +419,7 @@ def resolution(base: Base) -> list[Rewrite]:
                   "with the data")
     else:
         layers = "The network's layers stay as they are; only the data changes"
-    explanation = (f"Feed {target}x{target} instead of {h}x{w}: {why}. Feasible range: {_span(lo, hi)}. "
+    explanation = (f"Feed {target}x{target} instead of {h}x{w}: {why}. Feasible range: {_span(lo, top)}. "
                    f"{layers} (seeds/002, seeds/003).")
     return [Rewrite("resolution", "change the input resolution", explanation, variant,
                     (base.graph.inputs[0].name,))]

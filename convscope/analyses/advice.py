@@ -14,6 +14,7 @@ with the rule, and never recommended.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import shlex
@@ -31,7 +32,7 @@ from convscope.analyses.border import productivity
 from convscope.analyses.cost import DType, checked_dtype_batch
 from convscope.analyses.receptive_field import receptive_field
 from convscope.errors import ConvscopeError, GraphError, InputError
-from convscope.ir.graph import Graph
+from convscope.ir.graph import UNLISTED_PARAMS, Graph
 from convscope.ir.ops import OpKind
 from convscope.results import SCHEMA_VERSION, Analysis, LatencyPrediction
 from convscope.units import json_number
@@ -134,6 +135,7 @@ class Advice:
     origin: str = "spec"  # spec | zoo | pytorch | onnx | graph
     interrupted: bool = False  # Ctrl-C: the rewrites tried so far
     analyze_options: tuple[str, ...] = ()  # the `analyze` options that give the same numbers (--batch 4 …)
+    left_out_params: int = 0  # the model's parameters no layer holds, left out of every number here
 
     def suggestion(self, key: str) -> Suggestion:
         for s in self.suggestions:
@@ -293,6 +295,13 @@ def suggest_graph(
     original's feasible range when the caller found it by capturing a model again at other sizes
     (:func:`convscope.api.feasible_of`)."""
     dt = _check(graph, dtype, batch)
+    left_out = graph.unlisted_params
+    if left_out:  # parameters no layer holds (forward never uses them): a variant, written as a spec, has no
+        meta = graph.meta_dict()  # place for them, so the original is counted without them as well
+        meta.pop(UNLISTED_PARAMS)
+        meta["notes"] = (*meta.get("notes", ()), f"suggest leaves out the {left_out} parameters no layer holds: "
+                         "every number here counts the layers' own, as a variant written as a spec does")
+        graph = dataclasses.replace(graph, meta=tuple(sorted(meta.items())))
     opts = options or Options()
     keys, wanted = _selection(only, opts)
     latency = _Latency(device, backend, batch, dt.value, threads, fit)
@@ -315,7 +324,7 @@ def suggest_graph(
     by_ms = base.analysis.latency is not None and all(s.analysis.latency is not None for s in found)
     return Advice(graph.name, graph.input_shape, base.analysis, base.depth, tuple(_order(found, by_ms)),
                   tuple(skipped), "ms" if by_ms else "macs", latency.note, graph, origin, interrupted,
-                  _analyze_options(dt, batch, device, backend, fit, threads))
+                  _analyze_options(dt, batch, device, backend, fit, threads), left_out)
 
 
 def _analyze_options(dt: DType, batch: int, device: Any, backend: str | None, fit: Any,
