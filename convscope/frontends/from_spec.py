@@ -83,8 +83,10 @@ def graph_from_spec_data(data: Any, *, file: str = "<spec>", input_shape: Sequen
                                         f"got {_kind(layers)}")
     if not layers:
         fail(file, top.vmark("layers"), "the network is empty: 'layers' must be a non-empty list")
-    blocks = _blocks(top, file)
+    notes: list[str] = []
+    blocks = _blocks(top, file, notes)
     walker = _Walker(file, blocks, GraphBuilder(name), text)
+    walker.notes = notes  # the walk adds its own
     try:
         walker.builder.add_input("input", shape, source=f"{file}:{top.vmark('input')[0]}")
     except GraphError as exc:
@@ -101,6 +103,8 @@ def graph_from_spec_data(data: Any, *, file: str = "<spec>", input_shape: Sequen
             fail(file, top.vmark("outputs"), "'outputs' must be a list of layer names")
         outputs = [walker.resolve(o, "", top.vmark("outputs")) for o in outs]
     meta: dict[str, Any] = {"source": file}
+    if notes:
+        meta["notes"] = tuple(dict.fromkeys(notes))
     for key in ("classes", "description"):
         if key in top:
             meta[key] = top[key]
@@ -150,7 +154,7 @@ def _as_list(v: Any) -> YList:
     return seq
 
 
-def _blocks(top: YMap, file: str) -> dict[str, YMap]:
+def _blocks(top: YMap, file: str, notes: list[str]) -> dict[str, YMap]:
     raw = top.get("blocks")
     if raw is None:
         return {}
@@ -172,26 +176,27 @@ def _blocks(top: YMap, file: str) -> dict[str, YMap]:
         args = body.get("args", YMap())
         if args is not None and not isinstance(args, YMap):
             fail(file, body.vmark("args"), f"block '{bname}': 'args' must be a mapping name -> default (null = required)")
-        _check_block_args(bname, args or YMap(), body["layers"], file)
+        _check_block_args(bname, args or YMap(), body["layers"], file, notes)
     return dict(raw)
 
 
-def _check_block_args(bname: str, args: YMap, layers: Any, file: str) -> None:
-    """Each declared argument is a name the layers can use, and they do use it."""
+def _check_block_args(bname: str, args: YMap, layers: Any, file: str, notes: list[str]) -> None:
+    """A declared argument must not take a key of the calling item; one the layers never use, or whose
+    name cannot be written ``$name``, is valid but probably a slip: ``notes`` says so, with its place."""
     used = names_used(layers)
     for key in args:
         if key in ITEM_KEYS:
             fail(file, args.kmark(key), f"block '{bname}': '{key}' cannot be an argument: it is reserved for the "
                                         f"layer item that calls the block (reserved: {', '.join(ITEM_KEYS)}); "
                                         "choose another argument name")
+        line, col = args.kmark(key)
         if not isinstance(key, str) or not key.isidentifier() or keyword.iskeyword(key):
-            fail(file, args.kmark(key), f"block '{bname}': argument name {shown(key)} cannot be written ${key} in "
-                                        "the layers: an argument name is letters, digits and _ (not starting with "
-                                        "a digit), and not a reserved word such as in, if, and, or, not, None")
-        if key not in used:
-            fail(file, args.kmark(key), f"block '{bname}' declares argument '{key}' but no layer uses ${key} "
-                                        f"(use it in the block's layers, as ${key} or ${{{key} * 2}}, or remove it "
-                                        "from 'args')")
+            notes.append(f"{file}:{line}:{col}: block '{bname}': argument name {shown(key)} cannot be written "
+                         f"${key} in the layers (an argument name is letters, digits and _, not starting with a "
+                         "digit, and not a reserved word such as in, if, and, or, not, None): it is never used")
+        elif key not in used:
+            notes.append(f"{file}:{line}:{col}: block '{bname}' declares argument '{key}' but no layer uses ${key}; "
+                         "a value given for it changes nothing")
 
 
 def _without(args: dict[str, Any], keys: tuple[str, ...]) -> YMap:
@@ -253,6 +258,7 @@ class _Walker:
         self.builder = builder
         self.generated: dict[str, str] = {}  # names convscope chose for layers the spec implies
         self.claimed: set[str] = set()  # prefixes a residual has taken for its downsample and add
+        self.notes: list[str] = []  # what is valid but probably a slip (the graph's notes)
 
     # -- helpers ---------------------------------------------------------------------------------
     def add(self, name: str, op: OpKind, attrs: Any, inputs: tuple[str, ...], mark: Mark,
@@ -503,9 +509,10 @@ class _Walker:
         a.done()
         if not isinstance(branches, list) or not branches:
             a.error("branches" if a.has("branches") else None, "parallel needs a non-empty 'branches' list")
-        if len(branches) < 2:
-            a.error("branches", "parallel needs at least two branches to merge, got one (an empty branch [] is the "
-                                "input itself; for one path, write its layers in place of the parallel)")
+        if len(branches) < 2:  # valid (a named group of layers), but perhaps a branch was forgotten
+            line, col = a.where("branches") or mark
+            self.notes.append(f"{self.file}:{line}:{col}: a parallel with one branch is that branch: nothing is "
+                              f"merged ({merge} needs two or more)")
         s, child_ns = self._scope(j, ns, path, name, scope)
         outs = []
         for bi, br in enumerate(branches):
@@ -514,6 +521,8 @@ class _Walker:
             outs.append(self.walk_list(br_list, x, child_ns, f"{s}.{bi}", env, stack) if br_list else x)
         kind = OpKind.CONCAT if merge == "concat" else OpKind.ADD
         attrs: Any = O.AxisAttrs(axis=0) if kind is OpKind.CONCAT else O.NoAttrs()
+        if len(outs) == 1:
+            return outs[0]
         return self.add(f"{s}.{merge}", kind, attrs, tuple(outs), mark)
 
     def _call(self, block: str, args: Any, j: int, x: str, ns: str, path: str, stack: tuple[str, ...],
