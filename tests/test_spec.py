@@ -362,13 +362,13 @@ BAD = {
     "huge_input": ("name: t\ninput: [3, 99999999999, 8]\nlayers: [relu]\n", r":2:8: 'input' sizes must be at most"),
     "recursive_alias": ("name: t\ninput: [3, 8, 8]\nlayers: &l\n  - relu\n  - repeat: 2\n    layers: *l\n",
                         r":3:9: a YAML alias \(\*name\) refers to a mapping or list that contains it"),
-    "block_argument_name": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {c: null, name: x}\n"
+    "block_argument_name": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {c: null, name: null}\n"
                             "    layers: [conv: {out: $c, k: 1, name: $name}]\nlayers: [b: {c: 4, name: y}]\n",
-                            r":5:21: block 'b': 'name' cannot be an argument: it is reserved for the layer item that "
-                            r"calls the block \(reserved: name, from, shares\)"),
-    "block_argument_from": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args:\n      from: a\n"
+                            r":5:21: block 'b': 'name' cannot be a required argument: a call's 'name' belongs to the "
+                            r"layer item that calls the block \(reserved: name, from, shares\)"),
+    "block_argument_from": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args:\n      from: null\n"
                             "    layers: [relu: {from: $from}]\nlayers: [b]\n",
-                            r":6:7: block 'b': 'from' cannot be an argument: it is reserved .*\(reserved: name, from, "
+                            r":6:7: block 'b': 'from' cannot be a required argument: .*\(reserved: name, from, "
                             r"shares\)"),
     "block_argument_not_a_name": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {in: 3}\n"
                                   "    layers: [conv: {out: $in, k: 1}]\nlayers: [b]\n",
@@ -440,6 +440,10 @@ def test_unknown_zoo_name_suggests(capsys) -> None:  # type: ignore[no-untyped-d
     ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {c: 4}\n"
      "    layers: [conv: {out: \"${cin}\", k: 1, name: c}]\nlayers: [b]\n",
      ":5:12: block 'b' declares argument 'c' but no layer uses $c"),
+    ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {c: null, name: x}\n"
+     "    layers: [conv: {out: $c, k: 1, name: $name}]\nlayers: [b: {c: 4, name: y}]\n",
+     ":5:21: block 'b': a call's 'name' belongs to the layer item that calls the block, so argument 'name' always "
+     "keeps its default 'x'"),
 ])
 def test_what_is_valid_but_probably_a_slip_is_a_note_with_its_place(case: str, note: str) -> None:
     """A one-branch parallel and an argument no layer uses are valid specs (someone else's tool

@@ -185,11 +185,15 @@ def _check_block_args(bname: str, args: YMap, layers: Any, file: str, notes: lis
     name cannot be written ``$name``, is valid but probably a slip: ``notes`` says so, with its place."""
     used = names_used(layers)
     for key in args:
-        if key in ITEM_KEYS:
-            fail(file, args.kmark(key), f"block '{bname}': '{key}' cannot be an argument: it is reserved for the "
-                                        f"layer item that calls the block (reserved: {', '.join(ITEM_KEYS)}); "
-                                        "choose another argument name")
         line, col = args.kmark(key)
+        if key in ITEM_KEYS and args[key] is None:  # required, and no call can ever give it
+            fail(file, (line, col), f"block '{bname}': '{key}' cannot be a required argument: a call's '{key}' "
+                                    f"belongs to the layer item that calls the block (reserved: "
+                                    f"{', '.join(ITEM_KEYS)}); choose another argument name")
+        if key in ITEM_KEYS:
+            notes.append(f"{file}:{line}:{col}: block '{bname}': a call's '{key}' belongs to the layer item that "
+                         f"calls the block, so argument '{key}' always keeps its default {shown(args[key])}")
+            continue
         if not isinstance(key, str) or not key.isidentifier() or keyword.iskeyword(key):
             notes.append(f"{file}:{line}:{col}: block '{bname}': argument name {shown(key)} cannot be written "
                          f"${key} in the layers (an argument name is letters, digits and _, not starting with a "
