@@ -5,7 +5,11 @@ Exit statuses (FORMATS.md §3): 0 done, 1 the analysis found nothing usable, 2 b
 
 from __future__ import annotations
 
-__all__ = ["ConvscopeError", "GraphError", "SpecError", "InputError", "NothingUsable", "NotCalibrated"]
+__all__ = ["ConvscopeError", "GraphError", "SpecError", "InputError", "NothingUsable", "NotCalibrated", "INPUT_HINT"]
+
+# What a PyTorch front-end error about sizes adds; a caller that states the input its own way (a
+# deployment plan) puts its words in place of it.
+INPUT_HINT = " (is --input / the input shape right?)"
 
 
 class ConvscopeError(Exception):

@@ -106,7 +106,14 @@ class RFCheck:
         return all((m == self.size) if math.isinf(e) else (m == e) for e, m in zip(self.expected, self.measured))
 
 
-_OFFSETS = 12  # consecutive positions probed after resampling: every phase of periods 2, 3, 4, 6 and 12
+OFFSETS = 12  # consecutive positions probed after resampling: every phase of periods 2, 3, 4, 6 and 12
+
+
+def ragged(graph: Graph) -> bool:
+    """Positions differ only after resampling (or adaptive pooling, bins of unequal size); otherwise
+    the centre is every position's twin and one probe suffices."""
+    return any(n.op in (OpKind.CONV_T, OpKind.UPSAMPLE, OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL,
+                        OpKind.PIXEL_SHUFFLE) for n in graph.nodes)
 
 
 def _support(grad: torch.Tensor) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -141,11 +148,7 @@ def gradient_support(graph: Graph, layers: list[str], *, chunk: int = 16, max_si
         if name in after_adaptive:  # bins depend on the input size: measure at the own resolution
             side = g0.input_shape[1]
         plans.setdefault(min(side, max_side), []).append(name)
-    # Positions differ only after upsampling or adaptive pooling (bins of unequal size); otherwise
-    # the centre is every position's twin.
-    ragged = any(n.op in (OpKind.CONV_T, OpKind.UPSAMPLE, OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL,
-                          OpKind.PIXEL_SHUFFLE) for n in g0.nodes)
-    offsets = _OFFSETS if ragged else 1
+    offsets = OFFSETS if ragged(g0) else 1
     out: list[RFCheck] = []
     for side, names in sorted(plans.items()):
         widths: dict[str, list[int | None]] = {n: [None, None] for n in names}

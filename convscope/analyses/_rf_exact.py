@@ -146,23 +146,17 @@ class Exact:
             if len(node.out.spatial_axes) != 2:
                 return None
             k = self.image[node.name].index(axis)
-            mapped: dict[str, tuple[Interval, list[Interval]]] = {}
-            for span in (box, *minimal):
-                for src, got in self._through(node, k, *span):
-                    if got is None:
-                        return None
-                    if src not in mapped:
-                        mapped[src] = (got, [])
-                    if span is not box:
-                        mapped[src][1].append(got)
-            for src, (got, mins) in mapped.items():
+            for src, got in self._through(node, k, *box):  # the hull feeds every input a path reads
+                if got is None:
+                    return None
                 if src not in pending:
                     pending[src] = (got, [])
                     heapq.heappush(queue, -g.position(src))
                 old, kept = pending[src]
-                for iv in mins:
-                    _keep_minimal(kept, iv)
                 pending[src] = ((min(old[0], got[0]), max(old[1], got[1])), kept)
+            for span in minimal:
+                for src, got in self._through(node, k, *span):
+                    _keep_minimal(pending[src][1], got)  # type: ignore[arg-type]
         if hull is None or narrow is None:
             return None
         return narrow, hull[1] - hull[0] + 1
@@ -212,7 +206,8 @@ def _keep_minimal(kept: list[Interval], iv: Interval) -> None:
 
 def periods(node: Node, ins: list[tuple[int, int]], infos: list[TensorInfo]) -> tuple[int, int]:
     """How many consecutive output positions (per own spatial axis) cover every phase of the node,
-    from its inputs' periods: a multiple of the true period, capped at MAX_PERIOD."""
+    from its inputs' periods: a multiple of the true period.  Kept below 16·MAX_PERIOD so that a
+    later stride can still divide it; :func:`supports` probes at most MAX_PERIOD positions."""
     one = 1  # both axes alike: a permute may swap them
     for p in ins:
         one = math.lcm(one, *p)

@@ -42,13 +42,12 @@ from convscope.analyses._plan_parse import KINDS, Candidate, Constraints, NetRef
     parse_plan
 from convscope.analyses.analyze import analyze_behind, analyze_graph
 from convscope.analyses.cost import DType, peak_holding_input
-from convscope.errors import ConvscopeError, GraphError, InputError, NotCalibrated, NothingUsable, SpecError
+from convscope.errors import INPUT_HINT, ConvscopeError, GraphError, InputError, NotCalibrated, NothingUsable, \
+    SpecError
 from convscope.ir.graph import Graph
 from convscope.ir.transform import subgraph_until
 from convscope.results import SCHEMA_VERSION, Analysis, LatencyPrediction
 from convscope.units import json_number
-
-_INPUT_HINT = " (is --input / the input shape right?)"  # a front end's hint, which a plan words its own way
 
 __all__ = [
     "KINDS", "Plan", "Candidate", "Constraints", "NetRef", "load_plan", "parse_plan", "NetworkResult",
@@ -418,25 +417,26 @@ class _Runner:
     def _fail(self, ref: NetRef, message: str) -> ConvscopeError:
         return SpecError(message, file=self.plan.file, line=ref.mark[0] or None, column=ref.mark[1] or None)
 
-    def _load(self, c: Candidate, ref: NetRef, shape: tuple[int, ...], what: str) -> Graph:
+    def _graph(self, ref: NetRef, shape: tuple[int, ...] | None) -> Graph:
+        """The network a reference names (relative imports resolve beside the plan), at ``shape``."""
         from convscope.api import load_graph
 
+        with _importable_beside(self.plan.file):
+            return load_graph(ref.resolved, input=shape)
+
+    def _load(self, c: Candidate, ref: NetRef, shape: tuple[int, ...], what: str) -> Graph:
         try:
-            with _importable_beside(self.plan.file):
-                return load_graph(ref.resolved, input=shape)
+            return self._graph(ref, shape)
         except ConvscopeError as exc:
-            why = str(exc).replace(_INPUT_HINT, f" (the plan's input is {list(self.plan.input)})")
+            why = str(exc).replace(INPUT_HINT, f" (the plan's input is {list(self.plan.input)})")
             raise self._fail(ref, f"candidate '{c.name}': {what} '{ref.ref}': {why}") from None
 
     def _declared(self, ref: NetRef) -> tuple[int, ...] | None:
         """The input a network declares itself (None: it has none, e.g. a PyTorch factory); read once
         per network however many candidates name it."""
-        from convscope.api import load_graph
-
         if ref.resolved not in self.declared:
             try:
-                with _importable_beside(self.plan.file):
-                    self.declared[ref.resolved] = load_graph(ref.resolved).input_shape
+                self.declared[ref.resolved] = self._graph(ref, None).input_shape
             except ConvscopeError:
                 self.declared[ref.resolved] = None
         return self.declared[ref.resolved]
@@ -503,8 +503,6 @@ class _Runner:
     def graphs(self, c: Candidate) -> list[tuple[NetRef, Graph, tuple[str, tuple[int, ...], str | None]]]:
         """The networks a candidate runs, loaded at the shapes they get (a trunk cut, heads at its
         output), each with its cache key; plan errors name the file and line."""
-        from convscope.api import load_graph
-
         shape = self.plan.input
         for r in c.networks if c.kind != "trunk" else c.networks[:1]:
             self._check_channels(c, r)
@@ -529,10 +527,9 @@ class _Runner:
                 raise self._fail(h, f"candidate '{c.name}': {h.role} does not fit the trunk's output {list(out.shape)}: "
                                     f"'{h.ref}' takes {declared[0]} input channels, the trunk gives {out.shape[0]}")
             try:
-                with _importable_beside(self.plan.file):
-                    head = load_graph(h.resolved, input=out.shape)
+                head = self._graph(h, out.shape)
             except ConvscopeError as exc:
-                why = str(exc).replace(_INPUT_HINT, "")
+                why = str(exc).replace(INPUT_HINT, "")
                 raise self._fail(h, f"candidate '{c.name}': {h.role} does not fit the trunk's output "
                                     f"{list(out.shape)}: {why}") from None
             got.append((h, head, (h.resolved, out.shape, None)))

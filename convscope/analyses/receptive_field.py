@@ -454,14 +454,10 @@ def _exact_after_resampling(graph: Graph, rf: dict[str, NodeRF], image: dict[str
     """Replace the average supports of the nodes after a resampling op by the true ones, found
     position by position (see ``_rf_exact``); a node whose paths cannot all be followed keeps the
     average."""
-    def local(name: str) -> bool:
-        x = rf[name]
-        return x.axes is not None and any(a.rf_max_finite is not None for a in x.axes)
-
-    ex = Exact(graph, image, local)
+    ex = Exact(graph, image, lambda name: _local(rf[name]))
     for name in resampled:
         node, x = graph.node(name), rf[name]
-        if x.axes is None or not local(name) or len(node.out.spatial_axes) != 2:
+        if x.axes is None or not _local(x) or len(node.out.spatial_axes) != 2:
             continue
         axes = list(x.axes)
         for axis in (0, 1):

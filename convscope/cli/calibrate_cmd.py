@@ -112,8 +112,8 @@ def _graphs(args: argparse.Namespace) -> list | None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list(args)
-    for flag, value in (("--threads", args.threads), ("--batch", args.batch), ("--passes", args.passes)):
-        if value is not None and value < 1:
+    for flag, value in (("--batch", args.batch), ("--passes", args.passes)):  # --threads: its type checks it
+        if value < 1:
             raise InputError(f"{flag} must be a positive integer, got {value}")
     from convscope.backends.calibrate import calibrate
     from convscope.ir.ops import OpKind

@@ -51,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    for flag, value in (("--threads", args.threads), ("--batch", args.batch), ("--min-runs", args.min_runs)):
-        if value is not None and value < 1:
+    for flag, value in (("--batch", args.batch), ("--min-runs", args.min_runs)):  # --threads: its type checks it
+        if value < 1:
             raise InputError(f"{flag} must be a positive integer, got {value}")
     kw = dict(backend=args.backend, batch=args.batch, threads=args.threads, dtype=args.dtype,
               time_limit_s=args.time_limit, min_runs=args.min_runs)

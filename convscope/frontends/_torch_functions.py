@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from convscope._registry import registrar
-from convscope.errors import InputError
+from convscope.errors import INPUT_HINT, InputError
 from convscope.frontends._torch_shapes import (
     conv_attrs,
     layout_handlers,
@@ -70,8 +70,7 @@ class Call:
     def expect(self, what: str, want: int, got: int) -> None:
         """A size the layer was built for and the one it gets: a mismatch is the user's input."""
         if want != got:
-            raise InputError(f"layer '{self.name}' expects {want} {what} but gets {got} "
-                             "(is --input / the input shape right?)")
+            raise InputError(f"layer '{self.name}' expects {want} {what} but gets {got}" + INPUT_HINT)
 
     def emit(self, op: OpKind, attrs: O.Attrs, inputs: Sequence[TVal | ConstVal], *, bpos: int | None = None,
              name: str | None = None) -> TVal:
@@ -641,8 +640,7 @@ def _group_norm(c: Call) -> TVal:
     if c.what == "group_norm":
         groups, w, b, eps = int(c.arg(1, "num_groups")), c.arg(2, "weight", None), c.arg(3, "bias", None), c.arg(4, "eps", 1e-5)
         if groups < 1 or x.shape[1] % groups:
-            raise InputError(f"layer '{c.name}': {x.shape[1]} channels cannot be split into {groups} groups "
-                             "(is --input / the input shape right?)")
+            raise InputError(f"layer '{c.name}': {x.shape[1]} channels cannot be split into {groups} groups" + INPUT_HINT)
     else:  # instance norm: one group per channel
         groups, w, b, eps = x.shape[1], c.arg(3, "weight", None), c.arg(4, "bias", None), c.arg(7, "eps", 1e-5)
     for v in (w, b):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from convscope.errors import InputError
+from convscope.errors import INPUT_HINT, InputError
 from convscope.frontends._torch_values import NO_BATCH, ConstVal, TVal, Unsupported
 from convscope.ir import ops as O
 from convscope.ir.ops import OpKind
@@ -321,8 +321,7 @@ def _split(c: Any) -> tuple[TVal, ...]:
         else:
             sizes = [int(s) for s in spec]
             if sum(sizes) != n or min(sizes, default=0) < 0:
-                raise InputError(f"layer '{c.name}': split sizes {sizes} must add up to the {n} the axis has "
-                                 "(is --input / the input shape right?)")
+                raise InputError(f"layer '{c.name}': split sizes {sizes} must add up to the {n} the axis has" + INPUT_HINT)
     if d == x.bpos:
         raise Unsupported("splitting along the batch axis")
     outs, start = [], 0

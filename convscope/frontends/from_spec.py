@@ -85,8 +85,7 @@ def graph_from_spec_data(data: Any, *, file: str = "<spec>", input_shape: Sequen
         fail(file, top.vmark("layers"), "the network is empty: 'layers' must be a non-empty list")
     notes: list[str] = []
     blocks = _blocks(top, file, notes)
-    walker = _Walker(file, blocks, GraphBuilder(name), text)
-    walker.notes = notes  # the walk adds its own
+    walker = _Walker(file, blocks, GraphBuilder(name), text, notes)
     try:
         walker.builder.add_input("input", shape, source=f"{file}:{top.vmark('input')[0]}")
     except GraphError as exc:
@@ -254,7 +253,8 @@ class _Ctx:
 
 
 class _Walker:
-    def __init__(self, file: str, blocks: dict[str, YMap], builder: GraphBuilder, text: str = ""):
+    def __init__(self, file: str, blocks: dict[str, YMap], builder: GraphBuilder, text: str = "",
+                 notes: list[str] | None = None):
         self.file = file
         self.text = text
         self._memo: dict[int, bool] = {}  # which YAML parts hold a $substitution (by id; the tree is fixed)
@@ -262,7 +262,7 @@ class _Walker:
         self.builder = builder
         self.generated: dict[str, str] = {}  # names convscope chose for layers the spec implies
         self.claimed: set[str] = set()  # prefixes a residual has taken for its downsample and add
-        self.notes: list[str] = []  # what is valid but probably a slip (the graph's notes)
+        self.notes: list[str] = [] if notes is None else notes  # valid but probably a slip (the graph's notes)
 
     # -- helpers ---------------------------------------------------------------------------------
     def add(self, name: str, op: OpKind, attrs: Any, inputs: tuple[str, ...], mark: Mark,

@@ -105,8 +105,8 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
         raise InputError(f"{name}: the forward returns no tensor computed from its input{why}")
     notes += [f"an output without a batch axis in front is left out (from {v.what})"
               for v in flat_values(out) if isinstance(v, Opaque)]
-    notes += _param_notes(lo)
-    unlisted = sum(lo.param_sizes[n] for n in dict.fromkeys(lo.param_names.values()) if n not in lo.counted)
+    param_notes, unlisted = _param_notes(lo)
+    notes += param_notes
     kinds = {p.dtype for p in module.parameters()}
     kind = kinds.pop() if len(kinds) == 1 else None
     if kind in _DTYPE_FLAGS:
@@ -165,7 +165,9 @@ def _from_torchscript(module: torch.jit.ScriptModule, dims: tuple[int, int, int]
     return replace(graph, meta=tuple(meta.items()))
 
 
-def _param_notes(lo: Lowering) -> list[str]:
+def _param_notes(lo: Lowering) -> tuple[list[str], int]:
+    """What to say about parameters no node holds or several calls share, and how many values no node
+    holds (the graph's ``unlisted_params``)."""
     notes = []
     unused = [n for n in dict.fromkeys(lo.param_names.values()) if n not in lo.counted and n not in lo.unfollowed]
     lost = [n for n in lo.unfollowed if n not in lo.counted]
@@ -182,7 +184,7 @@ def _param_notes(lo: Lowering) -> list[str]:
     for n, k in lo.twice.items():
         notes.append(f"parameter {n} is used by {k} calls and counted {k} times (shared weights)")
     notes += lo.notes
-    return notes
+    return notes, sum(lo.param_sizes[n] for n in (*lost, *unused))
 
 
 # -- factories -------------------------------------------------------------------------------------
