@@ -332,8 +332,8 @@ def test_an_allocation_that_fails_while_timing_is_a_layer_not_timed(monkeypatch:
         monkeypatch.setattr(to_torch, "build_module", lambda graph, **kw: Refuses() if graph.name == mine
                             else real_build(graph, **kw))
     else:
-        real_session = C.ort_session
-        monkeypatch.setattr(C, "ort_session", lambda m, xs, n: refuse() if tuple(xs[0].shape) == (1, 3, 16, 16)
+        real_session = _runners.ort_session
+        monkeypatch.setattr(_runners, "ort_session", lambda m, xs, n: refuse() if tuple(xs[0].shape) == (1, 3, 16, 16)
                             else real_session(m, xs, n))
     run = C.measure_kernels([(g, k)], backend=backend, batch=1, dtype="fp32", threads=1, store=open_store(),
                             fp=device_fingerprint(backend), passes=1, retries=0)

@@ -26,14 +26,12 @@ timing is written to the cache as soon as it is taken, so an interrupted run kee
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
-import torch
 
 from convscope.analyses._latency_fit import band_from_ratios, fit_relative, loo_ratios
 from convscope.analyses._latency_kernels import Kernel, kernels
@@ -42,8 +40,7 @@ from convscope.analyses.latency import cold_weight_mb
 from convscope.backends import _interference as itf
 from convscope.backends._cache import Calibration, Fingerprint, LatencyStore, LayerTiming, default_threads, \
     core_cache_bytes, device_fingerprint, open_store
-from convscope.backends._runners import Runner, check_fits, guarded, ort_session, prepare, steady_allocator, \
-    threads_set, torch_dtype
+from convscope.backends._runners import Runner, prepare, steady_allocator, threads_set, torch_dtype
 from convscope.backends.measure import Progress, measure_graph, time_runs
 from convscope.errors import ConvscopeError, InputError, NothingUsable
 from convscope.ir import ops as O
@@ -118,20 +115,11 @@ def _baseline_graph(backend: str) -> Graph:
 
 
 def _runner_for(g: Graph, backend: str, batch: int, dtype: str, threads: int) -> Runner:
-    """A layer that does not fit in memory is an InputError (``_runners``): a layer not timed."""
+    """A layer that does not fit in memory is an InputError (``_runners``): a layer not timed.  ONNX
+    Runtime runs the exported fp32 graph whatever dtype the calibration is keyed by."""
     steady_allocator()
-    if backend == "onnxruntime":
-        from convscope.backends.to_torch import build_module
-
-        check_fits(g, batch=batch, dtype="fp32", device="cpu")
-
-        def session() -> Any:
-            xs = [torch.randn((batch, *n.out.shape)) for n in g.inputs]
-            return ort_session(build_module(g), xs, threads), {f"x{i}": x.numpy() for i, x in enumerate(xs)}
-
-        sess, feed = guarded(session, g)()
-        return Runner(guarded(functools.partial(sess.run, None, feed), g), "", threads)
-    return prepare(g, backend=backend, batch=batch, dtype=dtype, threads=threads, label="")
+    return prepare(g, backend=backend, batch=batch, dtype="fp32" if backend == "onnxruntime" else dtype,
+                   threads=threads, label="")
 
 
 class Busy(Exception):
