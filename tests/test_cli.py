@@ -95,6 +95,17 @@ def test_bad_flags_exit_2(capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["frobnicate"]) == 2
 
 
+def test_an_unknown_flag_shows_the_commands_own_usage(capsys) -> None:  # type: ignore[no-untyped-def]
+    capsys.readouterr()
+    assert main(["analyze", "zoo:allconv", "--bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "usage: convscope analyze" in err and "convscope analyze: error: unrecognized arguments: --bogus" in err
+    assert main(["zoo", "list", "--x"]) == 2
+    assert "convscope zoo: error: unrecognized arguments: --x" in capsys.readouterr().err
+    assert main(["--bogus"]) == 2
+    assert "convscope: error: unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 def test_help_reads_like_a_manual(capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["--help"]) == 0
     assert "border layer" in capsys.readouterr().out

@@ -63,7 +63,10 @@ MIN_WIDTH = 20  # narrower, a table has no room for its columns
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
+        args, extra = parser.parse_known_args(list(argv) if argv is not None else None)
+        if extra:  # name the subcommand's own usage, not the top-level one
+            _subparser(parser, getattr(args, "command", None)).error(
+                "unrecognized arguments: " + " ".join(extra))
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
     if not getattr(args, "command", None):
@@ -89,6 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"convscope {args.command}: internal error: {type(exc).__name__}: {exc}\n"
               "  (set CONVSCOPE_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
         return 3
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
 
 
 @contextmanager
