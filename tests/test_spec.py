@@ -59,6 +59,21 @@ def test_the_formats_example_builds() -> None:
     assert g.node("head").out.shape == (10,)
 
 
+def test_a_cut_at_a_residual_item_ends_at_its_add_not_inside_its_body() -> None:
+    from convscope.ir.graph import Graph
+    from convscope.ir.transform import subgraph_until
+
+    g = graph_from_spec_text(FORMATS_EXAMPLE)
+    # the residual is item 0 of the block layers.4; its body is layers.4.0.*, its shortcut and add
+    # layers.4.downsample.* and layers.4.add (PyTorch's module paths)
+    t = subgraph_until(g, "layers.4.0")
+    assert t.outputs == ("layers.4.add",) and "layers.4.downsample.0" in t
+    assert subgraph_until(g, "layers.4").outputs == ("layers.4.1.relu",)
+    assert subgraph_until(g, "layers.4.0.0").outputs == ("layers.4.0.0.conv",)
+    # the graph's JSON round trip keeps it
+    assert subgraph_until(Graph.from_dict(g.to_dict()), "layers.3.1.0").outputs == ("layers.3.1.add",)
+
+
 def test_generated_names_are_stable() -> None:
     a = [n.name for n in graph_from_spec_text(FORMATS_EXAMPLE)]
     b = [n.name for n in graph_from_spec_text(FORMATS_EXAMPLE)]

@@ -34,7 +34,7 @@ from convscope.frontends._spec_args import MAX_INT, Args, fail, names_used, subs
 from convscope.frontends._spec_ops import SHORTHAND, SIMPLE_OPS
 from convscope.frontends._yaml import Mark, YList, YMap, load_yaml, read_text_file, shown
 from convscope.ir import ops as O
-from convscope.ir.graph import Graph, GraphBuilder, TensorInfo
+from convscope.ir.graph import SCOPE_OUTPUTS, Graph, GraphBuilder, TensorInfo
 from convscope.ir.ops import OpKind
 
 __all__ = ["load_spec", "graph_from_spec_text", "graph_from_spec_data", "SPEC_OPS"]
@@ -104,6 +104,8 @@ def graph_from_spec_data(data: Any, *, file: str = "<spec>", input_shape: Sequen
     meta: dict[str, Any] = {"source": file}
     if notes:
         meta["notes"] = tuple(dict.fromkeys(notes))
+    if walker.scope_outputs:
+        meta[SCOPE_OUTPUTS] = tuple(sorted(walker.scope_outputs.items()))
     for key in ("classes", "description"):
         if key in top:
             meta[key] = top[key]
@@ -262,6 +264,9 @@ class _Walker:
         self.builder = builder
         self.generated: dict[str, str] = {}  # names convscope chose for layers the spec implies
         self.claimed: set[str] = set()  # prefixes a residual has taken for its downsample and add
+        # a residual whose add sits outside its own scope (``layer3.0`` -> ``layer3.add``): a cut at
+        # the scope means the residual's output, not the last layer of its body
+        self.scope_outputs: dict[str, str] = {}
         self.notes: list[str] = [] if notes is None else notes  # valid but probably a slip (the graph's notes)
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -452,8 +457,11 @@ class _Walker:
         if b.info(sc).shape != b.info(y).shape:
             a.error(None, f"residual: the body's output {list(b.info(y).shape)} and the shortcut's "
                           f"{list(b.info(sc).shape)} cannot be added")
-        return self.add(f"{prefix}.add", OpKind.ADD, O.NoAttrs(), (y, sc), mark,
-                        generated=f"the residual's add at {self.file}:{mark[0]}:{mark[1]}")
+        out = self.add(f"{prefix}.add", OpKind.ADD, O.NoAttrs(), (y, sc), mark,
+                       generated=f"the residual's add at {self.file}:{mark[0]}:{mark[1]}")
+        if s and not out.startswith(s + "."):
+            self.scope_outputs[s] = out
+        return out
 
     def _residual_prefix(self, s: str, child_ns: str, name: str | None) -> str:
         """Where a residual's generated layers go (``PREFIX.downsample.0``/``.1``, ``PREFIX.add``):

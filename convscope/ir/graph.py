@@ -95,6 +95,9 @@ class Node:
 # forward never uses, or that belong to layers the front end could not follow).  The cost totals
 # count them, as ``sum(p.numel())`` does; no layer row does.
 UNLISTED_PARAMS = "unlisted_params"
+# Graph meta key: ((scope, node), ...) for a scope whose output is not its last node (a spec's
+# residual item ``layer3.0`` whose add is named ``layer3.add``, as PyTorch's module paths have it).
+SCOPE_OUTPUTS = "scope_outputs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +186,13 @@ class Graph:
                 b.add_input(name, attrs.shape, layout=out, source=nd.get("source"))  # type: ignore[union-attr]
             else:
                 b.add(name, op, attrs, nd["inputs"], source=nd.get("source"), shares=nd.get("shares"))
-        return b.build(outputs=d.get("outputs") or None, meta=d.get("meta") or {})
+        meta = {k: _frozen(v) for k, v in (d.get("meta") or {}).items()}
+        return b.build(outputs=d.get("outputs") or None, meta=meta)
+
+
+def _frozen(value: Any) -> Any:
+    """JSON's lists back to the tuples a graph's meta holds (it is compared and hashed)."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
 class Shares:

@@ -8,7 +8,7 @@ from typing import Any
 
 from convscope.errors import GraphError
 from convscope.ir import ops as O
-from convscope.ir.graph import UNLISTED_PARAMS, Graph, GraphBuilder, Node, Shares
+from convscope.ir.graph import SCOPE_OUTPUTS, UNLISTED_PARAMS, Graph, GraphBuilder, Node, Shares
 from convscope.ir.ops import OpKind
 
 __all__ = ["with_input", "rebuild", "subgraph_until"]
@@ -89,8 +89,11 @@ def subgraph_until(graph: Graph, layer: str, *, name: str | None = None) -> Grap
         if len(same) == 1:
             layer = same[0]
     if layer not in graph:
+        ends = {str(k): str(v) for k, v in graph.meta_dict().get(SCOPE_OUTPUTS, ())}
         inside = [n.name for n in graph.nodes if n.name.startswith(layer + ".")]
-        if inside:
+        if ends.get(layer) in graph:
+            layer = ends[layer]
+        elif inside:
             layer = inside[-1]
     if layer not in graph:
         raise GraphError(f"no layer named '{layer}' to cut at; {_cut_hint(graph, layer)}", layer=layer)
@@ -110,4 +113,6 @@ def subgraph_until(graph: Graph, layer: str, *, name: str | None = None) -> Grap
                   shares=shares(b, node, node.name, node.op, node.attrs, node.inputs))
     meta = graph.meta_dict()
     meta.pop(UNLISTED_PARAMS, None)  # a part of the network holds only the parameters of its layers
+    if SCOPE_OUTPUTS in meta:
+        meta[SCOPE_OUTPUTS] = tuple((k, v) for k, v in meta[SCOPE_OUTPUTS] if v in keep)
     return b.build(outputs=[layer], meta=meta)
