@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from convscope.units import json_number
+from convscope.units import json_number, plural
 
 __all__ = ["SCHEMA_VERSION", "LayerRow", "Totals", "LatencyPrediction", "Analysis"]
 
@@ -213,7 +213,7 @@ class Analysis:
         n = len(self.unproductive_layers())
         lo, hi = self.feasible_resolution
         rng = f"{lo if lo is not None else '?'}–{hi if hi is not None else '?'} px"
-        return (f"at {r[0]}x{r[1]}: border layer {border}; {n} unproductive layer(s) holding "
+        return (f"at {r[0]}x{r[1]}: border layer {border}; {plural(n, 'unproductive layer')} holding "
                 f"{100 * self.unproductive_share[0]:.1f}% of params and {100 * self.unproductive_share[1]:.1f}% "
                 f"of MACs; feasible input resolution {rng}")
 

@@ -6,7 +6,12 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-__all__ = ["fmt_count", "fmt_bytes", "fmt_ms", "fmt_rf", "fmt_share", "json_number"]
+__all__ = ["plural", "fmt_count", "fmt_bytes", "fmt_ms", "fmt_rf", "fmt_share", "json_number"]
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``plural(1, "layer")`` -> '1 layer', ``plural(3, "layer")`` -> '3 layers'."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
 def fmt_count(n: float) -> str:

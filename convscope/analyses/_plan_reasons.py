@@ -105,12 +105,15 @@ def _kind_notes(cmp: "Comparison") -> list[str]:
             out.append(line)
         elif c.kind == "trunk":
             trunk, heads = nets[0], nets[1:]
-            if c.only_one:
-                line = (f"'{c.name}' runs its {trunk.role} ({fmt_ms(trunk.ms)}) once per frame and one of its "
-                        f"{len(heads)} heads ({', '.join(fmt_ms(h.ms) for h in heads)}), as scheduled")
+            run = f"'{c.name}' runs its {trunk.role} ({fmt_ms(trunk.ms)}) once per frame and "
+            if c.only_one and len(heads) > 1:
+                shares = c.weights[1:]
+                how = "in equal shares" if max(shares) - min(shares) < 1e-9 else "as scheduled"
+                line = run + f"one of its {len(heads)} heads ({', '.join(fmt_ms(h.ms) for h in heads)}), {how}"
+            elif len(heads) == 1:
+                line = run + f"its head ({fmt_ms(heads[0].ms)})"
             else:
-                line = (f"'{c.name}' runs its {trunk.role} ({fmt_ms(trunk.ms)}) once per frame and {len(heads)} "
-                        f"head(s) ({' + '.join(fmt_ms(h.ms) for h in heads)})")
+                line = run + f"{len(heads)} heads ({' + '.join(fmt_ms(h.ms) for h in heads)})"
             out.append(line)
             a = trunk.analysis
             if a.unproductive_share[1] >= UNPRODUCTIVE_NOTE:

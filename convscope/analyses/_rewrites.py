@@ -24,6 +24,7 @@ from convscope.ir import ops as O
 from convscope.ir.graph import Graph, Node
 from convscope.ir.ops import SPATIAL_LAYER_OPS, WEIGHTED_OPS, OpKind
 from convscope.ir.transform import rebuild
+from convscope.units import plural
 
 __all__ = ["unproductive_score"]
 
@@ -142,7 +143,7 @@ def _truncation(base: Base, p: int, variant: Graph, *, stopped_early: bool) -> R
                      f"later layer reads an earlier one): {listed(for_depth)}")
     c_old, c_new = g.node(g.node(entry).inputs[0]).out.channels, variant.node(cut).out.channels
     explanation = (
-        f"Re-attach the head ('{entry}') to '{cut}' and drop the {len(removed)} layers after it, "
+        f"Re-attach the head ('{entry}') to '{cut}' and drop the {plural(len(removed), 'layer')} after it, "
         f"{len(gone_flagged)} of them unproductive at {_res(base)}: their inputs already see the whole image "
         f"(rf_min >= input size) or their maps are no larger than their kernels, so they add cost without "
         f"context (seeds/002; border layer {base.prod.border_layer or 'none'})."

@@ -517,8 +517,9 @@ class _Runner:
                              f"candidate '{c.name}': cannot cut '{trunk_ref.ref}' at '{c.cut}': {exc.detail}") from None
         out = trunk.node(trunk.outputs[0]).out
         if len(out.shape) != 3 or not out.is_image:
-            raise self._fail(trunk_ref, f"candidate '{c.name}': the trunk's output {list(out.shape)} at '{c.cut}' is not a "
-                                        "feature map that heads can take")
+            raise self._fail(replace(trunk_ref, mark=c.cut_mark),
+                             f"candidate '{c.name}': the trunk's output {list(out.shape)} at '{c.cut}' is not a "
+                             "feature map that heads can take; cut before the global pooling or flatten")
         trunk_role = replace(trunk_ref, role=f"trunk up to {trunk.outputs[0]}")
         got = [(trunk_role, trunk, (trunk_ref.resolved, shape, trunk.outputs[0]))]
         for h in heads:
