@@ -28,6 +28,7 @@ from convscope.ir.graph import Graph, Node, TensorInfo
 from convscope.ir.ops import UPSAMPLE_SPAN, OpKind, UpsampleAttrs
 
 Interval = tuple[int, int]
+NOTHING = (0, 0)  # what Exact.back gives for positions that read no input position
 MAX_PERIOD = 64  # phases probed at most (a longer period is sampled by its first 64 positions)
 
 
@@ -126,7 +127,8 @@ class Exact:
     def back(self, name: str, axis: int, lo: int, hi: int) -> tuple[int, int] | None:
         """(narrowest path, hull of all paths): the widths of the input intervals along image axis
         ``axis`` that positions lo..hi of node ``name`` read; None when some op on the way cannot be
-        followed or no path is finite.  Intervals are carried back node by node, latest first (no
+        followed, :data:`NOTHING` when they read no input position at all (the gaps a dilated,
+        strided transposed convolution leaves: only its bias reaches them).  Intervals are carried back node by node, latest first (no
         recursion: a backbone of a thousand layers is as easy as ten).  Every op maps the ends of an
         interval monotonically, so per node the hull of the paths' intervals is one interval, and the
         narrowest path comes from an interval no other one lies inside: only those are kept."""
@@ -158,7 +160,7 @@ class Exact:
                 for src, got in self._through(node, k, *span):
                     _keep_minimal(pending[src][1], got)  # type: ignore[arg-type]
         if hull is None or narrow is None:
-            return None
+            return NOTHING
         return narrow, hull[1] - hull[0] + 1
 
     def _through(self, node: Node, k: int, lo: int, hi: int) -> list[tuple[str, Interval | None]]:
@@ -242,7 +244,9 @@ def periods(node: Node, ins: list[tuple[int, int]], infos: list[TensorInfo]) -> 
 
 def supports(ex: Exact, node: Node, axis: int, period: int) -> tuple[int, int] | None:
     """(narrowest path, widest hull) over ``period`` consecutive positions of image axis ``axis`` of
-    ``node``, from its middle; None when a path cannot be followed or none is finite."""
+    ``node``, from its middle; None when a path cannot be followed or none is finite.  Positions
+    that read nothing (the gaps of a dilated transposed convolution) are left out, as their gradient
+    is zero: they have no support."""
     k = ex.image[node.name].index(axis)
     start = node.out.spatial[k] // 2
     narrow = wide = None
@@ -250,6 +254,8 @@ def supports(ex: Exact, node: Node, axis: int, period: int) -> tuple[int, int] |
         got = ex.back(node.name, axis, o, o)
         if got is None:
             return None
+        if got == NOTHING:  # no support: no width to count, neither narrowest nor widest
+            continue
         narrow = got[0] if narrow is None else min(narrow, got[0])
         wide = got[1] if wide is None else max(wide, got[1])
     return None if narrow is None or wide is None else (narrow, wide)
