@@ -282,7 +282,10 @@ class GraphBuilder:
             raise GraphError("a layer name must be a non-empty string", layer=str(name), source=source)
         if name in self._by_name:
             first = self._by_name[name].source
-            also = f" (first defined at {first})" if first else ""
+            if first and first == source:  # the same line twice: a block called twice under one name
+                also = " (an earlier call of the same block made it too: give each call its own name)"
+            else:
+                also = (f" (first defined at {first})" if first else "") + "; layer names must be unique"
             raise GraphError(f"duplicate layer name{also}", layer=name, source=source)
 
     def add_input(

@@ -235,7 +235,8 @@ def _broadcast(inputs: Infos, what: str) -> TensorInfo:
         if len(sizes) > 1:
             detail = " vs ".join(str(list(x.shape)) for x in inputs)
             label = "channel" if axis == 0 and rank == 3 else f"axis {axis}"
-            raise ValueError(f"{label} mismatch at {what}: {detail}")
+            raise ValueError(f"{label} mismatch at {what}: {detail}; the inputs of {what} need the same shape "
+                             "(a size of 1 broadcasts)")
         shape.append(sizes.pop() if sizes else 1)
     # The layout is that of the input with the most positions (the main path of an SE gate).
     base = max(inputs, key=lambda x: (len(x.shape), x.numel))
@@ -265,7 +266,8 @@ def _concat(a: O.AxisAttrs, inputs: Infos) -> TensorInfo:
         )
         if not same:
             detail = " vs ".join(str(list(y.shape)) for y in inputs)
-            raise ValueError(f"concat needs equal sizes except along axis {axis}: {detail}")
+            joined = "channels" if axis == inputs[0].channel_axis else f"axis {axis}"
+            raise ValueError(f"concat joins along {joined} and needs equal sizes on every other axis: {detail}")
     shape = list(inputs[0].shape)
     shape[axis] = sum(x.shape[axis] for x in inputs)
     return TensorInfo(tuple(shape), inputs[0].channel_axis, inputs[0].spatial_axes)
