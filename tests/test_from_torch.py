@@ -1016,3 +1016,45 @@ def test_an_unknown_ops_nested_outputs_are_followed_where_the_batch_is_not_in_fr
     assert [n for n, _ in a.unknown_ops] == ["lstm.0", "lstm.1.0", "lstm.1.1"]
     assert a.layer("fc").params == 68 and a.layer("fc").rf_max is None  # after the unknown op: unknown
     assert a.totals.params == sum(p.numel() for p in m.parameters())
+
+
+class _SizedFPN(nn.Module):
+    """An FPN step as users write it: the coarse map is interpolated to the fine map's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 4, 3, 2, 1)
+        self.c2 = nn.Conv2d(4, 4, 3, 2, 1)
+        self.head = nn.Conv2d(4, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f1 = self.c1(x)
+        return self.head(f1 + F.interpolate(self.c2(f1), size=f1.shape[-2:]))
+
+
+def _widest_row_support(m: nn.Module, side: int) -> int:
+    """rf_max of ``head`` along H by the gradient: every output row (centre column) whose support
+    stays off the image border, all weights positive."""
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(p.abs() + 0.01)
+    widest = 0
+    for row in range((side + 1) // 2):  # head's rows: c1 halves the image
+        x = torch.ones(1, 3, side, side, dtype=torch.float64, requires_grad=True)
+        out = m.double()(x)
+        out[0, :, row, out.shape[3] // 2].sum().backward()
+        rows = torch.nonzero(x.grad[0].abs().sum(dim=(0, 2)) > 0).flatten()  # type: ignore[union-attr]
+        lo, hi = int(rows.min()), int(rows.max())
+        if lo > 0 and hi < side - 1:
+            widest = max(widest, hi - lo + 1)
+    return widest
+
+
+@pytest.mark.parametrize("side", [44, 45, 90])
+def test_an_interpolation_to_another_maps_size_has_exact_rf_and_a_stable_feasible_range(side: int) -> None:
+    # at odd sides the coarse map is not half the fine one (12 -> 23 px): no repeating pattern,
+    # and the feasible range must not depend on the size analysed
+    a = convscope.analyze(_SizedFPN(), input=(3, side, side))
+    assert a.feasible_resolution == (7, 11)
+    assert tuple(a.layer("head").rf_max) == (11, 11)
+    assert _widest_row_support(_SizedFPN(), side) == 11

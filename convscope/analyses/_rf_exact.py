@@ -124,11 +124,12 @@ class Exact:
         self.g, self.image, self.local = graph, image, local
         self._maps: dict[tuple[str, int], list[tuple[str, Map | None]]] = {}
 
-    def back(self, name: str, axis: int, lo: int, hi: int) -> tuple[int, int] | None:
+    def back(self, name: str, axis: int, lo: int, hi: int, inside: list[bool] | None = None) -> tuple[int, int] | None:
         """(narrowest path, hull of all paths): the widths of the input intervals along image axis
         ``axis`` that positions lo..hi of node ``name`` read; None when some op on the way cannot be
         followed, :data:`NOTHING` when they read no input position at all (the gaps a dilated,
-        strided transposed convolution leaves: only its bias reaches them).  Intervals are carried back node by node, latest first (no
+        strided transposed convolution leaves: only its bias reaches them).  ``inside``, when given,
+        gets ``[False]`` if some interval on the way leaves its map (reads padding beyond a border).  Intervals are carried back node by node, latest first (no
         recursion: a backbone of a thousand layers is as easy as ten).  Every op maps the ends of an
         interval monotonically, so per node the hull of the paths' intervals is one interval, and the
         narrowest path comes from an interval no other one lies inside: only those are kept."""
@@ -140,6 +141,10 @@ class Exact:
         while queue:
             node = g.nodes[-heapq.heappop(queue)]
             box, minimal = pending.pop(node.name)
+            if inside is not None and len(node.out.spatial_axes) == 2:
+                extent = node.out.spatial[self.image[node.name].index(axis)]
+                if box[0] < 0 or box[1] >= extent:
+                    inside[:] = [False]
             if node.op is OpKind.INPUT:
                 hull = box if hull is None else (min(hull[0], box[0]), max(hull[1], box[1]))
                 width = min(b - a + 1 for a, b in minimal)
@@ -248,14 +253,30 @@ def supports(ex: Exact, node: Node, axis: int, period: int) -> tuple[int, int] |
     that read nothing (the gaps of a dilated transposed convolution) are left out, as their gradient
     is zero: they have no support."""
     k = ex.image[node.name].index(axis)
-    start = node.out.spatial[k] // 2
-    narrow = wide = None
-    for o in range(start, start + min(period, MAX_PERIOD)):
-        got = ex.back(node.name, axis, o, o)
+    size = node.out.spatial[k]
+    n = min(period, MAX_PERIOD)
+    if period < size:  # a pattern that repeats: any n consecutive positions show every phase
+        probes, bounded = range(size // 2, size // 2 + n), False
+    else:  # no pattern repeats inside the map (a resampling to another tensor's size, 12 -> 23 px):
+        # the phases are the positions themselves, and only those that exist count
+        start = max(0, min(size // 2 - n // 2, size - n))
+        probes, bounded = range(start, min(size, start + n)), True
+    every: list[tuple[int, int]] = []
+    within: list[tuple[int, int]] = []
+    for o in probes:
+        inside = [True]
+        got = ex.back(node.name, axis, o, o, inside)
         if got is None:
             return None
         if got == NOTHING:  # no support: no width to count, neither narrowest nor widest
             continue
-        narrow = got[0] if narrow is None else min(narrow, got[0])
-        wide = got[1] if wide is None else max(wide, got[1])
-    return None if narrow is None or wide is None else (narrow, wide)
+        every.append(got)
+        if inside[0]:
+            within.append(got)
+    # Where no pattern repeats, a position whose paths leave some map reads padding there: what the
+    # positions fully inside show is the truth (the gradient of a position sees borders); only when
+    # none is inside (a receptive field larger than the image) are the unbounded supports reported.
+    got_all = within if bounded and within else every
+    if not got_all:
+        return None
+    return min(g[0] for g in got_all), max(g[1] for g in got_all)

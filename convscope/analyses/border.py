@@ -151,6 +151,9 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
     h0, w0 = graph.input_shape[1:]
     if fast and h0 == w0 and _spatial_sizes(graph, h0) is None:  # a map rebuilt from tokens: the sizes
         fast = False  # are not followed through the non-spatial ops between; infer the graph instead
+    if fast and at is not None and any(n.op is OpKind.UPSAMPLE and n.attrs.size is not None  # type: ignore[union-attr]
+                                       for n in graph.nodes):
+        fast = False  # an interpolation to another tensor's size, recorded as the size it had: capture again
 
     recaptured: list[int] = []
 
