@@ -15,6 +15,7 @@ from collections import namedtuple
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -312,6 +313,45 @@ def test_data_dependent_control_flow_falls_back_to_running_the_model() -> None:
     rf = receptive_field(g)
     assert rf.of("relu").rf_max == (7, 7) and g.node("relu").inputs == ("add",)  # x.add_(y) counted
     assert [n.name for n in g.nodes] == ["input", "a", "b", "add", "relu"]
+
+
+class _NumpyTanh(torch.autograd.Function):
+    """The usual wrapper around an extension kernel: the forward leaves torch."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[no-untyped-def, override]
+        return torch.from_numpy(np.tanh(x.detach().cpu().numpy()))
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def, override]
+        return g
+
+
+class _TorchScale(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[no-untyped-def, override]
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def, override]
+        return 2 * g
+
+
+class _Extension(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c2(_NumpyTanh.apply(_TorchScale.apply(self.c1(x))))
+
+
+def test_a_custom_function_that_leaves_torch_is_an_unknown_op_never_a_constant() -> None:
+    a = convscope.analyze(_Extension(), input=(3, 16, 16))
+    assert [n for n, _ in a.unknown_ops] == ["_numpytanh"]  # the torch one is followed: a scale
+    assert a.layer("c1").rf_max == (3, 3) and a.layer("c2").rf_max is None
+    assert a.totals.params == sum(p.numel() for p in _Extension().parameters())
+    assert torch.autograd.Function.__dict__["apply"].__func__.__qualname__ == "Function.apply"  # restored
 
 
 class Writes(nn.Module):

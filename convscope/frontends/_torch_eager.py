@@ -10,7 +10,8 @@ flow follows the branch a zero input takes, which the graph's notes say.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -133,6 +134,36 @@ def _channel_write(lo: Lowering, real: torch.Tensor, t: Any, index: Any, v: Any)
     return dispatch(lo, "cat", (parts, 1), {}, lambda _a, _k: real)
 
 
+@contextmanager
+def _functions_seen(rec: _Recorder) -> Iterator[None]:
+    """A custom ``torch.autograd.Function`` is invisible to the recorder (its ``apply`` is no torch
+    function).  One whose forward is torch ops is recorded op by op; one whose forward leaves torch
+    (numpy, a C++/CUDA extension) returns a tensor with no known origin: it becomes an ``unknown`` op
+    reading the Function's inputs, never a constant."""
+    base = torch.autograd.Function
+    real = base.__dict__["apply"]
+
+    def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
+        out = real.__func__(cls, *args, **kwargs)
+        if rec.leaf_depth or not _has_tensor(out):
+            return out
+        outs = [out] if isinstance(out, torch.Tensor) else [t for t in out if isinstance(t, torch.Tensor)]
+        if any(isinstance(rec.values.get(id(t)), TVal) for t in outs):
+            return out  # computed by recorded torch ops from the network's values
+        tensors = [v for v in flat_values(rec.resolve((args, kwargs))) if isinstance(v, TVal)]
+        if tensors:
+            name = cls.__name__
+            rec.bind(out, rec.lo.unknown(rec.lo.here(name.lower()), f"{name} (a custom autograd.Function whose "
+                                         "forward convscope cannot follow)", out, tensors, source=user_source()))
+        return out
+
+    base.apply = classmethod(apply)  # type: ignore[assignment, method-assign]
+    try:
+        yield
+    finally:
+        base.apply = real  # type: ignore[method-assign]
+
+
 def _has_tensor(out: Any) -> bool:
     if isinstance(out, torch.Tensor):
         return True
@@ -191,7 +222,7 @@ def eager_trace(module: nn.Module, lo: Lowering, shape: tuple[int, ...]) -> Any:
     x = torch.zeros(B, *shape)
     rec.values[id(x)] = lo.input(shape)
     try:
-        with rec:
+        with rec, _functions_seen(rec):
             out = module(x)
     except ConvscopeError:
         raise
