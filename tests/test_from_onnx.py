@@ -189,6 +189,26 @@ def test_an_unknown_onnx_op_is_reported_with_its_inferred_shape(tmp_path: Path) 
     assert a.layer("conv").params == 432 and a.layer("conv").rf_max is None
 
 
+def test_an_op_on_constants_without_a_numpy_rule_is_evaluated_not_refused(tmp_path: Path) -> None:
+    # the dynamo exporter pads affine_grid's constant base grid; folded, it is a constant operand
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3], [0.1] * 108)
+    base = helper.make_tensor("base", TensorProto.FLOAT, [1, 4, 6, 6], [1.0] * 144)
+    pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 1, 1, 0, 0, 1, 1])
+    nodes = [helper.make_node("Pad", ["base", "pads"], ["grid"], mode="reflect", name="pad"),
+             helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Add", ["c", "grid"], ["y"], name="add")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w, base, pads]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "padded.onnx"
+    onnx.save(model, str(path))
+    a = analyze_graph(load_onnx(str(path)))
+    assert a.unknown_ops == () or not a.unknown_ops
+    assert a.layer("conv").params == 108 and a.layer("add").rf_max == (3, 3)
+    assert a.totals.params == 108 + 144  # the constant operand is a buffer the exporter made a weight
+
+
 def test_an_unknown_op_after_the_batch_axis_moved_keeps_the_rest_of_the_model(tmp_path: Path) -> None:
     """The dynamo exporter writes ``y[:, idx]`` as Transpose → GatherND → Transpose: the unknown
     GatherND sees the batch on axis 1, and what follows it is still analysed."""

@@ -331,6 +331,11 @@ def _lower_node(n: ONode, node: Any, shapes: dict[str, list[int]]) -> list[Any]:
         if value is None:
             value = next((np.array(v) for k, v in n.attrs.items() if k.startswith("value")), None)
         return [ConstVal(np.asarray(value))]
+    if consts and all(isinstance(v, ConstVal) for v in consts) and node.op_type not in FOLD \
+            and node.domain in ("", "ai.onnx"):
+        folded = _reference_fold(n, node)  # e.g. the base grid of an affine_grid, padded
+        if folded is not None:
+            return folded
     if consts and all(isinstance(v, ConstVal) for v in consts) and node.op_type in FOLD:
         arrays = [v.array() if v is not None else None for v in n.ins]
         sources = tuple(dict.fromkeys(s for v in consts for s in v.sources)) \
@@ -363,6 +368,20 @@ def _lower_node(n: ONode, node: Any, shapes: dict[str, list[int]]) -> list[Any]:
         out = n.lo.unknown(n.name, what, observed if len(observed) > 1 else observed[0], tensors,
                            params=n.lo.count_operands(n.ins), source=n.source)
         return list(out) if isinstance(out, list) else [out]
+
+
+def _reference_fold(n: ONode, node: Any) -> list[Any] | None:
+    """A node of constants that :data:`FOLD` has no rule for, evaluated by ONNX's own reference
+    implementation; None when it cannot (then the node is handled, or reported unknown, as any)."""
+    try:
+        from onnx.reference import ReferenceEvaluator
+
+        feeds = {name: v.array() for name, v in zip(node.input, n.ins) if name and v is not None}
+        outs = ReferenceEvaluator(node).run(None, feeds)
+    except Exception:  # noqa: BLE001 - an op the reference cannot run: not folded, nothing guessed
+        return None
+    sources = tuple(dict.fromkeys(s for v in n.ins if isinstance(v, ConstVal) for s in v.sources))
+    return [ConstVal(np.asarray(o), sources) for o in outs]
 
 
 _CALL_OPS = (OpKind.CONV, OpKind.CONV_T, OpKind.LINEAR)
