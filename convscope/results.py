@@ -198,6 +198,11 @@ class Analysis:
     def unproductive_layers(self) -> list[LayerRow]:
         return [r for r in self.layers if r.unproductive]
 
+    def unjudged_layers(self) -> list[LayerRow]:
+        """Convolutions and spatial pools whose receptive field is unknown (behind an op convscope
+        does not know): neither the border nor the unproductive flags can speak for them."""
+        return [r for r in self.layers if r.rf_max is None and r.kernel is not None and not r.is_unknown]
+
     def weighted_layers(self) -> list[LayerRow]:
         return [r for r in self.layers if r.params > 0 and r.op in ("conv", "convT", "linear")]
 
@@ -213,6 +218,9 @@ class Analysis:
         n = len(self.unproductive_layers())
         lo, hi = self.feasible_resolution
         rng = f"{lo if lo is not None else '?'}–{hi if hi is not None else '?'} px"
+        blind = len(self.unjudged_layers())
+        if blind:
+            border += f" among the layers whose receptive field is known ({plural(blind, 'layer')} after unknown ops not judged)"
         return (f"at {r[0]}x{r[1]}: border layer {border}; {plural(n, 'unproductive layer')} holding "
                 f"{100 * self.unproductive_share[0]:.1f}% of params and {100 * self.unproductive_share[1]:.1f}% "
                 f"of MACs; feasible input resolution {rng}")
@@ -238,4 +246,7 @@ class Analysis:
                 row.setdefault("ms", None)
         if self.notes:
             d["notes"] = list(self.notes)
+        blind = self.unjudged_layers()
+        if blind:  # border_layer null and unproductive false cannot speak for these
+            d["rf_unknown_layers"] = [r.name for r in blind]
         return d

@@ -350,6 +350,10 @@ def test_a_custom_function_that_leaves_torch_is_an_unknown_op_never_a_constant()
     a = convscope.analyze(_Extension(), input=(3, 16, 16))
     assert [n for n, _ in a.unknown_ops] == ["_numpytanh"]  # the torch one is followed: a scale
     assert a.layer("c1").rf_max == (3, 3) and a.layer("c2").rf_max is None
+    # no border found, but c2 cannot be judged: the summary and the JSON say so
+    assert a.border_layer is None and a.to_dict()["rf_unknown_layers"] == ["c2"]
+    assert "(1 layer after unknown ops not judged)" in a.summary()
+    assert "rf_unknown_layers" not in convscope.analyze(_SizedFPN(), input=(3, 16, 16)).to_dict()
     assert a.totals.params == sum(p.numel() for p in _Extension().parameters())
     assert torch.autograd.Function.__dict__["apply"].__func__.__qualname__ == "Function.apply"  # restored
 

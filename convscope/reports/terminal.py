@@ -114,8 +114,13 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
     summary = Text()
     summary.append("summary ", style="bold")
     summary.append(f"at {a.resolution[0]}×{a.resolution[1]}: border layer ")
-    summary.append(a.border_layer or "none (no layer's rf_min exceeds the input on both axes)",
-                   style="yellow" if a.border_layer else None)
+    blind = len(a.unjudged_layers())
+    if blind:
+        none = (f"none among the layers whose receptive field is known ({blind} layer{'s' if blind != 1 else ''} "
+                "after unknown ops cannot be judged)")
+    else:
+        none = "none (no layer's rf_min exceeds the input on both axes)"
+    summary.append(a.border_layer or none, style="yellow" if a.border_layer else None)
     summary.append(f"; {n_un} unproductive layer{'s' if n_un != 1 else ''}")
     if n_un:
         summary.append(f" holding {fmt_share(a.unproductive_share[0])} of params and "
