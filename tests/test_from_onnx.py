@@ -342,6 +342,9 @@ def test_cli_and_errors(tmp_path: Path, export_dir: Path, capsys: pytest.Capture
     assert main(["analyze", str(bad)]) == 2
     _, err = capsys.readouterr()
     assert "not a readable ONNX model" in err and "Traceback" not in err
+    bad.write_bytes(b"")  # protobuf parses nothing as an empty model
+    assert main(["analyze", str(bad)]) == 2
+    assert "not a readable ONNX model (it holds no graph" in capsys.readouterr().err
 
 
 def test_the_onnx_front_end_imports_no_torch() -> None:

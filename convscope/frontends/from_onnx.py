@@ -48,9 +48,12 @@ def _read(path: str) -> onnx.ModelProto:
     if not Path(path).is_file():
         raise InputError(f"{path}: no such file")
     try:
-        return onnx.load(path)
+        model = onnx.load(path)
     except Exception as exc:  # noqa: BLE001 - any failure to parse is the file's
         raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    if not model.graph.node and not model.graph.input:  # an empty file parses as an empty message
+        raise InputError(f"{path}: not a readable ONNX model (it holds no graph: an empty or truncated file?)")
+    return model
 
 
 def _dims(value_info: Any) -> list[int | str | None]:
