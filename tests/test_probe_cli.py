@@ -171,6 +171,9 @@ def test_ctrl_c_writes_the_partial_result(net: Path, tmp_path: Path, capsys: Any
     assert main(["probe", str(net), "--data", "synthetic:scales", "--json", str(out)]) == 130
     d = json.loads(out.read_text())
     assert d["complete"] is False and [x["name"] for x in d["layers"]] == ["c0", "c3", "c4", "head"]
+    # the last finished epoch's test accuracy, as the table and the HTML show it, and said to be that
+    assert d["test_accuracy"] == 0.9 and d["accuracy_after_epoch"] == 1
+    assert _result().to_dict()["test_accuracy"] == 0.98 and _result().to_dict()["accuracy_after_epoch"] == 1
     assert "interrupted; partial results written" in capsys.readouterr().err
 
 

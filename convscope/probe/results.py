@@ -177,6 +177,10 @@ class ProbeResult:
         return replace(self, **kw)
 
     def to_dict(self) -> dict[str, Any]:
+        train, test = self.train_accuracy, self.test_accuracy
+        last = self.history[-1] if self.history else None
+        if test is None and last is not None:  # a partial result: the last finished epoch's, as the reports
+            train, test = train if train is not None else last.train_accuracy, last.test_accuracy
         return {
             "schema_version": SCHEMA_VERSION,
             "model": self.model,
@@ -186,8 +190,9 @@ class ProbeResult:
             "seed": self.seed,
             "device": self.device,
             "training": dict(self.training),
-            "train_accuracy": self.train_accuracy,
-            "test_accuracy": self.test_accuracy,
+            "train_accuracy": train,
+            "test_accuracy": test,
+            "accuracy_after_epoch": last.epoch if last is not None and test is not None else None,
             "chance": self.chance,
             "border_layer": self.border_layer,
             "layers": [r.to_dict() for r in self.layers],
