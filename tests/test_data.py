@@ -229,6 +229,18 @@ def test_channel_conversion_of_a_folder_is_noted(tmp_path: Path) -> None:
     assert not any("grey" in n for n in only_rgb.notes)
 
 
+def test_resizing_and_dropped_alpha_of_a_folder_are_noted(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "pets", per_class=3)  # 20x12 (w x h) RGB
+    for i in range(2):
+        p = root / "dogs" / f"a{i}.png"
+        PIL.new("RGBA", (8, 8), (10, 10, 200, 128)).save(p)
+    ds = load_data(root, (3, 8, 8))
+    assert f"{root}: 6 of 8 images (12x20) resized to 8x8" in ds.notes
+    assert f"{root}: 2 image(s) with an alpha channel: the alpha is dropped (not composited)" in ds.notes
+    same = load_data(root, (3, 12, 20))
+    assert f"{root}: 2 of 8 images (8x8) resized to 12x20" in same.notes
+
+
 def test_appledouble_files_are_skipped(tmp_path: Path) -> None:
     root = _folder(tmp_path / "pets", per_class=3)
     (root / "cats" / "._0.png").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")

@@ -419,9 +419,9 @@ def _why(exc: BaseException, path: Path) -> str:
 
 
 def _readable(by_class: dict[str, list[Path]], image: Any, unreadable: list[tuple[Path, str]],
-              modes: dict[str, int]) -> dict[str, list[Path]]:
+              modes: dict[str, int], sizes: dict[tuple[int, int], int]) -> dict[str, list[Path]]:
     """The files whose header Pillow reads (no decoding: cheap); the others go to ``unreadable``.
-    ``modes`` counts the readable files' Pillow modes."""
+    ``modes`` counts the readable files' Pillow modes, ``sizes`` their (height, width)."""
     errors = _image_errors(image)
     out: dict[str, list[Path]] = {}
     for name, files in by_class.items():
@@ -429,12 +429,13 @@ def _readable(by_class: dict[str, list[Path]], image: Any, unreadable: list[tupl
         for f in files:
             try:
                 with image.open(f) as im:
-                    mode = str(im.mode)
+                    mode, size = str(im.mode), (int(im.size[1]), int(im.size[0]))
             except errors as exc:
                 unreadable.append((f, _why(exc, f)))
                 continue
             keep.append(f)
             modes[mode] = modes.get(mode, 0) + 1
+            sizes[size] = sizes.get(size, 0) + 1
     return out
 
 
@@ -467,8 +468,9 @@ def _rel(p: Path, root: Path) -> str:
         return str(p)
 
 
-def _folder_notes(ref: str, root: Path, channels: int, unreadable: Sequence[tuple[Path, str]],
-                  modes: dict[str, int]) -> list[str]:
+def _folder_notes(ref: str, root: Path, shape: tuple[int, int, int], unreadable: Sequence[tuple[Path, str]],
+                  modes: dict[str, int], sizes: dict[tuple[int, int], int]) -> list[str]:
+    channels = shape[0]
     notes = []
     if unreadable:
         first = "; ".join(f"{_rel(p, root)} ({why})" for p, why in unreadable[:_SHOW_SKIPPED])
@@ -489,6 +491,14 @@ def _folder_notes(ref: str, root: Path, channels: int, unreadable: Sequence[tupl
     wide = sum(n for m, n in modes.items() if m.startswith("I"))
     if wide:
         notes.append(f"{ref}: {wide} image(s) of 16/32-bit integers scaled from 0..65535 to 0..255")
+    alpha = sum(n for m, n in modes.items() if "A" in m or m.endswith("a"))
+    if alpha:
+        notes.append(f"{ref}: {alpha} image(s) with an alpha channel: the alpha is dropped (not composited)")
+    other = {hw: n for hw, n in sizes.items() if hw != tuple(shape[1:])}
+    if other:
+        common = max(other, key=lambda hw: other[hw])
+        kinds = f"{common[0]}x{common[1]}" + (f" and {len(other) - 1} other size(s)" if len(other) > 1 else "")
+        notes.append(f"{ref}: {sum(other.values())} of {total} images ({kinds}) resized to {shape[1]}x{shape[2]}")
     return notes
 
 
@@ -502,16 +512,17 @@ def _load_folder(root: Path, ref: str, shape: tuple[int, int, int], seed: int) -
     notes = []
     unreadable: list[tuple[Path, str]] = []
     modes: dict[str, int] = {}
+    sizes: dict[tuple[int, int], int] = {}
     if (root / "train").is_dir() and test_dir is not None:
-        train_by = _readable(_class_files(root / "train", unreadable), image, unreadable, modes)
-        test_by = _readable(_class_files(test_dir, unreadable), image, unreadable, modes)
+        train_by = _readable(_class_files(root / "train", unreadable), image, unreadable, modes, sizes)
+        test_by = _readable(_class_files(test_dir, unreadable), image, unreadable, modes, sizes)
         extra = sorted(set(test_by) - set(train_by))
         if extra:
             raise InputError(f"{test_dir}: classes {', '.join(extra)} have no folder in {root / 'train'}")
     else:
         if (root / "train").is_dir() and _is_split_folder(root / "train"):
             raise InputError(no_test)  # else train/ would be one class holding all the others
-        train_by, test_by = _split_per_class(_readable(_class_files(root, unreadable), image, unreadable, modes),
+        train_by, test_by = _split_per_class(_readable(_class_files(root, unreadable), image, unreadable, modes, sizes),
                                              seed)
         notes.append(f"{ref}: split 80/20 per class (seed {seed})")
     empty = [c for c, f in train_by.items() if not f]
@@ -523,7 +534,7 @@ def _load_folder(root: Path, ref: str, shape: tuple[int, int, int], seed: int) -
             if unreadable else ""
         raise InputError(f"--data {ref}: found {len(classes)} class folder(s) with images{skipped}; expected at least "
                          f"two (DIR/CLASS/*.png|.jpg…, or DIR/train/CLASS and DIR/test/CLASS)")
-    notes += _folder_notes(ref, root, shape[0], unreadable, modes)
+    notes += _folder_notes(ref, root, shape, unreadable, modes, sizes)
     if empty:
         notes.append(f"{ref}: skipped class folders without readable images: {', '.join(empty)}")
     splits = []
