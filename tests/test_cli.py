@@ -219,3 +219,19 @@ def test_the_latency_total_is_the_rows_plus_the_overhead(capsys) -> None:  # typ
 
     fitted = LatencyPrediction("fitted", "x", "torch", 1, 1.5, 1.2, 1.8, per_layer=(("a", 1.0), ("b", 0.25)))
     assert fitted.overhead_ms == 0.25 and fitted.to_dict()["overhead_ms"] == 0.25
+
+
+def test_long_commands_refuse_an_unwritable_output_before_they_run(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import convscope.backends.measure as measure_mod
+
+    def never(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("measured before the output was checked")
+
+    monkeypatch.setattr(measure_mod, "measure_graph", never)
+    missing = tmp_path / "no" / "x.json"
+    assert main(["measure", "zoo:allconv", "--json", str(missing)]) == 2
+    assert f"--json {missing}: cannot write: {missing.parent} does not exist" in capsys.readouterr().err
+    plan = tmp_path / "p.yaml"
+    plan.write_text("name: p\ninput: [3, 32, 32]\ndevice: raspi4\ncandidates:\n  a: {single: 'zoo:allconv'}\n")
+    assert main(["compare", str(plan), "--html", str(tmp_path)]) == 2
+    assert f"--html {tmp_path}: is a directory, not a file" in capsys.readouterr().err

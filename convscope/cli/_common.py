@@ -14,7 +14,7 @@ from rich.console import Console
 from convscope.api import parse_shape
 from convscope.errors import InputError
 
-__all__ = ["console", "write_json", "shape_arg", "int_list_arg", "add_json_arg", "json_to_stdout", "emit"]
+__all__ = ["console", "check_output", "write_json", "shape_arg", "int_list_arg", "add_json_arg", "json_to_stdout", "emit"]
 
 
 def console(args: argparse.Namespace | None = None, *, stderr: bool = False) -> Console:
@@ -25,6 +25,26 @@ def console(args: argparse.Namespace | None = None, *, stderr: bool = False) -> 
 
 def json_to_stdout(args: argparse.Namespace) -> bool:
     return getattr(args, "json", None) == "-"
+
+
+def check_output(flag: str, target: str | None) -> None:
+    """Refuse an output file that cannot be written before the run, not after it (exit status 2)."""
+    if not target or (flag == "--json" and target == "-"):
+        return
+    path = Path(target)
+    if path.is_dir():
+        raise InputError(f"{flag} {target}: is a directory, not a file")
+    if not path.parent.is_dir():
+        why = "is not a directory" if path.parent.exists() else "does not exist"
+        raise InputError(f"{flag} {target}: cannot write: {path.parent} {why}")
+    existed = path.exists()
+    try:
+        with open(path, "a", encoding="utf-8"):  # appends nothing: an existing file is left as it is
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        raise InputError(f"{flag} {target}: cannot write: {exc.strerror or exc}") from None
 
 
 def write_json(data: Any, target: str) -> None:

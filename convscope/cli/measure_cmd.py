@@ -6,7 +6,7 @@ import argparse
 
 from rich.table import Table
 
-from convscope.cli._common import add_json_arg, console, json_to_stdout, positive_float, shape_arg, write_json
+from convscope.cli._common import add_json_arg, check_output, console, json_to_stdout, positive_float, shape_arg, write_json
 from convscope.cli.calibrate_cmd import add_runtime_args, progress_bar
 from convscope.errors import InputError
 from convscope.units import fmt_ms
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--batch", args.batch), ("--min-runs", args.min_runs)):  # --threads: its type checks it
         if value < 1:
             raise InputError(f"{flag} must be a positive integer, got {value}")
+    check_output("--json", args.json)  # before the timing, not after it
     kw = dict(backend=args.backend, batch=args.batch, threads=args.threads, dtype=args.dtype,
               time_limit_s=args.time_limit, min_runs=args.min_runs)
     from convscope.analyses._plan_parse import is_plan_file

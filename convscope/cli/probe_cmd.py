@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
-from convscope.cli._common import add_json_arg, console, html_arg, json_to_stdout, positive_float, shape_arg, write_json, threads_arg
+from convscope.cli._common import add_json_arg, check_output, console, html_arg, json_to_stdout, positive_float, shape_arg, write_json, threads_arg
 from convscope.errors import InputError
 
 HELP = "train briefly and check the predicted border with saturation and linear probes"
@@ -63,26 +62,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(handler=run)
 
 
-def _check_output(flag: str, target: str | None) -> None:
-    """Refuse an output file that cannot be written before the run, not after it (exit status 2)."""
-    if not target or (flag == "--json" and target == "-"):
-        return
-    path = Path(target)
-    if path.is_dir():
-        raise InputError(f"{flag} {target}: is a directory, not a file")
-    if not path.parent.is_dir():
-        why = "is not a directory" if path.parent.exists() else "does not exist"
-        raise InputError(f"{flag} {target}: cannot write: {path.parent} {why}")
-    existed = path.exists()
-    try:
-        with open(path, "a", encoding="utf-8"):  # appends nothing: an existing file is left as it is
-            pass
-        if not existed:
-            path.unlink()
-    except OSError as exc:
-        raise InputError(f"{flag} {target}: cannot write: {exc.strerror or exc}") from None
-
-
 def _output(result: Any, args: argparse.Namespace) -> list[str]:
     """Every output asked for; one that fails does not stop the others (the table is printed unless
     the JSON goes to stdout).  Returns the failures' messages."""
@@ -120,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
                       seed=args.seed, device=args.device, probe_samples=args.probe_samples, threads=args.threads)
     shape = shape_arg(args.input) if args.input is not None else None
     checkpoint = False if args.no_checkpoint else args.checkpoint
-    _check_output("--json", args.json)
-    _check_output("--html", args.html)
+    check_output("--json", args.json)
+    check_output("--html", args.html)
     try:
         with progress_bars(console(args, stderr=True)) as bars:
             result = probe(args.model, args.data, input=shape, config=cfg, checkpoint=checkpoint, fresh=args.fresh,
