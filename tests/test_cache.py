@@ -197,7 +197,8 @@ def test_an_unusable_cache_location_is_an_input_error(tmp_path: Path, monkeypatc
         assert predict(g) is None  # plain analyze creates nothing to find out, so it cannot tell
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY)
-    for argv in (["calibrate", str(spec)], ["analyze", str(spec), "--device", "local"]):
+    lists = [["calibrate", "--list"]] if where == "a file" else []
+    for argv in (["calibrate", str(spec)], ["analyze", str(spec), "--device", "local"], *lists):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert said in err and why in err and "internal error" not in err and "run `convscope calibrate" not in err

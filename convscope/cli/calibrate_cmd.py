@@ -160,11 +160,14 @@ def _render(r, con) -> None:  # type: ignore[no-untyped-def]
 
 
 def _list(args: argparse.Namespace) -> int:
-    from convscope.backends._cache import cache_path, open_store
+    from convscope.backends._cache import _unusable, cache_path, open_store
 
     path = cache_path()
     if path.exists():
         rows = open_store(path).calibrations()  # an unreadable file: moved aside, with a warning
+    elif any(p.exists() and not p.is_dir() for p in path.parents):  # $CONVSCOPE_CACHE names a file
+        raise InputError(_unusable(path, f"{next(p for p in path.parents if p.exists() and not p.is_dir())} "
+                                         "is a file, not a directory"))
     else:
         rows = []
     if args.json:
