@@ -242,7 +242,7 @@ def test_a_checkpoint_of_another_run_is_not_reused(tiny: Any, tmp_path: Path) ->
     data = "synthetic:scales:n=100,test=60"
     probe(tiny, data, config=cfg, checkpoint=tmp_path)
     other = ProbeConfig(epochs=1, batch_size=32, lr=3e-3, seed=1, threads=1)
-    with pytest.raises(InputError, match="holds the checkpoint of another run .*--fresh"):
+    with pytest.raises(InputError, match="holds the checkpoint of another run .*seed 0 there, 1 now.*--fresh"):
         probe(tiny, data, config=other, checkpoint=tmp_path)
     r = probe(tiny, data, config=other, checkpoint=tmp_path, fresh=True)
     assert r.seed == 1 and not any("resumed" in n for n in r.notes)

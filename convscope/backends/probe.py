@@ -421,8 +421,9 @@ def _run_dir(graph: Graph, ds: DataSet, config: ProbeConfig, checkpoint: str | P
         return None, probe_key
     given = isinstance(checkpoint, (str, Path))
     where = Path(checkpoint) if given else default_cache_dir() / "probe" / train_key[:16]
-    return RunDir(where, train_key, {"model": graph.name, "data": ds.info.ref}, fresh=fresh,
-                  default=not given), probe_key
+    describe = {"model": graph.name, "data": ds.info.ref, "epochs": config.epochs, "seed": config.seed,
+                **config.training_dict(), "network": run_key(graph.to_dict())[:12], "images": ds.fingerprint[:12]}
+    return RunDir(where, train_key, describe, fresh=fresh, default=not given), probe_key
 
 
 def _probe(model: Any, data: str | Path | DataSet, input: Sequence[int] | None, config: ProbeConfig,

@@ -85,8 +85,13 @@ class RunDir:
         check_writable(path, default=default)
         meta = self._read_meta()
         if meta is not None and meta.get("key") != key and not fresh:
+            differ = [f"{k} {meta[k]} there, {v} now" for k, v in self.describe.items()
+                      if k in meta and meta[k] != v and k not in ("network", "images")]
+            differ += [f"the {k} {'differs' if k == 'network' else 'differ'}" for k in ("network", "images")
+                       if k in meta and meta[k] != self.describe.get(k)]
+            why = "; ".join(differ) if differ else "other settings"
             raise InputError(f"{what}: holds the checkpoint of another run ({meta.get('model')} on "
-                             f"{meta.get('data')}); use another directory, or --fresh to start over there")
+                             f"{meta.get('data')}: {why}); use another directory, or --fresh to start over there")
         if fresh or (meta is not None and meta.get("key") != key):
             self._clear()
 
