@@ -295,6 +295,22 @@ def test_suggest_reports_unknown_ops(capsys) -> None:  # type: ignore[no-untyped
     render_advice(adv, con)
     out = con.file.getvalue()  # type: ignore[attr-defined]
     assert "1 unknown op(s): mystery (fft_fft2)" in out and "None" not in out
+    # c1 sees 3 of 16 px, but it is not the last spatial layer: c2's coverage is unknown, so no warning
+    assert adv.depth.rf_coverage is None and [w.kind for w in adv.depth.warnings] == ["spatial_layers"]
+
+
+def test_truncate_behind_an_unknown_op_names_it_not_a_missing_head() -> None:
+    b = GraphBuilder("erf")
+    b.add_input("x", (3, 16, 16))
+    x = b.add("c1", OpKind.CONV, O.ConvAttrs(out_channels=8, kernel=(3, 3), padding=((1, 1), (1, 1))), ["x"])
+    for i in range(2, 8):
+        x = b.add(f"c{i}", OpKind.CONV, O.ConvAttrs(out_channels=8, kernel=(3, 3), padding=((1, 1), (1, 1))), [x])
+    x = b.add("erfinv", OpKind.UNKNOWN, O.UnknownAttrs(target="special_erfinv", shape=(8, 16, 16)), [x])
+    x = b.add("gap", OpKind.GLOBAL_AVGPOOL, O.GlobalPoolAttrs(), [x])
+    b.add("fc", OpKind.LINEAR, O.LinearAttrs(out_features=10), [x])
+    adv = suggest_graph(b.build())
+    why = {k: r for k, _, r in adv.not_applicable}["truncate"]
+    assert "an op convscope does not know (erfinv) lies before the output" in why and "no classifier head" not in why
 
 
 FIXED_SE = '''

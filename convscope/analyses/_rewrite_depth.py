@@ -96,7 +96,11 @@ def _coverage(graph: Graph, rf: RFResult) -> float | None:
     last = None
     for n in graph.nodes:
         x = rfs[n.name]
-        if n.op is not OpKind.INPUT and n.out.is_image and x.known and not x.constant and not x.is_global:
+        if n.op is OpKind.INPUT or not n.out.is_image or x.constant:
+            continue
+        if not x.known:  # behind an op convscope does not know: the coverage is unknown, never an
+            last = None  # earlier layer's
+        elif not x.is_global:
             last = x
     if last is None or last.rf_max_finite is None:
         return None
@@ -137,7 +141,9 @@ def depth_from_analysis(a: Analysis, graph: Graph, rules: DepthRules = DepthRule
         d = max((depth.get(i, 0) for i in r.inputs), default=0)
         spatial = r.op in ("conv", "convT") and r.kernel is not None and max(r.kernel) > 1 and not glob
         depth[r.name] = d + (1 if spatial else 0)
-        if len(r.out_shape) == 3 and r.rf_min is not None and None not in r.rf_min and not glob:
+        if len(r.out_shape) == 3 and r.rf_min is None:  # unknown receptive field: so is the coverage
+            last = None
+        elif len(r.out_shape) == 3 and None not in r.rf_min and not glob:  # type: ignore[operator]
             last = r
     cov = None
     if last is not None and last.rf_max is not None and None not in last.rf_max:

@@ -85,6 +85,11 @@ def truncate(base: Base) -> list[Rewrite]:
     g = base.graph
     entry = base.head_entry
     if entry is None:
+        out = g.outputs[0] if len(g.outputs) == 1 else None
+        unknown = [n.name for n in g.nodes if n.op is OpKind.UNKNOWN]
+        if unknown and out is not None and not base.rf[out].known:
+            raise NotApplicable(f"an op convscope does not know ({', '.join(unknown[:3])}) lies before the output: "
+                                "the classifier head cannot be told past it, so there is nothing safe to cut")
         raise NotApplicable("no classifier head (global pooling, or flatten -> linear) to re-attach: cutting "
                             "the tail would change what the network outputs")
     if not base.flagged():
