@@ -17,6 +17,7 @@ from convscope.analyses.advice import Progress as ProgressFn
 from convscope.cli._common import add_json_arg, console, json_to_stdout, shape_arg, write_json
 from convscope.errors import ConvscopeError, InputError, NothingUsable
 from convscope.reports.suggest_terminal import render_advice
+from convscope.units import plural
 
 HELP = "rewrite a network (cut the unproductive tail, grouped/separable convs, width, ...) and show what each buys"
 DESCRIPTION = """\
@@ -112,11 +113,12 @@ def run(args: argparse.Namespace) -> int:
     if not json_to_stdout(args):
         render_advice(adv, console(args), written=written, explain=not args.brief)
     elif written:
-        print(f"wrote {len(written)} spec file(s) to {args.write}", file=sys.stderr)
+        print(f"wrote {plural(len(written), 'spec file')} to {args.write}", file=sys.stderr)
     if adv.interrupted:
         print("convscope suggest: interrupted: the table shows the rewrites tried so far", file=sys.stderr)
         return 130
     if unwritten is not None:
-        print(f"convscope suggest: error: {unwritten}; the advice above stands", file=sys.stderr)
+        where = "in the JSON" if json_to_stdout(args) else "above"
+        print(f"convscope suggest: error: {unwritten}; the advice {where} stands", file=sys.stderr)
         return unwritten.exit_status
     return 0
