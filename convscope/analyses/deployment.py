@@ -474,7 +474,8 @@ class _Runner:
         except ConvscopeError as exc:
             if isinstance(exc, NotCalibrated):  # this machine, not calibrated: the quick way for a plan
                 exc = InputError(f"{exc} (`convscope calibrate {shlex.quote(self.plan.file)}` times only this "
-                                 "plan's layers)")
+                                 "plan's layers, plus, being the first calibration of this backend and thread "
+                                 "count, the eighteen reference networks of the overhead fit: a few minutes)")
             if self.device != self.plan.device:  # --device on the command line
                 raise InputError(f"{self.plan.file}: --device {self.device}: {exc}") from None
             line, col = self.plan.device_mark

@@ -320,8 +320,9 @@ def fit_overhead(*, backend: str, threads: int, dtype: str, store: LatencyStore,
         t = store.layers(fp, backend, threads, dtype, [k.signature for k in ks])
         lost = [k.name for k in ks if k.signature not in t]
         if lost and any(why.get(n) == _BUSY for n in lost):
-            raise NothingUsable(f"some layers of {label} could not be timed ({_BUSY}); the layers timed are "
-                                "kept: run calibrate again when the machine is quieter")
+            raise NothingUsable(f"some layers of {label}, a reference network of the overhead fit, could not be "
+                                f"timed ({_BUSY}); the layers timed are kept: run calibrate again when the machine "
+                                "is quieter")
         if lost:
             out.append((label, f"{backend} cannot run layer {lost[0]}: {why.get(lost[0], 'not timed')}"))
         else:

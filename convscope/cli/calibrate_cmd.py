@@ -75,10 +75,19 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[float, float, str],
         yield None
         return
     cols = (TextColumn("{task.description}", style="cyan"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    bar = Progress(*cols, console=console(stderr=True), transient=True)
+    err = console(stderr=True)
+    bar = Progress(*cols, console=err, transient=True)
     task = bar.add_task("starting", total=None)
+    start, stage = time.monotonic(), [""]
 
     def update(done: float, total: float, what: str) -> None:
+        if not err.is_terminal:  # a log, not a bar: one line per network and pass (minutes go by)
+            key = what.split(":")[0]
+            if key != stage[0]:
+                stage[0] = key
+                print(f"convscope calibrate: [{time.monotonic() - start:5.0f} s] {key} "
+                      f"({int(done)}/{int(total)})", file=sys.stderr, flush=True)
+            return
         if not bar.live.is_started:
             bar.start()
         bar.update(task, completed=done, total=total or None, description=what[:60])
