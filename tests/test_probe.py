@@ -159,6 +159,9 @@ def test_verdict_inconclusive_and_no_prediction() -> None:
     rows = [_row("a", 0.3, 0.9, False), _row("b", 0.3, 0.5, True)]
     v = verdict(rows, test_accuracy=0.36, chance=1 / 3, n_test=600, n_probe_test=600)
     assert v.status == "inconclusive" and "no better than chance" in v.reasons[0]
+    tiny = verdict(rows, test_accuracy=1.0, chance=0.5, n_test=5, n_probe_test=5)  # perfect, but 5 images
+    assert tiny.status == "inconclusive" and "too few test images (5)" in tiny.reasons[0]
+    assert "no better than chance" not in tiny.reasons[0]
     v = verdict(rows[:1], test_accuracy=0.9, chance=1 / 3, n_test=600, n_probe_test=600)
     assert v.status == "no_prediction"
     assert verdict(rows[1:], test_accuracy=0.9, chance=1 / 3, n_test=600, n_probe_test=600).status == "inconclusive"

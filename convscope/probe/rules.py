@@ -119,6 +119,11 @@ def verdict(
     if test_accuracy is None:
         return Verdict("inconclusive", ("the network was not trained",))
     floor = chance + max(0.05, 3.0 * math.sqrt(chance * (1 - chance) / max(n_test, 1)))
+    if floor >= 1.0:  # even a perfect score could be luck on so few test images
+        why = (f"too few test images ({n_test}) to tell the network's accuracy ({test_accuracy:.3f}) from chance "
+               f"({chance:.3f}): the bar, chance + 3 standard errors, is {floor:.2f}, above a perfect score; "
+               "give more images")
+        return Verdict("inconclusive", (why,), plateau_layer=plateau)
     if test_accuracy <= floor:
         why = (f"the trained network is no better than chance (test accuracy {test_accuracy:.3f}, chance "
                f"{chance:.3f}): train longer or check the data before reading its layers")
