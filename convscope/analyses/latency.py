@@ -33,6 +33,7 @@ from convscope.errors import InputError, NotCalibrated
 from convscope.ir.graph import Graph
 from convscope.ir.ops import OpKind
 from convscope.results import LatencyPrediction
+from convscope.units import plural
 
 __all__ = ["predict", "analytic", "kernel_times", "DeviceProfile", "load_profile", "profile_names", "BACKENDS",
            "LOCAL_BACKENDS"]
@@ -124,13 +125,13 @@ def _local(graph: Graph, *, backend: str, batch: int, dtype: str, threads: int |
             raise InputError(f"the local tier has no {dtype} timings: `convscope calibrate` times "
                              f"{', '.join(CALIBRATED_DTYPES)}; for {dtype} give --device with a profile that lists it")
         flag = "" if dtype == "fp32" else f" --dtype {dtype}"
-        raise NotCalibrated(f"no calibration for this machine ({fp.label()}), backend {backend}, {n} threads, "
+        raise NotCalibrated(f"no calibration for this machine ({fp.label()}), backend {backend}, {plural(n, 'thread')}, "
                             f"{dtype}: run `convscope calibrate --backend {backend} --threads {n}{flag}` first")
     assert st is not None
     costs = cost(graph, dtype=dtype, batch=batch)
     ks = list(kernels(graph, backend, batch=batch, dtype=dtype, costs=costs))
     have = st.layers(fp, backend, n, dtype, [k.signature for k in ks])
-    notes = [f"kernels timed on this machine ({fp.label()}), {backend}, {n} threads", _fusion_note(backend)]
+    notes = [f"kernels timed on this machine ({fp.label()}), {backend}, {plural(n, 'thread')}", _fusion_note(backend)]
     missing = [k for k in ks if k.signature not in have]
     if missing:
         notes += _measure_missing(graph, missing, backend, batch, dtype, n, on_missing, st, fp, progress)

@@ -15,6 +15,7 @@ from rich.table import Table
 from convscope.analyses.latency import CALIBRATED_DTYPES
 from convscope.cli._common import add_json_arg, console, json_to_stdout, shape_arg, write_json, threads_arg
 from convscope.errors import InputError, NothingUsable
+from convscope.units import plural
 
 HELP = "time each unique layer configuration on this machine, for the local latency tier"
 DESCRIPTION = """\
@@ -68,9 +69,10 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def progress_bar(enabled: bool = True) -> Iterator[Callable[[float, float, str], None] | None]:
+def progress_bar(enabled: bool = True, log: str | None = None) -> Iterator[Callable[[float, float, str], None] | None]:
     """A rich progress bar on stderr, shown from the first update on; yields the
-    ``progress(done, total, what)`` callback."""
+    ``progress(done, total, what)`` callback.  Off a terminal there is no bar; with ``log`` (the
+    command's name) a plain line on stderr whenever the stage (``what`` up to a colon) changes."""
     if not enabled:
         yield None
         return
@@ -83,9 +85,9 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[float, float, str],
     def update(done: float, total: float, what: str) -> None:
         if not err.is_terminal:  # a log, not a bar: one line per network and pass (minutes go by)
             key = what.split(":")[0]
-            if key != stage[0]:
+            if log and key != stage[0]:
                 stage[0] = key
-                print(f"convscope calibrate: [{time.monotonic() - start:5.0f} s] {key} "
+                print(f"convscope {log}: [{time.monotonic() - start:5.0f} s] {key} "
                       f"({int(done)}/{int(total)})", file=sys.stderr, flush=True)
             return
         if not bar.live.is_started:
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         if all(n.op in (OpKind.INPUT, OpKind.UNKNOWN) for n in g.nodes):
             raise NothingUsable(f"{g.name}: every layer is an op convscope does not know, so there is nothing to "
                                 "time")
-    with warnings.catch_warnings(record=True), progress_bar() as prog:
+    with warnings.catch_warnings(record=True), progress_bar(log="calibrate") as prog:
         report = calibrate(graphs, backend=args.backend, threads=args.threads, dtype=args.dtype, batch=args.batch,
                            refit=args.refit, force=args.force, progress=prog, passes=args.passes)
     for w in report.warnings:  # recorded while the progress bar ran; on stderr like every command's
@@ -146,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _render(r, con) -> None:  # type: ignore[no-untyped-def]
     state = "[red]interrupted[/red]" if r.interrupted else "calibrated"
-    con.print(f"[bold]{state}[/bold] {r.device} · {r.backend} · {r.threads} threads · {r.dtype} · batch {r.batch}")
+    con.print(f"[bold]{state}[/bold] {r.device} · {r.backend} · {plural(r.threads, 'thread')} · {r.dtype} · batch {r.batch}")
     con.print(f"  {r.kernels} unique layer configurations: {r.measured} measured now, {r.cached} already cached "
               f"({r.elapsed_s:.1f} s)" + (" — the measured ones are kept" if r.interrupted else ""))
     for name, why in r.failed[:10]:

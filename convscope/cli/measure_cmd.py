@@ -9,7 +9,7 @@ from rich.table import Table
 from convscope.cli._common import add_json_arg, check_output, console, json_to_stdout, positive_float, shape_arg, write_json
 from convscope.cli.calibrate_cmd import add_runtime_args, progress_bar
 from convscope.errors import InputError
-from convscope.units import fmt_ms
+from convscope.units import fmt_ms, plural
 
 HELP = "measure real latency: median and spread over repeated runs, with the thread count"
 DESCRIPTION = """\
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _render(m, con) -> None:  # type: ignore[no-untyped-def]
     con.print(f"[bold]{m.model}[/bold] · input {'×'.join(map(str, m.input))} · batch {m.batch} · {m.dtype} · "
-              f"{m.backend} · {m.threads} threads · {m.device}")
+              f"{m.backend} · {plural(m.threads, 'thread')} · {m.device}")
     spread = f"p10 {fmt_ms(m.p10_ms)} – p90 {fmt_ms(m.p90_ms)}"
     extra = f"; {m.disturbed_runs} disturbed runs set aside" if m.disturbed_runs and not m.interference else ""
     con.print(f"  median [bold]{fmt_ms(m.median_ms)}[/bold] ({spread}) over {m.runs} runs{extra}")

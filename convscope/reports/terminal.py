@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convscope.results import Analysis, LayerRow
-from convscope.units import fmt_bytes, fmt_count, fmt_ms, fmt_rf, fmt_share
+from convscope.units import fmt_bytes, fmt_count, fmt_ms, fmt_rf, fmt_share, plural
 
 __all__ = ["render_analysis", "render_zoo_list", "MAIN_OPS"]
 
@@ -102,7 +102,7 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
     )
     if a.latency is not None:
         lat = a.latency
-        threads = f", {lat.threads} threads" if lat.threads else ""
+        threads = f", {plural(lat.threads, 'thread')}" if lat.threads else ""
         console.print(
             f"[bold]latency[/bold] {fmt_ms(lat.ms)} (band {fmt_ms(lat.low_ms)} – {fmt_ms(lat.high_ms)}) · "
             f"tier {lat.tier} · {lat.device} · {lat.backend}{threads} · batch {lat.batch}"
