@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich import box
@@ -88,7 +89,10 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
             rf = _pair(r.rf_min) if r.rf_min == r.rf_max else f"{_pair(r.rf_min)}–{_pair(r.rf_max)}"
             row = [r.name, f"{r.op} {_kernel(r)}".strip(), shape, *sizes, rf]
         else:
-            row = [r.name, r.op, _kernel(r), shape, *sizes, _pair(r.rf_min), _pair(r.rf_max), _pair(r.jump)]
+            glob = r.rf_max is not None and all(isinstance(v, float) and math.isinf(v) for v in r.rf_max)
+            no_jump = r.jump is None or all(v is None for v in r.jump)
+            jump = "–" if glob and no_jump else _pair(r.jump)  # no grid after a global op: no jump
+            row = [r.name, r.op, _kernel(r), shape, *sizes, _pair(r.rf_min), _pair(r.rf_max), jump]
         if has_ms:
             row.append(fmt_ms(r.ms) if r.ms else "")
         row.append(mark)
