@@ -192,7 +192,13 @@ def _list(args: argparse.Namespace) -> int:
         t.add_column(col)
     for desc, b, th, dt, created in rows:
         t.add_row(_device(desc), b, str(th), dt, time.strftime("%Y-%m-%d %H:%M", time.localtime(created)))
-    con.print(t if rows else f"no calibrations in {path}: run `convscope calibrate`")
+    if rows:
+        con.print(t)
+    else:
+        kept = open_store(path).count_layers() if path.exists() else 0
+        more = (f" ({plural(kept, 'layer timing')} kept from an unfinished run: calibrating again reuses them)"
+                if kept else "")
+        con.print(f"no calibrations in {path}{more}: run `convscope calibrate`")
     return 0
 
 
