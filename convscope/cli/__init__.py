@@ -34,11 +34,12 @@ module.path:factory / file.py:factory (a Python callable returning an nn.Module)
 """
 
 EPILOG = """\
+exit status: 0 done, 1 the analysis found nothing usable, 2 bad input.
+
 examples:
   convscope zoo list
   convscope analyze zoo:resnet18-imagenet --input 3,32,32
   convscope analyze my_net.yaml --res 32,64,224 --json -
-exit status: 0 done, 1 the analysis found nothing usable, 2 bad input.
 """
 
 

@@ -29,11 +29,12 @@ generated images whose classes need d+1 px of context.  Images are resized to th
 Every finished epoch and layer is checkpointed: rerunning the same command resumes.
 """
 EPILOG = """\
+exit status: 0 done, 1 nothing to measure, 2 bad input, 130 interrupted (partial results are written).
+
 examples:
   convscope probe zoo:resnet18-imagenet --input 3,32,32 --data ~/data/cameras --epochs 5 --html probe.html
   convscope probe net.yaml --data ~/data/cifar-10-batches-py --json -
   convscope probe net.yaml --data synthetic:scales --epochs 3
-exit status: 0 done, 1 nothing to measure, 2 bad input, 130 interrupted (partial results are written).
 """
 
 

@@ -36,11 +36,12 @@ shallow students do not match deep convolutional teachers) or whose last layer s
 half of the input (seeds/002) is warned about, and a rewrite that makes it so is refused.
 """
 EPILOG = """\
+exit status: 0 done, 1 nothing usable, 2 bad input.
+
 examples:
   convscope suggest zoo:vgg16-cifar --input 3,32,32
   convscope suggest net.yaml --input 3,224,224 --device raspi4 --write variants/
   convscope suggest mypkg.models:net --input 3,64,64 --json -
-exit status: 0 done, 1 nothing usable, 2 bad input.
 """
 
 
