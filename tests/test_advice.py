@@ -297,6 +297,7 @@ def test_suggest_reports_unknown_ops(capsys) -> None:  # type: ignore[no-untyped
     assert "1 unknown op(s): mystery (fft_fft2)" in out and "None" not in out
     # c1 sees 3 of 16 px, but it is not the last spatial layer: c2's coverage is unknown, so no warning
     assert adv.depth.rf_coverage is None and [w.kind for w in adv.depth.warnings] == ["spatial_layers"]
+    assert adv.suggestions and all(any("1 unknown op(s) (mystery)" in n for n in s.notes) for s in adv.suggestions)
 
 
 def test_truncate_behind_an_unknown_op_names_it_not_a_missing_head() -> None:

@@ -226,8 +226,13 @@ def _evaluate(base: Base, rw: Rewrite, dtype: DType, batch: int, latency: _Laten
     edited = [n for n in rw.changed if n in new and n not in added]  # what the rewrite edited, then
     reshaped = reshaped_weights(layer_params(base.analysis), layer_params(analysis))
     changed = tuple(edited + [n for n in reshaped if n not in edited])  # and the weights reshaped by it
+    notes = rw.notes
+    unknown = [n for n, _ in analysis.unknown_ops]
+    if unknown:  # said with every suggestion, for a script that reads only these
+        notes += (f"{len(unknown)} unknown op(s) ({', '.join(unknown[:3])}{'…' if len(unknown) > 3 else ''}): "
+                  "their cost is not in these numbers, and receptive fields after them are unknown",)
     return Suggestion(rw.key, rw.title, rw.explanation, changed, removed, added, analysis, depth,
-                      base.analysis, v, refusal(base.depth, depth), rw.notes)
+                      base.analysis, v, refusal(base.depth, depth), notes)
 
 
 def _order(items: list[Suggestion], by_ms: bool) -> list[Suggestion]:
