@@ -214,6 +214,28 @@ def test_resolution_moves_into_the_feasible_range() -> None:
     assert down.analysis.input == (3, hi, hi) and down.macs_saved > 0
 
 
+SEG = """\
+name: seg
+input: [3, 12, 12]
+layers:
+  - conv: {out: 8, k: 3, s: 2}
+  - relu
+  - conv: {out: 8, k: 3, s: 2}
+  - relu
+  - conv: {out: 8, k: 3}
+  - conv: {out: 2, k: 3}
+  - upsample: {scale: 4, name: logits}
+"""
+
+
+def test_resolution_of_a_network_that_outputs_a_map_says_the_map_changes() -> None:
+    s = _one(_net(SEG), "resolution")
+    side = s.analysis.input[1]
+    assert side == 16 and s.graph.node("logits").out.shape == (2, side, side)
+    assert f"the output 'logits' is a map: it becomes 2x{side}x{side} instead of 2x12x12" in s.notes
+    assert not any("output" in n for n in _one(load_zoo("vgg16-cifar"), "resolution").notes)
+
+
 def test_resolution_does_not_shrink_the_image_for_a_network_too_shallow_for_it() -> None:
     """Two 3x3 convs see 5 px: feeding 5 px images instead of 32 px would discard the detail."""
     adv = suggest_graph(_net(TWO), only=["resolution"])
