@@ -142,7 +142,7 @@ def test_calibrate_then_analyze_shows_local_predictions(quiet: None, capsys: pyt
     assert not rep.interrupted and not rep.failed and rep.calibration is not None and rep.refitted
     assert rep.measured == rep.kernels > 0 and rep.cached == 0
     assert rep.calibration.scale >= 0 and len(rep.calibration.networks) == 6
-    assert [n for n, _, _ in rep.calibration.networks][:3] == ["tiny0@8x8", "tiny0@16x16", "tiny1"]
+    assert [n for n, _, _ in rep.calibration.networks][:3] == ["tiny0@8x8", "tiny0@16x16", "tiny1@32x32"]
     again = calibrate([g], threads=1)
     assert again.measured == 0 and again.cached == rep.kernels and not again.refitted
     a = analyze(g, threads=1)
@@ -214,7 +214,7 @@ layers:
     rep = calibrate([tiny()], backend="onnxruntime", threads=1, overhead_graphs=[*over, bad], overhead_time_s=0.3)
     assert rep.calibration is not None and len(rep.calibration.networks) == 6
     assert "unexportable" not in {n for n, _, _ in rep.calibration.networks}
-    assert [name for name, _ in rep.failed if "overhead fit" in name] == ["unexportable (overhead fit)"]
+    assert [name for name, _ in rep.failed if "overhead fit" in name] == ["unexportable@6x6 (overhead fit)"]
     assert any("aten::made_up" in why for _, why in rep.failed)
 
 

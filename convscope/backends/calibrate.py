@@ -358,15 +358,12 @@ def fit_overhead(*, backend: str, threads: int, dtype: str, store: LatencyStore,
 
 
 def _labels(nets: Sequence[Graph]) -> list[str]:
-    """Each network's name, with its input size where two networks share a name (mobilenetv2 at
-    112 and 192 px are two rows of the fit, not one)."""
-    counts: dict[str, int] = {}
-    for g in nets:
-        counts[g.name] = counts.get(g.name, 0) + 1
+    """Each network's name with the input size it ran at (resnet50-imagenet@96x96: not the 224 px a
+    reader would assume; mobilenetv2 at 112 and 192 px are two rows of the fit, not one)."""
     out: list[str] = []
     for g in nets:
         name = g.name
-        if counts[name] > 1:
+        if len(g.input_shape) == 3:
             name += "@" + "x".join(str(v) for v in g.input_shape[1:])
         while name in out:  # the same network twice: keep both rows apart
             name += "'"
