@@ -238,3 +238,29 @@ def test_cli_device_and_backend(capsys: pytest.CaptureFixture[str]) -> None:
     assert "'nope' is not a device profile" in capsys.readouterr().err
     assert main(["analyze", "zoo:allconv", "--res", "32,64", "--device", "raspi4", "--width", "150"]) == 0
     assert "tier analytic · raspi4 · tflite" in capsys.readouterr().out
+
+
+def test_attention_times_its_softmax_as_well_as_its_products() -> None:
+    import torch.nn as nn
+
+    from convscope.frontends.from_torch import graph_from_module
+    from convscope.ir.ops import OpKind
+
+    class Att(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.att = nn.Conv2d(3, 8, 1), nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            t = self.c(x).flatten(2).transpose(1, 2)
+            return self.att(t, t, t, need_weights=False)[0]
+
+    g = graph_from_module(Att(), (3, 8, 8))
+    node = next(n for n in g.nodes if n.op is OpKind.ATTENTION)
+    nc = cost(g).of(node.name).cost
+    assert nc.macs > 0 and nc.elementwise_ops > 0
+    k = next(k for k in kernels(g, "torch") if k.name == node.name)
+    assert k.flops_of(OpClass.MATMUL) == 2 * nc.macs and k.flops_of(OpClass.ELEMENTWISE) == nc.elementwise_ops
+    p = profile(matmul=1e6, elem=0.001, bw=1e6, over=0.001)  # the softmax dominates
+    row = dict(analytic(g, p).per_layer)[node.name]
+    assert row == pytest.approx(nc.elementwise_ops / 0.001e9 * 1e3, rel=1e-3)

@@ -191,10 +191,14 @@ def _kernel(graph: Graph, group: list[Node], c: CostResult, batch: int, dtype: D
         if g.op is OpKind.BATCHNORM and len(group) > 1 and rules.fold_bn:
             continue  # folded into the conv's weights and bias: no work left at run time
         cls = op_class(g)
-        work = 2 * nc.macs if nc.macs else nc.elementwise_ops
         if cls is OpClass.DATA:
-            work = 0
-        flops[cls] = flops.get(cls, 0) + work
+            continue
+        if nc.macs:
+            flops[cls] = flops.get(cls, 0) + 2 * nc.macs
+            if nc.elementwise_ops:  # attention's softmax over the scores: elementwise work of its own
+                flops[OpClass.ELEMENTWISE] = flops.get(OpClass.ELEMENTWISE, 0) + nc.elementwise_ops
+        else:
+            flops[cls] = flops.get(cls, 0) + nc.elementwise_ops
     read = sum(c.of(i).activation_bytes for g in group for i in g.inputs if i not in names)
     weights = sum(c.of(g.name).weights_read for g in group
                   if not (g.op is OpKind.BATCHNORM and len(group) > 1 and rules.fold_bn))
