@@ -264,3 +264,12 @@ def test_attention_times_its_softmax_as_well_as_its_products() -> None:
     p = profile(matmul=1e6, elem=0.001, bw=1e6, over=0.001)  # the softmax dominates
     row = dict(analytic(g, p).per_layer)[node.name]
     assert row == pytest.approx(nc.elementwise_ops / 0.001e9 * 1e3, rel=1e-3)
+
+
+def test_a_linear_layer_and_its_relu_are_one_kernel_where_the_runtime_fuses_them() -> None:
+    g = net("  - gap\n  - linear: {out: 32, name: fc}\n  - relu: {name: r}\n  - dropout\n  - linear: {out: 4}\n",
+            "[8, 4, 4]")
+    assert [k.nodes for k in kernels(g, "tflite") if k.name == "fc"] == [("fc", "r")]
+    assert [k.nodes for k in kernels(g, "onnxruntime") if k.name == "fc"] == [("fc", "r")]
+    assert [k.nodes for k in kernels(g, "torch") if k.name == "fc"] == [("fc",)]
+    assert cost(g).of("layers.3.dropout").cost.elementwise_ops == 0  # an identity at inference

@@ -78,15 +78,17 @@ class FusionRules:
     add_acts: frozenset[str] = frozenset()  # activations fused into a preceding add
     conv_add: bool = False  # a residual add after a conv runs in the conv's epilogue
     const_fold: bool = False  # a network with an input-independent output folds to a constant
+    linear_acts: frozenset[str] = frozenset()  # activations fused into a preceding linear (Gemm, FullyConnected)
 
 
 _ORT_ACTS = frozenset({"relu", "relu6", "sigmoid", "tanh", "leaky_relu", "hsigmoid"})
 FUSION: dict[str, FusionRules] = {
     "torch": FusionRules(),
     "cuda": FusionRules(),
-    "onnxruntime": FusionRules(fold_bn=True, conv_acts=_ORT_ACTS, conv_add=True),
+    "onnxruntime": FusionRules(fold_bn=True, conv_acts=_ORT_ACTS, conv_add=True, linear_acts=_ORT_ACTS),
     "tflite": FusionRules(fold_bn=True, conv_acts=frozenset({"relu", "relu6"}),
-                          add_acts=frozenset({"relu", "relu6"}), const_fold=True),
+                          add_acts=frozenset({"relu", "relu6"}), const_fold=True,
+                          linear_acts=frozenset({"relu", "relu6"})),
 }
 BACKENDS = tuple(FUSION)
 
@@ -138,6 +140,8 @@ def _stages(n: Node, rules: FusionRules) -> list[Callable[[Node], bool]]:
         return stages
     if n.op is OpKind.ADD and rules.add_acts:
         return [lambda x: _is_act(x, rules.add_acts)]
+    if n.op is OpKind.LINEAR and rules.linear_acts:
+        return [lambda x: _is_act(x, rules.linear_acts)]
     return []
 
 

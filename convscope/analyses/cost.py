@@ -7,13 +7,13 @@
   additions are not counted; a transposed conv costs ``in_positions · C_in · (C_out/g) · k_h·k_w``.
   ``flops = 2·macs``.
 * ``elementwise_ops``: everything else, never folded into MACs: one op per output element for
-  activations, dropout, scaling and each extra input of add/mul; two for BatchNorm (scale and
+  activations, scaling and each extra input of add/mul; two for BatchNorm (scale and
   shift, as folded at inference), five for LayerNorm/GroupNorm (mean, variance, subtract, divide,
   affine), size + 4 for local response normalisation (square, window sum, scale, power, divide),
   k_h·k_w per output element for pools, one per input element for global pools and other
   reductions, four per output element for bilinear upsampling and sixteen for bicubic, three for
   softmax; none for pure data movement (concat, slice, reshape, permute, flatten, identity, pad,
-  channel and pixel shuffles, nearest upsampling).
+  channel and pixel shuffles, nearest upsampling) nor for dropout, an identity at inference.
 * shared weights (a node whose ``shares`` names another: a module called twice): its parameters
   and weight bytes are counted once, at the node that holds them; every call still reads them.
   A convolution whose weight is a constant (``fixed``: a buffer, such as a blur filter) reads it
@@ -199,9 +199,14 @@ def _act(node: Node, ins: Sequence[TensorInfo]) -> Cost:
     return Cost(node.attrs.channels, 0, node.out.numel)  # type: ignore[union-attr]
 
 
-@_handles(OpKind.DROPOUT, OpKind.SCALE, OpKind.ZERO)
+@_handles(OpKind.SCALE, OpKind.ZERO)
 def _unary(node: Node, ins: Sequence[TensorInfo]) -> Cost:
     return Cost(0, 0, node.out.numel)
+
+
+@_handles(OpKind.DROPOUT)
+def _dropout(node: Node, ins: Sequence[TensorInfo]) -> Cost:
+    return Cost(0, 0, 0)  # at inference an identity: no work, no memory of its own
 
 
 @_handles(OpKind.ADD, OpKind.MUL)
