@@ -193,3 +193,24 @@ def test_a_mismeasured_network_is_left_out(tmp_path: Path) -> None:
     fit = predict(g, device=str(base), fit=str(csv))
     assert fit is not None and fit.ms == pytest.approx(analytic(g, TRUE).ms, rel=0.03)
     assert any("left out of the fit as outliers: nets/n3.yaml" in n for n in fit.notes)
+    assert any(f"refitted on {len(SHAPES) - 1} networks" in n for n in fit.notes)  # the outlier is not one
+
+
+def test_row_shapes_merges_and_what_the_fit_assumes_are_said(tmp_path: Path) -> None:
+    nets = write_nets(tmp_path, SHAPES[:6])
+    ms = [analytic(load_graph(str(n)), TRUE).ms for n in nets]
+    body = "".join(f"nets/{n.name},{m}\n" for n, m in zip(nets, ms))
+    assert "t.csv:3" in _err(tmp_path, f"network,latency_ms\nnets/n0.yaml,3\nnets/n1.yaml\n" + body) \
+        and "no latency_ms value" in _err(tmp_path, f"network,latency_ms\nnets/n0.yaml,3\nnets/n1.yaml\n" + body)
+    msg = _err(tmp_path, f"network,latency_ms\nnets/n0.yaml,3,1,3,64,64\n" + body)
+    assert "t.csv:2" in msg and "the row has 6 fields, the header 2" in msg
+    csv = tmp_path / "dup.csv"
+    csv.write_text("network,latency_ms\n" + body + f"nets/n0.yaml,{ms[0] * 1.05}\n")
+    g = load_graph(str(nets[1]))
+    fit = predict(g, device="desktop-cpu", fit=str(csv), dtype="fp16", batch=4)
+    assert fit is not None
+    said = " ".join(fit.notes)
+    assert "1 row(s) repeating a network" in said and "taken as fp16 timings" in said
+    assert "batch 4 is extrapolated from measurements at batch 1" in said
+    plain = " ".join(predict(g, device="desktop-cpu", fit=str(csv)).notes)  # type: ignore[union-attr]
+    assert "taken as" not in plain and "extrapolated" not in plain

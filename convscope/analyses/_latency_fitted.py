@@ -120,6 +120,8 @@ class FittedModel:
     band: tuple[float, float]
     rms: float  # root-mean-square relative residual (in sample, outliers left out)
     outliers: tuple[str, ...] = ()  # networks left out of the fit
+    merged: int = 0  # rows that repeated a network already listed (their median is one data point)
+    batches: tuple[int, ...] = ()  # the batch sizes the rows were measured at
 
 
 def _objective(nets: Sequence[NetFeatures], y: np.ndarray, theta: Theta) -> float:
@@ -256,7 +258,13 @@ def read_csv(path: str | os.PathLike[str]) -> list[CsvRow]:
                             "network,latency_ms[,batch][,input]", file=file, line=lines[0][0])
     out = []
     for (line, _), cells in zip(lines[1:], reader):
+        if len(cells) > len(header):
+            raise SpecError(f"the row has {len(cells)} fields, the header {len(header)} ({','.join(header)}): "
+                            "a comma too many?", file=file, line=line)
         d = dict(zip(header, (c.strip() for c in cells)))
+        if "latency_ms" not in d:  # optional columns at the end may be left out; this one may not
+            raise SpecError(f"the row has no latency_ms value (its fields: {','.join(cells)}); expected "
+                            f"{','.join(header)}", file=file, line=line)
         try:
             ms = float(d.get("latency_ms", ""))
         except ValueError:
@@ -342,7 +350,8 @@ def _fit_cached(path: str, _mtime: int, _size: int, _key: str, profile: DevicePr
     return FittedModel(tuple(float(t) for t in theta), tuple(FEATURES[j] for j in sorted(cols)),
                        tuple((r.ref, r.latency_ms, p) for r, p in zip(rows, pred)),
                        band_from_ratios(_loo([nets[i] for i in kept], y[kept])), float(np.sqrt(np.mean(rel**2))),
-                       tuple(f"{rows[i].ref} (measured {y[i]:.3g} ms, the fit gives {pred[i]:.3g})" for i in out))
+                       tuple(f"{rows[i].ref} (measured {y[i]:.3g} ms, the fit gives {pred[i]:.3g})" for i in out),
+                       len(read_csv(path)) - len(rows), tuple(sorted({r.batch for r in rows})))
 
 
 def fitted(graph: Graph, profile: DeviceProfile, csv_path: str | os.PathLike[str], *, backend: str, batch: int,
@@ -360,7 +369,8 @@ def fitted(graph: Graph, profile: DeviceProfile, csv_path: str | os.PathLike[str
     rows = per_layer(graph, ks, [float(t) for t in per_k], backend)
     total = float(sum(t for _, t in rows) + th[8])
     held = [n for n in FEATURES if n not in model.fitted and n not in ("fixed", "per_group")]
-    notes = [f"profile '{profile.name}' refitted on {len(model.rows)} networks measured on the target "
+    used = len(model.rows) - len(model.outliers)
+    notes = [f"profile '{profile.name}' refitted on {used} networks measured on the target "
              f"({os.fspath(csv_path)}): in-sample error {100 * model.rms:.1f}% rms",
              "coefficients: " + ", ".join(f"{n} ×{t:.3g}" for n, t in zip(FEATURES[:7], model.theta[:7]))
              + f", {model.theta[7]:.3g} µs per group, fixed {model.theta[8]:.3g} ms",
@@ -369,5 +379,14 @@ def fitted(graph: Graph, profile: DeviceProfile, csv_path: str | os.PathLike[str
         notes.append(f"held at the profile's value (the measured networks do not separate them): {', '.join(held)}")
     if model.outliers:
         notes.append("left out of the fit as outliers: " + "; ".join(model.outliers))
+    if model.merged:
+        notes.append(f"{model.merged} row(s) repeating a network, batch and input already listed were merged: "
+                     "their median is one data point")
+    if dtype != "fp32":
+        notes.append(f"the latencies in {os.fspath(csv_path)} are taken as {dtype} timings (the file has no dtype "
+                     "column): measure the target in the dtype you predict")
+    if model.batches and batch not in model.batches:
+        notes.append(f"batch {batch} is extrapolated from measurements at batch "
+                     f"{', '.join(map(str, model.batches))}")
     return LatencyPrediction("fitted", profile.name, backend, batch, total, total * model.band[0],
                              total * model.band[1], rows, dtype, threads, tuple(notes))
