@@ -126,14 +126,16 @@ def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
-def _positive(file: str, m: YMap, key: Any, what: str) -> float:
+def _positive(file: str, m: YMap, key: Any, what: str, zero: bool = False) -> float:
     v = _number(m[key])
-    if v is None or not v > 0:
-        raise _err(file, m, key, f"{what} must be a positive finite number, got {shown(m[key])}")
+    if v is None or not (v >= 0 if zero else v > 0):
+        kind = "a finite number >= 0" if zero else "a positive finite number"
+        raise _err(file, m, key, f"{what} must be {kind}, got {shown(m[key])}")
     return v
 
 
-def _table(file: str, top: YMap, key: str, allowed: tuple[str, ...], required: bool) -> dict[str, float]:
+def _table(file: str, top: YMap, key: str, allowed: tuple[str, ...], required: bool,
+           zero: bool = False) -> dict[str, float]:
     m = top[key]
     if not isinstance(m, YMap):
         raise _err(file, top, key, f"'{key}' must be a mapping like {{{allowed[0]}: 1.0}}, got {m!r}")
@@ -145,7 +147,7 @@ def _table(file: str, top: YMap, key: str, allowed: tuple[str, ...], required: b
     missing = [a for a in allowed if a not in m] if required else []
     if missing:
         raise _err(file, top, key, f"'{key}' lacks {', '.join(missing)}")
-    return {str(k): _positive(file, m, k, f"{key}.{k}") for k in m}
+    return {str(k): _positive(file, m, k, f"{key}.{k}", zero) for k in m}
 
 
 def parse_profile(text: str, file: str) -> DeviceProfile:
@@ -166,7 +168,7 @@ def parse_profile(text: str, file: str) -> DeviceProfile:
             raise SpecError(f"missing required key '{k}'", file=file, line=top.mark[0], column=top.mark[1])
     classes = tuple(c.value for c in OpClass if c is not OpClass.DATA)
     peaks = _table(file, top, "peak_gflops", classes, True)
-    overhead = _table(file, top, "overhead_us", BACKENDS, False)
+    overhead = _table(file, top, "overhead_us", BACKENDS, False, zero=True)  # 0: a dataflow accelerator
     dtypes = _table(file, top, "dtypes", tuple(d.value for d in DType), False) if "dtypes" in top else {"fp32": 1.0}
     unc = _uncertainty(file, top)
     if not overhead:
