@@ -1102,3 +1102,36 @@ def test_an_interpolation_to_another_maps_size_has_exact_rf_and_a_stable_feasibl
     assert a.feasible_resolution == (7, 11)
     assert tuple(a.layer("head").rf_max) == (11, 11)
     assert _widest_row_support(_SizedFPN(), side) == 11
+
+
+class _GRN(nn.Module):
+    """ConvNeXt-V2's global response norm, in the forms reference code writes it."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how, self.c, self.c2 = how, nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.c(x).permute(0, 2, 3, 1)
+        if self.how == "norm":
+            g = torch.norm(x, p=2, dim=(1, 2), keepdim=True)
+        elif self.how == "method":
+            g = x.norm(p=2, dim=(1, 2), keepdim=True)
+        elif self.how == "vector_norm":
+            g = torch.linalg.vector_norm(x, ord=2, dim=(1, 2), keepdim=True)
+        elif self.how == "l1":
+            g = torch.linalg.vector_norm(x, ord=1, dim=(1, 2), keepdim=True)
+        else:
+            g = x.pow(2).sum(dim=(1, 2), keepdim=True).sqrt()
+        x = x + x * (g / (g.mean(dim=-1, keepdim=True) + 1e-6))
+        return self.c2(x.permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("how", ["norm", "method", "vector_norm", "l1"])
+def test_vector_norms_are_the_reductions_they_are(how: str) -> None:
+    a, ref = convscope.analyze(_GRN(how), input=(3, 16, 16)), convscope.analyze(_GRN("spelled"), input=(3, 16, 16))
+    assert not a.unknown_ops
+    assert a.layer("c2").rf_min == ref.layer("c2").rf_min == (5, 5)  # the local path; the gate is global
+    assert a.layer("c2").rf_max == ref.layer("c2").rf_max
+    assert a.totals.params == ref.totals.params and a.totals.macs == ref.totals.macs
+    assert a.totals.macs == flop_macs(_GRN(how), (3, 16, 16))

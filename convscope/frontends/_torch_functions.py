@@ -13,6 +13,8 @@ a subtraction, maximum or minimum of two tensors is an ``add`` node, a division 
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -620,6 +622,32 @@ def _normalize(c: Call) -> Any:
     part = c.part
     total = part("sum", part("pow", x if p == 2.0 else part("abs", x), p), dim, True)
     return part("div", x, part("pow", total, 1.0 / p), last=True)
+
+
+@_fn("norm", "linalg_vector_norm", "linalg_norm")
+def _norm(c: Call) -> Any:
+    """‖x‖_p over some axes (ConvNeXt-V2's GRN: ``torch.norm(x, p=2, dim=(1, 2), keepdim=True)``), as
+    the ops it is made of: |x|^p summed over the axes, then the 1/p power; p = inf is the largest |x|.
+    A matrix norm other than Frobenius (nuclear, spectral) is not a reduction of this kind."""
+    x = c.tensor()
+    p = c.arg(1, "ord" if c.what.startswith("linalg") else "p", None)
+    dims = c.arg(2, "dim", None)
+    keep = bool(c.arg(3, "keepdim", False))
+    if dims is None:
+        raise Unsupported(f"{c.what} over every axis, the batch included")
+    many = not isinstance(dims, int) and len(dims) > 1
+    if p is None or p == "fro" and many:
+        p = 2.0
+    if isinstance(p, str) or (c.what == "linalg_norm" and many and p != 2.0):
+        raise Unsupported(f"{c.what} with ord {p!r} (a matrix norm)")
+    p = float(p)
+    part = c.part
+    if math.isinf(p) and p > 0:
+        return part("amax", part("abs", x), dims, keep, last=True)
+    if not p > 0 or math.isinf(p):
+        raise Unsupported(f"{c.what} with p = {p:g}")
+    total = part("sum", part("pow", x if p == 2.0 else part("abs", x), p), dims, keep)
+    return part("pow", total, 1.0 / p, last=True)
 
 
 @_fn("local_response_norm")
