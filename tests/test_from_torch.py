@@ -1135,3 +1135,27 @@ def test_vector_norms_are_the_reductions_they_are(how: str) -> None:
     assert a.layer("c2").rf_max == ref.layer("c2").rf_max
     assert a.totals.params == ref.totals.params and a.totals.macs == ref.totals.macs
     assert a.totals.macs == flop_macs(_GRN(how), (3, 16, 16))
+
+
+class _RadixGate(nn.Module):
+    """ResNeSt's split attention: the pooled gate reshaped to (cardinality, radix, -1) for a softmax."""
+
+    def __init__(self, card: int) -> None:
+        super().__init__()
+        self.card, self.conv = card, nn.Conv2d(3, 16, 3, padding=1)
+        self.fc, self.after = nn.Conv2d(8, 16, 1), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        b = x.shape[0]
+        a, c = torch.split(x, 8, 1)
+        att = self.fc(F.adaptive_avg_pool2d(a + c, 1)).view(b, self.card, 2, -1).transpose(1, 2)
+        wa, wc = torch.split(F.softmax(att, dim=1).reshape(b, -1).view(b, -1, 1, 1), 8, 1)
+        return self.after(wa * a + wc * c)
+
+
+@pytest.mark.parametrize("card", [1, 2])
+def test_a_pooled_gate_reshaped_into_groups_keeps_the_receptive_field(card: int) -> None:
+    a = convscope.analyze(_RadixGate(card), input=(3, 32, 32))
+    assert not a.notes and "rf_unknown_layers" not in a.to_dict()
+    assert a.layer("after").rf_min == (5, 5) and all(math.isinf(v) for v in a.layer("after").rf_max)

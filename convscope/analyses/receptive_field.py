@@ -291,6 +291,8 @@ def _zero(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairS
 def _relayout(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet] | None:
     x = infos[0]
     if x.spatial_axes and not node.out.spatial_axes:
+        if math.prod(x.spatial) == 1:  # one position (a pooled [C, 1, 1]: ResNeSt's radix softmax): nothing
+            return _union(ins)  # to split, its receptive field goes along
         if len(node.out.shape) <= 1 or math.prod(x.spatial) in node.out.shape:
             return GLOBAL, GLOBAL  # positions merged into features or into one axis (which the
             # attention after such a reshape mixes): nothing spatial is left
