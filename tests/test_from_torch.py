@@ -1159,3 +1159,60 @@ def test_a_pooled_gate_reshaped_into_groups_keeps_the_receptive_field(card: int)
     a = convscope.analyze(_RadixGate(card), input=(3, 32, 32))
     assert not a.notes and "rf_unknown_layers" not in a.to_dict()
     assert a.layer("after").rf_min == (5, 5) and all(math.isinf(v) for v in a.layer("after").rf_max)
+
+
+class _Focus(nn.Module):
+    """YOLOv5's Focus: four strided slices side by side in the channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.conv2 = nn.Conv2d(12, 8, 3, 1, 1), nn.Conv2d(8, 4, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]], 1)
+        return self.conv2(self.conv(x))
+
+
+class _PatchMerge(nn.Module):
+    """Swin's patch merging: strided slices of a channels-last map, concatenated, then a linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.reduction, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(32, 16), nn.Conv2d(16, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x).permute(0, 2, 3, 1)
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+        return self.conv2(self.reduction(x).permute(0, 3, 1, 2))
+
+
+def _output_support(m: nn.Module, side: int) -> tuple[int, int]:
+    """(narrowest, widest) input-gradient support along H of the output rows (centre column) that
+    stay off the border, all weights positive (every op here is linear)."""
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(p.abs() + 0.01)
+    m = m.double()
+    rows = m(torch.ones(1, 3, side, side, dtype=torch.float64)).shape[2]
+    widths = []
+    for row in range(rows):
+        x = torch.ones(1, 3, side, side, dtype=torch.float64, requires_grad=True)
+        out = m(x)
+        out[0, :, row, out.shape[3] // 2].sum().backward()
+        hit = torch.nonzero(x.grad[0].abs().sum(dim=(0, 2)) > 0).flatten()  # type: ignore[union-attr]
+        if int(hit.min()) > 0 and int(hit.max()) < side - 1:
+            widths.append(int(hit.max()) - int(hit.min()) + 1)
+    return min(widths), max(widths)
+
+
+@pytest.mark.parametrize("make_net, last", [(_Focus, "conv2"), (_PatchMerge, "conv2")])
+def test_strided_slices_are_windows_with_a_stride_not_unknown(make_net: Any, last: str, tmp_path: Path) -> None:
+    a = convscope.analyze(make_net(), input=(3, 32, 32))
+    assert not a.unknown_ops and a.totals.macs == flop_macs(make_net(), (3, 32, 32))
+    assert a.totals.params == sum(p.numel() for p in make_net().parameters())
+    assert a.layer(last).jump == (2, 2)
+    assert a.layer(last).rf_max[0] == _output_support(make_net(), 32)[1]  # type: ignore[index]
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(make_net().eval(), (torch.zeros(1, 3, 32, 32),), str(path), opset_version=17, dynamo=False)
+    o = convscope.analyze(str(path))
+    assert not o.unknown_ops and o.totals.macs == a.totals.macs and o.layer(last).rf_max == a.layer(last).rf_max

@@ -100,10 +100,10 @@ def _axis_map(node: Node, k: int, x: TensorInfo) -> Map:
         p = a.padding[k][0]  # type: ignore[union-attr]
         return lambda lo, hi: (lo - p, hi - p)
     if op is OpKind.SLICE and a.axis == node.out.spatial_axes[k]:  # type: ignore[union-attr]
-        start, last = a.start, a.stop - 1  # type: ignore[union-attr]
+        start, last, step = a.start, a.stop - 1, a.step  # type: ignore[union-attr]
         if a.reverse:  # type: ignore[union-attr]
             return lambda lo, hi: (last - hi, last - lo)
-        return lambda lo, hi: (start + lo, start + hi)
+        return lambda lo, hi: (start + lo * step, start + hi * step)
     return lambda lo, hi: (lo, hi)
 
 
@@ -237,6 +237,8 @@ def periods(node: Node, ins: list[tuple[int, int]], infos: list[TensorInfo]) -> 
             p *= a.factor  # type: ignore[union-attr]
         elif op is OpKind.PIXEL_UNSHUFFLE:
             p //= math.gcd(p, a.factor)  # type: ignore[union-attr]
+        elif op is OpKind.SLICE and a.step > 1 and a.axis == node.out.spatial_axes[k]:  # type: ignore[union-attr]
+            p //= math.gcd(p, a.step)  # type: ignore[union-attr]
         elif op in (OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL):
             n_in, n_out = x.spatial[k], node.out.spatial[k]
             if n_in % n_out or n_out > n_in:

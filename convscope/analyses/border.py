@@ -147,7 +147,8 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
     adaptive = any(n.op in (OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL) for n in graph.nodes)
     c = graph.input_shape[0]
     weighted = [n for n in graph.nodes if n.op in _WEIGHTED_SPATIAL and flaggable(n, [rfs[i] for i in n.inputs])]
-    fast = not adaptive and all(n.op in _FAST_OPS or not n.out.spatial_axes for n in graph.nodes)
+    fast = not adaptive and all((n.op in _FAST_OPS and not _spatial_slice(graph, n)) or not n.out.spatial_axes
+                                for n in graph.nodes)
     h0, w0 = graph.input_shape[1:]
     if fast and h0 == w0 and _spatial_sizes(graph, h0) is None:  # a map rebuilt from tokens: the sizes
         fast = False  # are not followed through the non-spatial ops between; infer the graph instead
@@ -234,6 +235,12 @@ _POINTWISE = frozenset({
 _FAST_OPS = _POINTWISE | {OpKind.INPUT, OpKind.CONV, OpKind.CONV_T, OpKind.MAXPOOL, OpKind.AVGPOOL,
                           OpKind.UPSAMPLE, OpKind.PAD, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
                           OpKind.PIXEL_SHUFFLE, OpKind.PIXEL_UNSHUFFLE}
+
+
+def _spatial_slice(graph: Graph, node: Node) -> bool:
+    """A slice of a spatial axis (a crop, x[..., ::2]): its size at another input is not a formula of
+    the sizes here; the graph is inferred again instead."""
+    return node.op is OpKind.SLICE and node.attrs.axis in graph.node(node.inputs[0]).out.spatial_axes  # type: ignore[union-attr]
 
 
 def _spatial_sizes(graph: Graph, r: int) -> dict[str, tuple[int, int]] | None:

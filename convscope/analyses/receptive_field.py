@@ -254,9 +254,20 @@ def _global(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[Pai
 
 
 @_rule(OpKind.BATCHNORM, OpKind.LRN, OpKind.ACT, OpKind.DROPOUT, OpKind.IDENTITY, OpKind.SCALE, OpKind.ADD,
-       OpKind.CONCAT, OpKind.SLICE, OpKind.CHANNEL_SHUFFLE, OpKind.PAD)
+       OpKind.CONCAT, OpKind.CHANNEL_SHUFFLE, OpKind.PAD)
 def _pointwise(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
     return _union(ins)
+
+
+@_rule(OpKind.SLICE)
+def _slice(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
+    # Every step-th position of a spatial axis: a 1-wide window with stride `step` (x[..., ::2]).
+    h, w = _union(ins)
+    a, x = node.attrs, infos[0]
+    if a.step == 1 or a.axis not in x.spatial_axes:  # type: ignore[union-attr]
+        return h, w
+    k = sorted(x.spatial_axes).index(a.axis)  # type: ignore[union-attr]
+    return (_grow(h, 0, a.step), w) if k == 0 else (h, _grow(w, 0, a.step))  # type: ignore[union-attr]
 
 
 @_rule(OpKind.MUL)
@@ -448,6 +459,9 @@ def _resamples(node: Node, infos: list[TensorInfo]) -> bool:
         return node.attrs.stride != (1, 1)  # type: ignore[union-attr]
     if node.op in (OpKind.UPSAMPLE, OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL):
         return bool(infos) and infos[0].spatial != node.out.spatial
+    if node.op is OpKind.SLICE:  # x[..., 1::2] beside x[..., ::2] (a Focus layer): paths whose positions
+        # are offset from each other, which (r, j) pairs do not see; followed position by position
+        return node.attrs.step > 1 and node.attrs.axis in infos[0].spatial_axes  # type: ignore[union-attr]
     return node.op is OpKind.PIXEL_SHUFFLE
 
 

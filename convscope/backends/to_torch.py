@@ -308,6 +308,9 @@ def _functional(node: Node, oracle: bool) -> Fn:
         s: O.SliceAttrs = a  # type: ignore[assignment]
         if s.reverse:
             return lambda t: t.narrow(s.axis + 1, s.start, s.stop - s.start).flip(s.axis + 1)
+        if s.step != 1:
+            index = (slice(None),) * (s.axis + 1) + (slice(s.start, s.stop, s.step),)
+            return lambda t: t[index]
         return lambda t: t.narrow(s.axis + 1, s.start, s.stop - s.start)
     if op is OpKind.FLATTEN:
         start = a.axis + 1  # type: ignore[union-attr]

@@ -225,10 +225,11 @@ def _permute(c: Any) -> TVal:
     return c.emit(OpKind.PERMUTE, O.PermuteAttrs(ir_perm), [x], bpos=bpos)
 
 
-def _slice(c: Any, x: TVal, d: int, start: int, stop: int, name: str | None = None, reverse: bool = False) -> TVal:
-    if start == 0 and stop == x.shape[d] and not reverse:
+def _slice(c: Any, x: TVal, d: int, start: int, stop: int, name: str | None = None, reverse: bool = False,
+           step: int = 1) -> TVal:
+    if start == 0 and stop == x.shape[d] and not reverse and step == 1:
         return x
-    return c.emit(OpKind.SLICE, O.SliceAttrs(x.ir_axis(d), start, stop, reverse), [x], name=name)
+    return c.emit(OpKind.SLICE, O.SliceAttrs(x.ir_axis(d), start, stop, reverse, step), [x], name=name)
 
 
 def _flip(c: Any) -> TVal:
@@ -285,12 +286,13 @@ def _getitem(c: Any) -> Any:
             start, stop, step = i.indices(size)
             reverse = step == -1 and stop < start
             if reverse:  # x[..., ::-1] or a part of it: the same positions, read backwards
-                start, stop = stop + 1, start + 1
-            elif step != 1 or stop <= start:
-                raise Unsupported(f"slice {i!r} (only contiguous, non-empty slices, forwards or backwards)")
+                start, stop, step = stop + 1, start + 1, 1
+            elif step < 1 or stop <= start:
+                raise Unsupported(f"slice {i!r} (only non-empty slices, forwards with any step or backwards "
+                                  "with step -1)")
             cur = _slice(c, cur, d, start, stop, name=c.name if not (dropped or inserted) else c.name + f".{d}",
-                         reverse=reverse)
-            out_shape.append(stop - start)
+                         reverse=reverse, step=step)
+            out_shape.append(len(range(start, stop, step)))
         else:
             raise Unsupported(f"index {i!r}")
         d += 1

@@ -233,6 +233,7 @@ class SliceAttrs:
     start: int
     stop: int
     reverse: bool = False  # read backwards (torch.flip, x[..., ::-1], an ONNX Slice with step -1)
+    step: int = 1  # every step-th position from start (x[..., ::2]: YOLOv5's Focus, Swin's patch merging)
 
 
 @dataclass(frozen=True, slots=True)

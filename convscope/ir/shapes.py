@@ -279,8 +279,10 @@ def _slice(a: O.SliceAttrs, inputs: Infos) -> TensorInfo:
     x = inputs[0]
     if not 0 <= a.axis < len(x.shape) or not 0 <= a.start < a.stop <= x.shape[a.axis]:
         raise ValueError(f"slice [{a.start}:{a.stop}] on axis {a.axis} does not fit shape {list(x.shape)}")
+    if a.step < 1 or (a.reverse and a.step != 1):
+        raise ValueError(f"slice step {a.step} (a step of 1 or more, forwards; backwards only step 1)")
     shape = list(x.shape)
-    shape[a.axis] = a.stop - a.start
+    shape[a.axis] = -(-(a.stop - a.start) // a.step)
     return TensorInfo(tuple(shape), x.channel_axis, x.spatial_axes)
 
 
