@@ -174,8 +174,8 @@ def _param_notes(lo: Lowering) -> tuple[list[str], int]:
     if lost:
         size = sum(lo.param_sizes[n] for n in lost)
         notes.append(f"{size} parameters in {len(lost)} tensors belong to layers that read a tensor convscope cannot "
-                     f"follow (see the unknown ops): counted in the total params, in no layer "
-                     f"(e.g. {', '.join(lost[:3])})")
+                     f"follow (see the unknown ops): counted in the total params, in no layer; those layers' "
+                     f"MACs and time are not counted, so the totals are lower bounds (e.g. {', '.join(lost[:3])})")
     if unused:
         size = sum(lo.param_sizes[n] for n in unused)
         notes.append(f"{size} parameters in {len(unused)} tensors are never used by forward: counted in the total "
