@@ -1216,3 +1216,30 @@ def test_strided_slices_are_windows_with_a_stride_not_unknown(make_net: Any, las
     torch.onnx.export(make_net().eval(), (torch.zeros(1, 3, 32, 32),), str(path), opset_version=17, dynamo=False)
     o = convscope.analyze(str(path))
     assert not o.unknown_ops and o.totals.macs == a.totals.macs and o.layer(last).rf_max == a.layer(last).rf_max
+
+
+class _Pyramid(nn.Module):
+    """Accepts only multiples of 8 px, as detectors check (an upsampled coarse map is added to a finer
+    one, YOLO's neck)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 8, 3, 2, 1), nn.Conv2d(8, 8, 3, 2, 1)
+        self.c4, self.c5 = nn.Conv2d(8, 8, 3, 1, 1), nn.Conv2d(8, 8, 3, 1, 1)
+        self.up = nn.Upsample(scale_factor=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 8 or x.shape[-2] % 8:
+            raise ValueError("the input side must be a multiple of 8")  # as detectors check it
+        p2 = self.c2(self.c1(x))
+        return self.c5(self.up(self.c4(self.c3(p2))) + p2)
+
+
+def test_the_feasible_range_of_a_model_that_takes_only_multiples_of_its_stride() -> None:
+    with pytest.raises(InputError):
+        convscope.analyze(_Pyramid(), input=(3, 60, 60))
+    lo, _ = convscope.analyze(_Pyramid(), input=(3, 64, 64)).feasible_resolution
+    assert lo is not None and lo % 8 == 0
+    weighted = ("conv",)
+    assert not [r for r in convscope.analyze(_Pyramid(), input=(3, lo, lo)).unproductive_layers() if r.op in weighted]
+    assert [r for r in convscope.analyze(_Pyramid(), input=(3, lo - 8, lo - 8)).unproductive_layers() if r.op in weighted]

@@ -176,9 +176,14 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
 
     if fast:  # cheap enough to try every resolution: a merge may only line up at some sizes (even
         # ones, multiples of 4: a U-Net, a pooled shortcut), so ok() need not stay True above its first r
+        refused = 0
         for r in range(need, limit + 1):
             if ok(r):
-                return r, hi
+                # a model may refuse sizes its layers would take (a detector checks for multiples of
+                # 32): the model itself is asked, up to a few dozen refusals
+                if at is None or refused >= 64 or at(r) is not None:
+                    return r, hi
+                refused += 1
         return None, hi
     # Output sizes grow monotonically with the input, so ok() is False up to some r and True after.
     # First guess: each kernel needs an input map larger than itself, i.e. r > k·(r0 / map size).
@@ -196,21 +201,43 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
         elif ok(guess + 1):
             return guess + 1, hi
     # Otherwise: exponential search for a working r, then bisection for the smallest.
+    found = _smallest(ok, need, limit, 8 if recaptured else 64)
+    if found is None and at is not None:  # a model that accepts only multiples of its total stride
+        step = _total_stride(rfs)  # (a detector whose heads are added to upsampled maps: 32 px)
+        if step > 1:
+            m = _smallest(lambda k: ok(k * step), -(-need // step), limit // step, 0)
+            found = None if m is None else m * step
+    return found, hi
+
+
+def _smallest(ok: Callable[[int], bool], need: int, limit: int, back: int) -> int | None:
+    """The smallest r >= need with ok(r), assuming ok stays True above it: doubling, then bisection,
+    then ``back`` sizes below (a size the bisection stepped over: see feasible_range)."""
     lo, r = need - 1, need
     while r <= limit and not ok(r):
         lo, r = r, r * 2
     if r > limit:
-        return None, hi
+        return None
     while r - lo > 1:
         mid = (lo + r) // 2
         if ok(mid):
             r = mid
         else:
             lo = mid
-    for smaller in range(max(need, r - (8 if recaptured else 64)), r):  # a size the bisection stepped over (see above)
+    for smaller in range(max(need, r - back), r):
         if ok(smaller):
-            return smaller, hi
-    return r, hi
+            return smaller
+    return r
+
+
+def _total_stride(rfs: dict[str, NodeRF]) -> int:
+    """The largest whole jump of any node (the network's total downsampling), 1 if none."""
+    best = 1
+    for x in rfs.values():
+        for v in x.jump or ():
+            if v is not None and v == int(v) and not math.isinf(v):
+                best = max(best, int(v))
+    return best
 
 
 def footprint(node: Node) -> tuple[int, int]:
