@@ -192,8 +192,11 @@ class Analysis:
 
     @property
     def all_unknown(self) -> bool:
-        """Every layer is an op convscope does not know: nothing to report (exit status 1)."""
-        return bool(self.layers) and all(r.is_unknown for r in self.layers)
+        """Every layer that does any work is an op convscope does not know (what is left only moves
+        data: a reshape around a Conv3d): nothing to report (exit status 1)."""
+        idle = [r for r in self.layers if not r.is_unknown]
+        return any(r.is_unknown for r in self.layers) and all(
+            r.params == 0 and r.macs == 0 and r.elementwise_ops == 0 for r in idle)
 
     def unproductive_layers(self) -> list[LayerRow]:
         return [r for r in self.layers if r.unproductive]

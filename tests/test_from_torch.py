@@ -1243,3 +1243,24 @@ def test_the_feasible_range_of_a_model_that_takes_only_multiples_of_its_stride()
     weighted = ("conv",)
     assert not [r for r in convscope.analyze(_Pyramid(), input=(3, lo, lo)).unproductive_layers() if r.op in weighted]
     assert [r for r in convscope.analyze(_Pyramid(), input=(3, lo - 8, lo - 8)).unproductive_layers() if r.op in weighted]
+
+
+class _Only3D(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv3d(1, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(x.unsqueeze(1)).squeeze(1)
+
+
+def test_a_model_whose_only_work_is_an_unknown_op_found_nothing_usable(tmp_path: Path, capsys: Any) -> None:
+    a = convscope.analyze(_Only3D(), input=(3, 16, 16))
+    assert a.all_unknown and [n for n, _ in a.unknown_ops] == ["c"]  # the reshapes around it do no work
+    f = tmp_path / "only3d.py"
+    f.write_text("import torch.nn as nn\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                 "        self.c = nn.Conv3d(1, 1, 3, padding=1)\n    def forward(self, x):\n"
+                 "        return self.c(x.unsqueeze(1)).squeeze(1)\ndef make():\n    return M()\n")
+    assert main(["analyze", f"{f}:make", "--input", "3,16,16"]) == 1
+    assert "every layer that computes something is an op convscope does not know" in capsys.readouterr().err
+    assert not convscope.analyze(_Extension(), input=(3, 16, 16)).all_unknown

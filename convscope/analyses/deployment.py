@@ -549,8 +549,9 @@ class _Runner:
             if n.analysis.all_unknown:
                 line, col = r.mark
                 where = f"{self.plan.file}:{line}:{col}" if line else self.plan.file
-                raise NothingUsable(f"{where}: candidate '{c.name}', {r.role} '{r.ref}': every layer is an op "
-                                    "convscope does not know, so it has no cost or latency to compare")
+                raise NothingUsable(f"{where}: candidate '{c.name}', {r.role} '{r.ref}': every layer that "
+                                    "computes something is an op convscope does not know, so it has no cost or "
+                                    "latency to compare")
         result = combine(c, nets)
         return replace(result, notes=result.notes + self._resized_heads(c, placed) + _lower_bounds(nets))
 

@@ -99,7 +99,7 @@ def _advice(args: argparse.Namespace) -> Advice:
 def run(args: argparse.Namespace) -> int:
     adv = _advice(args)
     if adv.base.all_unknown:
-        raise NothingUsable(f"{args.model}: every layer is an op convscope does not know")
+        raise NothingUsable(f"{args.model}: every layer that computes something is an op convscope does not know")
     written, unwritten = None, None
     if args.write:
         try:
