@@ -1264,3 +1264,18 @@ def test_a_model_whose_only_work_is_an_unknown_op_found_nothing_usable(tmp_path:
     assert main(["analyze", f"{f}:make", "--input", "3,16,16"]) == 1
     assert "every layer that computes something is an op convscope does not know" in capsys.readouterr().err
     assert not convscope.analyze(_Extension(), input=(3, 16, 16)).all_unknown
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.c(x) * t
+
+
+def test_a_forward_that_needs_a_second_argument_is_told_how_to_wrap_it() -> None:
+    with pytest.raises(InputError, match="missing 1 required positional argument: 't'; convscope calls forward with "
+                                         "one image tensor: wrap the model"):
+        convscope.analyze(_TwoInputs(), input=(3, 16, 16))

@@ -106,9 +106,17 @@ def check_backend(backend: str) -> str:
     return backend
 
 
+DENSE_GROUP = 16  # output channels per group from which a grouped conv runs like a dense one
+
+
 def op_class(node: Node) -> OpClass:
+    """The op class whose peak bounds the node.  A grouped convolution is slow where each group is
+    thin (depthwise, ResNeXt's 4 channels per group: few MACs per weight loaded); with many channels
+    per group (AlexNet's two halves) it is a dense convolution run twice."""
     if node.op in (OpKind.CONV, OpKind.CONV_T):
-        return OpClass.CONV if node.attrs.groups == 1 else OpClass.GROUPED  # type: ignore[union-attr]
+        a = node.attrs
+        thin = a.groups > 1 and a.out_channels // a.groups < DENSE_GROUP  # type: ignore[union-attr]
+        return OpClass.GROUPED if thin else OpClass.CONV
     return _CLASS_OF.get(node.op, OpClass.ELEMENTWISE)
 
 

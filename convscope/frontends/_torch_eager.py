@@ -227,10 +227,15 @@ def eager_trace(module: nn.Module, lo: Lowering, shape: tuple[int, ...]) -> Any:
     except ConvscopeError:
         raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's forward may raise anything
+        if isinstance(exc, TypeError) and "required positional argument" in str(exc):
+            hint = ("; convscope calls forward with one image tensor: wrap the model in a module whose forward "
+                    "takes the image alone and fixes the other arguments")
+        else:
+            hint = ("; is --input right, and does the forward work for any batch size (x.flatten(1), "
+                    "not x.view(1, -1))?")
         raise InputError(f"{lo.b.name}: running the model on a zero input of shape {list(shape)} (a batch of {B}, "
                          f"to tell the batch axis from the others) failed: {type(exc).__name__}: {exc}"
-                         "; is --input right, and does the forward work for any batch size (x.flatten(1), "
-                         "not x.view(1, -1))?") from None
+                         + hint) from None
     finally:
         for h in hooks:
             h.remove()
