@@ -279,3 +279,12 @@ def test_a_profile_may_have_no_per_kernel_overhead() -> None:
     p = profile(conv=100, bw=1e6, over=0)
     macs = 256 * 256 * 9 * 56 * 56
     assert analytic(BIG_CONV, p).ms == pytest.approx(2 * macs / 100e9 * 1e3, rel=1e-9)
+
+
+def test_a_grouped_conv_with_wide_groups_runs_like_a_dense_one_on_a_cpu_runtime() -> None:
+    halves = net("  - conv: {out: 256, k: 3, g: 2, name: c}\n", "[96, 27, 27]")  # AlexNet's conv2
+    ks = {b: kernels(halves, b)[0].op_class for b in ("torch", "onnxruntime", "tflite", "cuda")}
+    assert ks == {"torch": OpClass.CONV, "onnxruntime": OpClass.CONV, "tflite": OpClass.CONV, "cuda": OpClass.GROUPED}
+    thin = net("  - conv: {out: 128, k: 3, g: 32, name: c}\n", "[128, 28, 28]")  # ResNeXt's 4 per group
+    assert all(kernels(thin, b)[0].op_class is OpClass.GROUPED for b in ("torch", "tflite", "cuda"))
+    assert kernels(DW, "tflite")[0].op_class is OpClass.GROUPED

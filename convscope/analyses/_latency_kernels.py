@@ -79,12 +79,15 @@ class FusionRules:
     conv_add: bool = False  # a residual add after a conv runs in the conv's epilogue
     const_fold: bool = False  # a network with an input-independent output folds to a constant
     linear_acts: frozenset[str] = frozenset()  # activations fused into a preceding linear (Gemm, FullyConnected)
+    # output channels per group from which a grouped conv runs like a dense one (None: never); a GPU's
+    # grouped kernels stay slow on wide groups at batch 32/64 (measured: FBNet on five GPUs)
+    dense_group: int | None = 16
 
 
 _ORT_ACTS = frozenset({"relu", "relu6", "sigmoid", "tanh", "leaky_relu", "hsigmoid"})
 FUSION: dict[str, FusionRules] = {
     "torch": FusionRules(),
-    "cuda": FusionRules(),
+    "cuda": FusionRules(dense_group=None),
     "onnxruntime": FusionRules(fold_bn=True, conv_acts=_ORT_ACTS, conv_add=True, linear_acts=_ORT_ACTS),
     "tflite": FusionRules(fold_bn=True, conv_acts=frozenset({"relu", "relu6"}),
                           add_acts=frozenset({"relu", "relu6"}), const_fold=True,
@@ -106,17 +109,15 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-DENSE_GROUP = 16  # output channels per group from which a grouped conv runs like a dense one
-
-
-def op_class(node: Node) -> OpClass:
+def op_class(node: Node, dense_group: int | None = None) -> OpClass:
     """The op class whose peak bounds the node.  A grouped convolution is slow where each group is
-    thin (depthwise, ResNeXt's 4 channels per group: few MACs per weight loaded); with many channels
-    per group (AlexNet's two halves) it is a dense convolution run twice."""
+    thin (depthwise, ResNeXt's 4 channels per group: few MACs per weight loaded); on a CPU runtime,
+    one with ``dense_group`` or more output channels per group (AlexNet's two halves, FBNet's g2
+    blocks) is a dense convolution run once per group."""
     if node.op in (OpKind.CONV, OpKind.CONV_T):
         a = node.attrs
-        thin = a.groups > 1 and a.out_channels // a.groups < DENSE_GROUP  # type: ignore[union-attr]
-        return OpClass.GROUPED if thin else OpClass.CONV
+        wide = dense_group is not None and a.out_channels // a.groups >= dense_group  # type: ignore[union-attr]
+        return OpClass.CONV if a.groups == 1 or wide else OpClass.GROUPED  # type: ignore[union-attr]
     return _CLASS_OF.get(node.op, OpClass.ELEMENTWISE)
 
 
@@ -202,7 +203,7 @@ def _kernel(graph: Graph, group: list[Node], c: CostResult, batch: int, dtype: D
         nc = c.of(g.name).cost
         if g.op is OpKind.BATCHNORM and len(group) > 1 and rules.fold_bn:
             continue  # folded into the conv's weights and bias: no work left at run time
-        cls = op_class(g)
+        cls = op_class(g, rules.dense_group)
         if cls is OpClass.DATA:
             continue
         if nc.macs:
@@ -217,7 +218,7 @@ def _kernel(graph: Graph, group: list[Node], c: CostResult, batch: int, dtype: D
     written = c.of(group[-1].name).bytes_written
     head = group[0]
     groups = head.attrs.groups if head.op in (OpKind.CONV, OpKind.CONV_T) else 1  # type: ignore[union-attr]
-    return Kernel(group[0].name, tuple(g.name for g in group), op_class(group[0]),
+    return Kernel(group[0].name, tuple(g.name for g in group), op_class(group[0], rules.dense_group),
                   tuple(sorted(flops.items(), key=lambda kv: kv[0].value)), read + weights + written,
                   _signature(graph, group, batch, dtype), groups)
 
