@@ -4,6 +4,7 @@ demand or refused, and a real (small) calibration feeding `analyze`."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,9 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def quiet(monkeypatch: pytest.MonkeyPatch) -> None:
     """Behaviour, not speed: other processes on a shared test machine must not make runs 'disturbed'."""
     monkeypatch.setattr(itf, "disturbance", lambda a, b, **kw: itf.Disturbance(0.0, 0.0, 0.0, False))
+    import convscope.backends.calibrate as cal
+
+    monkeypatch.setattr(cal, "UNSTEADY", math.inf)  # nor a run that a busy machine made bimodal
 
 
 def fill(graph, scale: float = 1.1, per_node: float = 0.002, fixed: float = 0.05, skip: int = 0,  # type: ignore[no-untyped-def]

@@ -122,6 +122,9 @@ def _runner_for(g: Graph, backend: str, batch: int, dtype: str, threads: int) ->
                    threads=threads, label="")
 
 
+UNSTEADY = 1.5  # median / p10 above which a kernel's samples hold two modes (a disturbed run)
+
+
 class Busy(Exception):
     """Too few undisturbed samples: other processes kept taking CPU time."""
 
@@ -154,7 +157,7 @@ def time_kernel(g: Graph, *, backend: str, batch: int, dtype: str, threads: int,
     if t.mixed or not t.clean:
         raise Busy(f"{len(t.disturbed)} of {len(t.disturbed) + len(t.clean)} samples disturbed")
     med, p10, p90 = t.quantiles()
-    if med > 1.5 * p10 and med - p10 > 0.05:  # two modes: an interruption the signals did not see
+    if med > UNSTEADY * p10 and med - p10 > 0.05:  # two modes: an interruption the signals did not see
         raise Busy(f"unsteady samples: median {med:.3f} ms, p10 {p10:.3f} ms")
     return LayerTiming(med, p10, p90, len(t.used))
 
