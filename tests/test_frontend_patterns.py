@@ -232,9 +232,10 @@ def test_fixed_weights_in_a_spec_round_trip() -> None:
     from convscope.frontends.to_spec import graph_to_spec_text
 
     g = graph_from_spec_text("name: f\ninput: [3, 16, 16]\nlayers:\n  - conv: {out: 4, k: 3, bias: true}\n"
-                             "  - conv: {out: 4, k: 3, g: 4, fixed: true, bias: true, name: blur}\n", file="f.yaml")
+                             "  - conv: {out: 4, k: 3, g: 4, fixed: true, bias: true, name: blur}\n"
+                             "  - convT: {out: 4, k: 2, s: 2, g: 4, fixed: true, bias: true, name: up}\n", file="f.yaml")
     a = analyze_graph(g)
-    assert a.layer("blur").params == 4  # the bias only
+    assert a.layer("blur").params == 4 and a.layer("up").params == 4  # the biases only
     assert torch_params(g) == a.totals.params
     back = graph_from_spec_text(graph_to_spec_text(g), file="w.yaml")
     assert analyze_graph(back).totals == a.totals and back.node("blur").attrs.fixed  # type: ignore[union-attr]

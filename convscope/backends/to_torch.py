@@ -115,8 +115,13 @@ def _module_for(node: Node, graph: Graph, oracle: bool) -> nn.Module | None:
         pad = _pad_args(a.padding)
         if pad is None:
             raise ConvscopeError(f"layer '{node.name}': asymmetric padding on a transposed conv cannot be built")
-        return nn.ConvTranspose2d(x.shape[0], a.out_channels, a.kernel, a.stride, pad, a.output_padding,
-                                  a.groups, a.bias, a.dilation)
+        convT = nn.ConvTranspose2d(x.shape[0], a.out_channels, a.kernel, a.stride, pad, a.output_padding,
+                                   a.groups, a.bias, a.dilation)
+        if a.fixed:  # a constant upsampling kernel (bilinear weights): a buffer, as for a conv
+            w = convT.weight.detach()
+            del convT.weight
+            convT.register_buffer("weight", w)
+        return convT
     if op in (OpKind.MAXPOOL, OpKind.AVGPOOL):
         assert isinstance(a, O.PoolAttrs)
         pad = _pad_args(a.padding)
