@@ -1104,6 +1104,13 @@ def test_an_interpolation_to_another_maps_size_has_exact_rf_and_a_stable_feasibl
     assert _widest_row_support(_SizedFPN(), side) == 11
 
 
+@pytest.mark.parametrize("side", [9, 10])
+def test_an_interpolation_to_another_maps_size_on_an_image_smaller_than_the_receptive_field(side: int) -> None:
+    # 3 -> 5 px: PyTorch maps [0, 0, 1, 1, 2] and clamps; a position past the map reads no 4th source
+    a = convscope.analyze(_SizedFPN(), input=(3, side, side))
+    assert a.feasible_resolution == (7, 11) and tuple(a.layer("head").rf_max) == (11, 11)
+
+
 class _GRN(nn.Module):
     """ConvNeXt-V2's global response norm, in the forms reference code writes it."""
 

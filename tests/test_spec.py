@@ -466,3 +466,11 @@ def test_what_is_valid_but_probably_a_slip_is_a_note_with_its_place(case: str, n
     g = graph_from_spec_text(case, file="net.yaml")
     assert any(n.startswith("net.yaml") and note in n for n in g.meta_dict()["notes"]), g.meta_dict()
     assert [n.op.value for n in g.nodes] == ["input", "conv"]  # nothing merged
+
+
+def test_an_auto_shortcut_keeps_the_bodys_stride_on_a_one_pixel_map() -> None:
+    text = ("name: lo\ninput: [3, {s}, {s}]\nlayers:\n  - conv: {{out: 4, k: 3}}\n"
+            "  - residual:\n      body: [conv: {{out: 8, k: 3, s: 2}}]\n")
+    for side in (1, 2, 32):
+        g = graph_from_spec_text(text.format(s=side))
+        assert g.node("layers.1.downsample.0").attrs.stride == (2, 2), side  # the same graph at every size

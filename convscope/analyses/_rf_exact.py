@@ -77,16 +77,27 @@ def _axis_map(node: Node, k: int, x: TensorInfo) -> Map:
         inv, span = resample_inv(a, k, n_in, n_out), UPSAMPLE_SPAN[a.mode]
         num, den = inv.numerator, inv.denominator
         if span == 0:  # nearest: floor(o · in/out)
-            return lambda lo, hi: (lo * num // den, hi * num // den)
-        below, above = (span - 1) // 2, (span + 1) // 2
-        aligned = a.align_corners
+            base: Map = lambda lo, hi: (lo * num // den, hi * num // den)  # noqa: E731
+        else:
+            below, above = (span - 1) // 2, (span + 1) // 2
+            aligned = a.align_corners
 
-        def taps(o: int) -> Interval:  # the positions the coordinate src of output o weighs (nonzero)
-            # src = o·inv (aligned corners) or (o + 1/2)·inv - 1/2, as the fraction n / d
-            n, d = (o * num, den) if aligned else ((2 * o + 1) * num - den, 2 * den)
-            fl = n // d
-            return (fl, fl) if n % d == 0 else (fl - below, fl + above)
-        return lambda lo, hi: (taps(lo)[0], taps(hi)[1])
+            def taps(o: int) -> Interval:  # the positions the coordinate src of output o weighs (nonzero)
+                # src = o·inv (aligned corners) or (o + 1/2)·inv - 1/2, as the fraction n / d
+                n, d = (o * num, den) if aligned else ((2 * o + 1) * num - den, 2 * den)
+                fl = n // d
+                return (fl, fl) if n % d == 0 else (fl - below, fl + above)
+            base = lambda lo, hi: (taps(lo)[0], taps(hi)[1])  # noqa: E731
+        if a.scale is not None:
+            return base
+        # Resampled to a size (12 -> 23 px): no pattern repeats past the map, and PyTorch clamps the
+        # source index to the input's last position; so do positions beyond the map here.
+        last = n_in - 1
+
+        def clamped(lo: int, hi: int) -> Interval | None:
+            got = base(lo, hi)
+            return None if got is None else (min(max(got[0], 0), last), min(max(got[1], 0), last))
+        return clamped
     if op is OpKind.PIXEL_SHUFFLE:
         r = a.factor  # type: ignore[union-attr]
         return lambda lo, hi: (lo // r, hi // r)

@@ -484,7 +484,9 @@ class _Walker:
         body = self._body_stride(x, y)
         strides = []
         for axis, (size, out) in enumerate(zip(xi.shape[1:], yi.shape[1:])):
-            fit = [s for s in range(1, size + 1) if (size - 1) // s + 1 == out]
+            # the body's stride fits a 1-px map too (1 -> 1): kept, so the graph is the same at every size
+            top = max(size, body[axis] if body else 1)
+            fit = [s for s in range(1, top + 1) if (size - 1) // s + 1 == out]
             if not fit:
                 a.error(None, f"residual: auto shortcut cannot map {list(xi.shape)} to {list(yi.shape)} "
                               "with a strided 1x1 convolution")
