@@ -104,18 +104,34 @@ def productivity(graph: Graph, rf: RFResult | None = None, *, among: frozenset[s
 
 
 def _last_spatial(graph: Graph, rfs: dict[str, NodeRF]) -> NodeRF | None:
-    """The receptive field of the last spatial layer; None when it is unknown (an op convscope does
-    not know lies before it: the range's top is then not known either, never an earlier layer's)."""
-    last = None
-    for node in graph.nodes:
-        x = rfs[node.name]
-        if not node.out.spatial_axes or x.constant or node.op is OpKind.INPUT:
-            continue
-        if not x.known:
-            last = None
-        elif not x.is_global:
-            last = x
-    return last
+    """The receptive field of the last spatial layer before the output; None when it is unknown (an
+    op convscope does not know lies before it: the range's top is then not known either, never an
+    earlier layer's).  With several outputs (heads), each output's own last spatial layer, and of
+    those the one that sees most: what the graph computes, not the order its layers are written in."""
+    found: list[NodeRF] = []
+    for out in graph.outputs:
+        keep = {out}
+        for node in reversed(graph.nodes):  # the output's ancestors
+            if node.name in keep:
+                keep.update(node.inputs)
+        last = None
+        for node in graph.nodes:
+            x = rfs[node.name]
+            if node.name not in keep or not node.out.spatial_axes or x.constant or node.op is OpKind.INPUT:
+                continue
+            if not x.known:
+                last = None
+            elif not x.is_global:
+                last = x
+        if last is None and any(not rfs[n].known for n in keep):
+            return None
+        if last is not None:
+            found.append(last)
+    return max(found, key=_widest, default=None)
+
+
+def _widest(x: NodeRF) -> float:
+    return max((float(v) for v in (x.rf_max_finite or ()) if v is not None), default=0.0)
 
 
 def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 8192,
