@@ -474,3 +474,28 @@ def test_an_auto_shortcut_keeps_the_bodys_stride_on_a_one_pixel_map() -> None:
     for side in (1, 2, 32):
         g = graph_from_spec_text(text.format(s=side))
         assert g.node("layers.1.downsample.0").attrs.stride == (2, 2), side  # the same graph at every size
+
+
+def test_from_a_named_block_call_residual_or_repeat_takes_its_output() -> None:
+    g = graph_from_spec_text("""\
+name: bn
+input: [3, 16, 16]
+blocks:
+  two:
+    layers:
+      - conv: {out: 4, k: 3}
+      - relu
+layers:
+  - two: {name: t}
+  - conv: {out: 4, k: 1, name: x}
+  - add: {from: [t, x]}
+  - repeat: 2
+    name: rp
+    layers: [conv: {out: 4, k: 3}]
+  - residual:
+      body: [conv: {out: 4, k: 3}]
+    name: r
+  - concat: {from: [rp, r, t], name: cat}
+""")
+    assert g.node("layers.2.add").inputs == ("t.1.relu", "x")
+    assert g.node("cat").inputs == ("rp.1.0.conv", "r.add", "t.1.relu")

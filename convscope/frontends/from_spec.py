@@ -267,6 +267,7 @@ class _Walker:
         # a residual whose add sits outside its own scope (``layer3.0`` -> ``layer3.add``): a cut at
         # the scope means the residual's output, not the last layer of its body
         self.scope_outputs: dict[str, str] = {}
+        self.item_outputs: dict[str, str] = {}  # a named composite item (block call, residual…) -> its output
         self.notes: list[str] = [] if notes is None else notes  # valid but probably a slip (the graph's notes)
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -295,6 +296,8 @@ class _Walker:
         for cand in (_join(ns, ref), ref):
             if cand in self.builder or (key == "shares" and self.builder.has_scope(cand)):
                 return cand
+            if key != "shares" and cand in self.item_outputs:
+                return self.item_outputs[cand]
         later = f"name: {ref}" in self.text or f"name: '{ref}'" in self.text or f'name: "{ref}"' in self.text
         if later:
             rule = ("a layer can only take earlier layers as input (this would make a cycle)" if key == "from"
@@ -384,12 +387,17 @@ class _Walker:
             if key not in SIMPLE_OPS:
                 fail(self.file, mark, f"'shares' applies to a single op (conv, linear, bn…), not to '{key}'")
             owner = self.resolve(shares, ns, mark, key="shares")
-        if key == "residual":
-            return self._residual(args, j, inputs[0] if inputs else x, ns, path, env, stack, amark, item_name, scope)
-        if key == "parallel":
-            return self._parallel(args, j, inputs[0] if inputs else x, ns, path, env, stack, amark, item_name, scope)
-        if key in self.blocks:
-            return self._call(key, args, j, inputs[0] if inputs else x, ns, path, stack, amark, item_name, scope)
+        if key in ("residual", "parallel") or key in self.blocks:
+            start = inputs[0] if inputs else x
+            if key == "residual":
+                out = self._residual(args, j, start, ns, path, env, stack, amark, item_name, scope)
+            elif key == "parallel":
+                out = self._parallel(args, j, start, ns, path, env, stack, amark, item_name, scope)
+            else:
+                out = self._call(key, args, j, start, ns, path, stack, amark, item_name, scope)
+            if item_name:  # `from: NAME` of a named block call, residual or parallel: its output
+                self.item_outputs[_join(ns, item_name)] = out
+            return out
         if key in SIMPLE_OPS:
             if inputs is not None and len(inputs) > 1 and key not in ("add", "mul", "concat"):
                 fail(self.file, mark, f"{key} takes one input, but 'from' names {len(inputs)}")
@@ -432,6 +440,8 @@ class _Walker:
         for k in range(n):
             copy = f"{rscope}.{start + k}"
             x = self.walk_list(_as_list(layers), x, copy, copy, env, stack, scope=copy)
+        if name:
+            self.item_outputs[rscope] = x
         return x
 
     def _residual(self, args: Any, j: int, x: str, ns: str, path: str, env: Mapping[str, Any],
