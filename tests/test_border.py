@@ -130,7 +130,6 @@ def test_feasible_lower_bound_of_a_network_that_only_runs_at_even_sizes() -> Non
 def test_the_feasible_range_is_whole_resolutions_behind_an_upsampling() -> None:
     """Behind an upsampling the jump is a fraction (j/f) but rf_max, found position by position, is
     whole, and so is the feasible range (FORMATS.md §4 shows whole numbers)."""
-    from convscope.analyses.border import feasible_range
     from convscope.frontends.from_spec import graph_from_spec_text
 
     g = graph_from_spec_text("name: u\ninput: [1, 32, 32]\nlayers:\n  - conv: {out: 4, k: 3}\n"
@@ -146,7 +145,6 @@ def test_the_feasible_range_is_whole_resolutions_behind_an_upsampling() -> None:
 def test_a_transposed_convolution_is_fully_connected_only_when_its_footprint_covers_its_input() -> None:
     """A 4x4 stride-2 transposed kernel reads 2x2 inputs per output: on a 4x4 map it does not act
     as a fully connected layer (each output sees a quarter of the map); on a 2x2 map it does."""
-    from convscope.analyses.border import feasible_range
     from convscope.frontends.from_spec import graph_from_spec_text
 
     spec = "name: d\ninput: [4, {r}, {r}]\nlayers:\n  - convT: {{out: 4, k: 4, s: 2, p: 1, name: up}}\n"

@@ -200,9 +200,9 @@ def test_row_shapes_merges_and_what_the_fit_assumes_are_said(tmp_path: Path) -> 
     nets = write_nets(tmp_path, SHAPES[:6])
     ms = [analytic(load_graph(str(n)), TRUE).ms for n in nets]
     body = "".join(f"nets/{n.name},{m}\n" for n, m in zip(nets, ms))
-    assert "t.csv:3" in _err(tmp_path, f"network,latency_ms\nnets/n0.yaml,3\nnets/n1.yaml\n" + body) \
-        and "no latency_ms value" in _err(tmp_path, f"network,latency_ms\nnets/n0.yaml,3\nnets/n1.yaml\n" + body)
-    msg = _err(tmp_path, f"network,latency_ms\nnets/n0.yaml,3,1,3,64,64\n" + body)
+    assert "t.csv:3" in _err(tmp_path, "network,latency_ms\nnets/n0.yaml,3\nnets/n1.yaml\n" + body) \
+        and "no latency_ms value" in _err(tmp_path, "network,latency_ms\nnets/n0.yaml,3\nnets/n1.yaml\n" + body)
+    msg = _err(tmp_path, "network,latency_ms\nnets/n0.yaml,3,1,3,64,64\n" + body)
     assert "t.csv:2" in msg and "the row has 6 fields, the header 2" in msg
     csv = tmp_path / "dup.csv"
     csv.write_text("network,latency_ms\n" + body + f"nets/n0.yaml,{ms[0] * 1.05}\n")

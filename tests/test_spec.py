@@ -499,3 +499,21 @@ layers:
 """)
     assert g.node("layers.2.add").inputs == ("t.1.relu", "x")
     assert g.node("cat").inputs == ("rp.1.0.conv", "r.add", "t.1.relu")
+
+
+@pytest.mark.parametrize("outputs, message", [("[zz]", "'outputs': no layer named 'zz'"),
+                                              ("[a, a]", "'outputs' lists 'a' more than once")])
+def test_bad_outputs_name_the_key(outputs: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "o.yaml"
+    p.write_text(f"name: o\ninput: [3, 8, 8]\nlayers:\n  - conv: {{out: 4, k: 3, name: a}}\noutputs: {outputs}\n")
+    assert main(["analyze", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert f"{p}:5:10: {message}" in err
+
+
+def test_an_expression_too_long_to_evaluate_is_a_spec_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "e.yaml"
+    p.write_text("name: e\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {c: 4}\n    layers:\n"
+                 f"      - conv: {{out: \"${{c{'+1' * 3000}}}\", k: 3}}\nlayers:\n  - b\n")
+    assert main(["analyze", str(p)]) == 2
+    assert "is too long or nested too deeply to evaluate" in capsys.readouterr().err

@@ -57,9 +57,12 @@ def _substitute_str(text: str, env: Mapping[str, Any]) -> Any:
         body = body[1:-1]
     try:
         tree = ast.parse(body.strip(), mode="eval")
+        return _eval(tree, env, text)
     except SyntaxError:
         raise ValueError(f"'{text}' is not a valid expression") from None
-    return _eval(tree, env, text)
+    except (RecursionError, MemoryError):
+        raise ValueError(f"the expression '{text[:40]}…' ({len(text)} characters) is too long or nested too "
+                         "deeply to evaluate") from None
 
 
 _INSIDE = re.compile(r"\$(\{[^{}]*\}|[A-Za-z_][A-Za-z0-9_]*)")
@@ -92,7 +95,7 @@ def _expr_names(body: str) -> set[str]:
     parse (the substitution itself says so, where it is used)."""
     try:
         tree = ast.parse(body.strip(), mode="eval")
-    except SyntaxError:
+    except (SyntaxError, RecursionError, MemoryError):
         return set()
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
 

@@ -100,7 +100,10 @@ def graph_from_spec_data(data: Any, *, file: str = "<spec>", input_shape: Sequen
         outs = top["outputs"]
         if not isinstance(outs, list) or not outs or not all(isinstance(o, str) for o in outs):
             fail(file, top.vmark("outputs"), "'outputs' must be a list of layer names")
-        outputs = [walker.resolve(o, "", top.vmark("outputs")) for o in outs]
+        outputs = [walker.resolve(o, "", top.vmark("outputs"), key="outputs") for o in outs]
+        twice = [o for o in dict.fromkeys(outputs) if outputs.count(o) > 1]
+        if twice:
+            fail(file, top.vmark("outputs"), f"'outputs' lists '{twice[0]}' more than once")
     meta: dict[str, Any] = {"source": file}
     if notes:
         meta["notes"] = tuple(dict.fromkeys(notes))
@@ -298,6 +301,9 @@ class _Walker:
                 return cand
             if key != "shares" and cand in self.item_outputs:
                 return self.item_outputs[cand]
+        if key == "outputs":
+            fail(self.file, mark, f"'outputs': no layer named '{ref}' (a layer's name, or a generated one "
+                                  "such as layers.3.conv)")
         later = f"name: {ref}" in self.text or f"name: '{ref}'" in self.text or f'name: "{ref}"' in self.text
         if later:
             rule = ("a layer can only take earlier layers as input (this would make a cycle)" if key == "from"
