@@ -330,7 +330,8 @@ def fit_csv(path: str | os.PathLike[str], profile: DeviceProfile, backend: str, 
 @lru_cache(maxsize=32)
 def _fit_cached(path: str, _mtime: int, _size: int, _key: str, profile: DeviceProfile, backend: str,
                 dtype: str) -> FittedModel:
-    merged = _merged(read_csv(path), path)
+    raw = read_csv(path)
+    merged = _merged(raw, path)
     rows = [r for r, _ in merged]
     if len(rows) < MIN_ROWS:
         raise SpecError(f"{len(rows)} different measured network(s); the fitted tier needs at least {MIN_ROWS} "
@@ -351,7 +352,7 @@ def _fit_cached(path: str, _mtime: int, _size: int, _key: str, profile: DevicePr
                        tuple((r.ref, r.latency_ms, p) for r, p in zip(rows, pred)),
                        band_from_ratios(_loo([nets[i] for i in kept], y[kept])), float(np.sqrt(np.mean(rel**2))),
                        tuple(f"{rows[i].ref} (measured {y[i]:.3g} ms, the fit gives {pred[i]:.3g})" for i in out),
-                       len(read_csv(path)) - len(rows), tuple(sorted({r.batch for r in rows})))
+                       len(raw) - len(rows), tuple(sorted({r.batch for r in rows})))
 
 
 def fitted(graph: Graph, profile: DeviceProfile, csv_path: str | os.PathLike[str], *, backend: str, batch: int,

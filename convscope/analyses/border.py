@@ -196,8 +196,8 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
         for r in range(need, limit + 1):
             if ok(r):
                 # a model may refuse sizes its layers would take (a detector checks for multiples of
-                # 32): the model itself is asked, up to a few dozen refusals
-                if at is None or refused >= 64 or at(r) is not None:
+                # 32): the model itself is asked (it took its own size already), up to a few dozen refusals
+                if at is None or refused >= 64 or (r, r) == (h0, w0) or at(r) is not None:
                     return r, hi
                 refused += 1
         return None, hi

@@ -107,8 +107,9 @@ def graph_from_spec_data(data: Any, *, file: str = "<spec>", input_shape: Sequen
     meta: dict[str, Any] = {"source": file}
     if notes:
         meta["notes"] = tuple(dict.fromkeys(notes))
-    if walker.scope_outputs:
-        meta[SCOPE_OUTPUTS] = tuple(sorted(walker.scope_outputs.items()))
+    ends = {s: out for s, out in walker.item_outputs.items() if not out.startswith(s + ".")}
+    if ends:  # what a cut at such a scope means (the scope's last node would be inside a residual's body)
+        meta[SCOPE_OUTPUTS] = tuple(sorted(ends.items()))
     for key in ("classes", "description"):
         if key in top:
             meta[key] = top[key]
@@ -267,10 +268,10 @@ class _Walker:
         self.builder = builder
         self.generated: dict[str, str] = {}  # names convscope chose for layers the spec implies
         self.claimed: set[str] = set()  # prefixes a residual has taken for its downsample and add
-        # a residual whose add sits outside its own scope (``layer3.0`` -> ``layer3.add``): a cut at
-        # the scope means the residual's output, not the last layer of its body
-        self.scope_outputs: dict[str, str] = {}
-        self.item_outputs: dict[str, str] = {}  # a named composite item (block call, residual…) -> its output
+        # the scope of a composite item (a named block call, residual, parallel or repeat; every
+        # residual, whose add may sit outside its scope: ``layer3.0`` -> ``layer3.add``) -> its output:
+        # what `from: NAME` reads and what a trunk cut at the scope ends at
+        self.item_outputs: dict[str, str] = {}
         self.notes: list[str] = [] if notes is None else notes  # valid but probably a slip (the graph's notes)
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -475,8 +476,8 @@ class _Walker:
                           f"{list(b.info(sc).shape)} cannot be added")
         out = self.add(f"{prefix}.add", OpKind.ADD, O.NoAttrs(), (y, sc), mark,
                        generated=f"the residual's add at {self.file}:{mark[0]}:{mark[1]}")
-        if s and not out.startswith(s + "."):
-            self.scope_outputs[s] = out
+        if s:
+            self.item_outputs[s] = out
         return out
 
     def _residual_prefix(self, s: str, child_ns: str, name: str | None) -> str:
