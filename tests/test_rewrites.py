@@ -267,6 +267,37 @@ def test_depth_warning_fires_on_two_layers_and_not_on_resnet18() -> None:
         assert adv.depth.warnings == () and adv.depth.spatial_layers == 17
 
 
+# The deep head is written first, a one-conv side head after it: the coverage is what the deep head
+# sees (its rf_max), never that of whichever spatial layer happens to be written last.
+TWO_HEADS = """\
+name: two-heads
+input: [3, 32, 32]
+layers:
+  - conv: {out: 8, k: 3, s: 2, name: a}
+  - conv: {out: 8, k: 3, s: 2, name: b}
+  - conv: {out: 8, k: 3, s: 2, name: c}
+  - conv: {out: 8, k: 3, name: d}
+  - gap
+  - linear: {out: 10, name: deep}
+  - conv: {out: 8, k: 3, name: side, from: input}
+  - gap
+  - linear: {out: 2, name: shallow}
+outputs: [deep, shallow]
+"""
+
+
+def test_depth_coverage_follows_the_outputs_not_the_file_order() -> None:
+    g = _net(TWO_HEADS)
+    a = analyze(g)
+    want = a.layer("d").rf_max[0] / 32
+    assert want > 0.5
+    adv = suggest_graph(g, only=["truncate"])
+    assert adv.depth.rf_coverage == pytest.approx(want, abs=1e-4)
+    assert not any(w.kind == "rf_coverage" for w in adv.depth.warnings)
+    from convscope.analyses._rewrite_depth import depth_from_analysis, depth_report
+    assert depth_report(g).rf_coverage == depth_from_analysis(a, g).rf_coverage == adv.depth.rf_coverage
+
+
 def _stack(n: int, res: int) -> Graph:
     layers = "".join(f"  - conv: {{out: 8, k: 3, name: c{i}}}\n  - relu\n" for i in range(1, n + 1))
     return _net(f"name: stack\ninput: [3, {res}, {res}]\nlayers:\n{layers}  - gap\n  - linear: 10\n")

@@ -87,27 +87,36 @@ def _spatial_depth(graph: Graph, rf: RFResult) -> int:
     return max((depth[o] for o in graph.outputs), default=0)
 
 
+def _best(covs: list[float | None]) -> float | None:
+    """With several outputs (heads), the one that sees most: what the graph computes for each
+    output, not the order its layers are written in."""
+    known = [c for c in covs if c is not None]
+    return max(known) if known else None
+
+
 def _coverage(graph: Graph, rf: RFResult) -> float | None:
-    """rf_max of the last spatial layer over the input side, the smaller of the two axes."""
+    """rf_max of the last spatial layer before an output over the input side, the smaller of the two
+    axes; with several outputs the largest of theirs."""
     rfs = rf.as_dict()
     shape = graph.input_shape
     if len(shape) != 3:
         return None
-    last = None
-    for n in graph.nodes:
-        x = rfs[n.name]
-        if n.op is OpKind.INPUT or not n.out.is_image or x.constant:
-            continue
-        if not x.known:  # behind an op convscope does not know: the coverage is unknown, never an
-            last = None  # earlier layer's
-        elif not x.is_global:
-            last = x
-    if last is None or last.rf_max_finite is None:
-        return None
-    vals = last.rf_max_finite
-    if vals[0] is None or vals[1] is None:
-        return None
-    return float(min(vals[0] / shape[1], vals[1] / shape[2]))
+    covs: list[float | None] = []
+    for out in graph.outputs:
+        keep = graph.ancestors(out) | {out}
+        last = None
+        for n in graph.nodes:
+            x = rfs[n.name]
+            if n.name not in keep or n.op is OpKind.INPUT or not n.out.is_image or x.constant:
+                continue
+            if not x.known:  # behind an op convscope does not know: the coverage is unknown, never an
+                last = None  # earlier layer's
+            elif not x.is_global:
+                last = x
+        vals = last.rf_max_finite if last is not None else None
+        covs.append(None if vals is None or vals[0] is None or vals[1] is None
+                    else float(min(vals[0] / shape[1], vals[1] / shape[2])))
+    return _best(covs)
 
 
 def refusal(base: DepthReport, variant: DepthReport) -> str | None:
@@ -135,22 +144,30 @@ def depth_from_analysis(a: Analysis, graph: Graph, rules: DepthRules = DepthRule
     receptive field again; falls back to :func:`depth_report` when the last spatial layer mixes a
     global path in (an SE gate: its finite rf_max is not in the rows)."""
     depth: dict[str, int] = {}
-    last = None
     for r in a.layers:
         glob = r.rf_min is not None and all(v == INF for v in r.rf_min)
         d = max((depth.get(i, 0) for i in r.inputs), default=0)
         spatial = r.op in ("conv", "convT") and r.kernel is not None and max(r.kernel) > 1 and not glob
         depth[r.name] = d + (1 if spatial else 0)
-        if len(r.out_shape) == 3 and r.rf_min is None:  # unknown receptive field: so is the coverage
-            last = None
-        elif len(r.out_shape) == 3 and None not in r.rf_min and not glob:  # type: ignore[operator]
-            last = r
-    cov = None
-    if last is not None and last.rf_max is not None and None not in last.rf_max:
-        if INF in last.rf_max:
-            return depth_report(graph, rules)
-        cov = float(min(last.rf_max[0] / a.input[1], last.rf_max[1] / a.input[2]))
-    return _report(a.input, max((depth.get(o, 0) for o in graph.outputs), default=0), cov, rules)
+    covs: list[float | None] = []
+    for out in graph.outputs:
+        keep = graph.ancestors(out) | {out}
+        last = None
+        for r in a.layers:
+            if r.name not in keep or len(r.out_shape) != 3:
+                continue
+            glob = r.rf_min is not None and all(v == INF for v in r.rf_min)
+            if r.rf_min is None:  # unknown receptive field: so is the coverage
+                last = None
+            elif None not in r.rf_min and not glob:
+                last = r
+        cov = None
+        if last is not None and last.rf_max is not None and None not in last.rf_max:
+            if INF in last.rf_max:
+                return depth_report(graph, rules)
+            cov = float(min(last.rf_max[0] / a.input[1], last.rf_max[1] / a.input[2]))
+        covs.append(cov)
+    return _report(a.input, max((depth.get(o, 0) for o in graph.outputs), default=0), _best(covs), rules)
 
 
 def _report(shape: tuple[int, ...], n: int, cov: float | None, rules: DepthRules) -> DepthReport:

@@ -196,7 +196,7 @@ def _downsampling_groups(base: Base) -> list[list[Node]]:
     for n in base.trunk():
         if n.op in (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL) and max(n.attrs.stride) > 1:  # type: ignore[union-attr]
             key = (base.graph.node(n.inputs[0]).out.spatial, n.out.spatial)
-            behind = _ancestors(base.graph, n.name)
+            behind = base.graph.ancestors(n.name)
             for k, members, _ in groups:
                 if k == key and not any(m.name in behind for m in members):
                     members.append(n)
@@ -204,17 +204,6 @@ def _downsampling_groups(base: Base) -> list[list[Node]]:
             else:
                 groups.append((key, [n], behind))
     return [members for _, members, _ in groups]
-
-
-def _ancestors(graph: Graph, name: str) -> set[str]:
-    seen: set[str] = set()
-    todo = list(graph.node(name).inputs)
-    while todo:
-        x = todo.pop()
-        if x not in seen:
-            seen.add(x)
-            todo += graph.node(x).inputs
-    return seen
 
 
 def _best(base: Base, candidates: list[tuple[Graph, list[Node]]]) -> tuple[Graph, list[Node], tuple[int, int]]:

@@ -110,10 +110,7 @@ def _last_spatial(graph: Graph, rfs: dict[str, NodeRF]) -> NodeRF | None:
     those the one that sees most: what the graph computes, not the order its layers are written in."""
     found: list[NodeRF] = []
     for out in graph.outputs:
-        keep = {out}
-        for node in reversed(graph.nodes):  # the output's ancestors
-            if node.name in keep:
-                keep.update(node.inputs)
+        keep = graph.ancestors(out) | {out}
         last = None
         for node in graph.nodes:
             x = rfs[node.name]

@@ -148,6 +148,17 @@ class Graph:
                 users[i].append(n.name)
         return users
 
+    def ancestors(self, name: str) -> set[str]:
+        """The nodes whose output ``name`` depends on (not ``name`` itself)."""
+        seen: set[str] = set()
+        todo = list(self.node(name).inputs)
+        while todo:
+            x = todo.pop()
+            if x not in seen:
+                seen.add(x)
+                todo += self.node(x).inputs
+        return seen
+
     def meta_dict(self) -> dict[str, Any]:
         return dict(self.meta)
 
