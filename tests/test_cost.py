@@ -80,6 +80,7 @@ def test_aliasing_ops_do_not_add_memory() -> None:
     c = cost(graph)
     assert c.of("i").bytes_moved == 0 and c.of("f").bytes_moved == 0
     assert c.peak_activation_bytes == 2 * 4 * 8 * 8 * 4
+    assert c.activation_bytes == 2 * 4 * 8 * 8 * 4  # input + conv; the identity and flatten are views of it
 
 
 def test_flops_are_twice_macs() -> None:

@@ -333,7 +333,9 @@ def cost(graph: Graph, *, dtype: DType | str = DType.FP32, batch: int = 1) -> Co
     total = total + Cost(graph.unlisted_params, 0, 0)  # held by no node; sum(p.numel()) counts them
     peak = _peak_live(graph, act)
     return CostResult(
-        tuple(rows), total, total.params * b, sum(act.values()), peak,
+        tuple(rows), total, total.params * b,
+        sum(v for n, v in act.items() if graph.node(n).op not in ALIAS_OPS),  # a view is its input's buffer
+        peak,
         sum(r.bytes_moved for r in rows), dt, batch,
     )
 
