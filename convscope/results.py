@@ -81,7 +81,7 @@ class LayerRow:
         if self.source:
             d["source"] = self.source
         if self.ms is not None:
-            d["ms"] = self.ms
+            d["ms"] = float(self.ms)
         if self.shares:
             d["shares"] = self.shares
         return d

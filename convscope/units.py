@@ -63,6 +63,22 @@ def fmt_rf(v: object) -> str:
     return str(v)
 
 
+def fmt_pair(v: object) -> str:
+    """A per-axis pair (h, w) of receptive-field numbers: one number when both axes agree."""
+    if v is None:
+        return "?"
+    a, b = v  # type: ignore[misc]
+    return fmt_rf(a) if a == b else f"{fmt_rf(a)}×{fmt_rf(b)}"
+
+
+def fmt_jump(rf_max: object, jump: object) -> str:
+    """A layer's jump: "–" after a global op (no grid left, so no jump), "?" when it is unknown."""
+    glob = rf_max is not None and all(isinstance(v, float) and math.isinf(v) for v in rf_max)  # type: ignore[attr-defined]
+    if glob and (jump is None or all(v is None for v in jump)):  # type: ignore[attr-defined]
+        return "–"
+    return fmt_pair(jump)
+
+
 def fmt_share(x: float) -> str:
     return f"{100 * x:.1f}%"
 

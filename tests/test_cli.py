@@ -135,6 +135,8 @@ def test_analyze_html_is_one_self_contained_file(tmp_path) -> None:  # type: ign
     text = out.read_text()
     assert text.startswith("<!doctype html>") and text.count('data-plot="rf-growth"') == 2
     assert "border: block3.2.conv" in text
+    # after the global pool there is no grid, so no jump: "–" as in the terminal ("?" means unknown)
+    assert "<td>classifier</td><td>linear</td><td>10</td><td>5.13K</td><td>5.12K</td><td>∞</td><td>∞</td><td>–</td>" in text
     assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in text
 
 

@@ -3,6 +3,7 @@ verdict's tie rule.  A fake predictor (t = MACs / 1e8 ms, band ±10%) makes the 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,44 @@ def test_switch_with_one_resident_adds_the_swap_to_the_worst_case(nets: Path) ->
     assert c.latency_ms == pytest.approx((macs(nets, "big") + macs(nets, "small")) / 2 / 1e8)  # uniform schedule
     assert c.worst_ms == pytest.approx(macs(nets, "big") / 1e8 + 7)
     assert c.weight_bytes == max(n.analysis.totals.weight_bytes for n in c.networks)
+
+
+def test_a_swap_loads_the_specialist_that_then_runs(nets: Path) -> None:
+    """Without swap_ms each specialist's load time is its own weights at 200 MB/s, paid on the frame that
+    runs it: the worst case is max(t_i + load_i), never the slowest run plus the heaviest load."""
+    (nets / "fat.yaml").write_text("name: fat\ninput: [3, 32, 32]\nlayers:\n  - conv: {out: 4, k: 3, s: 4}\n"
+                                   "  - flatten\n  - linear: {out: 4000, name: fc}\n")
+    body = "  sw:\n    switch:\n      networks: {a: big.yaml, f: fat.yaml}\n      resident: one\n"
+    c = compare(str(plan(nets, body)), predictor=fake).candidate("sw")
+    big, fat = c.networks
+    assert fat.analysis.totals.weight_bytes > 20 * big.analysis.totals.weight_bytes and big.ms > fat.ms
+    load = {n.ref: n.analysis.totals.weight_bytes / 200e6 * 1000 for n in c.networks}
+    assert c.worst_ms == pytest.approx(max(big.ms + load["big.yaml"], fat.ms + load["fat.yaml"]))
+    assert c.worst_ms < big.ms + load["fat.yaml"]
+    assert any("'fat.yaml'" in n and f"{load['fat.yaml']:.1f} ms" in n for n in c.notes)
+
+
+def test_shares_within_rounding_of_one_are_scaled(nets: Path) -> None:
+    body = ("  sw:\n    switch:\n      networks: {a: big.yaml, b: small.yaml, c: tiny.yaml}\n"
+            "      schedule: {a: 0.3333, b: 0.3333, c: 0.3333}\n")
+    c = compare(str(plan(nets, body)), predictor=fake).candidate("sw")
+    assert c.macs_per_frame == pytest.approx(sum(macs(nets, n) for n in ("big", "small", "tiny")) / 3)
+
+
+def test_compare_json_names_backend_and_batch(nets: Path) -> None:
+    d = compare(str(plan(nets, "  one:\n    single: big.yaml\n")), predictor=fake).to_dict()
+    assert d["backend"] == "test" and d["batch"] == 1 and d["tier"] == "analytic"
+    assert all(isinstance(d["candidates"][0][k], float) for k in ("latency_ms", "low_ms", "high_ms", "worst_ms"))
+
+
+def test_a_cascade_reason_states_the_plans_rate_even_for_an_expert_that_takes_no_time(nets: Path) -> None:
+    def free_expert(graph, device, **kw):  # type: ignore[no-untyped-def]
+        p = fake(graph, device, **kw)
+        return replace(p, ms=0.0, low_ms=0.0, high_ms=0.0) if graph.name == "big" else p
+    cmp = compare(str(plan(nets, "  cas:\n    cascade: {gate: tiny.yaml, expert: big.yaml, rate: 0.5}\n")),
+                  predictor=free_expert)
+    text = " ".join(cmp.verdict.reasons)
+    assert "on 50% of them" in text and "never" not in text
 
 
 def test_parallel_is_the_sum(nets: Path) -> None:
@@ -244,7 +283,7 @@ ERRORS = {
     "head_does_not_fit": ("  t:\n    trunk: {network: big.yaml, cut: b}\n    heads: [big.yaml]\n",
                           r"head 1 does not fit the trunk.s output \[16, 16, 16\]: .big.yaml. takes 3 input channels"),
     "schedule_sum": ("  s:\n    switch:\n      networks: {a: big.yaml, b: small.yaml}\n      schedule: {a: 0.5, b: 0.4}\n",
-                     r"schedule: shares must sum to 1, they sum to 0.9"),
+                     r"schedule: shares must sum to 1 \(within 0.001\), they sum to 0.9"),
     "negative_rate": ("  c:\n    cascade: {gate: tiny.yaml, expert: big.yaml, rate: -0.1}\n",
                       r"'rate' \(the share of frames the expert runs on\) must be in \[0, 1\], got -0.1"),
     "unknown_kind": ("  c:\n    ensemble: [big.yaml]\n", r"candidate 'c' needs exactly one of single, switch, parallel, trunk, cascade"),

@@ -168,6 +168,12 @@ candidates:
     # the set-up once at the top, like `measure MODEL` (FORMATS.md §5), and each candidate's median
     assert (d["backend"], d["threads"], d["batch"], d["input"]) == ("torch", 1, 1, [3, 16, 16])
     assert d["device"] == both["networks"][0]["device"] and one["median_ms"] == one["measured_ms"]
+    # a batch of 2: a candidate's figures are per frame, its networks' per batch (one call)
+    assert main(["measure", str(tmp_path / "plan.yaml"), "--threads", "1", "--time-limit", "0.2",
+                 "--min-runs", "3", "--batch", "2", "--json", "-"]) == 0
+    one = json.loads(capsys.readouterr().out)["candidates"][0]
+    assert one["networks"][0]["batch"] == 2
+    assert one["measured_ms"] == pytest.approx(one["networks"][0]["median_ms"] / 2)
 
 
 def test_ctrl_c_while_measuring_a_plan_stops_keeps_the_runs_so_far_and_exits_130(

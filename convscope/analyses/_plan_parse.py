@@ -141,10 +141,18 @@ class _Reader:
             if not _number(v) or v < 0:
                 fail(self.file, vm, f"{what}: the share of '{n}' must be a number >= 0, got {shown(v)}")
             out.append(float(v))
-        total = sum(out)
-        if abs(total - 1.0) > 1e-6:
-            fail(self.file, mark, f"{what}: shares must sum to 1, they sum to {total:g}")
-        return tuple(out)
+        return _sum_to_one(out, self.file, mark, what)
+
+
+SHARE_TOLERANCE = 1e-3  # thirds written to three or four decimals (0.333 ×3) are one third each
+
+
+def _sum_to_one(shares: list[float], file: str, mark: Mark, what: str) -> tuple[float, ...]:
+    """Shares of frames, scaled to sum to exactly 1 when they are within rounding of it."""
+    total = sum(shares)
+    if abs(total - 1.0) > SHARE_TOLERANCE:
+        fail(file, mark, f"{what}: shares must sum to 1 (within {SHARE_TOLERANCE:g}), they sum to {total:g}")
+    return tuple(v / total for v in shares)
 
 
 def parse_plan(data: Any, *, file: str = "<plan>", base: Path | None = None) -> Plan:
@@ -283,9 +291,8 @@ def _trunk(name: str, v: Any, vm: Mark, body: YMap, r: _Reader) -> Candidate:
             if not isinstance(sched, YList) or len(sched) != len(refs) or not all(_number(x) and x >= 0 for x in sched):
                 fail(r.file, body.vmark("schedule"), f"candidate '{name}': schedule must list one share >= 0 per head "
                                                      f"({len(refs)} heads), got {shown(sched)}")
-            if abs(sum(sched) - 1.0) > 1e-6:
-                fail(r.file, body.vmark("schedule"), f"candidate '{name}': schedule: shares must sum to 1, they sum to {sum(sched):g}")
-            shares = tuple(float(x) for x in sched)
+            shares = _sum_to_one([float(x) for x in sched], r.file, body.vmark("schedule"),
+                                 f"candidate '{name}': schedule")
     elif "schedule" in body:
         fail(r.file, body.kmark("schedule"), f"candidate '{name}': a schedule needs run: one")
     return Candidate(name, "trunk", (trunk, *refs), shares=shares, cut=cut, run=run, mark=vm, cut_mark=v.vmark("cut"))

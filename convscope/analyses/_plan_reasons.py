@@ -123,9 +123,9 @@ def _kind_notes(cmp: "Comparison") -> list[str]:
                            f"{100 * a.unproductive_share[1]:.0f}% of its MACs")
         elif c.kind == "cascade":
             gate, expert = nets
-            rate = (c.latency_ms - gate.ms) / expert.ms if expert.ms else 0.0
+            rate = c.weights[1]  # the plan's rate (the expert may take no time at all: folded to constants)
             head = f"'{c.name}': the gate ({fmt_ms(gate.ms)}) runs on every frame and the expert ({fmt_ms(expert.ms)})"
-            if c.worst_ms <= gate.ms:
+            if rate == 0:
                 out.append(f"{head} never (rate 0): {fmt_ms(c.latency_ms)} per frame")
             elif rate >= 0.9995:
                 out.append(f"{head} on every frame too (rate 1): {fmt_ms(c.latency_ms)} per frame, the gate saving "

@@ -5,9 +5,9 @@ trunk's output shape) and its latency predicted on the plan's device.  Per candi
 
 * ``single``:   the network.
 * ``switch``:   one specialist per frame, chosen by schedule (shares p_i, uniform when not given):
-  expected = Σ p_i·t_i, worst = max t_i over those with p_i > 0 (+ the swap cost when only one is
-  resident and more than one runs); weights: all of them resident (``resident: all``) or the largest
-  one that runs (``resident: one``).
+  expected = Σ p_i·t_i, worst = max t_i over those with p_i > 0 (max of t_i + swap_i, the time to
+  load specialist i, when only one is resident and more than one runs); weights: all of them
+  resident (``resident: all``) or the largest one that runs (``resident: one``).
 * ``parallel``: every specialist on every frame, one after the other on one device: Σ t_i.
 * ``trunk``:    the trunk once, then all heads (``run: all``: t_trunk + Σ t_head) or one head per
   frame (``run: one``: t_trunk + Σ p_i·t_head_i, worst t_trunk + max t_head over p_i > 0).
@@ -114,9 +114,9 @@ class NetworkResult:
             "feasible_resolution": [lo, hi],
             "params": a.totals.params, "macs": a.totals.macs, "weight_bytes": a.totals.weight_bytes,
             "peak_activation_bytes": a.totals.peak_activation_bytes,
-            "latency_ms": a.latency.ms if a.latency else None,
-            "low_ms": a.latency.low_ms if a.latency else None,
-            "high_ms": a.latency.high_ms if a.latency else None,
+            "latency_ms": float(a.latency.ms) if a.latency else None,
+            "low_ms": float(a.latency.low_ms) if a.latency else None,
+            "high_ms": float(a.latency.high_ms) if a.latency else None,
             "measured_ms": self.measured_ms,
         }
 
@@ -152,7 +152,8 @@ class CandidateResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "kind": self.kind, "macs_per_frame": round(self.macs_per_frame),
-            "latency_ms": self.latency_ms, "low_ms": self.low_ms, "high_ms": self.high_ms, "worst_ms": self.worst_ms,
+            "latency_ms": float(self.latency_ms), "low_ms": float(self.low_ms), "high_ms": float(self.high_ms),
+            "worst_ms": float(self.worst_ms),
             "fps": json_number(self.fps), "weight_bytes": self.weight_bytes, "peak_activation_bytes": self.peak_activation_bytes,
             "measured_ms": self.measured_ms, "measured_low_ms": self.measured_low_ms,
             "measured_high_ms": self.measured_high_ms, "notes": list(self.notes),
@@ -191,6 +192,8 @@ class Comparison:
     constraints: Constraints = field(default_factory=Constraints)
     file: str = ""
     interrupted: bool = False  # Ctrl-C during --measure: the networks not yet timed have no measured figure
+    backend: str = ""  # the runtime the prediction is for (torch, onnxruntime, tflite…)
+    batch: int = 1
 
     def candidate(self, name: str) -> CandidateResult:
         for c in self.candidates:
@@ -204,7 +207,8 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION, "plan": self.plan, "input": list(self.input), "device": self.device,
-            "tier": self.tier, "constraints": self.constraints.to_dict(),
+            "tier": self.tier, "backend": self.backend or None, "batch": self.batch,
+            "constraints": self.constraints.to_dict(),
             "candidates": [c.to_dict() for c in self.candidates], "verdict": self.verdict.to_dict(),
             **({"interrupted": True} if self.interrupted else {}),
         }
@@ -259,12 +263,14 @@ def _switch(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
         return _result(c, nets, c.shares, worst, sum(n.analysis.totals.weight_bytes for n in nets), peak)
     loaded = max(n.analysis.totals.weight_bytes for n in running)  # only a specialist that runs is ever loaded
     notes: tuple[str, ...] = ()
-    if len(running) > 1:  # a swap happens only between specialists that run
-        swap = c.swap_ms if c.swap_ms is not None else loaded / (DEFAULT_SWAP_MBPS * 1e6) * 1000
-        worst += swap
+    if len(running) > 1:  # a swap happens only between specialists that run: the frame that loads one
+        def swap(n: NetworkResult) -> float:  # pays its load and its own run, never another's
+            return c.swap_ms if c.swap_ms is not None else n.analysis.totals.weight_bytes / (DEFAULT_SWAP_MBPS * 1e6) * 1000
+        worst = max(n.ms + swap(n) for n in running)
         if c.swap_ms is None:
-            notes = (f"a swap of specialists is assumed to take {swap:.1f} ms (weights read at "
-                     f"{DEFAULT_SWAP_MBPS:g} MB/s); set swap_ms to your measured value",)
+            slow = max(running, key=swap)
+            notes = (f"loading a specialist is assumed to take up to {swap(slow):.1f} ms ('{slow.ref}': its weights "
+                     f"read at {DEFAULT_SWAP_MBPS:g} MB/s); set swap_ms to your measured value",)
     return _result(c, nets, c.shares, worst, loaded, peak, notes)
 
 
@@ -635,14 +641,15 @@ def compare(
     swaps: list[tuple[str, str]] = []
     if measure:
         held, swaps = ranking_held(results)
-    tier = next((n.analysis.latency.tier for c in results for n in c.networks if n.analysis.latency), "")
+    first = next((n.analysis.latency for c in results for n in c.networks if n.analysis.latency), None)
+    tier, backend, batch = (first.tier, first.backend, first.batch) if first else ("", "", 1)
     shown = dev
     if dev.lower().endswith((".yaml", ".yml")):  # a profile file: the device by its profile's name
         from convscope.analyses.latency import load_profile
 
         shown = load_profile(dev).name
     cmp = Comparison(plan.name, plan.input, shown, tier, results, verdict, plan.constraints, plan.file,
-                     runner.interrupted)
+                     runner.interrupted, backend, batch)
     from convscope.analyses._plan_reasons import reasons
 
     return replace(cmp, verdict=replace(verdict, reasons=tuple(reasons(cmp, swaps if held is not None else None)),

@@ -252,7 +252,9 @@ def measure_plan(path: str, *, progress: Callable[[str], None] | None = None, **
             m = done[key]
             cut = cut or m.interrupted
             rows.append((c.name, ref.role, ref.ref, m))
-            nets.append(NetworkResult(ref.ref, ref.role, analyze_graph(g), m.median_ms, m.p10_ms, m.p90_ms))
+            per = m.batch  # a call times a batch: per frame is its share
+            nets.append(NetworkResult(ref.ref, ref.role, analyze_graph(g), m.median_ms / per, m.p10_ms / per,
+                                      m.p90_ms / per))
         if len(nets) == len(placed) and not cut:
             r = combine(c, nets)
             cands.append((c.name, c.kind, r.measured_ms, r.measured_low_ms, r.measured_high_ms))

@@ -25,7 +25,8 @@ NARROW = 120  # below this many columns the tables drop what the verdict and the
 def render_comparison(cmp: Comparison, console: Console) -> None:
     measured = any(c.measured_ms is not None for c in cmp.candidates)
     narrow, box_kw = table_layout(console, NARROW)
-    t = Table(title=f"{cmp.plan} — input {'×'.join(map(str, cmp.input))}, device {cmp.device} ({cmp.tier} prediction)",
+    t = Table(title=f"{cmp.plan} — input {'×'.join(map(str, cmp.input))}, device {cmp.device} ({cmp.tier} prediction"
+                    f"{', ' + cmp.backend if cmp.backend else ''}{f', batch {cmp.batch}' if cmp.batch != 1 else ''})",
               title_justify="left", header_style="bold", **box_kw)
     cols = [("candidate", False), ("kind", False), ("MACs/frame", True), ("expected", True), ("band", True),
             ("worst", True), ("fps", True), ("weights", True), ("peak act.", True)] + [("measured", True)] * measured

@@ -16,7 +16,7 @@ from convscope.errors import InputError
 from convscope.reports._svg import bar_chart, line_chart
 from convscope.reports._templates import PAGE
 from convscope.results import Analysis
-from convscope.units import fmt_bytes, fmt_count, fmt_ms, fmt_rf, fmt_share
+from convscope.units import fmt_bytes, fmt_count, fmt_jump, fmt_ms, fmt_pair, fmt_rf, fmt_share
 
 __all__ = ["page", "analysis_section", "rf_growth_chart", "write_analysis_html", "table", "esc"]
 
@@ -115,7 +115,7 @@ def analysis_section(a: Analysis, *, anchor: str | None = None, plan_input: Sequ
     rows, classes = [], []
     for r in a.layers:
         rows.append([r.name, r.op, "×".join(map(str, r.out_shape)), fmt_count(r.params) if r.params else "",
-                     fmt_count(r.macs) if r.macs else "", _pair(r.rf_min), _pair(r.rf_max), _pair(r.jump),
+                     fmt_count(r.macs) if r.macs else "", _pair(r.rf_min), _pair(r.rf_max), fmt_jump(r.rf_max, r.jump),
                      fmt_ms(r.ms) if r.ms else "",
                      "border" if r.name == a.border_layer else ("unproductive" if r.unproductive else "")])
         classes.append("unproductive" if r.unproductive else ("border" if r.name == a.border_layer else ""))
@@ -132,11 +132,7 @@ def analysis_section(a: Analysis, *, anchor: str | None = None, plan_input: Sequ
     )
 
 
-def _pair(v: object) -> str:
-    if v is None:
-        return "?"
-    a, b = v  # type: ignore[misc]
-    return fmt_rf(a) if a == b else f"{fmt_rf(a)}×{fmt_rf(b)}"
+_pair = fmt_pair
 
 
 def page(title: str, body: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from rich import box
@@ -11,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convscope.results import Analysis, LayerRow
-from convscope.units import fmt_bytes, fmt_count, fmt_ms, fmt_rf, fmt_share, plural
+from convscope.units import fmt_bytes, fmt_count, fmt_jump, fmt_ms, fmt_pair, fmt_rf, fmt_share, plural
 
 __all__ = ["render_analysis", "render_zoo_list", "MAIN_OPS"]
 
@@ -23,11 +22,7 @@ MAIN_OPS = frozenset({
 })
 
 
-def _pair(v: tuple[object, object] | None) -> str:
-    if v is None:
-        return "?"
-    a, b = v
-    return fmt_rf(a) if a == b else f"{fmt_rf(a)}×{fmt_rf(b)}"
+_pair = fmt_pair
 
 
 def _kernel(r: LayerRow) -> str:
@@ -89,10 +84,7 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
             rf = _pair(r.rf_min) if r.rf_min == r.rf_max else f"{_pair(r.rf_min)}–{_pair(r.rf_max)}"
             row = [r.name, f"{r.op} {_kernel(r)}".strip(), shape, *sizes, rf]
         else:
-            glob = r.rf_max is not None and all(isinstance(v, float) and math.isinf(v) for v in r.rf_max)
-            no_jump = r.jump is None or all(v is None for v in r.jump)
-            jump = "–" if glob and no_jump else _pair(r.jump)  # no grid after a global op: no jump
-            row = [r.name, r.op, _kernel(r), shape, *sizes, _pair(r.rf_min), _pair(r.rf_max), jump]
+            row = [r.name, r.op, _kernel(r), shape, *sizes, _pair(r.rf_min), _pair(r.rf_max), fmt_jump(r.rf_max, r.jump)]
         if has_ms:
             row.append(fmt_ms(r.ms) if r.ms else "")
         row.append(mark)
