@@ -72,11 +72,14 @@ def fmt_pair(v: object) -> str:
 
 
 def fmt_jump(rf_max: object, jump: object) -> str:
-    """A layer's jump: "–" after a global op (no grid left, so no jump), "?" when it is unknown."""
-    glob = rf_max is not None and all(isinstance(v, float) and math.isinf(v) for v in rf_max)  # type: ignore[attr-defined]
-    if glob and (jump is None or all(v is None for v in jump)):  # type: ignore[attr-defined]
-        return "–"
-    return fmt_pair(jump)
+    """A layer's jump: "–" on an axis a global op took (no grid left there, so no jump: after global
+    pooling both, after a mean over the height that one), "?" when it is unknown."""
+    if rf_max is None:
+        return fmt_pair(jump)
+    js = tuple(jump) if jump is not None else (None, None)  # type: ignore[call-overload]
+    cells = ["–" if isinstance(r, float) and math.isinf(r) and j is None else fmt_rf(j)
+             for r, j in zip(rf_max, js)]  # type: ignore[call-overload]
+    return cells[0] if cells[0] == cells[1] else f"{cells[0]}×{cells[1]}"
 
 
 def fmt_share(x: float) -> str:

@@ -1286,3 +1286,120 @@ def test_a_forward_that_needs_a_second_argument_is_told_how_to_wrap_it() -> None
     with pytest.raises(InputError, match="missing 1 required positional argument: 't'; convscope calls forward with "
                                          "one image tensor: wrap the model"):
         convscope.analyze(_TwoInputs(), input=(3, 16, 16))
+
+
+class _PyramidPool(nn.Module):
+    """A PSPNet pyramid level as users write it: pool into 2×2 bins, interpolate back to the map's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, 2, 1)
+        self.post = nn.Conv2d(1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.conv(x)
+        up = F.interpolate(F.adaptive_avg_pool2d(f, 2), size=f.shape[-2:], mode="bilinear", align_corners=False)
+        return self.post(up)
+
+
+@pytest.mark.parametrize("side", [98, 128, 200])
+def test_a_pyramid_pooling_level_sees_what_its_gradient_shows(side: int) -> None:
+    """After an adaptive pool into 2 bins the map's borders are the network's own: a position between
+    the bins reads both (the whole image), one near a border reads one bin.  Was 51 px at 98 (both
+    bins missed) and rf_min 129 at 128 (one bin missed)."""
+    m = _PyramidPool()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(p.abs() + 0.01)
+    widths = []
+    n = (side + 1) // 2
+    for row in range(n):
+        x = torch.ones(1, 1, side, side, dtype=torch.float64, requires_grad=True)
+        m.double()(x)[0, 0, row, n // 2].backward()
+        rows = torch.nonzero(x.grad[0, 0].abs().sum(dim=1) > 0).flatten()  # type: ignore[union-attr]
+        widths.append(int(rows.max()) - int(rows.min()) + 1)
+    a = convscope.analyze(_PyramidPool(), input=(1, side, side))
+    assert a.layer("post").rf_max[0] == max(widths) == side
+    assert min(widths) <= a.layer("post").rf_min[0] <= min(widths) + 1  # a bin that reads padding is cut by it
+
+
+class _CRNN(nn.Module):
+    """A text-line recogniser: convolutions, the height averaged away, then 1-D convolutions along the width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cnn = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+                                 nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2))
+        self.seq = nn.Sequential(nn.Conv1d(4, 4, 3, padding=1), nn.Conv1d(4, 4, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seq(self.cnn(x).mean(2))
+
+
+class _Strip(nn.Module):
+    """Strip pooling along the width, written three ways; then a 3×1 convolution along the height."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how, self.a, self.b = how, nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, (3, 1), padding=(1, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        y = {"adaptive": lambda: F.adaptive_avg_pool2d(y, (None, 1)), "pool": lambda: F.avg_pool2d(y, (1, y.shape[3])),
+             "mean": lambda: y.mean(3, keepdim=True)}[self.how]()
+        return self.b(y)
+
+
+def _support(m: nn.Module, shape: tuple[int, ...], at: tuple[int, ...], dim: int) -> int:
+    """Width along input axis ``dim`` of the gradient support of output position ``at``."""
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(p.abs() + 0.01)
+    x = torch.ones(1, *shape, dtype=torch.float64, requires_grad=True)
+    m.double()(x)[(0, slice(None), *at)].sum().backward()
+    g = x.grad[0].abs()  # type: ignore[union-attr]
+    keep = torch.nonzero(g.sum(dim=tuple(d for d in range(g.dim()) if d != dim)) > 0).flatten()
+    return int(keep.max()) - int(keep.min()) + 1
+
+
+def test_a_mean_over_the_height_keeps_the_width_receptive_field() -> None:
+    """CRNN: after x.mean(2) the 1-D convolutions along the width still grow the width's receptive
+    field (was global on both axes: the convolutions looked like a head and were never flagged)."""
+    a = convscope.analyze(_CRNN(), input=(1, 16, 128))
+    row = a.layer("seq.1")
+    assert row.rf_max[0] == math.inf and row.rf_max[1] == _support(_CRNN(), (1, 16, 128), (15,), 2) == 26
+    assert row.rf_min == row.rf_max and row.jump[1] == 4
+
+
+@pytest.mark.parametrize("how", ["adaptive", "pool", "mean"])
+def test_strip_pooling_is_global_along_its_axis_only_however_it_is_written(how: str) -> None:
+    a = convscope.analyze(_Strip(how), input=(3, 32, 32))
+    row = a.layer("b")
+    assert row.rf_max[0] == _support(_Strip(how), (3, 32, 32), (16, 0), 1) == 5
+    assert row.rf_max[1] == math.inf and row.rf_min[0] == 5
+
+
+class _Shifted(nn.Module):
+    """Paths centred apart: a spatial shift (ShiftNet) and a branch padded on one side (TensorFlow's "same")."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how, self.stem, self.out = how, nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1)
+        self.a, self.b = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        if self.how == "shift":  # out[i] = x[i] + x[i - 3] + x[i + 3] along the width
+            return self.out(x + F.pad(x, (3, 0))[..., :-3] + F.pad(x, (0, 3))[..., 3:])
+        return self.out(self.a(x) + self.b(F.pad(x, (2, 0, 2, 0))))  # reads i-1..i+1 and i-2..i
+
+
+@pytest.mark.parametrize("how,want", [("shift", (1, 7)), ("one_sided", (4, 4))])
+def test_a_merge_of_paths_centred_apart_spans_both(how: str, want: tuple[int, int], tmp_path: Path) -> None:
+    """The union of (r, j) pairs centres every path on one pixel; these paths are not, and the
+    gradient spans from the leftmost to the rightmost (was 1 and 3)."""
+    got = tuple(_support(_Shifted(how), (3, 32, 32), (16, 16), d) for d in (1, 2))
+    assert got == want
+    assert tuple(convscope.analyze(_Shifted(how), input=(3, 32, 32)).layer("out").rf_max) == want
+    torch.onnx.export(_Shifted(how).eval(), (torch.zeros(1, 3, 32, 32),), str(tmp_path / "m.onnx"), dynamo=False)
+    assert tuple(convscope.analyze(str(tmp_path / "m.onnx")).layer("out").rf_max) == want

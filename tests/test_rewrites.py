@@ -91,6 +91,16 @@ def test_width_closed_form() -> None:
     assert s.analysis.model == "small-width-0.5"
 
 
+def test_width_half_is_offered_when_three_quarters_rounds_back() -> None:
+    """16 channels x0.75 round back to 16 in multiples of 8; x0.5 makes them 8: the 0.5 variant
+    stands on its own (it was dropped with a reason saying no layer could be scaled)."""
+    g = _net("name: n\ninput: [3, 16, 16]\nlayers:\n" + "".join(
+        f"  - conv: {{out: 16, k: 3, name: c{i}}}\n  - relu\n" for i in range(1, 5)) + "  - gap\n  - linear: 4\n")
+    adv = suggest_graph(g, only=["width"])
+    assert [s.key for s in adv.suggestions] == ["width-0.5"]
+    assert set(adv.suggestion("width-0.5").changed) >= {"c1", "c2", "c3", "c4"}
+
+
 def test_width_keeps_depthwise_and_grouped_consistent() -> None:
     assert _groups_for(32, 64, 64) == 32 and _groups_for(13, 56, 56) == 8 and _groups_for(6, 24, 24) == 6
     adv = suggest_graph(load_zoo("resnext50-32x4d"), only=["width"])

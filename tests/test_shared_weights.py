@@ -174,3 +174,37 @@ def test_suggested_variants_keep_or_hand_over_the_weights(tmp_path: Path) -> Non
         assert analyze_graph(back).totals.params == torch_params(back)
         kept += any(n.shares for n in back.nodes)
     assert kept >= 2  # the original, and the variants that leave the shared layers alone
+
+
+SHARED_CHAIN = """\
+name: shared-chain
+input: [3, 20, 12]
+layers:
+  - conv: {out: 32, k: 3, name: s1}
+  - relu
+  - conv: {out: 32, k: 3, name: s2}
+  - relu
+  - conv: {out: 32, k: 3, name: s3, shares: s2}
+  - relu
+  - conv: {out: 32, k: 3, s: 2, name: s4}
+  - relu
+  - conv: {out: 32, k: 3, name: s5, shares: s2}
+  - relu
+  - gap
+  - linear: 4
+"""
+
+
+@pytest.mark.parametrize("key", ["depthwise-separable", "bottleneck"])
+def test_a_rewrite_that_replaces_a_shared_conv_keeps_its_calls_tied(key: str) -> None:
+    """s3 and s5 call s2's weights: their replacements call s2's replacements (they were untied,
+    each with weights of its own, and the parameters overstated)."""
+    from convscope.analyses.advice import suggest_graph
+
+    s = suggest_graph(graph_from_spec_text(SHARED_CHAIN), only=[key]).suggestion(key)
+    tied = {n.name: n.shares for n in s.graph.nodes if n.shares}
+    assert tied["s3"] == tied["s5"] == "s2" and len(tied) >= 4
+    assert s.analysis.totals.params == torch_params(s.graph)
+    once = sum(p for n, p in ((r.name, r.params) for r in s.analysis.layers) if n.startswith(("s1", "s2", "s4")))
+    head = 32 * 4 + 4
+    assert s.analysis.totals.params == once + head  # the sharers add no parameters

@@ -48,6 +48,24 @@ def full_convs(base: Base) -> list[Node]:
     return out
 
 
+def whole_share_groups(g: Graph, convs: list[Node]) -> list[Node]:
+    """The convolutions whose weights are theirs alone, or shared only among convolutions of the
+    list: a rewrite that replaces one of a module's calls replaces all of them, or none (the
+    weights stay tied, or the variant would not be the same network)."""
+    chosen = {n.name for n in convs}
+    members: dict[str, set[str]] = {}
+    for n in g.nodes:
+        if n.shares:
+            members.setdefault(n.shares, {n.shares}).add(n.name)
+    whole = {owner for owner, names in members.items() if names <= chosen}
+    return [n for n in convs if (n.shares or (n.name if n.name in members else None)) in (None, *whole)]
+
+
+def _shared(names: list[str], owner_names: list[str] | None) -> list[str | None]:
+    """For each new node of a sharer, the owner's counterpart it shares; none for the owner itself."""
+    return list(owner_names) if owner_names is not None else [None] * len(names)
+
+
 def _cin(base: Base, n: Node) -> int:
     return base.graph.node(n.inputs[0]).out.channels or 0
 
@@ -102,7 +120,10 @@ def grouped(base: Base) -> list[Rewrite]:
 def depthwise_separable(base: Base) -> list[Rewrite]:
     g = base.graph
     ed = Editor(g)
-    for n in full_convs(base):
+    convs = whole_share_groups(g, full_convs(base))
+    if not convs:
+        raise NotApplicable("every full convolution shares its weights with a layer this rewrite does not replace")
+    for n in convs:
         a = n.attrs
         assert isinstance(a, O.ConvAttrs)
         cin = _cin(base, n)
@@ -110,7 +131,9 @@ def depthwise_separable(base: Base) -> list[Rewrite]:
                          dilation=a.dilation, groups=cin)
         pw = O.ConvAttrs(out_channels=a.out_channels, kernel=(1, 1), bias=a.bias)
         dw_name = _free_name(g, f"{n.name}_dw")
-        ed.replace(n.name, [NewNode(dw_name, OpKind.CONV, dw, n.inputs), NewNode(n.name, OpKind.CONV, pw, (dw_name,))])
+        tie = _shared([dw_name, n.name], [_free_name(g, f"{n.shares}_dw"), n.shares] if n.shares else None)
+        ed.replace(n.name, [NewNode(dw_name, OpKind.CONV, dw, n.inputs, tie[0]),
+                            NewNode(n.name, OpKind.CONV, pw, (dw_name,), tie[1])])
     variant = ed.build(name=base.variant_name("depthwise-separable"))
     explanation = (
         f"Replace {len(ed.changed)} full convolution(s) by a depthwise k x k convolution ('<name>_dw', one filter "
@@ -125,21 +148,26 @@ def bottleneck_width(cin: int, cout: int, reduction: int, divisor: int) -> int:
     return max(divisor, (min(cin, cout) // reduction) // divisor * divisor)
 
 
+_BOTTLENECK_PARTS = ("reduce", "reduce_bn", "reduce_relu", "spatial", "spatial_bn", "spatial_relu")
+
+
 def _bottleneck_nodes(g: Graph, n: Node, cin: int, m: int) -> list[NewNode]:
     a = n.attrs
     assert isinstance(a, O.ConvAttrs)
-    names = [_free_name(g, f"{n.name}_{s}") for s in ("reduce", "reduce_bn", "reduce_relu", "spatial",
-                                                       "spatial_bn", "spatial_relu")]
+    names = [_free_name(g, f"{n.name}_{s}") for s in _BOTTLENECK_PARTS]
+    tie = _shared([*names, n.name], [*(_free_name(g, f"{n.shares}_{s}") for s in _BOTTLENECK_PARTS), n.shares]
+                  if n.shares else None)  # a module called twice: every part of the bottleneck shared too
     one = (1, 1)
     return [
-        NewNode(names[0], OpKind.CONV, O.ConvAttrs(out_channels=m, kernel=one), n.inputs),
-        NewNode(names[1], OpKind.BATCHNORM, O.NormAttrs(), (names[0],)),
+        NewNode(names[0], OpKind.CONV, O.ConvAttrs(out_channels=m, kernel=one), n.inputs, tie[0]),
+        NewNode(names[1], OpKind.BATCHNORM, O.NormAttrs(), (names[0],), tie[1]),
         NewNode(names[2], OpKind.ACT, O.ActAttrs(fn="relu"), (names[1],)),
         NewNode(names[3], OpKind.CONV, O.ConvAttrs(out_channels=m, kernel=a.kernel, stride=a.stride,
-                                                    padding=a.padding, dilation=a.dilation), (names[2],)),
-        NewNode(names[4], OpKind.BATCHNORM, O.NormAttrs(), (names[3],)),
+                                                    padding=a.padding, dilation=a.dilation), (names[2],), tie[3]),
+        NewNode(names[4], OpKind.BATCHNORM, O.NormAttrs(), (names[3],), tie[4]),
         NewNode(names[5], OpKind.ACT, O.ActAttrs(fn="relu"), (names[4],)),
-        NewNode(n.name, OpKind.CONV, O.ConvAttrs(out_channels=a.out_channels, kernel=one, bias=a.bias), (names[5],)),
+        NewNode(n.name, OpKind.CONV, O.ConvAttrs(out_channels=a.out_channels, kernel=one, bias=a.bias), (names[5],),
+                tie[6]),
     ]
 
 
@@ -147,7 +175,7 @@ def _bottleneck_nodes(g: Graph, n: Node, cin: int, m: int) -> list[NewNode]:
 def bottleneck(base: Base) -> list[Rewrite]:
     opts = base.options
     ed = Editor(base.graph)
-    for n in full_convs(base):
+    for n in whole_share_groups(base.graph, full_convs(base)):
         a = n.attrs
         assert isinstance(a, O.ConvAttrs)
         cin, cout, kk = _cin(base, n), a.out_channels, a.kernel[0] * a.kernel[1]
@@ -316,13 +344,16 @@ def width(base: Base) -> list[Rewrite]:
     out = []
     for alpha in base.options.widths:
         variant, changed = scale_width(g, alpha, base.options.channel_divisor, name=base.variant_name(f"width-{alpha:g}"))
-        if not changed:
-            raise NotApplicable(f"no layer has more than {rounding} channels to scale")
+        if not changed:  # x0.75 may round every width back up (16 -> 16 in multiples of 8), x0.5 not
+            continue
         keep = sorted(_output_layers(g), key=g.position)
         explanation = (
-            f"Scale the channels of {len(changed)} layer(s) by {alpha:g}, rounded to multiples of "
-            f"{rounding}; the layer(s) that set the output keep theirs ("
+            f"Scale the output channels of {len(changed)} weighted layer(s) by {alpha:g}, rounded to multiples of "
+            f"{rounding} (the layers after them take the narrower input); the layer(s) that set the output keep theirs ("
             f"{', '.join(keep) or 'none'}): weights and MACs fall by about the square of the factor; the receptive "
             "field does not change (MobileNet's width multiplier; seeds/003: reduce the parameter count).")
         out.append(Rewrite(f"width-{alpha:g}", f"scale the width by {alpha:g}", explanation, variant, changed))
+    if not out:
+        raise NotApplicable(f"no layer has enough channels for a width of {' or '.join(f'{a:g}' for a in base.options.widths)} "
+                            f"to change it (channels are rounded to multiples of {rounding})")
     return out

@@ -20,12 +20,14 @@ __all__ = ["NewNode", "Editor", "same_size_padding"]
 
 @dataclass(frozen=True, slots=True)
 class NewNode:
-    """A node to add.  ``inputs`` name original layers (re-wired like any input) or earlier new nodes."""
+    """A node to add.  ``inputs`` name original layers (re-wired like any input) or earlier new nodes;
+    ``shares`` an earlier node of the new graph whose weights it uses (a module called twice stays so)."""
 
     name: str
     op: OpKind
     attrs: Attrs
     inputs: tuple[str, ...]
+    shares: str | None = None
 
 
 class Editor:
@@ -90,7 +92,7 @@ class Editor:
                 alias[node.name] = m(node.inputs[0])
             elif node.name in self._replace:
                 for nn in self._replace[node.name]:
-                    b.add(nn.name, nn.op, nn.attrs, [m(i) for i in nn.inputs])
+                    b.add(nn.name, nn.op, nn.attrs, [m(i) for i in nn.inputs], shares=nn.shares)
                 alias[node.name] = self._replace[node.name][-1].name
             else:
                 inputs = [m(i) for i in self._inputs.get(node.name, node.inputs)]
@@ -100,7 +102,7 @@ class Editor:
             extra = self._after.get(node.name)
             if extra:
                 for nn in extra:
-                    b.add(nn.name, nn.op, nn.attrs, [m(i) for i in nn.inputs])
+                    b.add(nn.name, nn.op, nn.attrs, [m(i) for i in nn.inputs], shares=nn.shares)
                 alias[node.name] = extra[-1].name
         out = b.build(outputs=[m(o) for o in g.outputs], meta=g.meta_dict())
         return _pruned(out) if prune else out

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 
 from convscope.ir.graph import Graph, Node, TensorInfo
@@ -47,10 +47,11 @@ def resample_inv(a: UpsampleAttrs, axis: int, size_in: int, size_out: int) -> Fr
 Map = Callable[[int, int], "Interval | None"]
 
 
-def _axis_map(node: Node, k: int, x: TensorInfo) -> Map:
+def _axis_map(node: Node, k: int, x: TensorInfo, sized: bool = False) -> Map:
     """For output positions lo..hi along own spatial axis ``k``: the interval of input ``x`` (the
     same axis of it) they read; None when that input feeds none of them.  Built once per node and
-    axis, as integer arithmetic."""
+    axis, as integer arithmetic.  ``sized``: the map's size is part of the network (after an
+    adaptive pool into a few bins), so its borders are real."""
     op, a = node.op, node.attrs
     if op in (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL):
         s, p = a.stride[k], a.padding[k][0]  # type: ignore[union-attr]
@@ -88,10 +89,11 @@ def _axis_map(node: Node, k: int, x: TensorInfo) -> Map:
                 fl = n // d
                 return (fl, fl) if n % d == 0 else (fl - below, fl + above)
             base = lambda lo, hi: (taps(lo)[0], taps(hi)[1])  # noqa: E731
-        if a.scale is not None:
+        if a.scale is not None and not sized:
             return base
-        # Resampled to a size (12 -> 23 px): no pattern repeats past the map, and PyTorch clamps the
-        # source index to the input's last position; so do positions beyond the map here.
+        # Resampled to a size (12 -> 23 px), or a map whose size the network fixes (the bins of an
+        # adaptive pool): no pattern repeats past the map, and PyTorch clamps the source index to
+        # the input's last position; so do positions beyond the map here.
         last = n_in - 1
 
         def clamped(lo: int, hi: int) -> Interval | None:
@@ -131,16 +133,20 @@ class Exact:
     image axis (0 = H, 1 = W) of a node's first and second spatial axis; ``local(name)`` says whether
     a node has finite paths at all."""
 
-    def __init__(self, graph: Graph, image: dict[str, tuple[int, int]], local: Callable[[str], bool]):
-        self.g, self.image, self.local = graph, image, local
+    def __init__(self, graph: Graph, image: dict[str, tuple[int, int]], local: Callable[[str], bool],
+                 sized: frozenset[str] = frozenset()):
+        self.g, self.image, self.local, self.sized = graph, image, local, sized
         self._maps: dict[tuple[str, int], list[tuple[str, Map | None]]] = {}
 
-    def back(self, name: str, axis: int, lo: int, hi: int, inside: list[bool] | None = None) -> tuple[int, int] | None:
+    def back(self, name: str, axis: int, lo: int, hi: int, inside: list[bool] | None = None,
+             clip: bool = False) -> tuple[int, int] | None:
         """(narrowest path, hull of all paths): the widths of the input intervals along image axis
         ``axis`` that positions lo..hi of node ``name`` read; None when some op on the way cannot be
         followed, :data:`NOTHING` when they read no input position at all (the gaps a dilated,
         strided transposed convolution leaves: only its bias reaches them).  ``inside``, when given,
-        gets ``[False]`` if some interval on the way leaves its map (reads padding beyond a border).  Intervals are carried back node by node, latest first (no
+        gets ``[False]`` if some interval on the way leaves its map (reads padding beyond a border);
+        ``clip`` cuts the intervals at the input's borders (what the gradient of the position sees
+        of an image that size).  Intervals are carried back node by node, latest first (no
         recursion: a backbone of a thousand layers is as easy as ten).  Every op maps the ends of an
         interval monotonically, so per node the hull of the paths' intervals is one interval, and the
         narrowest path comes from an interval no other one lies inside: only those are kept."""
@@ -157,6 +163,10 @@ class Exact:
                 if box[0] < 0 or box[1] >= extent:
                     inside[:] = [False]
             if node.op is OpKind.INPUT:
+                if clip and len(node.out.spatial_axes) == 2:
+                    last = node.out.spatial[self.image[node.name].index(axis)] - 1
+                    box = (max(box[0], 0), min(box[1], last))
+                    minimal = [(max(a, 0), min(b, last)) for a, b in minimal]
                 hull = box if hull is None else (min(hull[0], box[0]), max(hull[1], box[1]))
                 width = min(b - a + 1 for a, b in minimal)
                 narrow = width if narrow is None else min(narrow, width)
@@ -204,7 +214,8 @@ class Exact:
             x = self.g.node(name).out
             image = len(x.spatial_axes) == 2
             n = x.spatial[k] if image else 0
-            fn = _side_by_side(offset, n) if side_by_side else _axis_map(node, k, x) if image else None
+            fn = _side_by_side(offset, n) if side_by_side else \
+                _axis_map(node, k, x, node.name in self.sized) if image else None
             offset += n
             if self.local(name):
                 maps.append((name, fn))
@@ -268,7 +279,12 @@ def supports(ex: Exact, node: Node, axis: int, period: int) -> tuple[int, int] |
     k = ex.image[node.name].index(axis)
     size = node.out.spatial[k]
     n = min(period, MAX_PERIOD)
-    if period < size:  # a pattern that repeats: any n consecutive positions show every phase
+    if node.name in ex.sized:  # the network fixes the map's size (an adaptive pool's bins): every
+        # position is its own phase, those near the borders included; a large map is sampled evenly
+        probes: Sequence[int] = sorted({round(i * (size - 1) / max(1, MAX_PERIOD - 1)) for i in range(MAX_PERIOD)}
+                                       if size > MAX_PERIOD else range(size))
+        bounded = True
+    elif period < size:  # a pattern that repeats: any n consecutive positions show every phase
         probes, bounded = range(size // 2, size // 2 + n), False
     else:  # no pattern repeats inside the map (a resampling to another tensor's size, 12 -> 23 px):
         # the phases are the positions themselves, and only those that exist count
@@ -276,6 +292,7 @@ def supports(ex: Exact, node: Node, axis: int, period: int) -> tuple[int, int] |
         probes, bounded = range(start, min(size, start + n)), True
     every: list[tuple[int, int]] = []
     within: list[tuple[int, int]] = []
+    clipped: list[tuple[int, int]] = []
     for o in probes:
         inside = [True]
         got = ex.back(node.name, axis, o, o, inside)
@@ -286,6 +303,20 @@ def supports(ex: Exact, node: Node, axis: int, period: int) -> tuple[int, int] |
         every.append(got)
         if inside[0]:
             within.append(got)
+        elif node.name in ex.sized:
+            cut = ex.back(node.name, axis, o, o, None, clip=True)
+            if cut is not None and cut != NOTHING:
+                clipped.append(cut)
+    if node.name in ex.sized:
+        # The network fixes the map's size (an adaptive pool into a few bins): the truth is what the
+        # gradient of each position shows on an image of this size.  A position fully inside every
+        # map shows its support as is; one whose paths read padding shows it cut at the image's
+        # borders (a pyramid-pooling position that reads every bin sees the whole image, however the
+        # bins were padded).  The narrowest path comes from the positions fully inside when there are
+        # any (a border cuts paths short).
+        if not within and not clipped:
+            return None
+        return min(g[0] for g in (within or clipped)), max(g[1] for g in within + clipped)
     # Where no pattern repeats, a position whose paths leave some map reads padding there: what the
     # positions fully inside show is the truth (the gradient of a position sees borders); only when
     # none is inside (a receptive field larger than the image) are the unbounded supports reported.

@@ -166,10 +166,30 @@ def _union(inputs: Iterable[NodeRF]) -> tuple[PairSet, PairSet]:
 def _kernel(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
     a = node.attrs
     h, w = _union(ins)
-    return (
+    out = [
         _grow(h, a.dilation[0] * (a.kernel[0] - 1), a.stride[0]),  # type: ignore[union-attr]
         _grow(w, a.dilation[1] * (a.kernel[1] - 1), a.stride[1]),  # type: ignore[union-attr]
-    )
+    ]
+    strip = _strip_axis(node, infos[0]) if node.op is not OpKind.CONV else None
+    if strip is not None:  # a strip pool, F.avg_pool2d(x, (1, W)): the same as adaptive_avg_pool2d(x,
+        out[strip] = GLOBAL  # (None, 1)), global along that axis, as it is written that way and in ONNX
+    return out[0], out[1]
+
+
+def _strip_axis(node: Node, x: TensorInfo) -> int | None:
+    """The axis a pool reads whole while it leaves the other untouched (kernel and stride 1 there):
+    strip pooling along a row or a column.  None for other pools (a 2×2 pool on a 2×2 map stays a
+    window: it is a pool like the ones before it, not a global op)."""
+    a = node.attrs
+    if len(x.spatial_axes) != 2:
+        return None
+    for k in (0, 1):
+        o = 1 - k
+        if (node.out.spatial[k] == 1 and x.spatial[k] > 1 and a.kernel[k] >= x.spatial[k]  # type: ignore[union-attr]
+                and a.padding[k] == (0, 0) and a.kernel[o] == 1 and a.stride[o] == 1  # type: ignore[union-attr]
+                and node.out.spatial[o] == x.spatial[o] > 1):
+            return k
+    return None
 
 
 def convT_spans(k: int, s: int, d: int) -> tuple[Fraction, Fraction]:
@@ -283,13 +303,33 @@ def _groupnorm(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[
     return h | GLOBAL, w | GLOBAL
 
 
+def _along(node: Node, ins: list[NodeRF], x: TensorInfo, axes: set[int]) -> tuple[PairSet, PairSet]:
+    """An op whose every output reads all positions along ``axes`` (a reduction, a softmax, a norm's
+    statistics): those image axes become global, the others keep their pairs (a mean over the
+    width, a softmax along a row, CRNN's mean over the height).  When the height is reduced away
+    and the width is left as a 1-D sequence, it stays the width (Conv1d reads it as a 1×k
+    convolution); a width reduced away with the height left is not followed (both global, as before
+    the per-axis rule: a 1-D sequence of rows has no place in the (H, W) pairs)."""
+    h, w = _union(ins)
+    sp = sorted(x.spatial_axes)
+    red = [k for k, a in enumerate(sp) if a in axes]
+    if not red:
+        return h, w
+    if len(sp) != 2 or len(red) == 2:
+        return GLOBAL, GLOBAL
+    if len(node.out.spatial_axes) == 2:  # kept (keepdim, a softmax): the reduced axis is 1 wide
+        return (GLOBAL, w) if red == [0] else (h, GLOBAL)
+    return (GLOBAL, w) if red == [0] else (GLOBAL, GLOBAL)
+
+
 @_rule(OpKind.LAYERNORM)
 def _layernorm(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
     h, w = _union(ins)
     axis = node.attrs.axis  # type: ignore[union-attr]
     x = infos[0]
-    if axis is not None and axis % len(x.shape) in x.spatial_axes:
-        return h | GLOBAL, w | GLOBAL
+    if axis is not None and axis % len(x.shape) in x.spatial_axes:  # statistics along the last axis,
+        gh, gw = _along(node, ins, x, {axis % len(x.shape)})  # a spatial one (LayerNorm(W)): value + row stats
+        return h | gh, w | gw
     return h, w
 
 
@@ -336,18 +376,13 @@ def _linear(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[Pai
 @_rule(OpKind.SOFTMAX)
 def _softmax(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
     x = infos[0]
-    if node.attrs.axis % len(x.shape) in x.spatial_axes:  # type: ignore[union-attr]
-        return GLOBAL, GLOBAL
-    return _union(ins)
+    return _along(node, ins, x, {node.attrs.axis % len(x.shape)})  # type: ignore[union-attr]
 
 
 @_rule(OpKind.MEAN)
 def _mean(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[PairSet, PairSet]:
     x = infos[0]
-    axes = {a % len(x.shape) for a in node.attrs.axes}  # type: ignore[union-attr]
-    if axes & set(x.spatial_axes):
-        return GLOBAL, GLOBAL
-    return _union(ins)
+    return _along(node, ins, x, {a % len(x.shape) for a in node.attrs.axes})  # type: ignore[union-attr]
 
 
 @_rule(OpKind.UNKNOWN)
@@ -419,10 +454,15 @@ def receptive_field(graph: Graph) -> RFResult:
     mirror: dict[str, tuple[bool, bool]] = {}  # per node: is image axis H / W read backwards
     period: dict[str, tuple[int, int]] = {}  # per node: positions (own axes) that cover every phase
     resampled: set[str] = set()  # nodes with a resampling op on some path from the input
+    sized: set[str] = set()  # nodes after an adaptive pool into a few bins: their map size is fixed
+    centre: dict[str, Offset | None] = {}  # per node: where its positions' paths are centred (see _centre)
+    skewed: set[str] = set()  # nodes after a merge of paths centred apart (a shift, one-sided padding)
     misaligned: list[str] = []
     for node in graph.nodes:
         ins = [rf[i] for i in node.inputs]
         infos = [graph.node(i).out for i in node.inputs]
+        if _bins(node, infos) or any(i in sized for i in node.inputs):
+            sized.add(node.name)
         if _resamples(node, infos) or any(i in resampled for i in node.inputs):
             resampled.add(node.name)
             period[node.name] = periods(node, [period.get(i, (1, 1)) for i in node.inputs], infos)
@@ -448,9 +488,61 @@ def receptive_field(graph: Graph) -> RFResult:
             pairs = (pairs[1], pairs[0])
         paths = 1 if node.op is OpKind.INPUT else (0 if node.op is OpKind.ZERO else sum(x.paths for x in ins))
         rf[node.name] = NodeRF((AxisRF(pairs[0]), AxisRF(pairs[1])), paths)
-    if resampled:
-        _exact_after_resampling(graph, rf, image, period, resampled)
+        centre[node.name] = _centre(node, infos, [(centre.get(i), rf[i]) for i in node.inputs], image[node.name])
+        if node.name not in resampled and (any(i in skewed for i in node.inputs) or _skews(node, infos, centre, rf)):
+            skewed.add(node.name)
+    if resampled or skewed:
+        _exact_after_resampling(graph, rf, image, period, resampled | skewed, frozenset(sized))
     return RFResult(tuple(rf.items()), tuple(misaligned))
+
+
+Offset = tuple[Fraction, Fraction]
+
+
+def _centre(node: Node, infos: list[TensorInfo], ins: list[tuple[Offset | None, NodeRF]],
+            image: tuple[int, int]) -> Offset | None:
+    """Where output position o's paths are centred, as o·j + c in input pixels: c per image axis
+    (H, W).  Symmetric padding keeps c; padding on one side (TensorFlow's "same" at a stride,
+    ``F.pad(x, (2, 0))``), a slice that starts later, or an even kernel moves it.  None where it is
+    not followed (a permute, a resampling: those paths are followed position by position anyway)."""
+    if node.op is OpKind.INPUT:
+        return (Fraction(0), Fraction(0))
+    if not ins or image != (0, 1) or ins[0][0] is None:
+        return None
+    c, x = ins[0]
+    if node.op in (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.PAD, OpKind.SLICE):
+        if len(infos[0].spatial_axes) != 2 or x.axes is None:
+            return None
+        a, out = node.attrs, list(c)
+        for k in (0, 1):
+            j = x.axes[k].jump
+            if j is None:
+                continue  # a global axis: no positions to be centred
+            if node.op is OpKind.PAD:
+                shift = -Fraction(a.padding[k][0])  # type: ignore[union-attr]
+            elif node.op is OpKind.SLICE:
+                if a.axis != infos[0].spatial_axes[k] or a.reverse:  # type: ignore[union-attr]
+                    continue
+                shift = Fraction(a.start)  # type: ignore[union-attr]
+            else:
+                shift = Fraction(a.dilation[k] * (a.kernel[k] - 1), 2) - a.padding[k][0]  # type: ignore[union-attr]
+            out[k] = c[k] + shift * Fraction(j)
+        return out[0], out[1]
+    if node.op in (OpKind.CONV_T, OpKind.UPSAMPLE, OpKind.PIXEL_SHUFFLE, OpKind.PIXEL_UNSHUFFLE,
+                   OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL, OpKind.PERMUTE):
+        return None
+    return c
+
+
+def _skews(node: Node, infos: list[TensorInfo], centre: dict[str, Offset | None], rf: dict[str, NodeRF]) -> bool:
+    """A merge of local paths centred apart: their union of (r, j) pairs would put them on one
+    centre, so the node's supports are found position by position instead."""
+    if len(node.inputs) < 2 or not _merges_positions(node, infos[0]):
+        return False
+    cs = [centre.get(i) for i in node.inputs if _local(rf[i])]
+    if len(cs) < 2 or any(c is None for c in cs):
+        return False
+    return any(c != cs[0] for c in cs[1:])
 
 
 def _resamples(node: Node, infos: list[TensorInfo]) -> bool:
@@ -465,12 +557,22 @@ def _resamples(node: Node, infos: list[TensorInfo]) -> bool:
     return node.op is OpKind.PIXEL_SHUFFLE
 
 
+def _bins(node: Node, infos: list[TensorInfo]) -> bool:
+    """An adaptive pool into a few bins (PSPNet's 2×2, 3×3, 6×6): the bins grow with the image, so
+    what follows has a map of fixed size whose borders are part of the network: no input is "larger
+    than the receptive field" there."""
+    if node.op not in (OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL) or not infos:
+        return False
+    return any(1 < o != i for i, o in zip(infos[0].spatial, node.out.spatial))
+
+
 def _exact_after_resampling(graph: Graph, rf: dict[str, NodeRF], image: dict[str, tuple[int, int]],
-                            period: dict[str, tuple[int, int]], resampled: set[str]) -> None:
+                            period: dict[str, tuple[int, int]], resampled: set[str],
+                            sized: frozenset[str] = frozenset()) -> None:
     """Replace the average supports of the nodes after a resampling op by the true ones, found
     position by position (see ``_rf_exact``); a node whose paths cannot all be followed keeps the
     average."""
-    ex = Exact(graph, image, lambda name: _local(rf[name]))
+    ex = Exact(graph, image, lambda name: _local(rf[name]), sized)
     for name in resampled:
         node, x = graph.node(name), rf[name]
         if x.axes is None or not _local(x) or len(node.out.spatial_axes) != 2:
@@ -479,7 +581,7 @@ def _exact_after_resampling(graph: Graph, rf: dict[str, NodeRF], image: dict[str
         for axis in (0, 1):
             if axes[axis].rf_max_finite is None:
                 continue
-            got = supports(ex, node, axis, period[name][image[name].index(axis)])
+            got = supports(ex, node, axis, period.get(name, (1, 1))[image[name].index(axis)])
             if got is not None:
                 axes[axis] = AxisRF(axes[axis].pairs, got)
         rf[name] = NodeRF((axes[0], axes[1]), x.paths)
