@@ -71,6 +71,7 @@ def test_scales_marks_are_uniform_in_every_class() -> None:
     ("synthetic:scales:test=4194305", r"test=4194305 images .* \(test <= 4194304 at this size\)"),
     ("synthetic:scales:noise=nan", "noise a finite number >= 0, got n=2000, test=1000, noise=nan"),
     ("synthetic:scales:noise=inf", "noise a finite number >= 0, got .*noise=inf"),
+    ("synthetic:scales:d=4,d=5", r"'d' is given twice \(d=4 and d=5\)"),
 ])
 def test_synthetic_errors(ref: str, msg: str) -> None:
     with pytest.raises(InputError, match=msg):
@@ -341,6 +342,9 @@ def test_cifar_batches(tmp_path: Path) -> None:
     assert small.train.images(torch.arange(2)).shape == (2, 1, 16, 16)
     assert any("resized to 16x16" in n for n in small.notes)
     assert len([n for n in small.notes if "grey" in n]) == 1  # one note for both splits
+    assert not any("missing" in n for n in ds.notes)
+    (tmp_path / "data_batch_2").rename(tmp_path / "data_batch_3")  # a partial copy: batch 2 is not there
+    assert any("data_batch_1, data_batch_3 read; data_batch_2 missing" in n for n in load_data(tmp_path, (3, 32, 32)).notes)
 
 
 def test_cifar100_layout(tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ def _result(complete: bool = True) -> ProbeResult:
     )
     return ProbeResult("tiny", (1, 16, 16), DataInfo("synthetic:scales:d=4", "synthetic", ("h", "v", "d"), 600, 600, 5),
                        5, 0, "cpu", {"optimizer": "adam", "lr": 0.003, "batch_size": 32},
-                       (EpochRecord(1, 0.7, 0.7, 0.9, 0.2),), 0.99, 0.98 if complete else None, "c3", rows,
+                       (EpochRecord(1, 0.7, 0.7, 0.9, 0.2),), 0.99 if complete else None, 0.98 if complete else None, "c3", rows,
                        Verdict("agrees", ("probe reason", "saturation reason"), 0.0, 0.02, 0.9, 0.75, "c3"),
                        complete, "/tmp/ck", ("a note",))
 
@@ -121,7 +121,7 @@ def test_render_reads_the_result() -> None:
     partial = " ".join(buf.getvalue().split())
     assert "partial result: 1/5 epoch(s) trained, 4 layer(s) measured; rerun the same command to resume" in partial
     # the last finished epoch's test accuracy, said to be that
-    assert "accuracy train 0.990 · test 0.900 (after epoch 1/5) (chance 0.333)" in partial
+    assert "accuracy train - · test 0.900 (after epoch 1/5) (chance 0.333)" in partial
     assert "test 0.900 (after epoch 1/5)" in probe_section(_result(complete=False))
     assert "test 0.980 (chance" in out
 
@@ -173,6 +173,7 @@ def test_ctrl_c_writes_the_partial_result(net: Path, tmp_path: Path, capsys: Any
     assert d["complete"] is False and [x["name"] for x in d["layers"]] == ["c0", "c3", "c4", "head"]
     # the last finished epoch's test accuracy, as the table and the HTML show it, and said to be that
     assert d["test_accuracy"] == 0.9 and d["accuracy_after_epoch"] == 1
+    assert d["train_accuracy"] is None  # measured in eval mode after training, which did not finish
     assert _result().to_dict()["test_accuracy"] == 0.98 and _result().to_dict()["accuracy_after_epoch"] == 1
     assert "interrupted; partial results written" in capsys.readouterr().err
 

@@ -254,6 +254,36 @@ def test_resolution_does_not_shrink_the_image_for_a_network_too_shallow_for_it()
     assert key == "resolution" and "sees only 5 px of the 32 px input" in why and "too shallow" in why
 
 
+UNET = """\
+name: unet
+input: [3, 32, 32]
+layers:
+  - conv: {out: 8, k: 3, name: e1}
+  - relu: {name: e1r}
+  - maxpool: {k: 2}
+  - conv: {out: 16, k: 3, name: e2}
+  - relu: {name: e2r}
+  - maxpool: {k: 2}
+  - conv: {out: 32, k: 3, name: mid}
+  - convT: {out: 16, k: 2, s: 2, name: up2}
+  - concat: {from: [up2, e2r]}
+  - conv: {out: 16, k: 3, name: d2}
+  - upsample: {scale: 2, mode: bilinear, name: up1}
+  - concat: {from: [up1, e1r]}
+  - conv: {out: 8, k: 3, name: d1}
+  - conv: {out: 2, k: 1, name: seg}
+"""
+
+
+def test_resolution_moves_to_the_nearest_size_whose_shapes_fit() -> None:
+    """The range's top, 26 px, breaks the U-Net's concat (13 vs 12 px maps): 24 px, inside the range,
+    is offered instead (it was refused with advice to analyse the model itself, which fails too)."""
+    adv = suggest_graph(_net(UNET), only=["resolution"])
+    s = adv.suggestion("resolution")
+    assert adv.base.feasible_resolution == (20, 26)
+    assert s.graph.input_shape == (3, 24, 24) and "26 px itself gives shapes that do not fit" in s.explanation
+
+
 TWO = """\
 name: two
 input: [3, 32, 32]

@@ -90,6 +90,10 @@ def truncate(base: Base) -> list[Rewrite]:
         if unknown and out is not None and not base.rf[out].known:
             raise NotApplicable(f"an op convscope does not know ({', '.join(unknown[:3])}) lies before the output: "
                                 "the classifier head cannot be told past it, so there is nothing safe to cut")
+        if len(g.outputs) > 1:
+            raise NotApplicable(f"the network has {len(g.outputs)} outputs ({', '.join(g.outputs)}); truncation "
+                                "re-attaches one classifier head (global pooling, or flatten -> linear) to an "
+                                "earlier layer, and cannot tell which tail each output could lose")
         raise NotApplicable("no classifier head (global pooling, or flatten -> linear) to re-attach: cutting "
                             "the tail would change what the network outputs")
     if not base.flagged():
@@ -339,11 +343,15 @@ def maxpool_into_stride(base: Base) -> list[Rewrite]:
     users = base.graph.consumers()
     ed = Editor(base.graph)
     done: list[str] = []
+    why: list[str] = []
     for n in _maxpools(base):
         a = n.attrs
         assert isinstance(a, O.PoolAttrs)
         chain = _chain_after(base, n, users)
         size = base.graph.node(n.inputs[0]).out.spatial
+        if len(users[n.name]) > 1:
+            why.append(f"'{n.name}' feeds {', '.join(repr(u) for u in users[n.name])} (a shortcut would lose it)")
+            continue
         if (not chain or a.kernel != a.stride or a.padding != ((0, 0), (0, 0)) or a.ceil_mode
                 or size[0] % a.stride[0] or size[1] % a.stride[1]):
             continue
@@ -356,7 +364,8 @@ def maxpool_into_stride(base: Base) -> list[Rewrite]:
         ed.set_attrs(conv.name, dataclasses.replace(ca, stride=a.stride))
         done += [n.name, conv.name]
     if not done:
-        raise NotApplicable("no max-pool (kernel = stride) is directly followed by a stride-1 'same' convolution")
+        raise NotApplicable("no max-pool (kernel = stride) is directly followed by a stride-1 'same' convolution"
+                            + (f" that alone reads it: {'; '.join(why[:3])}" if why else ""))
     variant = ed.build(name=base.variant_name("maxpool-into-stride"))
     pairs = ", ".join(f"'{done[i]}' -> '{done[i + 1]}'" for i in range(0, len(done), 2))
     explanation = (
@@ -404,8 +413,24 @@ def resolution(base: Base) -> list[Rewrite]:
     try:
         variant = rebuild(base.graph, input_shape=(c, target, target), name=base.variant_name("resolution"))
     except GraphError as exc:
-        raise NotApplicable(f"feed {target}x{target} ({why}); the captured graph holds sizes fixed at {h} px "
-                            f"({exc.detail}), so analyse the model itself with --input {c},{target},{target}") from None
+        # The shapes do not work out at exactly that size (a U-Net's concat of an upsampled map with a
+        # skip needs a multiple of its total stride): the nearest size inside the range that does,
+        # moving into the range (down from its top, up from its bottom).
+        steps = range(target - 1, lo - 1, -1) if target == top else range(target + 1, (top or target + 256) + 1)
+        for r in list(steps)[:256]:
+            try:
+                variant = rebuild(base.graph, input_shape=(c, r, r), name=base.variant_name("resolution"))
+            except GraphError:
+                continue
+            why += f" — {target} px itself gives shapes that do not fit ({exc.detail}); {r} px is the nearest that does"
+            target = r
+            break
+        else:
+            captured = base.graph.meta_dict().get("frontend") in ("torch", "onnx")
+            where = (f"the captured graph holds sizes fixed at {h} px ({exc.detail}), so analyse the model itself "
+                     f"with --input {c},{target},{target}") if captured else \
+                f"no size in {_span(lo, top)} gives shapes that fit ({target} px: {exc.detail})"
+            raise NotApplicable(f"feed {target}x{target} ({why}); {where}") from None
     grown = reshaped_weights(layer_params(base.analysis), layer_params(variant))
     if grown:
         names = ", ".join(f"'{n}' ({old:,} -> {new:,} params)" for n, (old, new) in grown.items())

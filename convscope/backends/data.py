@@ -308,6 +308,11 @@ def _cifar_names(root: Path, k: int) -> tuple[str, ...]:
 def _load_cifar(root: Path, ref: str, shape: tuple[int, int, int], seed: int,
                 files: tuple[list[Path], list[Path]]) -> DataSet:
     notes = [f"{ref}: CIFAR batches read with a restricted unpickler (arrays and labels only)"]
+    numbers = sorted(int(p.name.rsplit("_", 1)[1]) for p in files[0] if p.name.rsplit("_", 1)[-1].isdigit())
+    if numbers and numbers != list(range(1, numbers[-1] + 1)):
+        missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
+        notes.append(f"{ref}: training batches {', '.join(f'data_batch_{i}' for i in numbers)} read; "
+                     f"{', '.join(f'data_batch_{i}' for i in missing)} missing (a partial copy?)")
     splits = []
     for part in files:
         xs, ys = zip(*(_read_batch(p) for p in part))

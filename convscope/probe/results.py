@@ -179,8 +179,9 @@ class ProbeResult:
     def to_dict(self) -> dict[str, Any]:
         train, test = self.train_accuracy, self.test_accuracy
         last = self.history[-1] if self.history else None
-        if test is None and last is not None:  # a partial result: the last finished epoch's, as the reports
-            train, test = train if train is not None else last.train_accuracy, last.test_accuracy
+        if test is None and last is not None:  # a partial result: the last finished epoch's test accuracy, as
+            test = last.test_accuracy  # the reports; the train accuracy of a finished run is measured in eval
+            # mode after training, which a partial run never did (its running epoch figures are in "history")
         return {
             "schema_version": SCHEMA_VERSION,
             "model": self.model,

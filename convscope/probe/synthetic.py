@@ -136,6 +136,8 @@ def parse_synthetic_ref(ref: str) -> tuple[str, dict[str, str]]:
         if not eq or key not in _KEYS[name]:
             raise InputError(f"--data {ref}: bad parameter '{item}' (accepted: "
                              f"{', '.join(sorted(_KEYS[name]))}, as key=value)")
+        if key in params:
+            raise InputError(f"--data {ref}: '{key}' is given twice ({key}={params[key]} and {item})")
         params[key] = value
     return name, params
 
