@@ -169,3 +169,24 @@ def test_the_ranges_top_follows_the_outputs_not_the_order_layers_are_written_in(
     # a layer that feeds no output does not set the top
     dead = head + "  - conv: {out: 4, k: 3, name: b}\n  - conv: {out: 4, k: 9, from: a, name: dead}\noutputs: [b]\n"
     assert feasible_range(graph_from_spec_text(dead))[1] == 5
+
+
+ADAPTIVE = {"name": "adp3", "input": [1, 32, 32], "layers": [
+    {"conv": {"out": 4, "k": 7, "s": 2, "name": "c1"}}, {"conv": {"out": 4, "k": 7, "name": "c2"}},
+    {"adaptive_avgpool": {"size": 3, "name": "adp"}}, {"conv": {"out": 2, "k": 1, "name": "c3"}}]}
+
+
+def test_the_feasible_range_after_an_adaptive_pool_does_not_depend_on_the_size_analysed() -> None:
+    """The bins grow with the image, and so do the receptive fields after them (c2 sees 19 px, a bin of
+    b positions of its 2-px grid adds 2·(b − 1)).  By hand: at R = 28 the 14-px map falls into bins of
+    5 and 6 (rf_min 27 < 28: productive; rf_max 29 >= 28: seen whole); at 27 rf_min is 27 (c3 is
+    unproductive); at 29 the 15-px map has bins of 5 only (rf_max 27 < 29).  It was [28, 25] analysed
+    at 16 px and [40, 41] at 64."""
+    got = {r: analyze(graph_from_spec_data(ADAPTIVE), input=(1, r, r)).feasible_resolution for r in (16, 24, 29, 32, 64)}
+    assert set(got.values()) == {(28, 28)}, got
+    at28 = analyze(graph_from_spec_data(ADAPTIVE), input=(1, 28, 28))
+    assert not at28.unproductive_layers() and at28.layer("c3").rf_max[0] >= 28
+    at27 = analyze(graph_from_spec_data(ADAPTIVE), input=(1, 27, 27))
+    assert [r.name for r in at27.unproductive_layers()] == ["c3"]
+    at29 = analyze(graph_from_spec_data(ADAPTIVE), input=(1, 29, 29))
+    assert at29.layer("c3").rf_max[0] < 29

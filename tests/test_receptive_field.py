@@ -204,3 +204,14 @@ def test_transposed_conv_every_stride_dilation_padding_and_output_padding_agains
         checked += 1
         wrong += [((k, s, d, p, op), c.expected, c.measured) for c in gradient_support(g, ["up"]) if not c.ok]
     assert checked == 330 and wrong == []
+
+
+def test_an_interpolation_to_a_size_is_probed_away_from_the_borders() -> None:
+    """12 -> 46 px bilinear: every interior position reads two source pixels (11 px of the input);
+    only the clamped positions at the ends read one.  The probes, one per phase, are taken around the
+    middle (they ran from the middle to the end, and rf_min came out 7)."""
+    g = graph_from_spec_data({"name": "up45", "input": [1, 45, 45], "layers": [
+        {"conv": {"out": 1, "k": 3, "s": 2}}, {"conv": {"out": 1, "k": 3, "s": 2}},
+        {"upsample": {"size": [46, 46], "mode": "bilinear", "name": "up"}}]})
+    up = receptive_field(g).of("up")
+    assert up.rf_min == (11, 11) and up.rf_max == (11, 11)

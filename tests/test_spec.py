@@ -346,6 +346,8 @@ BAD = {
     "layers_a_mapping": ("name: t\ninput: [3, 8, 8]\nlayers:\n  conv: {out: 8}\n",
                          r":4:3: 'layers' must be a list .*got a mapping \(keys: conv\)"),
     "tab_indent": ("name: t\ninput: [3, 8, 8]\nlayers:\n\t- relu\n", r":4:1: invalid YAML: .*\(a tab: indent YAML with spaces\)"),
+    "control_character": ("name: t\x01\ninput: [3, 8, 8]\nlayers: [relu]\n",
+                          r":1:8: invalid YAML: the control character U\+0001 is not allowed"),
     "unclosed_flow": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 8, k: 3\n  - relu\n",
                       r"invalid YAML: did not find expected ',' or '}' \(while parsing a flow mapping that starts at "
                       r"line 4, column 11\)"),
@@ -517,3 +519,12 @@ def test_an_expression_too_long_to_evaluate_is_a_spec_error(tmp_path: Path, caps
                  f"      - conv: {{out: \"${{c{'+1' * 3000}}}\", k: 3}}\nlayers:\n  - b\n")
     assert main(["analyze", str(p)]) == 2
     assert "is too long or nested too deeply to evaluate" in capsys.readouterr().err
+
+
+def test_from_names_an_op_that_adds_several_layers() -> None:
+    """`name: gate1` on an se makes gate1.avgpool … gate1.scale: `from: gate1` is its output (it was
+    refused as "defined later in the file")."""
+    g = graph_from_spec_text("name: t\ninput: [4, 16, 16]\nlayers:\n  - conv: {out: 8, k: 3, name: c}\n"
+                             "  - se: {ratio: 0.5, name: gate1}\n  - conv: {out: 8, k: 3, name: d}\n"
+                             "  - add: {from: [gate1, d], name: sum}\n")
+    assert g.node("sum").inputs == ("gate1.scale", "d")

@@ -190,8 +190,9 @@ def bottleneck(base: Base) -> list[Rewrite]:
                             "channels) for a bottleneck to save weights")
     variant = ed.build(name=base.variant_name("bottleneck"))
     explanation = (
-        f"Wrap {len(ed.changed)} full convolution(s) in a ResNet bottleneck: 1x1 down to a quarter of the "
-        f"channels ('<name>_reduce', reduction {opts.bottleneck_reduction}), BatchNorm, ReLU, the k x k "
+        f"Wrap {len(ed.changed)} full convolution(s) in a ResNet bottleneck: 1x1 down to min(in, out) / "
+        f"{opts.bottleneck_reduction} channels, rounded down to a multiple of {opts.channel_divisor} (at least "
+        f"{opts.channel_divisor}; '<name>_reduce'), BatchNorm, ReLU, the k x k "
         "convolution at that width ('<name>_spatial'), BatchNorm, ReLU, and 1x1 back up under the original name "
         "(seeds/003: 1x1 convolutions reduce parameters). Adds depth (two nonlinearities) but not receptive field.")
     return [Rewrite("bottleneck", "insert 1x1 bottlenecks", explanation, variant, ed.changed)]

@@ -138,15 +138,12 @@ class Exact:
         self.g, self.image, self.local, self.sized = graph, image, local, sized
         self._maps: dict[tuple[str, int], list[tuple[str, Map | None]]] = {}
 
-    def back(self, name: str, axis: int, lo: int, hi: int, inside: list[bool] | None = None,
-             clip: bool = False) -> tuple[int, int] | None:
+    def back(self, name: str, axis: int, lo: int, hi: int, inside: list[bool] | None = None) -> tuple[int, int] | None:
         """(narrowest path, hull of all paths): the widths of the input intervals along image axis
         ``axis`` that positions lo..hi of node ``name`` read; None when some op on the way cannot be
         followed, :data:`NOTHING` when they read no input position at all (the gaps a dilated,
         strided transposed convolution leaves: only its bias reaches them).  ``inside``, when given,
-        gets ``[False]`` if some interval on the way leaves its map (reads padding beyond a border);
-        ``clip`` cuts the intervals at the input's borders (what the gradient of the position sees
-        of an image that size).  Intervals are carried back node by node, latest first (no
+        gets ``[False]`` if some interval on the way leaves its map (reads padding beyond a border).  Intervals are carried back node by node, latest first (no
         recursion: a backbone of a thousand layers is as easy as ten).  Every op maps the ends of an
         interval monotonically, so per node the hull of the paths' intervals is one interval, and the
         narrowest path comes from an interval no other one lies inside: only those are kept."""
@@ -163,10 +160,6 @@ class Exact:
                 if box[0] < 0 or box[1] >= extent:
                     inside[:] = [False]
             if node.op is OpKind.INPUT:
-                if clip and len(node.out.spatial_axes) == 2:
-                    last = node.out.spatial[self.image[node.name].index(axis)] - 1
-                    box = (max(box[0], 0), min(box[1], last))
-                    minimal = [(max(a, 0), min(b, last)) for a, b in minimal]
                 hull = box if hull is None else (min(hull[0], box[0]), max(hull[1], box[1]))
                 width = min(b - a + 1 for a, b in minimal)
                 narrow = width if narrow is None else min(narrow, width)
@@ -284,15 +277,16 @@ def supports(ex: Exact, node: Node, axis: int, period: int) -> tuple[int, int] |
         probes: Sequence[int] = sorted({round(i * (size - 1) / max(1, MAX_PERIOD - 1)) for i in range(MAX_PERIOD)}
                                        if size > MAX_PERIOD else range(size))
         bounded = True
-    elif period < size:  # a pattern that repeats: any n consecutive positions show every phase
-        probes, bounded = range(size // 2, size // 2 + n), False
+    elif period < size:  # a pattern that repeats: any n consecutive positions show every phase; the
+        # ones around the middle, away from the borders (where an interpolation clamps its source)
+        start = max(0, min(size // 2 - n // 2, size - n))
+        probes, bounded = range(start, start + n), False
     else:  # no pattern repeats inside the map (a resampling to another tensor's size, 12 -> 23 px):
         # the phases are the positions themselves, and only those that exist count
         start = max(0, min(size // 2 - n // 2, size - n))
         probes, bounded = range(start, min(size, start + n)), True
     every: list[tuple[int, int]] = []
     within: list[tuple[int, int]] = []
-    clipped: list[tuple[int, int]] = []
     for o in probes:
         inside = [True]
         got = ex.back(node.name, axis, o, o, inside)
@@ -303,20 +297,12 @@ def supports(ex: Exact, node: Node, axis: int, period: int) -> tuple[int, int] |
         every.append(got)
         if inside[0]:
             within.append(got)
-        elif node.name in ex.sized:
-            cut = ex.back(node.name, axis, o, o, None, clip=True)
-            if cut is not None and cut != NOTHING:
-                clipped.append(cut)
     if node.name in ex.sized:
-        # The network fixes the map's size (an adaptive pool into a few bins): the truth is what the
-        # gradient of each position shows on an image of this size.  A position fully inside every
-        # map shows its support as is; one whose paths read padding shows it cut at the image's
-        # borders (a pyramid-pooling position that reads every bin sees the whole image, however the
-        # bins were padded).  The narrowest path comes from the positions fully inside when there are
-        # any (a border cuts paths short).
-        if not within and not clipped:
-            return None
-        return min(g[0] for g in (within or clipped)), max(g[1] for g in within + clipped)
+        # The network fixes the map's size (an adaptive pool into a few bins): no input is larger than
+        # the receptive field, every position is what the network computes, and each counts as it
+        # is, padding included, like any receptive field (a pyramid-pooling position that reads
+        # both bins sees the whole image and one pixel of padding: R + 1).
+        return (min(g[0] for g in every), max(g[1] for g in every)) if every else None
     # Where no pattern repeats, a position whose paths leave some map reads padding there: what the
     # positions fully inside show is the truth (the gradient of a position sees borders); only when
     # none is inside (a receptive field larger than the image) are the unbounded supports reported.

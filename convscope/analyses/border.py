@@ -148,12 +148,16 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
         if vals:  # the largest whole resolution the last layer still sees entirely: R <= rf_max (a
             # fractional rf_max, behind an upsampling, rounds down)
             hi = math.floor(max(vals))
-    # Rule 1 does not depend on the resolution (unless adaptive pools feed convolutions): the
-    # layer stays productive while R > min over inputs and axes of rf_min.
+    # Rule 1 does not depend on the resolution, except after an adaptive pool (its bins grow with the
+    # image, and so does every receptive field after it): the layer stays productive while
+    # R > min over inputs and axes of rf_min.
+    binned = _after_adaptive(graph)
+    if binned and len(graph.outputs) == 1 and graph.outputs[0] in binned:
+        hi = _largest_seen(graph, hi, limit)  # the last layer's rf_max grows with R as well
     need = 1
     for node in graph.nodes:
         ins = [rfs[i] for i in node.inputs]
-        if node.op in _WEIGHTED_SPATIAL and flaggable(node, ins):
+        if node.op in _WEIGHTED_SPATIAL and flaggable(node, ins) and node.name not in binned:
             m = min(min(v for v in x.rf_min if v is not None) for x in ins)  # type: ignore[union-attr, type-var]
             if m != INF:
                 need = max(need, math.floor(m) + 1)
@@ -221,6 +225,56 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
             m = _smallest(lambda k: ok(k * step), -(-need // step), limit // step, 0)
             found = None if m is None else m * step
     return found, hi
+
+
+def _after_adaptive(graph: Graph) -> set[str]:
+    """The nodes after an adaptive pool into more than one bin (at some sizes it changes the map's
+    size, whether or not it does at this one: VGG's 7×7 pool is an identity at 224 px only)."""
+    out: set[str] = set()
+    for n in graph.nodes:
+        if any(i in out for i in n.inputs) or (
+                n.op in (OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL) and max(n.out.spatial) > 1):
+            out.add(n.name)
+    return out
+
+
+def _largest_seen(graph: Graph, hi: int | None, limit: int) -> int | None:
+    """The largest R at which the last spatial layer still sees all of an R×R image, when its
+    receptive field itself depends on R (behind an adaptive pool): R <= rf_max(R), searched."""
+    c = graph.input_shape[0]
+
+    def seen(r: int) -> int | None:
+        try:
+            g = with_input(graph, (c, r, r))
+        except GraphError:
+            return None
+        last = _last_spatial(g, receptive_field(g).as_dict())
+        vals = [v for v in (last.rf_max_finite or ()) if v is not None] if last is not None else []
+        return math.floor(max(vals)) if vals else None
+
+    def sees(r: int) -> bool:
+        got = seen(r)
+        return got is not None and got >= r
+
+    r0 = graph.input_shape[1]
+    if hi is None:
+        return None
+    if hi >= r0:  # seen whole at r0: go up until it no longer is
+        lo_ok, step = r0, 1
+        while lo_ok + step <= limit and sees(lo_ok + step):
+            lo_ok, step = lo_ok + step, step * 2
+        bad = min(lo_ok + step, limit + 1)
+    else:  # not seen whole at r0: come down to where it is
+        bad, step = r0, 1
+        while bad - step >= 1 and not sees(bad - step):
+            bad, step = bad - step, step * 2
+        lo_ok = max(bad - step, 0)
+        if lo_ok == 0 or not sees(lo_ok):
+            return None
+    while bad - lo_ok > 1:  # seen at lo_ok, not at bad
+        mid = (lo_ok + bad) // 2
+        lo_ok, bad = (mid, bad) if sees(mid) else (lo_ok, mid)
+    return lo_ok
 
 
 def _smallest(ok: Callable[[int], bool], need: int, limit: int, back: int) -> int | None:

@@ -516,6 +516,17 @@ def _interpolate(c: Call) -> TVal:
     size, scale = c.arg(1, "size", None), c.arg(2, "scale_factor", None)
     mode = {"upsample_nearest": "nearest", "upsample_bilinear": "bilinear"}.get(c.what) or c.arg(3, "mode", "nearest")
     align = True if c.what == "upsample_bilinear" else bool(c.arg(4, "align_corners", None) or False)
+    if mode == "area":  # PyTorch computes it as adaptive_avg_pool2d to the output size
+        if size is not None:
+            hw = pair(size)
+        elif scale is not None:
+            sc = (scale, scale) if isinstance(scale, (int, float)) else tuple(scale)
+            hw = (math.floor(x.shape[2] * float(sc[0])), math.floor(x.shape[3] * float(sc[1])))
+        else:
+            raise Unsupported("interpolate without size or scale_factor")
+        if tuple(hw) == (1, 1):
+            return c.emit(OpKind.GLOBAL_AVGPOOL, O.GlobalPoolAttrs(keepdims=True), [x])
+        return c.emit(OpKind.ADAPTIVE_AVGPOOL, O.AdaptivePoolAttrs((int(hw[0]), int(hw[1]))), [x])
     if mode not in ("nearest", "nearest-exact", "bilinear", "bicubic"):
         raise Unsupported(f"interpolation mode '{mode}'")
     if c.arg(6, "antialias", False):

@@ -166,6 +166,13 @@ def load_yaml(text: str, file: str) -> Any:
             raise SpecError(f"invalid YAML: {problem}", file=file, line=mark.line + 1,
                             column=mark.column + 1) from None
         raise SpecError(f"invalid YAML: {problem}", file=file) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow: at a character offset
+        pos = exc.position if isinstance(exc.position, int) else 0
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        ch = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        raise SpecError(f"invalid YAML: the control character U+{ord(ch):04X} is not allowed (only tab, line "
+                        "breaks and printable characters are)", file=file, line=line, column=col) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {exc}", file=file) from None
     except RecursionError:

@@ -410,7 +410,10 @@ class _Walker:
                 fail(self.file, mark, f"{key} takes one input, but 'from' names {len(inputs)}")
             base = _join(ns, item_name) if item_name else f"{path}.{j}.{key}"
             ctx = _Ctx(self, base, x, inputs, mark, owner)
-            return SIMPLE_OPS[key](Args(key, args, self.file, amark), ctx)
+            out = SIMPLE_OPS[key](Args(key, args, self.file, amark), ctx)
+            if item_name and out != base:  # an op that adds several layers (se: NAME.avgpool … NAME.scale):
+                self.item_outputs[base] = out  # `from: NAME` takes its output
+            return out
         known = list(SIMPLE_OPS) + list(STRUCTURAL) + list(self.blocks)
         fail(self.file, mark, f"unknown op or block '{key}'{_suggest(key, known)}; "
                               f"ops: {', '.join(sorted(SIMPLE_OPS))}; structure: {', '.join(STRUCTURAL)}"
