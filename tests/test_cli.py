@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 from rich.console import Console
 
@@ -237,3 +238,26 @@ def test_long_commands_refuse_an_unwritable_output_before_they_run(tmp_path, cap
     plan.write_text("name: p\ninput: [3, 32, 32]\ndevice: raspi4\ncandidates:\n  a: {single: 'zoo:allconv'}\n")
     assert main(["compare", str(plan), "--html", str(tmp_path)]) == 2
     assert f"--html {tmp_path}: is a directory, not a file" in capsys.readouterr().err
+
+
+def test_calibrate_without_a_model_takes_the_standard_set(monkeypatch, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`convscope calibrate` (FORMATS §3, no MODEL) hands calibrate() no graphs: it times the zoo and its
+    variants.  It crashed with an internal error (exit 3) before timing anything."""
+    import convscope.backends.calibrate as cal
+
+    seen = []
+
+    def record(graphs, **kw):  # type: ignore[no-untyped-def]
+        seen.append(graphs)
+        raise SystemExit(0)  # what calibrate is asked to time is all this test needs
+
+    monkeypatch.setattr(cal, "calibrate", record)
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--threads", "1"])
+    assert seen == [None]
+    # a --json that cannot be written is refused before the minutes of timing, an empty one too
+    assert main(["calibrate", "--json", str(tmp_path)]) == 2 and "is a directory" in capsys.readouterr().err
+    for argv in (["calibrate"], ["analyze", "zoo:vgg11-cifar"], ["compare", "examples/camera/plan.yaml"]):
+        assert main([*argv, "--json", ""]) == 2
+        assert "needs a file name, or '-' for stdout" in capsys.readouterr().err
+    assert main(["suggest", "zoo:vgg11-cifar", "--write", ""]) == 2 and "needs a directory name" in capsys.readouterr().err

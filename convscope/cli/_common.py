@@ -108,9 +108,24 @@ def html_arg(text: str) -> str:
     return text
 
 
+def json_arg(text: str) -> str:
+    """An argparse type: a file for the JSON, or '-' for stdout; an empty name (a script's unset
+    variable) is refused, never taken as "no JSON"."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"needs a file name, or '-' for stdout, got '{text}'")
+    return text
+
+
+def dir_arg(text: str) -> str:
+    """An argparse type: a directory to write to; an empty name is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"needs a directory name, got '{text}'")
+    return text
+
+
 def add_json_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", metavar="FILE|-", help="write the result as JSON to FILE, or to stdout with '-' "
-                                                    "(the table is then not printed)")
+    p.add_argument("--json", metavar="FILE|-", type=json_arg,
+                   help="write the result as JSON to FILE, or to stdout with '-' (the table is then not printed)")
 
 
 def emit(result: Any, args: argparse.Namespace, render: Any, write_html: Any = None) -> None:

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from convscope.analyses.latency import CALIBRATED_DTYPES
-from convscope.cli._common import add_json_arg, console, json_to_stdout, shape_arg, write_json, threads_arg
+from convscope.cli._common import add_json_arg, check_output, console, json_to_stdout, shape_arg, threads_arg, write_json
 from convscope.errors import InputError, NothingUsable
 from convscope.units import plural
 
@@ -129,8 +129,9 @@ def run(args: argparse.Namespace) -> int:
     from convscope.backends.calibrate import calibrate
     from convscope.ir.ops import OpKind
 
-    graphs = _graphs(args)
-    for g in graphs:
+    check_output("--json", args.json)  # before the minutes of timing, not after them
+    graphs = _graphs(args)  # None: the zoo and its variants
+    for g in graphs or ():
         if all(n.op in (OpKind.INPUT, OpKind.UNKNOWN) for n in g.nodes):
             raise NothingUsable(f"{g.name}: every layer is an op convscope does not know, so there is nothing to "
                                 "time")

@@ -23,8 +23,9 @@ Layers past the predicted border should add no probe accuracy and have lower sat
 verdict says whether they do: agrees, partly, disagrees, inconclusive (the network learnt nothing)
 or no_prediction (no layer is predicted unproductive).
 
-DATA is an image folder (DIR/CLASS/*.png|jpg, or DIR/train/CLASS + DIR/test/CLASS), a CIFAR-10/100
-batch directory (data_batch_1..5 + test_batch), or synthetic:scales[:d=PX,n=N,test=N,noise=S,seed=S]:
+DATA is an image folder (DIR/CLASS/…/*.png|jpg, searched recursively, or DIR/train/CLASS +
+DIR/test/CLASS), a CIFAR-10/100 batch directory (data_batch_1..5 + test_batch, or train + test), or
+synthetic:scales[:d=PX,n=N,test=N,noise=S,seed=S]:
 generated images whose classes need d+1 px of context.  Images are resized to the network's input.
 Every finished epoch and layer is checkpointed: rerunning the same command resumes.
 """

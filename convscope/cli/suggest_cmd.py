@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from convscope.advice_api import suggest, write_variants
 from convscope.analyses.advice import REWRITE_KEYS, Advice
 from convscope.analyses.advice import Progress as ProgressFn
-from convscope.cli._common import add_json_arg, console, json_to_stdout, shape_arg, write_json
+from convscope.cli._common import add_json_arg, console, dir_arg, json_to_stdout, shape_arg, write_json
 from convscope.errors import ConvscopeError, InputError, NothingUsable
 from convscope.reports.suggest_terminal import render_advice
 from convscope.units import plural
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
     p.add_argument("--only", metavar="KEY,...", help=f"only these rewrites: {', '.join(REWRITE_KEYS)} "
                                                     "(or width-0.75, width-0.5)")
-    p.add_argument("--write", metavar="DIR", help="write the original and each recommended variant as a spec "
+    p.add_argument("--write", metavar="DIR", type=dir_arg, help="write the original and each recommended variant as a spec "
                                                   "file into DIR")
     add_json_arg(p)
     p.add_argument("--brief", action="store_true", help="the table only, without the explanations")
