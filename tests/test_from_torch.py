@@ -1406,3 +1406,22 @@ def test_a_merge_of_paths_centred_apart_spans_both(how: str, want: tuple[int, in
     assert tuple(convscope.analyze(_Shifted(how), input=(3, 32, 32)).layer("out").rf_max) == want
     torch.onnx.export(_Shifted(how).eval(), (torch.zeros(1, 3, 32, 32),), str(tmp_path / "m.onnx"), dynamo=False)
     assert tuple(convscope.analyze(str(tmp_path / "m.onnx")).layer("out").rf_max) == want
+
+
+class _CropResized(nn.Module):
+    """A map added to a crop of itself interpolated back to its size: the two paths' jumps differ (1
+    and 80/88), so their offset grows toward the borders (5 px wide there, 2 in the middle)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.interpolate(x[:, :, :, 4:84], size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return self.conv(x + y)
+
+
+def test_a_merge_of_paths_whose_jumps_differ_is_followed_at_every_position() -> None:
+    widths = [_support(_CropResized(), (1, 80, 88), (40, j), 2) for j in (0, 10, 44, 77, 87)]
+    assert widths == [5, 5, 2, 5, 5]
+    assert convscope.analyze(_CropResized(), input=(1, 80, 88)).layer("conv").rf_max[1] == 5  # was 2

@@ -165,6 +165,10 @@ def test_shipped_profiles(name: str) -> None:
     ("name: x\nbandwidth_gbs: 1\noverhead_us: {torch: 1}\n", ":1:1", "missing required key 'peak_gflops'"),
     ("name: x\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1\n"
      "overhead_us: {}\n", ":4:1", "'overhead_us' needs at least one backend"),
+    ("name: x\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1\n"
+     "overhead_us: {torch: 1}\nsources: [1, {a: 2}]\n", ":5:10", "'sources' must be a list of strings"),
+    ("name: x\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1\n"
+     "overhead_us: {torch: 1}\nbackend:\n", ":5:", "'backend' must name a runtime (torch), got null"),
 ])
 def test_profile_errors_name_file_line_and_value(tmp_path: Path, text: str, where: str, what: str) -> None:
     f = tmp_path / "board.yaml"

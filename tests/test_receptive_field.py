@@ -215,3 +215,13 @@ def test_an_interpolation_to_a_size_is_probed_away_from_the_borders() -> None:
         {"upsample": {"size": [46, 46], "mode": "bilinear", "name": "up"}}]})
     up = receptive_field(g).of("up")
     assert up.rf_min == (11, 11) and up.rf_max == (11, 11)
+
+
+def test_a_map_of_bins_has_real_borders() -> None:
+    """56 px into 5 unequal bins ([0,12), [11,23), [22,34), [33,45), [44,56)), then a padded 3×3 conv:
+    three neighbouring bins span 34 px, the border positions read two bins (23 px) and zeros, not an
+    imagined bin beyond the map (rf_max was 35)."""
+    g = graph_from_spec_data({"name": "ad2", "input": [1, 56, 56], "layers": [
+        {"adaptive_avgpool": {"size": 5, "name": "a"}}, {"conv": {"out": 1, "k": 3, "name": "c"}}]})
+    c = receptive_field(g).of("c")
+    assert c.rf_max == (34, 34) and c.rf_min == (23, 23)

@@ -314,7 +314,9 @@ def _graph(row: CsvRow, file: str) -> Graph:
     try:
         return load_graph(row.resolved, input=row.input)
     except ConvscopeError as exc:
-        raise SpecError(f"network '{row.ref}': {exc}", file=file, line=row.line) from None
+        msg = str(exc).replace("needs --input C,H,W", "needs its input shape in the row's input column "
+                                                       "(network,latency_ms,batch,input with input as CxHxW, e.g. 3x224x224)")
+        raise SpecError(f"network '{row.ref}': {msg}", file=file, line=row.line) from None
 
 
 def fit_csv(path: str | os.PathLike[str], profile: DeviceProfile, backend: str, dtype: str) -> FittedModel:

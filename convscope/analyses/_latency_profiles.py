@@ -95,6 +95,8 @@ def profile_names() -> list[str]:
 def load_profile(ref: str | os.PathLike[str]) -> DeviceProfile:
     """A shipped profile by name (``raspi4``) or a YAML file of the same format."""
     text_ref = os.fspath(ref)
+    if not text_ref.strip():
+        raise InputError(f"--device needs a profile name ({', '.join(profile_names())}), a profile file or local, got ''")
     if text_ref in profile_names():
         root = resources.files("convscope.analyses") / "profiles"
         return parse_profile((root / f"{text_ref}.yaml").read_text(encoding="utf-8"), f"profile:{text_ref}")
@@ -173,6 +175,8 @@ def parse_profile(text: str, file: str) -> DeviceProfile:
     unc = _uncertainty(file, top)
     if not overhead:
         raise _err(file, top, "overhead_us", f"'overhead_us' needs at least one backend ({', '.join(BACKENDS)})")
+    if "backend" in top and not isinstance(top["backend"], str):
+        raise _err(file, top, "backend", f"'backend' must name a runtime ({', '.join(overhead)}), got {shown(top['backend'])}")
     backend = str(top.get("backend", next(iter(overhead))))
     if backend not in overhead:
         raise _err(file, top, "backend", f"backend '{backend}' has no entry in overhead_us ({', '.join(overhead)})")
@@ -181,7 +185,7 @@ def parse_profile(text: str, file: str) -> DeviceProfile:
     if "description" in top and not isinstance(top["description"], str):
         raise _err(file, top, "description", f"'description' must be a string, got {shown(top['description'])}")
     sources = top.get("sources", [])
-    if not isinstance(sources, list):
+    if not isinstance(sources, list) or not all(isinstance(x, str) for x in sources):
         raise _err(file, top, "sources", "'sources' must be a list of strings")
     return DeviceProfile(
         name=str(top["name"]), description=str(top.get("description", "")),

@@ -134,8 +134,8 @@ class Exact:
     a node has finite paths at all."""
 
     def __init__(self, graph: Graph, image: dict[str, tuple[int, int]], local: Callable[[str], bool],
-                 sized: frozenset[str] = frozenset()):
-        self.g, self.image, self.local, self.sized = graph, image, local, sized
+                 sized: frozenset[str] = frozenset(), drift: frozenset[str] = frozenset()):
+        self.g, self.image, self.local, self.sized, self.drift = graph, image, local, sized, drift
         self._maps: dict[tuple[str, int], list[tuple[str, Map | None]]] = {}
 
     def back(self, name: str, axis: int, lo: int, hi: int, inside: list[bool] | None = None) -> tuple[int, int] | None:
@@ -159,6 +159,14 @@ class Exact:
                 extent = node.out.spatial[self.image[node.name].index(axis)]
                 if box[0] < 0 or box[1] >= extent:
                     inside[:] = [False]
+            if node.name in self.sized and len(node.out.spatial_axes) == 2:
+                # a map whose size the network fixes (an adaptive pool's bins) has real borders: the
+                # padding around it is zeros, not more bins of the image
+                last = node.out.spatial[self.image[node.name].index(axis)] - 1
+                box = (max(box[0], 0), min(box[1], last))
+                minimal = [(max(a, 0), min(b, last)) for a, b in minimal if a <= last and b >= 0]
+                if box[0] > box[1] or not minimal:
+                    continue
             if node.op is OpKind.INPUT:
                 hull = box if hull is None else (min(hull[0], box[0]), max(hull[1], box[1]))
                 width = min(b - a + 1 for a, b in minimal)
@@ -272,8 +280,9 @@ def supports(ex: Exact, node: Node, axis: int, period: int) -> tuple[int, int] |
     k = ex.image[node.name].index(axis)
     size = node.out.spatial[k]
     n = min(period, MAX_PERIOD)
-    if node.name in ex.sized:  # the network fixes the map's size (an adaptive pool's bins): every
-        # position is its own phase, those near the borders included; a large map is sampled evenly
+    if node.name in ex.sized or node.name in ex.drift:  # the network fixes the map's size (an adaptive
+        # pool's bins), or paths drift apart (their jumps differ): every position is its own phase,
+        # those near the borders included; a large map is sampled evenly
         probes: Sequence[int] = sorted({round(i * (size - 1) / max(1, MAX_PERIOD - 1)) for i in range(MAX_PERIOD)}
                                        if size > MAX_PERIOD else range(size))
         bounded = True

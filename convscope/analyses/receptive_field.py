@@ -455,6 +455,7 @@ def receptive_field(graph: Graph) -> RFResult:
     period: dict[str, tuple[int, int]] = {}  # per node: positions (own axes) that cover every phase
     resampled: set[str] = set()  # nodes with a resampling op on some path from the input
     sized: set[str] = set()  # nodes after an adaptive pool into a few bins: their map size is fixed
+    drift: set[str] = set()  # nodes after a merge of paths whose jumps differ: no pattern repeats
     centre: dict[str, Offset | None] = {}  # per node: where its positions' paths are centred (see _centre)
     skewed: set[str] = set()  # nodes after a merge of paths centred apart (a shift, one-sided padding)
     misaligned: list[str] = []
@@ -463,6 +464,8 @@ def receptive_field(graph: Graph) -> RFResult:
         infos = [graph.node(i).out for i in node.inputs]
         if _bins(node, infos) or any(i in sized for i in node.inputs):
             sized.add(node.name)
+        elif any(i in drift for i in node.inputs) or _drifts(node, infos, rf):
+            drift.add(node.name)
         if _resamples(node, infos) or any(i in resampled for i in node.inputs):
             resampled.add(node.name)
             period[node.name] = periods(node, [period.get(i, (1, 1)) for i in node.inputs], infos)
@@ -492,7 +495,7 @@ def receptive_field(graph: Graph) -> RFResult:
         if node.name not in resampled and (any(i in skewed for i in node.inputs) or _skews(node, infos, centre, rf)):
             skewed.add(node.name)
     if resampled or skewed:
-        _exact_after_resampling(graph, rf, image, period, resampled | skewed, frozenset(sized))
+        _exact_after_resampling(graph, rf, image, period, resampled | skewed, frozenset(sized), frozenset(drift))
     return RFResult(tuple(rf.items()), tuple(misaligned))
 
 
@@ -566,13 +569,29 @@ def _bins(node: Node, infos: list[TensorInfo]) -> bool:
     return any(1 < o != i for i, o in zip(infos[0].spatial, node.out.spatial))
 
 
+def _drifts(node: Node, infos: list[TensorInfo], rf: dict[str, NodeRF]) -> bool:
+    """A merge of local paths whose jumps differ (a map added to an interpolation of a crop of itself,
+    resized to its size): their offset changes from position to position, so no pattern repeats and
+    every position of the map is probed, and those whose paths stay inside every map count."""
+    if len(node.inputs) < 2 or not _merges_positions(node, infos[0]):
+        return False
+    local = [rf[i] for i in node.inputs if _local(rf[i])]
+    if len(local) < 2:
+        return False
+    for k in (0, 1):
+        jumps = {x.axes[k].jump for x in local if x.axes is not None and x.axes[k].jump is not None}
+        if len(jumps) > 1:
+            return True
+    return False
+
+
 def _exact_after_resampling(graph: Graph, rf: dict[str, NodeRF], image: dict[str, tuple[int, int]],
                             period: dict[str, tuple[int, int]], resampled: set[str],
-                            sized: frozenset[str] = frozenset()) -> None:
+                            sized: frozenset[str] = frozenset(), drift: frozenset[str] = frozenset()) -> None:
     """Replace the average supports of the nodes after a resampling op by the true ones, found
     position by position (see ``_rf_exact``); a node whose paths cannot all be followed keeps the
     average."""
-    ex = Exact(graph, image, lambda name: _local(rf[name]), sized)
+    ex = Exact(graph, image, lambda name: _local(rf[name]), sized, drift)
     for name in resampled:
         node, x = graph.node(name), rf[name]
         if x.axes is None or not _local(x) or len(node.out.spatial_axes) != 2:

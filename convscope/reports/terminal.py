@@ -40,6 +40,20 @@ def _kernel(r: LayerRow) -> str:
     return "".join(parts)
 
 
+def _wrap_path(name: str, width: int) -> str:
+    """A module path on lines of at most ``width`` characters, broken after its dots where it can
+    (``features.17.conv.`` / ``1.0``, never ``features.17.c`` / ``onv.1.0``)."""
+    lines: list[str] = []
+    cur = ""
+    for part in name.replace(".", ".\0").split("\0"):
+        if cur and len(cur) + len(part) > width:
+            lines.append(cur)
+            cur = ""
+        cur += part
+    lines.append(cur)
+    return "\n".join(lines)
+
+
 NARROW = 110  # below this many columns the layer table is compacted (80-column terminals, pipes)
 
 
@@ -65,6 +79,7 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
         for col in ("params", "MACs", "rf min", "rf max", "jump") + (("ms",) if has_ms else ()):
             t.add_column(col, justify="right")
     t.add_column("", overflow="fold")
+    rows: list[tuple[list[str], str | None]] = []
     for r in a.layers:
         is_border = r.name == a.border_layer
         if not (all_layers or r.op in MAIN_OPS or r.unproductive or is_border):
@@ -88,6 +103,14 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
         if has_ms:
             row.append(fmt_ms(r.ms) if r.ms else "")
         row.append(mark)
+        rows.append((row, style))
+    if narrow and rows:  # long module paths break at their dots, in the width the other columns leave
+        others = sum(max(len(str(c.header)), *(len(row[i]) for row, _ in rows)) + 2  # padding and rule
+                     for i, c in enumerate(t.columns) if i > 0)
+        width = max(12, console.width - others - 1)
+        rows = [([_wrap_path(row[0], width), *row[1:]], style) for row, style in rows]
+        t.columns[0].min_width = max(len(line) for row, _ in rows for line in row[0].split("\n"))
+    for row, style in rows:
         t.add_row(*row, style=style)
     console.print(t)
     tot = a.totals
