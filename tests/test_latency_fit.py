@@ -196,6 +196,32 @@ def test_a_mismeasured_network_is_left_out(tmp_path: Path) -> None:
     assert any(f"refitted on {len(SHAPES) - 1} networks" in n for n in fit.notes)  # the outlier is not one
 
 
+def test_the_only_network_of_its_kind_is_not_an_outlier(tmp_path: Path) -> None:
+    """Plain 3x3 stacks, three zoo networks and one depthwise one (MobileNetV2), all timed at exactly
+    0.1x the profile: the others say nothing about depthwise convolutions, so missing MobileNetV2 is
+    no sign of a bad row.  It was left out as an outlier, and depthwise networks were then predicted
+    2.9x off inside a band of +-1%."""
+    from convscope.analyses._latency_profiles import load_profile
+    from convscope.zoo import load_zoo
+
+    prof = load_profile("raspi4")
+    (tmp_path / "nets").mkdir()
+    rows = []
+    for i, (side, c, n) in enumerate([(16, 8, 3), (16, 16, 3), (16, 32, 3), (16, 8, 7), (32, 16, 5), (32, 32, 4),
+                                      (32, 64, 3), (32, 8, 11), (24, 24, 6), (48, 48, 2)]):
+        body = "".join(f"  - conv: {{out: {c}, k: 3}}\n  - bn\n  - relu\n" for _ in range(n))
+        p = tmp_path / "nets" / f"p{i}.yaml"
+        p.write_text(f"name: p{i}\ninput: [3, {side}, {side}]\nlayers:\n{body}  - gap\n  - linear: 10\n")
+        rows.append(f"nets/p{i}.yaml,{0.1 * analytic(load_graph(str(p)), prof).ms},1,\n")
+    for z in ("allconv", "resnet18-cifar", "mobilenetv2", "vgg11-cifar"):
+        rows.append(f"zoo:{z},{0.1 * analytic(load_zoo(z, input_shape=(3, 32, 32)), prof).ms},1,3x32x32\n")
+    csv = tmp_path / "t.csv"
+    csv.write_text("network,latency_ms,batch,input\n" + "".join(rows))
+    fit = predict(load_zoo("mobilenetv2", input_shape=(3, 48, 48)), device="raspi4", fit=str(csv))
+    assert fit is not None and not any("outliers" in n for n in fit.notes), fit.notes
+    assert any("refitted on 14 networks" in n for n in fit.notes)
+
+
 def test_row_shapes_merges_and_what_the_fit_assumes_are_said(tmp_path: Path) -> None:
     nets = write_nets(tmp_path, SHAPES[:6])
     ms = [analytic(load_graph(str(n)), TRUE).ms for n in nets]

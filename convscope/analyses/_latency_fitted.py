@@ -190,11 +190,27 @@ def fit_model(nets: Sequence[NetFeatures], y: np.ndarray, *,
         r = np.array([_miss([nets[j] for j in keep if j != i], y[[j for j in keep if j != i]], nets[i], y[i],
                             iterations) for i in keep])
         worst = int(np.argmax(r))
-        if r[worst] <= max(OUTLIER, 4 * float(np.median(r))):
+        if r[worst] <= max(OUTLIER, 4 * float(np.median(r))) or _sole_carrier(nets, keep, keep[worst]):
             break
         dropped.append(keep.pop(worst))
     th, cols = _fit_all_starts([nets[i] for i in keep], y[keep], iterations)
     return th, cols, sorted(dropped)
+
+
+def _sole_carrier(nets: Sequence[NetFeatures], keep: Sequence[int], i: int) -> bool:
+    """Whether network ``i`` is the only one of ``keep`` that spends a real share of its time (on the
+    profile) in some feature (the one depthwise network among dense ones): the others cannot predict
+    it, because they say nothing about that feature, so missing it is no sign of a bad measurement,
+    and leaving it out would hide the very error the band should show."""
+    th = np.asarray(PRIOR, dtype=float)
+
+    def shares(j: int) -> np.ndarray:
+        t = nets[j].row(th)[:8] * th[:8]
+        total = float(t.sum())
+        return t / total if total > 0 else t
+    mine = shares(i)
+    others = [shares(j) for j in keep if j != i]
+    return any(mine[f] >= 0.2 and all(o[f] < 0.05 for o in others) for f in range(len(mine)))
 
 
 def _miss(nets: Sequence[NetFeatures], y: np.ndarray, net: NetFeatures, measured: float, iterations: int) -> float:
