@@ -330,8 +330,11 @@ def _graph(row: CsvRow, file: str) -> Graph:
     try:
         return load_graph(row.resolved, input=row.input)
     except ConvscopeError as exc:
-        msg = str(exc).replace("needs --input C,H,W", "needs its input shape in the row's input column "
-                                                       "(network,latency_ms,batch,input with input as CxHxW, e.g. 3x224x224)")
+        msg = str(exc)
+        if "needs --input C,H,W" in msg:  # in a CSV the shape is a column, not an option
+            msg = msg[:msg.index("needs --input C,H,W")] + ("needs its input shape in the row's input column "
+                                                           "(network,latency_ms,batch,input with input as CxHxW, "
+                                                           "e.g. 3x224x224)")
         raise SpecError(f"network '{row.ref}': {msg}", file=file, line=row.line) from None
 
 
