@@ -78,6 +78,16 @@ def test_stops_when_stable() -> None:
     assert t.stable and t.elapsed_s < 30
 
 
+def test_a_network_too_fast_for_the_minimum_time_is_judged_on_its_many_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """max_runs reached before min_time_s (a 0.16 ms network): the halves of 200 equal runs agree, so
+    the median settled (it was reported as not settled)."""
+    monkeypatch.setattr(itf, "disturbance", lambda *a, **k: itf.Disturbance(0.0, 0.0, 0.0, False))
+    clock = iter(range(10**6))
+    monkeypatch.setattr(M.time, "perf_counter", lambda: next(clock) * 1e-4)  # every call 0.1 ms later
+    t = time_runs(lambda: None, min_runs=10, time_limit_s=30, min_time_s=10, warmup=1, warmup_s=0, max_runs=200)
+    assert len(t.clean) == 200 and t.stable
+
+
 def test_enqueued_calls_are_waited_for_once_per_run() -> None:
     """calibrate on cuda: the calls of a run only enqueue work; ``end`` (the synchronisation) runs
     once per run, inside the timed window, so the work it waits for is in the figure."""
