@@ -61,9 +61,12 @@ def whole_share_groups(g: Graph, convs: list[Node]) -> list[Node]:
     return [n for n in convs if (n.shares or (n.name if n.name in members else None)) in (None, *whole)]
 
 
-def _shared(names: list[str], owner_names: list[str] | None) -> list[str | None]:
-    """For each new node of a sharer, the owner's counterpart it shares; none for the owner itself."""
-    return list(owner_names) if owner_names is not None else [None] * len(names)
+def _counterparts(g: Graph, n: Node, suffixes: tuple[str, ...]) -> list[str | None]:
+    """For each part a rewrite makes of ``n`` (``<name>_<suffix>``, then the part under ``n``'s own
+    name): the same part of the layer whose weights ``n`` shares, or None when ``n`` holds its own."""
+    if not n.shares:
+        return [None] * (len(suffixes) + 1)
+    return [*(_free_name(g, f"{n.shares}_{s}") for s in suffixes), n.shares]
 
 
 def _cin(base: Base, n: Node) -> int:
@@ -131,7 +134,7 @@ def depthwise_separable(base: Base) -> list[Rewrite]:
                          dilation=a.dilation, groups=cin)
         pw = O.ConvAttrs(out_channels=a.out_channels, kernel=(1, 1), bias=a.bias)
         dw_name = _free_name(g, f"{n.name}_dw")
-        tie = _shared([dw_name, n.name], [_free_name(g, f"{n.shares}_dw"), n.shares] if n.shares else None)
+        tie = _counterparts(g, n, ("dw",))
         ed.replace(n.name, [NewNode(dw_name, OpKind.CONV, dw, n.inputs, tie[0]),
                             NewNode(n.name, OpKind.CONV, pw, (dw_name,), tie[1])])
     variant = ed.build(name=base.variant_name("depthwise-separable"))
@@ -155,8 +158,7 @@ def _bottleneck_nodes(g: Graph, n: Node, cin: int, m: int) -> list[NewNode]:
     a = n.attrs
     assert isinstance(a, O.ConvAttrs)
     names = [_free_name(g, f"{n.name}_{s}") for s in _BOTTLENECK_PARTS]
-    tie = _shared([*names, n.name], [*(_free_name(g, f"{n.shares}_{s}") for s in _BOTTLENECK_PARTS), n.shares]
-                  if n.shares else None)  # a module called twice: every part of the bottleneck shared too
+    tie = _counterparts(g, n, _BOTTLENECK_PARTS)  # a module called twice: every part shared too
     one = (1, 1)
     return [
         NewNode(names[0], OpKind.CONV, O.ConvAttrs(out_channels=m, kernel=one), n.inputs, tie[0]),
