@@ -548,6 +548,9 @@ def test_switch_networks_named_by_numbers_or_booleans_take_their_schedule(nets: 
     big, small = macs(nets, "big"), macs(nets, "small")
     assert cmp.candidate("hours").macs_per_frame == pytest.approx(0.25 * small + 0.75 * big)
     assert cmp.candidate("onoff").macs_per_frame == pytest.approx(small)
+    # YAML 1.2: on/off/yes/no are the words written, never True/False (a candidate named 'no' was 'False')
+    assert [n.role for n in cmp.candidate("onoff").networks] == ["on", "off"]
+    assert compare(str(plan(nets, "  no:\n    single: small.yaml\n")), predictor=fake).verdict.best == "no"
     with pytest.raises(SpecError, match=r"plan.yaml:8:18: candidate 'hours': schedule: '7' is not one of the "
                                         r"networks \(6, 18\)"):
         compare(str(plan(nets, body.replace("{6: 0.25", "{7: 0.25"))), predictor=fake)
@@ -605,3 +608,43 @@ def test_an_html_report_needs_a_file_name(nets: Path, capsys) -> None:  # type: 
         assert main([*cmd, "--html", "-"]) == 2
         assert "needs a file name for the report" in capsys.readouterr().err
     assert not (Path.cwd() / "-").exists()
+
+
+def test_a_cut_at_a_pytorch_module_is_at_what_it_returns() -> None:
+    """A trunk cut at a container module ends at what it returns: not at the last layer it ran (a side
+    computation), and never at one of several tensors it returns or of several calls, silently."""
+    import torch.nn as nn
+
+    from convscope.api import load_graph
+    from convscope.errors import GraphError
+    from convscope.ir.transform import subgraph_until
+
+    class Side(nn.Module):
+        def __init__(self, two: bool) -> None:
+            super().__init__()
+            self.two, self.c1, self.c2 = two, nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            y = self.c1(x).relu()
+            if self.two:
+                return y, self.c2(y)
+            self.stat = self.c2(y)  # a statistic kept on the side: not the block's output
+            return y
+
+    class Net(nn.Module):
+        def __init__(self, two: bool) -> None:
+            super().__init__()
+            self.stem, self.mid, self.blk = nn.Conv2d(3, 8, 3, 2, 1), Side(two), nn.Sequential(nn.Conv2d(8, 8, 1))
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            y = self.mid(self.stem(x))
+            y = y[0] if isinstance(y, tuple) else y
+            return self.blk(self.blk(y))
+
+    g = load_graph(Net(False), input=(3, 32, 32))
+    cut = subgraph_until(g, "mid")
+    assert cut.outputs == ("mid.relu",) and "mid.c2" not in cut  # was cut at mid.c2, the last layer run
+    with pytest.raises(GraphError, match=r"'mid' returns 2 tensors \(mid.relu, mid.c2\); a trunk has one output"):
+        subgraph_until(load_graph(Net(True), input=(3, 32, 32)), "mid")
+    with pytest.raises(GraphError, match="'blk' is called 2 times, so its output is not one map"):
+        subgraph_until(g, "blk")

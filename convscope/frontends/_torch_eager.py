@@ -195,7 +195,10 @@ def eager_trace(module: nn.Module, lo: Lowering, shape: tuple[int, ...]) -> Any:
 
     def post(m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         if not leaf(m):
-            lo.scope.pop()
+            path = lo.scope.pop()
+            lo.scope_out.setdefault(path, []).append(tuple(
+                v.node for t in flat_values(out) if isinstance(t, torch.Tensor)
+                and isinstance(v := rec.values.get(id(t)), TVal)))
             return
         if rec.leaf_depth == 1:
             rargs, rkwargs = rec.pending.pop()  # type: ignore[attr-defined]

@@ -241,9 +241,12 @@ class ShapeTracer(torch.fx.Tracer):
         if not is_leaf(m):
             self.lo.scope.append(path)
             try:
-                return forward(*args, **kwargs)
+                out = forward(*args, **kwargs)
             finally:
                 self.lo.scope.pop()
+            self.lo.scope_out.setdefault(path, []).append(tuple(
+                v.resolved.node for v in flat_values(out) if isinstance(v, ShapedProxy) and isinstance(v.resolved, TVal)))
+            return out
         uargs, ukwargs = self.unwrap(args), self.unwrap(kwargs)
         return self.wrap(call_leaf(self.lo, m, path, uargs, ukwargs))
 

@@ -170,6 +170,7 @@ class Lowering:
         self._const_nodes: dict[tuple[int, tuple[int, ...], tuple[str, ...]], tuple[str, Any]] = {}
         self.notes: list[str] = []
         self.scope: list[str] = []
+        self.scope_out: dict[str, list[tuple[str, ...]]] = {}  # container module -> its outputs, per call
         self.modules: frozenset[str] = frozenset()  # the model's module paths (names functional ops leave alone)
 
     # -- names -------------------------------------------------------------------------------------

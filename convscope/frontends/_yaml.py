@@ -27,12 +27,19 @@ except AttributeError:  # pragma: no cover
 
 
 class _Loader(_Base):  # type: ignore[misc, valid-type]
-    """Safe loading, with YAML 1.2's floats: ``1e9`` and ``2.5E-3`` are numbers (YAML 1.1, which
-    PyYAML follows, reads an exponent without a decimal point as a string)."""
+    """Safe loading, with YAML 1.2's floats and booleans: ``1e9`` and ``2.5E-3`` are numbers (YAML 1.1,
+    which PyYAML follows, reads an exponent without a decimal point as a string), and only
+    true/false are booleans (YAML 1.1 also reads on, off, yes, no, y and n as booleans: a switch
+    whose specialists are ``on`` and ``off``, a candidate named ``no``)."""
 
 
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
                               list("-+0123456789."))
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in entries if tag != "tag:yaml.org,2002:bool"]
+    for first, entries in _Loader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
 _SCALARS = yaml.SafeLoader("")
 
 

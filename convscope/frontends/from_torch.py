@@ -34,7 +34,7 @@ from convscope.errors import ConvscopeError, InputError
 from convscope.frontends._torch_fold import fold
 from convscope.frontends._torch_trace import DataDependent, trace
 from convscope.frontends._torch_values import Lowering, Opaque, TVal, flat_values
-from convscope.ir.graph import UNLISTED_PARAMS, Graph
+from convscope.ir.graph import SCOPE_AMBIGUOUS, SCOPE_OUTPUTS, UNLISTED_PARAMS, Graph
 
 __all__ = ["graph_from_factory", "graph_from_module"]
 
@@ -112,11 +112,31 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
     if kind in _DTYPE_FLAGS:
         notes.append(f"the model's parameters are {str(kind).removeprefix('torch.')}: bytes and latency are for the "
                      f"dtype asked for (fp32 unless --dtype {_DTYPE_FLAGS[kind]})")
-    meta = {"frontend": "torch", "capture": used, "notes": tuple(notes)}
+    meta = {"frontend": "torch", "capture": used, "notes": tuple(notes), **_scope_meta(lo)}
     if unlisted:
         meta[UNLISTED_PARAMS] = unlisted
     graph = lo.build(list(dict.fromkeys(outputs)), meta)
     return fold(graph)
+
+
+def _scope_meta(lo: Lowering) -> dict[str, Any]:
+    """What each container module returned (a trunk cut at ``layer3`` cuts at layer3's output, not at
+    the last layer it ran: a side computation it does not return is not its output), and the
+    containers that name no single output (called twice; several tensors returned)."""
+    ends: dict[str, str] = {}
+    unclear: dict[str, str] = {}
+    for path, calls in lo.scope_out.items():
+        if not path:
+            continue
+        if len(calls) > 1:
+            unclear[path] = (f"'{path}' is called {len(calls)} times, so its output is not one map; cut at a layer "
+                             "of the call you mean")
+        elif len(calls[0]) > 1:
+            unclear[path] = (f"'{path}' returns {len(calls[0])} tensors ({', '.join(calls[0][:4])}); a trunk has one "
+                             "output: cut at one of them")
+        elif calls[0]:
+            ends[path] = calls[0][0]
+    return {SCOPE_OUTPUTS: tuple(sorted(ends.items())), SCOPE_AMBIGUOUS: tuple(sorted(unclear.items()))}
 
 
 def _materialise(module: nn.Module, dims: tuple[int, int, int], name: str) -> list[str]:

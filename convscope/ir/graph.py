@@ -98,6 +98,9 @@ UNLISTED_PARAMS = "unlisted_params"
 # Graph meta key: ((scope, node), ...) for a scope whose output is not its last node (a spec's
 # residual item ``layer3.0`` whose add is named ``layer3.add``, as PyTorch's module paths have it).
 SCOPE_OUTPUTS = "scope_outputs"
+# meta: scopes that name no single output (a module called twice, one that returns several tensors),
+# each with why: a trunk cut there is refused with the reason instead of guessed
+SCOPE_AMBIGUOUS = "scope_ambiguous"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from convscope.errors import GraphError
 from convscope.ir import ops as O
-from convscope.ir.graph import SCOPE_OUTPUTS, UNLISTED_PARAMS, Graph, GraphBuilder, Node, Shares
+from convscope.ir.graph import SCOPE_AMBIGUOUS, SCOPE_OUTPUTS, UNLISTED_PARAMS, Graph, GraphBuilder, Node, Shares
 from convscope.ir.ops import OpKind
 
 __all__ = ["with_input", "rebuild", "subgraph_until"]
@@ -88,6 +88,9 @@ def subgraph_until(graph: Graph, layer: str, *, name: str | None = None) -> Grap
         same = [n.name for n in graph.nodes if n.source == layer]
         if len(same) == 1:
             layer = same[0]
+    unclear = {str(k): str(v) for k, v in graph.meta_dict().get(SCOPE_AMBIGUOUS, ())}
+    if layer not in graph and layer in unclear:
+        raise GraphError(unclear[layer], layer=layer)
     if layer not in graph:
         ends = {str(k): str(v) for k, v in graph.meta_dict().get(SCOPE_OUTPUTS, ())}
         inside = [n.name for n in graph.nodes if n.name.startswith(layer + ".")]
