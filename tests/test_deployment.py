@@ -574,6 +574,11 @@ def test_an_onnx_trunk_is_cut_at_its_node_name_in_the_file(nets: Path) -> None:
     with pytest.raises(SpecError, match=r"gray_onnx.yaml:6:13: candidate 'g': network 'net.onnx' takes 3 input "
                                         r"channel\(s\), the plan's input \[1, 32, 32\] has 1"):
         compare(str(p), predictor=fake)
+    assert not by_file.notes  # the file's own size
+    p = nets / "small_onnx.yaml"  # the file accepts only 32 px: said on the candidate, not only in the HTML
+    p.write_text("name: s\ninput: [3, 16, 16]\ndevice: profile-x\ncandidates:\n  s:\n    single: net.onnx\n")
+    notes = compare(str(p), predictor=fake).candidate("s").notes
+    assert any("network 'net.onnx': the file fixes its input at [3, 32, 32]" in n for n in notes)
 
 
 def test_errors_loading_a_network_name_the_candidate_and_the_plans_input(nets: Path) -> None:

@@ -528,7 +528,7 @@ class _Runner:
         if len(out.shape) != 3 or not out.is_image:
             raise self._fail(replace(trunk_ref, mark=c.cut_mark),
                              f"candidate '{c.name}': the trunk's output {list(out.shape)} at '{c.cut}' is not a "
-                             "feature map that heads can take; cut before the global pooling or flatten")
+                             "feature map that heads can take; cut at the global pooling (a C×1×1 map) or before it")
         trunk_role = replace(trunk_ref, role=f"trunk up to {trunk.outputs[0]}")
         got = [(trunk_role, trunk, (trunk_ref.resolved, shape, trunk.outputs[0]))]
         for h in heads:
@@ -578,7 +578,7 @@ class _Runner:
 
 def _lower_bounds(nets: Sequence[NetworkResult]) -> tuple[str, ...]:
     """Why a candidate's numbers may be too low: unknown ops (no MACs, no time) and layers that could
-    not be timed, per network, once each."""
+    not be timed, per network, once each; and an ONNX file that accepts only another input size."""
     out: dict[str, None] = {}
     for n in nets:
         a = n.analysis
@@ -590,6 +590,9 @@ def _lower_bounds(nets: Sequence[NetworkResult]) -> tuple[str, ...]:
             u = a.latency.untimed
             out[f"{n.role} '{n.ref}': {len(u)} layer(s) could not be timed ({', '.join(u[:4])}"
                 f"{'…' if len(u) > 4 else ''}): its latency is a lower bound"] = None
+        for note in a.notes:  # an ONNX file fixed at another size cannot run the plan's frames as it is
+            if "the file fixes its input" in note:
+                out[f"{n.role} '{n.ref}': {note}"] = None
     return tuple(out)
 
 

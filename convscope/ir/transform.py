@@ -68,7 +68,10 @@ def _cut_hint(graph: Graph, layer: str) -> str:
     """What a cut could name instead of ``layer``: the layers whose names contain it or are close to
     it, else the network's top-level scopes (``layer3`` for ``layer3.*``)."""
     names = [n.name for n in graph.nodes if n.op is not OpKind.INPUT]
-    close = [n for n in names if layer in n][:5] or difflib.get_close_matches(layer, names, n=5)
+    prefixes = [".".join(n.split(".")[:k]) for n in names for k in range(1, n.count(".") + 1)]
+    every = list(dict.fromkeys(prefixes + names))  # scopes (layer3, layer3.1) as well as layers
+    near = sorted((n for n in every if layer in n), key=lambda n: (n.count("."), every.index(n)))
+    close = near[:5] or difflib.get_close_matches(layer, every, n=5)
     if close:
         return f"did you mean: {', '.join(close)}?"
     if len(names) <= 12:
