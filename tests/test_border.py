@@ -190,3 +190,18 @@ def test_the_feasible_range_after_an_adaptive_pool_does_not_depend_on_the_size_a
     assert [r.name for r in at27.unproductive_layers()] == ["c3"]
     at29 = analyze(graph_from_spec_data(ADAPTIVE), input=(1, 29, 29))
     assert at29.layer("c3").rf_max[0] < 29
+
+
+
+def test_a_model_that_refuses_every_other_size_has_no_known_feasible_lo() -> None:
+    """A PyTorch model whose Linear reads a flatten takes one size only: after a few dozen refusals no
+    size is known to work (it returned the 65th size tried, which the model refused too)."""
+    from convscope.analyses.border import feasible_range
+
+    g = graph_from_spec_data({"name": "n", "input": [3, 200, 200], "layers": [
+        {"conv": {"out": 4, "k": 3}}, {"conv": {"out": 4, "k": 3}}, {"conv": {"out": 4, "k": 3}},
+        {"conv": {"out": 4, "k": 3}}, {"conv": {"out": 4, "k": 3}}, {"conv": {"out": 4, "k": 3}}]})
+    asked: list[int] = []
+    lo, hi = feasible_range(g, at=lambda r: asked.append(r))  # type: ignore[func-returns-value]
+    assert lo is None and len(asked) == 64 and hi == 13
+    assert feasible_range(g)[0] == 12  # the graph itself, re-inferred at each size

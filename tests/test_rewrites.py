@@ -82,6 +82,7 @@ def test_bottleneck_closed_form() -> None:
 
 def test_width_closed_form() -> None:
     assert [scaled_channels(c, 0.5, 8) for c in (3, 8, 12, 32, 100, 1280)] == [3, 8, 8, 16, 48, 640]
+    assert scaled_channels(12, 0.75, 8) == 12  # make_divisible would give 16: a narrower net never widens a layer
     s = _one(_net(), "width-0.5")
     # fc keeps its classes but reads fewer channels: a PyTorch user edits it (and c1's BatchNorm) too
     assert s.changed == ("stem", "c1", "c2", "c1bn", "fc")
@@ -512,3 +513,34 @@ def test_write_refuses_to_overwrite_a_users_own_file(tmp_path) -> None:  # type:
     with pytest.raises(InputError, match="is not a file convscope suggest wrote"):
         write_variants(adv, tmp_path)
     assert mine.read_text() == "name: mine\n" and not (tmp_path / "00-original.yaml").exists()
+
+
+SEG = """\
+name: seg
+input: [3, 8, 8]
+layers:
+  - conv: {out: 8, k: 3, name: e1}
+  - conv: {out: 16, k: 3, s: 2, name: e2}
+  - conv: {out: 16, k: 3, name: e3}
+  - conv: {out: 16, k: 3, name: e4}
+  - upsample: {scale: 2, name: up}
+  - conv: {out: 5, k: 1, name: head}
+"""
+
+
+def test_a_rewrite_that_changes_the_output_map_is_not_recommended() -> None:
+    """Taking the stride out of a segmentation net's encoder doubles its output map (the upsampling
+    after it keeps its factor): not the same network, so said and not recommended."""
+    adv = suggest_graph(_net(SEG), only=["remove-downsampling"])
+    s = adv.suggestion("remove-downsampling")
+    assert s.graph.node("head").out.shape == (5, 16, 16)
+    assert not s.recommended and any("the output 'head' is a map and becomes 5x16x16 instead of 5x8x8" in n
+                                     for n in s.notes)
+
+
+def test_only_with_no_rewrite_named_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from convscope.cli import main
+
+    for only in ("", ","):
+        assert main(["suggest", "zoo:vgg11-cifar", "--only", only]) == 2
+        assert "--only needs at least one rewrite" in capsys.readouterr().err

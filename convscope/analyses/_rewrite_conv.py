@@ -203,12 +203,14 @@ def bottleneck(base: Base) -> list[Rewrite]:
 # -- width multiplier --------------------------------------------------------------------------------
 def scaled_channels(c: int, alpha: float, divisor: int) -> int:
     """MobileNet's make_divisible: c·alpha to the nearest multiple of ``divisor`` (halves up), never
-    below it and never more than 10% below c·alpha; channel counts up to ``divisor`` stay."""
+    below it and never more than 10% below c·alpha; channel counts up to ``divisor`` stay, and a
+    multiplier below 1 never widens a layer (12 x0.75 would round up to 16: it stays 12)."""
     if c <= divisor:
         return c
     v = c * alpha
     out = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return out + divisor if out < 0.9 * v else out
+    out = out + divisor if out < 0.9 * v else out
+    return min(out, c) if alpha < 1 else out
 
 
 def _output_layers(g: Graph) -> set[str]:

@@ -197,10 +197,13 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
         for r in range(need, limit + 1):
             if ok(r):
                 # a model may refuse sizes its layers would take (a detector checks for multiples of
-                # 32): the model itself is asked (it took its own size already), up to a few dozen refusals
-                if at is None or refused >= 64 or (r, r) == (h0, w0) or at(r) is not None:
+                # 32; a Linear after a flatten takes one size only): the model itself is asked (it took
+                # its own size already), up to a few dozen refusals; then no size is known to work
+                if at is None or (r, r) == (h0, w0) or at(r) is not None:
                     return r, hi
                 refused += 1
+                if refused >= 64:
+                    return None, hi
         return None, hi
     # Output sizes grow monotonically with the input, so ok() is False up to some r and True after.
     # First guess: each kernel needs an input map larger than itself, i.e. r > k·(r0 / map size).

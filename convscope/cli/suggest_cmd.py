@@ -89,7 +89,9 @@ def _progress(args: argparse.Namespace) -> Iterator[ProgressFn | None]:
 def _advice(args: argparse.Namespace) -> Advice:
     if args.batch < 1:
         raise InputError(f"--batch must be a positive integer, got {args.batch}")
-    only = [k.strip() for k in args.only.split(",") if k.strip()] if args.only else None
+    only = [k.strip() for k in args.only.split(",") if k.strip()] if args.only is not None else None
+    if only is not None and not only:
+        raise InputError(f"--only needs at least one rewrite ({', '.join(REWRITE_KEYS)}), got '{args.only}'")
     with _progress(args) as progress:
         return suggest(args.model, input=shape_arg(args.input) if args.input is not None else None, device=args.device,
                        backend=args.backend, dtype=args.dtype, batch=args.batch, fit=args.fit, only=only,
