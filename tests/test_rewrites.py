@@ -515,7 +515,7 @@ def test_write_refuses_to_overwrite_a_users_own_file(tmp_path) -> None:  # type:
     assert mine.read_text() == "name: mine\n" and not (tmp_path / "00-original.yaml").exists()
 
 
-SEG = """\
+SEG_STRIDED = """\
 name: seg
 input: [3, 8, 8]
 layers:
@@ -531,7 +531,7 @@ layers:
 def test_a_rewrite_that_changes_the_output_map_is_not_recommended() -> None:
     """Taking the stride out of a segmentation net's encoder doubles its output map (the upsampling
     after it keeps its factor): not the same network, so said and not recommended."""
-    adv = suggest_graph(_net(SEG), only=["remove-downsampling"])
+    adv = suggest_graph(_net(SEG_STRIDED), only=["remove-downsampling"])
     s = adv.suggestion("remove-downsampling")
     assert s.graph.node("head").out.shape == (5, 16, 16)
     assert not s.recommended and any("the output 'head' is a map and becomes 5x16x16 instead of 5x8x8" in n

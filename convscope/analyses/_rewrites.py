@@ -161,7 +161,8 @@ def _truncation(base: Base, p: int, variant: Graph, *, stopped_early: bool) -> R
     grown = {n: ps for n, ps in reshaped_weights(layer_params(base.analysis), after).items()
              if variant.position(n) > variant.position(cut)}
     if grown:
-        flat = any(n.op is OpKind.FLATTEN and variant.position(n.name) > variant.position(cut) for n in variant.nodes)
+        flat = any(n.op is OpKind.FLATTEN and variant.position(n.name) > variant.position(cut)
+                   and math.prod(variant.node(n.inputs[0]).out.spatial or (1,)) > 1 for n in variant.nodes)
         explanation += (" The head's weights change with the map it reads"
                         + (" (a flatten keeps every position)" if flat else "") + ": "
                         + ", ".join(f"'{n}' {old:,} -> {new:,} params" for n, (old, new) in grown.items()) + ".")
