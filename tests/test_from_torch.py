@@ -1425,3 +1425,15 @@ def test_a_merge_of_paths_whose_jumps_differ_is_followed_at_every_position() -> 
     widths = [_support(_CropResized(), (1, 80, 88), (40, j), 2) for j in (0, 10, 44, 77, 87)]
     assert widths == [5, 5, 2, 5, 5]
     assert convscope.analyze(_CropResized(), input=(1, 80, 88)).layer("conv").rf_max[1] == 5  # was 2
+
+
+def test_a_2x2_pool_on_a_2x2_map_stays_a_pool_and_a_whole_map_avgpool_is_global() -> None:
+    """VGG's last MaxPool2d(2) meets a 2x2 map at 32 px: a downsampling pool like the others (flagged
+    unproductive like the spec zoo's pool5), not global pooling; AvgPool2d(4) on the CIFAR ResNet's 4x4
+    map is the global pool it stands for."""
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, padding=1), nn.MaxPool2d(2),
+                      nn.Conv2d(4, 4, 3, padding=1), nn.MaxPool2d(2), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4, 2))
+    a = convscope.analyze(m, input=(3, 16, 16))
+    assert (a.layer("5").op, a.layer("6").op) == ("maxpool", "avgpool") and a.layer("6").unproductive
+    r = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.AvgPool2d(4), nn.Flatten(), nn.Linear(4, 2))
+    assert convscope.analyze(r, input=(3, 8, 8)).layer("1").op == "gap"

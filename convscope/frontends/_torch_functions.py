@@ -462,9 +462,12 @@ def _pool(c: Call) -> TVal:
 
 def emit_pool(emit: Callable[..., TVal], kind: OpKind, attrs: O.PoolAttrs, x: TVal) -> TVal:
     """A pool whose one window is the whole map (no padding, one output position: ``AvgPool2d(7)`` on
-    a 7×7 map, or how ONNX exporters write ``adaptive_max_pool2d(x, 1)``) is global pooling."""
+    a 7×7 map, or how ONNX exporters write ``adaptive_max_pool2d(x, 1)``) is global pooling.  Not a
+    2×2 pool on a 2×2 map: that is VGG's last downsampling step at 32 px (``MaxPool2d(2)``), a pool
+    like the ones before it, which a larger image gives a larger map."""
     h, w = x.shape[-2], x.shape[-1]
-    whole = attrs.kernel == (h, w) and attrs.padding == ((0, 0), (0, 0)) and attrs.dilation == (1, 1)
+    whole = attrs.kernel == (h, w) and attrs.padding == ((0, 0), (0, 0)) and attrs.dilation == (1, 1) \
+        and max(attrs.kernel) > 2
     if whole:
         glob = OpKind.GLOBAL_MAXPOOL if kind is OpKind.MAXPOOL else OpKind.GLOBAL_AVGPOOL
         return emit(glob, O.GlobalPoolAttrs(keepdims=True), [x])
