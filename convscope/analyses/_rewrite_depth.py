@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from convscope.analyses.border import last_spatial_each
 from convscope.analyses.receptive_field import INF, RFResult, receptive_field
 from convscope.ir.graph import Graph
 from convscope.ir.ops import OpKind
@@ -102,18 +103,8 @@ def _coverage(graph: Graph, rf: RFResult) -> float | None:
     if len(shape) != 3:
         return None
     covs: list[float | None] = []
-    for out in graph.outputs:
-        keep = graph.ancestors(out) | {out}
-        last = None
-        for n in graph.nodes:
-            x = rfs[n.name]
-            if n.name not in keep or n.op is OpKind.INPUT or not n.out.is_image or x.constant:
-                continue
-            if not x.known:  # behind an op convscope does not know: the coverage is unknown, never an
-                last = None  # earlier layer's
-            elif not x.is_global:
-                last = x
-        vals = last.rf_max_finite if last is not None else None
+    for last in last_spatial_each(graph, rfs, images=True):  # behind an unknown op the coverage is
+        vals = last.rf_max_finite if last is not None else None  # unknown too, never an earlier layer's
         covs.append(None if vals is None or vals[0] is None or vals[1] is None
                     else float(min(vals[0] / shape[1], vals[1] / shape[2])))
     return _best(covs)

@@ -442,12 +442,6 @@ def resolution(base: Base) -> list[Rewrite]:
         layers = "The network's layers stay as they are; only the data changes"
     explanation = (f"Feed {target}x{target} instead of {h}x{w}: {why}. Feasible range: {_span(lo, top)}. "
                    f"{layers} (seeds/002, seeds/003).")
-    notes = []
-    for out in base.graph.outputs:  # a segmentation or detection map: what the network returns changes too
-        old, new = base.graph.node(out).out, variant.node(out).out
-        if old.is_image and old.shape != new.shape:
-            notes.append(f"the output '{out}' is a map: it becomes {'x'.join(map(str, new.shape))} instead of "
-                         f"{'x'.join(map(str, old.shape))}")
     return [Rewrite("resolution", "change the input resolution", explanation, variant,
-                    (base.graph.inputs[0].name,), tuple(notes))]
+                    (base.graph.inputs[0].name,))]  # an output map that changes with it: noted by _evaluate
 

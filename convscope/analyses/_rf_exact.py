@@ -286,14 +286,12 @@ def supports(ex: Exact, node: Node, axis: int, period: int) -> tuple[int, int] |
         probes: Sequence[int] = sorted({round(i * (size - 1) / max(1, MAX_PERIOD - 1)) for i in range(MAX_PERIOD)}
                                        if size > MAX_PERIOD else range(size))
         bounded = True
-    elif period < size:  # a pattern that repeats: any n consecutive positions show every phase; the
-        # ones around the middle, away from the borders (where an interpolation clamps its source)
+    else:  # a pattern that repeats (period < size): any n consecutive positions show every phase, and
+        # those around the middle are away from the borders (where an interpolation clamps its
+        # source); or none repeats inside the map (a resampling to another tensor's size, 12 -> 23
+        # px): the phases are the positions themselves, and only those that exist count
         start = max(0, min(size // 2 - n // 2, size - n))
-        probes, bounded = range(start, start + n), False
-    else:  # no pattern repeats inside the map (a resampling to another tensor's size, 12 -> 23 px):
-        # the phases are the positions themselves, and only those that exist count
-        start = max(0, min(size // 2 - n // 2, size - n))
-        probes, bounded = range(start, min(size, start + n)), True
+        probes, bounded = range(start, min(size, start + n)), period >= size
     every: list[tuple[int, int]] = []
     within: list[tuple[int, int]] = []
     for o in probes:

@@ -232,13 +232,13 @@ def _evaluate(base: Base, rw: Rewrite, dtype: DType, batch: int, latency: _Laten
         notes += (f"{len(unknown)} unknown op(s) ({', '.join(unknown[:3])}{'…' if len(unknown) > 3 else ''}): "
                   "their cost is not in these numbers, and receptive fields after them are unknown",)
     refused = refusal(base.depth, depth)
-    if rw.key != "resolution":  # (that one says so itself: a new input size is its point)
-        for out in g.outputs:  # a segmentation or detection map of another size: not the same network
-            old_out, new_out = g.node(out).out, v.node(out).out if out in v else None
-            if old_out.is_image and new_out is not None and old_out.shape != new_out.shape:
-                shown = f"{'x'.join(map(str, new_out.shape))} instead of {'x'.join(map(str, old_out.shape))}"
-                notes += (f"the output '{out}' is a map and becomes {shown}: what the network returns changes",)
-                refused = refused or f"it changes the output map '{out}' ({shown})"
+    for out in g.outputs:  # a segmentation or detection map of another size: what the network returns
+        old_out, new_out = g.node(out).out, v.node(out).out if out in v else None
+        if old_out.is_image and new_out is not None and old_out.shape != new_out.shape:
+            shown = f"{'x'.join(map(str, new_out.shape))} instead of {'x'.join(map(str, old_out.shape))}"
+            notes += (f"the output '{out}' is a map: it becomes {shown}",)
+            if rw.key != "resolution":  # a new input size is that one's point; any other rewrite would no
+                refused = refused or f"it changes the output map '{out}' ({shown})"  # longer be the same network
     return Suggestion(rw.key, rw.title, rw.explanation, changed, removed, added, analysis, depth,
                       base.analysis, v, refused, notes)
 

@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from convscope.analyses.receptive_field import INF, NodeRF, RFResult, convT_span, receptive_field
+from convscope.analyses.receptive_field import INF, UNKNOWN_RF, NodeRF, RFResult, convT_span, receptive_field
 from convscope.errors import GraphError
 from convscope.ir.graph import Graph, Node
 from convscope.ir.ops import KERNEL_OPS, SPATIAL_LAYER_OPS, OpKind
@@ -108,23 +108,31 @@ def _last_spatial(graph: Graph, rfs: dict[str, NodeRF]) -> NodeRF | None:
     op convscope does not know lies before it: the range's top is then not known either, never an
     earlier layer's).  With several outputs (heads), each output's own last spatial layer, and of
     those the one that sees most: what the graph computes, not the order its layers are written in."""
-    found: list[NodeRF] = []
+    each = last_spatial_each(graph, rfs)
+    if any(x is not None and not x.known for x in each):
+        return None
+    return max((x for x in each if x is not None), key=_widest, default=None)
+
+
+def last_spatial_each(graph: Graph, rfs: dict[str, NodeRF], *, images: bool = False) -> list[NodeRF | None]:
+    """For each output, the receptive field of the last spatial layer it depends on (``images``:
+    the last with an (C, H, W) map); ``UNKNOWN_RF`` when an op convscope does not know hides it,
+    None when there is none."""
+    found: list[NodeRF | None] = []
     for out in graph.outputs:
         keep = graph.ancestors(out) | {out}
         last = None
         for node in graph.nodes:
             x = rfs[node.name]
-            if node.name not in keep or not node.out.spatial_axes or x.constant or node.op is OpKind.INPUT:
+            if node.name not in keep or x.constant or node.op is OpKind.INPUT \
+                    or not (node.out.is_image if images else node.out.spatial_axes):
                 continue
             if not x.known:
                 last = None
             elif not x.is_global:
                 last = x
-        if last is None and any(not rfs[n].known for n in keep):
-            return None
-        if last is not None:
-            found.append(last)
-    return max(found, key=_widest, default=None)
+        found.append(UNKNOWN_RF if last is None and any(not rfs[n].known for n in keep) else last)
+    return found
 
 
 def _widest(x: NodeRF) -> float:

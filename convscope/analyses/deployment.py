@@ -42,7 +42,7 @@ from convscope.analyses._plan_parse import KINDS, Candidate, Constraints, NetRef
     parse_plan
 from convscope.analyses.analyze import analyze_behind, analyze_graph
 from convscope.analyses.cost import DType, peak_holding_input
-from convscope.errors import INPUT_HINT, ConvscopeError, GraphError, InputError, NotCalibrated, NothingUsable, \
+from convscope.errors import FIXED_INPUT, INPUT_HINT, ConvscopeError, GraphError, InputError, NotCalibrated, NothingUsable, \
     SpecError
 from convscope.ir.graph import Graph
 from convscope.ir.transform import subgraph_until
@@ -591,7 +591,7 @@ def _lower_bounds(nets: Sequence[NetworkResult]) -> tuple[str, ...]:
             out[f"{n.role} '{n.ref}': {len(u)} layer(s) could not be timed ({', '.join(u[:4])}"
                 f"{'…' if len(u) > 4 else ''}): its latency is a lower bound"] = None
         for note in a.notes:  # an ONNX file fixed at another size cannot run the plan's frames as it is
-            if "the file fixes its input" in note:
+            if note.startswith(FIXED_INPUT):
                 out[f"{n.role} '{n.ref}': {note}"] = None
     return tuple(out)
 

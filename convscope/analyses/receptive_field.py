@@ -317,9 +317,9 @@ def _along(node: Node, ins: list[NodeRF], x: TensorInfo, axes: set[int]) -> tupl
         return h, w
     if len(sp) != 2 or len(red) == 2:
         return GLOBAL, GLOBAL
-    if len(node.out.spatial_axes) == 2:  # kept (keepdim, a softmax): the reduced axis is 1 wide
-        return (GLOBAL, w) if red == [0] else (h, GLOBAL)
-    return (GLOBAL, w) if red == [0] else (GLOBAL, GLOBAL)
+    if red == [0]:
+        return GLOBAL, w
+    return (h, GLOBAL) if len(node.out.spatial_axes) == 2 else (GLOBAL, GLOBAL)  # kept (keepdim, a softmax)
 
 
 @_rule(OpKind.LAYERNORM)
@@ -537,15 +537,20 @@ def _centre(node: Node, infos: list[TensorInfo], ins: list[tuple[Offset | None, 
     return c
 
 
+def _merged(node: Node, infos: list[TensorInfo], rf: dict[str, NodeRF]) -> list[str]:
+    """The inputs with local paths that ``node`` merges position by position (none when it merges
+    fewer than two: nothing to line up)."""
+    if len(node.inputs) < 2 or not _merges_positions(node, infos[0]):
+        return []
+    local = [i for i in node.inputs if _local(rf[i])]
+    return local if len(local) > 1 else []
+
+
 def _skews(node: Node, infos: list[TensorInfo], centre: dict[str, Offset | None], rf: dict[str, NodeRF]) -> bool:
     """A merge of local paths centred apart: their union of (r, j) pairs would put them on one
     centre, so the node's supports are found position by position instead."""
-    if len(node.inputs) < 2 or not _merges_positions(node, infos[0]):
-        return False
-    cs = [centre.get(i) for i in node.inputs if _local(rf[i])]
-    if len(cs) < 2 or any(c is None for c in cs):
-        return False
-    return any(c != cs[0] for c in cs[1:])
+    cs = [centre.get(i) for i in _merged(node, infos, rf)]
+    return bool(cs) and None not in cs and any(c != cs[0] for c in cs[1:])
 
 
 def _resamples(node: Node, infos: list[TensorInfo]) -> bool:
@@ -573,16 +578,9 @@ def _drifts(node: Node, infos: list[TensorInfo], rf: dict[str, NodeRF]) -> bool:
     """A merge of local paths whose jumps differ (a map added to an interpolation of a crop of itself,
     resized to its size): their offset changes from position to position, so no pattern repeats and
     every position of the map is probed, and those whose paths stay inside every map count."""
-    if len(node.inputs) < 2 or not _merges_positions(node, infos[0]):
-        return False
-    local = [rf[i] for i in node.inputs if _local(rf[i])]
-    if len(local) < 2:
-        return False
-    for k in (0, 1):
-        jumps = {x.axes[k].jump for x in local if x.axes is not None and x.axes[k].jump is not None}
-        if len(jumps) > 1:
-            return True
-    return False
+    local = [rf[i] for i in _merged(node, infos, rf)]
+    return any(len({x.axes[k].jump for x in local if x.axes is not None and x.axes[k].jump is not None}) > 1
+               for k in (0, 1))
 
 
 def _exact_after_resampling(graph: Graph, rf: dict[str, NodeRF], image: dict[str, tuple[int, int]],

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
-from convscope.errors import ConvscopeError, GraphError, InputError
+from convscope.errors import FIXED_INPUT, ConvscopeError, GraphError, InputError
 from convscope.frontends._onnx_lrn import LRNMatch, find_lrn
 from convscope.frontends._onnx_names import node_names, rename
 from convscope.frontends._onnx_ops import FOLD, OPS, ONode, require_shape
@@ -126,7 +126,7 @@ def load_onnx(path: str, input_shape: Sequence[int] | None = None) -> Graph:
     if clash:  # a known op whose inputs no longer fit at this size: not an op to report as unknown
         raise InputError(f"{path}: layer '{clash[0].name}': {clash[0].attrs.target}{hint}")  # type: ignore[union-attr]
     if resized:  # analysed where asked (to see another resolution), but the file itself would refuse it
-        graph = _with_notes(graph, f"the file fixes its input at {declared}; analysed at {list(chw)} as asked "
+        graph = _with_notes(graph, f"{FIXED_INPUT} {declared}; analysed at {list(chw)} as asked "
                                    "(the ONNX model itself accepts only its own size)")
     return graph
 

@@ -115,7 +115,7 @@ def analysis_section(a: Analysis, *, anchor: str | None = None, plan_input: Sequ
     rows, classes = [], []
     for r in a.layers:
         rows.append([r.name, r.op, "×".join(map(str, r.out_shape)), fmt_count(r.params) if r.params else "",
-                     fmt_count(r.macs) if r.macs else "", _pair(r.rf_min), _pair(r.rf_max), fmt_jump(r.rf_max, r.jump),
+                     fmt_count(r.macs) if r.macs else "", fmt_pair(r.rf_min), fmt_pair(r.rf_max), fmt_jump(r.rf_max, r.jump),
                      fmt_ms(r.ms) if r.ms else "",
                      "border" if r.name == a.border_layer else ("unproductive" if r.unproductive else "")])
         classes.append("unproductive" if r.unproductive else ("border" if r.name == a.border_layer else ""))
@@ -130,9 +130,6 @@ def analysis_section(a: Analysis, *, anchor: str | None = None, plan_input: Sequ
                 rows, cls="layers", row_classes=classes)
         + "</details></section>"
     )
-
-
-_pair = fmt_pair
 
 
 def page(title: str, body: str) -> str:

@@ -22,9 +22,6 @@ MAIN_OPS = frozenset({
 })
 
 
-_pair = fmt_pair
-
-
 def _kernel(r: LayerRow) -> str:
     if r.kernel is None:
         return ""
@@ -96,10 +93,10 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
         sizes = [fmt_count(r.params) if r.params else "", fmt_count(r.macs) if r.macs else ""]
         shape = "×".join(map(str, r.out_shape))
         if narrow:
-            rf = _pair(r.rf_min) if r.rf_min == r.rf_max else f"{_pair(r.rf_min)}–{_pair(r.rf_max)}"
+            rf = fmt_pair(r.rf_min) if r.rf_min == r.rf_max else f"{fmt_pair(r.rf_min)}–{fmt_pair(r.rf_max)}"
             row = [r.name, f"{r.op} {_kernel(r)}".strip(), shape, *sizes, rf]
         else:
-            row = [r.name, r.op, _kernel(r), shape, *sizes, _pair(r.rf_min), _pair(r.rf_max), fmt_jump(r.rf_max, r.jump)]
+            row = [r.name, r.op, _kernel(r), shape, *sizes, fmt_pair(r.rf_min), fmt_pair(r.rf_max), fmt_jump(r.rf_max, r.jump)]
         if has_ms:
             row.append(fmt_ms(r.ms) if r.ms else "")
         row.append(mark)
