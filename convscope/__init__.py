@@ -11,8 +11,12 @@ convolutional networks — before anything is trained.
 
 __version__ = "0.1.0"
 
-from convscope.api import analyze, analyze_resolutions, load_graph  # noqa: E402
+from convscope.advice_api import suggest  # noqa: E402  (design advice, issue 6)
+from convscope.analyses.deployment import compare  # noqa: E402  (deployment plans, issue 5)
+from convscope.api import analyze, analyze_resolutions, load_graph, measure  # noqa: E402
 from convscope.errors import ConvscopeError  # noqa: E402
 
-__all__ = ["analyze", "analyze_resolutions", "load_graph", "ConvscopeError", "__version__"]
-from convscope.advice_api import suggest  # noqa: E402,F401  (design advice, issue 6)
+# Training probes (issue 7) need torch: `from convscope.backends.probe import probe, ProbeConfig`
+# (`convscope.probe` is the package of their torch-free parts).
+__all__ = ["analyze", "analyze_resolutions", "load_graph", "suggest", "compare", "measure", "ConvscopeError",
+           "__version__"]

@@ -24,7 +24,7 @@ from convscope.ir.graph import Graph
 from convscope.ir.transform import with_input
 from convscope.results import Analysis
 
-__all__ = ["load_graph", "analyze", "analyze_resolutions", "parse_shape", "describe_ref"]
+__all__ = ["load_graph", "analyze", "analyze_resolutions", "measure", "parse_shape", "describe_ref"]
 
 _FACTORY = re.compile(r"^(?P<mod>[^:]+):(?P<fn>[A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -244,3 +244,37 @@ def analyze_resolutions(
         a = analyze_graph(g, dtype=dt, batch=batch, feasible=None if adaptive else feasible)
         out.append(_with_latency(a, g, latency))
     return out
+
+
+def measure(
+    model: Any,
+    *,
+    input: Sequence[int] | None = None,
+    backend: str = "torch",
+    batch: int = 1,
+    threads: int | None = None,
+    dtype: str = "fp32",
+    time_limit_s: float = 10.0,
+    min_runs: int = 10,
+    progress: Any = None,
+) -> Any:
+    """Real latency of a network on this machine (``convscope measure MODEL``): built with random
+    weights and timed until the median is stable or ``time_limit_s``; a deployment plan file is
+    measured network by network (``convscope measure PLAN``).  Needs torch (and onnxruntime for
+    ``backend="onnxruntime"``).
+
+    >>> m = measure("zoo:mobilenetv2", input=(3, 224, 224))
+    >>> m.median_ms, m.p10_ms, m.p90_ms, m.threads
+    """
+    from convscope.analyses._plan_parse import is_plan_file
+    from convscope.backends.measure import measure_graph, measure_plan
+
+    kw = dict(backend=backend, batch=batch, threads=threads, dtype=dtype, time_limit_s=time_limit_s,
+              min_runs=min_runs)
+    if isinstance(model, (str, os.PathLike)) and is_plan_file(os.fspath(model)):
+        if input is not None:
+            raise InputError("input does not apply to a plan: the plan states its input")
+        return measure_plan(os.fspath(model), **kw)
+    graph = load_graph(model, input=input)
+    ref = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+    return measure_graph(graph, progress=progress, ref=ref, **kw)

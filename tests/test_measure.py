@@ -211,3 +211,25 @@ def test_ctrl_c_while_measuring_a_plan_stops_keeps_the_runs_so_far_and_exits_130
     assert one["measured_ms"] > 0 and two["measured_ms"] is None and three["measured_ms"] is None
     assert [n["ref"] for n in two["networks"]] == ["a.yaml", "b.yaml"] and two["networks"][1]["interrupted"]
     assert three["networks"] == []
+
+
+def test_python_entry_points(tmp_path: Path) -> None:
+    """`convscope.measure` and `convscope.compare`: what the CLI prints, as objects."""
+    import convscope
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    m = convscope.measure(str(spec), threads=1, batch=2, time_limit_s=0.3, min_runs=3)
+    assert (m.threads, m.batch, m.input, m.ref, m.model) == (1, 2, (3, 16, 16), str(spec), "tiny")
+    assert m.p10_ms <= m.median_ms <= m.p90_ms and m.runs == len(m.times_ms)
+    m = convscope.measure(str(spec), input=(3, 24, 24), threads=1, time_limit_s=0.2, min_runs=3)
+    assert m.input == (3, 24, 24)
+    (tmp_path / "plan.yaml").write_text("name: p\ninput: [3, 16, 16]\ncandidates:\n  one:\n    single: tiny.yaml\n"
+                                        "  two:\n    parallel: [tiny.yaml, tiny.yaml]\n")
+    pm = convscope.measure(tmp_path / "plan.yaml", threads=1, time_limit_s=0.2, min_runs=3)
+    assert [c[0] for c in pm.candidates] == ["one", "two"]
+    with pytest.raises(InputError, match="plan states its input"):
+        convscope.measure(tmp_path / "plan.yaml", input=(3, 16, 16))
+    c = convscope.compare(str(tmp_path / "plan.yaml"), device="raspi4")
+    assert c.verdict.best == "one" and [x.name for x in c.candidates] == ["one", "two"]
+    assert c.candidates[1].macs_per_frame == 2 * c.candidates[0].macs_per_frame
