@@ -154,6 +154,29 @@ def test_global_pool_is_infinite_and_the_head_too() -> None:
     assert rf.of("fc").is_global
 
 
+def test_a_zero_layer_makes_what_follows_only_from_it_constant() -> None:
+    """NAS-Bench-201's `none`: a path through `zero` adds nothing; a layer reached only through it is
+    constant — the global pool and the head after it too — and the analysis says so."""
+    from convscope.analyses.analyze import analyze_graph
+
+    layers = [{"conv": {"out": 4, "k": 3, "name": "stem"}}, {"zero": {"name": "z"}},
+              {"conv": {"out": 4, "k": 3, "name": "c"}},
+              {"add": {"name": "a", "from": ["c", "stem"]}},
+              {"gap": {"name": "g"}}, {"linear": {"out": 2, "name": "fc"}}]
+    g = net(layers)
+    rf = receptive_field(g)
+    assert rf.of("c").constant and rf.of("c").rf_max == (None, None)
+    assert rf.of("a").rf_max == (3, 3) and rf.of("fc").is_global  # the stem's path goes on
+    a = analyze_graph(g)
+    assert a.notes and "c computes a constant" in a.notes[0] and "does not depend" not in a.notes[0]
+    dead = net(layers[:3] + [{"gap": {"name": "g"}}, {"linear": {"out": 2, "name": "fc"}}])
+    assert receptive_field(dead).of("fc").constant and not receptive_field(dead).of("fc").is_global
+    a = analyze_graph(dead)
+    assert "the output fc does not depend on the input at all" in a.notes[0]
+    assert a.feasible_resolution == (None, None)
+    assert analyze_graph(net(layers[:1] + layers[4:])).notes == ()
+
+
 def test_se_gate_keeps_rf_min_finite_and_makes_rf_max_infinite() -> None:
     layers = [{"conv": {"out": 8, "k": 3, "name": "c"}}, {"se": {"ratio": 0.5, "name": "se"}},
               {"conv": {"out": 8, "k": 3, "name": "after"}}]

@@ -99,6 +99,17 @@ def _lost_note(graph: Graph, rf: RFResult) -> tuple[str, ...]:
         out.append(f"receptive fields are unknown from {lost[0]} on{_more(lost)}: it reshapes {list(before)} to "
                    f"{list(n.out.shape)}, splitting positions into axes that convscope does not follow (a window "
                    "partition, a patchify by reshape); shapes, parameters and MACs are exact")
+    rfs = rf.as_dict()
+    source = (OpKind.ZERO, OpKind.CONSTANT, OpKind.INPUT)
+    const = [n.name for n in graph.nodes if n.op not in source and rfs[n.name].constant
+             and not any(rfs[i].constant and graph.node(i).op not in source for i in n.inputs)]
+    if const:  # the first layers whose every path from the input runs through a `zero` layer
+        outs = [o for o in graph.outputs if rfs[o].constant]
+        whole = f"; the output {', '.join(outs)} does not depend on the input at all" if outs else ""
+        which = f"{const[0]} computes" if len(const) == 1 else f"{len(const)} layers ({const[0]}, …) compute"
+        out.append(f"{which} a constant: every path from the input into them runs through a `zero` layer, so "
+                   f"they and what follows only from them have no receptive field (shown as ?, null in JSON)"
+                   f"{whole}")
     if rf.misaligned:
         out.append(f"receptive fields are unknown from {rf.misaligned[0]} on{_more(rf.misaligned)}: it merges a "
                    "flipped or transposed map with one that is not, so each output position reads two separate "

@@ -149,6 +149,8 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
     rfs = rf.as_dict()
     if len(graph.input_shape) != 3:  # not an image (tokens, a vector): no resolution to speak of
         return None, None
+    if all(rfs[o].constant for o in graph.outputs):  # behind `zero` layers: no input size matters
+        return None, None
     last = _last_spatial(graph, rfs)
     hi = None
     if last is not None and last.rf_max_finite is not None:

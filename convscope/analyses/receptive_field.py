@@ -18,7 +18,8 @@ output positions).  The input starts at ``{(1, 1)}``.
   statistic into a per-position value (the multiplication of an SE gate, GroupNorm) keep the finite
   pairs and add ``(∞, ∞)``, so ``rf_min`` stays finite while ``rf_max`` becomes ∞.
 * ``zero`` (x·0) does not depend on its input: empty set (the node is constant); so does a
-  ``constant`` (a parameter or literal the network holds), which merges add nothing to.
+  ``constant`` (a parameter or literal the network holds), which merges add nothing to, and every
+  op whose inputs are all constant (a global pool of a constant map is no global path).
 * ``unknown`` ops: unknown, and so is everything downstream (reported, never guessed).
 
 After any resampling (upsampling, a strided transposed conv, a pixel shuffle, adaptive pooling with
@@ -474,6 +475,9 @@ def receptive_field(graph: Graph) -> RFResult:
         mirror[node.name] = _mirrored(node, infos[0], mine, mirror[node.inputs[0]]) if node.inputs else (False, False)
         if any(not x.known for x in ins):
             rf[node.name] = UNKNOWN_RF
+            continue
+        if ins and all(x.constant for x in ins):  # constant in, constant out: a global pool, a conv of zeros
+            rf[node.name], centre[node.name] = NodeRF((AxisRF(Pairs()), AxisRF(Pairs())), 0), None
             continue
         local = [i for i, x in zip(node.inputs, ins) if _local(x)]
         if local and _merges_positions(node, infos[0]):
