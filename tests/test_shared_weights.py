@@ -108,6 +108,39 @@ def test_sharing_only_part_of_an_ops_weights_is_counted_again_with_a_note() -> N
     assert any("b.weight is used by 2 calls and counted 2 times" in n for n in a.notes)  # ...and said so
 
 
+class Reused(nn.Module):
+    """A module's weight reused functionally without its bias (SAC, TridentNet), and a raw weight
+    passed once with and once without the bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.weight = nn.Parameter(torch.randn(8, 8, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x) + F.conv2d(x, self.conv.weight, padding=2, dilation=2)
+        return F.conv2d(y, self.weight, self.bias, padding=1) + F.conv2d(y, self.weight, None, padding=1)
+
+
+@pytest.mark.parametrize("via", ["torch", "onnx"])
+def test_a_weight_reused_without_its_bias_is_counted_once(via: str, tmp_path: Path) -> None:
+    m = Reused().eval()
+    if via == "onnx":
+        path = tmp_path / "reused.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(m, (torch.zeros(1, 3, 12, 12),), str(path), dynamo=False, do_constant_folding=False)
+        g = load_graph(str(path))
+    else:
+        g = graph_from_module(m, (3, 12, 12))
+    a = analyze_graph(g)
+    assert a.totals.params == sum(p.numel() for p in m.parameters()) == 224 + 584
+    assert a.totals.macs == _flop_macs(m, (3, 12, 12))
+    assert sum(1 for r in a.layers if r.shares) == 2 and not [n for n in a.notes if "counted" in n]
+    assert torch_params(g) == a.totals.params and torch_macs(g) == a.totals.macs  # built back: tied
+
+
 SPEC = """name: siamese
 input: [3, 16, 16]
 layers:

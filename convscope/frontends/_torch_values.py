@@ -298,8 +298,9 @@ class Lowering:
         if self.b.share_problem(owner, op, attrs, ins) is not None:
             return None
         o = self.b.get(owner)
-        if node_cost_of(o, [self.b.info(i) for i in o.inputs]).params != sum(self.param_sizes[p] for p in pending):
-            return None
+        held = [p for p, n in self.owner.items() if n == owner]  # the parameters the owner holds: all of
+        if node_cost_of(o, [self.b.info(i) for i in o.inputs]).params != sum(self.param_sizes[p] for p in held):
+            return None  # its weights (a second call may pass the weight without the bias: a subset)
         for p in pending:  # counted once after all: no note
             self._once_less(p)
         return owner

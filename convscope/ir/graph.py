@@ -343,7 +343,7 @@ class GraphBuilder:
     def share_problem(self, owner: str, op: OpKind, attrs: Attrs, inputs: Iterable[str]) -> str | None:
         """Why a new node (op, attrs, inputs) cannot use the weights of ``owner``; None if it can:
         same op, and the same weight shapes (a convolution may differ in stride, padding and
-        dilation)."""
+        dilation, and leave out the bias the owner has: ``F.conv2d(x, self.conv.weight)``)."""
         if owner not in self._by_name:
             return "no earlier layer has that name"
         o = self._by_name[owner]
@@ -352,6 +352,8 @@ class GraphBuilder:
         inputs = tuple(inputs)
         if not o.inputs or not inputs:
             return "only layers with an input share weights"
+        if getattr(o.attrs, "bias", False) and not getattr(attrs, "bias", True):
+            attrs = replace(attrs, bias=True)  # type: ignore[type-var]  # the weight alone, without the bias
         if _weight_key(attrs, self._by_name[inputs[0]].out) != _weight_key(o.attrs, self._by_name[o.inputs[0]].out):
             return "its weights have another shape"
         return None
