@@ -9,6 +9,7 @@ an ``.onnx`` path, ``module.path:factory`` / ``file.py:factory`` (a callable ret
 from __future__ import annotations
 
 import operator
+from dataclasses import replace
 import os
 import re
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from typing import Any
 from convscope.analyses.analyze import analyze_graph
 from convscope.analyses.border import feasible_range
 from convscope.analyses.cost import DType, checked_dtype_batch
-from convscope.errors import ConvscopeError, InputError
+from convscope.errors import FIXED_SIZES, ConvscopeError, InputError
 from convscope.frontends._spec_args import MAX_INT
 from convscope.ir.graph import Graph
 from convscope.ir.transform import with_input
@@ -179,7 +180,10 @@ def analyze(
     """
     graph = load_graph(model, input=input)
     dt = checked_dtype_batch(dtype, batch)
-    a = analyze_graph(graph, dtype=dt, batch=batch, feasible=feasible_of(model, graph))
+    feasible, note = _feasible(model, graph)
+    a = analyze_graph(graph, dtype=dt, batch=batch, feasible=feasible)
+    if note:
+        a = replace(a, notes=(*a.notes, note))
     return _with_latency(a, graph, dict(device=device, backend=backend, threads=threads, fit=fit,
                                         on_missing=on_missing, progress=progress))
 
@@ -190,22 +194,39 @@ RECAPTURE_LIMIT = 1024  # the largest resolution a model is captured again at to
 def feasible_of(model: Any, graph: Graph) -> tuple[int | None, int | None]:
     """The feasible range; a model (not a spec, zoo network or Graph) is captured again at a size its
     graph cannot be re-inferred at (see :func:`feasible_range`)."""
+    return _feasible(model, graph)[0]
+
+
+def _feasible(model: Any, graph: Graph) -> tuple[tuple[int | None, int | None], str | None]:
+    """:func:`feasible_of` and a note when the range is unknown below some size: an ONNX file exported
+    at one size with sizes fixed inside it (a resize to a recorded size) cannot be followed to the
+    sizes below, so lo is not known there (rather than the first size at which it happens to fit)."""
     if isinstance(model, (str, os.PathLike)):
         ref = os.fspath(model)
         recapture = not (ref.startswith("zoo:") or ref.lower().endswith((".yaml", ".yml")))
     else:
         recapture = not isinstance(model, Graph)
     c = graph.input_shape[0]
+    fixed: list[int] = []  # sizes an ONNX file's fixed sizes did not let it be analysed at
 
     def at(r: int) -> Graph | None:
         if r > RECAPTURE_LIMIT:
             return None
         try:
             return load_graph(model, input=(c, r, r))
-        except ConvscopeError:
+        except ConvscopeError as exc:
+            if FIXED_SIZES in str(exc):
+                fixed.append(r)
             return None
 
-    return feasible_range(graph, at=at if recapture and len(graph.input_shape) == 3 else None)
+    lo, hi = feasible_range(graph, at=at if recapture and len(graph.input_shape) == 3 else None)
+    below = [r for r in fixed if lo is None or r < lo]
+    if not below:
+        return (lo, hi), None
+    return (None, hi), (f"the feasible range's low end is unknown: the file was exported with sizes fixed inside it "
+                        f"(a resize to a recorded size, a constant or reshape of the image's size), so it cannot be analysed at {min(below)}×{min(below)} and "
+                        f"other sizes below {lo if lo is not None else 'its own'}; export it with dynamic height "
+                        "and width to know it")
 
 
 def analyze_resolutions(
@@ -226,7 +247,7 @@ def analyze_resolutions(
     latency prediction when one is available (the options of :func:`analyze`)."""
     graph = load_graph(model, input=input)
     dt = checked_dtype_batch(dtype, batch)
-    feasible = feasible_of(model, graph)
+    feasible, note = _feasible(model, graph)
     latency = dict(device=device, backend=backend, threads=threads, fit=fit, on_missing=on_missing,
                    progress=progress)
     out = []
@@ -242,6 +263,8 @@ def analyze_resolutions(
             raise InputError(f"{graph.name} at {r}x{r}: {exc}") from None
         adaptive = any(n.op.value.startswith("adaptive") for n in graph.nodes)
         a = analyze_graph(g, dtype=dt, batch=batch, feasible=None if adaptive else feasible)
+        if note and not adaptive:
+            a = replace(a, notes=(*a.notes, note))
         out.append(_with_latency(a, g, latency))
     return out
 

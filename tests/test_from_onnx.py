@@ -705,3 +705,22 @@ def test_batch_norms_the_exporter_folded_into_convolutions_are_noted(tmp_path: P
     assert got[True].totals.params == numel - 2 * 8 - 2 * 8 + 8  # two norms gone, the second conv's bias new
     assert len(folded) == 1 and folded[0].startswith("2 convolution(s)") and "do_constant_folding=False" in folded[0]
     assert got[False].totals.params == numel and not any("folded" in n for n in got[False].notes)
+
+
+def test_a_fixed_size_export_leaves_the_feasible_low_end_unknown_where_it_cannot_follow(tmp_path: Path) -> None:
+    """Exported at 64 px with its resizes' sizes as constants, the FPN cannot be followed to 49 px,
+    where the model itself is feasible: lo is unknown, with a note, not the first size that fits."""
+    import convscope
+    from test_from_torch import _DeepFPN
+
+    lo = convscope.analyze(_DeepFPN(), input=(3, 64, 64)).feasible_resolution[0]
+    fixed = export(_DeepFPN(), (3, 64, 64), tmp_path / "fixed.onnx")
+    a = convscope.analyze(str(fixed))
+    assert a.feasible_resolution[0] is None
+    assert any("low end is unknown" in n and "dynamic height and width" in n for n in a.notes)
+    dynamic = tmp_path / "dynamic.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_DeepFPN().eval(), (torch.zeros(1, 3, 64, 64),), str(dynamic), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {2: "h", 3: "w"}})
+    assert convscope.analyze(str(dynamic), input=(3, 64, 64)).feasible_resolution[0] == lo

@@ -1104,6 +1104,35 @@ def test_an_interpolation_to_another_maps_size_has_exact_rf_and_a_stable_feasibl
     assert _widest_row_support(_SizedFPN(), side) == 11
 
 
+class _DeepFPN(nn.Module):
+    """Three levels, top-down: at 64 px every level halves exactly (recorded as a 2× upsampling),
+    at 49 px they do not (25, 13, 7), yet the model lines them up with ``size=``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.ModuleList(nn.Conv2d(3 if i == 0 else 4, 4, 3, 2, 1) for i in range(3))
+        self.out = nn.Conv2d(4, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = []
+        for c in self.c:
+            x = c(x)
+            feats.append(x)
+        p = feats[-1]
+        for f in reversed(feats[:-1]):
+            p = f + F.interpolate(p, size=f.shape[-2:])
+        return self.out(p)
+
+
+def test_the_feasible_range_does_not_depend_on_whether_the_levels_halve_exactly() -> None:
+    ranges = {convscope.analyze(_DeepFPN(), input=(3, s, s)).feasible_resolution for s in (64, 56, 49)}
+    assert len(ranges) == 1
+    lo = ranges.pop()[0]
+    assert lo is not None and 8 < lo < 64
+    assert not any(r.unproductive for r in convscope.analyze(_DeepFPN(), input=(3, lo, lo)).layers)
+    assert any(r.unproductive for r in convscope.analyze(_DeepFPN(), input=(3, lo - 1, lo - 1)).layers)
+
+
 @pytest.mark.parametrize("side", [9, 10])
 def test_an_interpolation_to_another_maps_size_on_an_image_smaller_than_the_receptive_field(side: int) -> None:
     # 3 -> 5 px: PyTorch maps [0, 0, 1, 1, 2] and clamps; a position past the map reads no 4th source

@@ -185,35 +185,47 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
 
     recaptured: list[int] = []
 
+    refused: list[int] = []  # sizes the model itself refused
+
+    def recapture(r: int) -> tuple[Graph, RFResult] | None:
+        again = at(r) if at is not None else None  # a layer does not fit at this size, or it was
+        if again is None:  # recorded at a fixed size: the model itself decides
+            if at is not None:
+                refused.append(r)
+            return None
+        recaptured.append(r)
+        return again, receptive_field(again)
+
     def ok(r: int) -> bool:
         if fast:  # rule 1 holds for r >= need; only the map-size rule depends on r
-            sizes = _spatial_sizes(graph, r)
-            return sizes is not None and not any(_map_rule(n, sizes[n.inputs[0]]) for n in weighted)
-        try:
-            g = with_input(graph, (c, r, r))
-            g_rf = receptive_field(g) if adaptive else rf
-        except GraphError:
-            again = at(r) if at is not None else None  # a layer does not fit at this size, or it was
-            if again is None:  # recorded at a fixed size: the model itself decides
-                return False
-            recaptured.append(r)
-            g, g_rf = again, receptive_field(again)
-        p = productivity(g, g_rf)
-        return not any(g.node(n).op in _WEIGHTED_SPATIAL for n in p.names)
+            clash: list[str] = []
+            sizes = _spatial_sizes(graph, r, clash)
+            if sizes is not None:
+                return not any(_map_rule(n, sizes[n.inputs[0]]) for n in weighted)
+            # maps that no longer line up at a merge: an interpolation to another map's size, recorded
+            # as the scale it was, lines them up in the model itself; a kernel that does not fit does not
+            got = recapture(r) if clash else None
+        else:
+            try:
+                g = with_input(graph, (c, r, r))
+                got = g, receptive_field(g) if adaptive else rf
+            except GraphError:
+                got = recapture(r)
+        if got is None:
+            return False
+        p = productivity(*got)
+        return not any(got[0].node(n).op in _WEIGHTED_SPATIAL for n in p.names)
 
     if fast:  # cheap enough to try every resolution: a merge may only line up at some sizes (even
         # ones, multiples of 4: a U-Net, a pooled shortcut), so ok() need not stay True above its first r
-        refused = 0
         for r in range(need, limit + 1):
-            if ok(r):
-                # a model may refuse sizes its layers would take (a detector checks for multiples of
-                # 32; a Linear after a flatten takes one size only): the model itself is asked (it took
-                # its own size already), up to a few dozen refusals; then no size is known to work
-                if at is None or (r, r) == (h0, w0) or at(r) is not None:
-                    return r, hi
-                refused += 1
-                if refused >= 64:
-                    return None, hi
+            # a model may refuse sizes its layers would take (a detector checks for multiples of 32; a
+            # Linear after a flatten takes one size only): the model itself is asked (it took its own
+            # size already), up to a few dozen refusals; then no size is known to work
+            if ok(r) and (at is None or (r, r) == (h0, w0) or r in recaptured or recapture(r) is not None):
+                return r, hi
+            if len(refused) >= 64:
+                return None, hi
         return None, hi
     # Output sizes grow monotonically with the input, so ok() is False up to some r and True after.
     # First guess: each kernel needs an input map larger than itself, i.e. r > k·(r0 / map size).
@@ -350,9 +362,10 @@ def _spatial_slice(graph: Graph, node: Node) -> bool:
     return node.op is OpKind.SLICE and node.attrs.axis in graph.node(node.inputs[0]).out.spatial_axes  # type: ignore[union-attr]
 
 
-def _spatial_sizes(graph: Graph, r: int) -> dict[str, tuple[int, int]] | None:
+def _spatial_sizes(graph: Graph, r: int, clash: list[str] | None = None) -> dict[str, tuple[int, int]] | None:
     """(H, W) of every spatial node at input r×r, or None if some layer does not fit (the same
-    formulas as shape inference, without rebuilding the graph)."""
+    formulas as shape inference, without rebuilding the graph); a merge whose inputs' sizes differ
+    is appended to ``clash``."""
     sizes: dict[str, tuple[int, int]] = {}
     for n in graph.nodes:
         if not n.out.spatial_axes:
@@ -398,6 +411,8 @@ def _spatial_sizes(graph: Graph, r: int) -> dict[str, tuple[int, int]] | None:
         elif n.op in (OpKind.ADD, OpKind.MUL, OpKind.CONCAT):
             big = [x for x in ins if x != (1, 1)]
             if len(set(big)) > 1:
+                if clash is not None:
+                    clash.append(n.name)
                 return None
             sizes[n.name] = big[0] if big else (1, 1)
         else:

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
-from convscope.errors import FIXED_INPUT, ConvscopeError, GraphError, InputError
+from convscope.errors import FIXED_INPUT, FIXED_SIZES, ConvscopeError, GraphError, InputError
 from convscope.frontends._onnx_lrn import LRNMatch, find_lrn
 from convscope.frontends._onnx_names import node_names, rename
 from convscope.frontends._onnx_ops import FOLD, OPS, ONode, require_shape
@@ -114,7 +114,7 @@ def load_onnx(path: str, input_shape: Sequence[int] | None = None) -> Graph:
     batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 1
     name = Path(path).stem
     resized = all(isinstance(d, int) and d > 0 for d in declared) and list(chw) != declared
-    hint = (f" (the model was exported for input {declared} with fixed sizes inside it; analyse it at that "
+    hint = (f" (the model was exported for input {declared} {FIXED_SIZES}; analyse it at that "
             "size, or export it with dynamic height and width)") if resized else ""
     try:
         graph = _lower(model, inits, inp.name, chw, batch, name, nhwc)  # type: ignore[arg-type]
