@@ -724,3 +724,36 @@ def test_a_fixed_size_export_leaves_the_feasible_low_end_unknown_where_it_cannot
         torch.onnx.export(_DeepFPN().eval(), (torch.zeros(1, 3, 64, 64),), str(dynamic), dynamo=False,
                           input_names=["x"], dynamic_axes={"x": {2: "h", 3: "w"}})
     assert convscope.analyze(str(dynamic), input=(3, 64, 64)).feasible_resolution[0] == lo
+
+
+class _Circular(nn.Module):
+    """Circular padding, which opset 17 writes as slices and a concat, before a resampling: each
+    position is followed back through the concat, where a window across the seam reads both pieces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular")
+        self.pool = nn.AvgPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(self.pool(self.c(x)), scale_factor=2, mode="bilinear", align_corners=True)
+
+
+def test_circular_padding_as_slices_and_a_concat_keeps_the_narrowest_path_whole(tmp_path: Path) -> None:
+    g = load_onnx(str(export(_Circular(), (3, 32, 32), tmp_path / "circ.onnx")))
+    assert any(n.op is OpKind.CONCAT for n in g.nodes)  # the wrap is written out
+    up = analyze_graph(g).layers[-1]
+    m = _Circular().double().eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(p.abs() + 0.01)
+    widths = []
+    for row in range(32):  # the hull of every output row's input-gradient support (centre column)
+        x = torch.ones(1, 3, 32, 32, dtype=torch.float64, requires_grad=True)
+        m(x)[0, :, row, 16].sum().backward()
+        rows = torch.nonzero(x.grad[0].abs().sum(dim=(0, 2)) > 0).flatten()  # type: ignore[union-attr]
+        widths.append(int(rows.max() - rows.min() + 1))
+    # no position reads fewer rows than a 3x3 conv, a 2x2 pool and a bilinear tap (was 1); a border
+    # position reads the far side through the wrap
+    assert tuple(up.rf_min) == (min(widths), min(widths)) == (6, 6)
+    assert tuple(up.rf_max) == (max(widths), max(widths)) == (32, 32)

@@ -152,6 +152,7 @@ class Exact:
         queue = [-g.position(name)]  # the latest pending node first: all its readers are done
         narrow: int | None = None
         hull: Interval | None = None
+        seam = False  # a path read pieces of a concat along this axis: its narrowest is its hull
         while queue:
             node = g.nodes[-heapq.heappop(queue)]
             box, minimal = pending.pop(node.name)
@@ -183,12 +184,18 @@ class Exact:
                     heapq.heappush(queue, -g.position(src))
                 old, kept = pending[src]
                 pending[src] = ((min(old[0], got[0]), max(old[1], got[1])), kept)
+            side_by_side = node.op is OpKind.CONCAT and node.attrs.axis == node.out.spatial_axes[k]  # type: ignore[union-attr]
             for span in minimal:
-                for src, got in self._through(node, k, *span):
+                parts = self._through(node, k, *span)
+                # a window across the seam of maps put side by side (circular padding written as
+                # slices and a concat) reads both pieces on one path, not one or the other
+                seam = seam or (side_by_side and len(parts) > 1)
+                for src, got in parts:
                     _keep_minimal(pending[src][1], got)  # type: ignore[arg-type]
         if hull is None or narrow is None:
             return NOTHING
-        return narrow, hull[1] - hull[0] + 1
+        width = hull[1] - hull[0] + 1
+        return (width if seam else narrow), width
 
     def _through(self, node: Node, k: int, lo: int, hi: int) -> list[tuple[str, Interval | None]]:
         """(input, the interval of it that positions lo..hi read) for each local input that feeds
