@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from convscope.analyses.analyze import analyze_graph
-from convscope.analyses.border import feasible_range
+from convscope.analyses.border import feasible_range, shape_at
 from convscope.analyses.cost import DType, checked_dtype_batch
 from convscope.errors import FIXED_SIZES, ConvscopeError, InputError
 from convscope.frontends._spec_args import MAX_INT
@@ -206,14 +206,13 @@ def _feasible(model: Any, graph: Graph) -> tuple[tuple[int | None, int | None], 
         recapture = not (ref.startswith("zoo:") or ref.lower().endswith((".yaml", ".yml")))
     else:
         recapture = not isinstance(model, Graph)
-    c = graph.input_shape[0]
     fixed: list[int] = []  # sizes an ONNX file's fixed sizes did not let it be analysed at
 
     def at(r: int) -> Graph | None:
         if r > RECAPTURE_LIMIT:
             return None
         try:
-            return load_graph(model, input=(c, r, r))
+            return load_graph(model, input=shape_at(graph, r))
         except ConvscopeError as exc:
             if FIXED_SIZES in str(exc):
                 fixed.append(r)

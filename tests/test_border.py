@@ -205,3 +205,26 @@ def test_a_model_that_refuses_every_other_size_has_no_known_feasible_lo() -> Non
     lo, hi = feasible_range(g, at=lambda r: asked.append(r))  # type: ignore[func-returns-value]
     assert lo is None and len(asked) == 64 and hi == 13
     assert feasible_range(g)[0] == 12  # the graph itself, re-inferred at each size
+
+
+@pytest.mark.parametrize("length", [24, 64])
+def test_a_signal_as_a_1xL_map_has_its_border_and_feasible_range_along_its_length(length: int) -> None:
+    """A 1-D network (a Conv1d stack, as the PyTorch front end writes it: 1×k kernels on a 1×L map):
+    the side of 1 has nothing more to see, so the border is where rf_min passes L, and the feasible
+    range is a range of lengths."""
+    layers = [{"conv": {"out": 8, "k": [1, 7], "name": "c1"}},
+              {"avgpool": {"k": [1, 2], "name": "p1"}},
+              {"conv": {"out": 8, "k": [1, 5], "d": [1, 2], "name": "c2"}},
+              {"maxpool": {"k": [1, 3], "s": [1, 2], "p": [0, 1], "name": "p2"}},
+              {"conv": {"out": 8, "k": [1, 3], "name": "c3"}}]
+    g = graph_from_spec_data({"name": "t", "input": [4, 1, length], "layers": layers})
+    a = analyze_graph(g)
+    assert [tuple(a.layer(n).rf_min) for n in ("c1", "p1", "c2", "p2", "c3")] == \
+        [(1, 7), (1, 8), (1, 24), (1, 28), (1, 36)]
+    assert a.border_layer == ("p2" if length == 24 else None)  # 28 > 24
+    assert [r.name for r in a.unproductive_layers()] == (["p2", "c3"] if length == 24 else [])
+    assert a.feasible_resolution == (29, 36)  # c3 reads 28: a length of 29 keeps it productive
+    shorter = analyze_graph(graph_from_spec_data({"name": "t", "input": [4, 1, 28], "layers": layers}))
+    assert shorter.layer("c3").unproductive
+    assert not analyze_graph(graph_from_spec_data({"name": "t", "input": [4, 1, 29], "layers": layers})).layer(
+        "c3").unproductive

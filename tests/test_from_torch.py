@@ -640,6 +640,50 @@ def test_one_dimensional_convolutions_are_counted_and_keep_the_receptive_field(t
         assert a.layer("temporal").kernel == (1, 5) and a.layer("temporal").out_shape == (4, 1, 8)
 
 
+class Seq1d(nn.Module):
+    """A temporal CNN over (N, C, L) with 1-D pools (modules and functions)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(4, 8, 7, padding=3)
+        self.pool = nn.AvgPool1d(2)
+        self.c2 = nn.Conv1d(8, 8, 5, padding=4, dilation=2)
+        self.c3 = nn.Conv1d(8, 8, 3, padding=1)
+        self.gap = nn.AdaptiveAvgPool1d(1)
+        self.fc = nn.Linear(8, 3)
+        self.oracle = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, 1, L): convscope takes C,H,W inputs
+        x = self.pool(F.relu(self.c1(x.squeeze(2))))
+        pool = F.avg_pool1d if self.oracle else F.max_pool1d  # a max pool's gradient reaches one input
+        x = self.c3(pool(self.c2(x), 3, 2, 1))
+        return self.fc(self.gap(x).flatten(1))
+
+
+def test_one_dimensional_pools_are_windows_along_the_length() -> None:
+    m = Seq1d().eval()
+    a = convscope.analyze(m, input=(4, 1, 64))
+    assert a.unknown_ops == () and a.totals.params == sum(p.numel() for p in m.parameters())
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        m(torch.zeros(1, 4, 1, 64))
+    assert a.totals.macs == fc.get_total_flops() / 2
+    assert a.layer("pool").op == "avgpool" and a.layer("pool").kernel == (1, 2)
+    assert a.layer("gap").rf_max == (math.inf, math.inf)
+    # the gradient of the centre of c3's output: its support along the length
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(p.abs() + 0.01)
+    x = torch.ones(1, 4, 1, 64, dtype=torch.float64, requires_grad=True)
+    m.oracle = True
+    feats = {}
+    m.double().c3.register_forward_hook(lambda mod, i, o: feats.setdefault("c3", o))
+    m(x)
+    feats["c3"][0, :, feats["c3"].shape[-1] // 2].sum().backward()
+    cols = torch.nonzero(x.grad[0, :, 0].abs().sum(0) > 0).flatten()  # type: ignore[union-attr]
+    assert tuple(a.layer("c3").rf_max) == (1, int(cols.max() - cols.min() + 1)) == (1, 36)
+    assert a.feasible_resolution == (29, 36)
+
+
 class Mirrored(nn.Module):
     """torch.flip between convolutions (a mirrored branch added back, as symmetric networks do)."""
 

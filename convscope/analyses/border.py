@@ -30,7 +30,7 @@ from convscope.ir.ops import KERNEL_OPS, SPATIAL_LAYER_OPS, OpKind
 from convscope.ir.shapes import conv_out_size, convT_out_size, pool_out_size
 from convscope.ir.transform import with_input
 
-__all__ = ["Productivity", "productivity", "feasible_range", "flaggable"]
+__all__ = ["Productivity", "productivity", "feasible_range", "flaggable", "shape_at"]
 
 _WEIGHTED_SPATIAL = frozenset({OpKind.CONV, OpKind.CONV_T})
 
@@ -98,8 +98,8 @@ def productivity(graph: Graph, rf: RFResult | None = None, *, among: frozenset[s
             flagged.append((node.name, reason))
         mine = rfs[node.name].rf_min
         if border is None and mine is not None and mine[0] is not None and mine[1] is not None \
-                and mine[0] > res[0] and mine[1] > res[1]:
-            border = node.name
+                and all(m > r or r == 1 for m, r in zip(mine, res)):  # a side of 1 (a signal as 1×L) has
+            border = node.name  # nothing more to see
     return Productivity(res, border, tuple(flagged))
 
 
@@ -139,6 +139,17 @@ def _widest(x: NodeRF) -> float:
     return max((float(v) for v in (x.rf_max_finite or ()) if v is not None), default=0.0)
 
 
+def shape_at(graph: Graph, r: int) -> tuple[int, int, int]:
+    """The input the feasible range tries for resolution r: r×r, or for a signal written as a 1×L (or
+    L×1) map — a 1-D convolution's input — 1×r (r×1): its length."""
+    c, h, w = graph.input_shape
+    if h == 1 and w > 1:
+        return c, 1, r
+    if w == 1 and h > 1:
+        return c, r, 1
+    return c, r, r
+
+
 def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 8192,
                    at: Callable[[int], Graph | None] | None = None) -> tuple[int | None, int | None]:
     """[lo, hi] as defined above; lo is None when no resolution up to ``limit`` works (or the graph
@@ -151,6 +162,11 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
         return None, None
     if all(rfs[o].constant for o in graph.outputs):  # behind `zero` layers: no input size matters
         return None, None
+    if any(n.op in _WEIGHTED_SPATIAL and n.out.is_image and any(not rfs[i].known for i in n.inputs)
+           for n in graph.nodes):  # a convolution behind an op convscope does not know: whether it
+        lo_known = False  # is productive at any size is not known, so neither is lo
+    else:
+        lo_known = True
     last = _last_spatial(graph, rfs)
     hi = None
     if last is not None and last.rf_max_finite is not None:
@@ -164,20 +180,23 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
     binned = _after_adaptive(graph)
     if binned and len(graph.outputs) == 1 and graph.outputs[0] in binned:
         hi = _largest_seen(graph, hi, limit)  # the last layer's rf_max grows with R as well
+    if not lo_known:
+        return None, hi
     need = 1
+    h0, w0 = graph.input_shape[1:]
+    along = [i for i, side in enumerate(shape_at(graph, 2)[1:]) if side == 2]  # the axes r sets
     for node in graph.nodes:
         ins = [rfs[i] for i in node.inputs]
         if node.op in _WEIGHTED_SPATIAL and flaggable(node, ins) and node.name not in binned:
-            m = min(min(v for v in x.rf_min if v is not None) for x in ins)  # type: ignore[union-attr, type-var]
+            m = min(min(x.rf_min[a] for a in along if x.rf_min[a] is not None)  # type: ignore[index, type-var]
+                    for x in ins)
             if m != INF:
                 need = max(need, math.floor(m) + 1)
     adaptive = any(n.op in (OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL) for n in graph.nodes)
-    c = graph.input_shape[0]
     weighted = [n for n in graph.nodes if n.op in _WEIGHTED_SPATIAL and flaggable(n, [rfs[i] for i in n.inputs])]
     fast = not adaptive and all((n.op in _FAST_OPS and not _spatial_slice(graph, n)) or not n.out.spatial_axes
                                 for n in graph.nodes)
-    h0, w0 = graph.input_shape[1:]
-    if fast and h0 == w0 and _spatial_sizes(graph, h0) is None:  # a map rebuilt from tokens: the sizes
+    if fast and shape_at(graph, max(h0, w0))[1:] == (h0, w0) and _spatial_sizes(graph, (h0, w0)) is None:  # a map rebuilt from tokens: the sizes
         fast = False  # are not followed through the non-spatial ops between; infer the graph instead
     if fast and at is not None and any(n.op is OpKind.UPSAMPLE and n.attrs.size is not None  # type: ignore[union-attr]
                                        for n in graph.nodes):
@@ -199,7 +218,7 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
     def ok(r: int) -> bool:
         if fast:  # rule 1 holds for r >= need; only the map-size rule depends on r
             clash: list[str] = []
-            sizes = _spatial_sizes(graph, r, clash)
+            sizes = _spatial_sizes(graph, shape_at(graph, r)[1:], clash)
             if sizes is not None:
                 return not any(_map_rule(n, sizes[n.inputs[0]]) for n in weighted)
             # maps that no longer line up at a merge: an interpolation to another map's size, recorded
@@ -207,7 +226,7 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
             got = recapture(r) if clash else None
         else:
             try:
-                g = with_input(graph, (c, r, r))
+                g = with_input(graph, shape_at(graph, r))
                 got = g, receptive_field(g) if adaptive else rf
             except GraphError:
                 got = recapture(r)
@@ -222,20 +241,21 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
             # a model may refuse sizes its layers would take (a detector checks for multiples of 32; a
             # Linear after a flatten takes one size only): the model itself is asked (it took its own
             # size already), up to a few dozen refusals; then no size is known to work
-            if ok(r) and (at is None or (r, r) == (h0, w0) or r in recaptured or recapture(r) is not None):
+            if ok(r) and (at is None or shape_at(graph, r)[1:] == (h0, w0) or r in recaptured or recapture(r) is not None):
                 return r, hi
             if len(refused) >= 64:
                 return None, hi
         return None, hi
     # Output sizes grow monotonically with the input, so ok() is False up to some r and True after.
     # First guess: each kernel needs an input map larger than itself, i.e. r > k·(r0 / map size).
-    r0 = graph.input_shape[1]
+    a = along[0]
+    r0 = graph.input_shape[1 + a]
     guess = need
     for n in weighted:
         k = footprint(n)
-        size = graph.node(n.inputs[0]).out.shape[1]
+        size = graph.node(n.inputs[0]).out.shape[1 + a]
         if max(k) > 1 and size:
-            guess = max(guess, math.floor(k[0] * r0 / size) + 1)
+            guess = max(guess, math.floor(k[a] * r0 / size) + 1)
     if guess > need:
         if ok(guess):
             if not ok(guess - 1):
@@ -266,11 +286,10 @@ def _after_adaptive(graph: Graph) -> set[str]:
 def _largest_seen(graph: Graph, hi: int | None, limit: int) -> int | None:
     """The largest R at which the last spatial layer still sees all of an R×R image, when its
     receptive field itself depends on R (behind an adaptive pool): R <= rf_max(R), searched."""
-    c = graph.input_shape[0]
 
     def seen(r: int) -> int | None:
         try:
-            g = with_input(graph, (c, r, r))
+            g = with_input(graph, shape_at(graph, r))
         except GraphError:
             return None
         last = _last_spatial(g, receptive_field(g).as_dict())
@@ -281,7 +300,7 @@ def _largest_seen(graph: Graph, hi: int | None, limit: int) -> int | None:
         got = seen(r)
         return got is not None and got >= r
 
-    r0 = graph.input_shape[1]
+    r0 = graph.input_shape[1] if shape_at(graph, 2)[1] == 2 else graph.input_shape[2]
     if hi is None:
         return None
     if hi >= r0:  # seen whole at r0: go up until it no longer is
@@ -362,8 +381,8 @@ def _spatial_slice(graph: Graph, node: Node) -> bool:
     return node.op is OpKind.SLICE and node.attrs.axis in graph.node(node.inputs[0]).out.spatial_axes  # type: ignore[union-attr]
 
 
-def _spatial_sizes(graph: Graph, r: int, clash: list[str] | None = None) -> dict[str, tuple[int, int]] | None:
-    """(H, W) of every spatial node at input r×r, or None if some layer does not fit (the same
+def _spatial_sizes(graph: Graph, hw: tuple[int, int], clash: list[str] | None = None) -> dict[str, tuple[int, int]] | None:
+    """(H, W) of every spatial node at input ``hw``, or None if some layer does not fit (the same
     formulas as shape inference, without rebuilding the graph); a merge whose inputs' sizes differ
     is appended to ``clash``."""
     sizes: dict[str, tuple[int, int]] = {}
@@ -372,7 +391,7 @@ def _spatial_sizes(graph: Graph, r: int, clash: list[str] | None = None) -> dict
             continue
         a = n.attrs
         if n.op is OpKind.INPUT:
-            sizes[n.name] = (r, r)
+            sizes[n.name] = hw
             continue
         ins = [sizes[i] for i in n.inputs if i in sizes]
         if not ins:

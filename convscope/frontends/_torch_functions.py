@@ -413,15 +413,44 @@ def _conv1d(c: Call) -> TVal:
     if not isinstance(w, ConstVal) or w.ndim != 3 or (bias is not None and not isinstance(bias, ConstVal)):
         raise Unsupported("conv1d with weights computed from the input")
 
-    def one(v: Any, fill: int) -> Any:
-        v = v[0] if isinstance(v, (list, tuple)) and len(v) == 1 else v
-        return v if isinstance(v, str) else (fill, int(v))
-
     pad = c.arg(4, "padding", 0)
     as2d = FUNCTIONS["unsqueeze"](replace(c, what="unsqueeze", args=(x, 2), kwargs={}, name=c.name + ".as2d"))
     y = _conv2d(replace(c, what="conv2d", args=(as2d, ConstVal(w.array()[:, :, None, :], w.sources), bias,
-                                                one(c.arg(3, "stride", 1), 1), one(pad, 0),
-                                                one(c.arg(5, "dilation", 1), 1), c.arg(6, "groups", 1)), kwargs={}))
+                                                _one(c.arg(3, "stride", 1), 1), _one(pad, 0),
+                                                _one(c.arg(5, "dilation", 1), 1), c.arg(6, "groups", 1)), kwargs={}))
+    return FUNCTIONS["squeeze"](replace(c, what="squeeze", args=(y, 2), kwargs={}, name=c.name + ".as1d"))
+
+
+def _one(v: Any, fill: int) -> Any:
+    """A 1-D size as the 2-D one on a (C, 1, L) map: ``fill`` along the height."""
+    v = v[0] if isinstance(v, (list, tuple)) and len(v) == 1 else v
+    return v if v is None or isinstance(v, str) else (fill, int(v))
+
+
+@_fn("avg_pool1d", "max_pool1d", "max_pool1d_with_indices", "adaptive_avg_pool1d", "adaptive_max_pool1d")
+def _pool1d(c: Call) -> TVal:
+    """A 1-D pool over (N, C, L): the 2-D one with a 1×k window on the (C, 1, L) map, between two
+    reshapes, as a 1-D convolution is."""
+    x = c.tensor()
+    if x.ndim != 3 or x.bpos != 0:
+        raise Unsupported(f"{c.what} on a tensor of shape {list(x.shape)} (only (N, C, L))")
+    as2d = FUNCTIONS["unsqueeze"](replace(c, what="unsqueeze", args=(x, 2), kwargs={}, name=c.name + ".as2d"))
+    if c.what.startswith("adaptive"):
+        if c.arg(2, "return_indices", False):
+            raise Unsupported("adaptive max pooling that returns indices")
+        args: tuple[Any, ...] = (as2d, _one(c.arg(1, "output_size"), 1))
+    elif c.what.startswith("max"):
+        if c.arg(6, "return_indices", False) or c.what.endswith("indices"):
+            raise Unsupported("1-D max pooling that returns indices")
+        k = c.arg(1, "kernel_size")
+        args = (as2d, _one(k, 1), _one(c.arg(2, "stride", None) or k, 1), _one(c.arg(3, "padding", 0), 0),
+                _one(c.arg(4, "dilation", 1), 1), bool(c.arg(5, "ceil_mode", False)))
+    else:
+        k = c.arg(1, "kernel_size")
+        args = (as2d, _one(k, 1), _one(c.arg(2, "stride", None) or k, 1), _one(c.arg(3, "padding", 0), 0),
+                bool(c.arg(4, "ceil_mode", False)), bool(c.arg(5, "count_include_pad", True)))
+    what = c.what.replace("1d", "2d")
+    y = FUNCTIONS[what](replace(c, what=what, args=args, kwargs={}))
     return FUNCTIONS["squeeze"](replace(c, what="squeeze", args=(y, 2), kwargs={}, name=c.name + ".as1d"))
 
 

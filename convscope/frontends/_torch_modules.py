@@ -213,6 +213,24 @@ def _avgpool(c: Call, m: nn.AvgPool2d) -> Any:
                                    m.count_include_pad, m.divisor_override))
 
 
+@_mod(nn.MaxPool1d)
+def _maxpool1d(c: Call, m: nn.MaxPool1d) -> Any:
+    return _call(c, "max_pool1d", (c.tensor(), m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
+                                   m.return_indices))
+
+
+@_mod(nn.AvgPool1d)
+def _avgpool1d(c: Call, m: nn.AvgPool1d) -> Any:
+    return _call(c, "avg_pool1d", (c.tensor(), m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                                   m.count_include_pad))
+
+
+@_mod(nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)
+def _adaptive1d(c: Call, m: Any) -> Any:
+    what = "adaptive_avg_pool1d" if isinstance(m, nn.AdaptiveAvgPool1d) else "adaptive_max_pool1d"
+    return _call(c, what, (c.tensor(), m.output_size))
+
+
 @_mod(nn.MaxUnpool2d)
 def _maxunpool(c: Call, m: nn.MaxUnpool2d) -> Any:
     return _call(c, "max_unpool2d", (c.tensor(), c.arg(1, "indices"), m.kernel_size, m.stride, m.padding,
