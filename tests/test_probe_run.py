@@ -155,6 +155,26 @@ def test_an_interrupted_training_resumes_to_the_same_result(tiny: Any, tmp_path:
     _same(resumed, whole)
 
 
+def test_ctrl_c_while_the_checkpoint_is_restored_still_reports_its_finished_epochs(
+        tiny: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convscope.backends.probe_run import RunDir
+
+    cfg = ProbeConfig(epochs=2, batch_size=32, lr=3e-3, threads=1)
+    data = "synthetic:scales:n=300,test=200"
+    with pytest.raises(ProbeInterrupted) as stop:
+        probe(tiny, data, config=cfg, checkpoint=tmp_path, progress=_StopAt("train epoch 2/2"))
+    first = stop.value.partial.history
+
+    def restoring(*a: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunDir, "load_training", restoring)
+    with pytest.raises(ProbeInterrupted) as stop:
+        probe(tiny, data, config=cfg, checkpoint=tmp_path)
+    assert len(stop.value.partial.history) == 1  # not an empty result over the previous one
+    assert stop.value.partial.history[0].to_dict() == first[0].to_dict()
+
+
 def test_an_interrupted_measurement_keeps_the_finished_layers(tiny: Any, tmp_path: Path) -> None:
     cfg = ProbeConfig(epochs=1, batch_size=32, lr=3e-3, threads=1)
     data = "synthetic:scales:n=300,test=200"

@@ -481,5 +481,7 @@ def _probe(model: Any, data: str | Path | DataSet, input: Sequence[int] | None, 
     except ProbeInterrupted:
         raise
     except KeyboardInterrupt:
+        if not history and run is not None:  # stopped while the checkpoint was being restored: its
+            history = run.saved_history()[:config.epochs]  # finished epochs are still finished
         raise ProbeInterrupted(result(history, layers, test_acc=test_acc if config.epochs == 0 else None)) from None
     return result(history, layers, complete=True, train_acc=train_acc, test_acc=test_acc, n_probe=n_probe)

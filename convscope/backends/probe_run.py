@@ -130,6 +130,17 @@ class RunDir:
         history = [EpochRecord.from_dict(h) for h in meta.get("history", [])][:epoch]
         return (epoch, history) if len(history) == epoch else (0, [])
 
+    def saved_history(self) -> list[EpochRecord]:
+        """The finished epochs' records the checkpoint holds (without reading the model): what a run
+        stopped before it restored them still has to report."""
+        meta = self._read_meta()
+        if meta is None or meta.get("key") != self.key or not (self.path / "model.pt").is_file():
+            return []
+        try:
+            return [EpochRecord.from_dict(h) for h in meta.get("history", [])]
+        except (KeyError, TypeError, ValueError):
+            return []
+
     def _write(self, path: Path, write: Any) -> None:
         """Write one checkpoint file; a failure stops checkpointing (noted in ``failed``), not the run."""
         if self.failed:
