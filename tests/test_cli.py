@@ -261,3 +261,13 @@ def test_calibrate_without_a_model_takes_the_standard_set(monkeypatch, capsys, t
         assert main([*argv, "--json", ""]) == 2
         assert "needs a file name, or '-' for stdout" in capsys.readouterr().err
     assert main(["suggest", "zoo:vgg11-cifar", "--write", ""]) == 2 and "needs a directory name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["analyze", "zoo:vgg11-cifar"],
+                                  ["compare", "examples/camera/plan.yaml", "--device", "raspi4"],
+                                  ["probe", "examples/probe/tiny-border.yaml", "--data", "synthetic:scales"]])
+def test_json_and_html_to_the_same_file_is_refused_before_any_work(argv, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "r.html"
+    assert main([*argv, "--json", str(out), "--html", str(tmp_path / "." / "r.html")]) == 2
+    assert "--json and --html name the same file" in capsys.readouterr().err
+    assert not out.exists()

@@ -108,6 +108,16 @@ def html_arg(text: str) -> str:
     return text
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """:func:`check_output` for ``--json`` and ``--html``, and refuse the same file for both (one
+    would silently overwrite the other)."""
+    json_, html = getattr(args, "json", None), getattr(args, "html", None)
+    check_output("--json", json_)
+    check_output("--html", html)
+    if json_ and html and json_ != "-" and Path(json_).resolve() == Path(html).resolve():
+        raise InputError(f"--json and --html name the same file ({html}): one would overwrite the other")
+
+
 def json_arg(text: str) -> str:
     """An argparse type: a file for the JSON, or '-' for stdout; an empty name (a script's unset
     variable) is refused, never taken as "no JSON"."""

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from convscope.api import analyze, analyze_resolutions
-from convscope.cli._common import add_json_arg, console, html_arg, int_list_arg, json_to_stdout, shape_arg, write_json, threads_arg
+from convscope.cli._common import add_json_arg, check_outputs, console, html_arg, int_list_arg, json_to_stdout, shape_arg, write_json, threads_arg
 from convscope.cli.calibrate_cmd import progress_bar
 from convscope.errors import InputError, NothingUsable
 from convscope.reports.terminal import render_analysis
@@ -78,6 +78,7 @@ def _results(args: argparse.Namespace) -> list[Analysis]:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs(args)
     results = _results(args)
     if all(r.all_unknown for r in results):
         raise NothingUsable(f"{args.model}: every layer that computes something is an op convscope does not know")

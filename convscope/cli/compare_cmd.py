@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from convscope.analyses.deployment import compare, load_plan
-from convscope.cli._common import add_json_arg, check_output, console, html_arg, emit, threads_arg
+from convscope.cli._common import add_json_arg, check_outputs, console, html_arg, emit, threads_arg
 from convscope.errors import InputError
 
 HELP = "compare deployment plans: one big network, specialists, a shared trunk with heads, a gated expert"
@@ -48,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be a positive integer, got {args.threads}")
     plan = load_plan(args.plan)  # checked before anything runs
-    check_output("--json", args.json)
-    check_output("--html", args.html)
+    check_outputs(args)
     err = console(args, stderr=True)
     kw = {"backend": args.backend}
     if args.threads is not None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from convscope.cli._common import add_json_arg, check_output, console, html_arg, json_to_stdout, positive_float, shape_arg, write_json, threads_arg
+from convscope.cli._common import add_json_arg, check_outputs, console, html_arg, json_to_stdout, positive_float, shape_arg, write_json, threads_arg
 from convscope.errors import InputError
 
 HELP = "train briefly and check the predicted border with saturation and linear probes"
@@ -101,8 +101,7 @@ def run(args: argparse.Namespace) -> int:
                       seed=args.seed, device=args.device, probe_samples=args.probe_samples, threads=args.threads)
     shape = shape_arg(args.input) if args.input is not None else None
     checkpoint = False if args.no_checkpoint else args.checkpoint
-    check_output("--json", args.json)
-    check_output("--html", args.html)
+    check_outputs(args)
     try:
         with progress_bars(console(args, stderr=True)) as bars:
             result = probe(args.model, args.data, input=shape, config=cfg, checkpoint=checkpoint, fresh=args.fresh,
