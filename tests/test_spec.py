@@ -322,6 +322,14 @@ BAD = {
                         r":5:5: layer 'a': duplicate layer name \(first defined at .*:4:5\)"),
     "cycle": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 8, k: 3, name: a, from: b}\n  - relu: {name: b}\n",
               r":4:5: 'from': 'b' is defined later .*cycle"),
+    "from_itself": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 3, k: 3, name: a, from: a}\n",
+                    r":4:5: 'from': 'a' is this layer itself: a layer cannot take its own output as input"),
+    "shares_itself": ("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 3, k: 3, name: a, shares: a}\n",
+                      r":4:5: 'shares': 'a' is this layer itself: a layer cannot share its own weights"),
+    "from_inside_a_block": ("name: t\ninput: [3, 8, 8]\nblocks: {b: {layers: [conv: {out: 4, k: 3, name: inner}]}}\n"
+                            "layers:\n  - b: {name: blk}\n  - conv: {out: 4, k: 3, from: inner}\n",
+                            r":6:5: 'from': no layer is named 'inner' here; a layer inside a block is named by its "
+                            r"path: 'blk.inner'"),
     "block_cycle": ("name: t\ninput: [3, 8, 8]\nblocks:\n  a:\n    layers: [b]\n  b:\n    layers: [a]\nlayers:\n  - a\n",
                     r"block 'a' calls itself \(a -> b -> a\)"),
     "unknown_block": ("name: t\ninput: [3, 8, 8]\nblocks:\n  basic:\n    layers: [relu]\nlayers:\n  - basci\n",

@@ -305,7 +305,18 @@ class _Walker:
         if key == "outputs":
             fail(self.file, mark, f"'outputs': no layer named '{ref}' (a layer's name, or a generated one "
                                   "such as layers.3.conv)")
-        later = f"name: {ref}" in self.text or f"name: '{ref}'" in self.text or f'name: "{ref}"' in self.text
+        named = (f"name: {ref}", f"name: '{ref}'", f'name: "{ref}"')
+        lines = self.text.splitlines()
+        here = lines[mark[0] - 1] if 0 < mark[0] <= len(lines) else ""
+        if any(n in here for n in named) and here.count("name:") == 1:  # the layer being written
+            fail(self.file, mark, f"'{key}': '{ref}' is this layer itself: "
+                                  + ("a layer cannot take its own output as input" if key == "from"
+                                     else "a layer cannot share its own weights"))
+        inside = [n for n in self.builder.node_names() if n.endswith("." + ref)]
+        if inside:
+            fail(self.file, mark, f"'{key}': no layer is named '{ref}' here; a layer inside a block is named by "
+                                  f"its path: {', '.join(repr(n) for n in inside[:3])}")
+        later = any(n in self.text for n in named)
         if later:
             rule = ("a layer can only take earlier layers as input (this would make a cycle)" if key == "from"
                     else "a layer can only use the weights of an earlier layer")

@@ -287,6 +287,9 @@ class GraphBuilder:
     def get(self, name: str) -> Node:
         return self._by_name[name]
 
+    def node_names(self) -> list[str]:
+        return list(self._by_name)
+
     @property
     def last(self) -> str:
         return self._nodes[-1].name
