@@ -201,28 +201,19 @@ def _identity(c: Call, m: nn.Module) -> Any:
     return c.arg(0, "input")
 
 
-@_mod(nn.MaxPool2d)
-def _maxpool(c: Call, m: nn.MaxPool2d) -> Any:
-    return _call(c, "max_pool2d", (c.tensor(), m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
-                                   m.return_indices))
+@_mod(nn.MaxPool2d, nn.MaxPool1d)
+def _maxpool(c: Call, m: nn.MaxPool2d | nn.MaxPool1d) -> Any:
+    what = "max_pool1d" if isinstance(m, nn.MaxPool1d) else "max_pool2d"
+    return _call(c, what, (c.tensor(), m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, m.return_indices))
 
 
-@_mod(nn.AvgPool2d)
-def _avgpool(c: Call, m: nn.AvgPool2d) -> Any:
+@_mod(nn.AvgPool2d, nn.AvgPool1d)
+def _avgpool(c: Call, m: nn.AvgPool2d | nn.AvgPool1d) -> Any:
+    if isinstance(m, nn.AvgPool1d):
+        return _call(c, "avg_pool1d", (c.tensor(), m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                                       m.count_include_pad))
     return _call(c, "avg_pool2d", (c.tensor(), m.kernel_size, m.stride, m.padding, m.ceil_mode,
                                    m.count_include_pad, m.divisor_override))
-
-
-@_mod(nn.MaxPool1d)
-def _maxpool1d(c: Call, m: nn.MaxPool1d) -> Any:
-    return _call(c, "max_pool1d", (c.tensor(), m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
-                                   m.return_indices))
-
-
-@_mod(nn.AvgPool1d)
-def _avgpool1d(c: Call, m: nn.AvgPool1d) -> Any:
-    return _call(c, "avg_pool1d", (c.tensor(), m.kernel_size, m.stride, m.padding, m.ceil_mode,
-                                   m.count_include_pad))
 
 
 @_mod(nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)
