@@ -19,7 +19,7 @@ from typing import Any
 from convscope.analyses.analyze import analyze_graph
 from convscope.analyses.border import feasible_range, shape_at
 from convscope.analyses.cost import DType, checked_dtype_batch
-from convscope.errors import FIXED_SIZES, ConvscopeError, InputError
+from convscope.errors import ConvscopeError, FixedSizes, InputError
 from convscope.frontends._spec_args import MAX_INT
 from convscope.ir.graph import Graph
 from convscope.ir.transform import with_input
@@ -213,17 +213,19 @@ def _feasible(model: Any, graph: Graph) -> tuple[tuple[int | None, int | None], 
             return None
         try:
             return load_graph(model, input=shape_at(graph, r))
-        except ConvscopeError as exc:
-            if FIXED_SIZES in str(exc):
-                fixed.append(r)
-            return None
+        except FixedSizes:
+            fixed.append(r)
+        except ConvscopeError:
+            pass
+        return None
 
     lo, hi = feasible_range(graph, at=at if recapture and len(graph.input_shape) == 3 else None)
     below = [r for r in fixed if lo is None or r < lo]
     if not below:
         return (lo, hi), None
-    return (None, hi), (f"the feasible range's low end is unknown: the file was exported with sizes fixed inside it "
-                        f"(a resize to a recorded size, a constant or reshape of the image's size), so it cannot be analysed at {min(below)}×{min(below)} and "
+    return (None, hi), (f"the feasible range's low end is unknown: the file was exported with sizes fixed inside "
+                        f"it (a resize to a recorded size, an adaptive pool exported as a fixed one, a constant or "
+                        f"reshape of the image's size), so it cannot be analysed at {min(below)}×{min(below)} and "
                         f"other sizes below {lo if lo is not None else 'its own'}; export it with dynamic height "
                         "and width to know it")
 

@@ -6,7 +6,7 @@ Exit statuses (FORMATS.md §3): 0 done, 1 the analysis found nothing usable, 2 b
 from __future__ import annotations
 
 __all__ = ["ConvscopeError", "GraphError", "SpecError", "InputError", "NothingUsable", "NotCalibrated", "INPUT_HINT",
-           "FIXED_INPUT", "FIXED_SIZES"]
+           "FIXED_INPUT", "FixedSizes"]
 
 # What a PyTorch front-end error about sizes adds; a caller that states the input its own way (a
 # deployment plan) puts its words in place of it.
@@ -15,7 +15,6 @@ INPUT_HINT = " (is --input / the input shape right?)"
 # How the note of an ONNX file analysed at another size than it accepts starts (compare repeats it
 # on the candidate that runs the file).
 FIXED_INPUT = "the file fixes its input at"
-FIXED_SIZES = "with fixed sizes inside it"  # an ONNX file that cannot be analysed at another size
 
 
 class ConvscopeError(Exception):
@@ -26,6 +25,11 @@ class ConvscopeError(Exception):
 
 class InputError(ConvscopeError):
     """A bad argument, a missing file, a model that cannot be loaded."""
+
+
+class FixedSizes(InputError):
+    """A model file exported at one size with sizes fixed inside it (a resize to a recorded size),
+    asked for a size at which those no longer fit."""
 
 
 class GraphError(ConvscopeError):

@@ -88,6 +88,7 @@ def productivity(graph: Graph, rf: RFResult | None = None, *, among: frozenset[s
     shape = graph.input_shape
     res = (shape[1], shape[2]) if len(shape) == 3 else (shape[-1], shape[-1])
     border = None
+    axes = _resolution_axes(graph) if len(shape) == 3 else (0, 1)
     flagged: list[tuple[str, str]] = []
     for node in graph.nodes:
         ins = [rfs[i] for i in node.inputs]
@@ -98,8 +99,8 @@ def productivity(graph: Graph, rf: RFResult | None = None, *, among: frozenset[s
             flagged.append((node.name, reason))
         mine = rfs[node.name].rf_min
         if border is None and mine is not None and mine[0] is not None and mine[1] is not None \
-                and all(m > r or r == 1 for m, r in zip(mine, res)):  # a side of 1 (a signal as 1×L) has
-            border = node.name  # nothing more to see
+                and all(mine[a] > res[a] for a in axes):  # a 1×L signal's side of 1 has nothing to see
+            border = node.name
     return Productivity(res, border, tuple(flagged))
 
 
@@ -139,15 +140,20 @@ def _widest(x: NodeRF) -> float:
     return max((float(v) for v in (x.rf_max_finite or ()) if v is not None), default=0.0)
 
 
+def _resolution_axes(graph: Graph) -> tuple[int, ...]:
+    """The image axes (0 = H, 1 = W) a resolution sets: both, or for a signal written as a 1×L (or
+    L×1) map — a 1-D convolution's input — only its length."""
+    h, w = graph.input_shape[1:]
+    return (1,) if h == 1 < w else (0,) if w == 1 < h else (0, 1)
+
+
 def shape_at(graph: Graph, r: int) -> tuple[int, int, int]:
-    """The input the feasible range tries for resolution r: r×r, or for a signal written as a 1×L (or
-    L×1) map — a 1-D convolution's input — 1×r (r×1): its length."""
+    """The input the feasible range tries for resolution r: r×r, or 1×r for a 1×L signal."""
     c, h, w = graph.input_shape
-    if h == 1 and w > 1:
-        return c, 1, r
-    if w == 1 and h > 1:
-        return c, r, 1
-    return c, r, r
+    sides = [h, w]
+    for a in _resolution_axes(graph):
+        sides[a] = r
+    return c, sides[0], sides[1]
 
 
 def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 8192,
@@ -162,11 +168,10 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
         return None, None
     if all(rfs[o].constant for o in graph.outputs):  # behind `zero` layers: no input size matters
         return None, None
-    if any(n.op in _WEIGHTED_SPATIAL and n.out.is_image and any(not rfs[i].known for i in n.inputs)
-           for n in graph.nodes):  # a convolution behind an op convscope does not know: whether it
-        lo_known = False  # is productive at any size is not known, so neither is lo
-    else:
-        lo_known = True
+    # a convolution behind an op convscope does not know: whether it is productive at any size is not
+    # known, so neither is lo
+    lo_known = not any(n.op in _WEIGHTED_SPATIAL and n.out.is_image and any(not rfs[i].known for i in n.inputs)
+                       for n in graph.nodes)
     last = _last_spatial(graph, rfs)
     hi = None
     if last is not None and last.rf_max_finite is not None:
@@ -184,7 +189,7 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
         return None, hi
     need = 1
     h0, w0 = graph.input_shape[1:]
-    along = [i for i, side in enumerate(shape_at(graph, 2)[1:]) if side == 2]  # the axes r sets
+    along = _resolution_axes(graph)
     for node in graph.nodes:
         ins = [rfs[i] for i in node.inputs]
         if node.op in _WEIGHTED_SPATIAL and flaggable(node, ins) and node.name not in binned:
@@ -202,17 +207,16 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
                                        for n in graph.nodes):
         fast = False  # an interpolation to another tensor's size, recorded as the size it had: capture again
 
-    recaptured: list[int] = []
-
-    refused: list[int] = []  # sizes the model itself refused
+    recaptured: set[int] = set()  # sizes the model itself was captured at again
+    refused: set[int] = set()  # sizes the model itself refused
 
     def recapture(r: int) -> tuple[Graph, RFResult] | None:
         again = at(r) if at is not None else None  # a layer does not fit at this size, or it was
         if again is None:  # recorded at a fixed size: the model itself decides
             if at is not None:
-                refused.append(r)
+                refused.add(r)
             return None
-        recaptured.append(r)
+        recaptured.add(r)
         return again, receptive_field(again)
 
     def ok(r: int) -> bool:
@@ -241,7 +245,8 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
             # a model may refuse sizes its layers would take (a detector checks for multiples of 32; a
             # Linear after a flatten takes one size only): the model itself is asked (it took its own
             # size already), up to a few dozen refusals; then no size is known to work
-            if ok(r) and (at is None or shape_at(graph, r)[1:] == (h0, w0) or r in recaptured or recapture(r) is not None):
+            if ok(r) and (at is None or shape_at(graph, r)[1:] == (h0, w0) or r in recaptured  # (ok may
+                          or recapture(r) is not None):  # have captured it again already)
                 return r, hi
             if len(refused) >= 64:
                 return None, hi
@@ -300,7 +305,7 @@ def _largest_seen(graph: Graph, hi: int | None, limit: int) -> int | None:
         got = seen(r)
         return got is not None and got >= r
 
-    r0 = graph.input_shape[1] if shape_at(graph, 2)[1] == 2 else graph.input_shape[2]
+    r0 = graph.input_shape[1 + _resolution_axes(graph)[0]]
     if hi is None:
         return None
     if hi >= r0:  # seen whole at r0: go up until it no longer is

@@ -115,12 +115,11 @@ class RunDir:
     def load_training(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer
                       ) -> tuple[int, list[EpochRecord]]:
         """(finished epochs, their records) from the checkpoint, restoring the states; (0, []) if none."""
-        meta = self._read_meta()
-        ckpt = self.path / "model.pt"
-        if meta is None or meta.get("key") != self.key or not ckpt.is_file():
+        meta = self._own_meta()
+        if meta is None:
             return 0, []
         try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+            state = torch.load(self.path / "model.pt", map_location="cpu", weights_only=True)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
         except (OSError, RuntimeError, KeyError, ValueError, TypeError, EOFError,
@@ -130,11 +129,18 @@ class RunDir:
         history = [EpochRecord.from_dict(h) for h in meta.get("history", [])][:epoch]
         return (epoch, history) if len(history) == epoch else (0, [])
 
+    def _own_meta(self) -> dict[str, Any] | None:
+        """The checkpoint's metadata when it is this run's and has a model beside it; else None."""
+        meta = self._read_meta()
+        if meta is None or meta.get("key") != self.key or not (self.path / "model.pt").is_file():
+            return None
+        return meta
+
     def saved_history(self) -> list[EpochRecord]:
         """The finished epochs' records the checkpoint holds (without reading the model): what a run
         stopped before it restored them still has to report."""
-        meta = self._read_meta()
-        if meta is None or meta.get("key") != self.key or not (self.path / "model.pt").is_file():
+        meta = self._own_meta()
+        if meta is None:
             return []
         try:
             return [EpochRecord.from_dict(h) for h in meta.get("history", [])]

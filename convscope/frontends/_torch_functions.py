@@ -439,16 +439,15 @@ def _pool1d(c: Call) -> TVal:
         if c.arg(2, "return_indices", False):
             raise Unsupported("adaptive max pooling that returns indices")
         args: tuple[Any, ...] = (as2d, _one(c.arg(1, "output_size"), 1))
-    elif c.what.startswith("max"):
-        if c.arg(6, "return_indices", False) or c.what.endswith("indices"):
-            raise Unsupported("1-D max pooling that returns indices")
-        k = c.arg(1, "kernel_size")
-        args = (as2d, _one(k, 1), _one(c.arg(2, "stride", None) or k, 1), _one(c.arg(3, "padding", 0), 0),
-                _one(c.arg(4, "dilation", 1), 1), bool(c.arg(5, "ceil_mode", False)))
     else:
         k = c.arg(1, "kernel_size")
-        args = (as2d, _one(k, 1), _one(c.arg(2, "stride", None) or k, 1), _one(c.arg(3, "padding", 0), 0),
-                bool(c.arg(4, "ceil_mode", False)), bool(c.arg(5, "count_include_pad", True)))
+        window = (as2d, _one(k, 1), _one(c.arg(2, "stride", None) or k, 1), _one(c.arg(3, "padding", 0), 0))
+        if not c.what.startswith("max"):
+            args = (*window, bool(c.arg(4, "ceil_mode", False)), bool(c.arg(5, "count_include_pad", True)))
+        elif c.arg(6, "return_indices", False) or c.what.endswith("indices"):
+            raise Unsupported("1-D max pooling that returns indices")
+        else:
+            args = (*window, _one(c.arg(4, "dilation", 1), 1), bool(c.arg(5, "ceil_mode", False)))
     what = c.what.replace("1d", "2d")
     y = FUNCTIONS[what](replace(c, what=what, args=args, kwargs={}))
     return FUNCTIONS["squeeze"](replace(c, what="squeeze", args=(y, 2), kwargs={}, name=c.name + ".as1d"))

@@ -216,22 +216,17 @@ def _avgpool(c: Call, m: nn.AvgPool2d | nn.AvgPool1d) -> Any:
                                    m.count_include_pad, m.divisor_override))
 
 
-@_mod(nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)
-def _adaptive1d(c: Call, m: Any) -> Any:
-    what = "adaptive_avg_pool1d" if isinstance(m, nn.AdaptiveAvgPool1d) else "adaptive_max_pool1d"
-    return _call(c, what, (c.tensor(), m.output_size))
-
-
 @_mod(nn.MaxUnpool2d)
 def _maxunpool(c: Call, m: nn.MaxUnpool2d) -> Any:
     return _call(c, "max_unpool2d", (c.tensor(), c.arg(1, "indices"), m.kernel_size, m.stride, m.padding,
                                      c.arg(2, "output_size", None)))
 
 
-@_mod(nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+@_mod(nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)
 def _adaptive(c: Call, m: Any) -> Any:
-    what = "adaptive_avg_pool2d" if isinstance(m, nn.AdaptiveAvgPool2d) else "adaptive_max_pool2d"
-    return _call(c, what, (c.tensor(), m.output_size))
+    kind = "avg" if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool1d)) else "max"
+    dims = "1d" if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)) else "2d"
+    return _call(c, f"adaptive_{kind}_pool{dims}", (c.tensor(), m.output_size))
 
 
 @_mod(nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d)

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
-from convscope.errors import FIXED_INPUT, FIXED_SIZES, ConvscopeError, GraphError, InputError
+from convscope.errors import FIXED_INPUT, ConvscopeError, FixedSizes, GraphError, InputError
 from convscope.frontends._onnx_lrn import LRNMatch, find_lrn
 from convscope.frontends._onnx_names import node_names, rename
 from convscope.frontends._onnx_ops import FOLD, OPS, ONode, require_shape
@@ -114,17 +114,16 @@ def load_onnx(path: str, input_shape: Sequence[int] | None = None) -> Graph:
     batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 1
     name = Path(path).stem
     resized = all(isinstance(d, int) and d > 0 for d in declared) and list(chw) != declared
-    hint = (f" (the model was exported for input {declared} {FIXED_SIZES}; analyse it at that "
+    hint = (f" (the model was exported for input {declared} with fixed sizes inside it; analyse it at that "
             "size, or export it with dynamic height and width)") if resized else ""
+    error = FixedSizes if resized else InputError  # the file's own sizes no longer fit, or a plain error
     try:
         graph = _lower(model, inits, inp.name, chw, batch, name, nhwc)  # type: ignore[arg-type]
-    except (Unsupported, GraphError) as exc:
-        raise InputError(f"{path}: {exc}{hint}") from None
-    except ConvscopeError as exc:
-        raise InputError(f"{path}: {exc}{hint}") from None
+    except (Unsupported, ConvscopeError) as exc:
+        raise error(f"{path}: {exc}{hint}") from None
     clash = [n for n in graph.nodes if resized and n.op is OpKind.UNKNOWN and "mismatch" in n.attrs.target]  # type: ignore[union-attr]
     if clash:  # a known op whose inputs no longer fit at this size: not an op to report as unknown
-        raise InputError(f"{path}: layer '{clash[0].name}': {clash[0].attrs.target}{hint}")  # type: ignore[union-attr]
+        raise error(f"{path}: layer '{clash[0].name}': {clash[0].attrs.target}{hint}")  # type: ignore[union-attr]
     if resized:  # analysed where asked (to see another resolution), but the file itself would refuse it
         graph = _with_notes(graph, f"{FIXED_INPUT} {declared}; analysed at {list(chw)} as asked "
                                    "(the ONNX model itself accepts only its own size)")
