@@ -248,3 +248,25 @@ def test_a_map_of_bins_has_real_borders() -> None:
         {"adaptive_avgpool": {"size": 5, "name": "a"}}, {"conv": {"out": 1, "k": 3, "name": "c"}}]})
     c = receptive_field(g).of("c")
     assert c.rf_max == (34, 34) and c.rf_min == (23, 23)
+
+
+def test_a_small_input_shows_part_of_the_pattern_but_the_receptive_field_is_the_networks() -> None:
+    """Strides, transposed convs and scale-2/3 interpolations: the supports repeat every 9 output
+    positions, but at 23 px the last map has 9 positions of which one lies inside the image.  rf_min
+    and rf_max are those of an input larger than the receptive field (the gradient's, measured on a
+    large input), the same at every input size (they came out 17/17 at 23 px, 15/19 from 32 px)."""
+    from oracles import gradient_support
+
+    layers = [{"conv": {"out": 1, "k": 3, "s": 2}}, {"convT": {"out": 1, "k": 4, "s": 2, "p": 1}},
+              {"conv": {"out": 1, "k": 3, "s": 3}}, {"convT": {"out": 1, "k": 3, "s": 3, "op": 2}},
+              {"conv": {"out": 1, "k": 2, "s": 2}}, {"upsample": {"scale": 3, "mode": "bilinear"}},
+              {"conv": {"out": 1, "k": 3, "s": 2}}, {"upsample": {"scale": 2, "mode": "bicubic"}},
+              {"conv": {"out": 1, "k": 5, "s": 4, "name": "last"}}]
+    seen = set()
+    for side in (23, 32, 64):
+        g = net(layers, input=(1, side, side))
+        r = receptive_field(g).of("last")
+        seen.add((r.rf_min, r.rf_max))
+    assert seen == {((15, 15), (19, 19))}
+    checks = gradient_support(net(layers, input=(1, 23, 23)), ["last"])
+    assert [c.measured for c in checks] == [(19, 19)] and all(c.ok for c in checks)

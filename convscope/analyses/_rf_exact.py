@@ -134,8 +134,10 @@ class Exact:
     a node has finite paths at all."""
 
     def __init__(self, graph: Graph, image: dict[str, tuple[int, int]], local: Callable[[str], bool],
-                 sized: frozenset[str] = frozenset(), drift: frozenset[str] = frozenset()):
+                 sized: frozenset[str] = frozenset(), drift: frozenset[str] = frozenset(),
+                 resized: frozenset[str] = frozenset()):
         self.g, self.image, self.local, self.sized, self.drift = graph, image, local, sized, drift
+        self.resized = resized  # nodes whose phases the input size sets (an interpolation to a size)
         self._maps: dict[tuple[str, int], list[tuple[str, Map | None]]] = {}
 
     def back(self, name: str, axis: int, lo: int, hi: int, inside: list[bool] | None = None) -> tuple[int, int] | None:
@@ -293,12 +295,15 @@ def supports(ex: Exact, node: Node, axis: int, period: int) -> tuple[int, int] |
         probes: Sequence[int] = sorted({round(i * (size - 1) / max(1, MAX_PERIOD - 1)) for i in range(MAX_PERIOD)}
                                        if size > MAX_PERIOD else range(size))
         bounded = True
-    else:  # a pattern that repeats (period < size): any n consecutive positions show every phase, and
-        # those around the middle are away from the borders (where an interpolation clamps its
-        # source); or none repeats inside the map (a resampling to another tensor's size, 12 -> 23
-        # px): the phases are the positions themselves, and only those that exist count
+    elif node.name in ex.resized:  # phases set by the input size (a resampling to another tensor's
+        # size, 12 -> 23 px): a pattern that repeats inside the map (period < size) is probed around
+        # the middle, away from the borders where an interpolation clamps its source; otherwise the
+        # phases are the positions themselves, and only those that exist count
         start = max(0, min(size // 2 - n // 2, size - n))
         probes, bounded = range(start, min(size, start + n)), period >= size
+    else:  # the network's own pattern (strides, scales): any n consecutive positions show every
+        # phase, on an input larger than the receptive field, however few a small input has
+        probes, bounded = range(size // 2 - n // 2, size // 2 - n // 2 + n), False
     every: list[tuple[int, int]] = []
     within: list[tuple[int, int]] = []
     for o in probes:

@@ -457,6 +457,7 @@ def receptive_field(graph: Graph) -> RFResult:
     resampled: set[str] = set()  # nodes with a resampling op on some path from the input
     sized: set[str] = set()  # nodes after an adaptive pool into a few bins: their map size is fixed
     drift: set[str] = set()  # nodes after a merge of paths whose jumps differ: no pattern repeats
+    resized: set[str] = set()  # nodes after a resampling to a size: their pattern depends on the input's
     centre: dict[str, Offset | None] = {}  # per node: where its positions' paths are centred (see _centre)
     skewed: set[str] = set()  # nodes after a merge of paths centred apart (a shift, one-sided padding)
     misaligned: list[str] = []
@@ -469,6 +470,8 @@ def receptive_field(graph: Graph) -> RFResult:
             drift.add(node.name)
         if _resamples(node, infos) or any(i in resampled for i in node.inputs):
             resampled.add(node.name)
+            if _to_size(node, infos) or any(i in resized for i in node.inputs):
+                resized.add(node.name)
             period[node.name] = periods(node, [period.get(i, (1, 1)) for i in node.inputs], infos)
         mine = image[node.inputs[0]] if node.inputs else (0, 1)
         image[node.name] = _image_axes(node, infos[0], mine) if node.op is OpKind.PERMUTE else mine
@@ -499,7 +502,8 @@ def receptive_field(graph: Graph) -> RFResult:
         if node.name not in resampled and (any(i in skewed for i in node.inputs) or _skews(node, infos, centre, rf)):
             skewed.add(node.name)
     if resampled or skewed:
-        _exact_after_resampling(graph, rf, image, period, resampled | skewed, frozenset(sized), frozenset(drift))
+        _exact_after_resampling(graph, rf, image, period, resampled | skewed, frozenset(sized), frozenset(drift),
+                                frozenset(resized))
     return RFResult(tuple(rf.items()), tuple(misaligned))
 
 
@@ -569,6 +573,18 @@ def _resamples(node: Node, infos: list[TensorInfo]) -> bool:
     return node.op is OpKind.PIXEL_SHUFFLE
 
 
+def _to_size(node: Node, infos: list[TensorInfo]) -> bool:
+    """A resampling whose ratio the input size sets (an interpolation to another tensor's size, or with
+    aligned corners): its phases are those of this map, not a pattern that repeats on any input.  With
+    a scale, a stride or a pixel shuffle the pattern is the network's own: a small input shows only
+    part of it, and the receptive field is still that of an input larger than it (DESIGN.md)."""
+    if node.op is not OpKind.UPSAMPLE or not infos or infos[0].spatial == node.out.spatial:
+        return False
+    a = node.attrs
+    assert isinstance(a, UpsampleAttrs)
+    return a.scale is None or a.align_corners
+
+
 def _bins(node: Node, infos: list[TensorInfo]) -> bool:
     """An adaptive pool into a few bins (PSPNet's 2×2, 3×3, 6×6): the bins grow with the image, so
     what follows has a map of fixed size whose borders are part of the network: no input is "larger
@@ -589,11 +605,12 @@ def _drifts(node: Node, infos: list[TensorInfo], rf: dict[str, NodeRF]) -> bool:
 
 def _exact_after_resampling(graph: Graph, rf: dict[str, NodeRF], image: dict[str, tuple[int, int]],
                             period: dict[str, tuple[int, int]], resampled: set[str],
-                            sized: frozenset[str] = frozenset(), drift: frozenset[str] = frozenset()) -> None:
+                            sized: frozenset[str] = frozenset(), drift: frozenset[str] = frozenset(),
+                            resized: frozenset[str] = frozenset()) -> None:
     """Replace the average supports of the nodes after a resampling op by the true ones, found
     position by position (see ``_rf_exact``); a node whose paths cannot all be followed keeps the
     average."""
-    ex = Exact(graph, image, lambda name: _local(rf[name]), sized, drift)
+    ex = Exact(graph, image, lambda name: _local(rf[name]), sized, drift, resized)
     for name in resampled:
         node, x = graph.node(name), rf[name]
         if x.axes is None or not _local(x) or len(node.out.spatial_axes) != 2:
