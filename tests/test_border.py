@@ -192,6 +192,23 @@ def test_the_feasible_range_after_an_adaptive_pool_does_not_depend_on_the_size_a
     assert at29.layer("c3").rf_max[0] < 29
 
 
+def test_the_top_after_an_adaptive_pool_is_the_largest_size_seen_whole_past_a_gap() -> None:
+    """Two bins along H behind a stride-8 grid: rf_max(R) is a staircase (13 up to 18 px, 21 from 19
+    to 34, 29 from 35), so R <= rf_max(R) holds up to 13, fails at 14-18 and holds again at 19-21.
+    The top is 21 from every size analysed (it was 13 from 16 px, null from 32 and 21 from 200: the
+    search stepped below the smallest size the net exists at and gave up)."""
+    spec = {"name": "s14", "input": [1, 32, 96], "layers": [
+        {"conv": {"out": 4, "k": 3, "s": 2, "name": "a"}}, {"maxpool": {"k": 2, "name": "p"}},
+        {"conv": {"out": 4, "k": [3, 1], "s": [2, 1], "name": "b"}},
+        {"adaptive_avgpool": {"size": [2, 6], "name": "ap"}}, {"flatten": {"name": "fl"}},
+        {"linear": {"out": 3, "name": "fc"}}]}
+    g = graph_from_spec_data(spec)
+    seen = {r: analyze(g, input=(1, r, r)).layer("ap").rf_max[0] for r in (13, 14, 18, 19, 21, 22, 35)}
+    assert seen == {13: 13, 14: 13, 18: 13, 19: 21, 21: 21, 22: 21, 35: 29}
+    got = {r: analyze(g, input=(1, r, r)).feasible_resolution[1] for r in (8, 16, 32, 48, 200)}
+    assert set(got.values()) == {21}, got
+
+
 
 def test_a_model_that_refuses_every_other_size_has_no_known_feasible_lo() -> None:
     """A PyTorch model whose Linear reads a flatten takes one size only: after a few dozen refusals no

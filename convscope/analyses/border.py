@@ -290,16 +290,26 @@ def _after_adaptive(graph: Graph) -> set[str]:
 
 def _largest_seen(graph: Graph, hi: int | None, limit: int) -> int | None:
     """The largest R at which the last spatial layer still sees all of an R×R image, when its
-    receptive field itself depends on R (behind an adaptive pool): R <= rf_max(R), searched."""
+    receptive field itself depends on R (behind an adaptive pool): R <= rf_max(R), searched.
+
+    rf_max(R) is a staircase (the bins change size as the map grows a pixel at a time), so R <=
+    rf_max(R) can fail for a few sizes and hold again above them (13 px, not 14-18, again 19-21): the
+    search finds one edge, then every size up to twice it (256 more at most) is looked at too."""
+
+    memo: dict[int, int | None] = {}
+    UNBUILT = -1  # the graph does not exist at r (a kernel larger than a map)
 
     def seen(r: int) -> int | None:
-        try:
-            g = with_input(graph, shape_at(graph, r))
-        except GraphError:
-            return None
-        last = _last_spatial(g, receptive_field(g).as_dict())
-        vals = [v for v in (last.rf_max_finite or ()) if v is not None] if last is not None else []
-        return math.floor(max(vals)) if vals else None
+        if r not in memo:
+            try:
+                g = with_input(graph, shape_at(graph, r))
+            except GraphError:
+                memo[r] = UNBUILT
+                return UNBUILT
+            last = _last_spatial(g, receptive_field(g).as_dict())
+            vals = [v for v in (last.rf_max_finite or ()) if v is not None] if last is not None else []
+            memo[r] = math.floor(max(vals)) if vals else None
+        return memo[r]
 
     def sees(r: int) -> bool:
         got = seen(r)
@@ -314,15 +324,31 @@ def _largest_seen(graph: Graph, hi: int | None, limit: int) -> int | None:
             lo_ok, step = lo_ok + step, step * 2
         bad = min(lo_ok + step, limit + 1)
     else:  # not seen whole at r0: come down to where it is
-        bad, step = r0, 1
-        while bad - step >= 1 and not sees(bad - step):
-            bad, step = bad - step, step * 2
-        lo_ok = max(bad - step, 0)
-        if lo_ok == 0 or not sees(lo_ok):
+        bad, step, lo_ok = r0, 1, 0
+        while bad > 1:
+            r = max(bad - step, 1)
+            if sees(r):
+                lo_ok = r
+                break
+            if seen(r) == UNBUILT:  # stepped below the smallest size the graph exists at: that size
+                a, b = r, bad  # is where it is seen, if anywhere (below rf_max(R) >= R holds down to it)
+                while b - a > 1:
+                    mid = (a + b) // 2
+                    a, b = (mid, b) if seen(mid) == UNBUILT else (a, mid)
+                if b < bad and sees(b):
+                    lo_ok = b
+                break
+            bad, step = r, step * 2
+        if lo_ok == 0:
             return None
     while bad - lo_ok > 1:  # seen at lo_ok, not at bad
         mid = (lo_ok + bad) // 2
         lo_ok, bad = (mid, bad) if sees(mid) else (lo_ok, mid)
+    r = lo_ok + 1
+    while r <= min(limit, 2 * lo_ok, lo_ok + 256):  # the next steps of the staircase
+        if sees(r):
+            lo_ok = r
+        r += 1
     return lo_ok
 
 
