@@ -21,7 +21,7 @@ from convscope.analyses.border import feasible_range, shape_at
 from convscope.analyses.cost import DType, checked_dtype_batch
 from convscope.errors import ConvscopeError, FixedSizes, InputError
 from convscope.frontends._spec_args import MAX_INT
-from convscope.ir.graph import Graph
+from convscope.ir.graph import SIGNAL_INPUT, Graph
 from convscope.ir.transform import with_input
 from convscope.results import Analysis
 
@@ -30,10 +30,11 @@ __all__ = ["load_graph", "analyze", "analyze_resolutions", "measure", "parse_sha
 _FACTORY = re.compile(r"^(?P<mod>[^:]+):(?P<fn>[A-Za-z_][A-Za-z0-9_]*)$")
 
 
-def parse_shape(text: str | Sequence[int], what: str = "input") -> tuple[int, ...]:
+def parse_shape(text: str | Sequence[int], what: str = "input", *, signal: bool = True) -> tuple[int, ...]:
     """'3,224,224' or (3, 224, 224) -> (3, 224, 224), with an error that quotes the value.  A sequence
     holds integers (``int``, NumPy or 0-d integer tensors, ``torch.Size``): 32.5 is refused, not
-    truncated, and so is a tensor given for its shape."""
+    truncated, and so is a tensor given for its shape.  ``signal``: two integers C,L are taken too
+    (a model that reads (N, C, L): a Conv1d stack)."""
     if isinstance(text, str):
         parts = [p.strip() for p in text.replace("x", ",").split(",")]
         try:
@@ -42,9 +43,10 @@ def parse_shape(text: str | Sequence[int], what: str = "input") -> tuple[int, ..
             raise InputError(f"{what} must be C,H,W (integers), got '{text}'") from None
     else:
         shape = _int_shape(text, what)
-    if len(shape) != 3 or any(s <= 0 for s in shape):
+    if len(shape) not in ((2, 3) if signal else (3,)) or any(s <= 0 for s in shape):
         batch = " (without the batch axis)" if len(shape) == 4 and shape[0] == 1 and all(s > 0 for s in shape) else ""
-        raise InputError(f"{what} must be three positive integers C,H,W{batch}, got '{text}'")
+        also = " (or C,L for a signal)" if signal else ""
+        raise InputError(f"{what} must be three positive integers C,H,W{also}{batch}, got '{text}'")
     if any(s > MAX_INT for s in shape):  # the bound a spec has (a larger size is a typo)
         raise InputError(f"{what} sizes must be at most {MAX_INT}, got '{text}'")
     return shape
@@ -89,10 +91,12 @@ def describe_ref(model: Any) -> str:
 
 
 def load_graph(model: Any, *, input: Sequence[int] | None = None) -> Graph:
-    """Turn any model reference into a validated Graph at ``input`` (C, H, W) if given."""
+    """Turn any model reference into a validated Graph at ``input`` (C, H, W) if given.  A signal's
+    (C, L) is the (C, 1, L) map for a spec, a Graph or an ONNX file; a PyTorch model is run on
+    (N, C, L)."""
     shape = parse_shape(input) if input is not None else None
     if isinstance(model, Graph):
-        return with_input(model, shape) if shape else model
+        return with_input(model, _as_map(model, shape, model.name)) if shape else model
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
     if isinstance(model, str):
@@ -107,6 +111,23 @@ def load_graph(model: Any, *, input: Sequence[int] | None = None) -> Graph:
                      "module:factory, a Graph or an nn.Module")
 
 
+def _as_map(own: Graph, shape: tuple[int, ...], what: str) -> tuple[int, ...]:
+    """A signal's (C, L) as the (C, 1, L) map a network written for signals holds it as; refused for
+    a network on images (C, L would silently analyse a single row)."""
+    if len(shape) == 3:
+        return shape
+    if len(own.input_shape) != 3 or own.input_shape[1] != 1:
+        raise InputError(f"{what}: input C,L is for a signal (a network whose input is C,1,L); this one takes "
+                         f"{list(own.input_shape)}: give C,H,W")
+    return shape[0], 1, shape[1]
+
+
+def as_given(graph: Graph, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The input to capture ``graph``'s model again at: a signal model's (C, 1, L) as the (C, L) it
+    reads."""
+    return (shape[0], shape[2]) if graph.meta_dict().get(SIGNAL_INPUT) and len(shape) == 3 else shape
+
+
 def _is_torch_module(obj: Any) -> bool:
     return any(c.__module__.startswith("torch.nn") and c.__name__ == "Module" for c in type(obj).__mro__)
 
@@ -115,11 +136,15 @@ def _load_ref(ref: str, shape: tuple[int, ...] | None) -> Graph:
     if ref.startswith("zoo:"):
         from convscope.zoo import load_zoo
 
+        if shape is not None and len(shape) == 2:
+            shape = _as_map(load_zoo(ref[4:]), shape, ref)
         return load_zoo(ref[4:], input_shape=shape)
     lower = ref.lower()
     if lower.endswith((".yaml", ".yml")):
         from convscope.frontends.from_spec import load_spec
 
+        if shape is not None and len(shape) == 2:
+            shape = _as_map(load_spec(ref), shape, ref)
         return load_spec(ref, input_shape=shape)
     if lower.endswith(".onnx"):
         if not Path(ref).exists():
@@ -212,7 +237,7 @@ def _feasible(model: Any, graph: Graph) -> tuple[tuple[int | None, int | None], 
         if r > RECAPTURE_LIMIT:
             return None
         try:
-            return load_graph(model, input=shape_at(graph, r))
+            return load_graph(model, input=as_given(graph, shape_at(graph, r)))
         except FixedSizes:
             fixed.append(r)
         except ConvscopeError:
@@ -252,14 +277,13 @@ def analyze_resolutions(
     latency = dict(device=device, backend=backend, threads=threads, fit=fit, on_missing=on_missing,
                    progress=progress)
     out = []
-    c = graph.input_shape[0]
     for r in resolutions:
         if r < 1:
             raise InputError(f"--res values must be positive, got {r}")
         try:
             # loaded again at each size: a model is captured again (a fixed-size resize stays fixed, a
             # classifier that expects one size refuses another), a spec rebuilt, a Graph re-inferred
-            g = load_graph(model, input=(c, r, r))
+            g = load_graph(model, input=as_given(graph, shape_at(graph, r)))
         except ConvscopeError as exc:
             raise InputError(f"{graph.name} at {r}x{r}: {exc}") from None
         adaptive = any(n.op.value.startswith("adaptive") for n in graph.nodes)

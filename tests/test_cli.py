@@ -85,8 +85,11 @@ def test_zoo_list_and_show(capsys) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_bad_flags_exit_2(capsys) -> None:  # type: ignore[no-untyped-def]
-    assert main(["analyze", "zoo:allconv", "--input", "3,32"]) == 2
-    assert "--input must be three positive integers" in capsys.readouterr().err
+    assert main(["analyze", "zoo:allconv", "--input", "3,32"]) == 2  # C,L: for signal networks only
+    assert "zoo:allconv: input C,L is for a signal (a network whose input is C,1,L); this one takes [3, 32, 32]: " \
+           "give C,H,W" in capsys.readouterr().err
+    assert main(["analyze", "zoo:allconv", "--input", "3,32,32,32"]) == 2
+    assert "--input must be three positive integers C,H,W (or C,L for a signal)" in capsys.readouterr().err
     assert main(["analyze", "zoo:allconv", "--res", "32,x"]) == 2
     for flag, value in (("--res", ""), ("--res", "32,,64"), ("--res", "16,"), ("--input", ""), ("--input", "3,,32")):
         capsys.readouterr()
@@ -165,7 +168,7 @@ def test_an_input_shape_is_three_integers_never_truncated_nor_a_tensor() -> None
            torch.zeros(1, 3, 32, 32): r"input must be the shape C,H,W \(three positive integers\), not a tensor or "
                                       r"array \(Tensor of shape \[1, 3, 32, 32\]\); for this one, input=\(3, 32, 32\)",
            torch.tensor([3.0, 32.0, 32.0]): r"got \[3.0, 32.0, 32.0\]: 3.0 is not an integer",
-           (1, 3, 32, 32): r"three positive integers C,H,W \(without the batch axis\)",
+           (1, 3, 32, 32): r"three positive integers C,H,W \(or C,L for a signal\) \(without the batch axis\)",
            224: r"input must be three positive integers C,H,W, got 224"}
     for value, message in bad.items():
         for fn, model in ((convscope.analyze, "zoo:allconv"), (convscope.suggest, net), (convscope.analyze, net)):

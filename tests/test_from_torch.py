@@ -429,8 +429,11 @@ def test_a_reshape_that_folds_the_batch_is_refused_not_guessed() -> None:
 def test_wrong_input_channels_is_an_input_error() -> None:
     with pytest.raises(InputError, match="layer 'conv1' expects 3 input channels but gets 1"):
         graph_from_module(make("resnet18"), (1, 32, 32))
-    with pytest.raises(InputError, match="three positive integers"):
+    with pytest.raises(InputError, match=r"running the model on a zero input of shape \[3, 32\] .*--input C,L runs the "
+                                         r"model on a signal \(N, C, L\): for a model on images give C,H,W, such as 3,32,32"):
         graph_from_module(make("resnet18"), (3, 32))
+    with pytest.raises(InputError, match="three positive integers C,H,W \\(or C,L for a signal\\)"):
+        graph_from_module(make("resnet18"), (3, 32, 32, 32))
 
 
 # -- the API and the command line --------------------------------------------------------------------
@@ -473,7 +476,7 @@ def _user_file(tmp_path: Path, body: str) -> str:
     ("import sys\ndef make(): sys.exit(0)\n", "make", ["--input", "3,8,8"], "calling make() called sys.exit(0)"),
     ("import sys, torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n        sys.exit(1)\n"
      "def make(): return M()\n", "make", ["--input", "3,8,8"], "failed: SystemExit: 1"),
-    ("from torch import nn\ndef make(): return nn.Conv2d(3, 4, 3)\n", "make", ["--input", "3,8"], "C,H,W"),
+    ("from torch import nn\ndef make(): return nn.Conv2d(3, 4, 3)\n", "make", ["--input", "3,8"], "for a model on images give C,H,W"),
 ])
 def test_cli_factory_errors_exit_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str,
                                                  fn: str, args: list[str], message: str) -> None:
@@ -682,6 +685,53 @@ def test_one_dimensional_pools_are_windows_along_the_length() -> None:
     cols = torch.nonzero(x.grad[0, :, 0].abs().sum(0) > 0).flatten()  # type: ignore[union-attr]
     assert tuple(a.layer("c3").rf_max) == (1, int(cols.max() - cols.min() + 1)) == (1, 36)
     assert a.feasible_resolution == (29, 36)
+
+
+class Signal1d(Seq1d):
+    """The same temporal CNN as a user writes it: forward takes (N, C, L), no image axes at all."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.unsqueeze(2))
+
+
+def test_a_model_on_signals_takes_input_c_l(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """--input C,L runs a Conv1d model on (N, C, L) (it was refused: three integers only, and C,1,L
+    fed a 4-D tensor that Conv1d rejects).  The graph holds the (C, 1, L) map; every number equals
+    that of the same network read through an image axis of 1, its ONNX export's too (1-D pools
+    included), and other lengths are captured again as (C, L)."""
+    from test_from_onnx import export
+
+    m = Signal1d().eval()
+    ref = analyze_graph(graph_from_module(Seq1d().eval(), (4, 1, 64)))
+    a = convscope.analyze(m, input=(4, 64))
+    assert a.input == (4, 1, 64) and a.unknown_ops == ()
+    assert a.totals.params == sum(p.numel() for p in m.parameters()) == ref.totals.params
+    assert a.totals.macs == flop_macs(m, (4, 64)) == ref.totals.macs
+    assert [(r.name, r.rf_min, r.rf_max) for r in a if r.op in ("conv", "avgpool", "maxpool")] == \
+        [(r.name, r.rf_min, r.rf_max) for r in ref if r.op in ("conv", "avgpool", "maxpool")]
+    assert a.layer("c3").rf_max == (1, 36) and a.feasible_resolution == ref.feasible_resolution == (29, 36)
+    longer = convscope.analyze_resolutions(m, [16, 128], input=(4, 64))
+    assert [r.input for r in longer] == [(4, 1, 16), (4, 1, 128)]
+    assert longer[1].totals.macs == flop_macs(m, (4, 128))
+    onnx = export(m, (4, 64), tmp_path / "sig.onnx", input_names=["x"], dynamic_axes={"x": {0: "n", 2: "length"}})
+    b = convscope.analyze(onnx, input=(4, 100))
+    assert b.unknown_ops == () and b.input == (4, 1, 100) and b.totals.macs == flop_macs(m, (4, 100))
+    assert b.layer("pool").op == "avgpool" and b.layer("gap").op == "gap" and b.feasible_resolution == (29, 36)
+    with pytest.raises(InputError, match=r"is a signal \['n', 4, 'length'\]: give --input C,L \(or C,1,L\), not 4,5,100"):
+        convscope.analyze(onnx, input=(4, 5, 100))
+    # the command line, and a spec written from it that reads back to the same numbers
+    (tmp_path / "sig.py").write_text("import test_from_torch\ndef make(): return test_from_torch.Signal1d()\n")
+    assert main(["suggest", f"{tmp_path / 'sig.py'}:make", "--input", "4,64", "--write", str(tmp_path / "v"),
+                 "--json", str(tmp_path / "s.json")]) == 0
+    capsys.readouterr()
+    original = convscope.analyze(str(tmp_path / "v" / "00-original.yaml"), input=(4, 64))
+    assert (original.totals.params, original.totals.macs, original.feasible_resolution) == \
+        (a.totals.params, a.totals.macs, a.feasible_resolution)
+    written = json.loads((tmp_path / "s.json").read_text())
+    for i, s in enumerate(written["suggestions"], 1):
+        v = convscope.analyze(next((tmp_path / "v").glob(f"{i:02d}-*.yaml")))
+        assert (v.totals.params, v.totals.macs, list(v.feasible_resolution)) == \
+            (s["metrics"]["params"], s["metrics"]["macs"], s["metrics"]["feasible_resolution"])
 
 
 class Mirrored(nn.Module):

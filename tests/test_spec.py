@@ -299,6 +299,21 @@ def test_input_override() -> None:
     assert g.node("stem").out.shape == (16, 64, 48)
 
 
+def test_a_signal_written_with_flatten_and_unsqueeze_follows_the_input_length() -> None:
+    """`flatten: {axis: 1}` is x.squeeze(2) of a (C, 1, L) map, `unsqueeze: 1` its way back: what a
+    Conv1d model captured from PyTorch holds between its layers, written as a spec."""
+    text = ("name: sig\ninput: [2, 1, 32]\nlayers:\n  - flatten: {axis: 1, name: sq}\n  - relu\n"
+            "  - unsqueeze: {axis: 1, name: back}\n  - conv: {out: 4, k: [1, 5], name: c}\n")
+    for length in (32, 100):
+        g = load_spec_text_with_input(text, (2, 1, length))
+        assert g.node("sq").out.shape == (2, length) and g.node("back").out.shape == (2, 1, length)
+        assert g.node("c").out.shape == (4, 1, length)
+    from convscope.frontends.to_spec import graph_to_spec_text
+
+    again = graph_from_spec_text(graph_to_spec_text(g))
+    assert [(n.name, n.op, n.attrs, n.out) for n in again.nodes] == [(n.name, n.op, n.attrs, n.out) for n in g.nodes]
+
+
 def load_spec_text_with_input(text: str, shape: tuple[int, int, int]):  # type: ignore[no-untyped-def]
     return graph_from_spec_text(text, input_shape=shape)
 
@@ -395,6 +410,10 @@ BAD = {
                             "    layers: [relu: {from: $from}]\nlayers: [b]\n",
                             r":6:7: block 'b': 'from' cannot be a required argument: .*\(reserved: name, from, "
                             r"shares\)"),
+    "flatten_axis_past_rank": ("name: t\ninput: [3, 1, 8]\nlayers:\n  - flatten: {axis: 3}\n",
+                               r":4:21: flatten: 'axis' must be below the input's rank 3 \(shape \[3, 1, 8\]\), got 3"),
+    "unsqueeze_without_axis": ("name: t\ninput: [3, 1, 8]\nlayers:\n  - flatten: {axis: 1}\n  - unsqueeze: {}\n",
+                               r":5:16: unsqueeze: missing argument 'axis'"),
     "block_argument_not_a_name": ("name: t\ninput: [3, 8, 8]\nblocks:\n  b:\n    args: {in: 3}\n"
                                   "    layers: [conv: {out: $in, k: 1}]\nlayers: [b]\n",
                                   r":6:26: '\$in' is not a valid expression \(in block 'b' called at .*:7:10\)"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from fractions import Fraction
 
 from convscope.analyses._rewrite_base import Base, NotApplicable, Rewrite, rewrite
 from convscope.analyses._rewrite_edit import Editor, NewNode
@@ -304,6 +305,8 @@ def scale_width(graph: Graph, alpha: float, divisor: int = 8, *, name: str | Non
 
     def edit(node: Node, b: GraphBuilder) -> object:
         a = node.attrs
+        if node.op is OpKind.SLICE:
+            return _sliced_channels(graph, node, b)
         if node.name in keep or node.op not in WEIGHTED_OPS:
             return None
         if isinstance(a, O.LinearAttrs):
@@ -324,6 +327,21 @@ def scale_width(graph: Graph, alpha: float, divisor: int = 8, *, name: str | Non
         return new
 
     return rebuild(graph, edit, name=name), tuple(changed)  # type: ignore[arg-type]
+
+
+def _sliced_channels(graph: Graph, node: Node, b: GraphBuilder) -> O.SliceAttrs | None:
+    """A slice of channels (ShuffleNet's split, ``chunk``) of a map whose width changed: the same share
+    of the new channels ([8, 16) of 16 is [4, 8) of 8); unchanged where the share is not whole."""
+    a = node.attrs
+    assert isinstance(a, O.SliceAttrs)
+    old, new = graph.node(node.inputs[0]).out, b.info(node.inputs[0])
+    if old.channel_axis is None or a.axis != old.channel_axis or new.channels == old.channels or not old.channels:
+        return None
+    ratio = Fraction(new.channels or 0, old.channels)
+    start, stop = a.start * ratio, a.stop * ratio
+    if start.denominator != 1 or stop.denominator != 1:
+        return None
+    return dataclasses.replace(a, start=int(start), stop=int(stop))
 
 
 def _roundings(g: Graph, base_divisor: int) -> tuple[int, dict[str, int], dict[str, str]]:

@@ -16,7 +16,7 @@ from convscope.analyses._rewrite_base import POINTWISE, Base, NotApplicable, Rew
     reshaped_weights, rewrite
 from convscope.analyses._rewrite_depth import depth_report, refusal
 from convscope.analyses._rewrite_edit import Editor, NewNode, same_size_padding
-from convscope.analyses.border import _last_spatial, productivity
+from convscope.analyses.border import _last_spatial, _resolution_axes, productivity, shape_at
 from convscope.analyses.cost import cost
 from convscope.analyses.receptive_field import receptive_field
 from convscope.errors import GraphError
@@ -385,15 +385,20 @@ def _span(lo: int, hi: float | None) -> str:
 
 @rewrite("resolution", "change the input resolution")
 def resolution(base: Base) -> list[Rewrite]:
-    c, h, w = base.graph.input_shape
-    if h != w:
-        raise NotApplicable(f"the input {h}x{w} is not square (the feasible range is for square inputs)")
+    c, h0, w0 = base.graph.input_shape
+    along = _resolution_axes(base.graph)  # both axes, or a 1xL signal's length
+    if len(along) == 2 and h0 != w0:
+        raise NotApplicable(f"the input {h0}x{w0} is not square (the feasible range is for square inputs)")
+    h = base.graph.input_shape[1 + along[0]]  # the side the range is of
+    shown = (lambda r: f"{r}x{r}") if len(along) == 2 else (lambda r: "x".join(map(str, shape_at(base.graph, r)[1:])))
     lo, hi = base.analysis.feasible_resolution
     if lo is None:
         raise NotApplicable("no input resolution makes every layer productive")
     top = math.floor(hi) if hi is not None else None
     last = _last_spatial(base.graph, base.rf)  # what the last spatial layer sees of a square input on
     seen = last.rf_max_finite if last is not None else None  # both axes: its narrower one
+    if seen is not None:
+        seen = tuple(seen[a] for a in along)
     if top is not None and seen is not None and None not in seen:
         top = min(top, math.floor(min(seen)))  # type: ignore[type-var]
     if top is not None and top < lo:
@@ -412,7 +417,7 @@ def resolution(base: Base) -> list[Rewrite]:
     else:
         raise NotApplicable(f"{h} px is already within the feasible range {_span(lo, top)}")
     try:
-        variant = rebuild(base.graph, input_shape=(c, target, target), name=base.variant_name("resolution"))
+        variant = rebuild(base.graph, input_shape=shape_at(base.graph, target), name=base.variant_name("resolution"))
     except GraphError as exc:
         # The shapes do not work out at exactly that size (a U-Net's concat of an upsampled map with a
         # skip needs a multiple of its total stride): the nearest size inside the range that does,
@@ -420,7 +425,7 @@ def resolution(base: Base) -> list[Rewrite]:
         steps = range(target - 1, lo - 1, -1) if target == top else range(target + 1, (top or target + 256) + 1)
         for r in list(steps)[:256]:
             try:
-                variant = rebuild(base.graph, input_shape=(c, r, r), name=base.variant_name("resolution"))
+                variant = rebuild(base.graph, input_shape=shape_at(base.graph, r), name=base.variant_name("resolution"))
             except GraphError:
                 continue
             why += f" — {target} px itself gives shapes that do not fit ({exc.detail}); {r} px is the nearest that does"
@@ -429,9 +434,9 @@ def resolution(base: Base) -> list[Rewrite]:
         else:
             captured = base.graph.meta_dict().get("frontend") in ("torch", "onnx")
             where = (f"the captured graph holds sizes fixed at {h} px ({exc.detail}), so analyse the model itself "
-                     f"with --input {c},{target},{target}") if captured else \
+                     f"with --input {c},{','.join(map(str, shape_at(base.graph, target)[1:]))}") if captured else \
                 f"no size in {_span(lo, top)} gives shapes that fit ({target} px: {exc.detail})"
-            raise NotApplicable(f"feed {target}x{target} ({why}); {where}") from None
+            raise NotApplicable(f"feed {shown(target)} ({why}); {where}") from None
     grown = reshaped_weights(layer_params(base.analysis), layer_params(variant))
     if grown:
         names = ", ".join(f"'{n}' ({old:,} -> {new:,} params)" for n, (old, new) in grown.items())
@@ -440,7 +445,7 @@ def resolution(base: Base) -> list[Rewrite]:
                   "with the data")
     else:
         layers = "The network's layers stay as they are; only the data changes"
-    explanation = (f"Feed {target}x{target} instead of {h}x{w}: {why}. Feasible range: {_span(lo, top)}. "
+    explanation = (f"Feed {shown(target)} instead of {h0}x{w0}: {why}. Feasible range: {_span(lo, top)}. "
                    f"{layers} (seeds/002, seeds/003).")
     return [Rewrite("resolution", "change the input resolution", explanation, variant,
                     (base.graph.inputs[0].name,))]  # an output map that changes with it: noted by _evaluate

@@ -134,6 +134,16 @@ def _conv(n: ONode) -> list[TVal]:
 @_op("MaxPool", "AveragePool")
 def _pool(n: ONode) -> list[Any]:
     x = n.tensor()
+    if x.ndim == 3 and x.bpos == 0 and len(n.attr("kernel_shape", [])) == 1:  # 1-D: as the PyTorch front end's
+        k, pads = int(n.attr("kernel_shape")[0]), n.attr("pads", [0, 0])
+        if n.attr("auto_pad", "NOTSET") not in ("NOTSET", "") or pads[0] != pads[1]:
+            raise Unsupported(f"a 1-D {n.op} with padding {list(pads)} / auto_pad {n.attr('auto_pad')}")
+        s, ceil = int(n.attr("strides", [1])[0]), bool(n.attr("ceil_mode", 0))
+        if n.op == "MaxPool":
+            y = n.call("max_pool1d", x, k, s, int(pads[0]), int(n.attr("dilations", [1])[0]), ceil)
+        else:
+            y = n.call("avg_pool1d", x, k, s, int(pads[0]), ceil, bool(n.attr("count_include_pad", 0)))
+        return [y, Opaque("max-pool indices", ())]
     _image(x, n.op)
     k = tuple(n.attr("kernel_shape"))
     s, d = tuple(n.attr("strides", [1, 1])), tuple(n.attr("dilations", [1, 1]))
@@ -146,6 +156,8 @@ def _pool(n: ONode) -> list[Any]:
 @_op("GlobalAveragePool", "GlobalMaxPool")
 def _global(n: ONode) -> list[TVal]:
     x = n.tensor()
+    if x.ndim == 3 and x.bpos == 0:  # over a signal (N, C, L): a 1-D adaptive pool into one bin
+        return [n.call("adaptive_avg_pool1d" if n.op == "GlobalAveragePool" else "adaptive_max_pool1d", x, 1)]
     _image(x, n.op)
     kind = OpKind.GLOBAL_AVGPOOL if n.op == "GlobalAveragePool" else OpKind.GLOBAL_MAXPOOL
     return [n.emit(kind, O.GlobalPoolAttrs(keepdims=True), [x])]

@@ -290,8 +290,28 @@ def _scale(a: Args, ctx: Ctx) -> str:
 
 @_op("flatten")
 def _flatten(a: Args, ctx: Ctx) -> str:
+    """Every axis into one vector, or (``axis: 1``) the axes from ``axis`` on: a (C, 1, L) map's
+    (C, L) signal, as ``x.squeeze(2)`` or ``x.flatten(2)`` gives it (axes without the batch)."""
+    rank = len(ctx.info.shape)
+    axis = a.int("axis", 0, minimum=0)
+    if axis >= rank:
+        a.error("axis", f"flatten: 'axis' must be below the input's rank {rank} (shape {list(ctx.info.shape)}), "
+                        f"got {axis}")
     a.done()
-    return ctx.add(OpKind.FLATTEN, O.AxisAttrs(axis=0))
+    return ctx.add(OpKind.FLATTEN, O.AxisAttrs(axis=axis))
+
+
+@_op("unsqueeze", "axis")
+def _unsqueeze(a: Args, ctx: Ctx) -> str:
+    """A new axis of size 1 at ``axis`` (axes without the batch): a signal's (C, L) as the (C, 1, L)
+    map a 1×k convolution runs on."""
+    shape = ctx.info.shape
+    axis = a.int("axis", minimum=0)
+    if axis > len(shape):
+        a.error("axis", f"unsqueeze: 'axis' must be at most the input's rank {len(shape)} (shape {list(shape)}), "
+                        f"got {axis}")
+    a.done()
+    return ctx.add(OpKind.RESHAPE, O.ReshapeAttrs(shape=(*shape[:axis], 1, *shape[axis:])))
 
 
 @_op("linear", "out")

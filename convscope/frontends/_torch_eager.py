@@ -233,6 +233,9 @@ def eager_trace(module: nn.Module, lo: Lowering, shape: tuple[int, ...]) -> Any:
         if isinstance(exc, TypeError) and "required positional argument" in str(exc):
             hint = ("; convscope calls forward with one image tensor: wrap the model in a module whose forward "
                     "takes the image alone and fixes the other arguments")
+        elif len(shape) == 2:
+            hint = (f"; --input C,L runs the model on a signal (N, C, L): for a model on images give "
+                    f"C,H,W, such as {shape[0]},{shape[1]},{shape[1]}")
         else:
             hint = ("; is --input right, and does the forward work for any batch size (x.flatten(1), "
                     "not x.view(1, -1))?")

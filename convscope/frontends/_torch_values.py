@@ -253,6 +253,14 @@ class Lowering:
 
     # -- nodes -------------------------------------------------------------------------------------
     def input(self, shape: Sequence[int]) -> TVal:
+        """The model's input: an image (C, H, W), or a signal (C, L) that the graph holds as the
+        (C, 1, L) map a 1×k convolution runs on, reshaped to the (N, C, L) tensor the model reads."""
+        if len(shape) == 2:
+            c, length = shape
+            self.b.add_input("input", (c, 1, length))
+            self.added.append("input")
+            return self.emit("input.as1d", OpKind.FLATTEN, O.AxisAttrs(1),  # as squeeze(2) is
+                             [TVal("input", (self.batch, c, 1, length), 0)], bpos=0)
         self.b.add_input("input", shape)
         self.added.append("input")
         return TVal("input", (self.batch, *shape), 0)

@@ -99,18 +99,30 @@ def load_onnx(path: str, input_shape: Sequence[int] | None = None) -> Graph:
                          f"{len(inputs)} ({', '.join(i.name for i in inputs)})")
     inp = inputs[0]
     dims = _dims(inp)
-    if len(dims) != 4:
-        raise InputError(f"{path}: the input '{inp.name}' has shape {dims}; expected an image (N, C, H, W)")
-    nhwc = _nhwc(g, inp.name)  # a TensorFlow export: (N, H, W, C), transposed to (N, C, H, W) inside
+    if len(dims) not in (3, 4):
+        raise InputError(f"{path}: the input '{inp.name}' has shape {dims}; expected an image (N, C, H, W) "
+                         "or a signal (N, C, L)")
+    nhwc = len(dims) == 4 and _nhwc(g, inp.name)  # a TensorFlow export: (N, H, W, C), transposed inside
     declared = [dims[3], dims[1], dims[2]] if nhwc else dims[1:]
     if input_shape is not None:
         chw = tuple(int(v) for v in input_shape)
+        if len(dims) == 3 and len(chw) == 3:  # a signal's (C, L), asked for as the (C, 1, L) map it is
+            if chw[1] != 1:
+                raise InputError(f"{path}: the input '{inp.name}' is a signal {dims}: give --input C,L "
+                                 f"(or C,1,L), not {','.join(map(str, chw))}")
+            chw = (chw[0], chw[2])
+        elif len(dims) == 4 and len(chw) == 2:  # C,L for a model on (C, 1, L) maps
+            if declared[1] != 1:
+                raise InputError(f"{path}: input C,L is for a signal; the input '{inp.name}' is an image {dims}: "
+                                 "give --input C,H,W")
+            chw = (chw[0], 1, chw[1])
         if list(chw) != declared:
             _set_input(inp, [dims[0], chw[1], chw[2], chw[0]] if nhwc else [dims[0], *chw])
     elif all(isinstance(d, int) and d > 0 for d in declared):
         chw = tuple(declared)  # type: ignore[arg-type]
     else:
-        raise InputError(f"{path}: the input '{inp.name}' has no fixed size ({dims}): give --input C,H,W")
+        raise InputError(f"{path}: the input '{inp.name}' has no fixed size ({dims}): give --input "
+                         f"{'C,L' if len(dims) == 3 else 'C,H,W'}")
     batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 1
     name = Path(path).stem
     resized = all(isinstance(d, int) and d > 0 for d in declared) and list(chw) != declared
@@ -389,6 +401,10 @@ def _reference_fold(n: ONode, node: Any) -> list[Any] | None:
 _CALL_OPS = (OpKind.CONV, OpKind.CONV_T, OpKind.LINEAR)
 
 
+_ONE_D = frozenset({OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.GLOBAL_AVGPOOL, OpKind.GLOBAL_MAXPOOL,
+                    OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL})  # the 2-D op a 1-D one is held as
+
+
 def _leaf_names(graph: Graph, names: Sequence[Any], produced: Sequence[tuple[int, list[str]]]) -> dict[str, str]:
     """For each leaf scope, its last node's output takes the bare module path."""
     last: dict[str, str] = {}
@@ -396,8 +412,8 @@ def _leaf_names(graph: Graph, names: Sequence[Any], produced: Sequence[tuple[int
         nm = names[idx]
         if nm.leaf and nm.scope and irs:
             out = graph.node(irs[0])
-            if out.op in (OpKind.RESHAPE, OpKind.FLATTEN) and graph.node(out.inputs[0]).op is OpKind.CONV \
-                    and out.inputs[0].startswith(nm.scope + "."):  # a 1-D convolution's reshape back
+            if out.op in (OpKind.RESHAPE, OpKind.FLATTEN) and graph.node(out.inputs[0]).op in _ONE_D \
+                    and out.inputs[0].startswith(nm.scope + "."):  # a 1-D convolution's or pool's reshape back
                 last[nm.scope] = out.inputs[0]
             else:
                 last[nm.scope] = irs[0]

@@ -34,17 +34,17 @@ from convscope.errors import ConvscopeError, InputError
 from convscope.frontends._torch_fold import fold
 from convscope.frontends._torch_trace import DataDependent, trace
 from convscope.frontends._torch_values import Lowering, Opaque, TVal, flat_values
-from convscope.ir.graph import SCOPE_AMBIGUOUS, SCOPE_OUTPUTS, UNLISTED_PARAMS, Graph
+from convscope.ir.graph import SCOPE_AMBIGUOUS, SIGNAL_INPUT, SCOPE_OUTPUTS, UNLISTED_PARAMS, Graph
 
 __all__ = ["graph_from_factory", "graph_from_module"]
 
 
-def _check_shape(shape: Any, what: str) -> tuple[int, int, int]:
-    """Three positive integers, as :func:`convscope.api.parse_shape` takes them (32.5 or a tensor refused)."""
+def _check_shape(shape: Any, what: str) -> tuple[int, ...]:
+    """(C, H, W) or a signal's (C, L): positive integers, as :func:`convscope.api.parse_shape` takes
+    them (32.5 or a tensor refused)."""
     from convscope.api import parse_shape
 
-    dims = parse_shape(shape, f"{what}: the input shape")
-    return dims[0], dims[1], dims[2]
+    return parse_shape(shape, f"{what}: the input shape", signal=True)
 
 
 @contextmanager
@@ -113,6 +113,8 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
         notes.append(f"the model's parameters are {str(kind).removeprefix('torch.')}: bytes and latency are for the "
                      f"dtype asked for (fp32 unless --dtype {_DTYPE_FLAGS[kind]})")
     meta = {"frontend": "torch", "capture": used, "notes": tuple(notes), **_scope_meta(lo)}
+    if len(dims) == 2:  # the model reads (N, C, L): captured again at another length as (C, L)
+        meta[SIGNAL_INPUT] = True
     if unlisted:
         meta[UNLISTED_PARAMS] = unlisted
     graph = lo.build(list(dict.fromkeys(outputs)), meta)
@@ -139,7 +141,7 @@ def _scope_meta(lo: Lowering) -> dict[str, Any]:
     return {SCOPE_OUTPUTS: tuple(sorted(ends.items())), SCOPE_AMBIGUOUS: tuple(sorted(unclear.items()))}
 
 
-def _materialise(module: nn.Module, dims: tuple[int, int, int], name: str) -> list[str]:
+def _materialise(module: nn.Module, dims: tuple[int, ...], name: str) -> list[str]:
     """Lazy modules (``nn.LazyLinear``, ``nn.LazyConv2d``) get their parameters' shapes from their
     first input, as in PyTorch: one forward on zeros of the input (batch 2) gives them theirs."""
     from torch.nn.parameter import is_lazy
@@ -157,7 +159,7 @@ def _materialise(module: nn.Module, dims: tuple[int, int, int], name: str) -> li
             f"from a first forward at {'×'.join(map(str, dims))}"]
 
 
-def _from_torchscript(module: torch.jit.ScriptModule, dims: tuple[int, int, int], name: str) -> Graph:
+def _from_torchscript(module: torch.jit.ScriptModule, dims: tuple[int, ...], name: str) -> Graph:
     """A scripted or traced module has no Python forward to trace: it is read through its ONNX
     export (the TorchScript exporter, batch norms kept), whose scopes are its module paths."""
     import tempfile

@@ -6,7 +6,7 @@ in the same order with the same attributes, so ``analyze`` reproduces every numb
 ``source`` of each node differs: it then points into the written file).
 
 What the spec language cannot say is refused, naming the layer and the op: ops without a spec form
-(slice, reshape, permute, matmul, attention, softmax, mean, pad, unknown), attributes the spec ops
+(slice, reshape other than a new axis of size 1, permute, matmul, attention, softmax, mean, pad, unknown), attributes the spec ops
 do not take (a dilated pool, BatchNorm without affine parameters, align_corners, a LayerNorm over a
 non-channel axis, activations outside the spec's list), several inputs, and names the spec reads
 differently (a name starting with ``$`` would be substituted).
@@ -213,11 +213,27 @@ def _scale(node: Node, graph: Graph) -> tuple[str, dict[str, Any]]:
     return "scale", {"value": node.attrs.value}  # type: ignore[union-attr]
 
 
-@_writes(OpKind.CONCAT, OpKind.FLATTEN)
+@_writes(OpKind.CONCAT)
 def _axis0(node: Node, graph: Graph) -> tuple[str, dict[str, Any]]:
     if node.attrs.axis != 0:  # type: ignore[union-attr]
         raise _refuse(node, f"{node.op.value} over axis {node.attrs.axis}")  # type: ignore[union-attr]
     return node.op.value, {}
+
+
+@_writes(OpKind.FLATTEN)
+def _flatten(node: Node, graph: Graph) -> tuple[str, dict[str, Any]]:
+    axis = node.attrs.axis  # type: ignore[union-attr]
+    return "flatten", ({"axis": axis} if axis else {})
+
+
+@_writes(OpKind.RESHAPE)
+def _reshape(node: Node, graph: Graph) -> tuple[str, dict[str, Any]]:
+    """Only a new axis of size 1 (a signal's (C, L) as its (C, 1, L) map): the spec's ``unsqueeze``."""
+    old, new = graph.node(node.inputs[0]).out.shape, node.out.shape
+    for axis in range(len(new)):
+        if new[axis] == 1 and (*new[:axis], *new[axis + 1:]) == old:
+            return "unsqueeze", {"axis": axis}
+    raise _refuse(node, f"a reshape of {list(old)} to {list(new)}")
 
 
 @_writes(OpKind.LINEAR)

@@ -101,6 +101,8 @@ SCOPE_OUTPUTS = "scope_outputs"
 # meta: scopes that name no single output (a module called twice, one that returns several tensors),
 # each with why: a trunk cut there is refused with the reason instead of guessed
 SCOPE_AMBIGUOUS = "scope_ambiguous"
+# meta: the model reads a signal (N, C, L), held as the (C, 1, L) map: captured again as (C, L)
+SIGNAL_INPUT = "signal_input"
 
 
 @dataclass(frozen=True, slots=True)

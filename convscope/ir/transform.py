@@ -31,7 +31,7 @@ def rebuild(
             b.add_input(node.name, shape, source=node.source)
             continue
         attrs = edit(node, b) if edit is not None else None
-        if attrs is None and input_shape is not None and node.op is OpKind.RESHAPE:
+        if attrs is None and node.op is OpKind.RESHAPE:  # follows a new resolution or width
             attrs = _unit_axes_reshape(graph, node, b)
         attrs = attrs if attrs is not None else node.attrs
         b.add(node.name, node.op, attrs, node.inputs, source=node.source,
@@ -41,7 +41,7 @@ def rebuild(
 
 def _unit_axes_reshape(graph: Graph, node: Node, b: GraphBuilder) -> O.ReshapeAttrs | None:
     """A reshape that only adds or drops size-1 axes (``unsqueeze``, ``squeeze``) follows its input
-    to another resolution: (H, W) -> (1, H, W) stays that whatever H and W are."""
+    to another resolution or width: (H, W) -> (1, H, W) stays that whatever H and W are."""
     old_in, new_in = graph.node(node.inputs[0]).out.shape, b.info(node.inputs[0]).shape
     old_out = node.out.shape
     if new_in == old_in or len(new_in) != len(old_in):
