@@ -19,7 +19,7 @@ from typing import Any
 from convscope.analyses.analyze import analyze_graph
 from convscope.analyses.border import feasible_range, shape_at
 from convscope.analyses.cost import DType, checked_dtype_batch
-from convscope.errors import ConvscopeError, FixedSizes, InputError
+from convscope.errors import ConvscopeError, FixedSizes, InputError, positive_int
 from convscope.frontends._spec_args import MAX_INT
 from convscope.ir.graph import SIGNAL_INPUT, Graph
 from convscope.ir.transform import with_input
@@ -178,6 +178,8 @@ def _load_ref(ref: str, shape: tuple[int, ...] | None) -> Graph:
 def _with_latency(a: Analysis, graph: Graph, latency: dict[str, Any]) -> Analysis:
     from convscope.analyses.latency import predict
 
+    if latency.get("threads") is not None:
+        latency = {**latency, "threads": positive_int(latency["threads"], "threads")}
     pred = predict(graph, batch=a.batch, dtype=a.dtype, **latency)
     return a.with_latency(pred) if pred is not None else a
 

@@ -68,3 +68,19 @@ class NothingUsable(ConvscopeError):
 
 class NotCalibrated(InputError):
     """The local tier was asked for, and this machine has no calibration for the set-up."""
+
+
+def positive_int(value: object, what: str) -> int:
+    """``value`` as a positive int, else an InputError naming ``what``: 1.5 and True are refused (the
+    Python API gets what the command line's parser would have turned away)."""
+    import operator
+
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        v = operator.index(value)  # type: ignore[call-overload]
+    except TypeError:
+        raise InputError(f"{what} must be a positive integer, got {value!r}") from None
+    if v < 1:
+        raise InputError(f"{what} must be a positive integer, got {v}")
+    return int(v)

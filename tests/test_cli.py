@@ -274,3 +274,22 @@ def test_json_and_html_to_the_same_file_is_refused_before_any_work(argv, tmp_pat
     assert main([*argv, "--json", str(out), "--html", str(tmp_path / "." / "r.html")]) == 2
     assert "--json and --html name the same file" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_reader_that_closes_the_pipe_early_is_no_failure() -> None:
+    """`convscope analyze … | head -1`: rich ended the command with status 1 ("nothing usable")."""
+    import subprocess
+    import sys
+
+    for args in (["analyze", "zoo:resnet50-imagenet"], ["analyze", "zoo:resnet50-imagenet", "--json", "-"]):
+        p = subprocess.Popen([sys.executable, "-m", "convscope", *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        assert p.stdout is not None and p.stderr is not None
+        p.stdout.close()  # the reader is gone before the first line is written
+        err = p.stderr.read().decode()
+        assert p.wait() == 0 and "Traceback" not in err and "error" not in err, err
+
+
+def test_calibrate_list_takes_no_model(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["calibrate", "--list", "zoo:allconv"]) == 2
+    assert "--list shows what the cache holds and takes no model (got zoo:allconv)" in capsys.readouterr().err

@@ -153,7 +153,13 @@ def test_shipped_profiles(name: str) -> None:
     ("name: x\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: fast}\nbandwidth_gbs: 1\n"
      "overhead_us: {torch: 1}\n", ":2:", "peak_gflops.elementwise must be a positive finite number, got 'fast'"),
     ("name: x\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1\n"
-     "overhead_us: {torch: .inf}\n", ":4:22", "overhead_us.torch must be a finite number >= 0, got .inf"),
+     "overhead_us: {torch: .inf}\n", ":4:22", "overhead_us.torch must be a finite number >= 0, got .inf (infinite"),
+    ("name: x\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1e-320\n"
+     "overhead_us: {torch: 1}\n", ":3:16", "bandwidth_gbs must be between 1e-06 and 1e+06, got 1e-320"),
+    ("name: x\npeak_gflops: {conv: 1e-320, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1\n"
+     "overhead_us: {torch: 1}\n", ":2:21", "peak_gflops.conv must be between 1e-06 and 1e+09, got 1e-320"),
+    ("name: x\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1\n"
+     "overhead_us: {torch: 1e308}\n", ":4:22", "overhead_us.torch must be between 0 and 1e+07, got 1e+308"),
     ("name: x\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1\n"
      "overhead_us: {torch: 1}\nuncertainty: [0.5, .inf]\n", ":5:14", "finite factors"),
     ("name: [a, b]\npeak_gflops: {conv: 1, grouped: 1, matmul: 1, elementwise: 1}\nbandwidth_gbs: 1\n"
@@ -217,7 +223,7 @@ def test_no_calibration_means_no_prediction_or_a_clear_error() -> None:
         predict(g, device="local", dtype="fp16")
     with pytest.raises(InputError, match="no int8 timings: `convscope calibrate` times fp32, fp16, bf16"):
         predict(g, device="local", dtype="int8")
-    with pytest.raises(InputError, match="--fit needs a device profile"):
+    with pytest.raises(InputError, match=r"--fit \(fit=\) needs a device profile to fit: --device \(device=\) NAME"):
         predict(g, fit="x.csv")
     with pytest.raises(InputError, match="unknown backend 'tensorrt'"):
         predict(g, device="raspi4", backend="tensorrt")

@@ -240,3 +240,21 @@ def test_row_shapes_merges_and_what_the_fit_assumes_are_said(tmp_path: Path) -> 
     assert "batch 4 is extrapolated from measurements at batch 1" in said
     plain = " ".join(predict(g, device="desktop-cpu", fit=str(csv)).notes)  # type: ignore[union-attr]
     assert "taken as" not in plain and "extrapolated" not in plain
+
+
+def test_one_network_at_several_batches_or_sizes_is_one_network(tmp_path: Path) -> None:
+    """Six rows of one network at batches 1-32 passed the minimum of five and fitted a band of
+    ×0.99-×1.01, which then predicted ResNet-50 at 12x the profile: its layer mix never changes, so
+    the fit cannot tell one kind of layer from another.  Five different networks are needed."""
+    write_nets(tmp_path, SHAPES[:1])
+    rows = "".join(f"nets/n0.yaml,{3 * b},{b}\n" for b in (1, 2, 4, 8, 16, 32))
+    msg = _err(tmp_path, "network,latency_ms,batch\n" + rows)
+    assert "6 measurements but only 1 different network(s) (nets/n0.yaml)" in msg and "at least 5" in msg
+    rows = "".join(f"nets/n0.yaml,{s / 8},1,3x{s}x{s}\n" for s in (16, 24, 32, 48, 64))
+    assert "5 measurements but only 1 different network(s)" in _err(tmp_path, "network,latency_ms,batch,input\n" + rows)
+
+
+def test_a_latency_below_a_microsecond_is_a_slip(tmp_path: Path) -> None:
+    rows = "".join(f"nets/n{i}.yaml,{i + 1}\n" for i in range(5))
+    msg = _err(tmp_path, f"network,latency_ms\n{rows}nets/n5.yaml,1e-320\n")
+    assert "t.csv:7" in msg and "at least 0.001" in msg and "'1e-320'" in msg

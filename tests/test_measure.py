@@ -233,3 +233,19 @@ def test_python_entry_points(tmp_path: Path) -> None:
     c = convscope.compare(str(tmp_path / "plan.yaml"), device="raspi4")
     assert c.verdict.best == "one" and [x.name for x in c.candidates] == ["one", "two"]
     assert c.candidates[1].macs_per_frame == 2 * c.candidates[0].macs_per_frame
+
+
+def test_the_python_api_refuses_what_the_command_line_would(tiny) -> None:  # type: ignore[no-untyped-def]
+    """threads=1.5 reached torch.set_num_threads, batch=True torch.randn, time_limit_s=nan ran with a
+    'nan s' limit: each is an InputError that names the argument, before anything runs."""
+    import convscope
+
+    for kw, message in ((dict(threads=1.5), "threads must be a positive integer, got 1.5"),
+                        (dict(batch=True), "batch must be a positive integer, got True"),
+                        (dict(batch=0), "batch must be a positive integer, got 0"),
+                        (dict(time_limit_s=float("nan")), "time_limit_s must be a positive number of seconds, got nan"),
+                        (dict(min_runs=2.5), "min_runs must be a positive integer, got 2.5")):
+        with pytest.raises(InputError, match=message):
+            convscope.measure(tiny, **kw)
+    with pytest.raises(InputError, match="threads must be a positive integer, got 1.5"):
+        convscope.analyze(tiny, threads=1.5)

@@ -56,6 +56,7 @@ _CLASSES = (OpClass.CONV, OpClass.GROUPED, OpClass.MATMUL, OpClass.ELEMENTWISE)
 PRIOR = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0)
 ORDER = (6, 5, 0, 4, 3, 1, 2, 7, 8)  # which features to fit first when the networks cannot separate all
 MIN_ROWS = 5
+MIN_MS = 1e-3  # a measured latency below a microsecond is a typo or a unit slip (seconds for ms)
 PER_GROUP_BACKENDS = ("torch",)  # runtimes with a per-group loop for grouped convs (CPU fallback)
 OUTLIER = 0.5  # relative miss beyond which a measured network may be an outlier
 Theta = Sequence[float] | np.ndarray
@@ -285,9 +286,9 @@ def read_csv(path: str | os.PathLike[str]) -> list[CsvRow]:
             ms = float(d.get("latency_ms", ""))
         except ValueError:
             ms = float("nan")
-        if not ms > 0 or ms == float("inf"):
-            raise SpecError(f"latency_ms must be a positive number of milliseconds, got {d.get('latency_ms')!r}",
-                            file=file, line=line)
+        if not ms >= MIN_MS or ms == float("inf"):
+            raise SpecError(f"latency_ms must be a positive number of milliseconds (at least {MIN_MS:g}: a "
+                            f"microsecond), got {d.get('latency_ms')!r}", file=file, line=line)
         batch = d.get("batch") or "1"
         if not batch.isdecimal() or int(batch) < 1:
             raise SpecError(f"batch must be a positive integer, got {batch!r}", file=file, line=line)
@@ -358,6 +359,13 @@ def _fit_cached(path: str, _mtime: int, _size: int, _key: str, profile: DevicePr
         raise SpecError(f"{len(rows)} different measured network(s); the fitted tier needs at least {MIN_ROWS} "
                         "(10-20 different networks measured on the target are recommended; rows of the same "
                         "network, batch and input count once)", file=path)
+    archs = {r.resolved for r in rows}
+    if len(archs) < MIN_ROWS:  # one network at five batches or sizes: its layer mix never changes, so the
+        # fit cannot tell one kind of layer from another, and leave-one-out would call it certain
+        raise SpecError(f"{len(rows)} measurements but only {len(archs)} different network(s) "
+                        f"({', '.join(sorted({r.ref for r in rows})[:4])}); the fitted tier needs at least {MIN_ROWS} "
+                        "different networks (the same network at other batches or input sizes says little about "
+                        "other layer mixes); 10-20 measured on the target are recommended", file=path)
     nets = [net_features(kernels(g, backend, batch=r.batch, dtype=dtype), profile, backend, dtype) for r, g in merged]
     y = np.array([r.latency_ms for r in rows])
     distinct = {tuple(np.round(n.row(PRIOR), 9)) for n in nets}
@@ -365,13 +373,19 @@ def _fit_cached(path: str, _mtime: int, _size: int, _key: str, profile: DevicePr
         raise SpecError("ill-conditioned: every network in the file has the same features (or the same latency), "
                         "so no coefficient can be fitted; measure networks that differ in depth, width or kernel "
                         "size", file=path)
-    theta, cols, out = fit_model(nets, y)
-    pred = [n.predict_ms(theta) for n in nets]
-    kept = [i for i in range(len(y)) if i not in out]
+    try:
+        theta, cols, out = fit_model(nets, y)
+        pred = [n.predict_ms(theta) for n in nets]
+        kept = [i for i in range(len(y)) if i not in out]
+        loo = _loo([nets[i] for i in kept], y[kept])
+    except (np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:
+        raise SpecError(f"ill-conditioned: the fit did not converge on these measurements ({exc}); check the "
+                        "latency_ms column (milliseconds) and measure networks that differ in depth, width or kernel "
+                        "size", file=path) from None
     rel = (y[kept] - np.array(pred)[kept]) / y[kept]
     return FittedModel(tuple(float(t) for t in theta), tuple(FEATURES[j] for j in sorted(cols)),
                        tuple((r.ref, r.latency_ms, p) for r, p in zip(rows, pred)),
-                       band_from_ratios(_loo([nets[i] for i in kept], y[kept])), float(np.sqrt(np.mean(rel**2))),
+                       band_from_ratios(loo), float(np.sqrt(np.mean(rel**2))),
                        tuple(f"{rows[i].ref} (measured {y[i]:.3g} ms, the fit gives {pred[i]:.3g})" for i in out),
                        len(raw) - len(rows), tuple(sorted({r.batch for r in rows})))
 

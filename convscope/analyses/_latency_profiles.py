@@ -128,11 +128,22 @@ def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
+# What a device can plausibly have, per key: a number outside is a typo or a unit slip (1e-320 GB/s
+# would predict infinite latency, 1e308 µs of overhead a number of 300 digits).
+_RANGES = {"peak_gflops": (1e-6, 1e9), "bandwidth_gbs": (1e-6, 1e6), "overhead_us": (0.0, 1e7), "dtypes": (1e-3, 1e3)}
+
+
 def _positive(file: str, m: YMap, key: Any, what: str, zero: bool = False) -> float:
     v = _number(m[key])
+    raw = m[key]
+    got = f"{shown(raw)} (infinite, or too large for a float)" if isinstance(raw, float) and math.isinf(raw) \
+        else shown(raw)
     if v is None or not (v >= 0 if zero else v > 0):
         kind = "a finite number >= 0" if zero else "a positive finite number"
-        raise _err(file, m, key, f"{what} must be {kind}, got {shown(m[key])}")
+        raise _err(file, m, key, f"{what} must be {kind}, got {got}")
+    lo, hi = _RANGES.get(what.split(".")[0], (0.0, math.inf))
+    if v < lo or v > hi:
+        raise _err(file, m, key, f"{what} must be between {lo:g} and {hi:g}, got {got} (a typo or another unit?)")
     return v
 
 

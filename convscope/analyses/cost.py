@@ -283,14 +283,13 @@ def node_cost_of(node: Node, inputs: Sequence[TensorInfo]) -> Cost:
 
 def checked_dtype_batch(dtype: DType | str, batch: int) -> DType:
     """The DType for ``dtype``; an unknown dtype or a batch below 1 is an InputError (user input)."""
-    from convscope.errors import InputError
+    from convscope.errors import InputError, positive_int
 
     try:
         dt = DType.parse(dtype)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    if batch < 1:
-        raise InputError(f"batch must be a positive integer, got {batch}")
+    positive_int(batch, "batch")
     return dt
 
 

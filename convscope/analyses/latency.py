@@ -173,8 +173,10 @@ def _measure_missing(graph: Graph, missing: list[Kernel], backend: str, batch: i
         raise KeyboardInterrupt
     kept = "not kept: the cache is read-only" if getattr(store, "readonly", False) else "cached for next time"
     failed = list(getattr(run, "failed", ()))
-    return [f"measured {run.measured} layer configuration(s) missing from the cache now "
-            f"({time.perf_counter() - t0:.1f} s); they are {kept}"] + \
+    done = [f"measured {run.measured} layer configuration(s) missing from the cache now "
+            f"({time.perf_counter() - t0:.1f} s); they are {kept}"] if run.measured else []  # another run
+    # may have timed them meanwhile: nothing to say then
+    return done + \
         [f"not timed: {why}" if why.startswith(f"layer '{name}'") else f"not timed: {name}: {why}"
          for name, why in failed[:4]]
 
@@ -207,8 +209,8 @@ def predict(graph: Graph, *, device: str | os.PathLike[str] | DeviceProfile | No
         raise InputError(f"on_missing must be 'measure' or 'refuse', got {on_missing!r}")
     if profile is None:
         if fit is not None:
-            raise InputError("--fit needs a device profile to fit (--device NAME or a profile .yaml): "
-                             f"one of {', '.join(profile_names())}")
+            raise InputError("--fit (fit=) needs a device profile to fit: --device (device=) NAME or a profile "
+                             f".yaml; NAME is one of {', '.join(profile_names())}")
         return _local(graph, backend=backend, batch=batch, dtype=dt, threads=threads, required=device is not None,
                       on_missing=on_missing, progress=progress, store=store)
     if fit is not None:

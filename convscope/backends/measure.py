@@ -16,6 +16,7 @@ result.  Memory is timed in steady state (freed activations stay in the process,
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import numpy as np
 from convscope.backends import _interference as itf
 from convscope.backends._cache import default_threads, device_fingerprint
 from convscope.backends._runners import prepare, threads_set
-from convscope.errors import InputError
+from convscope.errors import InputError, positive_int
 from convscope.ir.graph import Graph
 from convscope.results import SCHEMA_VERSION
 
@@ -181,12 +182,12 @@ def measure_graph(graph: Graph, *, backend: str = "torch", batch: int = 1, threa
                   dtype: str = "fp32", time_limit_s: float = 10.0, min_runs: int = 10,
                   progress: Progress | None = None, model: str | None = None, ref: str | None = None) -> Measurement:
     """Build ``graph`` with random weights and time it on this machine (see the module docstring)."""
-    if batch < 1:
-        raise InputError(f"batch must be a positive integer, got {batch}")
-    if threads is not None and threads < 1:
-        raise InputError(f"threads must be a positive integer, got {threads}")
-    if time_limit_s <= 0 or min_runs < 1:
-        raise InputError(f"time_limit_s and min_runs must be positive, got {time_limit_s} and {min_runs}")
+    batch = positive_int(batch, "batch")
+    threads = None if threads is None else positive_int(threads, "threads")
+    min_runs = positive_int(min_runs, "min_runs")
+    if isinstance(time_limit_s, bool) or not isinstance(time_limit_s, (int, float)) \
+            or not math.isfinite(time_limit_s) or time_limit_s <= 0:
+        raise InputError(f"time_limit_s must be a positive number of seconds, got {time_limit_s!r}")
     n = threads or default_threads()
     label = device_fingerprint(backend).label()
     with threads_set(n):

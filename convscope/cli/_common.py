@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,21 @@ from convscope.errors import InputError
 __all__ = ["console", "check_output", "write_json", "shape_arg", "int_list_arg", "add_json_arg", "json_to_stdout", "emit"]
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """`convscope ... | head`: rich exits with status 1, which convscope documents as "nothing
+        usable"; the reader has all it wanted, so stdout goes to /dev/null and the command ends as
+        a closed pipe does in Python, with BrokenPipeError (exit status 0, see cli.main)."""
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise BrokenPipeError
+
+
 def console(args: argparse.Namespace | None = None, *, stderr: bool = False) -> Console:
     width = getattr(args, "width", None) if args is not None else None
     # emoji=False: model names such as 'synthetic:scales:' must print as written, not as ⚖
-    return Console(width=width, stderr=stderr, highlight=False, emoji=False)
+    return _Console(width=width, stderr=stderr, highlight=False, emoji=False)
 
 
 def json_to_stdout(args: argparse.Namespace) -> bool:

@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     results = _results(args)
     if all(r.all_unknown for r in results):
         raise NothingUsable(f"{args.model}: every layer that computes something is an op convscope does not know")
-    asked = [f"--{k} {v}" for k, v in (("backend", args.backend), ("threads", args.threads)) if v is not None]
+    asked = [f"--{k} {v}" for k, v in (("backend", args.backend), ("threads", args.threads),
+                                       ("dtype", None if args.dtype == "fp32" else args.dtype)) if v is not None]
     if asked and args.device is None and all(r.latency is None for r in results):  # said, not silently dropped
         why = f"this machine is not calibrated for it (run `convscope calibrate {' '.join(asked)}`)"
         if args.backend == "cuda" and not _has_cuda():

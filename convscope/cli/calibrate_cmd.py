@@ -65,7 +65,8 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "cuda"),
                    help="runtime to time (default torch: PyTorch eager on the CPU)")
     p.add_argument("--threads", type=threads_arg, metavar="N", help="intra-op threads (default: OMP_NUM_THREADS if set, else the physical cores)")
-    p.add_argument("--dtype", default="fp32", choices=CALIBRATED_DTYPES, help="element type (default fp32)")
+    p.add_argument("--dtype", default="fp32", choices=CALIBRATED_DTYPES, help="element type (default fp32; fp16 and bf16 on a CPU run "
+                   "emulated and calibrate many times slower)")
 
 
 @contextmanager
@@ -122,6 +123,9 @@ def _graphs(args: argparse.Namespace) -> list | None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     if args.list:
+        if args.models:
+            raise InputError(f"--list shows what the cache holds and takes no model (got {' '.join(args.models)}); "
+                             "to time a model's layers, leave out --list")
         return _list(args)
     for flag, value in (("--batch", args.batch), ("--passes", args.passes)):  # --threads: its type checks it
         if value < 1:
@@ -150,11 +154,14 @@ def run(args: argparse.Namespace) -> int:
 def _render(r, con) -> None:  # type: ignore[no-untyped-def]
     state = "[red]interrupted[/red]" if r.interrupted else "calibrated"
     con.print(f"[bold]{state}[/bold] {r.device} · {r.backend} · {plural(r.threads, 'thread')} · {r.dtype} · batch {r.batch}")
-    con.print(f"  {r.kernels} unique layer configurations: {r.measured} measured now, {r.cached} already cached "
-              f"({r.elapsed_s:.1f} s)" + (" — the measured ones are kept" if r.interrupted else ""))
+    con.print(f"  {r.kernels} unique layer configurations: {r.measured} measured now, {r.cached} already cached"
+              + (" — the measured ones are kept" if r.interrupted else "") + f" ({r.elapsed_s:.1f} s in all)")
     for name, why in r.failed[:10]:
         con.print(f"  [yellow]not measured[/yellow] {name}: {why}")
     cal = r.calibration
+    if cal is None and r.interrupted:
+        con.print("  per-network overhead: [yellow]not fitted[/yellow] (interrupted): analyze gives no local latency "
+                  "prediction until `convscope calibrate` runs to the end (it reuses the timings kept)")
     if cal is not None:
         verb = "fitted now" if r.refitted else "from an earlier run"
         con.print(f"  per-network overhead ({verb}, {len(cal.networks)} networks): ×{cal.scale:.3f} on the layers, "
