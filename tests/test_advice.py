@@ -348,3 +348,48 @@ def test_suggest_and_compare_find_a_models_feasible_range_as_analyze_does(tmp_pa
     (tmp_path / "plan.yaml").write_text("name: p\ninput: [3, 8, 8]\ncandidates:\n  one:\n    single: se.py:senet\n")
     cmp = compare(str(tmp_path / "plan.yaml"), device="raspi4")
     assert cmp.candidates[0].networks[0].analysis.feasible_resolution == (10, 13)
+
+
+def test_a_fixed_filter_is_no_layer_to_slim() -> None:
+    """A constant blur (`fixed: true`) was split into a learned depthwise + 1x1 pair, grouped and
+    bottlenecked: 0 parameters became 1,312.  The rewrites leave it fixed; the width follows it."""
+    g = graph_from_spec_text("name: f\ninput: [3, 32, 32]\nlayers:\n  - conv: {out: 32, k: 3, name: stem}\n"
+                             "  - conv: {out: 32, k: 3, fixed: true, name: blur}\n  - conv: {out: 64, k: 3, name: c2}\n"
+                             "  - conv: {out: 64, k: 3, s: 2, name: c3}\n  - gap\n  - linear: {out: 10, name: fc}\n")
+    adv = suggest_graph(g)
+    for s in adv.suggestions:
+        fixed = [n for n in s.graph.nodes if n.name.startswith("blur")]
+        assert [(n.name, n.attrs.fixed) for n in fixed] == [("blur", True)], s.key  # type: ignore[union-attr]
+        if s.key in ("grouped-conv", "bottleneck", "depthwise-separable"):
+            assert "blur" not in s.changed
+    half = next(s for s in adv.suggestions if s.key == "width-0.5")
+    assert half.graph.node("blur").attrs.out_channels == 16 == half.graph.node("stem").attrs.out_channels  # type: ignore[union-attr]
+    assert half.analysis.totals.params == analyze(half.graph).totals.params
+
+
+def test_a_width_factor_that_changes_nothing_is_said() -> None:
+    """Channels in multiples of 24 (groups of 3 and multiples of 8): x0.75 rounds every width back,
+    and `--only width-0.75` listed nothing at all."""
+    text = ("name: g3\ninput: [3, 32, 32]\nlayers:\n  - conv: {out: 24, k: 3, name: stem}\n"
+            "  - conv: {out: 24, k: 3, g: 3, name: a}\n  - conv: {out: 36, k: 3, s: 2, g: 3, name: b}\n"
+            "  - channel_shuffle: {groups: 3}\n  - conv: {out: 36, k: 3, name: c}\n  - gap\n  - linear: {out: 10}\n")
+    adv = suggest_graph(graph_from_spec_text(text), only=["width-0.75"])
+    assert adv.suggestions == ()
+    assert [(k, why[:34]) for k, _, why in adv.not_applicable] == [("width-0.75", "every channel count rounds back to")]
+
+
+def test_the_resolution_rewrite_aims_inside_the_range_it_prints() -> None:
+    """A context net whose last 3x3 conv is dilated along W only: rf 65 on H, 69 on W, and a 1x1
+    classifier after it (unproductive up to 65 px).  The range is 66-69 (the wider axis); the rewrite
+    said no resolution fits (narrower axis 65 < 66) beside it.  It feeds 66 px and says what the
+    narrower axis sees."""
+    text = ("name: d\ninput: [3, 64, 64]\nlayers:\n  - conv: {out: 8, k: 3}\n  - conv: {out: 8, k: 3, s: 2}\n"
+            "  - conv: {out: 8, k: 3, d: 2}\n  - conv: {out: 8, k: 3, d: 4}\n  - conv: {out: 8, k: 3, d: 8}\n"
+            "  - conv: {out: 8, k: 3, d: [1, 2], name: last}\n  - conv: {out: 4, k: 1, name: cls}\n")
+    g = graph_from_spec_text(text)
+    a = analyze(g)
+    assert a.layer("last").rf_max == (65, 69) and a.feasible_resolution == (66, 69)
+    rw = next(s for s in suggest_graph(g, only=["resolution"]).suggestions)
+    assert rw.graph.input_shape == (3, 66, 66)
+    assert "on its narrower axis the last layer then sees 65 px of the 66" in rw.explanation
+    assert "Feasible range: 66–69 px" in rw.explanation

@@ -1560,3 +1560,41 @@ def test_a_2x2_pool_on_a_2x2_map_stays_a_pool_and_a_whole_map_avgpool_is_global(
     assert (a.layer("5").op, a.layer("6").op) == ("maxpool", "avgpool") and a.layer("6").unproductive
     r = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.AvgPool2d(4), nn.Flatten(), nn.Linear(4, 2))
     assert convscope.analyze(r, input=(3, 8, 8)).layer("1").op == "gap"
+
+
+class _ViewShuffle(nn.Module):
+    """ShuffleNetV2's channel shuffle as torchvision writes it, between two convolutions."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.g = groups
+        self.a = nn.Conv2d(3, 12, 3, padding=1)
+        self.b = nn.Conv2d(12, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        n, c, h, w = y.shape
+        return self.b(y.view(n, self.g, c // self.g, h, w).transpose(1, 2).reshape(n, c, h, w))
+
+
+@pytest.mark.parametrize("groups", [2, 3, 4])
+def test_a_channel_shuffle_written_out_is_the_permutation_the_model_computes(groups: int, tmp_path: Path) -> None:
+    """view(n, g, c/g)·transpose·reshape is nn.ChannelShuffle(g): it was recorded as c/g groups (the
+    inverse permutation; costs and receptive fields cannot tell, a built network and a width change
+    can).  Through ONNX too; the module built from either graph computes what the model does."""
+    from test_from_onnx import export
+
+    from convscope.backends.to_torch import build_module
+    from convscope.frontends.from_onnx import load_onnx
+
+    m = _ViewShuffle(groups).eval()
+    onnx = export(m, (3, 8, 8), tmp_path / "shuffle.onnx")
+    for g in (graph_from_module(m, (3, 8, 8)), load_onnx(str(onnx))):
+        shuffles = [n.attrs.groups for n in g.nodes if n.op is OpKind.CHANNEL_SHUFFLE]  # type: ignore[union-attr]
+        assert shuffles == [groups]
+        built = build_module(g).eval()
+        with torch.no_grad():
+            built.a.weight.copy_(m.a.weight), built.a.bias.copy_(m.a.bias)
+            built.b.weight.copy_(m.b.weight), built.b.bias.copy_(m.b.bias)
+            x = torch.randn(2, 3, 8, 8)
+            assert torch.allclose(built(x), m(x), atol=1e-6)

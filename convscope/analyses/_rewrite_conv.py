@@ -30,22 +30,30 @@ from convscope.ir import ops as O
 from convscope.ir.graph import Graph, GraphBuilder, Node
 from convscope.ir.ops import WEIGHTED_OPS, OpKind
 from convscope.ir.transform import rebuild
+from convscope.units import plural
 
 __all__ = ["full_convs", "cardinality_for", "bottleneck_width", "scaled_channels", "scale_width"]
 
 
 def full_convs(base: Base) -> list[Node]:
-    """Full spatial convolutions of the trunk, the stem excluded."""
+    """Full spatial convolutions of the trunk, the stem excluded, and not a fixed filter (a blur or an
+    edge detector is no learned layer to slim: it has no parameters to save, and a rewrite would
+    turn it into one)."""
     out = []
+    fixed = 0
     for n in base.trunk():
         if n.op is not OpKind.CONV:
             continue
         a = n.attrs
         assert isinstance(a, O.ConvAttrs)
         if a.groups == 1 and max(a.kernel) > 1 and not base.is_stem(n):
+            if a.fixed:
+                fixed += 1
+                continue
             out.append(n)
     if not out:
-        raise NotApplicable("no full spatial convolution (k > 1, one group) outside the stem")
+        why = f" ({plural(fixed, 'fixed filter')} left as they are)" if fixed else ""
+        raise NotApplicable(f"no learned full spatial convolution (k > 1, one group) outside the stem{why}")
     return out
 
 
@@ -307,6 +315,8 @@ def scale_width(graph: Graph, alpha: float, divisor: int = 8, *, name: str | Non
         a = node.attrs
         if node.op is OpKind.SLICE:
             return _sliced_channels(graph, node, b)
+        if node.op is OpKind.CHANNEL_SHUFFLE:
+            return _shuffle_groups(graph, node, b)
         if node.name in keep or node.op not in WEIGHTED_OPS:
             return None
         if isinstance(a, O.LinearAttrs):
@@ -317,6 +327,10 @@ def scale_width(graph: Graph, alpha: float, divisor: int = 8, *, name: str | Non
             cin = b.info(node.inputs[0]).channels or 0
             if a.groups > 1 and a.groups == cin_old:  # depthwise: follows its input
                 new = dataclasses.replace(a, groups=cin, out_channels=cin * (a.out_channels // cin_old))
+            elif a.fixed:  # a constant filter (a blur): not a width to choose; it follows its input where it
+                # maps channels to as many, and keeps its own otherwise
+                out = cin if a.out_channels == cin_old else a.out_channels
+                new = dataclasses.replace(a, out_channels=out, groups=_groups_for(a.groups, cin, out))
             else:
                 rep = tied.get(node.name)
                 out = (b.info(rep).channels or 0) if rep is not None else scaled_channels(
@@ -342,6 +356,22 @@ def _sliced_channels(graph: Graph, node: Node, b: GraphBuilder) -> O.SliceAttrs 
     if start.denominator != 1 or stop.denominator != 1:
         return None
     return dataclasses.replace(a, start=int(start), stop=int(stop))
+
+
+def _shuffle_groups(graph: Graph, node: Node, b: GraphBuilder) -> O.ShuffleAttrs | None:
+    """A channel shuffle on a map whose width changed: of its two factors (groups × channels per
+    group), the small one is the network's choice (ShuffleNet's 2 branches) and the large one
+    follows the width — ``view(n, 2, c // 2, …)`` is groups=2 at any width, ``view(n, c // 2, 2, …)``
+    is 2 channels per group."""
+    a = node.attrs
+    assert isinstance(a, O.ShuffleAttrs)
+    old, new = graph.node(node.inputs[0]).out.channels or 0, b.info(node.inputs[0]).channels or 0
+    if not old or new == old or old % a.groups:
+        return None
+    per_group = old // a.groups
+    if a.groups > per_group and new % per_group == 0:
+        return O.ShuffleAttrs(groups=new // per_group)
+    return None
 
 
 def _roundings(g: Graph, base_divisor: int) -> tuple[int, dict[str, int], dict[str, str]]:

@@ -394,19 +394,23 @@ def resolution(base: Base) -> list[Rewrite]:
     lo, hi = base.analysis.feasible_resolution
     if lo is None:
         raise NotApplicable("no input resolution makes every layer productive")
-    top = math.floor(hi) if hi is not None else None
+    top = range_top = math.floor(hi) if hi is not None else None
     last = _last_spatial(base.graph, base.rf)  # what the last spatial layer sees of a square input on
     seen = last.rf_max_finite if last is not None else None  # both axes: its narrower one
     if seen is not None:
         seen = tuple(seen[a] for a in along)
-    if top is not None and seen is not None and None not in seen:
-        top = min(top, math.floor(min(seen)))  # type: ignore[type-var]
+    narrow = None  # the narrower axis's rf_max, when it sees less than the range's top (a 1x2 dilation)
+    if top is not None and seen is not None and None not in seen and math.floor(min(seen)) < top:  # type: ignore[type-var]
+        narrow = math.floor(min(seen))  # type: ignore[type-var]
+        top = max(lo, narrow)  # aim inside the range, at what both axes see where the range allows it
     if top is not None and top < lo:
         raise NotApplicable(f"no resolution keeps every layer productive (>= {lo} px) while the last layer still "
-                            f"sees the whole image (<= {top} px on both axes)")
+                            f"sees the whole image (<= {top} px)")
     if h < lo:
         target, why = lo, (f"the smallest resolution at which no convolution is unproductive (now {h} px: "
                            f"{len(base.flagged_weighted())} unproductive weighted layers)")
+        if narrow is not None and narrow < lo:
+            why += f"; on its narrower axis the last layer then sees {narrow} px of the {lo}"
     elif top is not None and h > top >= lo and 2 * top < h:
         raise NotApplicable(f"the last spatial layer sees only {top} px of the {h} px input; shrinking the input "
                             f"that far would discard most of its detail: the network is too shallow for {h} px "
@@ -415,7 +419,7 @@ def resolution(base: Base) -> list[Rewrite]:
         target, why = top, (f"the last spatial layer's rf_max (on its narrower axis); above it no output sees the "
                             f"whole image, and at it every layer stays productive (>= {lo} px)")
     else:
-        raise NotApplicable(f"{h} px is already within the feasible range {_span(lo, top)}")
+        raise NotApplicable(f"{h} px is already within the feasible range {_span(lo, range_top)}")
     try:
         variant = rebuild(base.graph, input_shape=shape_at(base.graph, target), name=base.variant_name("resolution"))
     except GraphError as exc:
@@ -445,7 +449,7 @@ def resolution(base: Base) -> list[Rewrite]:
                   "with the data")
     else:
         layers = "The network's layers stay as they are; only the data changes"
-    explanation = (f"Feed {shown(target)} instead of {h0}x{w0}: {why}. Feasible range: {_span(lo, top)}. "
+    explanation = (f"Feed {shown(target)} instead of {h0}x{w0}: {why}. Feasible range: {_span(lo, range_top)}. "
                    f"{layers} (seeds/002, seeds/003).")
     return [Rewrite("resolution", "change the input resolution", explanation, variant,
                     (base.graph.inputs[0].name,))]  # an output map that changes with it: noted by _evaluate

@@ -329,6 +329,14 @@ def suggest_graph(
             rewrites = _run(key, base, skipped)
             found += [_evaluate(base, rw, dt, batch, latency) for rw in rewrites
                       if wanted is None or rw.key in wanted or rw.key.split("-")[0] in wanted]
+            if key == "width" and rewrites:  # a factor that changes nothing is said, not dropped
+                got = {rw.key for rw in rewrites}
+                for w in opts.widths:
+                    k = f"width-{w:g}"
+                    if k not in got and (wanted is None or k in wanted or "width" in wanted):
+                        skipped.append((k, f"scale the width by {w:g}", f"every channel count rounds back to what "
+                                        f"it is at x{w:g} (channels are rounded to the multiples the groups and "
+                                        f"shuffles need)"))
         except KeyboardInterrupt:  # keep what is done (the CLI shows it and exits 130)
             interrupted = True
             break

@@ -151,6 +151,12 @@ _op("adaptive_maxpool", "size")(_adaptive(OpKind.ADAPTIVE_MAXPOOL))
 
 def _global(kind: OpKind) -> Handler:
     def handler(a: Args, ctx: Ctx) -> str:
+        info = ctx.info
+        if len(info.shape) == 2 and info.channel_axis == 0 and info.spatial_axes == (1,):
+            # a signal's (C, L), as a Conv1d network holds it between its layers: the mean (max) over L
+            keep = a.bool("keepdims", False)
+            a.done()
+            return ctx.add(OpKind.MEAN, O.ReduceAttrs((1,), keep, "mean" if kind is OpKind.GLOBAL_AVGPOOL else "max"))
         _need_image(a, ctx)
         keep = a.bool("keepdims", False)
         a.done()

@@ -114,7 +114,7 @@ def _shuffled(c: Any, x: TVal, ir: tuple[int, ...]) -> str | None:
     r = b.get(p.inputs[0])
     if r.op is not OpKind.RESHAPE or b.info(r.inputs[0]).shape != ir or not b.info(r.inputs[0]).is_image:
         return None
-    g, cg, h, w = x.ir_shape
+    cg, g, h, w = x.ir_shape  # after the transpose
     return r.inputs[0] if (cg * g, h, w) == ir else None
 
 
@@ -127,7 +127,8 @@ def _reshaped(c: Any, x: TVal, out: tuple[int, ...], bpos: int | None = None) ->
         return TVal(x.node, out, bpos)
     image = _shuffled(c, x, ir)
     if image is not None:
-        return c.emit(OpKind.CHANNEL_SHUFFLE, O.ShuffleAttrs(x.ir_shape[0]), [TVal(image, out, 0)], bpos=0)
+        # x is the transposed (C/g, g, H, W): the groups are its second axis
+        return c.emit(OpKind.CHANNEL_SHUFFLE, O.ShuffleAttrs(x.ir_shape[1]), [TVal(image, out, 0)], bpos=0)
     k = len(out) - 1
     if 0 <= bpos < k and x.bpos == bpos and out[:k] == x.shape[:k] and out[k] == math.prod(x.shape[k:]) and k < x.ndim:
         return c.emit(OpKind.FLATTEN, O.AxisAttrs(x.ir_axis(k)), [x], bpos=bpos)

@@ -217,8 +217,8 @@ def graph_from_factory(modpath_or_file: str, fn_name: str, shape: Sequence[int] 
     module is captured as it is, not called.  Importing runs the user's code; nothing is unpickled."""
     ref = f"{modpath_or_file}:{fn_name}"
     if shape is None:
-        raise InputError(f"{ref}: a PyTorch model needs --input C,H,W (the channels it takes; with --res the "
-                         "resolutions then replace H and W)")
+        raise InputError(f"{ref}: a PyTorch model needs --input C,H,W (the channels and size it takes; C,L for a "
+                         "model on signals; for analyze --res, the resolutions then replace H and W)")
     dims = _check_shape(shape, ref)
     pymod = _import(modpath_or_file, ref)
     factory = getattr(pymod, fn_name, None)

@@ -128,7 +128,8 @@ def _mean(node: Node, graph: Graph) -> tuple[str, dict[str, Any]]:
     a = node.attrs
     assert isinstance(a, O.ReduceAttrs)
     x = graph.node(node.inputs[0]).out
-    spatial = tuple(sorted(ax % len(x.shape) for ax in a.axes)) == x.spatial_axes if x.is_image else False
+    signal = len(x.shape) == 2 and x.channel_axis == 0 and x.spatial_axes == (1,)  # a Conv1d net's (C, L)
+    spatial = tuple(sorted(ax % len(x.shape) for ax in a.axes)) == x.spatial_axes if x.is_image or signal else False
     if not spatial or a.fn not in ("mean", "max"):
         raise _refuse(node, f"a {a.fn} over axes {list(a.axes)} of a {list(x.shape)} tensor")
     return ("gap" if a.fn == "mean" else "gmp"), ({"keepdims": True} if a.keepdims else {})
@@ -283,6 +284,12 @@ def _check_names(graph: Graph) -> dict[str, str]:
 
 def _layer(node: Node, graph: Graph, prev: str, rename: dict[str, str]) -> dict[str, Any]:
     writer = _WRITERS.get(node.op)
+    if writer is None and node.op is OpKind.CONSTANT:
+        users = [n.name for n in graph.nodes if node.name in n.inputs]
+        raise SpecWriteError(f"layer '{users[0] if users else node.name}' computes with a constant tensor (a "
+                             "normalisation written in forward, such as (x - mean) / std, or a fixed mask), which "
+                             "has no form in the network spec (FORMATS.md §1), so this network cannot be written as "
+                             "a spec file; moving the normalisation into the data pipeline lets it be written")
     if writer is None:
         raise _refuse(node, "this op")
     op, args = writer(node, graph)
