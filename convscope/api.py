@@ -234,6 +234,7 @@ def _feasible(model: Any, graph: Graph) -> tuple[tuple[int | None, int | None], 
     else:
         recapture = not isinstance(model, Graph)
     fixed: list[int] = []  # sizes an ONNX file's fixed sizes did not let it be analysed at
+    refused: list[tuple[int, str]] = []  # sizes the model itself refused, with why
 
     def at(r: int) -> Graph | None:
         if r > RECAPTURE_LIMIT:
@@ -242,12 +243,19 @@ def _feasible(model: Any, graph: Graph) -> tuple[tuple[int | None, int | None], 
             return load_graph(model, input=as_given(graph, shape_at(graph, r)))
         except FixedSizes:
             fixed.append(r)
-        except ConvscopeError:
-            pass
+        except ConvscopeError as exc:
+            refused.append((r, str(exc)))
         return None
 
     lo, hi = feasible_range(graph, at=at if recapture and len(graph.input_shape) == 3 else None)
     below = [r for r in fixed if lo is None or r < lo]
+    if not below and lo is None and refused:
+        r, why = refused[0]
+        why = why if len(why) <= 160 else why[:157] + "..."
+        side = "x".join(map(str, shape_at(graph, r)[1:]))
+        return (lo, hi), (f"the feasible range's low end is unknown: the model itself refused the other sizes tried "
+                          f"({len(refused)} of them; at {side}: {why}); a Linear after a flatten, for one, takes "
+                          "one size only")
     if not below:
         return (lo, hi), None
     return (None, hi), (f"the feasible range's low end is unknown: the file was exported with sizes fixed inside "

@@ -224,6 +224,19 @@ def test_a_model_that_refuses_every_other_size_has_no_known_feasible_lo() -> Non
     assert feasible_range(g)[0] == 12  # the graph itself, re-inferred at each size
 
 
+
+def test_a_model_that_refuses_other_sizes_says_why_its_range_has_no_low_end() -> None:
+    """`?–60 px` with no word of why: the note names the size tried and the model's own refusal."""
+    from torch import nn
+
+    m = nn.Sequential(*[nn.Conv2d(3 if i == 0 else 4, 4, 3, padding=1) for i in range(6)], nn.Flatten(),
+                      nn.Linear(4 * 120 * 120, 10))
+    a = analyze(m, input=(3, 120, 120))  # sizes from 14 px are tried: the model takes 120 only
+    assert a.feasible_resolution[0] is None
+    note = next(n for n in a.notes if n.startswith("the feasible range's low end is unknown"))
+    assert "the model itself refused the other sizes tried" in note and "expects 57600 input features" in note
+
+
 @pytest.mark.parametrize("length", [24, 64])
 def test_a_signal_as_a_1xL_map_has_its_border_and_feasible_range_along_its_length(length: int) -> None:
     """A 1-D network (a Conv1d stack, as the PyTorch front end writes it: 1×k kernels on a 1×L map):
