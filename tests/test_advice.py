@@ -393,3 +393,42 @@ def test_the_resolution_rewrite_aims_inside_the_range_it_prints() -> None:
     assert rw.graph.input_shape == (3, 66, 66)
     assert "on its narrower axis the last layer then sees 65 px of the 66" in rw.explanation
     assert "Feasible range: 66–69 px" in rw.explanation
+
+
+def test_shufflenet_width_keeps_its_halves_equal() -> None:
+    """ShuffleNetV2 splits its channels in two, passes one half on beside a branch of as many and
+    shuffles the concat: scaled, the branch must match the half (79 channels came out, and the
+    shuffle of 2 groups no longer divided them).  Both widths apply, build and run."""
+    import torch
+
+    from fixtures.shufflenet import channel_shuffle
+    from torch import nn
+
+    from convscope.backends.to_torch import build_module
+    from convscope.frontends.from_torch import graph_from_module
+
+    class Unit(nn.Module):  # the stride-1 unit: the half passed on is as wide as the branch
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            h = c // 2
+            self.branch = nn.Sequential(nn.Conv2d(h, h, 1), nn.ReLU(), nn.Conv2d(h, h, 3, padding=1, groups=h),
+                                        nn.Conv2d(h, h, 1), nn.ReLU())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a, b = x.chunk(2, dim=1)
+            return channel_shuffle(torch.cat([a, self.branch(b)], 1), 2)
+
+    # the half comes from a conv of 96 (x0.75: 72, halves of 36), the branch's own width is 48 (x0.75: 40)
+    net = nn.Sequential(nn.Conv2d(3, 48, 3, 2, 1), nn.Conv2d(48, 96, 3, 2, 1), Unit(96), Unit(96), Unit(96),
+                        nn.Conv2d(96, 192, 3, 2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(192, 10))
+    g = graph_from_module(net, (3, 64, 64))
+    adv = suggest_graph(g, only=["width"])
+    assert sorted(s.key for s in adv.suggestions) == ["width-0.5", "width-0.75"], adv.not_applicable
+    out = g.node(g.outputs[0]).out.shape
+    for s in adv.suggestions:
+        halves = [[s.graph.node(i).out.channels for i in n.inputs] for n in s.graph.nodes if n.op is OpKind.CONCAT]
+        assert len(halves) == 3 and all(a == b for a, b in halves), halves
+        m = build_module(s.graph).eval()
+        assert sum(p.numel() for p in m.parameters()) == s.analysis.totals.params < analyze(g).totals.params
+        with torch.no_grad():
+            assert tuple(m(torch.zeros(1, 3, 64, 64)).shape) == (1, *out)

@@ -273,9 +273,10 @@ _SAME_CHANNELS = frozenset({OpKind.BATCHNORM, OpKind.LAYERNORM, OpKind.GROUPNORM
 
 def _tied_channels(g: Graph) -> tuple[dict[str, str], dict[str, str]]:
     """(ties, setters).  Ties: per layer that sets a channel count and meets an earlier one at an add
-    or a multiplication (a residual, an SE gate), the earliest layer of that group, whose new width it
-    must take (a residual's identity shortcut from a concat whose branches round differently, for
-    one).  Setters: per node, the node that sets its channel count."""
+    or a multiplication (a residual, an SE gate), or beside one of the same width in a concat, the
+    earliest layer of that group, whose new width it must take (a residual's identity shortcut from a
+    concat whose branches round differently, for one).  Setters: per node, the node that sets its
+    channel count."""
     order = {n.name: i for i, n in enumerate(g.nodes)}
     parent: dict[str, str] = {}
 
@@ -300,6 +301,19 @@ def _tied_channels(g: Graph) -> tuple[dict[str, str], dict[str, str]]:
                     parent[second] = first
         else:
             setter[n.name] = n.name
+            if n.op is OpKind.CONCAT and len(n.inputs) > 1 and n.out.channel_axis is not None \
+                    and n.attrs.axis == n.out.channel_axis:  # type: ignore[union-attr]
+                # parts of equal width stay equal (ShuffleNet: half the channels passed on beside a branch
+                # of as many, which the next unit splits in two again)
+                by_width: dict[int, list[str]] = {}
+                for i in n.inputs:
+                    by_width.setdefault(g.node(i).out.channels or 0, []).append(setter[i])
+                for same in by_width.values():
+                    for x in same[1:]:
+                        a, b = find(same[0]), find(x)
+                        if a != b:
+                            first, second = (a, b) if order[a] < order[b] else (b, a)
+                            parent[second] = first
     return {x: find(x) for x in parent}, setter
 
 
