@@ -124,6 +124,15 @@ class Base:
         return f"{self.graph.name}-{key}"
 
 
+def _unsqueezed(graph: Graph, name: str) -> bool:
+    """A signal's (C, L) made the (C, 1, L) map a 2-D op reads (a Conv1d model's 1-D pool)."""
+    n = graph.node(name)
+    if n.op is not OpKind.RESHAPE or not n.inputs:
+        return False
+    x = graph.node(n.inputs[0]).out
+    return len(x.spatial_axes) == 1 and len(n.out.spatial_axes) == 2 and n.out.spatial[0] == 1
+
+
 def _head_entry(graph: Graph, rf: dict[str, NodeRF]) -> str | None:
     """The first layer of the classifier head: walking back from the (single) output while the
     receptive field is global, then through adaptive pools and flattens that feed it.  When the
@@ -138,8 +147,8 @@ def _head_entry(graph: Graph, rf: dict[str, NodeRF]) -> str | None:
     while len(node.inputs) == 1 and rf[node.inputs[0]].is_global:
         node = graph.node(node.inputs[0])
         weighted = weighted or node.op in WEIGHTED_OPS
-    while len(node.inputs) == 1 and graph.node(node.inputs[0]).op in (
-            OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL, OpKind.FLATTEN):
+    while len(node.inputs) == 1 and (graph.node(node.inputs[0]).op in (
+            OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL, OpKind.FLATTEN) or _unsqueezed(graph, node.inputs[0])):
         node = graph.node(node.inputs[0])
     if not weighted:
         back = node

@@ -16,7 +16,7 @@ from convscope.analyses._rewrite_base import POINTWISE, Base, NotApplicable, Rew
     reshaped_weights, rewrite
 from convscope.analyses._rewrite_depth import depth_report, refusal
 from convscope.analyses._rewrite_edit import Editor, NewNode, same_size_padding
-from convscope.analyses.border import _last_spatial, _resolution_axes, productivity, shape_at
+from convscope.analyses.border import _last_spatial, _resolution_axes, _signal_relayout, productivity, shape_at
 from convscope.analyses.cost import cost
 from convscope.analyses.receptive_field import receptive_field
 from convscope.errors import GraphError
@@ -64,15 +64,22 @@ def _cuts(base: Base, start: int, end: int) -> list[int]:
         mine = min((pos[x] for x in nodes[i].inputs), default=math.inf) if i != end else math.inf
         earliest[i] = min(earliest[i + 1], mine)
 
+    signal = base.graph.input_shape[1] == 1  # a Conv1d network: its (C, L) tensors are maps too
+
     def is_cut(p: int) -> bool:
         n = nodes[p]
-        return n.out.is_image and n.name not in base.global_names and earliest[p + 1] >= p
+        local = n.out.is_image or (signal and n.out.channel_axis == 0 and len(n.out.spatial_axes) == 1)
+        return local and n.name not in base.global_names and earliest[p + 1] >= p
+
+    def follows(p: int) -> bool:  # a BatchNorm, an activation, or the squeeze to (C, L) between them
+        n = nodes[p]
+        return n.op in POINTWISE or (_signal_relayout(base.graph, n) and len(n.out.spatial_axes) == 1)
 
     out: list[int] = []
     p = start
     while p < end:
         if is_cut(p):
-            while (p + 1 < end and nodes[p + 1].op in POINTWISE and nodes[p + 1].inputs == (nodes[p].name,)
+            while (p + 1 < end and follows(p + 1) and nodes[p + 1].inputs == (nodes[p].name,)
                    and is_cut(p + 1)):
                 p += 1
             out.append(p)

@@ -138,6 +138,11 @@ class Exact:
                  resized: frozenset[str] = frozenset()):
         self.g, self.image, self.local, self.sized, self.drift = graph, image, local, sized, drift
         self.resized = resized  # nodes whose phases the input size sets (an interpolation to a size)
+        shape = graph.input_shape
+        # a network on a signal (a (C, 1, L) input): its (C, L) tensors are that signal, squeezed; in a
+        # network on images a (C, N) tensor holds tokens, or a map averaged over its height, and is
+        # not followed
+        self.signal = len(shape) == 3 and shape[1] == 1
         self._maps: dict[tuple[str, int], list[tuple[str, Map | None]]] = {}
 
     def back(self, name: str, axis: int, lo: int, hi: int, inside: list[bool] | None = None) -> tuple[int, int] | None:
@@ -158,14 +163,17 @@ class Exact:
         while queue:
             node = g.nodes[-heapq.heappop(queue)]
             box, minimal = pending.pop(node.name)
-            if inside is not None and len(node.out.spatial_axes) == 2:
-                extent = node.out.spatial[self.image[node.name].index(axis)]
+            k = self._axis(node, axis)
+            if k == -1:
+                return None
+            if inside is not None and k is not None:
+                extent = node.out.spatial[k]
                 if box[0] < 0 or box[1] >= extent:
                     inside[:] = [False]
-            if node.name in self.sized and len(node.out.spatial_axes) == 2:
+            if node.name in self.sized and k is not None:
                 # a map whose size the network fixes (an adaptive pool's bins) has real borders: the
                 # padding around it is zeros, not more bins of the image
-                last = node.out.spatial[self.image[node.name].index(axis)] - 1
+                last = node.out.spatial[k] - 1
                 box = (max(box[0], 0), min(box[1], last))
                 minimal = [(max(a, 0), min(b, last)) for a, b in minimal if a <= last and b >= 0]
                 if box[0] > box[1] or not minimal:
@@ -175,9 +183,6 @@ class Exact:
                 width = min(b - a + 1 for a, b in minimal)
                 narrow = width if narrow is None else min(narrow, width)
                 continue
-            if len(node.out.spatial_axes) != 2:
-                return None
-            k = self.image[node.name].index(axis)
             for src, got in self._through(node, k, *box):  # the hull feeds every input a path reads
                 if got is None:
                     return None
@@ -186,7 +191,8 @@ class Exact:
                     heapq.heappush(queue, -g.position(src))
                 old, kept = pending[src]
                 pending[src] = ((min(old[0], got[0]), max(old[1], got[1])), kept)
-            side_by_side = node.op is OpKind.CONCAT and node.attrs.axis == node.out.spatial_axes[k]  # type: ignore[union-attr]
+            side_by_side = k is not None and node.op is OpKind.CONCAT \
+                and node.attrs.axis == node.out.spatial_axes[k]  # type: ignore[union-attr]
             for span in minimal:
                 parts = self._through(node, k, *span)
                 # a window across the seam of maps put side by side (circular padding written as
@@ -199,9 +205,23 @@ class Exact:
         width = hull[1] - hull[0] + 1
         return (width if seam else narrow), width
 
-    def _through(self, node: Node, k: int, lo: int, hi: int) -> list[tuple[str, Interval | None]]:
+    def _axis(self, node: Node, axis: int) -> int | None:
+        """The node's own spatial axis that image axis ``axis`` is; None for the height of a signal's
+        (C, L) (a (C, 1, L) map squeezed: no extent there, positions pass through); -1 when the
+        layout has no place for it."""
+        sp = node.out.spatial_axes
+        if len(sp) == 2:
+            return self.image[node.name].index(axis)
+        if len(sp) == 1 and self.signal and self.image[node.name] == (0, 1):
+            return 0 if axis == 1 else None
+        return -1
+
+    def _through(self, node: Node, k: int | None, lo: int, hi: int) -> list[tuple[str, Interval | None]]:
         """(input, the interval of it that positions lo..hi read) for each local input that feeds
-        them; None for the interval when that input's layout cannot be followed."""
+        them; None for the interval when that input's layout cannot be followed.  ``k`` None: the
+        height of a signal, which every op passes through."""
+        if k is None:
+            return [(name, (lo, hi)) for name in node.inputs if self.local(name)]
         key = (node.name, k)
         maps = self._maps.get(key)
         if maps is None:
@@ -222,10 +242,14 @@ class Exact:
         side_by_side = node.op is OpKind.CONCAT and node.attrs.axis == node.out.spatial_axes[k]  # type: ignore[union-attr]
         for name in node.inputs:
             x = self.g.node(name).out
-            image = len(x.spatial_axes) == 2
-            n = x.spatial[k] if image else 0
-            fn = _side_by_side(offset, n) if side_by_side else \
-                _axis_map(node, k, x, node.name in self.sized) if image else None
+            same = len(x.spatial_axes) == len(node.out.spatial_axes) in (1, 2)
+            n = x.spatial[k] if same else 0
+            if not same and node.op in (OpKind.FLATTEN, OpKind.RESHAPE) \
+                    and {len(x.spatial_axes), len(node.out.spatial_axes)} == {1, 2}:
+                fn: Map | None = lambda lo, hi: (lo, hi)  # noqa: E731 - a (C, 1, L) map squeezed, or back
+            else:
+                fn = _side_by_side(offset, n) if side_by_side else \
+                    _axis_map(node, k, x, node.name in self.sized) if same else None
             offset += n
             if self.local(name):
                 maps.append((name, fn))
@@ -286,7 +310,9 @@ def supports(ex: Exact, node: Node, axis: int, period: int) -> tuple[int, int] |
     ``node``, from its middle; None when a path cannot be followed or none is finite.  Positions
     that read nothing (the gaps of a dilated transposed convolution) are left out, as their gradient
     is zero: they have no support."""
-    k = ex.image[node.name].index(axis)
+    k = ex._axis(node, axis)
+    if k is None or k == -1:
+        return None
     size = node.out.spatial[k]
     n = min(period, MAX_PERIOD)
     if node.name in ex.sized or node.name in ex.drift:  # the network fixes the map's size (an adaptive

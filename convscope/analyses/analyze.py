@@ -97,8 +97,9 @@ def _lost_note(graph: Graph, rf: RFResult) -> tuple[str, ...]:
         n = graph.node(lost[0])
         before = graph.node(n.inputs[0]).out.shape
         out.append(f"receptive fields are unknown from {lost[0]} on{_more(lost)}: it reshapes {list(before)} to "
-                   f"{list(n.out.shape)}, splitting positions into axes that convscope does not follow (a window "
-                   "partition, a patchify by reshape); shapes, parameters and MACs are exact")
+                   f"{list(n.out.shape)}, moving positions into axes that convscope does not follow (a window "
+                   "partition, a patchify by reshape, rows run together into one axis, a length made the height); "
+                   "shapes, parameters and MACs are exact")
     rfs = rf.as_dict()
     source = (OpKind.ZERO, OpKind.CONSTANT, OpKind.INPUT)
     const = [n.name for n in graph.nodes if n.op not in source and rfs[n.name].constant

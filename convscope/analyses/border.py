@@ -200,7 +200,7 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
     adaptive = any(n.op in (OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL) for n in graph.nodes)
     weighted = [n for n in graph.nodes if n.op in _WEIGHTED_SPATIAL and flaggable(n, [rfs[i] for i in n.inputs])]
     fast = not adaptive and all((n.op in _FAST_OPS and not _spatial_slice(graph, n)) or not n.out.spatial_axes
-                                for n in graph.nodes)
+                                or _signal_relayout(graph, n) for n in graph.nodes)
     if fast and shape_at(graph, max(h0, w0))[1:] == (h0, w0) and _spatial_sizes(graph, (h0, w0)) is None:  # a map rebuilt from tokens: the sizes
         fast = False  # are not followed through the non-spatial ops between; infer the graph instead
     if fast and at is not None and any(n.op is OpKind.UPSAMPLE and n.attrs.size is not None  # type: ignore[union-attr]
@@ -404,6 +404,18 @@ _POINTWISE = frozenset({
 _FAST_OPS = _POINTWISE | {OpKind.INPUT, OpKind.CONV, OpKind.CONV_T, OpKind.MAXPOOL, OpKind.AVGPOOL,
                           OpKind.UPSAMPLE, OpKind.PAD, OpKind.ADD, OpKind.MUL, OpKind.CONCAT,
                           OpKind.PIXEL_SHUFFLE, OpKind.PIXEL_UNSHUFFLE}
+
+
+def _signal_relayout(graph: Graph, node: Node) -> bool:
+    """A (C, 1, L) map squeezed to a signal's (C, L), or back (a Conv1d model between its layers): the
+    positions stay where they are, and the sizes follow as (1, L)."""
+    if node.op not in (OpKind.FLATTEN, OpKind.RESHAPE) or not node.inputs:
+        return False
+    x = graph.node(node.inputs[0]).out
+    if {len(x.spatial_axes), len(node.out.spatial_axes)} != {1, 2}:
+        return False
+    two = x if len(x.spatial_axes) == 2 else node.out
+    return two.spatial[0] == 1
 
 
 def _spatial_slice(graph: Graph, node: Node) -> bool:

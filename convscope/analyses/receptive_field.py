@@ -287,6 +287,8 @@ def _slice(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[Pair
     a, x = node.attrs, infos[0]
     if a.step == 1 or a.axis not in x.spatial_axes:  # type: ignore[union-attr]
         return h, w
+    if len(x.spatial_axes) == 1:  # a signal's (C, L): its one axis is the width of the (C, 1, L) map
+        return h, _grow(w, 0, a.step)  # type: ignore[union-attr]
     k = sorted(x.spatial_axes).index(a.axis)  # type: ignore[union-attr]
     return (_grow(h, 0, a.step), w) if k == 0 else (h, _grow(w, 0, a.step))  # type: ignore[union-attr]
 
@@ -351,6 +353,19 @@ def _relayout(node: Node, ins: list[NodeRF], infos: list[TensorInfo]) -> tuple[P
         # positions split into axes the layout does not follow (a window partition, a patchify by
         # reshape): what later reads them could mix all positions or only a window's; not guessed
         return None
+    if node.op is not OpKind.PERMUTE and len(x.spatial_axes) != len(node.out.spatial_axes) \
+            and {len(x.spatial_axes), len(node.out.spatial_axes)} == {1, 2}:
+        # A (C, 1, L) map squeezed to a signal's (C, L), or back: the length stays the width.  A map
+        # flattened into tokens and rebuilt keeps its positions (a per-token MLP between).  Not
+        # followed: a length that is the height ((C, L, 1), unsqueeze(-1)), and a 1-row map made
+        # from tokens whose positions had height (an 8x8 map's rows run together, then a 1xk conv)
+        two = x if len(x.spatial_axes) == 2 else node.out
+        hh, ww = two.spatial
+        if ww == 1 < hh:
+            return None
+        if two is node.out and hh == 1 < ww and ins[0].axes is not None and ins[0].axes[0].rf_max not in (1, INF):
+            return None  # (a height averaged away, CRNN's mean(2), is global: the width is still the width)
+        return _union(ins)
     return _union(ins)
 
 
@@ -613,10 +628,10 @@ def _exact_after_resampling(graph: Graph, rf: dict[str, NodeRF], image: dict[str
     ex = Exact(graph, image, lambda name: _local(rf[name]), sized, drift, resized)
     for name in resampled:
         node, x = graph.node(name), rf[name]
-        if x.axes is None or not _local(x) or len(node.out.spatial_axes) != 2:
+        if x.axes is None or not _local(x) or len(node.out.spatial_axes) not in (1, 2):
             continue
         axes = list(x.axes)
-        for axis in (0, 1):
+        for axis in (0, 1) if len(node.out.spatial_axes) == 2 else (1,):  # a signal's (C, L): its width
             if axes[axis].rf_max_finite is None:
                 continue
             got = supports(ex, node, axis, period.get(name, (1, 1))[image[name].index(axis)])

@@ -103,6 +103,12 @@ def _conv(n: ONode) -> list[TVal]:
     x, w, b = n.tensor(0), n.const(1), n.const(2) if len(n.ins) > 2 else None
     if b is not None and not b.sources and not np.any(b.array()):
         b = None  # a zero bias computed from shapes (dynamo with optimize=False feeds one to a bias-free conv)
+    if n.op == "ConvTranspose" and w is not None and w.ndim == 3:  # 1-D: conv_transpose1d
+        pads = n.attr("pads", [0, 0])
+        if n.attr("auto_pad", "NOTSET") not in ("NOTSET", "") or pads[0] != pads[1] or n.attr("output_shape"):
+            raise Unsupported(f"a 1-D ConvTranspose with padding {list(pads)} / auto_pad / output_shape")
+        return [n.call("conv_transpose1d", x, w, b, n.attr("strides", [1])[0], int(pads[0]),
+                       n.attr("output_padding", [0])[0], int(n.attr("group", 1)), n.attr("dilations", [1])[0])]
     if n.op == "Conv" and w is not None and w.ndim == 3:  # 1-D: the PyTorch front end's conv1d
         pads = n.attr("pads", [0, 0])
         if n.attr("auto_pad", "NOTSET") not in ("NOTSET", "") or pads[0] != pads[1]:
@@ -470,6 +476,18 @@ def _resize(n: ONode) -> list[Any]:
     scales_at, sizes_at = (1, None) if n.op == "Upsample" else (2, 3)
     scales = n.const(scales_at) if scales_at < len(n.ins) else None
     sizes = n.const(sizes_at) if sizes_at is not None and sizes_at < len(n.ins) else None
+    if x.ndim == 3:  # a signal (N, C, L): the 1-D interpolation along L
+        one = {"bilinear": "linear", "nearest": "nearest"}.get(mode)
+        if one is None:
+            raise Unsupported(f"1-D Resize with mode {mode}")
+        if sizes is not None and sizes.numel:
+            return [n.call("interpolate", x, int(sizes.array().reshape(-1)[-1]), None, one, align)]
+        if scales is None or not scales.numel:
+            raise Unsupported("Resize without scales or sizes")
+        sc = [float(v) for v in scales.array().reshape(-1)]
+        if len(sc) != 3 or sc[0] != 1.0 or sc[1] != 1.0:
+            raise Unsupported(f"Resize with scales {sc}")
+        return [n.call("interpolate", x, None, sc[2], one, align)]
     if sizes is not None and sizes.numel:
         hw = [int(v) for v in sizes.array().reshape(-1)[-2:]]
         return [n.call("interpolate", x, tuple(hw), None, mode, align)]
@@ -488,6 +506,9 @@ def _pad(n: ONode) -> list[Any]:
     assert pads is not None
     half = len(pads) // 2
     begin, end = pads[:half], pads[half:]
+    mode = {"edge": "replicate", "wrap": "circular"}.get(n.attr("mode", "constant"), n.attr("mode", "constant"))
+    if x.ndim == 3 and half == 3 and not any(begin[:2]) and not any(end[:2]):  # a signal: along L
+        return [n.call("pad", x, [begin[2], end[2]], mode)]
     if x.ndim != 4 or any(begin[:2]) or any(end[:2]):
         raise Unsupported(f"padding {pads} of a tensor of shape {list(x.shape)}")
     mode = {"edge": "replicate", "wrap": "circular"}.get(n.attr("mode", "constant"), n.attr("mode", "constant"))

@@ -453,6 +453,20 @@ def _pool1d(c: Call) -> TVal:
     return FUNCTIONS["squeeze"](replace(c, what="squeeze", args=(y, 2), kwargs={}, name=c.name + ".as1d"))
 
 
+@_fn("conv_transpose1d")
+def _conv_t1d(c: Call) -> TVal:
+    """A 1-D transposed convolution over (N, C, L): the 2-D one with a 1×k kernel on the (C, 1, L) map."""
+    x, w, bias = c.tensor(), c.arg(1, "weight"), c.arg(2, "bias", None)
+    if not _signal(x):
+        raise Unsupported(f"conv_transpose1d on a tensor of shape {list(x.shape)} (only (N, C, L))")
+    if not isinstance(w, ConstVal) or w.ndim != 3 or (bias is not None and not isinstance(bias, ConstVal)):
+        raise Unsupported("conv_transpose1d with weights computed from the input")
+    return _on_map(c, x, "conv_transpose2d", (ConstVal(w.array()[:, :, None, :], w.sources), bias,
+                                              _one(c.arg(3, "stride", 1), 1), _one(c.arg(4, "padding", 0), 0),
+                                              _one(c.arg(5, "output_padding", 0), 0), c.arg(6, "groups", 1),
+                                              _one(c.arg(7, "dilation", 1), 1)))
+
+
 @_fn("conv_transpose2d")
 def _conv_t(c: Call) -> TVal:
     x, w, bias = c.tensor(), c.arg(1, "weight"), c.arg(2, "bias", None)
@@ -540,9 +554,30 @@ def _unpool(c: Call) -> TVal:
     return c.emit(OpKind.UPSAMPLE, O.UpsampleAttrs("nearest", size=(hw[0], hw[1])), [x])
 
 
+def _on_map(c: Call, x: TVal, what: str, args: tuple[Any, ...]) -> TVal:
+    """A 1-D op over (N, C, L) as the 2-D one ``what`` on the (C, 1, L) map (``args`` after the input,
+    already in 2-D form), between two reshapes: how conv1d and the 1-D pools are held."""
+    as2d = FUNCTIONS["unsqueeze"](replace(c, what="unsqueeze", args=(x, 2), kwargs={}, name=c.name + ".as2d"))
+    y = FUNCTIONS[what](replace(c, what=what, args=(as2d, *args), kwargs={}))
+    return FUNCTIONS["squeeze"](replace(c, what="squeeze", args=(y, 2), kwargs={}, name=c.name + ".as1d"))  # type: ignore[no-any-return]
+
+
+def _signal(x: TVal) -> bool:
+    return x.ndim == 3 and x.bpos == 0
+
+
 @_fn("interpolate", "upsample_nearest", "upsample_bilinear")
 def _interpolate(c: Call) -> TVal:
     x = c.tensor()
+    if _signal(x) and c.what == "interpolate":  # a 1-D interpolation (linear, nearest) along L
+        size, scale = c.arg(1, "size", None), c.arg(2, "scale_factor", None)
+        mode = c.arg(3, "mode", "nearest")
+        if mode not in ("nearest", "nearest-exact", "linear", "area"):
+            raise Unsupported(f"1-D interpolation mode '{mode}'")
+        sc = scale[0] if isinstance(scale, (list, tuple)) and len(scale) == 1 else scale
+        return _on_map(c, x, "interpolate", (_one(size, 1), None if sc is None else (1.0, float(sc)),
+                                             "bilinear" if mode == "linear" else mode, c.arg(4, "align_corners", None),
+                                             None, c.arg(6, "antialias", False)))
     _image(x, "interpolate")
     size, scale = c.arg(1, "size", None), c.arg(2, "scale_factor", None)
     mode = {"upsample_nearest": "nearest", "upsample_bilinear": "bilinear"}.get(c.what) or c.arg(3, "mode", "nearest")
@@ -566,7 +601,8 @@ def _interpolate(c: Call) -> TVal:
     if size is not None:
         hw = pair(size)
         h, w = x.shape[2], x.shape[3]
-        if h > 1 and w > 1 and hw[0] % h == 0 and hw[1] % w == 0:  # an integral factor: resolution-free
+        if all(o % i == 0 and (i > 1 or o == 1) for i, o in ((h, hw[0]), (w, hw[1]))) and (h, w) != (1, 1):
+            # an integral factor (a side of 1 kept at 1: a signal's (C, 1, L) map): resolution-free
             scale = (hw[0] // h, hw[1] // w)
         else:
             return c.emit(OpKind.UPSAMPLE, O.UpsampleAttrs(mode, size=(int(hw[0]), int(hw[1])), align_corners=align), [x])
@@ -581,6 +617,8 @@ def _pad(c: Call) -> Any:
     x = c.tensor()
     p = [int(v) for v in c.arg(1, "pad")]
     mode = c.arg(2, "mode", "constant")
+    if _signal(x) and len(p) == 2:  # a signal's (N, C, L): along L (a causal TCN's left padding)
+        return _on_map(c, x, "pad", (p, mode)) if any(p) else x
     if len(p) not in (2, 4) or x.ndim != 4 or x.bpos != 0:
         raise Unsupported(f"padding {p} of a tensor of shape {list(x.shape)}")
     if not any(p):

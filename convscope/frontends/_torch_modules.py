@@ -95,6 +95,14 @@ def _conv1d(c: Call, m: nn.Conv1d) -> Any:
                                m.dilation, m.groups))
 
 
+@_mod(nn.ConvTranspose1d)
+def _conv_t1d(c: Call, m: nn.ConvTranspose1d) -> Any:
+    if c.arg(1, "output_size", None) is not None:
+        raise Unsupported("ConvTranspose1d called with output_size")
+    return _call(c, "conv_transpose1d", (c.tensor(), _param(c, m, "weight"), _param(c, m, "bias"), m.stride,
+                                         m.padding, m.output_padding, m.groups, m.dilation))
+
+
 @_mod(nn.ConvTranspose2d)
 def _conv_t(c: Call, m: nn.ConvTranspose2d) -> Any:
     if c.arg(1, "output_size", None) is not None:
@@ -256,10 +264,12 @@ def _pixel_shuffle(c: Call, m: Any) -> Any:
     return _call(c, "pixel_unshuffle", (c.tensor(), m.downscale_factor))
 
 
-@_mod(nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.CircularPad2d)
+@_mod(nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.CircularPad2d,
+      nn.ZeroPad1d, nn.ConstantPad1d, nn.ReflectionPad1d, nn.ReplicationPad1d, nn.CircularPad1d)
 def _pad(c: Call, m: Any) -> Any:
-    mode = {nn.ReflectionPad2d: "reflect", nn.ReplicationPad2d: "replicate",
-            nn.CircularPad2d: "circular"}.get(type(m), "constant")
+    mode = {nn.ReflectionPad2d: "reflect", nn.ReplicationPad2d: "replicate", nn.CircularPad2d: "circular",
+            nn.ReflectionPad1d: "reflect", nn.ReplicationPad1d: "replicate",
+            nn.CircularPad1d: "circular"}.get(type(m), "constant")
     return _call(c, "pad", (c.tensor(), list(m.padding), mode))
 
 
