@@ -40,7 +40,7 @@ def parse_shape(text: str | Sequence[int], what: str = "input", *, signal: bool 
         try:
             shape = tuple(int(p) for p in parts)
         except ValueError:
-            raise InputError(f"{what} must be C,H,W (integers), got '{text}'") from None
+            raise InputError(f"{what} must be C,H,W or C,L (integers), got '{text}'") from None
     else:
         shape = _int_shape(text, what)
     if len(shape) not in ((2, 3) if signal else (3,)) or any(s <= 0 for s in shape):
@@ -295,7 +295,7 @@ def analyze_resolutions(
             # classifier that expects one size refuses another), a spec rebuilt, a Graph re-inferred
             g = load_graph(model, input=as_given(graph, shape_at(graph, r)))
         except ConvscopeError as exc:
-            raise InputError(f"{graph.name} at {r}x{r}: {exc}") from None
+            raise InputError(f"{graph.name} at {'x'.join(map(str, shape_at(graph, r)[1:]))}: {exc}") from None
         adaptive = any(n.op.value.startswith("adaptive") for n in graph.nodes)
         a = analyze_graph(g, dtype=dt, batch=batch, feasible=None if adaptive else feasible)
         if note and not adaptive:

@@ -561,6 +561,10 @@ def load_data(ref: str | os.PathLike[str] | DataSet, shape: Sequence[int], *, se
         return ref
     c, h, w = (int(v) for v in shape)
     text = os.fspath(ref)
+    if min(h, w) == 1 < max(h, w):  # images squeezed into one row would probe nothing the network sees
+        raise InputError(f"--data {text}: probe's data sets are images (a folder per class, CIFAR batches, "
+                         f"synthetic ones), and this network reads a {h}x{w} signal; signals have no data format "
+                         "in probe yet")
     if text.startswith("synthetic:"):
         return _load_synthetic(text, (c, h, w), seed)
     root = Path(text).expanduser()

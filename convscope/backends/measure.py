@@ -28,7 +28,7 @@ from convscope.backends import _interference as itf
 from convscope.backends._cache import default_threads, device_fingerprint
 from convscope.backends._runners import prepare, threads_set
 from convscope.errors import InputError, positive_int
-from convscope.ir.graph import Graph
+from convscope.ir.graph import SIGNAL_INPUT, Graph
 from convscope.results import SCHEMA_VERSION
 
 __all__ = ["Measurement", "PlanMeasurement", "Timing", "measure_graph", "measure_plan", "time_runs", "Progress"]
@@ -196,11 +196,16 @@ def measure_graph(graph: Graph, *, backend: str = "torch", batch: int = 1, threa
         t = time_runs(runner.call, min_runs=min_runs, time_limit_s=time_limit_s, min_time_s=min(2.0, time_limit_s / 2),
                       oversubscribed=n > (itf._NCPU or n), progress=report)
     med, p10, p90 = t.quantiles()
+    notes = _notes(t, n, time_limit_s)
+    if graph.meta_dict().get(SIGNAL_INPUT) or (graph.meta_dict().get("frontend") == "onnx" and len(graph.input_shape) == 3
+                                               and graph.input_shape[1] == 1):
+        notes += ("timed as convscope builds the network: its 1-D layers as 1xk 2-D ones on the (C, 1, L) map; "
+                  "the model's own Conv1d layers may run somewhat faster",)
     return Measurement(
         model=model or graph.name, backend=backend, device=runner.device, threads=n, batch=batch,
         input=graph.input_shape, dtype=dtype, median_ms=med, p10_ms=p10, p90_ms=p90, runs=len(t.used),
         disturbed_runs=len(t.disturbed), interference=t.mixed, stable=t.stable,
-        interrupted=t.interrupted, warmup_runs=t.warmup, times_ms=t.used, notes=_notes(t, n, time_limit_s),
+        interrupted=t.interrupted, warmup_runs=t.warmup, times_ms=t.used, notes=notes,
         ref=ref)
 
 

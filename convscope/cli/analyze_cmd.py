@@ -39,9 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("analyze", help=HELP, description=DESCRIPTION, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="spec .yaml, zoo:NAME, .onnx, or module:factory / file.py:factory")
-    p.add_argument("--input", metavar="C,H,W", help="input shape (required for PyTorch factories; "
+    p.add_argument("--input", metavar="C,H,W|C,L", help="input shape, or C,L for a Conv1d model's signal (N, C, L) (required for PyTorch factories; "
                                                     "overrides a spec's input)")
-    p.add_argument("--res", metavar="R1,R2,...", help="analyse at these square resolutions (H = W = R)")
+    p.add_argument("--res", metavar="R1,R2,...", help="analyse at these square resolutions (H = W = R; a signal: lengths)")
     add_json_arg(p)
     p.add_argument("--html", metavar="FILE", type=html_arg, help="also write a self-contained HTML report")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16", "int8"),

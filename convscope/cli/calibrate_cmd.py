@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="*", metavar="MODEL|PLAN", help="networks (or plans) whose layers to measure (default: the zoo)")
     add_runtime_args(p)
-    p.add_argument("--input", metavar="C,H,W", help="input shape for the MODELs")
+    p.add_argument("--input", metavar="C,H,W|C,L", help="input shape, or C,L for a Conv1d model's signal (N, C, L) for the MODELs")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
     p.add_argument("--refit", action="store_true", help="fit the per-network overhead again")
     p.add_argument("--force", action="store_true", help="measure layers again even if cached")

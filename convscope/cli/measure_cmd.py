@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL|PLAN", help="spec .yaml, zoo:NAME, .onnx, module:factory, or a plan .yaml")
     add_runtime_args(p)
-    p.add_argument("--input", metavar="C,H,W", help="input shape (required for PyTorch factories)")
+    p.add_argument("--input", metavar="C,H,W|C,L", help="input shape, or C,L for a Conv1d model's signal (N, C, L) (required for PyTorch factories)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
     p.add_argument("--time-limit", type=positive_float, default=10.0, metavar="S",
                    help="seconds per network at most (default 10); timing stops earlier once the median is stable, "

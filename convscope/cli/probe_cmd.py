@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="spec .yaml, zoo:NAME, .onnx, or module:factory / file.py:factory")
     p.add_argument("--data", required=True, metavar="DIR|synthetic:NAME", help="the data set (see above)")
-    p.add_argument("--input", metavar="C,H,W", help="input shape (required for PyTorch factories; overrides a spec's)")
+    p.add_argument("--input", metavar="C,H,W|C,L", help="input shape, or C,L for a Conv1d model's signal (N, C, L) (required for PyTorch factories; overrides a spec's)")
     p.add_argument("--epochs", type=int, default=5, metavar="N", help="training epochs (default 5; 0: random weights)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="training batch size (default 64)")
     p.add_argument("--optimizer", default="adam", choices=("adam", "sgd"), help="default adam")

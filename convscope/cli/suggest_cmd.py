@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("suggest", help=HELP, description=DESCRIPTION, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="spec .yaml, zoo:NAME, .onnx, or module:factory / file.py:factory")
-    p.add_argument("--input", metavar="C,H,W", help="input shape (required for PyTorch factories; "
+    p.add_argument("--input", metavar="C,H,W|C,L", help="input shape, or C,L for a Conv1d model's signal (N, C, L) (required for PyTorch factories; "
                                                     "overrides a spec's input)")
     p.add_argument("--device", metavar="NAME|FILE", help="predict latency on this device (a profile name, a "
                                                          "profile .yaml, or 'local'); default: this machine if "

@@ -66,7 +66,8 @@ def exact_same_padding(k: tuple[int, int], d: tuple[int, int]) -> tuple[tuple[in
 def _need_image(a: Args, ctx: Ctx) -> tuple[int, int, int]:
     info = ctx.info
     if not info.is_image or len(info.shape) != 3:
-        a.error(None, f"{a.op} needs a (C, H, W) feature map, but its input has shape {list(info.shape)}")
+        why = " (its channels are not on the first axis)" if len(info.shape) == 3 else ""
+        a.error(None, f"{a.op} needs a (C, H, W) feature map, but its input has shape {list(info.shape)}{why}")
     c, h, w = info.shape
     return c, h, w
 

@@ -234,8 +234,9 @@ def eager_trace(module: nn.Module, lo: Lowering, shape: tuple[int, ...]) -> Any:
             hint = ("; convscope calls forward with one image tensor: wrap the model in a module whose forward "
                     "takes the image alone and fixes the other arguments")
         elif len(shape) == 2:
-            hint = (f"; --input C,L runs the model on a signal (N, C, L): for a model on images give "
-                    f"C,H,W, such as {shape[0]},{shape[1]},{shape[1]}")
+            hint = ("; --input C,L runs the model on a signal (N, C, L): for a model on images give C,H,W; "
+                    "a model that reads (N, L), with no channel axis, needs a wrapper whose forward takes "
+                    "(N, 1, L) and passes it x.squeeze(1) (then --input 1,L)")
         else:
             hint = ("; is --input right, and does the forward work for any batch size (x.flatten(1), "
                     "not x.view(1, -1))?")

@@ -135,13 +135,18 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
         none = (f"none among the layers whose receptive field is known ({blind} layer{'s' if blind != 1 else ''} "
                 "after unknown ops cannot be judged)")
     else:
-        none = "none (no layer's rf_min exceeds the input on both axes)"
+        signal = a.resolution[0] == 1 < a.resolution[1]  # a 1xL signal: its length is what is seen
+        none = ("none (no layer's rf_min exceeds the input's length)" if signal
+                else "none (no layer's rf_min exceeds the input on both axes)")
     summary.append(a.border_layer or none, style="yellow" if a.border_layer else None)
     summary.append(f"; {n_un} unproductive layer{'s' if n_un != 1 else ''}")
     if n_un:
         summary.append(f" holding {fmt_share(a.unproductive_share[0])} of params and "
                        f"{fmt_share(a.unproductive_share[1])} of MACs", style="red")
-    summary.append(f"; feasible input resolution {fmt_rf(lo)}–{fmt_rf(hi)} px")
+    if a.resolution[0] == 1 < a.resolution[1]:
+        summary.append(f"; feasible input length {fmt_rf(lo)}–{fmt_rf(hi)}")
+    else:
+        summary.append(f"; feasible input resolution {fmt_rf(lo)}–{fmt_rf(hi)} px")
     console.print(summary)
     render_caveats(a, console)
 
