@@ -430,7 +430,7 @@ def test_wrong_input_channels_is_an_input_error() -> None:
     with pytest.raises(InputError, match="layer 'conv1' expects 3 input channels but gets 1"):
         graph_from_module(make("resnet18"), (1, 32, 32))
     with pytest.raises(InputError, match=r"running the model on a zero input of shape \[3, 32\] .*--input C,L runs the "
-                                         r"model on a signal \(N, C, L\): for a model on images give C,H,W, such as 3,32,32"):
+                                         r"model on a signal \(N, C, L\): for a model on images give C,H,W; a model that reads \(N, L\)"):
         graph_from_module(make("resnet18"), (3, 32))
     with pytest.raises(InputError, match="three positive integers C,H,W \\(or C,L for a signal\\)"):
         graph_from_module(make("resnet18"), (3, 32, 32, 32))
