@@ -270,3 +270,33 @@ def test_a_small_input_shows_part_of_the_pattern_but_the_receptive_field_is_the_
     assert seen == {((15, 15), (19, 19))}
     checks = gradient_support(net(layers, input=(1, 23, 23)), ["last"])
     assert [c.measured for c in checks] == [(19, 19)] and all(c.ok for c in checks)
+
+
+def test_a_transposed_conv_with_empty_positions_into_an_add_does_not_crash() -> None:
+    """k=1, s=2: every other position reads no input; a dilated conv added to the identity reached
+    the input only through the hull of its window (min() of an empty sequence: an internal error)."""
+    layers = [{"convT": {"out": 1, "k": 1, "s": 2, "name": "t"}},
+              {"parallel": {"name": "par", "merge": "add", "branches": [[{"conv": {"out": 1, "k": 3, "d": 2, "name": "c"}}], []]}}]
+    r = rf_of(layers, "par.add", input=(1, 32, 32))
+    assert r.rf_max == (3, 3)
+
+
+def test_a_scale_that_leaves_the_size_maps_coordinates_all_the_same() -> None:
+    """x1.25 of a 2-px map is 2 px, but PyTorch maps with the scale: the supports are those of any
+    larger input (c2 reads 11-15 px), not a pair formula's 9.4, and the same at every input size."""
+    layers = [{"conv": {"out": 1, "k": 3, "s": 4, "name": "c1"}},
+              {"upsample": {"scale": 1.25, "mode": "bilinear", "name": "u"}}, {"conv": {"out": 1, "k": 3, "name": "c2"}}]
+    for side in (5, 12, 13, 32):
+        r = rf_of(layers, "c2", input=(1, side, side))
+        assert (r.rf_min, r.rf_max) == ((11, 11), (15, 15)), side
+
+
+def test_bicubic_by_an_odd_factor_reads_one_tap_at_exact_positions_and_four_beside_them() -> None:
+    """x3: every third position sits on an input pixel (one tap); a 3x3 conv's window then reads 4 or 5
+    pixels (rf_min came out 3: the window's end was taken from the exact position alone)."""
+    from oracles import gradient_support
+
+    layers = [{"upsample": {"scale": 3, "mode": "bicubic", "name": "u"}}, {"conv": {"out": 1, "k": 3, "name": "c"}}]
+    r = rf_of(layers, "c", input=(1, 32, 32))
+    assert (r.rf_min, r.rf_max) == ((4, 4), (5, 5))
+    assert [c.measured for c in gradient_support(net(layers, input=(1, 32, 32)), ["c"])] == [(5, 5)]

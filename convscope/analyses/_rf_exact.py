@@ -72,9 +72,9 @@ def _axis_map(node: Node, k: int, x: TensorInfo, sized: bool = False) -> Map:
         return convT
     if op is OpKind.UPSAMPLE:
         n_in, n_out = x.spatial[k], node.out.spatial[k]
-        if n_in == n_out:
-            return lambda lo, hi: (lo, hi)
         assert isinstance(a, UpsampleAttrs)
+        if n_in == n_out and (a.scale is None or a.scale[k] == 1):  # (a scale maps coordinates even where
+            return lambda lo, hi: (lo, hi)  # the size comes out the same: 2 px x1.25 is 2 px)
         inv, span = resample_inv(a, k, n_in, n_out), UPSAMPLE_SPAN[a.mode]
         num, den = inv.numerator, inv.denominator
         if span == 0:  # nearest: floor(o · in/out)
@@ -88,7 +88,10 @@ def _axis_map(node: Node, k: int, x: TensorInfo, sized: bool = False) -> Map:
                 n, d = (o * num, den) if aligned else ((2 * o + 1) * num - den, 2 * den)
                 fl = n // d
                 return (fl, fl) if n % d == 0 else (fl - below, fl + above)
-            base = lambda lo, hi: (taps(lo)[0], taps(hi)[1])  # noqa: E731
+            # an exact source coordinate reads one tap, its neighbours up to four (bicubic): the ends of
+            # an interval come from its end position or the one beside it
+            base = lambda lo, hi: (min(taps(o)[0] for o in (lo, lo + 1) if o <= hi),  # noqa: E731
+                                   max(taps(o)[1] for o in (hi, hi - 1) if o >= lo))
         if a.scale is not None and not sized:
             return base
         # Resampled to a size (12 -> 23 px), or a map whose size the network fixes (the bins of an
@@ -179,6 +182,8 @@ class Exact:
                 if box[0] > box[1] or not minimal:
                     continue
             if node.op is OpKind.INPUT:
+                if not minimal:  # only the hull of a dilated window reaches it, through gaps no path reads
+                    continue
                 hull = box if hull is None else (min(hull[0], box[0]), max(hull[1], box[1]))
                 width = min(b - a + 1 for a, b in minimal)
                 narrow = width if narrow is None else min(narrow, width)
@@ -285,7 +290,8 @@ def periods(node: Node, ins: list[tuple[int, int]], infos: list[TensorInfo]) -> 
             p //= math.gcd(p, a.stride[k])  # type: ignore[union-attr]
         elif op is OpKind.CONV_T:
             p *= a.stride[k]  # type: ignore[union-attr]
-        elif op is OpKind.UPSAMPLE and x.spatial[k] != node.out.spatial[k]:
+        elif op is OpKind.UPSAMPLE and (x.spatial[k] != node.out.spatial[k]
+                                        or (a.scale is not None and a.scale[k] != 1)):  # type: ignore[union-attr]
             assert isinstance(a, UpsampleAttrs)
             inv = resample_inv(a, k, x.spatial[k], node.out.spatial[k])
             p *= inv.denominator

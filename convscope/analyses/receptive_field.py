@@ -580,6 +580,9 @@ def _resamples(node: Node, infos: list[TensorInfo]) -> bool:
     """Ops after which neighbouring output positions may read different numbers of input positions."""
     if node.op is OpKind.CONV_T:
         return node.attrs.stride != (1, 1)  # type: ignore[union-attr]
+    if node.op is OpKind.UPSAMPLE and node.attrs.scale is not None \
+            and any(s != 1 for s in node.attrs.scale):  # type: ignore[union-attr]
+        return True  # by its scale, even where the size comes out the same (2 px x1.25 is 2 px)
     if node.op in (OpKind.UPSAMPLE, OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL):
         return bool(infos) and infos[0].spatial != node.out.spatial
     if node.op is OpKind.SLICE:  # x[..., 1::2] beside x[..., ::2] (a Focus layer): paths whose positions

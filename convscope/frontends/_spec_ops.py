@@ -191,7 +191,7 @@ def _upsample(a: Args, ctx: Ctx) -> str:
             a.error("scale", f"upsample: 'scale' must be a positive number up to {MAX_SCALE} or [h, w] of them, "
                              f"got {shown(v)}")
         attrs = O.UpsampleAttrs(mode=mode, scale=(float(scale[0]), float(scale[1])))
-    a.done()
+    a.done(("size", "scale"))  # the one not given is accepted too: say so when a key is unknown
     return ctx.add(OpKind.UPSAMPLE, attrs)
 
 
