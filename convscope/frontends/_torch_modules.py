@@ -95,20 +95,14 @@ def _conv1d(c: Call, m: nn.Conv1d) -> Any:
                                m.dilation, m.groups))
 
 
-@_mod(nn.ConvTranspose1d)
-def _conv_t1d(c: Call, m: nn.ConvTranspose1d) -> Any:
+@_mod(nn.ConvTranspose1d, nn.ConvTranspose2d)
+def _conv_t(c: Call, m: nn.ConvTranspose1d | nn.ConvTranspose2d) -> Any:
+    one = isinstance(m, nn.ConvTranspose1d)
     if c.arg(1, "output_size", None) is not None:
-        raise Unsupported("ConvTranspose1d called with output_size")
-    return _call(c, "conv_transpose1d", (c.tensor(), _param(c, m, "weight"), _param(c, m, "bias"), m.stride,
-                                         m.padding, m.output_padding, m.groups, m.dilation))
-
-
-@_mod(nn.ConvTranspose2d)
-def _conv_t(c: Call, m: nn.ConvTranspose2d) -> Any:
-    if c.arg(1, "output_size", None) is not None:
-        raise Unsupported("ConvTranspose2d called with output_size")
-    return _call(c, "conv_transpose2d", (c.tensor(), _param(c, m, "weight"), _param(c, m, "bias"), m.stride,
-                                         m.padding, m.output_padding, m.groups, m.dilation))
+        raise Unsupported(f"{type(m).__name__} called with output_size")
+    return _call(c, "conv_transpose1d" if one else "conv_transpose2d",
+                 (c.tensor(), _param(c, m, "weight"), _param(c, m, "bias"), m.stride, m.padding, m.output_padding,
+                  m.groups, m.dilation))
 
 
 @_mod(nn.Linear)
