@@ -344,9 +344,21 @@ def _largest_seen(graph: Graph, hi: int | None, limit: int) -> int | None:
     while bad - lo_ok > 1:  # seen at lo_ok, not at bad
         mid = (lo_ok + bad) // 2
         lo_ok, bad = (mid, bad) if sees(mid) else (lo_ok, mid)
+    # The next steps of the staircase.  rf_max(R) changes only where an adaptive pool's input map
+    # changes size (the bins follow it; nothing before the pool depends on R): where the sizes, found
+    # by arithmetic, are those of the size before, so is rf_max, and no receptive field is computed.
+    pools = [n for n in graph.nodes if n.op in (OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL)]
+    first = graph.position(pools[0].name) if pools else 0
+    arithmetic = all((n.op in _FAST_OPS and not _spatial_slice(graph, n)) or not n.out.spatial_axes
+                     or _signal_relayout(graph, n) for n in graph.nodes[:first])
+    prev: tuple[object, int | None] | None = None
     r = lo_ok + 1
-    while r <= min(limit, 2 * lo_ok, lo_ok + 256):  # the next steps of the staircase
-        if sees(r):
+    while r <= min(limit, 2 * lo_ok, lo_ok + 256):
+        sizes = _spatial_sizes(graph, shape_at(graph, r)[1:]) if arithmetic else None
+        key = tuple(sizes[p.inputs[0]] for p in pools) if sizes is not None else None
+        val = prev[1] if key is not None and prev is not None and prev[0] == key else seen(r)
+        prev = (key, val)
+        if val is not None and val >= r:
             lo_ok = r
         r += 1
     return lo_ok
