@@ -16,6 +16,7 @@ from convscope.analyses.border import Productivity, flaggable
 from convscope.analyses.receptive_field import NodeRF
 from convscope.ir.graph import Graph, Node
 from convscope.ir.ops import WEIGHTED_OPS, OpKind
+from convscope.ir.transform import signal_relayout
 from convscope.results import Analysis
 
 __all__ = ["Options", "Base", "Rewrite", "NotApplicable", "REWRITES", "TITLES", "rewrite", "POINTWISE",
@@ -124,13 +125,9 @@ class Base:
         return f"{self.graph.name}-{key}"
 
 
-def _unsqueezed(graph: Graph, name: str) -> bool:
+def _unsqueezed(graph: Graph, node: Node) -> bool:
     """A signal's (C, L) made the (C, 1, L) map a 2-D op reads (a Conv1d model's 1-D pool)."""
-    n = graph.node(name)
-    if n.op is not OpKind.RESHAPE or not n.inputs:
-        return False
-    x = graph.node(n.inputs[0]).out
-    return len(x.spatial_axes) == 1 and len(n.out.spatial_axes) == 2 and n.out.spatial[0] == 1
+    return signal_relayout(graph, node) and len(node.out.spatial_axes) == 2
 
 
 def _head_entry(graph: Graph, rf: dict[str, NodeRF]) -> str | None:
@@ -148,7 +145,7 @@ def _head_entry(graph: Graph, rf: dict[str, NodeRF]) -> str | None:
         node = graph.node(node.inputs[0])
         weighted = weighted or node.op in WEIGHTED_OPS
     while len(node.inputs) == 1 and (graph.node(node.inputs[0]).op in (
-            OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL, OpKind.FLATTEN) or _unsqueezed(graph, node.inputs[0])):
+            OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL, OpKind.FLATTEN) or _unsqueezed(graph, graph.node(node.inputs[0]))):
         node = graph.node(node.inputs[0])
     if not weighted:
         back = node

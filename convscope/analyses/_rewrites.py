@@ -16,14 +16,14 @@ from convscope.analyses._rewrite_base import POINTWISE, Base, NotApplicable, Rew
     reshaped_weights, rewrite
 from convscope.analyses._rewrite_depth import depth_report, refusal
 from convscope.analyses._rewrite_edit import Editor, NewNode, same_size_padding
-from convscope.analyses.border import _last_spatial, _resolution_axes, _signal_relayout, productivity, shape_at
+from convscope.analyses.border import _last_spatial, _resolution_axes, productivity, shape_at
 from convscope.analyses.cost import cost
 from convscope.analyses.receptive_field import receptive_field
 from convscope.errors import GraphError
 from convscope.ir import ops as O
 from convscope.ir.graph import Graph, Node
 from convscope.ir.ops import SPATIAL_LAYER_OPS, WEIGHTED_OPS, OpKind
-from convscope.ir.transform import rebuild
+from convscope.ir.transform import rebuild, signal_relayout
 from convscope.units import plural
 
 __all__ = ["unproductive_score"]
@@ -73,7 +73,7 @@ def _cuts(base: Base, start: int, end: int) -> list[int]:
 
     def follows(p: int) -> bool:  # a BatchNorm, an activation, or the squeeze to (C, L) between them
         n = nodes[p]
-        return n.op in POINTWISE or (_signal_relayout(base.graph, n) and len(n.out.spatial_axes) == 1)
+        return n.op in POINTWISE or (signal_relayout(base.graph, n) and len(n.out.spatial_axes) == 1)
 
     out: list[int] = []
     p = start

@@ -26,6 +26,7 @@ from fractions import Fraction
 
 from convscope.ir.graph import Graph, Node, TensorInfo
 from convscope.ir.ops import UPSAMPLE_SPAN, OpKind, UpsampleAttrs
+from convscope.ir.transform import signal_relayout
 
 Interval = tuple[int, int]
 NOTHING = (0, 0)  # what Exact.back gives for positions that read no input position
@@ -249,8 +250,7 @@ class Exact:
             x = self.g.node(name).out
             same = len(x.spatial_axes) == len(node.out.spatial_axes) in (1, 2)
             n = x.spatial[k] if same else 0
-            if not same and node.op in (OpKind.FLATTEN, OpKind.RESHAPE) \
-                    and {len(x.spatial_axes), len(node.out.spatial_axes)} == {1, 2}:
+            if not same and signal_relayout(self.g, node):
                 fn: Map | None = lambda lo, hi: (lo, hi)  # noqa: E731 - a (C, 1, L) map squeezed, or back
             else:
                 fn = _side_by_side(offset, n) if side_by_side else \

@@ -20,7 +20,7 @@ At input resolution R (per axis):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from convscope.analyses.receptive_field import INF, UNKNOWN_RF, NodeRF, RFResult, convT_span, receptive_field
@@ -28,7 +28,7 @@ from convscope.errors import GraphError
 from convscope.ir.graph import Graph, Node
 from convscope.ir.ops import KERNEL_OPS, SPATIAL_LAYER_OPS, OpKind
 from convscope.ir.shapes import conv_out_size, convT_out_size, pool_out_size
-from convscope.ir.transform import with_input
+from convscope.ir.transform import signal_relayout, with_input
 
 __all__ = ["Productivity", "productivity", "feasible_range", "flaggable", "shape_at"]
 
@@ -199,8 +199,7 @@ def feasible_range(graph: Graph, rf: RFResult | None = None, *, limit: int = 819
                 need = max(need, math.floor(m) + 1)
     adaptive = any(n.op in (OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL) for n in graph.nodes)
     weighted = [n for n in graph.nodes if n.op in _WEIGHTED_SPATIAL and flaggable(n, [rfs[i] for i in n.inputs])]
-    fast = not adaptive and all((n.op in _FAST_OPS and not _spatial_slice(graph, n)) or not n.out.spatial_axes
-                                or _signal_relayout(graph, n) for n in graph.nodes)
+    fast = not adaptive and _sizes_follow(graph, graph.nodes)
     if fast and shape_at(graph, max(h0, w0))[1:] == (h0, w0) and _spatial_sizes(graph, (h0, w0)) is None:  # a map rebuilt from tokens: the sizes
         fast = False  # are not followed through the non-spatial ops between; infer the graph instead
     if fast and at is not None and any(n.op is OpKind.UPSAMPLE and n.attrs.size is not None  # type: ignore[union-attr]
@@ -349,8 +348,7 @@ def _largest_seen(graph: Graph, hi: int | None, limit: int) -> int | None:
     # by arithmetic, are those of the size before, so is rf_max, and no receptive field is computed.
     pools = [n for n in graph.nodes if n.op in (OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL)]
     first = graph.position(pools[0].name) if pools else 0
-    arithmetic = all((n.op in _FAST_OPS and not _spatial_slice(graph, n)) or not n.out.spatial_axes
-                     or _signal_relayout(graph, n) for n in graph.nodes[:first])
+    arithmetic = _sizes_follow(graph, graph.nodes[:first])
     prev: tuple[object, int | None] | None = None
     r = lo_ok + 1
     while r <= min(limit, 2 * lo_ok, lo_ok + 256):
@@ -418,16 +416,10 @@ _FAST_OPS = _POINTWISE | {OpKind.INPUT, OpKind.CONV, OpKind.CONV_T, OpKind.MAXPO
                           OpKind.PIXEL_SHUFFLE, OpKind.PIXEL_UNSHUFFLE}
 
 
-def _signal_relayout(graph: Graph, node: Node) -> bool:
-    """A (C, 1, L) map squeezed to a signal's (C, L), or back (a Conv1d model between its layers): the
-    positions stay where they are, and the sizes follow as (1, L)."""
-    if node.op not in (OpKind.FLATTEN, OpKind.RESHAPE) or not node.inputs:
-        return False
-    x = graph.node(node.inputs[0]).out
-    if {len(x.spatial_axes), len(node.out.spatial_axes)} != {1, 2}:
-        return False
-    two = x if len(x.spatial_axes) == 2 else node.out
-    return two.spatial[0] == 1
+def _sizes_follow(graph: Graph, nodes: Sequence[Node]) -> bool:
+    """Whether arithmetic (:func:`_spatial_sizes`) gives these nodes' map sizes at another input."""
+    return all((n.op in _FAST_OPS and not _spatial_slice(graph, n)) or not n.out.spatial_axes
+               or signal_relayout(graph, n) for n in nodes)
 
 
 def _spatial_slice(graph: Graph, node: Node) -> bool:

@@ -197,8 +197,8 @@ def measure_graph(graph: Graph, *, backend: str = "torch", batch: int = 1, threa
                       oversubscribed=n > (itf._NCPU or n), progress=report)
     med, p10, p90 = t.quantiles()
     notes = _notes(t, n, time_limit_s)
-    if graph.meta_dict().get(SIGNAL_INPUT) or (graph.meta_dict().get("frontend") == "onnx" and len(graph.input_shape) == 3
-                                               and graph.input_shape[1] == 1):
+    meta = graph.meta_dict()
+    if meta.get(SIGNAL_INPUT) or (meta.get("frontend") == "onnx" and graph.input_shape[1:2] == (1,)):
         notes += ("timed as convscope builds the network: its 1-D layers as 1xk 2-D ones on the (C, 1, L) map; "
                   "the model's own Conv1d layers may run somewhat faster",)
     return Measurement(

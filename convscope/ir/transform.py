@@ -57,6 +57,18 @@ def _unit_axes_reshape(graph: Graph, node: Node, b: GraphBuilder) -> O.ReshapeAt
     return O.ReshapeAttrs(tuple(target))
 
 
+def signal_relayout(graph: Graph, node: Node) -> bool:
+    """A (C, 1, L) map squeezed to a signal's (C, L), or back (a Conv1d model between its layers): the
+    positions stay where they are, and the sizes follow as (1, L)."""
+    if node.op not in (OpKind.FLATTEN, OpKind.RESHAPE) or not node.inputs:
+        return False
+    x = graph.node(node.inputs[0]).out
+    if {len(x.spatial_axes), len(node.out.spatial_axes)} != {1, 2}:
+        return False
+    two = x if len(x.spatial_axes) == 2 else node.out
+    return two.spatial[0] == 1
+
+
 def with_input(graph: Graph, shape: Sequence[int]) -> Graph:
     """The same network at another input shape (C, H, W); raises GraphError if a layer no longer fits."""
     if tuple(shape) == graph.input_shape:
