@@ -249,3 +249,23 @@ def test_the_python_api_refuses_what_the_command_line_would(tiny) -> None:  # ty
             convscope.measure(tiny, **kw)
     with pytest.raises(InputError, match="threads must be a positive integer, got 1.5"):
         convscope.analyze(tiny, threads=1.5)
+
+
+def test_ctrl_c_before_the_first_run_writes_a_record_that_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    assert main(["measure", str(spec), "--threads", "1", "--time-limit", "0.2", "--min-runs", "3",
+                 "--json", str(tmp_path / "full.json")]) == 0
+    full = json.loads((tmp_path / "full.json").read_text())
+
+    def stop(*a, **k):  # type: ignore[no-untyped-def]  # Ctrl-C while the network is being built
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(M, "prepare", stop)
+    assert main(["measure", str(spec), "--threads", "1", "--json", str(tmp_path / "cut.json")]) == 130
+    cut = json.loads((tmp_path / "cut.json").read_text())
+    assert set(cut) == set(full)  # the same record, without figures
+    assert cut["runs"] == 0 and cut["median_ms"] is None and cut["interrupted"] is True
+    assert (cut["threads"], cut["input"], cut["device"]) == (1, full["input"], full["device"])
+    assert "interrupted" in capsys.readouterr().err

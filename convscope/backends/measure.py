@@ -209,6 +209,18 @@ def measure_graph(graph: Graph, *, backend: str = "torch", batch: int = 1, threa
         ref=ref)
 
 
+def not_measured(graph: Graph, *, backend: str = "torch", batch: int = 1, threads: int | None = None,
+                 dtype: str = "fp32", model: str | None = None, ref: str | None = None, **_: Any) -> Measurement:
+    """The record of a measurement interrupted before its first timed run: no figures, zero runs
+    (what ``measure --json`` writes when Ctrl-C comes while the network is still being built)."""
+    return Measurement(
+        model=model or graph.name, backend=backend, device=device_fingerprint(backend).label(),
+        threads=threads or default_threads(), batch=batch, input=graph.input_shape, dtype=dtype,
+        median_ms=None, p10_ms=None, p90_ms=None, runs=0, disturbed_runs=0,  # type: ignore[arg-type]
+        interference=False, stable=False, interrupted=True, warmup_runs=0,
+        notes=("interrupted before the first timed run: nothing was measured",), ref=ref)
+
+
 @dataclass(frozen=True, slots=True)
 class PlanMeasurement:
     """Every network of every candidate of a deployment plan, measured where the plan puts it

@@ -70,14 +70,9 @@ def run(args: argparse.Namespace) -> int:
             m = measure_graph(graph, progress=prog, ref=args.model, **kw)
     except KeyboardInterrupt:  # before the first timed run: a record that says so, for scripts
         if args.json:
-            from convscope.backends._cache import default_threads
-            from convscope.results import SCHEMA_VERSION
+            from convscope.backends.measure import not_measured
 
-            write_json({"schema_version": SCHEMA_VERSION, "model": graph.name, "ref": args.model,
-                        "backend": kw["backend"], "threads": kw["threads"] or default_threads(), "batch": kw["batch"],
-                        "input": list(graph.input_shape), "dtype": kw["dtype"], "median_ms": None, "p10_ms": None,
-                        "p90_ms": None, "runs": 0, "stable": False, "interrupted": True, "times_ms": [],
-                        "notes": ["interrupted before the first timed run: nothing was measured"]}, args.json)
+            write_json(not_measured(graph, ref=args.model, **kw).to_dict(), args.json)
         raise
     if args.json:
         write_json(m.to_dict(), args.json)
