@@ -101,7 +101,7 @@ def cardinality_for(cin: int, cout: int, cardinality: int, min_width: int) -> in
     return 1
 
 
-@rewrite("grouped-conv", "3x3 conv -> grouped conv (ResNeXt)")
+@rewrite("grouped-conv", "conv -> grouped conv (ResNeXt)")
 def grouped(base: Base) -> list[Rewrite]:
     opts = base.options
     ed = Editor(base.graph)
@@ -124,7 +124,7 @@ def grouped(base: Base) -> list[Rewrite]:
         "output channel reads only its group's inputs, so those layers' weights and MACs fall by the group "
         "count (seeds/003: ResNet -> ResNeXt). ResNeXt also widens the block to win back capacity; this only "
         "groups. Grouped kernels are often slower per MAC than dense ones: check the predicted latency.")
-    return [Rewrite("grouped-conv", "3x3 conv -> grouped conv (ResNeXt)", explanation, variant, ed.changed)]
+    return [Rewrite("grouped-conv", "conv -> grouped conv (ResNeXt)", explanation, variant, ed.changed)]
 
 
 # -- depthwise-separable -----------------------------------------------------------------------------

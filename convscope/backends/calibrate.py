@@ -269,7 +269,7 @@ def _plain(name: str, res: int, layers: Sequence[tuple[int, int, int, int]]) -> 
 
 def overhead_set() -> list[Graph]:
     """Whole networks for the per-network fit: many small ops to few big ones, little compute per
-    weight byte to much, two small plain CNNs; none of them a zoo network at its own input."""
+    weight byte to much, two small plain CNNs and a tiny one; none of them a zoo network at its own input."""
     from convscope.zoo import load_zoo
 
     arch = "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"
@@ -283,7 +283,10 @@ def overhead_set() -> list[Graph]:
             _plain("plain-a", 48, [(24, 3, 1, 1), (24, 3, 1, 1), (24, 3, 1, 1), (48, 3, 2, 1), (48, 1, 1, 1),
                                    (96, 3, 2, 1), (96, 3, 1, 1)]),
             _plain("plain-b", 80, [(16, 3, 1, 1), (32, 5, 2, 1), (32, 3, 1, 4), (64, 3, 2, 1), (64, 1, 1, 1),
-                                   (64, 3, 1, 2)])]
+                                   (64, 3, 1, 2)]),
+            # a gate-sized network (tens of µs): without one the fixed cost per call is extrapolated
+            # from networks a hundred times bigger, and tiny networks are over-predicted
+            _plain("plain-tiny", 16, [(8, 3, 1, 1), (16, 3, 2, 1)])]
 
 
 def _missing(graphs: Sequence[Graph], backend: str, batch: int, dtype: str, threads: int, store: LatencyStore,

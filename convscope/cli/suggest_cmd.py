@@ -28,7 +28,7 @@ what each saves (predicted ms, else MACs).
 
 Rewrites: cut the unproductive tail (re-attach the classifier to the last productive layer);
 remove or move a downsampling step (slower receptive-field growth); max-pool -> learned strided
-conv, or -> stride of the next conv; 3x3 conv -> grouped (ResNeXt) or depthwise-separable; 1x1
+conv, or -> stride of the next conv; kxk conv -> grouped (ResNeXt) or depthwise-separable; 1x1
 bottlenecks; width x0.75 and x0.5; the input resolution that makes every layer productive.
 
 Depth rules: a network with fewer than 4 spatial convolutions on its deepest path (seeds/004:
