@@ -284,8 +284,8 @@ def overhead_set() -> list[Graph]:
                                    (96, 3, 2, 1), (96, 3, 1, 1)]),
             _plain("plain-b", 80, [(16, 3, 1, 1), (32, 5, 2, 1), (32, 3, 1, 4), (64, 3, 2, 1), (64, 1, 1, 1),
                                    (64, 3, 1, 2)]),
-            # a gate-sized network (tens of µs): without one the fixed cost per call is extrapolated
-            # from networks a hundred times bigger, and tiny networks are over-predicted
+            # a gate-sized network (a fraction of a ms): without one the fixed cost per call is extrapolated
+            # from networks a hundred times bigger, and tiny networks are mispredicted
             _plain("plain-tiny", 16, [(8, 3, 1, 1), (16, 3, 2, 1)])]
 
 
