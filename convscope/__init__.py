@@ -11,12 +11,26 @@ convolutional networks — before anything is trained.
 
 __version__ = "0.1.0"
 
-from convscope.advice_api import suggest  # noqa: E402  (design advice, issue 6)
-from convscope.analyses.deployment import compare  # noqa: E402  (deployment plans, issue 5)
-from convscope.api import analyze, analyze_resolutions, load_graph, measure  # noqa: E402
-from convscope.errors import ConvscopeError  # noqa: E402
-
+# The API is imported on first use (PEP 562): `convscope --help`, and Ctrl-C right after starting a
+# command, do not wait for numpy, yaml and the analyses to load.
+_API = {"suggest": "convscope.advice_api", "compare": "convscope.analyses.deployment", "analyze": "convscope.api",
+        "analyze_resolutions": "convscope.api", "load_graph": "convscope.api", "measure": "convscope.api",
+        "ConvscopeError": "convscope.errors"}
 # Training probes (issue 7) need torch: `from convscope.backends.probe import probe, ProbeConfig`
 # (`convscope.probe` is the package of their torch-free parts).
 __all__ = ["analyze", "analyze_resolutions", "load_graph", "suggest", "compare", "measure", "ConvscopeError",
            "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    if name in _API:
+        import importlib
+
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'convscope' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})

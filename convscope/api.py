@@ -19,7 +19,7 @@ from typing import Any
 from convscope.analyses.analyze import analyze_graph
 from convscope.analyses.border import feasible_range, shape_at
 from convscope.analyses.cost import DType, checked_dtype_batch
-from convscope.errors import ConvscopeError, FixedSizes, InputError, positive_int
+from convscope.errors import ConvscopeError, FixedSizes, InputError, batch_size, positive_int
 from convscope.frontends._spec_args import MAX_INT
 from convscope.ir.graph import SIGNAL_INPUT, Graph
 from convscope.ir.transform import with_input
@@ -95,6 +95,9 @@ def load_graph(model: Any, *, input: Sequence[int] | None = None) -> Graph:
     (C, L) is the (C, 1, L) map for a spec, a Graph or an ONNX file; a PyTorch model is run on
     (N, C, L)."""
     shape = parse_shape(input) if input is not None else None
+    if isinstance(model, (str, os.PathLike)) and not os.fspath(model).strip():
+        raise InputError("the model is an empty string: give a spec path (.yaml), zoo:NAME, an .onnx path, or "
+                         "module.path:factory / file.py:factory")
     if isinstance(model, Graph):
         return with_input(model, _as_map(model, shape, model.name)) if shape else model
     if isinstance(model, os.PathLike):
@@ -149,6 +152,8 @@ def _load_ref(ref: str, shape: tuple[int, ...] | None) -> Graph:
     if lower.endswith(".onnx"):
         if not Path(ref).exists():
             raise InputError(f"{ref}: no such file")
+        if Path(ref).is_dir():
+            raise InputError(f"{ref}: is a directory, not an ONNX file")
         try:
             from convscope.frontends.from_onnx import load_onnx
         except ImportError as exc:
@@ -173,6 +178,18 @@ def _load_ref(ref: str, shape: tuple[int, ...] | None) -> Graph:
         raise InputError(f"{ref}: unknown model file type (expected .yaml, .yml or .onnx)")
     raise InputError(f"'{ref}' is not a model: give a spec path (.yaml), zoo:NAME, an .onnx path, or "
                      "module.path:factory / file.py:factory")
+
+
+def _check_device(device: Any) -> None:
+    """``device=`` is None, 'local', a profile name or path, or a DeviceProfile (checked before any
+    model is loaded)."""
+    if device is None or isinstance(device, (str, os.PathLike)):
+        return
+    from convscope.analyses._latency_profiles import DeviceProfile
+
+    if not isinstance(device, DeviceProfile):
+        raise InputError(f"device must be 'local', a profile name, a profile .yaml path or a DeviceProfile, "
+                         f"got {device!r}")
 
 
 def _with_latency(a: Analysis, graph: Graph, latency: dict[str, Any]) -> Analysis:
@@ -205,8 +222,10 @@ def analyze(
     >>> a = analyze("zoo:vgg16-cifar", input=(3, 32, 32))
     >>> a.border_layer, a.unproductive_share
     """
-    graph = load_graph(model, input=input)
     dt = checked_dtype_batch(dtype, batch)
+    batch = batch_size(batch)  # a numpy integer becomes an int (the JSON holds it)
+    _check_device(device)
+    graph = load_graph(model, input=input)
     feasible, note = _feasible(model, graph)
     a = analyze_graph(graph, dtype=dt, batch=batch, feasible=feasible)
     if note:
@@ -281,15 +300,18 @@ def analyze_resolutions(
 ) -> list[Analysis]:
     """The same network at square input resolutions (the channel count is kept), each with its
     latency prediction when one is available (the options of :func:`analyze`)."""
-    graph = load_graph(model, input=input)
     dt = checked_dtype_batch(dtype, batch)
+    batch = batch_size(batch)
+    _check_device(device)
+    if isinstance(resolutions, (str, bytes)) or not isinstance(resolutions, Sequence) or not resolutions:
+        raise InputError(f"resolutions must be a list of positive integers (square input sizes), got {resolutions!r}")
+    resolutions = [positive_int(r, "each resolution") for r in resolutions]
+    graph = load_graph(model, input=input)
     feasible, note = _feasible(model, graph)
     latency = dict(device=device, backend=backend, threads=threads, fit=fit, on_missing=on_missing,
                    progress=progress)
     out = []
     for r in resolutions:
-        if r < 1:
-            raise InputError(f"--res values must be positive, got {r}")
         try:
             # loaded again at each size: a model is captured again (a fixed-size resize stays fixed, a
             # classifier that expects one size refuses another), a spec rebuilt, a Graph re-inferred

@@ -70,6 +70,17 @@ class NotCalibrated(InputError):
     """The local tier was asked for, and this machine has no calibration for the set-up."""
 
 
+MAX_BATCH = 1 << 24  # images per call: more is a typo (and costs would lose their exactness)
+
+
+def batch_size(value: object, what: str = "batch") -> int:
+    """A positive int no larger than MAX_BATCH, else an InputError naming ``what``."""
+    v = positive_int(value, what)
+    if v > MAX_BATCH:
+        raise InputError(f"{what} must be at most {MAX_BATCH}, got {v}")
+    return v
+
+
 def positive_int(value: object, what: str) -> int:
     """``value`` as a positive int, else an InputError naming ``what``: 1.5 and True are refused (the
     Python API gets what the command line's parser would have turned away)."""

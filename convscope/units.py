@@ -101,3 +101,12 @@ def json_number(v: object) -> int | float | None:
     if isinstance(v, float):
         return int(v) if v.is_integer() else v
     raise TypeError(f"not a number: {v!r}")
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c not in (0x09, 0x0A)}
+
+
+def printable(text: object) -> str:
+    """``text`` with control characters written out (``\\x1b``): a name from a user's file must not
+    reach a terminal as an escape sequence."""
+    return str(text).translate(_CONTROL)

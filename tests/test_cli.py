@@ -293,3 +293,98 @@ def test_a_reader_that_closes_the_pipe_early_is_no_failure() -> None:
 def test_calibrate_list_takes_no_model(capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["calibrate", "--list", "zoo:allconv"]) == 2
     assert "--list shows what the cache holds and takes no model (got zoo:allconv)" in capsys.readouterr().err
+
+
+MARKUP = """name: "[bold red]net[/]"
+input: [3, 16, 16]
+layers:
+  - conv: {out: 8, k: 3, name: "[/]"}
+  - conv: {out: 8, k: 3, name: "[link=http://evil]x[/link]"}
+  - conv: {out: 8, k: 3, name: "e\\x1b[31mred"}
+  - gap
+  - linear: {out: 2}
+"""
+
+
+def test_names_print_as_written_never_as_markup_or_escape_codes(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """rich read a layer named '[/]' as a closing tag (an internal error) and '[link=…]x[/link]' as a
+    link shown as 'x'; an escape character in a name reached the terminal."""
+    (tmp_path / "m.yaml").write_text(MARKUP)
+    assert main(["analyze", str(tmp_path / "m.yaml"), "--all", "--width", "160"]) == 0
+    out = capsys.readouterr().out
+    for name in ("[bold red]net[/]", "[/]", "[link=http://evil]x[/link]", "e\\x1b[31mred"):
+        assert name in out
+    assert "\x1b" not in out
+    (tmp_path / "plan.yaml").write_text("name: p\ninput: [3, 16, 16]\ncandidates:\n  '[/]':\n    single: m.yaml\n"
+                                        "  '[b]two':\n    single: m.yaml\n")
+    for width in ("160", "80"):
+        assert main(["compare", str(tmp_path / "plan.yaml"), "--device", "raspi4", "--width", width]) == 0
+        out = capsys.readouterr().out
+        assert "[/]" in out and "[b]two" in out
+
+
+@pytest.mark.parametrize("redirect", [">/dev/full", ">&-"])
+def test_stdout_that_cannot_be_written_is_an_error_not_a_bug(redirect: str) -> None:
+    import os
+
+    if redirect == ">/dev/full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    r = subprocess.run(f"{sys.executable} -m convscope analyze zoo:vgg11-cifar --json - {redirect}", shell=True,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "cannot write to stdout" in r.stderr
+    assert "internal error" not in r.stderr and "Traceback" not in r.stderr and "Exception ignored" not in r.stderr
+
+
+def test_a_factory_that_prints_leaves_json_on_stdout_intact(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("torch")
+    (tmp_path / "talk.py").write_text("import torch.nn as nn\nprint('HELLO AT IMPORT')\n"
+                                      "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                                      "        self.c = nn.Conv2d(3, 4, 3)\n    def forward(self, x):\n"
+                                      "        print('shape', x.shape)\n        return self.c(x)\n"
+                                      "def make():\n    print('HELLO FROM FACTORY')\n    return Net()\n")
+    assert main(["analyze", f"{tmp_path}/talk.py:make", "--input", "3,16,16", "--json", "-"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["model"] == "make" and "HELLO FROM FACTORY" in err and "HELLO AT IMPORT" in err
+
+
+@pytest.mark.parametrize("command", ["analyze", "compare"])
+def test_an_output_that_cannot_be_written_does_not_cost_the_others(tmp_path, capsys, command) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    from pathlib import Path
+
+    ref = "zoo:vgg11-cifar" if command == "analyze" else str(Path(__file__).parents[1] / "examples/camera/plan.yaml")
+    html = tmp_path / "r.html"
+    assert main([command, ref, "--device", "raspi4", "--json", "/dev/full", "--html", str(html)]) == 2
+    out, err = capsys.readouterr()
+    assert html.stat().st_size > 1000 and f"wrote {html}" in out and "verdict" in out or "summary" in out
+    assert "--json /dev/full: cannot write" in err and "(the other outputs were written)" in err
+    assert main([command, ref, "--device", "raspi4", "--json", str(tmp_path / "r.json"), "--html", "/dev/full"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads((tmp_path / "r.json").read_text()) and "wrote /dev/full" not in out
+
+
+def test_calibrate_refuses_an_input_without_a_model(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["calibrate", "--input", "3,16,16"]) == 2
+    assert "--input 3,16,16 applies to the MODELs given, and none is" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch,message", [
+    ("-1" + "-0" * 21, "has an empty one at position 1"),
+    ("0--0" + "-0" * 20, "has an empty one at position 2"),
+    ("0" + "-0" * 21 + "-", "has an empty one at position 23"),
+    ("0" + "-0" * 20, "needs 22 block choices, got 21"),
+    ("0" + "-9" * 21, "'9' is not one of 0..8"),
+])
+def test_fbnet_architecture_strings_are_checked(arch: str, message: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["analyze", f"zoo:fbnet:{arch}"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_fbnet_names_may_be_joined_by_spaces() -> None:
+    from convscope.zoo.fbnet import CHOICES, parse_ops
+
+    assert parse_ops("  ".join([CHOICES[1]] * 22)) == [CHOICES[1]] * 22
+    assert parse_ops("-".join(["3"] * 22)) == [CHOICES[3]] * 22

@@ -12,6 +12,7 @@ from convscope.analyses.deployment import CandidateResult, Constraints, NetworkR
     plan_graphs
 from convscope.cli import main
 from convscope.errors import SpecError
+from convscope.units import fmt_ms
 from convscope.results import LatencyPrediction
 
 NET = """name: {name}
@@ -105,7 +106,7 @@ def test_a_swap_loads_the_specialist_that_then_runs(nets: Path) -> None:
     load = {n.ref: n.analysis.totals.weight_bytes / 200e6 * 1000 for n in c.networks}
     assert c.worst_ms == pytest.approx(max(big.ms + load["big.yaml"], fat.ms + load["fat.yaml"]))
     assert c.worst_ms < big.ms + load["fat.yaml"]
-    assert any("'fat.yaml'" in n and f"{load['fat.yaml']:.1f} ms" in n for n in c.notes)
+    assert any("'fat.yaml'" in n and fmt_ms(load['fat.yaml']) in n for n in c.notes)
 
 
 def test_shares_within_rounding_of_one_are_scaled(nets: Path) -> None:
@@ -277,6 +278,7 @@ def test_reasons_name_the_facts(nets: Path) -> None:
 
 # --- every plan error: a clear message naming the file and position, exit status 2 -------------------
 ERRORS = {
+    "empty_candidate_name": ("  '':\n    single: big.yaml\n", r"plan.yaml:5:3: a candidate needs a name, got ''"),
     "missing_network": ("  one:\n    single: nope.yaml\n", r"plan.yaml:6:13: candidate 'one', network: network file 'nope.yaml' not found"),
     "unknown_cut": ("  t:\n    trunk: {network: big.yaml, cut: layer9}\n    heads: [head.yaml]\n",
                     r"cannot cut 'big.yaml' at 'layer9': no layer named 'layer9'"),

@@ -164,6 +164,11 @@ def test_missing_column(tmp_path: Path) -> None:
     assert "t.csv:1" in msg and "needs a 'network' column" in msg
 
 
+def test_a_column_named_twice(tmp_path: Path) -> None:
+    msg = _err(tmp_path, "network,latency_ms,latency_ms\nnets/n0.yaml,3,5\n")
+    assert "t.csv:1" in msg and "names the column 'latency_ms' more than once" in msg
+
+
 def test_bad_latency_names_the_line(tmp_path: Path) -> None:
     msg = _err(tmp_path, "network,latency_ms\nnets/n0.yaml,3\n\nnets/n1.yaml,fast\n")
     assert "t.csv:4" in msg and "latency_ms must be a positive number" in msg and "'fast'" in msg

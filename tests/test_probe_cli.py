@@ -297,6 +297,11 @@ def test_ctrl_c_in_the_batchnorm_pass_of_epochs_0_writes_the_partial_result(net:
     (["--data", "synthetic:scales:d=2.5"], "d must be an integer, got '2.5'"),
     (["--threads", "9" * 20], "--threads: must be an integer from 1 to 4096, got " + "9" * 20),
     (["--threads", "0"], "--threads: must be an integer from 1 to 4096, got 0"),
+    (["--data", ""], "--data is empty: give an image folder"),
+    (["--lr", "1e300"], "--lr must be a positive number up to 1e+06, got 1e+300"),
+    (["--epochs", "-1"], "epochs (--epochs) must be an integer >= 0, got -1"),
+    (["--batch-size", "1"], "batch_size (--batch-size) must be an integer >= 2, got 1"),
+    (["--probe-samples", "3"], "probe_samples (--probe-samples) must be an integer >= 10, got 3"),
 ])
 def test_out_of_range_seeds_and_sizes_are_exit_2(net: Path, argv: list[str], msg: str, capsys: Any) -> None:
     args = ["probe", str(net), "--data", "synthetic:scales:n=20,test=10", "--no-checkpoint", "--epochs", "0"]

@@ -333,3 +333,37 @@ def test_the_readme_example_file_is_this_network() -> None:
     assert [(r.name, r.op, r.params, r.rf_min) for r in a.layers if r.params] == \
         [(r.name, r.op, r.params, r.rf_min) for r in b.layers if r.params]
     assert a.border_layer == b.border_layer == "c3"
+
+
+def test_the_callers_random_streams_are_left_alone(tiny: Any) -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    probe(tiny, "synthetic:scales:n=60,test=30", config=ProbeConfig(epochs=1, batch_size=32, probe_samples=30,
+                                                                    threads=1), checkpoint=False)
+    assert torch.equal(torch.rand(3), expected)  # training seeded its own generators, not the caller's
+
+
+@pytest.mark.parametrize("config,msg", [
+    (ProbeConfig(probe_dims=0), "probe_dims must be an integer >= 1, got 0"),
+    (ProbeConfig(epochs=1.5), "epochs (--epochs) must be an integer >= 0, got 1.5"),  # type: ignore[arg-type]
+    (ProbeConfig(delta=-1), "delta (the accuracy gain that counts) must be a number from 0 to 1, got -1"),
+    ({"epochs": 1}, "config must be a ProbeConfig, got dict"),
+])
+def test_python_settings_out_of_range_are_named(tiny: Any, config: Any, msg: str) -> None:
+    with pytest.raises(InputError) as e:
+        probe(tiny, "synthetic:scales:n=60,test=30", config=config, checkpoint=False)
+    assert msg in str(e.value)
+
+
+@pytest.mark.parametrize("damage", ["model.pt", "run.json"])
+def test_a_damaged_checkpoint_is_done_again_and_said_so(tiny: Any, tmp_path: Path, damage: str) -> None:
+    cfg = ProbeConfig(epochs=1, batch_size=32, lr=3e-3, probe_samples=30, threads=1)
+    data = "synthetic:scales:n=60,test=30"
+    first = probe(tiny, data, config=cfg, checkpoint=tmp_path)
+    assert not any("could not be read" in n for n in first.notes)
+    (tmp_path / damage).write_bytes(b"\x00garbled")
+    again = probe(tiny, data, config=cfg, checkpoint=tmp_path)
+    assert any(f"the checkpoint {tmp_path / damage} could not be read" in n for n in again.notes)
+    assert not any("resumed from the checkpoint" in n for n in again.notes)
+    assert again.complete and [x.name for x in again.layers] == [x.name for x in first.layers]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from convscope.cli import main
+from convscope.errors import SpecError
 from convscope.frontends.from_spec import graph_from_spec_text
 
 FORMATS_EXAMPLE = """\
@@ -555,3 +556,37 @@ def test_from_names_an_op_that_adds_several_layers() -> None:
                              "  - se: {ratio: 0.5, name: gate1}\n  - conv: {out: 8, k: 3, name: d}\n"
                              "  - add: {from: [gate1, d], name: sum}\n")
     assert g.node("sum").inputs == ("gate1.scale", "d")
+
+
+def test_numbers_are_read_as_yaml_1_2() -> None:
+    """010 is ten (YAML 1.1 read it as octal eight, silently), 0o12 and 0x0a are ten, 1_0 and
+    0b1010 are words; a date-like name stays the name."""
+    from convscope.frontends._yaml import load_yaml
+
+    d = load_yaml("a: 010\nb: 0o12\nc: 0x0a\nd: 1_0\ne: 0b1010\nf: 2024-01-01\ng: 1:30\nh: 1e3\ni: on\n", "x.yaml")
+    assert d == {"a": 10, "b": 10, "c": 10, "d": "1_0", "e": "0b1010", "f": "2024-01-01", "g": "1:30", "h": 1000.0,
+                 "i": "on"}
+    g = graph_from_spec_text("name: 2024-01-01\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 010, k: 3}\n", file="d.yaml")
+    assert g.name == "2024-01-01" and g.nodes[-1].out.shape[0] == 10
+    with pytest.raises(SpecError, match=r"d.yaml:4:17: conv: 'out' must be an integer >= 1, got '0b1010'"):
+        graph_from_spec_text("name: t\ninput: [3, 8, 8]\nlayers:\n  - conv: {out: 0b1010, k: 3}\n", file="d.yaml")
+
+
+def test_merge_keys_take_the_written_keys_first() -> None:
+    g = graph_from_spec_text("name: t\ninput: [3, 16, 16]\nlayers:\n  - conv: &c {out: 8, k: 3, name: a}\n"
+                             "  - conv: {<<: *c, k: 5, name: b}\n  - conv: {<<: [*c], name: c}\n", file="m.yaml")
+    assert [g.node(n).attrs.kernel for n in "abc"] == [(3, 3), (5, 5), (3, 3)]
+
+
+def test_nested_aliases_that_would_expand_to_billions_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = ["name: b", "input: [3, 16, 16]", "b0: &a0 [relu, relu, relu, relu, relu, relu, relu, relu, relu, relu]"]
+    rows += [f"b{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    (tmp_path / "laughs.yaml").write_text("\n".join([*rows, "layers: [relu]", ""]))
+    assert main(["analyze", str(tmp_path / "laughs.yaml")]) == 2
+    assert "YAML aliases (*name) expand to more than 200,000 values" in capsys.readouterr().err
+
+
+def test_a_device_file_is_not_read_forever(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "zero.yaml").symlink_to("/dev/zero")
+    assert main(["analyze", str(tmp_path / "zero.yaml")]) == 2
+    assert "not a regular file" in capsys.readouterr().err

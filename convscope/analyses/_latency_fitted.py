@@ -269,6 +269,10 @@ def read_csv(path: str | os.PathLike[str]) -> list[CsvRow]:
         raise SpecError("empty: expected a header 'network,latency_ms' and one row per measured network", file=file)
     reader = csv.reader([ln for _, ln in lines])
     header = [h.strip().lower() for h in next(reader)]
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise SpecError(f"the header names the column '{twice[0]}' more than once ({','.join(header)})", file=file,
+                        line=lines[0][0])
     for need in ("network", "latency_ms"):
         if need not in header:
             raise SpecError(f"the header needs a '{need}' column (got {', '.join(header)}); expected "

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convscope.errors import SpecError
 from convscope.frontends._spec_args import fail
 from convscope.frontends._yaml import Mark, YList, YMap, load_yaml, read_text_file, shown
 
@@ -74,11 +75,12 @@ def is_plan_file(ref: str) -> bool:
         return False
     import yaml
 
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+    try:  # the top level's keys only: nothing is constructed (a file of nested aliases stays small)
+        node = yaml.compose(read_text_file(p, "plan"))
+    except (yaml.YAMLError, SpecError, RecursionError):
         return False
-    return isinstance(data, dict) and "candidates" in data
+    return isinstance(node, yaml.MappingNode) and any(
+        isinstance(k, yaml.ScalarNode) and k.value == "candidates" for k, _ in node.value)
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -186,6 +188,10 @@ def parse_plan(data: Any, *, file: str = "<plan>", base: Path | None = None) -> 
     if not isinstance(cands, YMap) or not cands:
         fail(file, data.vmark("candidates") if "candidates" in data else data.mark,
              "'candidates' must be a non-empty mapping of candidate name -> plan")
+    for cname in cands:
+        if cname is None or not str(cname).strip():
+            fail(file, cands.kmark(cname), f"a candidate needs a name, got {shown(cname)}: the tables and the verdict "
+                 "name each candidate")
     out = [_candidate(str(cname), body, cands.vmark(cname), r) for cname, body in cands.items()]
     return Plan(name, (shape[0], shape[1], shape[2]), tuple(out), constraints, device, file,
                 data.vmark("device") if "device" in data else (0, 0))

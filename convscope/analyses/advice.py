@@ -31,7 +31,7 @@ from convscope.analyses.analyze import analyze_graph
 from convscope.analyses.border import productivity
 from convscope.analyses.cost import DType, checked_dtype_batch
 from convscope.analyses.receptive_field import receptive_field
-from convscope.errors import ConvscopeError, GraphError, InputError
+from convscope.errors import ConvscopeError, GraphError, InputError, batch_size, positive_int
 from convscope.ir.graph import UNLISTED_PARAMS, Graph
 from convscope.ir.ops import OpKind
 from convscope.results import SCHEMA_VERSION, Analysis, LatencyPrediction
@@ -269,6 +269,8 @@ def _selection(only: Sequence[str] | None, opts: Options) -> tuple[list[str], se
     """The rewrites to run for ``only`` (rewrite keys, or suggestion keys such as ``width-0.5``)."""
     if only is None:
         return list(REWRITES), None
+    if isinstance(only, str):  # one key: only="truncate"
+        only = [only]
     widths = [f"width-{w:g}" for w in opts.widths]
     keys: list[str] = []
     for k in only:
@@ -282,6 +284,8 @@ def _selection(only: Sequence[str] | None, opts: Options) -> tuple[list[str], se
 
 def _check(graph: Graph, dtype: DType | str, batch: int) -> DType:
     dt = checked_dtype_batch(dtype, batch)
+    if not isinstance(graph, Graph):
+        raise InputError(f"suggest_graph takes a Graph, got a {type(graph).__name__} (convscope.suggest takes any model)")
     if len(graph.input_shape) != 3:
         raise InputError(f"{graph.name}: suggest rewrites convolutional networks on images; the input "
                          f"{list(graph.input_shape)} is not C, H, W")
@@ -308,6 +312,7 @@ def suggest_graph(
     original's feasible range when the caller found it by capturing a model again at other sizes
     (:func:`convscope.api.feasible_of`)."""
     dt = _check(graph, dtype, batch)
+    batch = batch_size(batch)
     left_out = graph.unlisted_params
     if left_out:  # parameters no layer holds (forward never uses them): a variant, written as a spec, has no
         meta = graph.meta_dict()  # place for them, so the original is counted without them as well
@@ -315,6 +320,11 @@ def suggest_graph(
         meta["notes"] = (*meta.get("notes", ()), f"suggest leaves out the {left_out} parameters no layer holds: "
                          "every number here counts the layers' own, as a variant written as a spec does")
         graph = dataclasses.replace(graph, meta=tuple(sorted(meta.items())))
+    if options is not None and not isinstance(options, Options):
+        raise InputError(f"options must be a convscope.analyses.advice.Options, got a {type(options).__name__}")
+    if device is not None and not isinstance(device, (str, os.PathLike)):
+        raise InputError(f"device must be a profile name, a profile .yaml path or 'local', got {device!r}")
+    threads = None if threads is None else positive_int(threads, "threads")
     opts = options or Options()
     keys, wanted = _selection(only, opts)
     latency = _Latency(device, backend, batch, dt.value, threads, fit)

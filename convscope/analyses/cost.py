@@ -283,13 +283,13 @@ def node_cost_of(node: Node, inputs: Sequence[TensorInfo]) -> Cost:
 
 def checked_dtype_batch(dtype: DType | str, batch: int) -> DType:
     """The DType for ``dtype``; an unknown dtype or a batch below 1 is an InputError (user input)."""
-    from convscope.errors import InputError, positive_int
+    from convscope.errors import InputError, batch_size
 
     try:
         dt = DType.parse(dtype)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    positive_int(batch, "batch")
+    batch_size(batch)
     return dt
 
 

@@ -43,11 +43,11 @@ from convscope.analyses._plan_parse import KINDS, Candidate, Constraints, NetRef
 from convscope.analyses.analyze import analyze_behind, analyze_graph
 from convscope.analyses.cost import DType, peak_holding_input
 from convscope.errors import FIXED_INPUT, INPUT_HINT, ConvscopeError, GraphError, InputError, NotCalibrated, NothingUsable, \
-    SpecError
+    SpecError, batch_size, positive_int
 from convscope.ir.graph import Graph
 from convscope.ir.transform import subgraph_until
 from convscope.results import SCHEMA_VERSION, Analysis, LatencyPrediction
-from convscope.units import json_number
+from convscope.units import fmt_ms, json_number
 
 __all__ = [
     "KINDS", "Plan", "Candidate", "Constraints", "NetRef", "load_plan", "parse_plan", "NetworkResult",
@@ -271,7 +271,7 @@ def _switch(c: Candidate, nets: Sequence[NetworkResult]) -> CandidateResult:
         worst = max(n.ms + swap(n) for n in running)
         if c.swap_ms is None:
             slow = max(running, key=swap)
-            notes = (f"loading a specialist is assumed to take up to {swap(slow):.1f} ms ('{slow.ref}': its weights "
+            notes = (f"loading a specialist is assumed to take up to {fmt_ms(swap(slow))} ('{slow.ref}': its weights "
                      f"read at {DEFAULT_SWAP_MBPS:g} MB/s); set swap_ms to your measured value",)
     return _result(c, nets, c.shares, worst, loaded, peak, notes)
 
@@ -630,8 +630,19 @@ def compare(
     """Evaluate every candidate of a plan and decide.  ``predictor(graph, device=…, **predict_kw)``
     defaults to :func:`convscope.analyses.latency.predict`; with ``measure`` every network is also
     built and timed (``measurer(graph)``, default :func:`convscope.backends.measure.measure_graph`)."""
+    import os
+
+    if isinstance(plan, os.PathLike):
+        plan = os.fspath(plan)
     if isinstance(plan, str):
         plan = load_plan(plan)
+    if not isinstance(plan, Plan):
+        raise InputError(f"compare takes a plan file path (FORMATS.md §2) or a Plan, got a {type(plan).__name__}")
+    if device is not None and (not isinstance(device, str) or not device.strip()):
+        raise InputError(f"--device (device=) must be a profile name, a profile .yaml path or 'local', got {device!r}")
+    for key in ("batch", "threads"):  # what the CLI's parser checks, for the Python API
+        if predict_kw.get(key) is not None:
+            predict_kw[key] = (batch_size if key == "batch" else positive_int)(predict_kw[key], key)
     dev = device or plan.device
     if predictor is None:  # a predictor of the caller's own may know devices we have no profile for
         _check_device(plan, device)

@@ -29,7 +29,7 @@ from typing import Any
 from convscope.analyses._latency_kernels import BACKENDS, FUSION, Kernel, check_backend, folded_nodes, kernels
 from convscope.analyses._latency_profiles import DeviceProfile, load_profile, profile_names
 from convscope.analyses.cost import CostResult, DType, cost
-from convscope.errors import InputError, NotCalibrated
+from convscope.errors import InputError, NotCalibrated, batch_size, positive_int
 from convscope.ir.graph import Graph
 from convscope.ir.ops import OpKind
 from convscope.results import LatencyPrediction
@@ -192,6 +192,14 @@ def predict(graph: Graph, *, device: str | os.PathLike[str] | DeviceProfile | No
     :class:`DeviceProfile`: the analytic tier, or with ``fit=CSV`` the fitted tier.  ``backend=None``:
     the profile's own runtime (``backend:`` in its file), PyTorch eager (``torch``) on this machine.
     """
+    if not isinstance(graph, Graph):
+        raise InputError(f"predict takes a Graph, got a {type(graph).__name__}: "
+                         "convscope.load_graph(model, input=...) makes one from any model")
+    if device is not None and not isinstance(device, (str, os.PathLike, DeviceProfile)):
+        raise InputError(f"device must be 'local', a profile name ({', '.join(profile_names())}), a profile .yaml "
+                         f"path or a DeviceProfile, got {device!r}")
+    batch = batch_size(batch)
+    threads = None if threads is None else positive_int(threads, "threads")
     local = device is None or (isinstance(device, str) and device == "local")
     profile = None if local else device if isinstance(device, DeviceProfile) else load_profile(device)  # type: ignore[arg-type]
     if backend is None:
@@ -201,10 +209,6 @@ def predict(graph: Graph, *, device: str | os.PathLike[str] | DeviceProfile | No
         dt = DType.parse(dtype).value
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    if batch < 1:
-        raise InputError(f"batch must be a positive integer, got {batch}")
-    if threads is not None and threads < 1:
-        raise InputError(f"threads must be a positive integer, got {threads}")
     if on_missing not in ("measure", "refuse"):
         raise InputError(f"on_missing must be 'measure' or 'refuse', got {on_missing!r}")
     if profile is None:

@@ -304,7 +304,8 @@ MIN_OVERHEAD_NETS = 6  # four coefficients, and leave-one-out needs a few more
 
 def fit_overhead(*, backend: str, threads: int, dtype: str, store: LatencyStore, fp: Fingerprint,
                  progress: Progress | None = None, graphs: Sequence[Graph] | None = None,
-                 time_limit_s: float = 4.0, skipped: list[tuple[str, str]] | None = None) -> Calibration:
+                 time_limit_s: float = 4.0, skipped: list[tuple[str, str]] | None = None,
+                 passes: int = PASSES) -> Calibration:
     """Measure the overhead networks (default :func:`overhead_set`) end to end and fit scale,
     per-node, cold-weight and fixed overhead.  A network the backend cannot run (ONNX Runtime: one
     the exporter refuses) is left out and appended to ``skipped`` as (name, why); a busy machine is an
@@ -312,7 +313,7 @@ def fit_overhead(*, backend: str, threads: int, dtype: str, store: LatencyStore,
     nets = list(graphs) if graphs is not None else overhead_set()
     todo, _ = _missing(nets, backend, 1, dtype, threads, store, fp, False)
     run = measure_kernels(todo, backend=backend, batch=1, dtype=dtype, threads=threads, store=store, fp=fp,
-                          progress=progress)
+                          progress=progress, passes=passes)
     if run.interrupted:
         raise KeyboardInterrupt
     out: list[tuple[str, str]] = []
@@ -434,7 +435,7 @@ def calibrate(models: Sequence[Graph] | None = None, *, backend: str = "torch", 
                 skipped: list[tuple[str, str]] = []
                 cal, refitted = fit_overhead(backend=backend, threads=n, dtype=dtype, store=st, fp=fp,
                                              progress=progress, graphs=overhead_graphs,
-                                             time_limit_s=overhead_time_s, skipped=skipped), True
+                                             time_limit_s=overhead_time_s, skipped=skipped, passes=passes), True
                 run = replace(run, failed=run.failed + tuple((f"{name} (overhead fit)", why) for name, why in skipped))
             except KeyboardInterrupt:
                 interrupted = True

@@ -561,6 +561,9 @@ def load_data(ref: str | os.PathLike[str] | DataSet, shape: Sequence[int], *, se
         return ref
     c, h, w = (int(v) for v in shape)
     text = os.fspath(ref)
+    if not text.strip():  # Path('') is the working directory: its whole tree would be scanned
+        raise InputError("--data is empty: give an image folder (one folder per class), a CIFAR batch directory or "
+                         "synthetic:NAME")
     if min(h, w) == 1 < max(h, w):  # images squeezed into one row would probe nothing the network sees
         raise InputError(f"--data {text}: probe's data sets are images (a folder per class, CIFAR batches, "
                          f"synthetic ones), and this network reads a {h}x{w} signal; signals have no data format "

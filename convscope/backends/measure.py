@@ -27,7 +27,7 @@ import numpy as np
 from convscope.backends import _interference as itf
 from convscope.backends._cache import default_threads, device_fingerprint
 from convscope.backends._runners import prepare, threads_set
-from convscope.errors import InputError, positive_int
+from convscope.errors import InputError, batch_size, positive_int
 from convscope.ir.graph import SIGNAL_INPUT, Graph
 from convscope.results import SCHEMA_VERSION
 
@@ -156,7 +156,7 @@ class Measurement:
             "dtype": self.dtype, "disturbed_runs": self.disturbed_runs, "interference": self.interference,
             "stable": self.stable, "interrupted": self.interrupted, "warmup_runs": self.warmup_runs,
             "times_ms": list(self.times_ms), "notes": list(self.notes),
-            **({"ref": self.ref} if self.ref else {}),
+            "ref": self.ref,  # null for a module or a Graph given in Python
         }
 
 
@@ -182,7 +182,7 @@ def measure_graph(graph: Graph, *, backend: str = "torch", batch: int = 1, threa
                   dtype: str = "fp32", time_limit_s: float = 10.0, min_runs: int = 10,
                   progress: Progress | None = None, model: str | None = None, ref: str | None = None) -> Measurement:
     """Build ``graph`` with random weights and time it on this machine (see the module docstring)."""
-    batch = positive_int(batch, "batch")
+    batch = batch_size(batch)
     threads = None if threads is None else positive_int(threads, "threads")
     min_runs = positive_int(min_runs, "min_runs")
     if isinstance(time_limit_s, bool) or not isinstance(time_limit_s, (int, float)) \
@@ -239,7 +239,7 @@ class PlanMeasurement:
         return {
             "schema_version": SCHEMA_VERSION, "plan": self.plan, "input": list(self.input), **setup,
             "candidates": [{"name": n, "kind": k, "measured_ms": m, "median_ms": m, "p10_ms": lo, "p90_ms": hi,
-                            "networks": [dict(role=r, ref=ref, **x.to_dict()) for c, r, ref, x in self.networks
+                            "networks": [{**x.to_dict(), "role": r, "ref": ref} for c, r, ref, x in self.networks
                                          if c == n]}
                            for n, k, m, lo, hi in self.candidates],
             **({"interrupted": True} if self.interrupted else {}),

@@ -67,6 +67,9 @@ _PASS_THROUGH = frozenset({OpKind.ACT, OpKind.DROPOUT, OpKind.FLATTEN, OpKind.ID
                            OpKind.ADAPTIVE_AVGPOOL, OpKind.ADAPTIVE_MAXPOOL})
 
 
+MAX_LR = 1e6  # far beyond any useful rate (training diverges and says so); 1e300 overflowed float32 in the optimizer
+
+
 @dataclass(frozen=True)
 class ProbeConfig:
     epochs: int = 5
@@ -81,17 +84,31 @@ class ProbeConfig:
     threads: int | None = None  # CPU threads for torch while probing (None: torch's default)
 
     def check(self) -> None:
-        if self.epochs < 0 or self.batch_size < 2 or self.probe_samples < 10 or self.probe_dims < 1:
-            raise InputError(f"probe settings out of range: epochs={self.epochs} (>= 0), batch size "
-                             f"{self.batch_size} (>= 2), probe samples {self.probe_samples} (>= 10)")
+        """Every setting in range, or an InputError that names it (``--epochs`` on the command line,
+        ``epochs`` in Python: both are given)."""
+        def whole(value: object, name: str, least: int) -> None:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= least
+            if not ok:
+                raise InputError(f"{name} must be an integer >= {least}, got {value!r}")
+
+        whole(self.epochs, "epochs (--epochs)", 0)
+        whole(self.batch_size, "batch_size (--batch-size)", 2)
+        whole(self.probe_samples, "probe_samples (--probe-samples)", 10)
+        whole(self.probe_dims, "probe_dims", 1)
         if self.optimizer not in ("adam", "sgd"):
-            raise InputError(f"--optimizer must be adam or sgd, got '{self.optimizer}'")
-        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
-            raise InputError(f"--threads must be an integer from 1 to {MAX_THREADS}, got {self.threads}")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InputError(f"--lr must be a positive number, got {self.lr}")
-        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
+        if self.threads is not None and not (isinstance(self.threads, int) and not isinstance(self.threads, bool)
+                                             and 1 <= self.threads <= MAX_THREADS):
+            raise InputError(f"--threads must be an integer from 1 to {MAX_THREADS}, got {self.threads!r}")
+        if self.lr is not None and not (isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
+                                        and 0 < self.lr <= MAX_LR):
+            raise InputError(f"--lr must be a positive number up to {MAX_LR:g}, got {self.lr!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise InputError(f"--seed must be an integer with 0 <= seed < 2**32, got {self.seed}")
+        if isinstance(self.delta, bool) or not isinstance(self.delta, (int, float)) or not 0 <= self.delta < 1:
+            raise InputError(f"delta (the accuracy gain that counts) must be a number from 0 to 1, got {self.delta!r}")
+        if not isinstance(self.device, str):
+            raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
     @property
     def learning_rate(self) -> float:
@@ -401,12 +418,16 @@ def probe(
 
     ``checkpoint``: a directory, None for the default run directory, or False for none.
     """
+    if not isinstance(config, ProbeConfig):
+        raise InputError(f"config must be a ProbeConfig, got {type(config).__name__}")
     config.check()
     threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    try:
-        return _probe(model, data, input, config, checkpoint, fresh, progress or _Silent())
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:  # training seeds torch's generators: the caller's random streams are left as they were
+        with torch.random.fork_rng(devices=gpus):
+            return _probe(model, data, input, config, checkpoint, fresh, progress or _Silent())
     finally:
         torch.set_num_threads(threads)
 
@@ -455,6 +476,8 @@ def _probe(model: Any, data: str | Path | DataSet, input: Sequence[int] | None, 
         extra = [n for n in (_context_note(ds.info, analysis.weighted_layers()),) if n]
         if run is not None and run.failed:
             extra.append(run.failed)
+        if run is not None:
+            extra += run.damaged.values()
         return ProbeResult(graph.name, graph.input_shape, ds.info, config.epochs, config.seed, str(device),
                            config.training_dict(), tuple(history), train_acc, test_acc, analysis.border_layer,
                            tuple(layers), v, complete, str(run.path) if run else None, tuple(notes + extra))

@@ -81,6 +81,7 @@ class RunDir:
         self.key = key
         self.describe = dict(describe)
         self.failed: str | None = None  # why checkpoints stopped being written, once they did
+        self.damaged: dict[str, str] = {}  # checkpoint files that could not be read: ignored, said in the notes
         what = f"the default checkpoint directory {path}" if default else f"--checkpoint {path}"
         check_writable(path, default=default)
         meta = self._read_meta()
@@ -101,9 +102,18 @@ class RunDir:
             return None
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None  # a damaged checkpoint is ignored and rewritten
-        return data if isinstance(data, dict) else None
+        except (OSError, ValueError) as exc:
+            self._damaged(p, exc)  # ignored and rewritten
+            return None
+        if not isinstance(data, dict):
+            self._damaged(p, ValueError("not a JSON object"))
+            return None
+        return data
+
+    def _damaged(self, path: Path, exc: BaseException) -> None:
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        self.damaged[str(path)] = (f"the checkpoint {path} could not be read ({why[:120]}): it was ignored, so this "
+                                   "part of the run was done again")
 
     def _clear(self) -> None:
         for name in _FILES:
@@ -123,7 +133,8 @@ class RunDir:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
         except (OSError, RuntimeError, KeyError, ValueError, TypeError, EOFError,
-                pickle.UnpicklingError):  # unreadable or from another torch: start over
+                pickle.UnpicklingError) as exc:  # unreadable or from another torch: start over
+            self._damaged(self.path / "model.pt", exc)
             return 0, []
         epoch = int(state["epoch"])
         history = [EpochRecord.from_dict(h) for h in meta.get("history", [])][:epoch]
@@ -173,7 +184,8 @@ class RunDir:
         try:
             rows = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else []
             return {r["name"]: LayerProbe.from_dict(r) for r in rows}
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self._damaged(p, exc)
             return {}
 
     def save_layers(self, probe_key: str, layers: Sequence[LayerProbe]) -> None:

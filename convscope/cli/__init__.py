@@ -8,6 +8,7 @@ Each command lives in its own module with ``register(subparsers)``; the modules 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import os
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 
 from convscope import __version__
 from convscope.errors import ConvscopeError, InputError
+from convscope.units import printable
 
 __all__ = ["main", "run", "build_parser"]
 
@@ -61,7 +63,33 @@ def build_parser() -> argparse.ArgumentParser:
 MIN_WIDTH = 20  # narrower, a table has no room for its columns
 
 
+class _ClosedStdout:
+    """``convscope ... >&-``: Python leaves sys.stdout None; writing to it is an error that says so."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "stdout is closed")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise OSError(errno.EBADF, "stdout is closed")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if sys.stdout is None:
+        sys.stdout = _ClosedStdout()  # type: ignore[assignment]
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # while the command's modules load, before it starts
+        print("convscope: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(list(argv) if argv is not None else None)
@@ -78,21 +106,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         if width is not None and width < MIN_WIDTH:
             raise InputError(f"--width must be at least {MIN_WIDTH} columns, got {width}")
         with _plain_warnings(args.command):
-            return int(args.handler(args))
+            status = int(args.handler(args))
+        sys.stdout.flush()  # a full disk or a closed stdout is reported here, not at exit
+        return status
     except ConvscopeError as exc:
-        print(f"convscope {args.command}: error: {exc}", file=sys.stderr)
+        print(f"convscope {args.command}: error: {printable(exc)}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         print(f"convscope {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `convscope ... | head`
         return 0
+    except OSError as exc:  # the system refused a write (stdout on a full disk or closed): not a bug
+        _drop_stdout()
+        where = f" {exc.filename}" if exc.filename else " to stdout"  # files convscope writes are InputErrors
+        print(f"convscope {args.command}: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # a bug in convscope, not in the input
         if os.environ.get("CONVSCOPE_DEBUG"):
             raise
         print(f"convscope {args.command}: internal error: {type(exc).__name__}: {exc}\n"
               "  (set CONVSCOPE_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
         return 3
+
+
+def _drop_stdout() -> None:
+    """Output that stdout could not take is dropped, so that Python's own flush at exit does not
+    report it a second time."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until exit
+        except OSError:
+            pass
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
@@ -105,16 +152,19 @@ def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse
 @contextmanager
 def _plain_warnings(command: str) -> Iterator[None]:
     """convscope's own warnings (an unreadable latency cache rebuilt, …) as one plain line on
-    stderr, every time; other libraries' warnings as Python shows them."""
+    stderr, once per command; other libraries' warnings as Python shows them."""
     from convscope.backends._cache import CacheWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", CacheWarning)
         default = warnings.showwarning
+        said: set[str] = set()
 
         def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
             if issubclass(category, CacheWarning):
-                print(f"convscope {command}: warning: {message}", file=sys.stderr)
+                if str(message) not in said:  # once per command, however many networks it predicts
+                    said.add(str(message))
+                    print(f"convscope {command}: warning: {printable(message)}", file=sys.stderr)
             else:
                 default(message, category, filename, lineno, file, line)
 

@@ -14,8 +14,9 @@ from rich.console import Console
 
 from convscope.api import parse_shape
 from convscope.errors import InputError
+from convscope.reports._text import plain
 
-__all__ = ["console", "check_output", "write_json", "shape_arg", "int_list_arg", "add_json_arg", "json_to_stdout", "emit"]
+__all__ = ["console", "check_output", "write_json", "shape_arg", "int_list_arg", "add_json_arg", "json_to_stdout", "emit", "write_all"]
 
 
 class _Console(Console):
@@ -32,7 +33,10 @@ class _Console(Console):
 def console(args: argparse.Namespace | None = None, *, stderr: bool = False) -> Console:
     width = getattr(args, "width", None) if args is not None else None
     # emoji=False: model names such as 'synthetic:scales:' must print as written, not as ⚖
-    return _Console(width=width, stderr=stderr, highlight=False, emoji=False)
+    con = _Console(width=width, stderr=stderr, highlight=False, emoji=False)
+    if width is None and con.width < 20:  # COLUMNS=5: as narrow as --width allows, not a garbled table
+        con.width = 20
+    return con
 
 
 def json_to_stdout(args: argparse.Namespace) -> bool:
@@ -153,13 +157,35 @@ def add_json_arg(p: argparse.ArgumentParser) -> None:
 def emit(result: Any, args: argparse.Namespace, render: Any, write_html: Any = None) -> None:
     """A command's result: JSON with ``--json``, an HTML file with ``--html`` (``write_html(result,
     path)``), and the terminal rendering (``render(result, console)``) unless JSON goes to stdout."""
-    if args.json:
-        write_json(result.to_dict(), args.json)
-    html = getattr(args, "html", None)
-    if html and write_html is not None:
+    html = getattr(args, "html", None) if write_html is not None else None
+    wrote: list[str] = []
+
+    def html_out() -> None:
         write_html(result, html)
-    if not json_to_stdout(args):
+        wrote.append(html)
+
+    def terminal() -> None:
         con = console(args)
         render(result, con)
-        if html:
-            con.print(f"wrote {html}")
+        for path in wrote:
+            con.print(plain(f"wrote {path}"))
+
+    write_all(args.json and (lambda: write_json(result.to_dict(), args.json)), html and html_out,
+              not json_to_stdout(args) and terminal)
+
+
+def write_all(*steps: Any) -> None:
+    """Every output a command was asked for (falsy steps are skipped): one that cannot be written
+    (a full disk) does not cost the others; its error is raised after them."""
+    failed: list[str] = []
+    done = 0
+    for step in steps:
+        if not step:
+            continue
+        try:
+            step()
+            done += 1
+        except InputError as exc:
+            failed.append(str(exc))
+    if failed:
+        raise InputError("; ".join(failed) + (" (the other outputs were written)" if done else ""))

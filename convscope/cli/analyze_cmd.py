@@ -6,9 +6,11 @@ import argparse
 import sys
 
 from convscope.api import analyze, analyze_resolutions
-from convscope.cli._common import add_json_arg, check_outputs, console, html_arg, int_list_arg, json_to_stdout, shape_arg, write_json, threads_arg
+from convscope.cli._common import add_json_arg, check_outputs, console, html_arg, int_list_arg, json_to_stdout, shape_arg, \
+    threads_arg, write_all, write_json
 from convscope.cli.calibrate_cmd import progress_bar
 from convscope.errors import InputError, NothingUsable
+from convscope.reports._text import plain
 from convscope.reports.terminal import render_analysis
 from convscope.results import SCHEMA_VERSION, Analysis
 
@@ -84,26 +86,36 @@ def run(args: argparse.Namespace) -> int:
         raise NothingUsable(f"{args.model}: every layer that computes something is an op convscope does not know")
     asked = [f"--{k} {v}" for k, v in (("backend", args.backend), ("threads", args.threads),
                                        ("dtype", None if args.dtype == "fp32" else args.dtype)) if v is not None]
+    if args.threads is not None and args.device not in (None, "local"):
+        print(f"convscope analyze: note: --threads {args.threads} is for this machine's calibration; the profile "
+              f"{args.device} is a whole device and has no thread count", file=sys.stderr)
     if asked and args.device is None and all(r.latency is None for r in results):  # said, not silently dropped
         why = f"this machine is not calibrated for it (run `convscope calibrate {' '.join(asked)}`)"
         if args.backend == "cuda" and not _has_cuda():
             why = "this machine has no CUDA device to calibrate"
         print(f"convscope analyze: note: no latency prediction for {' '.join(asked)}: {why}, or give a profile "
               "with --device", file=sys.stderr)
-    if args.json:
+    def json_out() -> None:
         data = results[0].to_dict() if len(results) == 1 else {  # the wrapper for several resolutions
             "schema_version": SCHEMA_VERSION, "results": [r.to_dict() for r in results]}
         write_json(data, args.json)
-    if args.html:
+
+    wrote: list[str] = []
+
+    def html_out() -> None:
         from convscope.reports.html import write_analysis_html
 
         write_analysis_html(results, args.html)
-    if not json_to_stdout(args):
+        wrote.append(args.html)
+
+    def terminal() -> None:
         con = console(args)
         for r in results:
             render_analysis(r, con, all_layers=args.all)
-        if args.html:
-            con.print(f"wrote {args.html}")
+        for path in wrote:
+            con.print(plain(f"wrote {path}"))
+
+    write_all(args.json and json_out, args.html and html_out, not json_to_stdout(args) and terminal)
     return 0
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from convscope.analyses.latency import CALIBRATED_DTYPES
 from convscope.cli._common import add_json_arg, check_output, console, json_to_stdout, shape_arg, threads_arg, write_json
 from convscope.errors import InputError, NothingUsable
+from convscope.reports._text import esc, plain
 from convscope.units import plural
 
 HELP = "time each unique layer configuration on this machine, for the local latency tier"
@@ -104,6 +105,10 @@ def progress_bar(enabled: bool = True, log: str | None = None) -> Iterator[Calla
 
 def _graphs(args: argparse.Namespace) -> list | None:  # type: ignore[type-arg]
     if not args.models:
+        if args.input is not None:
+            raise InputError(f"--input {args.input} applies to the MODELs given, and none is: without one, calibrate "
+                             "times the zoo's layers at the sizes it needs (give MODEL --input C,H,W to time a model "
+                             "at another size)")
         return None
     from convscope.analyses._plan_parse import is_plan_file
     from convscope.analyses.deployment import plan_graphs
@@ -157,7 +162,7 @@ def _render(r, con) -> None:  # type: ignore[no-untyped-def]
     con.print(f"  {r.kernels} unique layer configurations: {r.measured} measured now, {r.cached} already cached"
               + (" — the measured ones are kept" if r.interrupted else "") + f" ({r.elapsed_s:.1f} s in all)")
     for name, why in r.failed[:10]:
-        con.print(f"  [yellow]not measured[/yellow] {name}: {why}")
+        con.print(f"  [yellow]not measured[/yellow] {esc(name)}: {esc(why)}")
     cal = r.calibration
     if cal is None and r.interrupted:
         con.print("  per-network overhead: [yellow]not fitted[/yellow] (interrupted): analyze gives no local latency "
@@ -173,9 +178,9 @@ def _render(r, con) -> None:  # type: ignore[no-untyped-def]
             for c in ("network", "measured", "predicted", "error"):
                 t.add_column(c, justify="left" if c == "network" else "right")
             for name, m, p in cal.networks:
-                t.add_row(name[:60], f"{m:.2f} ms", f"{p:.2f} ms", f"{100 * (p - m) / m:+.1f}%")
+                t.add_row(plain(name[:60]), f"{m:.2f} ms", f"{p:.2f} ms", f"{100 * (p - m) / m:+.1f}%")
             con.print(t)
-    con.print(f"  cache: {r.cache}")
+    con.print(f"  cache: {esc(r.cache)}")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -195,7 +200,7 @@ def _list(args: argparse.Namespace) -> int:
             args.json)
         return 0
     con = console(args)
-    t = Table(title=f"calibrations in {path}", title_justify="left", header_style="bold")
+    t = Table(title=f"calibrations in {esc(path)}", title_justify="left", header_style="bold")
     for col in ("device", "backend", "threads", "dtype", "created"):
         t.add_column(col)
     for desc, b, th, dt, created in rows:
@@ -206,7 +211,7 @@ def _list(args: argparse.Namespace) -> int:
         kept = open_store(path).count_layers() if path.exists() else 0
         more = (f" ({plural(kept, 'layer timing')} kept from an unfinished run: calibrating again reuses them)"
                 if kept else "")
-        con.print(f"no calibrations in {path}{more}: run `convscope calibrate`")
+        con.print(f"no calibrations in {esc(path)}{more}: run `convscope calibrate`")
     return 0
 
 

@@ -9,6 +9,7 @@ from rich.table import Table
 from convscope.cli._common import add_json_arg, check_output, console, json_to_stdout, positive_float, shape_arg, write_json
 from convscope.cli.calibrate_cmd import add_runtime_args, progress_bar
 from convscope.errors import InputError
+from convscope.reports._text import esc, plain
 from convscope.units import fmt_ms, plural
 
 HELP = "measure real latency: median and spread over repeated runs, with the thread count"
@@ -82,13 +83,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _render(m, con) -> None:  # type: ignore[no-untyped-def]
-    con.print(f"[bold]{m.model}[/bold] · input {'×'.join(map(str, m.input))} · batch {m.batch} · {m.dtype} · "
+    con.print(f"[bold]{esc(m.model)}[/bold] · input {'×'.join(map(str, m.input))} · batch {m.batch} · {m.dtype} · "
               f"{m.backend} · {plural(m.threads, 'thread')} · {m.device}")
     spread = f"p10 {fmt_ms(m.p10_ms)} – p90 {fmt_ms(m.p90_ms)}"
     extra = f"; {m.disturbed_runs} disturbed runs set aside" if m.disturbed_runs and not m.interference else ""
     con.print(f"  median [bold]{fmt_ms(m.median_ms)}[/bold] ({spread}) over {m.runs} runs{extra}")
     for n in m.notes:
-        con.print(f"  [yellow]note:[/yellow] {n}")
+        con.print(f"  [yellow]note:[/yellow] {esc(n)}")
 
 
 def _plan(args: argparse.Namespace, kw: dict) -> int:  # type: ignore[type-arg]
@@ -104,22 +105,22 @@ def _plan(args: argparse.Namespace, kw: dict) -> int:  # type: ignore[type-arg]
     if json_to_stdout(args):
         return status
     con = console(args)
-    t = Table(title=f"{pm.plan} — measured, input {'×'.join(map(str, pm.input))}", title_justify="left",
+    t = Table(title=f"{esc(pm.plan)} — measured, input {'×'.join(map(str, pm.input))}", title_justify="left",
               header_style="bold")
     for c in ("candidate", "network", "median", "p10 – p90", "runs", "threads"):
         t.add_column(c, justify="right" if c in ("median", "runs", "threads") else "left")
     for cand, role, ref, m in pm.networks:
-        t.add_row(cand, f"{role}: {ref}", fmt_ms(m.median_ms), f"{fmt_ms(m.p10_ms)} – {fmt_ms(m.p90_ms)}",
+        t.add_row(plain(cand), plain(f"{role}: {ref}"), fmt_ms(m.median_ms), f"{fmt_ms(m.p10_ms)} – {fmt_ms(m.p90_ms)}",
                   str(m.runs), str(m.threads))
     con.print(t)
     for name, kind, ms, lo, hi in pm.candidates:
         if ms is None:
-            con.print(f"  {name} ({kind}): not measured (interrupted)")
+            con.print(f"  {esc(name)} ({kind}): not measured (interrupted)")
         else:
-            con.print(f"  {name} ({kind}): {fmt_ms(ms)} per frame (p10 {fmt_ms(lo)} – p90 {fmt_ms(hi)})")
+            con.print(f"  {esc(name)} ({kind}): {fmt_ms(ms)} per frame (p10 {fmt_ms(lo)} – p90 {fmt_ms(hi)})")
     notes = dict.fromkeys(f"{ref}: {n}" for _, _, ref, m in pm.networks for n in m.notes)  # each network once
     for n in notes:
-        con.print(f"  [yellow]note:[/yellow] {n}")
+        con.print(f"  [yellow]note:[/yellow] {esc(n)}")
     if pm.interrupted:
         con.print("  [yellow]interrupted:[/yellow] the networks measured so far are shown; the rest were not timed")
     return status

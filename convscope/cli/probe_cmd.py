@@ -8,6 +8,7 @@ from typing import Any
 
 from convscope.cli._common import add_json_arg, check_outputs, console, html_arg, json_to_stdout, positive_float, shape_arg, write_json, threads_arg
 from convscope.errors import InputError
+from convscope.reports._text import plain
 
 HELP = "train briefly and check the predicted border with saturation and linear probes"
 DESCRIPTION = """\
@@ -87,7 +88,7 @@ def _output(result: Any, args: argparse.Namespace) -> list[str]:
         con = console(args)
         render_probe(result, con)
         if wrote_html:
-            con.print(f"wrote {args.html}")
+            con.print(plain(f"wrote {args.html}"))
     for message in failed:
         print(f"convscope probe: error: {message}", file=sys.stderr)
     return failed

@@ -98,11 +98,30 @@ def _conv1d(c: Call, m: nn.Conv1d) -> Any:
 @_mod(nn.ConvTranspose1d, nn.ConvTranspose2d)
 def _conv_t(c: Call, m: nn.ConvTranspose1d | nn.ConvTranspose2d) -> Any:
     one = isinstance(m, nn.ConvTranspose1d)
-    if c.arg(1, "output_size", None) is not None:
-        raise Unsupported(f"{type(m).__name__} called with output_size")
+    x = c.tensor()
+    size = c.arg(1, "output_size", None)
+    extra = m.output_padding if size is None else _output_padding(m, x, size)
     return _call(c, "conv_transpose1d" if one else "conv_transpose2d",
-                 (c.tensor(), _param(c, m, "weight"), _param(c, m, "bias"), m.stride, m.padding, m.output_padding,
-                  m.groups, m.dilation))
+                 (x, _param(c, m, "weight"), _param(c, m, "bias"), m.stride, m.padding, extra, m.groups, m.dilation))
+
+
+def _output_padding(m: nn.ConvTranspose1d | nn.ConvTranspose2d, x: Any, size: Any) -> tuple[int, ...]:
+    """``up(x, output_size=…)`` (a U-Net decoder matching its skip connection): the output padding
+    that gives that size, as PyTorch chooses it; a size no output padding reaches is refused."""
+    dims = len(m.kernel_size)
+    if isinstance(size, TVal) or not isinstance(size, (list, tuple)) or len(size) < dims \
+            or not all(isinstance(v, int) for v in size[-dims:]):
+        raise Unsupported(f"{type(m).__name__} called with output_size={size!r} (sizes known at capture only)")
+    spatial = x.shape[-dims:]
+    out: list[int] = []
+    for i, want in enumerate(size[-dims:]):
+        s, p, k, d = m.stride[i], m.padding[i], m.kernel_size[i], m.dilation[i]  # type: ignore[index]
+        least = (spatial[i] - 1) * s - 2 * p + d * (k - 1) + 1
+        if not least <= want < least + s:
+            raise Unsupported(f"{type(m).__name__}: output_size {list(size)} cannot be reached from {list(x.shape)} "
+                              f"(sizes {least}..{least + s - 1} on axis {i})")
+        out.append(want - least)
+    return tuple(out)
 
 
 @_mod(nn.Linear)

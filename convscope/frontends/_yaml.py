@@ -33,13 +33,36 @@ class _Loader(_Base):  # type: ignore[misc, valid-type]
     whose specialists are ``on`` and ``off``, a candidate named ``no``)."""
 
 
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
-                              list("-+0123456789."))
+_INT, _FLOAT, _BOOL = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool"
+# YAML 1.2's core schema: PyYAML's 1.1 resolvers for booleans, numbers and dates are replaced (010 is
+# ten, not octal eight; 1_0, 0b1010 and 1:30 are words; 2024-01-01 is a word, not a date)
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in entries if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, rx) for tag, rx in entries if tag not in (_INT, _FLOAT, _BOOL, "tag:yaml.org,2002:timestamp")]
     for first, entries in _Loader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_INT_RX = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_Loader.add_implicit_resolver(_INT, _INT_RX, list("-+0123456789"))
+_Loader.add_implicit_resolver(_FLOAT, re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+MAX_FILE_BYTES = 16 * 2**20  # a spec or plan is a few KB
+MAX_VALUES = 200_000  # aliases expanded: a spec or plan has a few thousand values; more is a bomb
+
+
+def _int(node: yaml.ScalarNode, file: str) -> int:
+    """An int in YAML 1.2's core schema (PyYAML's constructor reads 010 as octal)."""
+    text = node.value
+    try:
+        if text.startswith("0o"):
+            return int(text[2:], 8)
+        if text.startswith("0x"):
+            return int(text[2:], 16)
+        return int(text, 10)
+    except ValueError:  # an explicit !!int tag on something else
+        line, col = _pos(node)
+        raise SpecError(f"invalid YAML value: {text!r} is not an integer", file=file, line=line, column=col) from None
+
+
 _SCALARS = yaml.SafeLoader("")
 
 
@@ -91,7 +114,13 @@ def _pos(node: yaml.Node) -> Mark:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _convert(node: yaml.Node, file: str, active: frozenset[int] = frozenset()) -> Any:
+def _convert(node: yaml.Node, file: str, active: frozenset[int] = frozenset(), count: list[int] | None = None) -> Any:
+    count = count if count is not None else [0]
+    count[0] += 1
+    if count[0] > MAX_VALUES:  # aliases of aliases: a few hundred bytes can name billions of values
+        line, col = _pos(node)
+        raise SpecError(f"YAML aliases (*name) expand to more than {MAX_VALUES:,} values: write the file without "
+                        "nested aliases", file=file, line=line, column=col)
     if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
         if id(node) in active:  # an alias inside the very thing it names (&l [..., *l])
             line, col = _pos(node)
@@ -101,8 +130,19 @@ def _convert(node: yaml.Node, file: str, active: frozenset[int] = frozenset()) -
     if isinstance(node, yaml.MappingNode):
         out = YMap()
         out.mark = _pos(node)
+        merged: list[tuple[Any, Any, Mark, Mark]] = []
         for knode, vnode in node.value:
-            key = _convert(knode, file, active)
+            if knode.tag == "tag:yaml.org,2002:merge":  # <<: *defaults (or a list of them): keys written out win
+                sources = vnode.value if isinstance(vnode, yaml.SequenceNode) else [vnode]
+                for src in sources:
+                    got = _convert(src, file, active, count)
+                    if not isinstance(got, YMap):
+                        line, col = _pos(src)
+                        raise SpecError("a merge key (<<) takes a mapping or a list of mappings", file=file,
+                                        line=line, column=col)
+                    merged += [(k, v, got.kmark(k), got.vmark(k)) for k, v in got.items()]
+                continue
+            key = _convert(knode, file, active, count)
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 line, col = _pos(knode)
                 raise SpecError("a key must be a plain value", file=file, line=line, column=col)
@@ -111,17 +151,23 @@ def _convert(node: yaml.Node, file: str, active: frozenset[int] = frozenset()) -
                 first = out.key_marks[key][0]
                 raise SpecError(f"duplicate key '{key}' (first given on line {first})", file=file,
                                 line=line, column=col)
-            out[key] = _convert(vnode, file, active)
+            out[key] = _convert(vnode, file, active, count)
             out.key_marks[key] = _pos(knode)
             out.value_marks[key] = _pos(vnode)
+        for k, v, km, vm in merged:
+            if k not in out:
+                out[k] = v
+                out.key_marks[k], out.value_marks[k] = km, vm
         return out
     if isinstance(node, yaml.SequenceNode):
         seq = YList()
         seq.mark = _pos(node)
         for item in node.value:
-            seq.append(_convert(item, file, active))
+            seq.append(_convert(item, file, active, count))
             seq.marks.append(_pos(item))
         return seq
+    if node.tag == _INT:
+        return _int(node, file)
     return _SCALARS.construct_object(node, deep=True)
 
 
@@ -133,7 +179,12 @@ def read_text_file(path: str | os.PathLike[str], kind: str) -> str:
         raise SpecError(f"no such {kind} file" if kind != "spec" else "no such file", file=str(path))
     if p.is_dir():
         raise SpecError(f"is a directory, not a {kind} file", file=str(path))
+    if not p.is_file():  # /dev/zero, a FIFO: reading would never end
+        raise SpecError(f"not a regular file: a {kind} file must be a file", file=str(path))
     try:
+        if p.stat().st_size > MAX_FILE_BYTES:
+            raise SpecError(f"{p.stat().st_size:,} bytes: too big for a {kind} file (at most {MAX_FILE_BYTES:,})",
+                            file=str(path))
         data = p.read_bytes()
     except OSError as exc:
         raise SpecError(f"cannot read: {exc}", file=str(path)) from None

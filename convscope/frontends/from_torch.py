@@ -58,6 +58,28 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
             m.training = training
 
 
+@contextmanager
+def _buffers_kept(module: nn.Module) -> Iterator[None]:
+    """Capture runs the module's own forward: a forward that updates its buffers (a step counter, an
+    EMA, ``self.n += 1`` or ``self.n = self.n + 1``) must leave the user's model as it was."""
+    saved = [(m, dict(m._buffers), {k: b.detach().clone() for k, b in m._buffers.items() if b is not None})
+             for m in module.modules()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, refs, data in saved:
+                if isinstance(m._buffers, dict):  # a TorchScript module's is a wrapper: its values only
+                    m._buffers.clear()
+                    m._buffers.update(refs)
+                for k, b in data.items():
+                    t = refs[k]
+                    if t is not None and (t.shape != b.shape or not torch.equal(t, b)):
+                        if t.shape != b.shape:
+                            t.resize_(b.shape)
+                        t.copy_(b)
+
+
 CAPTURES = ("auto", "fx", "eager")
 _DTYPE_FLAGS = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.int8: "int8"}
 
@@ -77,7 +99,7 @@ def graph_from_module(module: nn.Module, shape: Sequence[int], *, name: str | No
     if isinstance(module, torch.jit.ScriptModule):
         return _from_torchscript(module, dims, name)
     notes: list[str] = []
-    with _eval_mode(module), torch.no_grad():
+    with _eval_mode(module), _buffers_kept(module), torch.no_grad():
         notes += _materialise(module, dims, name)
         lo = _lowering(module, name)
         try:
@@ -171,7 +193,7 @@ def _from_torchscript(module: torch.jit.ScriptModule, dims: tuple[int, ...], nam
     except ImportError:
         raise InputError(f"{name}: a TorchScript module is read through its ONNX export, which needs the onnx "
                          "package: pip install 'convscope[onnx]' (or pass the module before torch.jit)") from None
-    with tempfile.TemporaryDirectory() as tmp, _eval_mode(module), torch.no_grad():
+    with tempfile.TemporaryDirectory() as tmp, _eval_mode(module), _buffers_kept(module), torch.no_grad():
         path = Path(tmp) / f"{name}.onnx"
         try:
             with warnings.catch_warnings():
@@ -211,14 +233,24 @@ def _param_notes(lo: Lowering) -> tuple[list[str], int]:
 
 # -- factories -------------------------------------------------------------------------------------
 def graph_from_factory(modpath_or_file: str, fn_name: str, shape: Sequence[int] | None) -> Graph:
+    """The module a factory returns, as a Graph (see :func:`_from_factory`); what the user's code
+    prints while it is imported, called and captured goes to stderr (stdout carries ``--json -``)."""
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):
+        return _from_factory(modpath_or_file, fn_name, shape)
+
+
+def _from_factory(modpath_or_file: str, fn_name: str, shape: Sequence[int] | None) -> Graph:
     """``module.path:factory`` (imported) or ``file.py:factory`` (loaded from the file, relative to
     the working directory): call the factory with no arguments and capture the module it returns.
     The name may also be an ``nn.Module`` instance the file builds at import (``net = Net()``): that
     module is captured as it is, not called.  Importing runs the user's code; nothing is unpickled."""
     ref = f"{modpath_or_file}:{fn_name}"
     if shape is None:
-        raise InputError(f"{ref}: a PyTorch model needs --input C,H,W (the channels and size it takes; C,L for a "
-                         "model on signals; for analyze --res, the resolutions then replace H and W)")
+        raise InputError(f"{ref}: a PyTorch model needs --input C,H,W (input=(C, H, W) in Python: the channels "
+                         "and size it takes; C,L for a model on signals; for analyze --res, the resolutions then "
+                         "replace H and W)")
     dims = _check_shape(shape, ref)
     pymod = _import(modpath_or_file, ref)
     factory = getattr(pymod, fn_name, None)

@@ -12,6 +12,8 @@ from rich.table import Table
 from convscope.analyses.deployment import Comparison
 from convscope.errors import InputError
 from convscope.reports._svg import bar_chart
+from convscope.reports._text import esc as tesc
+from convscope.reports._text import plain
 from convscope.reports.html import _Raw, analysis_section, esc, page, table
 from convscope.reports.terminal import table_layout
 from convscope.units import fmt_count, fmt_mb, fmt_ms
@@ -25,7 +27,7 @@ NARROW = 120  # below this many columns the tables drop what the verdict and the
 def render_comparison(cmp: Comparison, console: Console) -> None:
     measured = any(c.measured_ms is not None for c in cmp.candidates)
     narrow, box_kw = table_layout(console, NARROW)
-    t = Table(title=f"{cmp.plan} — input {'×'.join(map(str, cmp.input))}, device {cmp.device} ({cmp.tier} prediction"
+    t = Table(title=f"{tesc(cmp.plan)} — input {'×'.join(map(str, cmp.input))}, device {tesc(cmp.device)} ({cmp.tier} prediction"
                     f"{', ' + cmp.backend if cmp.backend else ''}{f', batch {cmp.batch}' if cmp.batch != 1 else ''})",
               title_justify="left", header_style="bold", **box_kw)
     cols = [("candidate", False), ("kind", False), ("MACs/frame", True), ("expected", True), ("band", True),
@@ -48,15 +50,15 @@ def render_comparison(cmp: Comparison, console: Console) -> None:
         if measured:
             row.append(fmt_ms(c.measured_ms) if c.measured_ms is not None else "-")
         style = "bold green" if c.name == v.best else ("yellow" if c.name in v.tied_with else None)
-        t.add_row(*(row[i] for i in keep), style=style)
+        t.add_row(*(plain(row[i]) for i in keep), style=style)
     console.print(t)
     if narrow:  # one line per network: a seven-column table does not fit
         console.print("[bold]networks at the plan's input[/bold]")
         for c in cmp.candidates:
             for net in c.networks:
                 a = net.analysis
-                console.print(f"  {c.name} · {net.role} · {net.ref}: {fmt_count(a.totals.macs)} MACs, {fmt_ms(net.ms)}, "
-                              f"border {a.border_layer or 'none'}, unproductive {100 * a.unproductive_share[0]:.0f}%/"
+                console.print(f"  {tesc(c.name)} · {net.role} · {tesc(net.ref)}: {fmt_count(a.totals.macs)} MACs, {fmt_ms(net.ms)}, "
+                              f"border {tesc(a.border_layer or 'none')}, unproductive {100 * a.unproductive_share[0]:.0f}%/"
                               f"{100 * a.unproductive_share[1]:.0f}% (params/MACs)", highlight=False)
     else:
         n = Table(title="networks at the plan's input", title_justify="left", header_style="bold")
@@ -65,15 +67,16 @@ def render_comparison(cmp: Comparison, console: Console) -> None:
         for c in cmp.candidates:
             for net in c.networks:
                 a = net.analysis
-                n.add_row(c.name, net.role, net.ref, fmt_count(a.totals.macs), fmt_ms(net.ms), a.border_layer or "none",
-                          f"{100 * a.unproductive_share[0]:.0f}% / {100 * a.unproductive_share[1]:.0f}%")
+                n.add_row(*map(plain, (c.name, net.role, net.ref, fmt_count(a.totals.macs), fmt_ms(net.ms),
+                                       a.border_layer or "none",
+                                       f"{100 * a.unproductive_share[0]:.0f}% / {100 * a.unproductive_share[1]:.0f}%")))
         console.print(n)
     console.print("[bold]verdict[/bold]")
     for r in v.reasons:
-        console.print(f"  • {r}")
+        console.print(plain(f"  • {r}"))
     for c in cmp.candidates:
         for note in c.notes:
-            console.print(f"  note ({c.name}): {note}")
+            console.print(plain(f"  note ({c.name}): {note}"))
 
 
 def _anchors(cmp: Comparison) -> dict[tuple[int, int], str]:

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convscope.probe.results import CAPPED_NOTE, LayerProbe, ProbeResult
+from convscope.reports._text import plain
 from convscope.reports.terminal import table_layout
 from convscope.units import fmt_rf
 
@@ -69,7 +70,7 @@ def render_probe(r: ProbeResult, console: Console) -> None:
              f"{d.ref} ({d.train} train / {d.test} test images, {len(d.classes)} classes)")
     # User text (paths, synthetic:scales…) goes in as Text, so rich reads no markup or :emoji: codes in it.
     narrow, kw = table_layout(console)
-    t = Table(title=Text(title), title_justify="left", header_style="bold", **kw)
+    t = Table(title=plain(title), title_justify="left", header_style="bold", **kw)
     cols = (("layer", "left"), ("op", "left"), ("rf min", "right"), ("rf/R", "right"), ("width", "right"),
             ("saturation", "right"), ("probe acc", "right"), ("probe", "left"), ("", "left"))
     keep = [i for i, (col, _) in enumerate(cols) if not (narrow and col in ("op", "probe"))]
@@ -79,7 +80,7 @@ def render_probe(r: ProbeResult, console: Console) -> None:
                      overflow="fold" if col in ("layer", "") else "ellipsis", no_wrap=narrow and col not in ("layer", ""))
     for row in r.layers:
         mark, style = _mark(row, r.border_layer)
-        cells = (Text(row.name), row.op, _rf(row), _num(row.rf_ratio, "{:.2f}"), str(row.width),
+        cells = (plain(row.name), row.op, _rf(row), _num(row.rf_ratio, "{:.2f}"), str(row.width),
                  _saturation(row), _num(row.probe_accuracy), _bar(row.probe_accuracy), Text(mark))
         t.add_row(*(cells[i] for i in keep), style=style)
     console.print(t)
@@ -98,7 +99,7 @@ def render_probe(r: ProbeResult, console: Console) -> None:
         line.append(f"; probes stop improving at {v.plateau_layer}")
     console.print(line)
     for reason in v.reasons:
-        console.print(Text(f"  {reason}"))
+        console.print(plain(f"  {reason}"))
     for note in r.notes:
         console.print(Text(f"note: {note}", style="dim"))
     if not r.complete:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from convscope.analyses.advice import Advice, Suggestion
+from convscope.reports._text import esc as escape
+from convscope.reports._text import plain
 from convscope.reports.terminal import render_caveats, table_layout
 from convscope.results import Analysis
 from convscope.units import fmt_count, fmt_ms, fmt_rf, fmt_share
@@ -85,7 +86,7 @@ def _narrow_table(adv: Advice, has_ms: bool, kw: dict[str, object]) -> Table:
 def _title(adv: Advice) -> str:
     shape = "×".join(map(str, adv.input))
     by = "predicted ms" if adv.sorted_by == "ms" else "MACs"
-    return f"suggest: {adv.model} — input {shape}; sorted by {by} saved"
+    return f"suggest: {escape(adv.model)} — input {shape}; sorted by {by} saved"
 
 
 def _table(adv: Advice, has_ms: bool) -> Table:
@@ -115,7 +116,7 @@ def render_advice(adv: Advice, console: Console, *, written: dict[str, Path] | N
     console.print(_narrow_table(adv, has_ms, kw) if narrow else _table(adv, has_ms))
     if has_ms and adv.base.latency is not None:
         lat = adv.base.latency
-        console.print(Text(f"latency: tier {lat.tier} · {lat.device} · {lat.backend} · batch {lat.batch}"))
+        console.print(plain(f"latency: tier {lat.tier} · {lat.device} · {lat.backend} · batch {lat.batch}"))
     if adv.latency_note:
         console.print(Text(adv.latency_note, style="dim"))
     for w in adv.depth.warnings:
@@ -127,7 +128,7 @@ def render_advice(adv: Advice, console: Console, *, written: dict[str, Path] | N
             line.append(s.explanation)
             console.print(line)
             for n in s.notes:
-                console.print(Text(f"   note: {n}"))
+                console.print(plain(f"   note: {n}"))
             if s.refused:
                 console.print(Text(f"   refused: {s.refused}", style="red"))
     if adv.not_applicable:

@@ -10,7 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from convscope.results import Analysis, LayerRow
-from convscope.units import fmt_bytes, fmt_count, fmt_jump, fmt_ms, fmt_pair, fmt_rf, fmt_share, plural
+from convscope.reports._text import esc, plain
+from convscope.units import fmt_bytes, fmt_count, fmt_jump, fmt_ms, fmt_pair, fmt_rf, fmt_share, plural, printable
 
 __all__ = ["render_analysis", "render_zoo_list", "MAIN_OPS"]
 
@@ -63,7 +64,7 @@ def table_layout(console: Console, narrow_below: int = NARROW) -> tuple[bool, di
 
 def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) -> None:
     has_ms = a.latency is not None
-    title = f"{a.model} — input {'×'.join(map(str, a.input))}, {a.dtype}, batch {a.batch}"
+    title = f"{esc(a.model)} — input {'×'.join(map(str, a.input))}, {a.dtype}, batch {a.batch}"
     narrow, kw = table_layout(console)
     t = Table(title=title, title_justify="left", show_lines=False, header_style="bold", **kw)
     if narrow:  # 80 columns: op and kernel share a column, rf min–max one, no jump, short marks
@@ -108,7 +109,7 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
         rows = [([_wrap_path(row[0], width), *row[1:]], style) for row, style in rows]
         t.columns[0].min_width = max(len(line) for row, _ in rows for line in row[0].split("\n"))
     for row, style in rows:
-        t.add_row(*row, style=style)
+        t.add_row(*(plain(c) for c in row), style=style)
     console.print(t)
     tot = a.totals
     console.print(
@@ -121,10 +122,10 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
         threads = f", {plural(lat.threads, 'thread')}" if lat.threads else ""
         console.print(
             f"[bold]latency[/bold] {fmt_ms(lat.ms)} (band {fmt_ms(lat.low_ms)} – {fmt_ms(lat.high_ms)}) · "
-            f"tier {lat.tier} · {lat.device} · {lat.backend}{threads} · batch {lat.batch}"
+            f"tier {lat.tier} · {esc(lat.device)} · {lat.backend}{threads} · batch {lat.batch}"
         )
         for note in lat.notes:
-            console.print(f"  note: {note}")
+            console.print(plain(f"  note: {note}"))
     lo, hi = a.feasible_resolution
     n_un = len(a.unproductive_layers())
     summary = Text()
@@ -138,7 +139,7 @@ def render_analysis(a: Analysis, console: Console, *, all_layers: bool = False) 
         signal = a.resolution[0] == 1 < a.resolution[1]  # a 1xL signal: its length is what is seen
         none = ("none (no layer's rf_min exceeds the input's length)" if signal
                 else "none (no layer's rf_min exceeds the input on both axes)")
-    summary.append(a.border_layer or none, style="yellow" if a.border_layer else None)
+    summary.append(printable(a.border_layer) if a.border_layer else none, style="yellow" if a.border_layer else None)
     summary.append(f"; {n_un} unproductive layer{'s' if n_un != 1 else ''}")
     if n_un:
         summary.append(f" holding {fmt_share(a.unproductive_share[0])} of params and "
@@ -158,10 +159,10 @@ def render_caveats(a: Analysis, console: Console) -> None:
     if lo is not None and hi is not None and lo > hi:
         console.print("  (no resolution is both free of unproductive layers and fully seen by the last layer)")
     for note in a.notes:
-        console.print(Text(f"note: {note}"))
+        console.print(plain(f"note: {note}"))
     if a.unknown_ops:
         console.print(f"[magenta]{len(a.unknown_ops)} unknown op(s)[/magenta]: "
-                      + ", ".join(f"{n} ({t})" for n, t in a.unknown_ops)
+                      + esc(", ".join(f"{n} ({t})" for n, t in a.unknown_ops))
                       + " — their cost is not counted and receptive fields after them are unknown")
 
 

@@ -29,8 +29,11 @@ DEFAULT_OPS = "-".join(["3"] * 22)
 
 
 def parse_ops(ops: str) -> list[str]:
-    parts = ops.replace(" ", "-").split("-") if ops else []
-    parts = [p for p in parts if p]
+    text = ops.strip() if ops else ""
+    parts = text.split() if " " in text else text.split("-") if text else []
+    if "" in parts:  # '0--1', '-1-0…' (a minus sign), a trailing '-': not a list of 22 choices
+        raise InputError(f"FBNet block choices are joined by single '-': {ops!r} has an empty one at position "
+                         f"{parts.index('') + 1}")
     if len(parts) != 22:
         raise InputError(f"FBNet needs 22 block choices, got {len(parts)} in {ops!r}")
     out = []
