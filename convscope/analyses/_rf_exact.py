@@ -361,3 +361,70 @@ def supports(ex: Exact, node: Node, axis: int, period: int) -> tuple[int, int] |
     if not got_all:
         return None
     return min(g[0] for g in got_all), max(g[1] for g in got_all)
+
+
+Affine = tuple[int, int, int, int]  # (J, A, B, W): positions lo..hi read J·lo+A .. J·hi+B, narrowest path J·(hi-lo)+W
+
+
+def _affine(fn: Map) -> tuple[int, int, int] | None:
+    """(s, a, b) when ``fn`` maps lo..hi to s·lo+a .. s·hi+b for every interval (a conv, a pool, a pad,
+    an elementwise op); None otherwise (a resampler: its ends are floors of fractions)."""
+    base = fn(0, 0)
+    if base is None:
+        return None
+    a, b = base
+    one = fn(1, 1)
+    if one is None or one[0] - a != one[1] - b or one[0] - a < 1:
+        return None
+    s = one[0] - a
+    for lo, hi in ((3, 10), (-7, -2), (-5, 6), (11, 11)):
+        if fn(lo, hi) != (s * lo + a, s * hi + b):
+            return None
+    return s, a, b
+
+
+def shifted_supports(ex: Exact, names: set[str], axis: int) -> dict[str, tuple[int, int]]:
+    """(narrowest path, hull) of the nodes ``names`` along image axis ``axis``, carried forward in
+    one pass where every op on the way maps intervals affinely (convolutions, pools, pads,
+    elementwise ops and merges of paths with one jump): the paths' offsets (their centres apart: a
+    2×2 average pool beside a padded 3×3 conv) then make the hull, the same for every position.  A
+    node whose paths pass anything else (a resampler, a seam, a map of fixed size, paths whose jumps
+    differ, a layout change) is left out: :func:`supports` follows it position by position.  What
+    :meth:`Exact.back` finds for each probe, without walking the graph back once per node."""
+    g = ex.g
+    memo: dict[str, Affine | None] = {}
+    out: dict[str, tuple[int, int]] = {}
+    last = max((g.position(n) for n in names), default=-1)
+    for node in g.nodes[:last + 1]:
+        memo[node.name] = got = _forward(ex, node, axis, memo)
+        if got is not None and node.name in names:
+            out[node.name] = (got[3], got[2] - got[1] + 1)
+    return out
+
+
+def _forward(ex: Exact, node: Node, axis: int, memo: dict[str, Affine | None]) -> Affine | None:
+    if node.op is OpKind.INPUT:
+        return 1, 0, 0, 1
+    k = ex._axis(node, axis)
+    if k is None or k == -1 or node.name in ex.sized or node.name in ex.drift or node.name in ex.resized:
+        return None
+    if node.op is OpKind.CONCAT and node.attrs.axis == node.out.spatial_axes[k]:  # type: ignore[union-attr]
+        return None  # a seam: which piece a window reads depends on the position
+    key = (node.name, k)
+    maps = ex._maps.get(key)
+    if maps is None:
+        maps = ex._maps[key] = ex._build(node, k)
+    got: list[Affine] = []
+    for src, fn in maps:
+        before = memo.get(src)
+        if fn is None or before is None:
+            return None
+        lin = _affine(fn)
+        if lin is None:
+            return None
+        s, a, b = lin
+        j, lo, hi, w = before
+        got.append((j * s, j * a + lo, j * b + hi, j * (b - a) + w))
+    if not got or len({x[0] for x in got}) > 1:  # no finite path, or jumps that differ: not one pattern
+        return None
+    return got[0][0], min(x[1] for x in got), max(x[2] for x in got), min(x[3] for x in got)
