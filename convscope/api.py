@@ -12,6 +12,7 @@ import operator
 from dataclasses import replace
 import os
 import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,7 @@ def analyze(
 
 
 RECAPTURE_LIMIT = 1024  # the largest resolution a model is captured again at to find its feasible range
+RECAPTURE_BUDGET_S = 10.0  # seconds the feasible search may spend capturing a model again
 
 
 def feasible_of(model: Any, graph: Graph) -> tuple[int | None, int | None]:
@@ -254,19 +256,39 @@ def _feasible(model: Any, graph: Graph) -> tuple[tuple[int | None, int | None], 
         recapture = not isinstance(model, Graph)
     fixed: list[int] = []  # sizes an ONNX file's fixed sizes did not let it be analysed at
     refused: list[tuple[int, str]] = []  # sizes the model itself refused, with why
+    slow: list[int] = []  # sizes not tried: capturing the model there would take too long
+    spent = [0.0]
+    last: list[tuple[int, float]] = []  # (size, seconds) of the largest capture so far
 
     def at(r: int) -> Graph | None:
         if r > RECAPTURE_LIMIT:
             return None
+        r0, t0 = last[-1] if last else (r, 0.0)
+        # a capture that runs the model (the eager one, for data-dependent control flow) costs up to
+        # (r/r0)^4 more at r than at r0 (attention over r² positions): within the budget, or not tried
+        if spent[0] > RECAPTURE_BUDGET_S or (r > r0 and t0 >= 0.25 and spent[0] + t0 * (r / r0) ** 4 > RECAPTURE_BUDGET_S):
+            slow.append(r)
+            return None
+        start = time.perf_counter()
         try:
             return load_graph(model, input=as_given(graph, shape_at(graph, r)))
         except FixedSizes:
             fixed.append(r)
         except ConvscopeError as exc:
             refused.append((r, str(exc)))
+        finally:
+            took = time.perf_counter() - start
+            spent[0] += took
+            if not last or r >= last[-1][0]:
+                last.append((r, took))
         return None
 
     lo, hi = feasible_range(graph, at=at if recapture and len(graph.input_shape) == 3 else None)
+    if slow:
+        edge = "low end" if lo is None else "high end"
+        return (lo, hi), (f"the feasible range's {edge} may lie beyond what was searched: capturing the model again "
+                          f"at {min(slow)} px and more would take too long (it runs the model; "
+                          f"{spent[0]:.1f} s spent on other sizes)")
     below = [r for r in fixed if lo is None or r < lo]
     if not below and lo is None and refused:
         r, why = refused[0]

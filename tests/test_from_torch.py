@@ -1598,3 +1598,30 @@ def test_a_channel_shuffle_written_out_is_the_permutation_the_model_computes(gro
             built.b.weight.copy_(m.b.weight), built.b.bias.copy_(m.b.bias)
             x = torch.randn(2, 3, 8, 8)
             assert torch.allclose(built(x), m(x), atol=1e-6)
+
+
+def test_the_feasible_search_stops_capturing_when_it_would_take_too_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model captured by running it (data-dependent control flow) costs real compute at each size
+    the feasible search tries, (r/r0)^4 more for attention over every position (a model ran for
+    minutes): the search keeps to its budget and says which end it may have missed."""
+    import convscope.api as api
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs = nn.Sequential(*(nn.Conv2d(3 if i == 0 else 8, 8, 3, padding=1) for i in range(6)))
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            y = self.convs(x)
+            if y.sum() > 1e9:  # data-dependent: fx cannot follow it, the model is run instead
+                y = y * 2
+            b, c, h, w = y.shape  # tokens and back: the sizes are the model's, captured again at each size
+            t = y.flatten(2).transpose(1, 2)
+            return (t.transpose(1, 2).reshape(b, c, h, w) + 1).mean((2, 3))
+
+    whole = convscope.analyze(Branchy(), input=(3, 8, 8), device="raspi4")
+    assert whole.feasible_resolution == (12, 13) and not any("searched" in n for n in whole.notes)
+    monkeypatch.setattr(api, "RECAPTURE_BUDGET_S", -1.0)  # spent before the first capture
+    cut = convscope.analyze(Branchy(), input=(3, 8, 8), device="raspi4")
+    assert any("the feasible range's low end may lie beyond what was searched: capturing the model again at" in n
+               for n in cut.notes), cut.notes

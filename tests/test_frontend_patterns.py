@@ -83,7 +83,8 @@ class MaxGate(nn.Module):
 
 
 class ECA(nn.Module):
-    """ECA: a Conv1d across the pooled channels (not a 2-D op: unknown), then LayerNorm over (C, H, W)."""
+    """ECA: a Conv1d across the pooled channels (a 1-D conv on the gate's path), then LayerNorm over
+    (C, H, W) (GroupNorm with one group and an affine per position)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -141,9 +142,48 @@ class WhereAct(nn.Module):
         return self.e(torch.where(z >= y, z, 0.0))  # e's input reads c's map (5 px) and d's (5 px + 2)
 
 
+class LayerNormMap(nn.Module):
+    """LayerNorm over the whole (C, H, W) map: GroupNorm with one group and an affine per position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.d = nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.ln = nn.LayerNorm([8, SHAPE[1] // 2, SHAPE[2] // 2])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.d(self.ln(self.c(x)))
+
+
+class SpatialLayerNorm(nn.Module):
+    """LayerNorm over (H, W) only, per channel: not an op convscope expresses (unknown on both paths)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.d = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.ln = nn.LayerNorm([SHAPE[1], SHAPE[2]])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.d(self.ln(self.c(x)))
+
+
+class UpToSkip(nn.Module):
+    """A U-Net decoder step: the transposed conv sized to the skip connection with output_size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(8, 3, 3, stride=2, padding=1)
+        self.fuse = nn.Conv2d(6, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat([x, self.up(self.down(x), output_size=x.shape[-2:])], 1))
+
+
 MODELS = {"tokens_back": TokensBack, "classic_se": ClassicSE, "group_norm": GroupNormNet, "max_gate": MaxGate,
-          "eca": ECA, "stack_sum": StackSum, "l2norm": L2Norm, "where": WhereAct}
-EXACT = {"tokens_back", "classic_se", "group_norm", "max_gate", "stack_sum", "l2norm", "where"}  # nothing unknown: MACs exact too
+          "eca": ECA, "stack_sum": StackSum, "l2norm": L2Norm, "where": WhereAct, "layer_norm_map": LayerNormMap, "up_to_skip": UpToSkip,
+          "spatial_layer_norm": SpatialLayerNorm}
+EXACT = {"eca", "tokens_back", "classic_se", "group_norm", "max_gate", "stack_sum", "l2norm", "where", "layer_norm_map",
+         "up_to_skip"}  # nothing unknown: MACs exact too
 
 
 def _onnx(m: nn.Module, path: Path) -> Analysis:

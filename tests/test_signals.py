@@ -95,12 +95,26 @@ class Strided(nn.Module):
         return self.c3(self.c2(self.c1(x)[..., ::2])[:, :, 1::2])
 
 
+class SamePad(nn.Module):
+    """padding='same' (an even kernel: one more zero on the right; ONNX writes auto_pad SAME_UPPER)
+    after a reflect-padded conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(2, 4, 3, padding=1, padding_mode="reflect")
+        self.c2, self.c3 = nn.Conv1d(4, 4, 4, padding="same"), nn.Conv1d(4, 4, 3, padding="same", dilation=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c3(self.c2(self.c1(x)))
+
+
 @pytest.mark.parametrize("make,shape,layers", [
+    (SamePad, (2, 60), {"c1": 3, "c2": 6, "c3": 10}),
     (CausalTCN, (2, 300), {"stem.1": 3, "blocks.0": 7, "blocks.1": 15, "blocks.2": 31}),
     (lambda: UNet1d("linear"), (1, 256), {"d2": 76, "d1": 88}),
     (lambda: UNet1d("nearest"), (1, 256), {"d2": 76, "d1": 84}),
     (Strided, (2, 200), {"c2": 7, "c3": 15}),
-], ids=["tcn", "unet-linear", "unet-nearest", "strided-slice"])
+], ids=["same-pad", "tcn", "unet-linear", "unet-nearest", "strided-slice"])
 def test_signal_ops_match_the_oracles_through_pytorch_and_onnx(make, shape, layers, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """F.pad and ConstantPad1d (a causal TCN), ConvTranspose1d and 1-D interpolation were unknown
     (MACs missing, every receptive field '?'); x[..., ::2] on a signal grew the height instead of the

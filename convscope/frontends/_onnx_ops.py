@@ -93,6 +93,21 @@ def _pads(n: ONode, x: TVal, k: Sequence[int], s: Sequence[int], d: Sequence[int
     return (int(p[0]), int(p[2])), (int(p[1]), int(p[3]))
 
 
+def _pads1d(n: ONode, x: TVal, k: int, s: int, d: int) -> tuple[int, int]:
+    """(left, right) of a 1-D conv or pool: ``pads`` [l, r] or ``auto_pad`` (SAME_UPPER puts the odd
+    one on the right: PyTorch's ``padding='same'`` with an even kernel)."""
+    auto = n.attr("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        size = x.shape[-1]
+        total = max((-(-size // s) - 1) * s + d * (k - 1) + 1 - size, 0)
+        small = total // 2
+        return (small, total - small) if auto == "SAME_UPPER" else (total - small, small)
+    if auto == "VALID":
+        return 0, 0
+    p = n.attr("pads", [0, 0])
+    return int(p[0]), int(p[1])
+
+
 def _image(x: TVal, op: str) -> None:
     if x.ndim != 4 or x.bpos != 0:
         raise Unsupported(f"{op} on a tensor of shape {list(x.shape)} (only 2-D maps)")
@@ -110,11 +125,11 @@ def _conv(n: ONode) -> list[TVal]:
         return [n.call("conv_transpose1d", x, w, b, n.attr("strides", [1])[0], int(pads[0]),
                        n.attr("output_padding", [0])[0], int(n.attr("group", 1)), n.attr("dilations", [1])[0])]
     if n.op == "Conv" and w is not None and w.ndim == 3:  # 1-D: the PyTorch front end's conv1d
-        pads = n.attr("pads", [0, 0])
-        if n.attr("auto_pad", "NOTSET") not in ("NOTSET", "") or pads[0] != pads[1]:
-            raise Unsupported(f"a 1-D Conv with padding {list(pads)} / auto_pad {n.attr('auto_pad')}")
-        return [n.call("conv1d", x, w, b, n.attr("strides", [1])[0], int(pads[0]), n.attr("dilations", [1])[0],
-                       int(n.attr("group", 1)))]
+        st, dil = int(n.attr("strides", [1])[0]), int(n.attr("dilations", [1])[0])
+        left, right = _pads1d(n, x, int(w.shape[2]), st, dil)
+        if left != right:  # padding='same' with an even kernel: zeros on one side more, then the conv
+            x, left = n.call("pad", x, (left, right)), 0
+        return [n.call("conv1d", x, w, b, st, left, dil, int(n.attr("group", 1)))]
     _image(x, n.op)
     if w is None or w.ndim != 4:
         raise Unsupported(f"{n.op} with a weight of shape {list(w.shape) if w else None}")
@@ -141,10 +156,11 @@ def _conv(n: ONode) -> list[TVal]:
 def _pool(n: ONode) -> list[Any]:
     x = n.tensor()
     if x.ndim == 3 and x.bpos == 0 and len(n.attr("kernel_shape", [])) == 1:  # 1-D: as the PyTorch front end's
-        k, pads = int(n.attr("kernel_shape")[0]), n.attr("pads", [0, 0])
-        if n.attr("auto_pad", "NOTSET") not in ("NOTSET", "") or pads[0] != pads[1]:
-            raise Unsupported(f"a 1-D {n.op} with padding {list(pads)} / auto_pad {n.attr('auto_pad')}")
-        s, ceil = int(n.attr("strides", [1])[0]), bool(n.attr("ceil_mode", 0))
+        k, s = int(n.attr("kernel_shape")[0]), int(n.attr("strides", [1])[0])
+        pads = _pads1d(n, x, k, s, int(n.attr("dilations", [1])[0]))
+        if pads[0] != pads[1]:
+            raise Unsupported(f"a 1-D {n.op} with padding {list(pads)} (auto_pad {n.attr('auto_pad', 'NOTSET')})")
+        ceil = bool(n.attr("ceil_mode", 0))
         if n.op == "MaxPool":
             y = n.call("max_pool1d", x, k, s, int(pads[0]), int(n.attr("dilations", [1])[0]), ceil)
         else:
@@ -294,10 +310,12 @@ def _lrn(n: ONode) -> list[Any]:
 @_op("LayerNormalization")
 def _ln(n: ONode) -> list[Any]:
     x = n.tensor()
-    if int(n.attr("axis", -1)) % x.ndim != x.ndim - 1:
-        raise Unsupported(f"LayerNormalization over axis {n.attr('axis')} and after (only the last axis)")
+    axis = int(n.attr("axis", -1)) % x.ndim
+    if axis != x.ndim - 1 and not (axis == 1 and x.bpos == 0 and x.ndim >= 3):  # (C, H, W): the whole map
+        raise Unsupported(f"LayerNormalization over axis {n.attr('axis')} and after (only the last axis, or a "
+                          "whole map)")
     b = n.ins[2] if len(n.ins) > 2 else None
-    out = n.call("layer_norm", x, [x.shape[-1]], n.ins[1], b, float(n.attr("epsilon", 1e-5)))
+    out = n.call("layer_norm", x, list(x.shape[axis:]), n.ins[1], b, float(n.attr("epsilon", 1e-5)))
     return [out] + [Opaque("layer-norm statistics", ())] * (n.n_out - 1)
 
 

@@ -682,6 +682,15 @@ def _layer_norm(c: Call) -> TVal:
     x = c.tensor()
     shape = c.arg(1, "normalized_shape")
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if len(shape) > 1 and x.bpos == 0 and x.ndim >= 3 and shape == tuple(x.shape[1:]):
+        # over the whole (C, H, W) map: GroupNorm with one group, and an affine per position (its
+        # weight and bias hold C·H·W values each)
+        eps = float(c.arg(4, "eps", 1e-5))
+        w, b = c.arg(2, "weight", None), c.arg(3, "bias", None)
+        y = c.part("group_norm", x, 1, None, None, eps, last=w is None and b is None)
+        if w is not None:
+            y = c.part("mul", y, w, last=b is None)
+        return c.part("add", y, b, last=True) if b is not None else y
     if len(shape) != 1 or x.bpos == x.ndim - 1:
         raise Unsupported(f"layer norm over {list(shape)} (only over the last axis)")
     c.expect("features in the last axis", shape[0], x.shape[-1])
