@@ -40,7 +40,12 @@ def _image(x: TensorInfo, what: str) -> tuple[int, int, int]:
     layout rules do not follow, an op we do not know) is one too, as PyTorch and ONNX read it."""
     lost = len(x.shape) == 3 and x.channel_axis is None and not x.spatial_axes
     if not lost and (not x.is_image or len(x.shape) != 3 or x.channel_axis != 0):
-        raise ValueError(f"{what} needs a (C, H, W) feature map, got shape {list(x.shape)}")
+        names = iter("HW")
+        axes = ", ".join("C" if a == x.channel_axis else next(names) if a in x.spatial_axes else "·"
+                         for a in range(len(x.shape)))
+        why = (" (· is an axis that holds no positions any more: a Linear or matmul over it, or a reshape, mixed "
+               "them)") if "·" in axes else ""
+        raise ValueError(f"{what} needs a (C, H, W) feature map, got shape {list(x.shape)} laid out ({axes}){why}")
     c, h, w = x.shape
     return c, h, w
 
