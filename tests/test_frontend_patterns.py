@@ -166,6 +166,23 @@ class SpatialLayerNorm(nn.Module):
         return self.d(self.ln(self.c(x)))
 
 
+class NonLocal(nn.Module):
+    """A non-local block: the map made tokens, attention, reshaped back to (B, C, H, W), then
+    BatchNorm and GroupNorm (they needed a channel axis the reshape had lost)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.d = nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.bn, self.gn = nn.BatchNorm2d(8), nn.GroupNorm(2, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c(x)
+        b, c, h, w = y.shape
+        t = y.flatten(2).transpose(1, 2)
+        t = F.scaled_dot_product_attention(t, t, t)
+        return self.d(self.gn(self.bn(t.transpose(1, 2).reshape(b, c, h, w))))
+
+
 class UpToSkip(nn.Module):
     """A U-Net decoder step: the transposed conv sized to the skip connection with output_size."""
 
@@ -181,8 +198,8 @@ class UpToSkip(nn.Module):
 
 MODELS = {"tokens_back": TokensBack, "classic_se": ClassicSE, "group_norm": GroupNormNet, "max_gate": MaxGate,
           "eca": ECA, "stack_sum": StackSum, "l2norm": L2Norm, "where": WhereAct, "layer_norm_map": LayerNormMap, "up_to_skip": UpToSkip,
-          "spatial_layer_norm": SpatialLayerNorm}
-EXACT = {"eca", "tokens_back", "classic_se", "group_norm", "max_gate", "stack_sum", "l2norm", "where", "layer_norm_map",
+          "spatial_layer_norm": SpatialLayerNorm, "non_local": NonLocal}
+EXACT = {"eca", "non_local", "tokens_back", "classic_se", "group_norm", "max_gate", "stack_sum", "l2norm", "where", "layer_norm_map",
          "up_to_skip"}  # nothing unknown: MACs exact too
 
 

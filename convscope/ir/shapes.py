@@ -179,12 +179,21 @@ def _upsample(a: O.UpsampleAttrs, inputs: Infos) -> TensorInfo:
     return TensorInfo((c, oh, ow))
 
 
+def _as_map(x: TensorInfo) -> TensorInfo:
+    """A 3-axis tensor whose layout was lost (a map made tokens for attention and reshaped back:
+    a non-local block) as the (C, H, W) map PyTorch and ONNX read it as, as ``_image`` does for a
+    convolution; any other tensor as it is."""
+    lost = len(x.shape) == 3 and x.channel_axis is None and not x.spatial_axes
+    return TensorInfo(x.shape) if lost else x
+
+
 @_handles(OpKind.BATCHNORM)
 def _bn(a: O.NormAttrs, inputs: Infos) -> TensorInfo:
     _arity(inputs, 1, "bn")
-    if inputs[0].channel_axis is None:
-        raise ValueError(f"bn needs a channel axis, got shape {list(inputs[0].shape)}")
-    return inputs[0]
+    x = _as_map(inputs[0])
+    if x.channel_axis is None:
+        raise ValueError(f"bn needs a channel axis, got shape {list(x.shape)}")
+    return x
 
 
 @_handles(OpKind.LRN)
@@ -210,10 +219,11 @@ def _ln(a: O.NormAttrs, inputs: Infos) -> TensorInfo:
 @_handles(OpKind.GROUPNORM)
 def _gn(a: O.NormAttrs, inputs: Infos) -> TensorInfo:
     _arity(inputs, 1, "gn")
-    c = inputs[0].channels
+    x = _as_map(inputs[0])
+    c = x.channels
     if c is None or a.groups < 1 or c % a.groups:
         raise ValueError(f"gn groups={a.groups} must divide the channels ({c})")
-    return inputs[0]
+    return x
 
 
 @_handles(OpKind.ACT)
