@@ -655,3 +655,24 @@ def test_a_cut_at_a_pytorch_module_is_at_what_it_returns() -> None:
         subgraph_until(load_graph(Net(True), input=(3, 32, 32)), "mid")
     with pytest.raises(GraphError, match="'blk' is called 2 times, so its output is not one map"):
         subgraph_until(g, "blk")
+
+
+@pytest.mark.parametrize("width", [100, 120, 130, 160])
+def test_the_table_with_measurements_keeps_every_column_readable(nets: Path, width: int) -> None:
+    """With the measured column the full table needs more than 120 columns: at 120 rich squeezed
+    the 'kind' column to nothing; below the full table's width the narrow one is drawn."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from convscope.reports.compare_report import render_comparison
+
+    body = "  first:\n    single: big.yaml\n  second:\n    parallel: [small.yaml, tiny.yaml]\n"
+    cmp = compare(str(plan(nets, body)), predictor=fake, measure=True,
+                  measurer=lambda g: SimpleNamespace(median_ms=1.0, p10_ms=0.9, p90_ms=1.1, interrupted=False))
+    out = io.StringIO()
+    render_comparison(cmp, Console(file=out, width=width, highlight=False))
+    header = out.getvalue().splitlines()[2]
+    assert "┃┃" not in header and "measured" in header
+    assert ("kind" in header) == (width >= 134)

@@ -26,7 +26,7 @@ NARROW = 120  # below this many columns the tables drop what the verdict and the
 
 def render_comparison(cmp: Comparison, console: Console) -> None:
     measured = any(c.measured_ms is not None for c in cmp.candidates)
-    narrow, box_kw = table_layout(console, NARROW)
+    narrow, box_kw = table_layout(console, NARROW + 14 * measured)  # the measured column needs room too
     t = Table(title=f"{tesc(cmp.plan)} — input {'×'.join(map(str, cmp.input))}, device {tesc(cmp.device)} ({cmp.tier} prediction"
                     f"{', ' + cmp.backend if cmp.backend else ''}{f', batch {cmp.batch}' if cmp.batch != 1 else ''})",
               title_justify="left", header_style="bold", **box_kw)
