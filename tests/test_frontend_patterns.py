@@ -183,6 +183,19 @@ class NonLocal(nn.Module):
         return self.d(self.gn(self.bn(t.transpose(1, 2).reshape(b, c, h, w))))
 
 
+class NarrowDivisor(nn.Module):
+    """x.narrow / torch.narrow (slices) and an average pool with divisor_override (a scale): were unknown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.d = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(4, 4, 3)
+        self.p = nn.AvgPool2d(2, divisor_override=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.p(self.c(x)).narrow(1, 2, 4)
+        return self.d(torch.narrow(y, 3, 1, 6))
+
+
 class UpToSkip(nn.Module):
     """A U-Net decoder step: the transposed conv sized to the skip connection with output_size."""
 
@@ -198,8 +211,9 @@ class UpToSkip(nn.Module):
 
 MODELS = {"tokens_back": TokensBack, "classic_se": ClassicSE, "group_norm": GroupNormNet, "max_gate": MaxGate,
           "eca": ECA, "stack_sum": StackSum, "l2norm": L2Norm, "where": WhereAct, "layer_norm_map": LayerNormMap, "up_to_skip": UpToSkip,
-          "spatial_layer_norm": SpatialLayerNorm, "non_local": NonLocal}
-EXACT = {"eca", "non_local", "tokens_back", "classic_se", "group_norm", "max_gate", "stack_sum", "l2norm", "where", "layer_norm_map",
+          "spatial_layer_norm": SpatialLayerNorm, "non_local": NonLocal,
+          "narrow_divisor": NarrowDivisor}
+EXACT = {"eca", "non_local", "narrow_divisor", "tokens_back", "classic_se", "group_norm", "max_gate", "stack_sum", "l2norm", "where", "layer_norm_map",
          "up_to_skip"}  # nothing unknown: MACs exact too
 
 

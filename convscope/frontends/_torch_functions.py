@@ -495,8 +495,10 @@ def _pool(c: Call) -> TVal:
             # (max_unpool2d reads them; anything else reads a map with the pool's receptive field).
             return out, replace(out)
         return out
-    if c.arg(6, "divisor_override", None) is not None:
-        raise Unsupported("average pooling with a divisor override")
+    divisor = c.arg(6, "divisor_override", None)
+    if divisor is not None:  # the window's sum over another constant: the same positions, the same cost
+        c.lo.notes.append(f"{c.name}: an average pool with divisor_override={divisor} is analysed as an average "
+                          "pool (the divisor only scales its output)")
     attrs = pool_attrs(c.arg(1, "kernel_size"), c.arg(2, "stride", None), c.arg(3, "padding", 0), 1,
                        bool(c.arg(4, "ceil_mode", False)), bool(c.arg(5, "count_include_pad", True)))
     return emit_pool(c.emit, OpKind.AVGPOOL, attrs, x)

@@ -246,6 +246,21 @@ def _flip(c: Any) -> TVal:
     return x
 
 
+def _narrow(c: Any) -> TVal:
+    """x.narrow(dim, start, length): the slice x[..., start:start + length] along dim."""
+    x = c.tensor()
+    d, start, length = x.axis(int(c.arg(1, "dim"))), c.arg(2, "start"), c.arg(3, "length")
+    if not isinstance(start, int) or not isinstance(length, int):
+        raise Unsupported("narrow with a start or length computed from the input")
+    if d == x.bpos:
+        raise Unsupported("narrowing the batch axis")
+    start = start % x.shape[d] if start < 0 else start
+    if length < 0 or start + length > x.shape[d]:
+        raise InputError(f"layer '{c.name}': narrow({d}, {start}, {length}) does not fit the axis of "
+                         f"{x.shape[d]}" + INPUT_HINT)
+    return _slice(c, x, d, start, start + length, name=c.name)
+
+
 def _getitem(c: Any) -> Any:
     x, idx = c.arg(0, "input"), c.arg(1, "index")
     if not isinstance(x, TVal):
@@ -406,6 +421,7 @@ def layout_handlers(call_type: type) -> dict[str, Callable[[Any], Any]]:
         table[name] = _permute
     table["getitem"] = _getitem
     table["flip"] = _flip
+    table["narrow"] = _narrow
     for name in ("split", "chunk", "unbind"):
         table[name] = _split
     for name in ("cat", "stack"):
