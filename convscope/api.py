@@ -319,9 +319,12 @@ def analyze_resolutions(
     fit: str | os.PathLike[str] | None = None,
     on_missing: str = "measure",
     progress: Any = None,
+    errors: list[tuple[int, str]] | None = None,
 ) -> list[Analysis]:
     """The same network at square input resolutions (the channel count is kept), each with its
-    latency prediction when one is available (the options of :func:`analyze`)."""
+    latency prediction when one is available (the options of :func:`analyze`).  A size the network
+    cannot be analysed at is an InputError, or with ``errors`` given, (size, why) appended to it and
+    the other sizes analysed."""
     dt = checked_dtype_batch(dtype, batch)
     batch = batch_size(batch)
     _check_device(device)
@@ -339,7 +342,11 @@ def analyze_resolutions(
             # classifier that expects one size refuses another), a spec rebuilt, a Graph re-inferred
             g = load_graph(model, input=as_given(graph, shape_at(graph, r)))
         except ConvscopeError as exc:
-            raise InputError(f"{graph.name} at {'x'.join(map(str, shape_at(graph, r)[1:]))}: {exc}") from None
+            why = f"{graph.name} at {'x'.join(map(str, shape_at(graph, r)[1:]))}: {exc}"
+            if errors is None:
+                raise InputError(why) from None
+            errors.append((r, why))
+            continue
         adaptive = any(n.op.value.startswith("adaptive") for n in graph.nodes)
         a = analyze_graph(g, dtype=dt, batch=batch, feasible=None if adaptive else feasible)
         if note and not adaptive:

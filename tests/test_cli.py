@@ -388,3 +388,14 @@ def test_fbnet_names_may_be_joined_by_spaces() -> None:
 
     assert parse_ops("  ".join([CHOICES[1]] * 22)) == [CHOICES[1]] * 22
     assert parse_ops("-".join(["3"] * 22)) == [CHOICES[3]] * 22
+
+
+def test_a_resolution_that_fails_does_not_cost_the_others(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "r.json"
+    assert main(["analyze", "zoo:vgg11-cifar", "--res", "1,32,64", "--device", "raspi4", "--json", str(out)]) == 2
+    printed, err = capsys.readouterr()
+    d = json.loads(out.read_text())
+    assert [r["input"][1] for r in d["results"]] == [32, 64] and [e["resolution"] for e in d["errors"]] == [1]
+    assert printed.count("summary at") == 2 and "vgg11-cifar at 1x1" in err and "(the other 2 resolution(s)" in err
+    assert main(["analyze", "zoo:vgg11-cifar", "--res", "1,2"]) == 2  # none works: the errors, nothing else
+    assert "at 1x1" in capsys.readouterr().err

@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(handler=run)
 
 
-def _results(args: argparse.Namespace) -> list[Analysis]:
+def _results(args: argparse.Namespace, failed: list[tuple[int, str]]) -> list[Analysis]:
     shape = shape_arg(args.input) if args.input is not None else None
     if args.batch < 1:
         raise InputError(f"--batch must be a positive integer, got {args.batch}")
@@ -75,13 +75,17 @@ def _results(args: argparse.Namespace) -> list[Analysis]:
         lat = dict(device=args.device, backend=args.backend, threads=args.threads, fit=args.fit, progress=prog)
         if args.res is not None:
             res = int_list_arg(args.res, "--res")
-            return analyze_resolutions(args.model, res, input=shape, dtype=args.dtype, batch=args.batch, **lat)
+            return analyze_resolutions(args.model, res, input=shape, dtype=args.dtype, batch=args.batch, errors=failed,
+                                       **lat)
         return [analyze(args.model, input=shape, dtype=args.dtype, batch=args.batch, **lat)]
 
 
 def run(args: argparse.Namespace) -> int:
     check_outputs(args)
-    results = _results(args)
+    failed: list[tuple[int, str]] = []  # --res sizes the network cannot be analysed at: the others still are
+    results = _results(args, failed)
+    if not results:
+        raise InputError("; ".join(why for _, why in failed))
     if all(r.all_unknown for r in results):
         raise NothingUsable(f"{args.model}: every layer that computes something is an op convscope does not know")
     asked = [f"--{k} {v}" for k, v in (("backend", args.backend), ("threads", args.threads),
@@ -96,8 +100,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"convscope analyze: note: no latency prediction for {' '.join(asked)}: {why}, or give a profile "
               "with --device", file=sys.stderr)
     def json_out() -> None:
-        data = results[0].to_dict() if len(results) == 1 else {  # the wrapper for several resolutions
-            "schema_version": SCHEMA_VERSION, "results": [r.to_dict() for r in results]}
+        data = results[0].to_dict() if len(results) == 1 and not failed else {  # the wrapper for --res
+            "schema_version": SCHEMA_VERSION, "results": [r.to_dict() for r in results],
+            **({"errors": [{"resolution": r, "error": why} for r, why in failed]} if failed else {})}
         write_json(data, args.json)
 
     wrote: list[str] = []
@@ -116,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
             con.print(plain(f"wrote {path}"))
 
     write_all(args.json and json_out, args.html and html_out, not json_to_stdout(args) and terminal)
+    if failed:
+        raise InputError("; ".join(why for _, why in failed) + f" (the other {len(results)} resolution(s) were "
+                         "analysed and written)")
     return 0
 
 
