@@ -20,7 +20,8 @@ from typing import Any
 from convscope.analyses.analyze import analyze_graph
 from convscope.analyses.border import feasible_range, shape_at
 from convscope.analyses.cost import DType, checked_dtype_batch
-from convscope.errors import ConvscopeError, FixedSizes, InputError, batch_size, positive_int
+from convscope.analyses.latency import check_device
+from convscope.errors import ConvscopeError, FixedSizes, InputError, positive_int
 from convscope.frontends._spec_args import MAX_INT
 from convscope.ir.graph import SIGNAL_INPUT, Graph
 from convscope.ir.transform import with_input
@@ -181,18 +182,6 @@ def _load_ref(ref: str, shape: tuple[int, ...] | None) -> Graph:
                      "module.path:factory / file.py:factory")
 
 
-def _check_device(device: Any) -> None:
-    """``device=`` is None, 'local', a profile name or path, or a DeviceProfile (checked before any
-    model is loaded)."""
-    if device is None or isinstance(device, (str, os.PathLike)):
-        return
-    from convscope.analyses._latency_profiles import DeviceProfile
-
-    if not isinstance(device, DeviceProfile):
-        raise InputError(f"device must be 'local', a profile name, a profile .yaml path or a DeviceProfile, "
-                         f"got {device!r}")
-
-
 def _with_latency(a: Analysis, graph: Graph, latency: dict[str, Any]) -> Analysis:
     from convscope.analyses.latency import predict
 
@@ -223,11 +212,10 @@ def analyze(
     >>> a = analyze("zoo:vgg16-cifar", input=(3, 32, 32))
     >>> a.border_layer, a.unproductive_share
     """
-    dt = checked_dtype_batch(dtype, batch)
-    batch = batch_size(batch)  # a numpy integer becomes an int (the JSON holds it)
-    _check_device(device)
-    graph = load_graph(model, input=input)
-    feasible, note = _feasible(model, graph)
+    dt, batch = checked_dtype_batch(dtype, batch)  # a numpy integer becomes an int (the JSON holds it)
+    check_device(device)
+    graph, took = _timed_load(model, input)
+    feasible, note = _feasible(model, graph, took)
     a = analyze_graph(graph, dtype=dt, batch=batch, feasible=feasible)
     if note:
         a = replace(a, notes=(*a.notes, note))
@@ -245,7 +233,15 @@ def feasible_of(model: Any, graph: Graph) -> tuple[int | None, int | None]:
     return _feasible(model, graph)[0]
 
 
-def _feasible(model: Any, graph: Graph) -> tuple[tuple[int | None, int | None], str | None]:
+def _timed_load(model: Any, input: Sequence[int] | None) -> tuple[Graph, float]:
+    """The graph, and the seconds loading it took (what a capture at its size costs: the feasible
+    search judges larger sizes by it)."""
+    start = time.perf_counter()
+    graph = load_graph(model, input=input)
+    return graph, time.perf_counter() - start
+
+
+def _feasible(model: Any, graph: Graph, took: float = 0.0) -> tuple[tuple[int | None, int | None], str | None]:
     """:func:`feasible_of` and a note when the range is unknown below some size: an ONNX file exported
     at one size with sizes fixed inside it (a resize to a recorded size) cannot be followed to the
     sizes below, so lo is not known there (rather than the first size at which it happens to fit)."""
@@ -257,16 +253,16 @@ def _feasible(model: Any, graph: Graph) -> tuple[tuple[int | None, int | None], 
     fixed: list[int] = []  # sizes an ONNX file's fixed sizes did not let it be analysed at
     refused: list[tuple[int, str]] = []  # sizes the model itself refused, with why
     slow: list[int] = []  # sizes not tried: capturing the model there would take too long
-    spent = [0.0]
-    last: list[tuple[int, float]] = []  # (size, seconds) of the largest capture so far
+    spent = 0.0  # seconds spent capturing so far
+    r0, t0 = max(graph.input_shape[1:], default=0), took  # the largest size captured so far, and its seconds
 
     def at(r: int) -> Graph | None:
+        nonlocal spent, r0, t0
         if r > RECAPTURE_LIMIT:
             return None
-        r0, t0 = last[-1] if last else (r, 0.0)
         # a capture that runs the model (the eager one, for data-dependent control flow) costs up to
         # (r/r0)^4 more at r than at r0 (attention over r² positions): within the budget, or not tried
-        if spent[0] > RECAPTURE_BUDGET_S or (r > r0 and t0 >= 0.25 and spent[0] + t0 * (r / r0) ** 4 > RECAPTURE_BUDGET_S):
+        if spent > RECAPTURE_BUDGET_S or (r > r0 and t0 >= 0.25 and spent + t0 * (r / r0) ** 4 > RECAPTURE_BUDGET_S):
             slow.append(r)
             return None
         start = time.perf_counter()
@@ -278,9 +274,9 @@ def _feasible(model: Any, graph: Graph) -> tuple[tuple[int | None, int | None], 
             refused.append((r, str(exc)))
         finally:
             took = time.perf_counter() - start
-            spent[0] += took
-            if not last or r >= last[-1][0]:
-                last.append((r, took))
+            spent += took
+            if r >= r0:
+                r0, t0 = r, took
         return None
 
     lo, hi = feasible_range(graph, at=at if recapture and len(graph.input_shape) == 3 else None)
@@ -288,7 +284,7 @@ def _feasible(model: Any, graph: Graph) -> tuple[tuple[int | None, int | None], 
         edge = "low end" if lo is None else "high end"
         return (lo, hi), (f"the feasible range's {edge} may lie beyond what was searched: capturing the model again "
                           f"at {min(slow)} px and more would take too long (it runs the model; "
-                          f"{spent[0]:.1f} s spent on other sizes)")
+                          f"{spent:.1f} s spent on other sizes)")
     below = [r for r in fixed if lo is None or r < lo]
     if not below and lo is None and refused:
         r, why = refused[0]
@@ -325,14 +321,13 @@ def analyze_resolutions(
     latency prediction when one is available (the options of :func:`analyze`).  A size the network
     cannot be analysed at is an InputError, or with ``errors`` given, (size, why) appended to it and
     the other sizes analysed."""
-    dt = checked_dtype_batch(dtype, batch)
-    batch = batch_size(batch)
-    _check_device(device)
+    dt, batch = checked_dtype_batch(dtype, batch)
+    check_device(device)
     if isinstance(resolutions, (str, bytes)) or not isinstance(resolutions, Sequence) or not resolutions:
         raise InputError(f"resolutions must be a list of positive integers (square input sizes), got {resolutions!r}")
     resolutions = [positive_int(r, "each resolution") for r in resolutions]
-    graph = load_graph(model, input=input)
-    feasible, note = _feasible(model, graph)
+    graph, took = _timed_load(model, input)
+    feasible, note = _feasible(model, graph, took)
     latency = dict(device=device, backend=backend, threads=threads, fit=fit, on_missing=on_missing,
                    progress=progress)
     out = []

@@ -1625,3 +1625,40 @@ def test_the_feasible_search_stops_capturing_when_it_would_take_too_long(monkeyp
     cut = convscope.analyze(Branchy(), input=(3, 8, 8), device="raspi4")
     assert any("the feasible range's low end may lie beyond what was searched: capturing the model again at" in n
                for n in cut.notes), cut.notes
+
+
+def test_the_feasible_search_does_not_start_a_capture_that_would_overrun_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Captures whose cost grows as (r/r0)^4 (attention run at each size): once one takes 0.25 s or
+    more (the model's own first capture included), a larger size that would take the search past its
+    budget is not tried (a clock stands in for the time: each capture at r costs 0.3·(r/16)^4 s)."""
+    import types
+
+    import convscope.api as api
+
+    clock = [0.0]
+    tried: list[int] = []
+    real = api.load_graph
+
+    def load(model, input=None):  # type: ignore[no-untyped-def]
+        if input is not None:
+            tried.append(input[-1])
+            clock[0] += 0.3 * (input[-1] / 16) ** 4
+        return real(model, input=input)
+
+    monkeypatch.setattr(api, "load_graph", load)
+    monkeypatch.setattr(api, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    class Deep(nn.Module):  # 30 convs: the first size with no unproductive layer is beyond 60 px
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs = nn.Sequential(*(nn.Conv2d(3 if i == 0 else 4, 4, 3, padding=1) for i in range(30)))
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            b, c, h, w = x.shape
+            y = self.convs(x).flatten(2)  # tokens and back: the sizes are captured again at each size
+            return y.reshape(b, 4, h, w).mean((2, 3))
+
+    a = convscope.analyze(Deep(), input=(3, 16, 16), device="raspi4")  # the first capture: 0.3 s
+    assert tried[0] == 16 and clock[0] <= api.RECAPTURE_BUDGET_S
+    assert all(0.3 * (r / 16) ** 4 < api.RECAPTURE_BUDGET_S for r in tried)  # nothing hopeless was started
+    assert any("may lie beyond what was searched" in n for n in a.notes), (tried, a.notes)

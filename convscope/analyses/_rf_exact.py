@@ -228,12 +228,8 @@ class Exact:
         height of a signal, which every op passes through."""
         if k is None:
             return [(name, (lo, hi)) for name in node.inputs if self.local(name)]
-        key = (node.name, k)
-        maps = self._maps.get(key)
-        if maps is None:
-            maps = self._maps[key] = self._build(node, k)
         out: list[tuple[str, Interval | None]] = []
-        for name, fn in maps:
+        for name, fn in self.maps(node, k):
             if fn is None:
                 out.append((name, None))
                 continue
@@ -241,6 +237,14 @@ class Exact:
             if span is not None:
                 out.append((name, span))
         return out
+
+    def maps(self, node: Node, k: int) -> list[tuple[str, Map | None]]:
+        """(local input, its interval map along own axis ``k``) of ``node``, built once."""
+        key = (node.name, k)
+        got = self._maps.get(key)
+        if got is None:
+            got = self._maps[key] = self._build(node, k)
+        return got
 
     def _build(self, node: Node, k: int) -> list[tuple[str, Map | None]]:
         maps: list[tuple[str, Map | None]] = []
@@ -410,12 +414,8 @@ def _forward(ex: Exact, node: Node, axis: int, memo: dict[str, Affine | None]) -
         return None
     if node.op is OpKind.CONCAT and node.attrs.axis == node.out.spatial_axes[k]:  # type: ignore[union-attr]
         return None  # a seam: which piece a window reads depends on the position
-    key = (node.name, k)
-    maps = ex._maps.get(key)
-    if maps is None:
-        maps = ex._maps[key] = ex._build(node, k)
     got: list[Affine] = []
-    for src, fn in maps:
+    for src, fn in ex.maps(node, k):
         before = memo.get(src)
         if fn is None or before is None:
             return None

@@ -31,7 +31,8 @@ from convscope.analyses.analyze import analyze_graph
 from convscope.analyses.border import productivity
 from convscope.analyses.cost import DType, checked_dtype_batch
 from convscope.analyses.receptive_field import receptive_field
-from convscope.errors import ConvscopeError, GraphError, InputError, batch_size, positive_int
+from convscope.analyses.latency import check_device
+from convscope.errors import ConvscopeError, GraphError, InputError, positive_int
 from convscope.ir.graph import UNLISTED_PARAMS, Graph
 from convscope.ir.ops import OpKind
 from convscope.results import SCHEMA_VERSION, Analysis, LatencyPrediction
@@ -282,14 +283,14 @@ def _selection(only: Sequence[str] | None, opts: Options) -> tuple[list[str], se
     return keys, set(only)
 
 
-def _check(graph: Graph, dtype: DType | str, batch: int) -> DType:
-    dt = checked_dtype_batch(dtype, batch)
+def _check(graph: Graph, dtype: DType | str, batch: int) -> tuple[DType, int]:
+    checked = checked_dtype_batch(dtype, batch)
     if not isinstance(graph, Graph):
         raise InputError(f"suggest_graph takes a Graph, got a {type(graph).__name__} (convscope.suggest takes any model)")
     if len(graph.input_shape) != 3:
         raise InputError(f"{graph.name}: suggest rewrites convolutional networks on images; the input "
                          f"{list(graph.input_shape)} is not C, H, W")
-    return dt
+    return checked
 
 
 def suggest_graph(
@@ -311,8 +312,7 @@ def suggest_graph(
     On Ctrl-C the rewrites tried so far are returned, with ``interrupted`` set.  ``feasible``: the
     original's feasible range when the caller found it by capturing a model again at other sizes
     (:func:`convscope.api.feasible_of`)."""
-    dt = _check(graph, dtype, batch)
-    batch = batch_size(batch)
+    dt, batch = _check(graph, dtype, batch)
     left_out = graph.unlisted_params
     if left_out:  # parameters no layer holds (forward never uses them): a variant, written as a spec, has no
         meta = graph.meta_dict()  # place for them, so the original is counted without them as well
@@ -322,8 +322,7 @@ def suggest_graph(
         graph = dataclasses.replace(graph, meta=tuple(sorted(meta.items())))
     if options is not None and not isinstance(options, Options):
         raise InputError(f"options must be a convscope.analyses.advice.Options, got a {type(options).__name__}")
-    if device is not None and not isinstance(device, (str, os.PathLike)):
-        raise InputError(f"device must be a profile name, a profile .yaml path or 'local', got {device!r}")
+    check_device(device)
     threads = None if threads is None else positive_int(threads, "threads")
     opts = options or Options()
     keys, wanted = _selection(only, opts)

@@ -281,16 +281,16 @@ def node_cost_of(node: Node, inputs: Sequence[TensorInfo]) -> Cost:
     return _HANDLERS[node.op](node, inputs)
 
 
-def checked_dtype_batch(dtype: DType | str, batch: int) -> DType:
-    """The DType for ``dtype``; an unknown dtype or a batch below 1 is an InputError (user input)."""
+def checked_dtype_batch(dtype: DType | str, batch: int) -> tuple[DType, int]:
+    """The DType for ``dtype`` and ``batch`` as an int; an unknown dtype or a batch out of range is an
+    InputError (user input)."""
     from convscope.errors import InputError, batch_size
 
     try:
         dt = DType.parse(dtype)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    batch_size(batch)
-    return dt
+    return dt, batch_size(batch)
 
 
 def cost(graph: Graph, *, dtype: DType | str = DType.FP32, batch: int = 1) -> CostResult:

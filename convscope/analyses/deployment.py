@@ -640,9 +640,10 @@ def compare(
         raise InputError(f"compare takes a plan file path (FORMATS.md §2) or a Plan, got a {type(plan).__name__}")
     if device is not None and (not isinstance(device, str) or not device.strip()):
         raise InputError(f"--device (device=) must be a profile name, a profile .yaml path or 'local', got {device!r}")
-    for key in ("batch", "threads"):  # what the CLI's parser checks, for the Python API
-        if predict_kw.get(key) is not None:
-            predict_kw[key] = (batch_size if key == "batch" else positive_int)(predict_kw[key], key)
+    if predict_kw.get("batch") is not None:  # what the CLI's parser checks, for the Python API
+        predict_kw["batch"] = batch_size(predict_kw["batch"])
+    if predict_kw.get("threads") is not None:
+        predict_kw["threads"] = positive_int(predict_kw["threads"], "threads")
     dev = device or plan.device
     if predictor is None:  # a predictor of the caller's own may know devices we have no profile for
         _check_device(plan, device)

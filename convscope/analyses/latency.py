@@ -181,6 +181,14 @@ def _measure_missing(graph: Graph, missing: list[Kernel], backend: str, batch: i
          for name, why in failed[:4]]
 
 
+def check_device(device: object) -> None:
+    """``device=`` of the Python API: None, 'local', a profile name or .yaml path, or a DeviceProfile
+    (an InputError naming the value otherwise, before any model is loaded)."""
+    if device is not None and not isinstance(device, (str, os.PathLike, DeviceProfile)):
+        raise InputError(f"device must be 'local', a profile name ({', '.join(profile_names())}), a profile .yaml "
+                         f"path or a DeviceProfile, got {device!r}")
+
+
 def predict(graph: Graph, *, device: str | os.PathLike[str] | DeviceProfile | None = None, backend: str | None = None,
             batch: int = 1, dtype: str = "fp32", threads: int | None = None, fit: str | os.PathLike[str] | None = None,
             on_missing: str = "measure", progress: Progress | None = None,
@@ -195,9 +203,7 @@ def predict(graph: Graph, *, device: str | os.PathLike[str] | DeviceProfile | No
     if not isinstance(graph, Graph):
         raise InputError(f"predict takes a Graph, got a {type(graph).__name__}: "
                          "convscope.load_graph(model, input=...) makes one from any model")
-    if device is not None and not isinstance(device, (str, os.PathLike, DeviceProfile)):
-        raise InputError(f"device must be 'local', a profile name ({', '.join(profile_names())}), a profile .yaml "
-                         f"path or a DeviceProfile, got {device!r}")
+    check_device(device)
     batch = batch_size(batch)
     threads = None if threads is None else positive_int(threads, "threads")
     local = device is None or (isinstance(device, str) and device == "local")

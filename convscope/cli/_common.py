@@ -154,9 +154,10 @@ def add_json_arg(p: argparse.ArgumentParser) -> None:
                    help="write the result as JSON to FILE, or to stdout with '-' (the table is then not printed)")
 
 
-def emit(result: Any, args: argparse.Namespace, render: Any, write_html: Any = None) -> None:
-    """A command's result: JSON with ``--json``, an HTML file with ``--html`` (``write_html(result,
-    path)``), and the terminal rendering (``render(result, console)``) unless JSON goes to stdout."""
+def emit(result: Any, args: argparse.Namespace, render: Any, write_html: Any = None, data: Any = None) -> None:
+    """A command's result: JSON with ``--json`` (``data``, default ``result.to_dict()``), an HTML file
+    with ``--html`` (``write_html(result, path)``), and the terminal rendering (``render(result,
+    console)``) unless JSON goes to stdout; one that cannot be written does not cost the others."""
     html = getattr(args, "html", None) if write_html is not None else None
     wrote: list[str] = []
 
@@ -170,8 +171,8 @@ def emit(result: Any, args: argparse.Namespace, render: Any, write_html: Any = N
         for path in wrote:
             con.print(plain(f"wrote {path}"))
 
-    write_all(args.json and (lambda: write_json(result.to_dict(), args.json)), html and html_out,
-              not json_to_stdout(args) and terminal)
+    write_all(args.json and (lambda: write_json(result.to_dict() if data is None else data, args.json)),
+              html and html_out, not json_to_stdout(args) and terminal)
 
 
 def write_all(*steps: Any) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from convscope.api import analyze, analyze_resolutions
-from convscope.cli._common import add_json_arg, check_outputs, console, html_arg, int_list_arg, json_to_stdout, shape_arg, \
-    threads_arg, write_all, write_json
+from convscope.cli._common import add_json_arg, check_outputs, emit, html_arg, int_list_arg, shape_arg, threads_arg
 from convscope.cli.calibrate_cmd import progress_bar
 from convscope.errors import InputError, NothingUsable
-from convscope.reports._text import plain
 from convscope.reports.terminal import render_analysis
 from convscope.results import SCHEMA_VERSION, Analysis
 
@@ -99,28 +98,21 @@ def run(args: argparse.Namespace) -> int:
             why = "this machine has no CUDA device to calibrate"
         print(f"convscope analyze: note: no latency prediction for {' '.join(asked)}: {why}, or give a profile "
               "with --device", file=sys.stderr)
-    def json_out() -> None:
+    def render(rs: list[Analysis], con: Any) -> None:
+        for r in rs:
+            render_analysis(r, con, all_layers=args.all)
+
+    def write_html(rs: list[Analysis], path: str) -> None:
+        from convscope.reports.html import write_analysis_html
+
+        write_analysis_html(rs, path)
+
+    data = None
+    if args.json:
         data = results[0].to_dict() if len(results) == 1 and not failed else {  # the wrapper for --res
             "schema_version": SCHEMA_VERSION, "results": [r.to_dict() for r in results],
             **({"errors": [{"resolution": r, "error": why} for r, why in failed]} if failed else {})}
-        write_json(data, args.json)
-
-    wrote: list[str] = []
-
-    def html_out() -> None:
-        from convscope.reports.html import write_analysis_html
-
-        write_analysis_html(results, args.html)
-        wrote.append(args.html)
-
-    def terminal() -> None:
-        con = console(args)
-        for r in results:
-            render_analysis(r, con, all_layers=args.all)
-        for path in wrote:
-            con.print(plain(f"wrote {path}"))
-
-    write_all(args.json and json_out, args.html and html_out, not json_to_stdout(args) and terminal)
+    emit(results, args, render, write_html, data=data)
     if failed:
         raise InputError("; ".join(why for _, why in failed) + f" (the other {len(results)} resolution(s) were "
                          "analysed and written)")

@@ -74,10 +74,8 @@ def _buffers_kept(module: nn.Module) -> Iterator[None]:
                     m._buffers.update(refs)
                 for k, b in data.items():
                     t = refs[k]
-                    if t is not None and (t.shape != b.shape or not torch.equal(t, b)):
-                        if t.shape != b.shape:
-                            t.resize_(b.shape)
-                        t.copy_(b)
+                    if t is not None and not (t.shape == b.shape and torch.equal(t, b)):
+                        t.resize_(b.shape).copy_(b)
 
 
 CAPTURES = ("auto", "fx", "eager")

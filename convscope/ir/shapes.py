@@ -35,11 +35,16 @@ def _arity(inputs: Infos, n: int | None, what: str, at_least: int = 1) -> None:
         raise ValueError(f"{what} takes at least {at_least} input(s), got {len(inputs)}")
 
 
+def _lost(x: TensorInfo) -> bool:
+    """A 3-axis tensor whose layout was lost on the way (a reshape the layout rules do not follow,
+    an op we do not know, a map made tokens for attention and reshaped back: a non-local block)."""
+    return len(x.shape) == 3 and x.channel_axis is None and not x.spatial_axes
+
+
 def _image(x: TensorInfo, what: str) -> tuple[int, int, int]:
-    """(C, H, W) of a feature map.  A 3-axis tensor whose layout was lost on the way (a reshape the
-    layout rules do not follow, an op we do not know) is one too, as PyTorch and ONNX read it."""
-    lost = len(x.shape) == 3 and x.channel_axis is None and not x.spatial_axes
-    if not lost and (not x.is_image or len(x.shape) != 3 or x.channel_axis != 0):
+    """(C, H, W) of a feature map; a tensor whose layout was lost (:func:`_lost`) is one too, as
+    PyTorch and ONNX read it."""
+    if not _lost(x) and (not x.is_image or len(x.shape) != 3 or x.channel_axis != 0):
         names = iter("HW")
         axes = ", ".join("C" if a == x.channel_axis else next(names) if a in x.spatial_axes else "·"
                          for a in range(len(x.shape)))
@@ -180,11 +185,9 @@ def _upsample(a: O.UpsampleAttrs, inputs: Infos) -> TensorInfo:
 
 
 def _as_map(x: TensorInfo) -> TensorInfo:
-    """A 3-axis tensor whose layout was lost (a map made tokens for attention and reshaped back:
-    a non-local block) as the (C, H, W) map PyTorch and ONNX read it as, as ``_image`` does for a
-    convolution; any other tensor as it is."""
-    lost = len(x.shape) == 3 and x.channel_axis is None and not x.spatial_axes
-    return TensorInfo(x.shape) if lost else x
+    """A tensor whose layout was lost (:func:`_lost`) as the (C, H, W) map PyTorch and ONNX read it
+    as, as :func:`_image` does for a convolution; any other tensor as it is."""
+    return TensorInfo(x.shape) if _lost(x) else x
 
 
 @_handles(OpKind.BATCHNORM)
